@@ -1,0 +1,596 @@
+"""SIP messages: parsing, header multi-map, serialization, stream framing (RFC 3261 §7, §18.3).
+
+The parser is tolerant in the ways RFC 3261 §7 and §25 and RFC 4475 §3.1.1 require: header names
+are case-insensitive and may be compact (§7.3.3), LWS continuation lines are folded into one value
+(§7.3.1), leading CRLFs before the start line are skipped (§7.5), LWS may surround the colon, the
+body of a datagram is framed by Content-Length (§18.3), and bare-LF line ends are accepted.  Header
+values are parsed lazily: ``parse_message`` only splits the header section into (name, value)
+pairs; the structured accessors (``cseq``, ``vias``, ``from_addr`` ...) parse on demand and raise
+``SipParseError`` when a value is missing or malformed.
+
+Serialization is faithful: ``parse_message(m.to_bytes())`` gives the same header values in the same
+order (names in canonical long form), with Content-Length always equal to the body length.
+
+Text is UTF-8 (RFC 3261 §7.3); octets that are not valid UTF-8 survive a round trip as surrogate
+escapes (``errors="surrogateescape"``).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from sip.headers import CSeq, Via
+from sip.uri import NameAddr, SipParseError, SipURI, is_token, split_commas
+
+__all__ = [
+    "MAX_MESSAGE_SIZE",
+    "REASON_PHRASES",
+    "Headers",
+    "Keepalive",
+    "Request",
+    "Response",
+    "SipParseError",
+    "StreamFramer",
+    "make_response",
+    "new_branch",
+    "new_call_id",
+    "new_tag",
+    "parse_message",
+]
+
+MAX_MESSAGE_SIZE = 65535
+"""Largest message (start line + headers + body) accepted from a datagram or a stream."""
+
+BRANCH_MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7
+
+# --- header names -------------------------------------------------------------------------------
+
+_CANONICAL_NAMES = [
+    "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Accept-Resource-Priority",
+    "Alert-Info", "Allow", "Allow-Events", "Answer-Mode", "Authentication-Info", "Authorization",
+    "Call-ID", "Call-Info", "Contact", "Content-Disposition", "Content-Encoding",
+    "Content-Language", "Content-Length", "Content-Type", "CSeq", "Date", "Error-Info", "Event",
+    "Expires", "Flow-Timer", "From", "History-Info", "Identity", "In-Reply-To", "Join",
+    "Max-Breadth", "Max-Forwards", "MIME-Version", "Min-Expires", "Min-SE", "Organization",
+    "P-Asserted-Identity", "P-Preferred-Identity", "Path", "Priority", "Privacy",
+    "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "RAck", "Reason",
+    "Record-Route", "Refer-Sub", "Refer-To", "Referred-By", "Reject-Contact", "Replaces",
+    "Reply-To", "Request-Disposition", "Require", "Resource-Priority", "Retry-After", "Route",
+    "RSeq", "Security-Client", "Security-Server", "Security-Verify", "Server", "Service-Route",
+    "Session-Expires", "SIP-ETag", "SIP-If-Match", "Subject", "Subscription-State", "Supported",
+    "Target-Dialog", "Timestamp", "To", "Unsupported", "User-Agent", "Via", "Warning",
+    "WWW-Authenticate",
+]  # fmt: skip
+
+# RFC 3261 §7.3.3 and the IANA SIP header registry's compact forms
+_COMPACT_FORMS = {
+    "i": "Call-ID", "m": "Contact", "f": "From", "t": "To", "v": "Via", "l": "Content-Length",
+    "c": "Content-Type", "e": "Content-Encoding", "s": "Subject", "k": "Supported", "o": "Event",
+    "r": "Refer-To", "b": "Referred-By", "u": "Allow-Events", "x": "Session-Expires",
+    "a": "Accept-Contact", "j": "Reject-Contact", "d": "Request-Disposition", "y": "Identity",
+}  # fmt: skip
+
+# lower-case spelling -> (lookup key, canonical name)
+_NAME_INFO: dict[str, tuple[str, str]] = {n.lower(): (n.lower(), n) for n in _CANONICAL_NAMES}
+_NAME_INFO.update({c: (n.lower(), n) for c, n in _COMPACT_FORMS.items()})
+
+# Headers whose values are comma-separated lists (RFC 3261 §7.3.1, §20); get_all() splits them.
+_LIST_HEADERS = frozenset(
+    n.lower()
+    for n in [
+        "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+        "Allow-Events", "Call-Info", "Contact", "Content-Encoding", "Content-Language",
+        "Error-Info", "History-Info", "In-Reply-To", "P-Asserted-Identity",
+        "P-Preferred-Identity", "Path", "Privacy", "Proxy-Require", "Reason", "Record-Route",
+        "Reject-Contact", "Request-Disposition", "Require", "Route", "Security-Client",
+        "Security-Server", "Security-Verify", "Service-Route", "Supported", "Unsupported", "Via",
+        "Warning",
+    ]
+)  # fmt: skip
+
+
+def _name_info(name: str) -> tuple[str, str]:
+    lower = name.lower()
+    info = _NAME_INFO.get(lower)
+    if info is not None:
+        return info
+    return lower, name
+
+
+class Headers:
+    """Ordered multi-map of header fields (RFC 3261 §7.3).
+
+    Names are case-insensitive and compact forms are expanded (``i`` is ``Call-ID``); names are kept
+    in canonical capitalization (unknown names as first seen).  ``items()`` lists header lines in
+    order; ``get_all()`` additionally splits list-valued headers (Via, Contact, Route, Allow ...) at
+    top-level commas, i.e. not inside quoted strings or ``<>``.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str, str]] = []  # (lookup key, name, value)
+        for name, value in items:
+            self.add(name, value)
+
+    @classmethod
+    def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
+        headers = cls.__new__(cls)
+        headers._items = items
+        return headers
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name`` (the first list element for list-valued headers)."""
+        key = _name_info(name)[0]
+        for k, _, value in self._items:
+            if k == key:
+                if key in _LIST_HEADERS and ("," in value or not value):
+                    values = split_commas(value)
+                    if not values:
+                        continue
+                    return values[0]
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` in order; list-valued lines are split at top-level commas."""
+        key = _name_info(name)[0]
+        if key in _LIST_HEADERS:
+            out: list[str] = []
+            for k, _, value in self._items:
+                if k == key:
+                    out.extend(split_commas(value))
+            return out
+        return [value for k, _, value in self._items if k == key]
+
+    def add(self, name: str, value: str) -> None:
+        """Append a header line."""
+        key, canonical = _name_info(name)
+        self._items.append((key, canonical, value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every ``name`` line by one line (at the position of the first, else appended)."""
+        key, canonical = _name_info(name)
+        out: list[tuple[str, str, str]] = []
+        done = False
+        for item in self._items:
+            if item[0] == key:
+                if not done:
+                    out.append((key, canonical, value))
+                    done = True
+            else:
+                out.append(item)
+        if not done:
+            out.append((key, canonical, value))
+        self._items = out
+
+    def remove(self, name: str) -> None:
+        """Remove every ``name`` line (no error if there is none)."""
+        key = _name_info(name)[0]
+        self._items = [item for item in self._items if item[0] != key]
+
+    def count(self, name: str) -> int:
+        """Number of header *lines* named ``name``."""
+        key = _name_info(name)[0]
+        return sum(1 for item in self._items if item[0] == key)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = _name_info(name)[0]
+        return any(item[0] == key for item in self._items)
+
+    def items(self) -> list[tuple[str, str]]:
+        """(name, value) per header line, in order."""
+        return [(name, value) for _, name, value in self._items]
+
+    def copy(self) -> Headers:
+        return Headers._from_parsed(list(self._items))
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.items())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(k, v) for k, _, v in self._items] == [(k, v) for k, _, v in other._items]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Headers({self.items()!r})"
+
+    def _lines(self, body_length: int) -> list[str]:
+        lines = []
+        cl_done = False
+        for key, name, value in self._items:
+            if key == "content-length":
+                if cl_done:
+                    continue
+                value = str(body_length)
+                cl_done = True
+            lines.append(f"{name}: {value}")
+        if not cl_done:
+            lines.append(f"Content-Length: {body_length}")
+        return lines
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+
+class _MessageFields:
+    """Structured accessors shared by Request and Response (parsed on demand)."""
+
+    headers: Headers
+
+    def _single(self, name: str) -> str:
+        value = self.headers.get(name)
+        if value is None:
+            raise SipParseError(f"missing {name} header")
+        return value
+
+    @property
+    def call_id(self) -> str:
+        value = self._single("Call-ID")
+        if not value:
+            raise SipParseError("empty Call-ID")
+        return value
+
+    @property
+    def cseq(self) -> CSeq:
+        return CSeq.parse(self._single("CSeq"))
+
+    @property
+    def vias(self) -> list[Via]:
+        return [Via.parse(v) for v in self.headers.get_all("Via")]
+
+    @property
+    def top_via(self) -> Via:
+        return Via.parse(self._single("Via"))
+
+    @property
+    def from_addr(self) -> NameAddr:
+        return NameAddr.parse(self._single("From"))
+
+    @property
+    def to_addr(self) -> NameAddr:
+        return NameAddr.parse(self._single("To"))
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """Contact values; a ``Contact: *`` (REGISTER, RFC 3261 §10.2.2) yields no entries."""
+        return [NameAddr.parse(v) for v in self.headers.get_all("Contact") if v != "*"]
+
+
+def _encode(lines: list[str], body: bytes) -> bytes:
+    lines.append("")
+    lines.append("")
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+
+
+@dataclass
+class Request(_MessageFields):
+    """A SIP request (RFC 3261 §7.1).  ``uri`` is the raw Request-URI text."""
+
+    method: str
+    uri: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+    def to_bytes(self) -> bytes:
+        """Request-Line, headers, ``Content-Length: len(body)``, CRLF, body."""
+        lines = [f"{self.method} {self.uri} {self.version}"]
+        lines.extend(self.headers._lines(len(self.body)))
+        return _encode(lines, self.body)
+
+    @property
+    def request_uri(self) -> SipURI:
+        return SipURI.parse(self.uri)
+
+
+@dataclass
+class Response(_MessageFields):
+    """A SIP response (RFC 3261 §7.2)."""
+
+    status: int
+    reason: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+    def to_bytes(self) -> bytes:
+        lines = [f"{self.version} {self.status:03d} {self.reason}"]
+        lines.extend(self.headers._lines(len(self.body)))
+        return _encode(lines, self.body)
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+_VERSION_RE = re.compile(r"SIP/\d+\.\d+", re.IGNORECASE)
+
+
+def _parse_content_length(values: list[str]) -> int:
+    lengths = set()
+    for value in values:
+        if not (value.isascii() and value.isdigit()) or len(value) > 10:
+            raise SipParseError(f"bad Content-Length {value!r}")
+        lengths.add(int(value))
+    if len(lengths) != 1:
+        raise SipParseError("conflicting Content-Length values")
+    return lengths.pop()
+
+
+def _split_head(data: bytes) -> tuple[int, int, int]:
+    """(start of the start line, end of the header section, start of the body)."""
+    n = len(data)
+    start = 0
+    while start < n and (data[start] == 13 or data[start] == 10):  # RFC 3261 §7.5
+        start += 1
+    end = data.find(b"\r\n\r\n", start)
+    lf = data.find(b"\n\n", start, end if end >= 0 else n)
+    if lf >= 0:
+        return start, lf, lf + 2
+    if end >= 0:
+        return start, end, end + 4
+    return start, n, n  # no empty line: a body-less message missing its final CRLF
+
+
+def _parse_header_lines(lines: list[str]) -> list[tuple[str, str, str]]:
+    items: list[tuple[str, str, str]] = []
+    info_table = _NAME_INFO
+    for line in lines:
+        if line[-1:] == "\r":
+            line = line[:-1]
+        if not line:
+            raise SipParseError("empty line inside the header section")
+        c = line[0]
+        if c == " " or c == "\t":  # LWS continuation (RFC 3261 §7.3.1)
+            if not items:
+                raise SipParseError("continuation line before the first header")
+            key, name, value = items[-1]
+            cont = line.strip(" \t")
+            items[-1] = (key, name, f"{value} {cont}" if value else cont)
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            raise SipParseError(f"header line without a name and colon: {line[:80]!r}")
+        name = line[:colon]
+        value = line[colon + 1 :].strip(" \t")
+        lower = name.lower()
+        info = info_table.get(lower)
+        if info is None:
+            name = name.rstrip(" \t")
+            lower = name.lower()
+            info = info_table.get(lower)
+            if info is None:
+                if not is_token(name):
+                    raise SipParseError(f"bad header name {name!r}")
+                items.append((lower, name, value))
+                continue
+        items.append((info[0], info[1], value))
+    return items
+
+
+def parse_message(data: bytes) -> Request | Response:
+    """Parse one SIP message from a datagram (RFC 3261 §7, §18.3).
+
+    With a Content-Length the body is exactly that many octets (trailing octets are ignored; fewer
+    raise SipParseError); without one the body is the rest of the datagram.
+    """
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise SipParseError(f"message larger than {MAX_MESSAGE_SIZE} octets")
+    data = bytes(data)
+    start, head_end, body_start = _split_head(data)
+    if start == head_end:
+        raise SipParseError("empty message")
+    lines = data[start:head_end].decode("utf-8", "surrogateescape").split("\n")
+    while len(lines) > 1 and (lines[-1] == "" or lines[-1] == "\r"):
+        lines.pop()  # a header section that ends in a line end but no empty line
+    first = lines[0]
+    if first[-1:] == "\r":
+        first = first[:-1]
+    items = _parse_header_lines(lines[1:])
+    headers = Headers._from_parsed(items)
+    cl_values = [value for key, _, value in items if key == "content-length"]
+    rest = data[body_start:]
+    if cl_values:
+        length = _parse_content_length(cl_values)
+        if length > len(rest):
+            raise SipParseError(f"Content-Length {length} exceeds the {len(rest)} octets received")
+        body = rest[:length]
+    else:
+        body = rest
+    if first[:4].upper() == "SIP/":
+        parts = first.split(" ", 2)
+        if len(parts) < 2:
+            raise SipParseError(f"bad status line {first[:80]!r}")
+        version, code = parts[0], parts[1]
+        if _VERSION_RE.fullmatch(version) is None:
+            raise SipParseError(f"bad SIP version in {first[:80]!r}")
+        if len(code) != 3 or not (code.isascii() and code.isdigit()) or code[0] == "0":
+            raise SipParseError(f"bad status code in {first[:80]!r}")
+        reason = parts[2] if len(parts) == 3 else ""
+        return Response(int(code), reason, headers, body, version.upper())
+    parts = first.split()
+    if len(parts) != 3:
+        raise SipParseError(f"bad request line {first[:80]!r}")
+    method, uri, version = parts
+    if not is_token(method):
+        raise SipParseError(f"bad method in {first[:80]!r}")
+    if _VERSION_RE.fullmatch(version) is None:
+        raise SipParseError(f"bad SIP version in {first[:80]!r}")
+    return Request(method, uri, headers, body, version.upper())
+
+
+# --- stream framing -----------------------------------------------------------------------------
+
+
+class Keepalive(enum.Enum):
+    """RFC 5626 §3.5.1 CRLF keep-alives on a stream: PING is CRLFCRLF, PONG is CRLF."""
+
+    PING = "ping"
+    PONG = "pong"
+
+
+_STREAM_CL_RE = re.compile(rb"\n[ \t]*(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+
+
+class StreamFramer:
+    """Cut a TCP/TLS byte stream into whole messages by Content-Length (RFC 3261 §18.3).
+
+    ``feed()`` returns complete message byte strings (ready for ``parse_message``) and Keepalive
+    markers.  CRLFCRLF between messages is a PING, a lone CRLF a PONG (RFC 5626 §3.5.1).  A
+    missing Content-Length on a stream is taken as 0.  Bad framing (unparseable or conflicting
+    Content-Length) or a message larger than ``max_size`` raises SipParseError; the connection
+    should then be closed, the framer is not usable afterwards.
+    """
+
+    def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
+        self._buf = bytearray()
+        self._need: int | None = None  # total length of the message in progress, once known
+        self._max = max_size
+        self._broken = False
+
+    def feed(self, data: bytes) -> list[bytes | Keepalive]:
+        if self._broken:
+            raise SipParseError("stream framing already failed")
+        self._buf += data
+        out: list[bytes | Keepalive] = []
+        buf = self._buf
+        try:
+            while buf:
+                if self._need is None:
+                    if buf[0] == 13 or buf[0] == 10:
+                        if buf[:4] == b"\r\n\r\n":
+                            out.append(Keepalive.PING)
+                            del buf[:4]
+                            continue
+                        if buf[:2] == b"\r\n":
+                            if len(buf) == 3 and buf[2] == 13:
+                                break  # maybe the start of a PING split across segments
+                            out.append(Keepalive.PONG)
+                            del buf[:2]
+                            continue
+                        if buf[0] == 13 and len(buf) == 1:
+                            break
+                        del buf[:1]  # stray CR or LF before a start line (RFC 3261 §7.5)
+                        continue
+                    end = buf.find(b"\r\n\r\n")
+                    if end < 0:
+                        if len(buf) > self._max:
+                            raise SipParseError("header section larger than the size limit")
+                        break
+                    head = bytes(buf[:end])
+                    values = [
+                        v.strip(b" \t").decode("latin-1") for v in _STREAM_CL_RE.findall(head)
+                    ]
+                    length = _parse_content_length(values) if values else 0
+                    total = end + 4 + length
+                    if total > self._max:
+                        raise SipParseError("message larger than the size limit")
+                    self._need = total
+                if len(buf) < self._need:
+                    break
+                out.append(bytes(buf[: self._need]))
+                del buf[: self._need]
+                self._need = None
+        except SipParseError:
+            self._broken = True
+            raise
+        return out
+
+
+# --- building responses -------------------------------------------------------------------------
+
+REASON_PHRASES: dict[int, str] = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 199: "Early Dialog Terminated",
+    200: "OK", 202: "Accepted", 204: "No Notification",
+    300: "Multiple Choices", 301: "Moved Permanently", 302: "Moved Temporarily",
+    305: "Use Proxy", 380: "Alternative Service",
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
+    412: "Conditional Request Failed", 413: "Request Entity Too Large",
+    414: "Request-URI Too Long", 415: "Unsupported Media Type", 416: "Unsupported URI Scheme",
+    417: "Unknown Resource-Priority", 420: "Bad Extension", 421: "Extension Required",
+    422: "Session Interval Too Small", 423: "Interval Too Brief", 428: "Use Identity Header",
+    429: "Provide Referrer Identity", 430: "Flow Failed", 433: "Anonymity Disallowed",
+    436: "Bad Identity-Info", 437: "Unsupported Certificate", 438: "Invalid Identity Header",
+    439: "First Hop Lacks Outbound Support", 440: "Max-Breadth Exceeded",
+    469: "Bad Info Package", 470: "Consent Needed",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected", 483: "Too Many Hops", 484: "Address Incomplete", 485: "Ambiguous",
+    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
+    489: "Bad Event", 491: "Request Pending", 493: "Undecipherable",
+    494: "Security Agreement Required",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 555: "Push Notification Service Not Supported",
+    580: "Precondition Failure",
+    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
+    606: "Not Acceptable", 607: "Unwanted", 608: "Rejected",
+}  # fmt: skip
+
+_CLASS_REASONS = {1: "Trying", 2: "OK", 3: "Redirect", 4: "Client Error", 5: "Server Error"}
+
+
+def reason_phrase(status: int) -> str:
+    """The RFC reason phrase for ``status`` (a generic one for unknown codes)."""
+    phrase = REASON_PHRASES.get(status)
+    if phrase is not None:
+        return phrase
+    return _CLASS_REASONS.get(status // 100, "Global Failure")
+
+
+def make_response(
+    request: Request, status: int, reason: str | None = None, *, to_tag: str | None = None
+) -> Response:
+    """Build a response to ``request`` (RFC 3261 §8.2.6.2).
+
+    Copies every Via (in order), From, To, Call-ID and CSeq verbatim; adds ``;tag=to_tag`` to To
+    when given and To has no tag yet.  Other headers (Contact, Record-Route for dialog-creating
+    responses per §12.1.1, Allow, Supported ...) are the caller's business.
+    """
+    items: list[tuple[str, str, str]] = []
+    for item in request.headers._items:
+        if item[0] in ("via", "from", "call-id", "cseq"):
+            items.append(item)
+        elif item[0] == "to":
+            key, name, value = item
+            if to_tag is not None:
+                try:
+                    has_tag = NameAddr.parse(value).tag is not None
+                except SipParseError:
+                    has_tag = ";tag=" in value.replace(" ", "").lower()
+                if not has_tag:
+                    value = f"{value};tag={to_tag}"
+            items.append((key, name, value))
+    return Response(
+        status,
+        reason if reason is not None else reason_phrase(status),
+        Headers._from_parsed(items),
+    )
+
+
+def new_branch() -> str:
+    """A fresh RFC 3261 §8.1.1.7 branch: the magic cookie plus 64 random bits."""
+    return BRANCH_MAGIC_COOKIE + secrets.token_hex(8)
+
+
+def new_tag() -> str:
+    """A fresh From/To tag with 48 random bits (RFC 3261 §19.3 requires 32)."""
+    return secrets.token_hex(6)
+
+
+def new_call_id() -> str:
+    """A globally unique Call-ID: 128 random bits (RFC 3261 §8.1.1.4)."""
+    return secrets.token_hex(16)

@@ -1,0 +1,418 @@
+"""URIs (RFC 3261 §19.1, §25.1; RFC 3966 tel; RFC 5118 IPv6) and name-addr values.
+
+``SipURI`` is the parsed form of any absolute URI found in SIP: ``sip:``/``sips:`` URIs are split
+into user, password, host, port, parameters and headers; ``tel:`` URIs into the number (``user``)
+and parameters; every other scheme (``http:``, ``isbn:``, ``urn:`` ...) keeps its scheme-specific
+part in ``opaque`` so it can be carried around and printed unchanged (RFC 4475 §3.3.1, §3.3.3).
+
+Escapes (RFC 3261 §19.1.2, §25.1 ``escaped``): ``user``, ``password``, parameter names and values
+and header names and values are stored *unescaped*; ``str()`` escapes exactly the characters the
+grammar requires, so ``sip:%75se%72@h`` becomes ``sip:user@h`` (equivalent, RFC 3261 §19.1.4).
+
+``NameAddr`` is the ``name-addr`` / ``addr-spec`` value of From, To, Contact, Route, Record-Route,
+Reply-To, Refer-To ... (RFC 3261 §20.10, §25.1).  Header parameters (``;tag=``, ``;expires=``) are
+in ``NameAddr.params``; URI parameters (inside ``<>``) are in ``NameAddr.uri.params``.
+
+Parameter values are kept as they appear on the wire apart from URI unescaping: a quoted-string
+value (``+sip.instance="<urn:uuid:...>"``) keeps its quotes.  Parameter names are lower-cased.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+__all__ = ["NameAddr", "SipParseError", "SipURI"]
+
+
+class SipParseError(ValueError):
+    """Malformed SIP input: the only exception the SIP parsers raise (also in sip.message)."""
+
+
+# --- lexical helpers shared by sip.uri, sip.headers and sip.message -----------------------------
+
+# RFC 3261 §25.1 token
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9\-._]+")
+_IPV6_RE = re.compile(r"[0-9A-Fa-f:.]+")
+
+# Characters allowed unescaped (RFC 3261 §25.1): unreserved = alphanum / mark
+_UNRESERVED = "A-Za-z0-9\\-_.!~*'()"
+_USER_ESCAPE_RE = re.compile("[^" + _UNRESERVED + "&=+$,;?/]")  # user-unreserved
+_PASSWORD_ESCAPE_RE = re.compile("[^" + _UNRESERVED + "&=+$,]")
+_PARAM_ESCAPE_RE = re.compile("[^" + _UNRESERVED + "\\[\\]/:&+$]")  # param-unreserved
+_HEADER_ESCAPE_RE = re.compile("[^" + _UNRESERVED + "\\[\\]/?:+$]")  # hnv-unreserved
+
+
+def _pct(match: re.Match[str]) -> str:
+    return "".join(f"%{b:02X}" for b in match.group().encode("utf-8", "surrogateescape"))
+
+
+def _escape(text: str, pattern: re.Pattern[str]) -> str:
+    if pattern.search(text) is None:
+        return text
+    return pattern.sub(_pct, text)
+
+
+def _unescape(text: str) -> str:
+    """%HH -> character (UTF-8; undecodable octets survive as surrogate escapes)."""
+    if "%" not in text:
+        return text
+    return unquote(text, encoding="utf-8", errors="surrogateescape")
+
+
+def is_token(text: str) -> bool:
+    """RFC 3261 §25.1 ``token``."""
+    return _TOKEN_RE.fullmatch(text) is not None
+
+
+def split_quoted(text: str, sep: str) -> list[str]:
+    """Split at ``sep`` outside quoted-strings (with backslash escapes) and outside ``<...>``."""
+    if '"' not in text and "<" not in text:
+        return text.split(sep)
+    out: list[str] = []
+    start = 0
+    in_quote = False
+    in_angle = False
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if in_quote:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quote = False
+        elif c == '"':
+            in_quote = True
+        elif c == "<":
+            in_angle = True
+        elif c == ">":
+            in_angle = False
+        elif c == sep and not in_angle:
+            out.append(text[start:i])
+            start = i + 1
+        i += 1
+    out.append(text[start:])
+    return out
+
+
+def split_commas(value: str) -> list[str]:
+    """Elements of a comma-separated header value (RFC 3261 §7.3.1), empty elements dropped."""
+    if "," not in value:
+        value = value.strip(" \t")
+        return [value] if value else []
+    out = []
+    for part in split_quoted(value, ","):
+        part = part.strip(" \t")
+        if part:
+            out.append(part)
+    return out
+
+
+def parse_params(text: str, *, unescape: bool = False) -> dict[str, str | None]:
+    """``name[=value]`` pairs separated by ``;`` (``text`` starts after the first ``;``).
+
+    Names are lower-cased; LWS around ``=`` and ``;`` is allowed (RFC 3261 §25.1 ``EQUAL``,
+    ``SEMI``); an empty parameter (``;;``) is a syntax error (RFC 4475 §3.1.2.1).
+    """
+    params: dict[str, str | None] = {}
+    parts = text.split(";") if '"' not in text else split_quoted(text, ";")
+    for part in parts:
+        name, eq, value = part.partition("=")
+        name = name.strip(" \t")
+        if not name:
+            raise SipParseError(f"empty parameter in {text!r}")
+        if unescape:
+            name = _unescape(name)
+        name = name.lower()
+        if eq:
+            v = value.strip(" \t")
+            if unescape:
+                v = _unescape(v)
+            params[name] = v
+        else:
+            params[name] = None
+    return params
+
+
+def format_params(params: dict[str, str | None], pattern: re.Pattern[str] | None = None) -> str:
+    out = []
+    for name, value in params.items():
+        if pattern is not None:
+            name = _escape(name, pattern)
+            if value is not None:
+                value = _escape(value, pattern)
+        out.append(f";{name}" if value is None else f";{name}={value}")
+    return "".join(out)
+
+
+def read_quoted(text: str, start: int) -> tuple[str, int]:
+    """Read the quoted-string opening at ``text[start] == '"'``; return (unescaped content, end).
+
+    ``end`` is the index just after the closing quote.  RFC 3261 §25.1 quoted-pair: ``\\`` escapes
+    any octet except CR and LF.
+    """
+    out: list[str] = []
+    i = start + 1
+    n = len(text)
+    seg = i
+    while i < n:
+        c = text[i]
+        if c == '"':
+            out.append(text[seg:i])
+            return "".join(out), i + 1
+        if c == "\\":
+            out.append(text[seg:i])
+            if i + 1 >= n:
+                break
+            out.append(text[i + 1])
+            i += 2
+            seg = i
+            continue
+        i += 1
+    raise SipParseError(f"unterminated quoted string in {text!r}")
+
+
+def quote(text: str) -> str:
+    """A quoted-string for ``text`` (RFC 3261 §25.1)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def parse_host(text: str, where: str) -> str:
+    """Validate a host (hostname, IPv4 or [IPv6] reference); return it without brackets."""
+    if text.startswith("["):
+        if not text.endswith("]") or _IPV6_RE.fullmatch(text[1:-1]) is None:
+            raise SipParseError(f"bad IPv6 reference in {where!r}")
+        return text[1:-1]
+    if _HOSTNAME_RE.fullmatch(text) is None:
+        raise SipParseError(f"bad host in {where!r}")
+    return text
+
+
+def parse_port(text: str, where: str) -> int:
+    if not (0 < len(text) <= 5 and text.isascii() and text.isdigit()):
+        raise SipParseError(f"bad port in {where!r}")
+    port = int(text)
+    if port > 65535:
+        raise SipParseError(f"port out of range in {where!r}")
+    return port
+
+
+def split_hostport(text: str, where: str) -> tuple[str, int | None]:
+    """``host[:port]`` with RFC 5118 IPv6 references (``[2001:db8::1]:5060``)."""
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise SipParseError(f"unterminated IPv6 reference in {where!r}")
+        host = parse_host(text[: close + 1], where)
+        rest = text[close + 1 :].strip(" \t")
+        if not rest:
+            return host, None
+        if rest[0] != ":":
+            raise SipParseError(f"junk after IPv6 reference in {where!r}")
+        return host, parse_port(rest[1:].strip(" \t"), where)
+    host, colon, port = text.partition(":")
+    host = parse_host(host.rstrip(" \t"), where)
+    if not colon:
+        return host, None
+    return host, parse_port(port.strip(" \t"), where)
+
+
+def format_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+# --- SipURI ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class SipURI:
+    """An absolute URI; fully decomposed for ``sip``/``sips`` (RFC 3261 §19.1.1) and ``tel``.
+
+    ``host`` holds IPv6 addresses without brackets; ``host`` is ``""`` for tel and opaque URIs.
+    """
+
+    scheme: str = "sip"
+    user: str | None = None
+    password: str | None = None
+    host: str = ""
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    opaque: str | None = None  # scheme-specific part of a URI that is neither sip, sips nor tel
+
+    @classmethod
+    def parse(cls, text: str) -> SipURI:
+        """Parse a URI (RFC 3261 §19.1.1, §25.1; RFC 5118 §4 IPv6 references)."""
+        text = text.strip(" \t")
+        colon = text.find(":")
+        if colon <= 0:
+            raise SipParseError(f"URI without scheme: {text!r}")
+        scheme = text[:colon]
+        if _SCHEME_RE.fullmatch(scheme) is None:
+            raise SipParseError(f"bad URI scheme in {text!r}")
+        scheme = scheme.lower()
+        rest = text[colon + 1 :]
+        if not rest or " " in rest or "\t" in rest:
+            raise SipParseError(f"bad URI {text!r}")
+        if scheme == "sip" or scheme == "sips":
+            return cls._parse_sip(scheme, rest, text)
+        if scheme == "tel":
+            number, semi, params = rest.partition(";")
+            if not number:
+                raise SipParseError(f"empty tel number in {text!r}")
+            return cls(
+                scheme="tel",
+                user=_unescape(number),
+                params=parse_params(params, unescape=True) if semi else {},
+            )
+        return cls(scheme=scheme, opaque=rest)
+
+    @classmethod
+    def _parse_sip(cls, scheme: str, rest: str, text: str) -> SipURI:
+        user: str | None = None
+        password: str | None = None
+        at = rest.find("@")
+        if at >= 0:
+            userinfo = rest[:at]
+            rest = rest[at + 1 :]
+            u, colon, pw = userinfo.partition(":")
+            if not u:
+                raise SipParseError(f"empty user in {text!r}")
+            user = _unescape(u)
+            if colon:
+                password = _unescape(pw)
+        headers: dict[str, str] = {}
+        q = rest.find("?")
+        if q >= 0:
+            for hdr in rest[q + 1 :].split("&"):
+                if not hdr:
+                    continue
+                hname, _, hvalue = hdr.partition("=")
+                if not hname:
+                    raise SipParseError(f"empty URI header name in {text!r}")
+                headers[_unescape(hname)] = _unescape(hvalue)
+            rest = rest[:q]
+        semi = rest.find(";")
+        if semi >= 0:
+            params = parse_params(rest[semi + 1 :], unescape=True)
+            rest = rest[:semi]
+        else:
+            params = {}
+        if not rest:
+            raise SipParseError(f"URI without host: {text!r}")
+        host, port = split_hostport(rest, text)
+        return cls(scheme, user, password, host, port, params, headers)
+
+    def __str__(self) -> str:
+        if self.opaque is not None:
+            return f"{self.scheme}:{self.opaque}"
+        parts = [self.scheme, ":"]
+        if self.scheme == "tel":
+            parts.append(_escape(self.user or "", _USER_ESCAPE_RE))
+        else:
+            if self.user is not None:
+                parts.append(_escape(self.user, _USER_ESCAPE_RE))
+                if self.password is not None:
+                    parts.append(":")
+                    parts.append(_escape(self.password, _PASSWORD_ESCAPE_RE))
+                parts.append("@")
+            parts.append(self.hostport)
+        if self.params:
+            parts.append(format_params(self.params, _PARAM_ESCAPE_RE))
+        if self.headers:
+            parts.append("?")
+            parts.append(
+                "&".join(
+                    f"{_escape(k, _HEADER_ESCAPE_RE)}={_escape(v, _HEADER_ESCAPE_RE)}"
+                    for k, v in self.headers.items()
+                )
+            )
+        return "".join(parts)
+
+    @property
+    def hostport(self) -> str:
+        """``host[:port]`` with IPv6 addresses in brackets."""
+        host = format_host(self.host)
+        return host if self.port is None else f"{host}:{self.port}"
+
+    @property
+    def transport(self) -> str | None:
+        """The lower-case ``transport`` URI parameter, or None."""
+        value = self.params.get("transport")
+        return value.lower() if value else None
+
+    @property
+    def is_sip(self) -> bool:
+        """True for ``sip:`` and ``sips:`` URIs."""
+        return self.scheme == "sip" or self.scheme == "sips"
+
+
+# --- NameAddr -------------------------------------------------------------------------------------
+
+
+@dataclass
+class NameAddr:
+    """``[display-name] <URI> *(;param)`` or ``addr-spec *(;param)`` (RFC 3261 §20.10, §25.1).
+
+    In the addr-spec form (no ``<>``) every ``;param`` after the URI is a header parameter
+    (RFC 3261 §20.10, RFC 4475 §3.3.12).  ``display_name`` is unquoted/unescaped.
+    """
+
+    uri: SipURI
+    display_name: str | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> NameAddr:
+        s = text.strip(" \t")
+        if not s:
+            raise SipParseError("empty name-addr")
+        display: str | None
+        if s[0] == '"':
+            display, end = read_quoted(s, 0)
+            lt = s.find("<", end)
+            if lt < 0 or s[end:lt].strip(" \t"):
+                raise SipParseError(f"expected '<' after display name in {text!r}")
+        else:
+            lt = s.find("<")
+            if lt >= 0:
+                semi = s.find(";")
+                if 0 <= semi < lt:
+                    lt = -1  # '<' belongs to a parameter of an addr-spec
+            display = s[:lt].strip(" \t") if lt > 0 else None
+            if display == "":
+                display = None
+        if lt >= 0:
+            gt = s.find(">", lt)
+            if gt < 0:
+                raise SipParseError(f"missing '>' in {text!r}")
+            uri = SipURI.parse(s[lt + 1 : gt])
+            tail = s[gt + 1 :].strip(" \t")
+        else:
+            semi = s.find(";")
+            if semi >= 0:
+                uri = SipURI.parse(s[:semi])
+                tail = s[semi:]
+            else:
+                uri = SipURI.parse(s)
+                tail = ""
+        if tail:
+            if tail[0] != ";":
+                raise SipParseError(f"junk after address in {text!r}")
+            params = parse_params(tail[1:])
+        else:
+            params = {}
+        return cls(uri, display, params)
+
+    def __str__(self) -> str:
+        head = f"{quote(self.display_name)} " if self.display_name else ""
+        return f"{head}<{self.uri}>{format_params(self.params)}"
+
+    @property
+    def tag(self) -> str | None:
+        """The ``tag`` header parameter (RFC 3261 §19.3), or None."""
+        return self.params.get("tag")

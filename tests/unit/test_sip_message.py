@@ -1,0 +1,212 @@
+"""sip.message: parsing, Headers, serialization, responses, stream framing (RFC 3261 §7, §18.3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sip.headers import CSeq, Via
+from sip.message import (
+    MAX_MESSAGE_SIZE,
+    Headers,
+    Keepalive,
+    Request,
+    Response,
+    SipParseError,
+    StreamFramer,
+    make_response,
+    new_branch,
+    new_call_id,
+    new_tag,
+    parse_message,
+)
+
+INVITE = (
+    b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bK776asdhds\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"To: Bob <sip:bob@biloxi.example.com>\r\n"
+    b'From: "Alice A." <sip:alice@atlanta.example.com>;tag=1928301774\r\n'
+    b"Call-ID: a84b4c76e66710@pc33.atlanta.example.com\r\n"
+    b"CSeq: 314159 INVITE\r\n"
+    b"Contact: <sip:alice@pc33.atlanta.example.com>\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: 4\r\n"
+    b"\r\n"
+    b"v=0\n"
+)
+
+
+def test_parse_request_basic_fields():
+    msg = parse_message(INVITE)
+    assert isinstance(msg, Request)
+    assert msg.method == "INVITE"
+    assert msg.uri == "sip:bob@biloxi.example.com"
+    assert msg.request_uri.user == "bob"
+    assert msg.call_id == "a84b4c76e66710@pc33.atlanta.example.com"
+    assert msg.cseq == CSeq(314159, "INVITE")
+    assert msg.top_via.branch == "z9hG4bK776asdhds"
+    assert msg.top_via.transport == "UDP"
+    assert msg.from_addr.tag == "1928301774"
+    assert msg.from_addr.display_name == "Alice A."
+    assert msg.to_addr.tag is None
+    assert msg.to_addr.display_name == "Bob"
+    assert [str(c.uri) for c in msg.contacts] == ["sip:alice@pc33.atlanta.example.com"]
+    assert msg.body == b"v=0\n"
+
+
+def test_round_trip_preserves_values_and_order():
+    msg = parse_message(INVITE)
+    again = parse_message(msg.to_bytes())
+    assert again == msg
+    assert again.headers.items() == msg.headers.items()
+
+
+def test_compact_and_case_insensitive_names():
+    data = (
+        b"OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bKx\r\ni: abc\r\n"
+        b"f: <sip:x@y>;tag=1\r\nt: sip:a@b\r\nCSEQ: 1 OPTIONS\r\nl: 0\r\n\r\n"
+    )
+    msg = parse_message(data)
+    assert msg.headers.get("call-id") == "abc"
+    assert msg.headers.get("I") == "abc"
+    assert "Call-ID" in msg.headers
+    names = [n for n, _ in msg.headers.items()]
+    assert names == ["Via", "Call-ID", "From", "To", "CSeq", "Content-Length"]
+    assert b"\r\nCall-ID: abc\r\n" in msg.to_bytes()
+
+
+def test_folded_lines_and_comma_lists():
+    data = (
+        b"OPTIONS sip:a@b SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP h1;branch=z9hG4bK1,\r\n SIP/2.0/TCP h2:5061;branch=z9hG4bK2\r\n"
+        b"Via: SIP/2.0/UDP [2001:db8::1]:5062;branch=z9hG4bK3;rport\r\n"
+        b'Contact: "A, B" <sip:a@h;x=1,2>, <sip:c@h>;q=0.5\r\n'
+        b"Subject:\r\n\tfolded\r\n  twice\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    msg = parse_message(data)
+    assert msg.headers.get("Subject") == "folded twice"
+    vias = msg.vias
+    assert [v.host for v in vias] == ["h1", "h2", "2001:db8::1"]
+    assert vias[1].port == 5061 and vias[1].transport == "TCP"
+    assert vias[2].rport is None and "rport" in vias[2].params
+    assert msg.headers.get("Via") == "SIP/2.0/UDP h1;branch=z9hG4bK1"
+    contacts = msg.contacts
+    assert contacts[0].display_name == "A, B"
+    assert contacts[1].params == {"q": "0.5"}
+    assert len(msg.headers.get_all("Contact")) == 2
+
+
+def test_response_parse_and_serialize():
+    data = b"SIP/2.0 180 Ringing\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    msg = parse_message(data)
+    assert isinstance(msg, Response)
+    assert (msg.status, msg.reason) == (180, "Ringing")
+    assert msg.to_bytes() == data
+
+
+def test_content_length_datagram_semantics():
+    base = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 3\r\n\r\nabcdef"
+    assert parse_message(base).body == b"abc"
+    with pytest.raises(SipParseError):
+        parse_message(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 9\r\n\r\nabc")
+    no_cl = parse_message(b"OPTIONS sip:a@b SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\nrest")
+    assert no_cl.body == b"rest"
+
+
+def test_to_bytes_sets_content_length():
+    req = Request("MESSAGE", "sip:a@b", Headers([("Content-Length", "99")]), b"hello")
+    out = req.to_bytes()
+    assert out.endswith(b"Content-Length: 5\r\n\r\nhello")
+    assert out.count(b"Content-Length") == 1
+
+
+def test_leading_crlf_skipped():
+    msg = parse_message(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\n")
+    assert isinstance(msg, Request) and msg.method == "OPTIONS"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\r\n",
+        b"garbage\r\n\r\n",
+        b"OPTIONS sip:a@b SIP/2.0\r\nno colon here\r\n\r\n",
+        b"SIP/2.0 2000 OK\r\n\r\n",
+        b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: x\r\n\r\n",
+        b"OPTIONS sip:a@b SIP/2.0\r\n folded-first\r\n\r\n",
+    ],
+)
+def test_malformed_raises(data):
+    with pytest.raises(SipParseError):
+        parse_message(data)
+
+
+def test_headers_multimap():
+    h = Headers()
+    h.add("Route", "<sip:p1;lr>")
+    h.add("route", "<sip:p2;lr>, <sip:p3;lr>")
+    h.add("X-Custom", "1")
+    assert h.get_all("ROUTE") == ["<sip:p1;lr>", "<sip:p2;lr>", "<sip:p3;lr>"]
+    assert h.get("x-custom") == "1"
+    assert h.get("missing") is None and h.get("missing", "d") == "d"
+    h.set("Route", "<sip:only;lr>")
+    assert h.items() == [("Route", "<sip:only;lr>"), ("X-Custom", "1")]
+    c = h.copy()
+    c.remove("route")
+    assert "Route" in h and "Route" not in c
+    assert c.items() == [("X-Custom", "1")]
+
+
+def test_make_response():
+    req = parse_message(INVITE)
+    assert isinstance(req, Request)
+    resp = make_response(req, 180, to_tag="abc")
+    assert resp.reason == "Ringing"
+    assert resp.to_addr.tag == "abc"
+    assert resp.call_id == req.call_id and resp.cseq == req.cseq
+    assert resp.headers.get_all("Via") == req.headers.get_all("Via")
+    assert "Contact" not in resp.headers
+    # a To that already has a tag keeps it
+    again = make_response(Request("BYE", "sip:a@b", resp.headers.copy()), 200, to_tag="zzz")
+    assert again.to_addr.tag == "abc"
+    parsed = parse_message(resp.to_bytes())
+    assert isinstance(parsed, Response) and parsed.status == 180
+
+
+def test_identifiers_are_unique():
+    assert new_branch().startswith("z9hG4bK")
+    assert len({new_branch() for _ in range(100)}) == 100
+    assert new_tag() != new_tag() and new_call_id() != new_call_id()
+
+
+def test_via_and_cseq():
+    v = Via.parse("SIP / 2.0 / tls [2001:db8::9]:5061 ; branch = z9hG4bKa ;received=[2001:db8::1]")
+    assert (v.transport, v.host, v.port, v.branch) == ("TLS", "2001:db8::9", 5061, "z9hG4bKa")
+    assert v.received == "2001:db8::1"
+    assert str(v) == "SIP/2.0/TLS [2001:db8::9]:5061;branch=z9hG4bKa;received=[2001:db8::1]"
+    assert Via.parse("SIP/2.0/UDP h;rport=5060").rport == 5060
+    assert CSeq.parse(" 0009  INVITE ") == CSeq(9, "INVITE")
+    for bad in ["", "1", "x INVITE", "99999999999 INVITE", "1 INV ITE"]:
+        with pytest.raises(SipParseError):
+            CSeq.parse(bad)
+
+
+def test_stream_framer():
+    f = StreamFramer()
+    msg = parse_message(INVITE).to_bytes()
+    stream = b"\r\n\r\n" + msg + msg + b"\r\n"
+    out: list = []
+    for i in range(0, len(stream), 7):  # arbitrary segmentation
+        out.extend(f.feed(stream[i : i + 7]))
+    assert out == [Keepalive.PING, msg, msg, Keepalive.PONG]
+
+
+def test_stream_framer_limits():
+    f = StreamFramer()
+    with pytest.raises(SipParseError):
+        f.feed(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 99999\r\n\r\n")
+    g = StreamFramer()
+    with pytest.raises(SipParseError):
+        g.feed(b"OPTIONS sip:a@b SIP/2.0\r\nX: " + b"a" * MAX_MESSAGE_SIZE)
