@@ -1,0 +1,839 @@
+"""RFC 8866 Session Description Protocol: a data model, a tolerant parser and a faithful serializer.
+
+The parser accepts CRLF, bare LF (and a lone CR) as line ends and keeps everything it does
+not understand: unknown attributes stay in the attribute list in their original order, and lines
+with an unknown (or misplaced / repeated single-valued) type letter are kept as :class:`SdpLine`
+entries of the section they appeared in. The serializer always writes CRLF and emits the lines of a
+section in the order RFC 8866 §5 prescribes (v o s i u e p c b t r z k a, then m sections with
+m i c b k a); kept unknown lines follow the attributes of their section. A description that is
+already in canonical order therefore serializes back to the same text.
+
+:class:`SdpParseError` (a :class:`ValueError`) is the only exception :func:`parse_sdp` raises.
+
+ICE attributes (``a=candidate``, ``a=ice-ufrag``, ``a=ice-pwd``, ``a=ice-options``,
+``a=end-of-candidates``, ``a=remote-candidates``) are deliberately kept as plain attributes whose
+value is preserved byte for byte; their meaning belongs to the ``ice`` package (RFC 8839).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = [
+    "STATIC_PAYLOAD_TYPES",
+    "Attribute",
+    "Bandwidth",
+    "Codec",
+    "Connection",
+    "Direction",
+    "MediaDescription",
+    "Origin",
+    "RtcpAttribute",
+    "SdpLine",
+    "SdpParseError",
+    "SessionDescription",
+    "Timing",
+    "parse_sdp",
+]
+
+CRLF = "\r\n"
+_UINT = re.compile(r"[0-9]{1,30}")
+_LINE_SPLIT = re.compile(r"\r\n|\r|\n")
+
+
+class SdpParseError(ValueError):
+    """A session description could not be parsed (the only exception :func:`parse_sdp` raises)."""
+
+
+def _uint(text: str, what: str) -> int:
+    """Parse a non-negative decimal integer (ASCII digits only, unlike :func:`int`)."""
+    if not _UINT.fullmatch(text):
+        raise SdpParseError(f"{what}: expected a non-negative integer, got {text[:40]!r}")
+    return int(text)
+
+
+def _opt_uint(text: str) -> int | None:
+    return int(text) if _UINT.fullmatch(text) else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Value types
+# --------------------------------------------------------------------------------------------------
+
+
+class Direction(StrEnum):
+    """Media direction attributes (RFC 8866 §6.7, RFC 3264 §5.1 / §6.1)."""
+
+    SENDRECV = "sendrecv"
+    SENDONLY = "sendonly"
+    RECVONLY = "recvonly"
+    INACTIVE = "inactive"
+
+    @property
+    def sends(self) -> bool:
+        return self in (Direction.SENDRECV, Direction.SENDONLY)
+
+    @property
+    def receives(self) -> bool:
+        return self in (Direction.SENDRECV, Direction.RECVONLY)
+
+    @classmethod
+    def from_flags(cls, send: bool, receive: bool) -> Direction:
+        if send and receive:
+            return cls.SENDRECV
+        if send:
+            return cls.SENDONLY
+        if receive:
+            return cls.RECVONLY
+        return cls.INACTIVE
+
+    def reverse(self) -> Direction:
+        """The same stream seen from the other end (sendonly <-> recvonly)."""
+        return Direction.from_flags(send=self.receives, receive=self.sends)
+
+    def intersect(self, other: Direction) -> Direction:
+        """Directions allowed by both ``self`` and ``other`` (both from the same point of view)."""
+        return Direction.from_flags(
+            send=self.sends and other.sends, receive=self.receives and other.receives
+        )
+
+
+_DIRECTIONS = frozenset(d.value for d in Direction)
+
+
+@dataclass
+class SdpLine:
+    """A line kept verbatim (``<type>=<value>``): an unknown type letter or a misplaced line."""
+
+    type: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.type}={self.value}"
+
+
+@dataclass
+class Attribute:
+    """``a=<name>[:<value>]`` (RFC 8866 §5.13). ``value`` is ``None`` for a property attribute."""
+
+    name: str
+    value: str | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.value is None else f"{self.name}:{self.value}"
+
+    @classmethod
+    def parse(cls, text: str) -> Attribute:
+        name, sep, value = text.partition(":")
+        return cls(name, value if sep else None)
+
+
+@dataclass
+class Origin:
+    """``o=<username> <sess-id> <sess-version> <nettype> <addrtype> <unicast-address>`` (§5.2)."""
+
+    username: str = "-"
+    session_id: str = "0"
+    session_version: int = 0
+    nettype: str = "IN"
+    addrtype: str = "IP4"
+    address: str = "127.0.0.1"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.username} {self.session_id} {self.session_version} "
+            f"{self.nettype} {self.addrtype} {self.address}"
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> Origin:
+        parts = text.split()
+        if len(parts) < 6:
+            raise SdpParseError(f"o= needs 6 fields: {text!r}")
+        # Tolerate a username containing spaces: the last five fields are fixed.
+        username = " ".join(parts[:-5])
+        session_id, version, nettype, addrtype, address = parts[-5:]
+        number = _uint(version, "o= sess-version")
+        return cls(username, session_id, number, nettype, addrtype, address)
+
+
+@dataclass
+class Connection:
+    """``c=<nettype> <addrtype> <connection-address>`` (RFC 8866 §5.7).
+
+    For multicast, IP4 addresses carry ``/<ttl>[/<number of addresses>]`` and IP6 addresses
+    ``/<number of addresses>``; those suffixes are split into :attr:`ttl` and :attr:`count`.
+    """
+
+    address: str
+    addrtype: str = "IP4"
+    nettype: str = "IN"
+    ttl: int | None = None
+    count: int | None = None
+
+    @classmethod
+    def for_address(cls, address: str) -> Connection:
+        """``IN IP4`` or ``IN IP6`` chosen from the address; a host name is taken as IP4."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return cls(address)
+        return cls(str(ip), "IP6" if ip.version == 6 else "IP4")
+
+    @property
+    def is_null(self) -> bool:
+        """True for ``0.0.0.0`` / ``::`` (the RFC 2543 hold convention, RFC 3264 §8.4)."""
+        return self.address in ("0.0.0.0", "::")
+
+    def __str__(self) -> str:
+        address = self.address
+        if self.addrtype.upper() == "IP4":
+            if self.ttl is not None:
+                address += f"/{self.ttl}"
+                if self.count is not None:
+                    address += f"/{self.count}"
+        elif self.count is not None:
+            address += f"/{self.count}"
+        return f"{self.nettype} {self.addrtype} {address}"
+
+    @classmethod
+    def parse(cls, text: str) -> Connection:
+        parts = text.split()
+        if len(parts) != 3:
+            raise SdpParseError(f"c= needs 3 fields: {text!r}")
+        nettype, addrtype, address = parts
+        ttl = count = None
+        kind = addrtype.upper()
+        if kind in ("IP4", "IP6") and "/" in address:
+            pieces = address.split("/")
+            address = pieces[0]
+            numbers = [_uint(p, "c= multicast suffix") for p in pieces[1:]]
+            if kind == "IP4" and len(numbers) <= 2:
+                ttl = numbers[0]
+                count = numbers[1] if len(numbers) == 2 else None
+            elif kind == "IP6" and len(numbers) == 1:
+                count = numbers[0]
+            else:
+                raise SdpParseError(f"c= too many '/' suffixes: {text!r}")
+        return cls(address, addrtype, nettype, ttl, count)
+
+
+@dataclass
+class Bandwidth:
+    """``b=<bwtype>:<bandwidth>`` (RFC 8866 §5.8), e.g. ``AS`` in kbit/s or ``TIAS`` in bit/s."""
+
+    bwtype: str
+    bandwidth: int
+
+    def __str__(self) -> str:
+        return f"{self.bwtype}:{self.bandwidth}"
+
+    @classmethod
+    def parse(cls, text: str) -> Bandwidth:
+        bwtype, sep, value = text.partition(":")
+        if not sep:
+            raise SdpParseError(f"b= needs <bwtype>:<bandwidth>: {text!r}")
+        return cls(bwtype, _uint(value, "b= bandwidth"))
+
+
+@dataclass
+class Timing:
+    """``t=<start-time> <stop-time>`` with its ``r=`` repeat lines kept as text (§5.9, §5.10)."""
+
+    start: int = 0
+    stop: int = 0
+    repeats: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str) -> Timing:
+        parts = text.split()
+        if len(parts) != 2:
+            raise SdpParseError(f"t= needs 2 fields: {text!r}")
+        return cls(_uint(parts[0], "t= start"), _uint(parts[1], "t= stop"))
+
+
+@dataclass(frozen=True)
+class Codec:
+    """An RTP payload format: ``a=rtpmap`` encoding name, clock rate, channels, plus ``a=fmtp``.
+
+    Two codecs :meth:`match` when name (case-insensitive), clock rate and channel count agree; the
+    payload type number and fmtp parameters are not part of the identity (RFC 3264 §6.1).
+    """
+
+    name: str
+    clock_rate: int
+    channels: int = 1
+    fmtp: str | None = None
+
+    @property
+    def encoding(self) -> str:
+        """The rtpmap encoding, e.g. ``opus/48000/2`` or ``PCMU/8000``."""
+        base = f"{self.name}/{self.clock_rate}"
+        return f"{base}/{self.channels}" if self.channels != 1 else base
+
+    @property
+    def params(self) -> dict[str, str]:
+        """fmtp parameters as ``{name: value}`` (``"0-16"`` gives ``{"0-16": ""}``)."""
+        return parse_fmtp_params(self.fmtp)
+
+    def match(self, other: Codec) -> bool:
+        return (
+            self.name.lower() == other.name.lower()
+            and self.clock_rate == other.clock_rate
+            and self.channels == other.channels
+        )
+
+    def with_fmtp(self, fmtp: str | None) -> Codec:
+        return Codec(self.name, self.clock_rate, self.channels, fmtp)
+
+    def __str__(self) -> str:
+        return self.encoding
+
+    @classmethod
+    def parse_encoding(cls, text: str, fmtp: str | None = None) -> Codec | None:
+        """Parse ``<name>/<clock rate>[/<channels>]``; None when malformed."""
+        parts = text.strip().split("/")
+        if len(parts) not in (2, 3) or not parts[0]:
+            return None
+        rate = _opt_uint(parts[1])
+        channels = _opt_uint(parts[2]) if len(parts) == 3 else 1
+        if rate is None or channels is None:
+            return None
+        return cls(parts[0], rate, channels, fmtp)
+
+
+def parse_fmtp_params(fmtp: str | None) -> dict[str, str]:
+    """Split ``a=fmtp`` parameters ``k1=v1; k2=v2`` into a dict (a bare token maps to ``""``)."""
+    params: dict[str, str] = {}
+    if not fmtp:
+        return params
+    for item in fmtp.split(";"):
+        item = item.strip()
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def format_fmtp_params(params: dict[str, str]) -> str:
+    """Inverse of :func:`parse_fmtp_params`."""
+    return ";".join(f"{k}={v}" if v else k for k, v in params.items())
+
+
+#: RFC 3551 §6 static payload types (used when an m= line lists one without a=rtpmap).
+STATIC_PAYLOAD_TYPES: dict[int, Codec] = {
+    0: Codec("PCMU", 8000),
+    3: Codec("GSM", 8000),
+    4: Codec("G723", 8000),
+    5: Codec("DVI4", 8000),
+    6: Codec("DVI4", 16000),
+    7: Codec("LPC", 8000),
+    8: Codec("PCMA", 8000),
+    9: Codec("G722", 8000),
+    10: Codec("L16", 44100, 2),
+    11: Codec("L16", 44100),
+    12: Codec("QCELP", 8000),
+    13: Codec("CN", 8000),
+    14: Codec("MPA", 90000),
+    15: Codec("G728", 8000),
+    16: Codec("DVI4", 11025),
+    17: Codec("DVI4", 22050),
+    18: Codec("G729", 8000),
+    25: Codec("CelB", 90000),
+    26: Codec("JPEG", 90000),
+    28: Codec("nv", 90000),
+    31: Codec("H261", 90000),
+    32: Codec("MPV", 90000),
+    33: Codec("MP2T", 90000),
+    34: Codec("H263", 90000),
+}
+
+
+@dataclass
+class RtcpAttribute:
+    """``a=rtcp:<port> [<nettype> <addrtype> <connection-address>]`` (RFC 3605 §2.1)."""
+
+    port: int
+    address: str | None = None
+    addrtype: str = "IP4"
+    nettype: str = "IN"
+
+    def __str__(self) -> str:
+        if self.address is None:
+            return str(self.port)
+        return f"{self.port} {self.nettype} {self.addrtype} {self.address}"
+
+    @classmethod
+    def parse(cls, text: str) -> RtcpAttribute | None:
+        parts = text.split()
+        if len(parts) not in (1, 4):
+            return None
+        port = _opt_uint(parts[0])
+        if port is None or port > 65535:
+            return None
+        if len(parts) == 1:
+            return cls(port)
+        return cls(port, parts[3], parts[2], parts[1])
+
+
+# --------------------------------------------------------------------------------------------------
+# Attribute-list behaviour shared by session and media level
+# --------------------------------------------------------------------------------------------------
+
+
+class _AttributeList:
+    """Ordered attribute access; names compare case-insensitively, others keep their order."""
+
+    attributes: list[Attribute]
+
+    def find(self, name: str) -> Attribute | None:
+        key = name.lower()
+        return next((a for a in self.attributes if a.name.lower() == key), None)
+
+    def find_all(self, name: str) -> list[Attribute]:
+        key = name.lower()
+        return [a for a in self.attributes if a.name.lower() == key]
+
+    def has(self, name: str) -> bool:
+        return self.find(name) is not None
+
+    def get(self, name: str) -> str | None:
+        """Value of the first ``a=name``: ``""`` for a property attribute, None when absent."""
+        attr = self.find(name)
+        if attr is None:
+            return None
+        return "" if attr.value is None else attr.value
+
+    def get_all(self, name: str) -> list[str]:
+        return ["" if a.value is None else a.value for a in self.find_all(name)]
+
+    def add(self, name: str, value: str | None = None) -> Attribute:
+        attr = Attribute(name, value)
+        self.attributes.append(attr)
+        return attr
+
+    def set(self, name: str, value: str | None = None) -> Attribute:
+        """Replace the first ``a=name`` in place (dropping later duplicates) or append one."""
+        key = name.lower()
+        kept: list[Attribute] = []
+        replaced: Attribute | None = None
+        for attr in self.attributes:
+            if attr.name.lower() == key:
+                if replaced is None:
+                    replaced = Attribute(name, value)
+                    kept.append(replaced)
+                continue
+            kept.append(attr)
+        if replaced is None:
+            replaced = Attribute(name, value)
+            kept.append(replaced)
+        self.attributes[:] = kept
+        return replaced
+
+    def remove(self, name: str) -> int:
+        """Remove every ``a=name``; returns how many were removed."""
+        key = name.lower()
+        before = len(self.attributes)
+        self.attributes[:] = [a for a in self.attributes if a.name.lower() != key]
+        return before - len(self.attributes)
+
+    @property
+    def direction(self) -> Direction | None:
+        """The direction attribute at this level (the last one wins), None when absent."""
+        found: Direction | None = None
+        for attr in self.attributes:
+            name = attr.name.lower()
+            if name in _DIRECTIONS and attr.value is None:
+                found = Direction(name)
+        return found
+
+    def set_direction(self, direction: Direction | None) -> None:
+        """Replace the direction attribute in place (or append it); None removes it."""
+        kept: list[Attribute] = []
+        placed = direction is None
+        for attr in self.attributes:
+            if attr.name.lower() in _DIRECTIONS and attr.value is None:
+                if not placed and direction is not None:
+                    kept.append(Attribute(direction.value))
+                    placed = True
+                continue
+            kept.append(attr)
+        if not placed and direction is not None:
+            kept.append(Attribute(direction.value))
+        self.attributes[:] = kept
+
+
+# --------------------------------------------------------------------------------------------------
+# Media and session descriptions
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MediaDescription(_AttributeList):
+    """One media section: ``m=<media> <port>[/<count>] <proto> <fmt> ...`` and its lines (§5.14)."""
+
+    media: str = "audio"
+    port: int = 0
+    proto: str = "RTP/AVP"
+    formats: list[str] = field(default_factory=list)
+    port_count: int | None = None
+    information: str | None = None
+    connection: Connection | None = None
+    extra_connections: list[Connection] = field(default_factory=list)
+    bandwidths: list[Bandwidth] = field(default_factory=list)
+    encryption_key: str | None = None
+    attributes: list[Attribute] = field(default_factory=list)
+    other_lines: list[SdpLine] = field(default_factory=list)
+
+    # -- m= line -------------------------------------------------------------------------------
+
+    @property
+    def rejected(self) -> bool:
+        """Port zero: the stream is rejected or disabled (RFC 3264 §5.1, §6)."""
+        return self.port == 0
+
+    @property
+    def payload_types(self) -> list[int]:
+        """The m= formats that are RTP payload type numbers, in m= order."""
+        return [int(f) for f in self.formats if len(f) <= 3 and _UINT.fullmatch(f) and int(f) < 128]
+
+    def m_line(self) -> str:
+        port = str(self.port) if self.port_count is None else f"{self.port}/{self.port_count}"
+        return " ".join([self.media, port, self.proto, *self.formats])
+
+    # -- rtpmap / fmtp (RFC 8866 §6.6, §6.15) -------------------------------------------------
+
+    def _format_attribute(self, name: str, pt: int | str) -> str | None:
+        key = str(pt)
+        for value in self.get_all(name):
+            fmt, _, rest = value.strip().partition(" ")
+            if fmt == key:
+                return rest.strip()
+        return None
+
+    def fmtp(self, pt: int | str) -> str | None:
+        """The ``a=fmtp`` parameter string of a format, None when absent."""
+        return self._format_attribute("fmtp", pt)
+
+    def fmtp_params(self, pt: int | str) -> dict[str, str]:
+        return parse_fmtp_params(self.fmtp(pt))
+
+    def rtpmap(self, pt: int | str) -> Codec | None:
+        """The codec declared by ``a=rtpmap`` for a payload type (with its fmtp), None if absent."""
+        encoding = self._format_attribute("rtpmap", pt)
+        if encoding is None:
+            return None
+        return Codec.parse_encoding(encoding, self.fmtp(pt))
+
+    def codec(self, pt: int | str) -> Codec | None:
+        """The codec of a payload type: its rtpmap, else the RFC 3551 static assignment."""
+        found = self.rtpmap(pt)
+        if found is not None:
+            return found
+        number = _opt_uint(str(pt))
+        static = STATIC_PAYLOAD_TYPES.get(number) if number is not None else None
+        return static.with_fmtp(self.fmtp(pt)) if static is not None else None
+
+    def codecs(self) -> dict[int, Codec]:
+        """Every payload type of the m= line whose codec is known, in m= (preference) order."""
+        result: dict[int, Codec] = {}
+        for pt in self.payload_types:
+            found = self.codec(pt)
+            if found is not None and pt not in result:
+                result[pt] = found
+        return result
+
+    def add_codec(self, pt: int, codec: Codec, *, rtpmap: bool = True) -> None:
+        """Append a payload type to the m= line with its ``a=rtpmap`` (and ``a=fmtp``)."""
+        self.formats.append(str(pt))
+        if rtpmap:
+            self.add("rtpmap", f"{pt} {codec.encoding}")
+        if codec.fmtp:
+            self.add("fmtp", f"{pt} {codec.fmtp}")
+
+    def remove_format(self, fmt: int | str) -> None:
+        """Drop a format from the m= line with its rtpmap, fmtp and rtcp-fb attributes."""
+        key = str(fmt)
+        self.formats[:] = [f for f in self.formats if f != key]
+        per_format = {"rtpmap", "fmtp", "rtcp-fb"}
+        self.attributes[:] = [
+            a
+            for a in self.attributes
+            if not (
+                a.name.lower() in per_format
+                and a.value is not None
+                and a.value.strip().partition(" ")[0] == key
+            )
+        ]
+
+    # -- other media attributes --------------------------------------------------------------
+
+    @property
+    def ptime(self) -> int | None:
+        """``a=ptime`` in milliseconds (RFC 8866 §6.4), None when absent or malformed."""
+        return _ms_value(self.get("ptime"))
+
+    @property
+    def maxptime(self) -> int | None:
+        """``a=maxptime`` in milliseconds (RFC 8866 §6.5), None when absent or malformed."""
+        return _ms_value(self.get("maxptime"))
+
+    @property
+    def rtcp_mux(self) -> bool:
+        """``a=rtcp-mux`` present (RFC 5761 §5.1.1)."""
+        return self.has("rtcp-mux")
+
+    @rtcp_mux.setter
+    def rtcp_mux(self, enabled: bool) -> None:
+        if enabled:
+            if not self.rtcp_mux:
+                self.add("rtcp-mux")
+        else:
+            self.remove("rtcp-mux")
+
+    @property
+    def rtcp(self) -> RtcpAttribute | None:
+        """``a=rtcp`` (RFC 3605), None when absent or malformed."""
+        value = self.get("rtcp")
+        return RtcpAttribute.parse(value) if value is not None else None
+
+    @property
+    def mid(self) -> str | None:
+        return self.get("mid")
+
+
+def _ms_value(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    if not 0 < number < 1e6:
+        return None
+    return max(1, round(number))
+
+
+@dataclass
+class SessionDescription(_AttributeList):
+    """A whole session description (RFC 8866 §5)."""
+
+    origin: Origin = field(default_factory=Origin)
+    session_name: str = "-"
+    version: int = 0
+    information: str | None = None
+    uri: str | None = None
+    emails: list[str] = field(default_factory=list)
+    phones: list[str] = field(default_factory=list)
+    connection: Connection | None = None
+    extra_connections: list[Connection] = field(default_factory=list)
+    bandwidths: list[Bandwidth] = field(default_factory=list)
+    timing: list[Timing] = field(default_factory=lambda: [Timing()])
+    time_zones: str | None = None
+    encryption_key: str | None = None
+    attributes: list[Attribute] = field(default_factory=list)
+    media: list[MediaDescription] = field(default_factory=list)
+    other_lines: list[SdpLine] = field(default_factory=list)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def media_direction(self, media: MediaDescription | int) -> Direction:
+        """Effective direction: media level overrides session level, default sendrecv (§6.7)."""
+        section = self.media[media] if isinstance(media, int) else media
+        return section.direction or self.direction or Direction.SENDRECV
+
+    def media_connection(self, media: MediaDescription | int) -> Connection | None:
+        """The c= that applies to a media section: its own, else the session-level one (§5.7)."""
+        section = self.media[media] if isinstance(media, int) else media
+        return section.connection or self.connection
+
+    def media_attribute(self, media: MediaDescription | int, name: str) -> str | None:
+        """An attribute looked up at media level first, then at session level (e.g. ice-ufrag)."""
+        section = self.media[media] if isinstance(media, int) else media
+        value = section.get(name)
+        return value if value is not None else self.get(name)
+
+    # -- text ---------------------------------------------------------------------------------
+
+    @classmethod
+    def parse(cls, data: str | bytes) -> SessionDescription:
+        return parse_sdp(data)
+
+    def lines(self) -> Iterator[str]:
+        """The lines of the description in RFC 8866 §5 order, without line ends."""
+        yield f"v={self.version}"
+        yield f"o={self.origin}"
+        yield f"s={self.session_name}"
+        if self.information is not None:
+            yield f"i={self.information}"
+        if self.uri is not None:
+            yield f"u={self.uri}"
+        yield from (f"e={e}" for e in self.emails)
+        yield from (f"p={p}" for p in self.phones)
+        if self.connection is not None:
+            yield f"c={self.connection}"
+        yield from (f"c={c}" for c in self.extra_connections)
+        yield from (f"b={b}" for b in self.bandwidths)
+        for timing in self.timing:
+            yield f"t={timing.start} {timing.stop}"
+            yield from (f"r={r}" for r in timing.repeats)
+        if self.time_zones is not None:
+            yield f"z={self.time_zones}"
+        if self.encryption_key is not None:
+            yield f"k={self.encryption_key}"
+        yield from (f"a={a}" for a in self.attributes)
+        yield from (str(line) for line in self.other_lines)
+        for media in self.media:
+            yield f"m={media.m_line()}"
+            if media.information is not None:
+                yield f"i={media.information}"
+            if media.connection is not None:
+                yield f"c={media.connection}"
+            yield from (f"c={c}" for c in media.extra_connections)
+            yield from (f"b={b}" for b in media.bandwidths)
+            if media.encryption_key is not None:
+                yield f"k={media.encryption_key}"
+            yield from (f"a={a}" for a in media.attributes)
+            yield from (str(line) for line in media.other_lines)
+
+    def to_str(self) -> str:
+        """Serialize with CRLF line ends; ValueError if a field holds a CR or LF."""
+        out: list[str] = []
+        for line in self.lines():
+            if "\r" in line or "\n" in line:
+                raise ValueError(f"SDP field contains a line break: {line!r}")
+            out.append(line)
+            out.append(CRLF)
+        return "".join(out)
+
+    def to_bytes(self) -> bytes:
+        return self.to_str().encode("utf-8", "surrogateescape")
+
+    def __str__(self) -> str:
+        return self.to_str()
+
+
+# --------------------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------------------
+
+
+def _split_lines(data: str | bytes) -> list[tuple[str, str]]:
+    if isinstance(data, bytes | bytearray | memoryview):
+        text = bytes(data).decode("utf-8", "surrogateescape")
+    elif isinstance(data, str):
+        text = data
+    else:
+        raise SdpParseError(f"SDP must be str or bytes, not {type(data).__name__}")
+    result: list[tuple[str, str]] = []
+    for number, line in enumerate(_LINE_SPLIT.split(text), start=1):
+        if not line.strip():
+            continue
+        if len(line) < 2 or line[1] != "=":
+            raise SdpParseError(f"line {number} is not <type>=<value>: {line[:40]!r}")
+        result.append((line[0], line[2:]))
+    return result
+
+
+def _parse_media_line(value: str) -> MediaDescription:
+    parts = value.split()
+    if len(parts) < 3:
+        raise SdpParseError(f"m= needs <media> <port> <proto>: {value!r}")
+    media, port_text, proto = parts[:3]
+    port_part, sep, count_part = port_text.partition("/")
+    port = _uint(port_part, "m= port")
+    if port > 65535:
+        raise SdpParseError(f"m= port out of range: {port}")
+    count = _uint(count_part, "m= port count") if sep else None
+    return MediaDescription(media, port, proto, parts[3:], count)
+
+
+def parse_sdp(data: str | bytes) -> SessionDescription:
+    """Parse a session description (RFC 8866 §5), tolerantly.
+
+    CRLF, LF or CR end lines; blank lines are skipped. Unknown attributes are kept in order;
+    lines with an unknown type letter, and repeated or misplaced single-valued lines, are kept as
+    :class:`SdpLine` in the section where they appeared. Raises only :class:`SdpParseError`.
+    """
+    lines = _split_lines(data)
+    if not lines:
+        raise SdpParseError("empty session description")
+    kind, value = lines[0]
+    if kind != "v":
+        raise SdpParseError("a session description must start with v=")
+    session = SessionDescription(version=_uint(value, "v="), timing=[])
+    seen_origin = seen_name = False
+    current: MediaDescription | None = None
+    for kind, value in lines[1:]:
+        if kind == "m":
+            current = _parse_media_line(value)
+            session.media.append(current)
+        elif current is not None:
+            _media_line(current, kind, value)
+        elif kind == "o" and not seen_origin:
+            session.origin = Origin.parse(value)
+            seen_origin = True
+        elif kind == "s" and not seen_name:
+            session.session_name = value
+            seen_name = True
+        else:
+            _session_line(session, kind, value)
+    if not seen_origin:
+        raise SdpParseError("missing o= line")
+    if session.timing:
+        # r= lines seen before any t= belong to the first timing (keeps re-parsing stable).
+        stray = [line.value for line in session.other_lines if line.type == "r"]
+        session.timing[0].repeats[:0] = stray
+        session.other_lines[:] = [line for line in session.other_lines if line.type != "r"]
+    return session
+
+
+def _session_line(session: SessionDescription, kind: str, value: str) -> None:
+    if kind == "a":
+        session.attributes.append(Attribute.parse(value))
+    elif kind == "c" and session.connection is None:
+        session.connection = Connection.parse(value)
+    elif kind == "c":
+        session.extra_connections.append(Connection.parse(value))
+    elif kind == "b":
+        session.bandwidths.append(Bandwidth.parse(value))
+    elif kind == "t":
+        session.timing.append(Timing.parse(value))
+    elif kind == "r" and session.timing:
+        session.timing[-1].repeats.append(value)
+    elif kind == "i" and session.information is None:
+        session.information = value
+    elif kind == "u" and session.uri is None:
+        session.uri = value
+    elif kind == "e":
+        session.emails.append(value)
+    elif kind == "p":
+        session.phones.append(value)
+    elif kind == "z" and session.time_zones is None:
+        session.time_zones = value
+    elif kind == "k" and session.encryption_key is None:
+        session.encryption_key = value
+    else:
+        session.other_lines.append(SdpLine(kind, value))
+
+
+def _media_line(media: MediaDescription, kind: str, value: str) -> None:
+    if kind == "a":
+        media.attributes.append(Attribute.parse(value))
+    elif kind == "c" and media.connection is None:
+        media.connection = Connection.parse(value)
+    elif kind == "c":
+        media.extra_connections.append(Connection.parse(value))
+    elif kind == "b":
+        media.bandwidths.append(Bandwidth.parse(value))
+    elif kind == "i" and media.information is None:
+        media.information = value
+    elif kind == "k" and media.encryption_key is None:
+        media.encryption_key = value
+    else:
+        media.other_lines.append(SdpLine(kind, value))
