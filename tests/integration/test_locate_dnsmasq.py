@@ -1,0 +1,191 @@
+"""RFC 3263 location against a real dnsmasq on a loopback port, and failover to a live target."""
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sip.locate import SystemLookup, Target, locate, try_targets
+from sip.message import Headers, Request, Response, make_response, new_branch, new_call_id
+from sip.transport import Source, TransportLayer
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="dnsmasq is not installed"),
+]
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return int(port)
+    raise RuntimeError("no free port")
+
+
+class Dnsmasq:
+    def __init__(self, records: list[str]) -> None:
+        self.records = records
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        for _ in range(5):
+            self.port = free_port()
+            cmd = [
+                shutil.which("dnsmasq") or "dnsmasq",
+                "--no-daemon",
+                f"--port={self.port}",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                "--conf-file=/dev/null",
+                "--pid-file=",
+                "--log-facility=-",
+                *self.records,
+            ]
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if self._wait_ready():
+                return
+            self.stop()
+        raise RuntimeError("dnsmasq did not start")
+
+    def _wait_ready(self) -> bool:
+        import dns.message
+        import dns.query
+
+        assert self.proc is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                query = dns.message.make_query("ready.example.test", "A")
+                dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.2)
+                return True
+            except Exception:
+                time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # our own child, by PID
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def ports() -> dict[str, int]:
+    return {"udp1": free_port(), "udp2": free_port(), "tcp": free_port()}
+
+
+@pytest.fixture
+def dnsmasq(ports: dict[str, int]) -> Iterator[Dnsmasq]:
+    records = [
+        "--host-record=ready.example.test,127.0.0.1",
+        # NAPTR: TCP has the lower order, so it comes first although UDP is our preference.
+        "--naptr-record=example.test,20,10,S,SIP+D2U,,_sip._udp.example.test",
+        "--naptr-record=example.test,10,10,S,SIP+D2T,,_sip._tcp.example.test",
+        "--naptr-record=example.test,5,10,S,SIP+D2S,,_sip._sctp.example.test",
+        # SRV: the UDP service has two targets; "first" (priority 10) never answers.
+        f"--srv-host=_sip._udp.example.test,first.example.test,{ports['udp1']},10,0",
+        f"--srv-host=_sip._udp.example.test,second.example.test,{ports['udp2']},20,0",
+        f"--srv-host=_sip._tcp.example.test,tcp.example.test,{ports['tcp']},10,0",
+        "--host-record=first.example.test,127.0.0.2",
+        "--host-record=second.example.test,127.0.0.1",
+        "--host-record=tcp.example.test,127.0.0.3",
+        # No NAPTR/SRV at all: A record on the default port.
+        "--host-record=plain.example.test,127.0.0.4",
+    ]
+    server = Dnsmasq(records)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_naptr_then_srv_then_a_from_dnsmasq(dnsmasq, ports):
+    lookup = SystemLookup(nameservers=["127.0.0.1"], port=dnsmasq.port, timeout=1.0)
+    assert len(await lookup.naptr("example.test")) == 3
+    targets = await locate("sip:alice@example.test", lookup=lookup)
+    assert [(t.transport, t.host, t.ip, t.port) for t in targets] == [
+        ("TCP", "tcp.example.test", "127.0.0.3", ports["tcp"]),
+        ("UDP", "first.example.test", "127.0.0.2", ports["udp1"]),
+        ("UDP", "second.example.test", "127.0.0.1", ports["udp2"]),
+    ]
+    # The UA's transport restriction filters NAPTR services.
+    udp_only = await locate("sip:alice@example.test", transports=("UDP",), lookup=lookup)
+    assert [t.host for t in udp_only] == ["first.example.test", "second.example.test"]
+    # No NAPTR/SRV: the A record at the default port.
+    plain = await locate("sip:plain.example.test", lookup=lookup)
+    assert [(t.transport, t.ip, t.port) for t in plain] == [("UDP", "127.0.0.4", 5060)]
+
+
+def options(uri: str) -> Request:
+    headers = Headers()
+    headers.add("Via", f"SIP/2.0/UDP placeholder;branch={new_branch()}")
+    headers.add("Max-Forwards", "70")
+    headers.add("From", "<sip:alice@example.test>;tag=1")
+    headers.add("To", f"<{uri}>")
+    headers.add("Call-ID", new_call_id())
+    headers.add("CSeq", "1 OPTIONS")
+    return Request("OPTIONS", uri, headers)
+
+
+async def test_srv_failover_to_second_target(dnsmasq, ports):
+    # "first" is a UDP socket that swallows everything; "second" is a UA answering 200.
+    loop = asyncio.get_running_loop()
+    silent, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.2", ports["udp1"])
+    )
+
+    server: TransportLayer
+
+    def answer(message: Request | Response, source: Source) -> None:
+        if isinstance(message, Request):
+            loop.create_task(server.send_response(make_response(message, 200), source))
+
+    server = TransportLayer(on_message=answer)
+    await server.listen_udp("127.0.0.1", ports["udp2"])
+    client = TransportLayer()
+    await client.listen_udp("127.0.0.1", 0)
+    try:
+        lookup = SystemLookup(nameservers=["127.0.0.1"], port=dnsmasq.port, timeout=1.0)
+        targets = await locate("sip:alice@example.test;transport=udp", lookup=lookup)
+        assert [t.host for t in targets] == ["first.example.test", "second.example.test"]
+
+        tried: list[Target] = []
+
+        async def attempt(target: Target) -> Response:
+            tried.append(target)
+            await client.send(options("sip:alice@example.test"), target)
+            while True:
+                incoming = await client.receive()
+                if isinstance(incoming.message, Response):
+                    return incoming.message
+
+        response = await try_targets(targets, attempt, timeout=0.5)
+        assert response.status == 200
+        assert [t.host for t in tried] == ["first.example.test", "second.example.test"]
+    finally:
+        silent.close()
+        await client.close()
+        await server.close()

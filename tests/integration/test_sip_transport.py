@@ -1,0 +1,770 @@
+"""SIP transport over real sockets on loopback: UDP, TCP, TLS, framing, Via handling, keepalives."""
+
+import asyncio
+import logging
+import random
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sip.headers import Via
+from sip.locate import Target
+from sip.message import (
+    Headers,
+    Request,
+    Response,
+    SipParseError,
+    make_response,
+    new_branch,
+    new_call_id,
+    parse_message,
+)
+from sip.transport import (
+    Incoming,
+    KeepaliveAction,
+    KeepaliveSchedule,
+    Source,
+    TlsConfig,
+    TransportLayer,
+    is_keepalive_datagram,
+)
+
+pytestmark = pytest.mark.integration
+
+WAIT = 5.0  # generous upper bound for "it arrives"; never a pass/fail timing
+
+
+def has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback")
+
+
+def request(
+    method: str = "OPTIONS", uri: str = "sip:bob@127.0.0.1", via: str | None = None, body=b""
+) -> Request:
+    headers = Headers()
+    headers.add("Via", via or f"SIP/2.0/UDP placeholder.invalid;branch={new_branch()}")
+    headers.add("Max-Forwards", "70")
+    headers.add("From", "<sip:alice@example.test>;tag=a1")
+    headers.add("To", "<sip:bob@example.test>")
+    headers.add("Call-ID", new_call_id())
+    headers.add("CSeq", f"1 {method}")
+    if body:
+        headers.add("Content-Type", "application/sdp")
+    return Request(method, uri, headers, body)
+
+
+async def recv(layer: TransportLayer) -> Incoming:
+    return await asyncio.wait_for(layer.receive(), WAIT)
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[TransportLayer, TransportLayer]]:
+    server = TransportLayer()
+    client = TransportLayer()
+    await server.start("127.0.0.1", 0, ("UDP", "TCP"))
+    await client.start("127.0.0.1", 0, ("UDP", "TCP"))
+    try:
+        yield server, client
+    finally:
+        await client.close()
+        await server.close()
+
+
+def target(layer: TransportLayer, transport: str) -> Target:
+    host, port = layer.local_address(transport)
+    return Target(transport, host, host, port)
+
+
+# --- UDP ---------------------------------------------------------------------------------------
+
+
+async def test_udp_round_trip_with_via_and_rport(pair):
+    server, client = pair
+    req = request()
+    branch = req.top_via.branch
+    flow = await client.send(req, target(server, "UDP"))
+    assert flow.transport == "UDP" and flow.local == client.local_address("UDP")
+
+    incoming = await recv(server)
+    got = incoming.message
+    assert isinstance(got, Request) and got.method == "OPTIONS"
+    via = got.top_via
+    client_host, client_port = client.local_address("UDP")
+    # Client side filled sent-by and asked for rport (RFC 3581 §3) ...
+    assert (via.transport, via.host, via.port, via.branch) == (
+        "UDP",
+        client_host,
+        client_port,
+        branch,
+    )
+    # ... and the server stamped received and rport (RFC 3581 §4), even though they are equal.
+    assert via.received == "127.0.0.1" and via.rport == client_port
+    assert incoming.source == Source("UDP", (client_host, client_port), server.local_address("UDP"))
+
+    await server.send_response(make_response(got, 200), incoming.source)
+    answer = await recv(client)
+    assert isinstance(answer.message, Response) and answer.message.status == 200
+    assert answer.message.top_via.branch == branch
+    assert answer.source.remote == server.local_address("UDP")  # symmetric: from the listener
+
+
+async def test_udp_received_and_rport_toward_a_natted_client():
+    """A client behind a NAT: its Via names an address we cannot reach; answer to the source."""
+    server = TransportLayer()
+    await server.listen_udp("127.0.0.1", 0)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.bind(("127.0.0.1", 0))
+    raw.settimeout(WAIT)
+    try:
+        via = f"SIP/2.0/UDP 192.0.2.1:5060;branch={new_branch()};rport"
+        raw.sendto(request(via=via).to_bytes(), server.local_address("UDP"))
+        incoming = await recv(server)
+        top = incoming.message.top_via
+        assert top.host == "192.0.2.1" and top.port == 5060
+        assert top.received == "127.0.0.1" and top.rport == raw.getsockname()[1]
+        assert isinstance(incoming.message, Request)
+        await server.send_response(make_response(incoming.message, 180), incoming.source)
+        data, addr = await asyncio.to_thread(raw.recvfrom, 65535)
+        assert addr == server.local_address("UDP")
+        response = parse_message(data)
+        assert isinstance(response, Response) and response.status == 180
+        assert response.top_via.rport == raw.getsockname()[1]
+    finally:
+        raw.close()
+        await server.close()
+
+
+async def test_udp_response_without_rport_goes_to_received_and_sent_by_port():
+    """RFC 3261 §18.2.2: no rport -> received address, port of the sent-by."""
+    server = TransportLayer()
+    await server.listen_udp("127.0.0.1", 0)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", 0))
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(WAIT)
+    try:
+        port = listener.getsockname()[1]
+        via = f"SIP/2.0/UDP 192.0.2.1:{port};branch={new_branch()}"
+        sender.sendto(request(via=via).to_bytes(), server.local_address("UDP"))
+        incoming = await recv(server)
+        top = incoming.message.top_via
+        assert top.received == "127.0.0.1" and "rport" not in top.params
+        assert isinstance(incoming.message, Request)
+        await server.send_response(make_response(incoming.message, 200), incoming.source)
+        data, _ = await asyncio.to_thread(listener.recvfrom, 65535)
+        assert parse_message(data).top_via.received == "127.0.0.1"
+    finally:
+        sender.close()
+        listener.close()
+        await server.close()
+
+
+async def test_udp_no_received_when_sent_by_matches_source():
+    server = TransportLayer()
+    await server.listen_udp("127.0.0.1", 0)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.bind(("127.0.0.1", 0))
+    try:
+        via = f"SIP/2.0/UDP 127.0.0.1:{raw.getsockname()[1]};branch={new_branch()}"
+        raw.sendto(request(via=via).to_bytes(), server.local_address("UDP"))
+        incoming = await recv(server)
+        assert "received" not in incoming.message.top_via.params
+    finally:
+        raw.close()
+        await server.close()
+
+
+async def test_junk_keepalives_are_ignored_and_garbage_does_not_kill_the_listener():
+    errors: list[tuple[bytes, Source, SipParseError]] = []
+    server = TransportLayer(on_parse_error=lambda d, s, e: errors.append((d, s, e)))
+    await server.listen_udp("127.0.0.1", 0)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.bind(("127.0.0.1", 0))
+    dest = server.local_address("UDP")
+    try:
+        for junk in (b"\x00\x00\x00\x00", b"\r\n\r\n", b"\r\n", b"jaK", b" \r\n\x00 "):
+            raw.sendto(junk, dest)
+        garbage = [
+            b"this is not SIP at all, not even close\r\n\r\n",
+            b"INVITE sip:bob@example.test SIP/2.0\r\nContent-Length: 900\r\n\r\nshort",
+            bytes(random.Random(7).getrandbits(8) for _ in range(300)),
+            b"SIP/2.0 200 OK\r\nVia: \x00\xff\r\n\r\n",
+        ]
+        for data in garbage:
+            raw.sendto(data, dest)
+        raw.sendto(request(method="MESSAGE").to_bytes(), dest)
+        incoming = await recv(server)
+        assert isinstance(incoming.message, Request) and incoming.message.method == "MESSAGE"
+        assert server._queue.empty()
+        # Every garbage datagram was reported (the UA may answer 400), no junk keepalive was.
+        assert sorted(d for d, _, _ in errors) == sorted(garbage)
+        assert all(s.remote == raw.getsockname() for _, s, _ in errors)
+    finally:
+        raw.close()
+        await server.close()
+
+
+async def test_request_with_broken_via_is_reported_not_delivered():
+    errors: list[bytes] = []
+    server = TransportLayer(on_parse_error=lambda d, s, e: errors.append(d))
+    await server.listen_udp("127.0.0.1", 0)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        raw.sendto(request(via="garbage").to_bytes(), server.local_address("UDP"))
+        raw.sendto(request(method="INFO").to_bytes(), server.local_address("UDP"))
+        incoming = await recv(server)
+        assert incoming.message.method == "INFO"  # type: ignore[union-attr]
+        assert len(errors) == 1
+    finally:
+        raw.close()
+        await server.close()
+
+
+async def test_large_udp_message_is_sent_with_a_note(pair, caplog):
+    server, client = pair
+    body = b"v=0\r\n" + b"a=x-padding:" + b"p" * 3000 + b"\r\n"
+    with caplog.at_level(logging.INFO, logger="sip.transport"):
+        await client.send(request(method="INVITE", body=body), target(server, "UDP"))
+        incoming = await recv(server)
+    assert incoming.message.body == body
+    assert any("fragment" in r.getMessage() for r in caplog.records)
+
+
+async def test_trace_logging_shows_the_wire(pair, caplog):
+    server, client = pair
+    with caplog.at_level(logging.DEBUG, logger="sip.trace"):
+        await client.send(request(method="SUBSCRIBE"), target(server, "UDP"))
+        await recv(server)
+    traces = [r.getMessage() for r in caplog.records if r.name == "sip.trace"]
+    assert any(t.startswith("send UDP") and "SUBSCRIBE sip:" in t for t in traces)
+    assert any(t.startswith("recv UDP") and "SUBSCRIBE sip:" in t for t in traces)
+
+
+async def test_udp_keepalive_is_sent_from_the_listening_port():
+    client = TransportLayer()
+    await client.listen_udp("127.0.0.1", 0)
+    proxy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    proxy.bind(("127.0.0.1", 0))
+    proxy.settimeout(WAIT)
+    try:
+        port = proxy.getsockname()[1]
+        handle = await client.start_keepalive(
+            Target("UDP", "proxy", "127.0.0.1", port), interval=0.05
+        )
+        for _ in range(2):
+            data, addr = await asyncio.to_thread(proxy.recvfrom, 100)
+            assert data == b"\r\n\r\n"
+            assert addr == client.local_address("UDP")
+        handle.cancel()
+        assert not handle.failed.is_set()
+    finally:
+        proxy.close()
+        await client.close()
+
+
+# --- TCP ---------------------------------------------------------------------------------------
+
+
+async def test_tcp_round_trip_and_connection_reuse(pair):
+    server, client = pair
+    dest = target(server, "TCP")
+    flows = []
+    for method in ("OPTIONS", "INFO"):
+        flows.append(await client.send(request(method=method), dest))
+    assert flows[0] == flows[1] and flows[0].connection_id is not None
+    first, second = await recv(server), await recv(server)
+    assert [first.message.method, second.message.method] == ["OPTIONS", "INFO"]  # type: ignore[union-attr]
+    assert first.source == second.source
+    assert client.connection_count() == 1 and server.connection_count() == 1
+
+    via = first.message.top_via
+    assert via.transport == "TCP"
+    assert via.port == client.local_address("TCP")[1]  # sent-by names our TCP listener
+    assert via.received == "127.0.0.1" and via.rport == first.source.remote[1]
+
+    assert isinstance(first.message, Request)
+    await server.send_response(make_response(first.message, 200), first.source)
+    answer = await recv(client)
+    assert answer.message.status == 200  # type: ignore[union-attr]
+    assert answer.source == flows[0]  # over the same connection
+
+    # A request from the server to the client reuses the connection the client opened.
+    back = Target("TCP", "client", *first.source.remote)
+    await server.send(request(method="NOTIFY"), back)
+    notify = await recv(client)
+    assert notify.message.method == "NOTIFY"  # type: ignore[union-attr]
+    assert notify.source == flows[0]
+    assert client.connection_count() == 1 and server.connection_count() == 1
+    assert server.find_connection("TCP", *first.source.remote) == first.source
+
+
+async def test_concurrent_sends_open_one_connection(pair):
+    server, client = pair
+    dest = target(server, "TCP")
+    flows = await asyncio.gather(*(client.send(request(), dest) for _ in range(5)))
+    assert len({f.connection_id for f in flows}) == 1
+    for _ in range(5):
+        await recv(server)
+    assert client.connection_count() == 1
+
+
+async def test_tcp_response_reopens_connection_to_sent_by_when_closed(pair):
+    server, client = pair
+    await client.send(request(), target(server, "TCP"))
+    incoming = await recv(server)
+    assert isinstance(incoming.message, Request)
+    for conn in list(client._connections.values()):
+        conn.close()
+        await conn.closed
+    # wait until the server notices the close
+    for _ in range(100):
+        if server.connection_count() == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert server.connection_count() == 0
+    flow = await server.send_response(make_response(incoming.message, 200), incoming.source)
+    assert flow.remote == client.local_address("TCP")  # Via received + sent-by port
+    answer = await recv(client)
+    assert answer.message.status == 200  # type: ignore[union-attr]
+
+
+async def test_tcp_framing_split_and_coalesced():
+    server = TransportLayer()
+    await server.listen_tcp("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*server.local_address("TCP"))
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        body = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\n"
+        one = request(method="INVITE", body=body).to_bytes()
+        # Split: in small pieces, header/body boundary and Content-Length straddled.
+        for i in range(0, len(one), 7):
+            writer.write(one[i : i + 7])
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        got = await recv(server)
+        assert got.message.method == "INVITE" and got.message.body == body  # type: ignore[union-attr]
+        # Coalesced: two messages, a ping and a third message in one segment.
+        two = request(method="INFO").to_bytes() + request(method="UPDATE").to_bytes()
+        writer.write(two + b"\r\n\r\n" + request(method="BYE").to_bytes())
+        await writer.drain()
+        methods = [(await recv(server)).message.method for _ in range(3)]  # type: ignore[union-attr]
+        assert methods == ["INFO", "UPDATE", "BYE"]
+        assert await asyncio.wait_for(reader.readexactly(2), WAIT) == b"\r\n"  # pong
+    finally:
+        writer.close()
+        await server.close()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 99999999\r\n\r\n",
+        b"INVITE sip:a@b SIP/2.0\r\nContent-Length: nope\r\n\r\n",
+        b"INVITE sip:a@b SIP/2.0\r\nX-Filler: " + b"x" * 70000,
+    ],
+    ids=["oversized", "bad-length", "endless-header"],
+)
+async def test_bad_framing_closes_the_connection_but_not_the_listener(bad):
+    server = TransportLayer()
+    await server.listen_tcp("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection(*server.local_address("TCP"))
+        writer.write(bad)
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), WAIT) == b""  # closed by the server
+        writer.close()
+        # The listener still works.
+        reader, writer = await asyncio.open_connection(*server.local_address("TCP"))
+        writer.write(request(method="OPTIONS").to_bytes())
+        await writer.drain()
+        assert (await recv(server)).message.method == "OPTIONS"  # type: ignore[union-attr]
+        writer.close()
+    finally:
+        await server.close()
+
+
+async def test_unparsable_but_framed_message_keeps_the_connection():
+    errors: list[bytes] = []
+    server = TransportLayer(on_parse_error=lambda d, s, e: errors.append(d))
+    await server.listen_tcp("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*server.local_address("TCP"))
+    try:
+        writer.write(b"NOT A START LINE\r\nContent-Length: 0\r\n\r\n")
+        writer.write(request(method="OPTIONS").to_bytes())
+        await writer.drain()
+        assert (await recv(server)).message.method == "OPTIONS"  # type: ignore[union-attr]
+        assert errors == [b"NOT A START LINE\r\nContent-Length: 0\r\n\r\n"]
+    finally:
+        writer.close()
+        await server.close()
+
+
+async def test_stream_ping_is_answered_with_pong():
+    server = TransportLayer()
+    await server.listen_tcp("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*server.local_address("TCP"))
+    try:
+        for _ in range(2):
+            writer.write(b"\r\n\r\n")
+            await writer.drain()
+            assert await asyncio.wait_for(reader.readexactly(2), WAIT) == b"\r\n"
+    finally:
+        writer.close()
+        await server.close()
+
+
+async def test_stream_keepalive_with_pongs_stays_up(pair):
+    server, client = pair
+    client.pong_timeout = 0.2
+    handle = await client.start_keepalive(target(server, "TCP"), interval=0.05)
+    pongs = asyncio.Queue[float]()
+    original = handle.schedule.pong_received
+
+    def count_pong(now: float) -> None:
+        pongs.put_nowait(now)
+        original(now)
+
+    handle.schedule.pong_received = count_pong
+    # Several ping/pong rounds, each well within the pong timeout if the server answers.
+    for _ in range(4):
+        await asyncio.wait_for(pongs.get(), WAIT)
+    assert not handle.failed.is_set()
+    assert client.connection_count() == 1
+    handle.cancel()
+
+
+async def test_stream_keepalive_missing_pong_fails_the_flow():
+    pings = 0
+
+    async def mute_proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal pings
+        try:
+            while await reader.readexactly(4) == b"\r\n\r\n":
+                pings += 1  # never answer
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    proxy = await asyncio.start_server(mute_proxy, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    failed: list[Source] = []
+    client = TransportLayer(on_flow_failed=failed.append, pong_timeout=0.2)
+    try:
+        handle = await client.start_keepalive(Target("TCP", "p", "127.0.0.1", port), interval=0.05)
+        await asyncio.wait_for(handle.failed.wait(), WAIT)
+        assert pings >= 1
+        assert len(failed) == 1 and failed[0].remote == ("127.0.0.1", port)
+        for _ in range(100):
+            if client.connection_count() == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert client.connection_count() == 0  # the failed flow was closed
+    finally:
+        await client.close()
+        proxy.close()
+        await proxy.wait_closed()
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> dict[str, str]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    d = tmp_path_factory.mktemp("pki")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (d / "ca.ext").write_text(
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+        "subjectKeyIdentifier=hash\n"
+    )
+    (d / "leaf.ext").write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+        "subjectAltName=DNS:sip.example.test,DNS:localhost,IP:127.0.0.1,IP:::1\n"
+        "authorityKeyIdentifier=keyid\n"
+    )
+    for name in ("ca", "rogue"):
+        openssl("req", "-x509", *ec, "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+                "-subj", f"/CN=Test {name}", "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)  # fmt: skip
+    for leaf, ca in (("server", "ca"), ("imposter", "rogue")):
+        openssl("req", "-new", *ec, "-keyout", f"{leaf}.key", "-out", f"{leaf}.csr",
+                "-subj", "/CN=sip.example.test", cwd=d)  # fmt: skip
+        openssl("x509", "-req", "-in", f"{leaf}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+                "-CAcreateserial", "-out", f"{leaf}.pem", "-days", "2", "-extfile", "leaf.ext",
+                cwd=d)  # fmt: skip
+    return {name: str(d / name) for name in ("ca", "server", "imposter")}
+
+
+async def tls_server(certs, leaf: str = "server") -> TransportLayer:
+    server = TransportLayer(
+        tls=TlsConfig(certfile=certs[leaf] + ".pem", keyfile=certs[leaf] + ".key")
+    )
+    await server.listen_tls("127.0.0.1", 0)
+    return server
+
+
+async def test_tls_round_trip_with_verification(certs):
+    server = await tls_server(certs)
+    client = TransportLayer(tls=TlsConfig(cafile=certs["ca"] + ".pem"))
+    try:
+        host, port = server.local_address("TLS")
+        dest = Target("TLS", "sip.example.test", host, port, "sip.example.test")
+        flow = await client.send(request(uri="sips:bob@sip.example.test"), dest)
+        assert flow.transport == "TLS"
+        incoming = await recv(server)
+        assert incoming.message.top_via.transport == "TLS"
+        assert incoming.source.transport == "TLS"
+        assert isinstance(incoming.message, Request)
+        await server.send_response(make_response(incoming.message, 200), incoming.source)
+        answer = await recv(client)
+        assert answer.message.status == 200  # type: ignore[union-attr]
+        await client.send(request(uri="sips:bob@sip.example.test"), dest)
+        await recv(server)
+        assert client.connection_count() == 1  # reused
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_tls_numeric_target_checks_ip_san(certs):
+    server = await tls_server(certs)
+    client = TransportLayer(tls=TlsConfig(cafile=certs["ca"] + ".pem"))
+    try:
+        host, port = server.local_address("TLS")
+        await client.send(request(), Target("TLS", host, host, port))
+        assert (await recv(server)).source.transport == "TLS"
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_tls_untrusted_certificate_is_refused(certs):
+    server = await tls_server(certs, leaf="imposter")
+    client = TransportLayer(tls=TlsConfig(cafile=certs["ca"] + ".pem"))
+    try:
+        host, port = server.local_address("TLS")
+        dest = Target("TLS", "sip.example.test", host, port, "sip.example.test")
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await client.send(request(), dest)
+        assert client.connection_count() == 0
+        assert server._queue.empty()
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_tls_default_trust_store_refuses_private_ca(certs):
+    server = await tls_server(certs)
+    client = TransportLayer()  # system CAs only
+    try:
+        host, port = server.local_address("TLS")
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await client.send(request(), Target("TLS", "localhost", host, port))
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_tls_wrong_name_is_refused(certs):
+    server = await tls_server(certs)
+    client = TransportLayer(tls=TlsConfig(cafile=certs["ca"] + ".pem"))
+    try:
+        host, port = server.local_address("TLS")
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await client.send(request(), Target("TLS", "x", host, port, "other.example.test"))
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_tls_verification_off_only_when_asked(certs):
+    server = await tls_server(certs, leaf="imposter")
+    client = TransportLayer(tls=TlsConfig(verify=False))
+    try:
+        host, port = server.local_address("TLS")
+        await client.send(request(), Target("TLS", "whatever", host, port))
+        assert (await recv(server)).source.transport == "TLS"
+    finally:
+        await client.close()
+        await server.close()
+
+
+def test_tls_config_defaults_verify():
+    ctx = TlsConfig().client_context()
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    with pytest.raises(ValueError):
+        TlsConfig().server_context()
+
+
+# --- IPv6 --------------------------------------------------------------------------------------
+
+
+@needs_ipv6
+@pytest.mark.parametrize("transport", ["UDP", "TCP"])
+async def test_ipv6_round_trip(transport):
+    server, client = TransportLayer(), TransportLayer()
+    await server.start("::1", 0, ("UDP", "TCP"))
+    await client.start("::1", 0, ("UDP", "TCP"))
+    try:
+        await client.send(request(uri="sip:bob@[::1]"), target(server, transport))
+        incoming = await recv(server)
+        via = incoming.message.top_via
+        assert via.host == "::1" and via.port == client.local_address(transport)[1]
+        assert "[::1]" in incoming.message.headers.get("Via", "")  # type: ignore[operator]
+        assert isinstance(incoming.message, Request)
+        await server.send_response(make_response(incoming.message, 200), incoming.source)
+        answer = await recv(client)
+        assert answer.message.status == 200  # type: ignore[union-attr]
+        assert answer.source.remote[0] == "::1"
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_dual_stack_listeners_pick_the_family(pair):
+    if not has_ipv6():
+        pytest.skip("no IPv6 loopback")
+    server, client = pair
+    await client.listen_udp("::1", 0)
+    await server.listen_udp("::1", 0)
+    v6 = server.local_address("UDP", socket.AF_INET6)
+    flow = await client.send(request(), Target("UDP", "::1", v6[0], v6[1]))
+    assert flow.local == client.local_address("UDP", socket.AF_INET6)
+    assert (await recv(server)).source.local == v6
+
+
+# --- misc --------------------------------------------------------------------------------------
+
+
+async def test_start_shares_udp_and_tcp_port_and_wildcard_address():
+    layer = TransportLayer()
+    await layer.start("0.0.0.0", 0, ("UDP", "TCP"))
+    try:
+        udp, tcp = layer.local_address("UDP"), layer.local_address("TCP")
+        assert udp[1] == tcp[1] and udp[0] == "0.0.0.0"
+        peer = Target("UDP", "p", "127.0.0.1", 5060)
+        assert layer.local_address_for(peer) == ("127.0.0.1", udp[1])
+        with pytest.raises(LookupError):
+            layer.local_address("TLS")
+    finally:
+        await layer.close()
+
+
+async def test_send_adds_via_when_missing_and_callback_delivery():
+    got: list[Incoming] = []
+    server = TransportLayer(on_message=lambda m, s: got.append(Incoming(m, s)))
+    client = TransportLayer()
+    await server.listen_udp("127.0.0.1", 0)
+    await client.listen_udp("127.0.0.1", 0)
+    try:
+        req = request()
+        req.headers.remove("Via")
+        await client.send(req, target(server, "UDP"))
+        for _ in range(500):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        assert len(got) == 1
+        via = got[0].message.top_via
+        assert via.branch is not None and via.branch.startswith("z9hG4bK")
+        assert via.port == client.local_address("UDP")[1]
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_send_after_close_fails(pair):
+    server, client = pair
+    await client.close()
+    with pytest.raises(ConnectionError):
+        await client.send(request(), target(server, "UDP"))
+
+
+async def test_tcp_connect_refused_raises_oserror():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: refused
+        client = TransportLayer()
+        try:
+            with pytest.raises(OSError):
+                await client.send(request(), Target("TCP", "x", "127.0.0.1", port))
+        finally:
+            await client.close()
+
+
+# --- pure helpers (no sockets) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"\x00\x00\x00\x00", True),
+        (b"\r\n\r\n", True),
+        (b"\r\n", True),
+        (b"", True),
+        (b"jaK", True),
+        (b"\x00\x01\x00\x00\x21\x12\xa4\x42" + b"\x00" * 12, True),  # STUN binding request
+        (b"OPTIONS sip:a@b SIP/2.0\r\n\r\n", False),
+        (b"not sip but long enough", False),
+    ],
+)
+def test_is_keepalive_datagram(data, expected):
+    assert is_keepalive_datagram(data) is expected
+
+
+def test_keepalive_schedule_on_virtual_clock():
+    rng = random.Random(5)
+    ka = KeepaliveSchedule(10.0, now=0.0, pong_timeout=2.0, rng=rng)
+    first = ka.get_timer()
+    assert first is not None and 8.0 <= first <= 10.0  # RFC 5626 §4.4.1: 80%..100%
+    assert ka.handle_timer(first - 0.5) is None
+    assert ka.handle_timer(first) is KeepaliveAction.SEND_PING
+    assert ka.get_timer() == pytest.approx(first + 2.0)  # the pong deadline comes first
+    ka.pong_received(first + 0.1)
+    nxt = ka.get_timer()
+    assert nxt is not None and first + 8.0 <= nxt <= first + 10.0
+    assert ka.handle_timer(nxt) is KeepaliveAction.SEND_PING
+    assert ka.handle_timer(nxt + 1.9) is None
+    assert ka.handle_timer(nxt + 2.0) is KeepaliveAction.FLOW_FAILED
+    assert ka.failed and ka.get_timer() is None and ka.handle_timer(nxt + 100) is None
+
+
+def test_keepalive_schedule_without_pong_never_fails():
+    ka = KeepaliveSchedule(25.0, now=100.0, rng=random.Random(1))
+    now = 100.0
+    pings = 0
+    for _ in range(10):
+        deadline = ka.get_timer()
+        assert deadline is not None and deadline > now
+        now = deadline
+        if ka.handle_timer(now) is KeepaliveAction.SEND_PING:
+            pings += 1
+    assert pings == 10 and not ka.failed
+    with pytest.raises(ValueError):
+        KeepaliveSchedule(0, now=0.0)
+
+
+def test_via_parse_round_trip_used_by_transport():
+    via = Via.parse("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx;rport")
+    assert via.rport is None and "rport" in via.params
