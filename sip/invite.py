@@ -1,0 +1,809 @@
+"""INVITE sessions (RFC 3261 §13–15, RFC 3311 UPDATE, RFC 6026), sans-I/O.
+
+A :class:`Call` is one INVITE session seen by one user agent, caller (UAC) or callee (UAS): the
+initial INVITE transaction, the early and confirmed dialogs it creates, the 2xx/ACK exchange
+(which RFC 3261 §13.3.1.4 and RFC 6026 give to the transaction user, not the transaction), CANCEL,
+BYE, re-INVITE and UPDATE, INFO, and glare handling (§14.1, RFC 3311 §5.2).
+
+The session body is kept opaque (bytes + content type): offer/answer (RFC 3264) is the
+application's business (``sip.offer_answer``).  The call talks to the network only through the
+:class:`SessionHost` it is given (the ``sip.ua.UserAgent``), which owns transactions,
+authentication and addressing.
+
+Rules implemented here:
+- UAC (§13.2): early dialogs from 1xx with a To tag (one per tag), CallRinging for 180/183 (with
+  the early-media SDP if present), 2xx -> ACK with its own branch (§13.2.2.4), the ACK resent for
+  each 2xx retransmission, a 2xx from a second dialog (forking) ACKed and then BYEd, CANCEL (§9.1)
+  only once a provisional response arrived, 401/407 -> the host retries with credentials.
+- UAS (§13.3): 180/183, 2xx retransmitted from T1 doubling to T2 until the ACK, giving up after
+  64*T1 with a BYE (§13.3.1.4); CANCEL -> 487 for the INVITE (§9.2); reject with any 3xx-6xx.
+- In-dialog (§14, §15, RFC 3311): BYE both ways, re-INVITE and UPDATE both ways with target
+  refresh, 491 on glare and retry after a random delay (§14.1), 500 + Retry-After when an incoming
+  re-INVITE overlaps one we are answering (§14.2), INFO (RFC 6086).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from sip.dialog import Dialog, DialogState
+from sip.message import Request, Response, make_response, new_tag
+from sip.timers import TimerConfig
+from sip.transaction import ServerTransaction as ServerTx
+
+log = logging.getLogger("sip.invite")
+
+SDP = "application/sdp"
+
+
+class CallState(Enum):
+    CALLING = "calling"  # UAC: INVITE sent, nothing back yet
+    PROCEEDING = "proceeding"  # UAC: 100 received
+    EARLY = "early"  # UAC: 1xx with a To tag / UAS: 1xx sent
+    INCOMING = "incoming"  # UAS: INVITE received, not yet answered
+    ANSWERED = "answered"  # UAS: 2xx sent, waiting for the ACK
+    CONNECTED = "connected"  # confirmed dialog (UAC: ACK sent, UAS: ACK received)
+    TERMINATING = "terminating"  # BYE or CANCEL sent
+    TERMINATED = "terminated"
+
+
+class Direction(Enum):
+    OUTGOING = "outgoing"
+    INCOMING = "incoming"
+
+
+# ---------------------------------------------------------------------- events
+
+
+@dataclass
+class IncomingCall:
+    call: Call
+    offer: bytes
+    content_type: str | None
+
+
+@dataclass
+class CallRinging:
+    """A 180/183 (any 101-199) for our INVITE; ``sdp`` is early media, if any."""
+
+    call: Call
+    status: int
+    reason: str
+    sdp: bytes | None
+
+
+@dataclass
+class CallAnswered:
+    """UAC: our INVITE got its 2xx (the ACK went out). ``sdp`` is the answer (or offer)."""
+
+    call: Call
+    sdp: bytes | None
+
+
+@dataclass
+class CallConfirmed:
+    """UAS: the ACK for our 2xx arrived; ``sdp`` is the body of the ACK, if any."""
+
+    call: Call
+    sdp: bytes | None
+
+
+@dataclass
+class CallFailed:
+    """UAC: the INVITE got a final non-2xx (or timed out: 408)."""
+
+    call: Call
+    status: int
+    reason: str
+
+
+@dataclass
+class CallEnded:
+    """The session is over. Reasons: local-bye, remote-bye, remote-cancel, rejected, no-ack,
+    timeout, forked, local-cancel."""
+
+    call: Call
+    reason: str
+
+
+@dataclass
+class CallUpdated:
+    """The remote session description changed (re-INVITE or UPDATE, in either direction)."""
+
+    call: Call
+    sdp: bytes | None
+    method: str
+    local: bool  # True when we sent the offer
+
+
+@dataclass
+class CallUpdateFailed:
+    call: Call
+    status: int
+    reason: str
+    method: str
+
+
+@dataclass
+class InfoReceived:
+    call: Call
+    body: bytes
+    content_type: str | None
+
+
+CallEvent = (
+    IncomingCall
+    | CallRinging
+    | CallAnswered
+    | CallConfirmed
+    | CallFailed
+    | CallEnded
+    | CallUpdated
+    | CallUpdateFailed
+    | InfoReceived
+)
+
+
+# ---------------------------------------------------------------------- host interface
+
+
+ResponseHandler = Callable[[Response | None, float], None]
+
+
+class SessionHost(Protocol):
+    """The services a :class:`Call` uses; implemented by ``sip.ua.UserAgent``."""
+
+    timers: TimerConfig
+
+    def send_request(self, request: Request, handler: ResponseHandler, now: float) -> None:
+        """Send through a new client transaction (adds Via); the handler gets every response
+        (provisional and final, and 2xx retransmissions of an INVITE) and ``None`` on timeout."""
+
+    def send_ack(self, ack: Request, now: float) -> None:
+        """Send an ACK for a 2xx, outside any transaction (adds Via)."""
+
+    def respond(self, stx: ServerTx, response: Response, now: float) -> None:
+        """Send a response through a server transaction."""
+
+    def retransmit_response(self, stx: ServerTx, response: Response, now: float) -> None:
+        """Resend a 2xx (the TU's job, RFC 6026)."""
+
+    def authorize(self, request: Request, challenge: Response) -> Request | None:
+        """A copy of ``request`` carrying credentials for ``challenge`` with CSeq+1 and no Via,
+        or None when we may not (or cannot) answer the challenge."""
+
+    def emit(self, event: CallEvent) -> None: ...
+
+    def contact(self) -> str:
+        """Our Contact header value."""
+
+    def answer_offer(self, call: Call, offer: bytes, content_type: str | None) -> bytes:
+        """The answer body for a re-INVITE/UPDATE offer from the peer."""
+
+    def call_terminated(self, call: Call) -> None: ...
+
+
+# ---------------------------------------------------------------------- the call
+
+
+class Call:
+    """One INVITE session (both directions)."""
+
+    def __init__(
+        self,
+        host: SessionHost,
+        direction: Direction,
+        call_id: str,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.host = host
+        self.direction = direction
+        self.call_id = call_id
+        self.state = CallState.CALLING if direction is Direction.OUTGOING else CallState.INCOMING
+        self.dialog: Dialog | None = None
+        self.early_dialogs: dict[str, Dialog] = {}
+        self.invite: Request | None = None  # the INVITE sent (UAC) or received (UAS)
+        self.local_sdp: bytes = b""
+        self.local_content_type: str = SDP
+        self.remote_sdp: bytes | None = None
+        self.remote_content_type: str | None = None
+        self.final_status: int = 0
+        self.end_reason: str | None = None
+        self.rng = rng or random.Random()
+        self.user_data: object = None
+        # UAC
+        self._provisional_seen = False
+        self._cancel_pending = False
+        self._cancelled = False
+        self._ack: Request | None = None  # ACK of the current 2xx (resent on retransmission)
+        self._forks: dict[str, Request] = {}  # remote tag -> ACK for forked 2xx
+        # UAS
+        self._stx: ServerTx | None = None
+        self._local_tag = new_tag()
+        self._ok: Response | None = None  # 2xx awaiting ACK
+        self._ok_stx: ServerTx | None = None
+        self._ok_next: float | None = None
+        self._ok_interval = 0.0
+        self._ok_deadline: float | None = None
+        self._ok_is_reinvite = False
+        # in-dialog offer/answer
+        self._reinvite_out: Request | None = None  # our re-INVITE / UPDATE in progress
+        self._reinvite_in: Request | None = None  # peer's re-INVITE we are answering
+        self._update_out: Request | None = None
+        self._glare_retry_at: float | None = None
+        self._glare_method: str = "INVITE"
+        self._glare_sdp: bytes = b""
+        self._bye_sent = False
+        self._bye_request: Request | None = None
+
+    def __repr__(self) -> str:
+        return f"<Call {self.direction.value} {self.call_id} {self.state.value}>"
+
+    # ================================================================== helpers
+
+    @property
+    def is_active(self) -> bool:
+        return self.state not in (CallState.TERMINATED,)
+
+    @property
+    def remote_uri(self) -> str:
+        if self.dialog is not None:
+            return str(self.dialog.remote_uri.uri)
+        if self.invite is not None:
+            try:
+                if self.direction is Direction.OUTGOING:
+                    return str(self.invite.to_addr.uri)
+                return str(self.invite.from_addr.uri)
+            except ValueError:
+                return ""
+        return ""
+
+    def _terminate(self, reason: str, *, emit_ended: bool = True) -> None:
+        if self.state is CallState.TERMINATED:
+            return
+        self.state = CallState.TERMINATED
+        self.end_reason = reason
+        self._ok_next = self._ok_deadline = None
+        self._glare_retry_at = None
+        if self.dialog is not None:
+            self.dialog.state = DialogState.TERMINATED
+        if emit_ended:
+            self.host.emit(CallEnded(self, reason))
+        self.host.call_terminated(self)
+
+    def _fail(self, status: int, reason: str) -> None:
+        if self.state is CallState.TERMINATED:
+            return
+        self.final_status = status
+        self.state = CallState.TERMINATED
+        self.end_reason = "failed"
+        self.host.emit(CallFailed(self, status, reason))
+        self.host.call_terminated(self)
+
+    @staticmethod
+    def _body(message: Request | Response) -> tuple[bytes | None, str | None]:
+        if not message.body:
+            return None, None
+        return message.body, message.headers.get("Content-Type")
+
+    # ================================================================== UAC: initial INVITE
+
+    def start(self, invite: Request, now: float) -> None:
+        """Send the initial INVITE (built by the UA, without Via)."""
+        self.invite = invite
+        if invite.body:
+            self.local_sdp = invite.body
+            self.local_content_type = invite.headers.get("Content-Type") or SDP
+        self.host.send_request(invite, self._on_invite_response, now)
+
+    def _on_invite_response(self, response: Response | None, now: float) -> None:
+        if response is None:
+            if self.state in (CallState.CALLING, CallState.PROCEEDING, CallState.EARLY):
+                self._fail(408, "Request Timeout")
+            elif self.state is CallState.TERMINATING and self._cancelled:
+                self._fail(487, "Request Terminated")
+            return
+        assert self.invite is not None
+        if response.cseq.seq != self.invite.cseq.seq:
+            return  # a response to a superseded (challenged) INVITE
+        status = response.status
+        if status < 200:
+            self._on_provisional(response, now)
+        elif status < 300:
+            self._on_invite_2xx(response, now)
+        else:
+            self._on_invite_failure(response, now)
+
+    def _on_provisional(self, response: Response, now: float) -> None:
+        if self.state is CallState.TERMINATED:
+            return
+        self._provisional_seen = True
+        if self.state is CallState.CALLING:
+            self.state = CallState.PROCEEDING
+        tag = response.to_addr.tag
+        if response.status > 100 and tag and self.invite is not None:
+            early = self.early_dialogs.get(tag)
+            if early is None:
+                early = Dialog.from_uac_response(self.invite, response, self.host.contact())
+                self.early_dialogs[tag] = early
+            else:
+                early.update_early(response)
+            if self.dialog is None or self.dialog.state is DialogState.EARLY:
+                self.dialog = early
+            if self.state in (CallState.CALLING, CallState.PROCEEDING):
+                self.state = CallState.EARLY
+        if self._cancel_pending:
+            self._cancel_pending = False
+            self._send_cancel(now)
+            return
+        if response.status > 100 and self.state is not CallState.TERMINATING:
+            sdp, ctype = self._body(response)
+            if sdp is not None:
+                self.remote_sdp, self.remote_content_type = sdp, ctype
+            self.host.emit(CallRinging(self, response.status, response.reason, sdp))
+
+    def _on_invite_2xx(self, response: Response, now: float) -> None:
+        assert self.invite is not None
+        tag = response.to_addr.tag or ""
+        confirmed = None
+        if self.dialog is not None and self.dialog.state is DialogState.CONFIRMED:
+            confirmed = self.dialog
+        if confirmed is not None and confirmed.remote_tag == tag:
+            # 2xx retransmission: resend the same ACK (§13.2.2.4).
+            if self._ack is not None:
+                self.host.send_ack(self._ack, now)
+            return
+        if tag in self._forks:
+            self.host.send_ack(self._forks[tag], now)
+            return
+        if confirmed is not None or self.state is CallState.TERMINATED:
+            # A 2xx from another branch of a forked INVITE: ACK it, then BYE it (§13.2.2.4).
+            self._ack_and_bye_fork(response, now)
+            return
+        dialog = self.early_dialogs.get(tag)
+        if dialog is None:
+            dialog = Dialog.from_uac_response(self.invite, response, self.host.contact())
+        else:
+            dialog.confirm_with(response)
+        dialog.state = DialogState.CONFIRMED
+        self.dialog = dialog
+        self.early_dialogs.clear()
+        self.final_status = response.status
+        sdp, ctype = self._body(response)
+        ack = dialog.create_ack(self.invite.cseq.seq)
+        self._ack = ack
+        self.host.send_ack(ack, now)
+        if sdp is not None:
+            self.remote_sdp, self.remote_content_type = sdp, ctype
+        if self._cancelled or self._cancel_pending:
+            # CANCEL lost the race against the 2xx: the call is up, hang it up (§9.1).
+            self._cancel_pending = False
+            self.state = CallState.CONNECTED
+            self._send_bye(now, reason="local-cancel")
+            return
+        self.state = CallState.CONNECTED
+        self.host.emit(CallAnswered(self, sdp if sdp is not None else self.remote_sdp))
+
+    def _ack_and_bye_fork(self, response: Response, now: float) -> None:
+        assert self.invite is not None
+        fork = Dialog.from_uac_response(self.invite, response, self.host.contact())
+        ack = fork.create_ack(self.invite.cseq.seq)
+        self._forks[fork.remote_tag] = ack
+        self.host.send_ack(ack, now)
+        bye = fork.create_request("BYE")
+        log.info("call %s: BYE to forked 2xx from tag %s", self.call_id, fork.remote_tag)
+        self.host.send_request(bye, lambda r, t: None, now)
+
+    def _on_invite_failure(self, response: Response, now: float) -> None:
+        assert self.invite is not None
+        if response.status in (401, 407) and not self._cancelled and not self._cancel_pending:
+            retry = self.host.authorize(self.invite, response)
+            if retry is not None:
+                self.invite = retry
+                self._provisional_seen = False
+                self.early_dialogs.clear()
+                self.dialog = None
+                self.state = CallState.CALLING
+                self.host.send_request(retry, self._on_invite_response, now)
+                return
+        if self.state is CallState.TERMINATED:
+            return
+        if self._cancelled:
+            self.final_status = response.status
+            self._terminate("local-cancel")
+            return
+        self._fail(response.status, response.reason)
+
+    # ------------------------------------------------------------------ CANCEL (§9.1)
+
+    def cancel(self, now: float) -> None:
+        """Cancel our pending INVITE; deferred until a provisional response arrived (§9.1)."""
+        if self.direction is not Direction.OUTGOING:
+            raise ValueError("only the caller can CANCEL")
+        if self.state in (CallState.TERMINATED, CallState.TERMINATING, CallState.CONNECTED):
+            return
+        self._cancelled = True
+        if not self._provisional_seen:
+            self._cancel_pending = True
+            return
+        self._send_cancel(now)
+
+    def _send_cancel(self, now: float) -> None:
+        assert self.invite is not None
+        self._cancelled = True
+        self.state = CallState.TERMINATING
+        inv = self.invite
+        cancel = self.host_build_cancel(inv)
+        self.host.send_request(cancel, self._on_cancel_response, now)
+
+    def host_build_cancel(self, invite: Request) -> Request:
+        """§9.1: CANCEL with the INVITE's Request-URI, Call-ID, From, To, CSeq number and Route;
+        the top Via (same branch) is added by the host, which knows the INVITE's Via."""
+        from sip.message import Headers
+
+        h = Headers()
+        for name in ("From", "To", "Call-ID"):
+            v = invite.headers.get(name)
+            if v is not None:
+                h.add(name, v)
+        h.add("CSeq", f"{invite.cseq.seq} CANCEL")
+        h.add("Max-Forwards", "70")
+        for r in invite.headers.get_all("Route"):
+            h.add("Route", r)
+        via = invite.headers.get("Via")
+        if via is not None:
+            h.set("Via", via)
+        return Request(method="CANCEL", uri=invite.uri, headers=h)
+
+    def _on_cancel_response(self, response: Response | None, now: float) -> None:
+        # The INVITE's final response (487, or a 2xx that raced) settles the call; if it never
+        # comes, Timer B ends it.
+        if response is not None and response.status == 481:
+            log.info("call %s: CANCEL got 481", self.call_id)
+
+    # ================================================================== UAS: initial INVITE
+
+    def receive_invite(self, invite: Request, stx: ServerTx, now: float) -> None:
+        self.invite = invite
+        self._stx = stx
+        self.remote_sdp, self.remote_content_type = self._body(invite)
+        self.dialog = Dialog.from_uas_request(
+            invite, self._local_tag, self.host.contact(), rng=self.rng
+        )
+        self.host.emit(IncomingCall(self, invite.body, invite.headers.get("Content-Type")))
+
+    def _uas_response(self, status: int, reason: str | None = None) -> Response:
+        assert self.invite is not None
+        resp = make_response(self.invite, status, reason, to_tag=self._local_tag)
+        if status < 300 or status == 485 or 300 <= status < 400:
+            pass
+        if 100 < status < 300:
+            resp.headers.add("Contact", self.host.contact())
+            for rr in self.invite.headers.get_all("Record-Route"):
+                resp.headers.add("Record-Route", rr)
+        return resp
+
+    def ringing(self, now: float, sdp: bytes | None = None, status: int | None = None) -> None:
+        """Send 180 Ringing, or 183 Session Progress when ``sdp`` (early media) is given."""
+        if self._stx is None or self.state not in (CallState.INCOMING, CallState.EARLY):
+            return
+        code = status or (183 if sdp else 180)
+        resp = self._uas_response(code)
+        if sdp:
+            resp.body = sdp
+            resp.headers.set("Content-Type", SDP)
+        self.state = CallState.EARLY
+        self.host.respond(self._stx, resp, now)
+
+    def answer(self, sdp: bytes, now: float, content_type: str = SDP) -> None:
+        """Send 200 OK with our SDP; retransmitted until the ACK (§13.3.1.4)."""
+        if self._stx is None or self.state not in (CallState.INCOMING, CallState.EARLY):
+            raise ValueError(f"cannot answer a call in state {self.state.value}")
+        self.local_sdp = sdp
+        self.local_content_type = content_type
+        resp = self._uas_response(200)
+        if sdp:
+            resp.body = sdp
+            resp.headers.set("Content-Type", content_type)
+        self.final_status = 200
+        self.state = CallState.ANSWERED
+        self.host.respond(self._stx, resp, now)
+        self._start_2xx_retransmit(resp, self._stx, now, reinvite=False)
+
+    def reject(self, now: float, status: int = 486, reason: str | None = None) -> None:
+        """Send a final non-2xx to the INVITE (486 Busy Here, 603 Decline, ...)."""
+        if self._stx is None or self.state not in (CallState.INCOMING, CallState.EARLY):
+            return
+        self.final_status = status
+        self.host.respond(self._stx, self._uas_response(status, reason), now)
+        self._terminate("rejected")
+
+    def receive_cancel(self, now: float) -> None:
+        """§9.2: the INVITE was cancelled (the host already sent 200 to the CANCEL)."""
+        if self._stx is not None and self.state in (CallState.INCOMING, CallState.EARLY):
+            self.final_status = 487
+            self.host.respond(self._stx, self._uas_response(487), now)
+            self._terminate("remote-cancel")
+
+    def _start_2xx_retransmit(
+        self, resp: Response, stx: ServerTx, now: float, *, reinvite: bool
+    ) -> None:
+        self._ok = resp
+        self._ok_stx = stx
+        self._ok_is_reinvite = reinvite
+        t = self.host.timers
+        self._ok_deadline = now + t.timeout
+        if stx.reliable:
+            self._ok_next = None
+        else:
+            self._ok_interval = t.t1
+            self._ok_next = now + t.t1
+
+    def receive_ack(self, ack: Request, now: float) -> None:
+        """The ACK for our 2xx (§13.3.1.4); retransmitted ACKs are ignored."""
+        if self._ok is None:
+            return
+        if ack.cseq.seq != self._ok.cseq.seq:
+            return
+        self._ok = None
+        self._ok_stx = None
+        self._ok_next = self._ok_deadline = None
+        sdp, ctype = self._body(ack)
+        if sdp is not None:
+            self.remote_sdp, self.remote_content_type = sdp, ctype
+        if self._ok_is_reinvite:
+            self._reinvite_in = None
+            if sdp is not None:
+                self.host.emit(CallUpdated(self, sdp, "INVITE", local=False))
+            return
+        if self.state is CallState.ANSWERED:
+            self.state = CallState.CONNECTED
+            if self.dialog is not None:
+                self.dialog.state = DialogState.CONFIRMED
+            self.host.emit(CallConfirmed(self, sdp))
+
+    # ================================================================== in-dialog: BYE
+
+    def hangup(self, now: float) -> None:
+        """End the call whatever its state: CANCEL, reject (603), or BYE."""
+        if self.state is CallState.TERMINATED:
+            return
+        if self.direction is Direction.OUTGOING and self.state in (
+            CallState.CALLING,
+            CallState.PROCEEDING,
+            CallState.EARLY,
+        ):
+            self.cancel(now)
+        elif self.state in (CallState.INCOMING, CallState.EARLY):
+            self.reject(now, 603, "Decline")
+        elif self.state in (CallState.CONNECTED, CallState.ANSWERED):
+            self._send_bye(now)
+
+    def bye(self, now: float) -> None:
+        self.hangup(now)
+
+    def _send_bye(self, now: float, reason: str = "local-bye") -> None:
+        if self.dialog is None or self._bye_sent:
+            return
+        self._bye_sent = True
+        self.state = CallState.TERMINATING
+        self._ok_next = self._ok_deadline = None
+        bye = self.dialog.create_request("BYE")
+        self._bye_request = bye
+
+        def on_bye(resp: Response | None, t: float) -> None:
+            if resp is not None and resp.status in (401, 407) and self._bye_request is not None:
+                retry = self.host.authorize(self._bye_request, resp)
+                if retry is not None:
+                    if self.dialog is not None:
+                        self.dialog.local_seq = retry.cseq.seq
+                    self._bye_request = retry
+                    self.host.send_request(retry, on_bye, t)
+                    return
+            if resp is not None and resp.status < 200:
+                return
+            self._terminate(reason)
+
+        self.host.send_request(bye, on_bye, now)
+
+    def receive_bye(self, bye: Request, stx: ServerTx, now: float) -> None:
+        self.host.respond(stx, make_response(bye, 200), now)
+        if self._stx is not None and self.state in (CallState.INCOMING, CallState.EARLY):
+            self.host.respond(self._stx, self._uas_response(487), now)
+        self._terminate("remote-bye")
+
+    # ================================================================== re-INVITE / UPDATE
+
+    def reinvite(self, sdp: bytes, now: float, content_type: str = SDP) -> None:
+        """Send a re-INVITE with a new offer (hold: a=sendonly/inactive; resume: a=sendrecv)."""
+        self._send_offer("INVITE", sdp, now, content_type)
+
+    def update(self, sdp: bytes, now: float, content_type: str = SDP) -> None:
+        """Send an UPDATE with a new offer (RFC 3311)."""
+        self._send_offer("UPDATE", sdp, now, content_type)
+
+    def _offer_pending(self) -> bool:
+        return (
+            self._reinvite_out is not None or self._reinvite_in is not None or self._ok is not None
+        )
+
+    def _send_offer(self, method: str, sdp: bytes, now: float, content_type: str = SDP) -> None:
+        early_update = method == "UPDATE" and self.state is CallState.EARLY
+        if self.dialog is None or not (self.state is CallState.CONNECTED or early_update):
+            raise ValueError(f"cannot send {method} in state {self.state.value}")
+        if self._offer_pending():
+            raise ValueError("an offer/answer exchange is already in progress")
+        assert self.dialog is not None
+        self.local_sdp = sdp
+        self.local_content_type = content_type
+        req = self.dialog.create_request(method, sdp, content_type)
+        self._reinvite_out = req
+        self.host.send_request(req, self._on_offer_response, now)
+
+    def _on_offer_response(self, response: Response | None, now: float) -> None:
+        req = self._reinvite_out
+        if req is None:
+            # Already settled; a 2xx retransmission of a re-INVITE gets its ACK again.
+            if response is not None and 200 <= response.status < 300 and self._ack is not None:
+                if response.cseq.seq == self._ack.cseq.seq and response.cseq.method == "INVITE":
+                    self.host.send_ack(self._ack, now)
+            return
+        method = req.method
+        if response is None:
+            self._reinvite_out = None
+            self.host.emit(CallUpdateFailed(self, 408, "Request Timeout", method))
+            # §14.1: a timeout on a re-INVITE ends the dialog.
+            if self.state is CallState.CONNECTED:
+                self._send_bye(now, reason="timeout")
+            return
+        if response.cseq.seq != req.cseq.seq:
+            return
+        status = response.status
+        if status < 200:
+            return
+        assert self.dialog is not None
+        if status < 300:
+            self._reinvite_out = None
+            self.dialog.refresh_target(response)
+            sdp, ctype = self._body(response)
+            if method == "INVITE":
+                ack = self.dialog.create_ack(req.cseq.seq)
+                self._ack = ack
+                self.host.send_ack(ack, now)
+            if sdp is not None:
+                self.remote_sdp, self.remote_content_type = sdp, ctype
+            self.host.emit(CallUpdated(self, sdp, method, local=True))
+            return
+        if status in (401, 407):
+            retry = self.host.authorize(req, response)
+            if retry is not None:
+                self.dialog.local_seq = retry.cseq.seq
+                self._reinvite_out = retry
+                self.host.send_request(retry, self._on_offer_response, now)
+                return
+        self._reinvite_out = None
+        if status == 491:
+            # §14.1: the dialog's Call-ID owner (the original UAC) waits 2.1-4 s, the other 0-2 s,
+            # in units of 10 ms.
+            if self.direction is Direction.OUTGOING:
+                delay = self.rng.randint(210, 400) / 100
+            else:
+                delay = self.rng.randint(0, 200) / 100
+            log.info("call %s: glare (491), retrying %s in %.2fs", self.call_id, method, delay)
+            self._glare_retry_at = now + delay
+            self._glare_method = method
+            self._glare_sdp = self.local_sdp
+            return
+        self.host.emit(CallUpdateFailed(self, status, response.reason, method))
+        if status in (408, 481):
+            self._send_bye(now, reason="timeout" if status == 408 else "remote-gone")
+
+    def receive_reinvite(self, req: Request, stx: ServerTx, now: float) -> None:
+        """§14.2: a re-INVITE from the peer."""
+        assert self.dialog is not None
+        if self._reinvite_out is not None and self._reinvite_out.method == "INVITE":
+            self.host.respond(stx, make_response(req, 491), now)
+            return
+        if self._reinvite_in is not None or self._ok is not None:
+            resp = make_response(req, 500)
+            resp.headers.add("Retry-After", str(self.rng.randint(0, 10)))
+            self.host.respond(stx, resp, now)
+            return
+        self.dialog.refresh_target(req)
+        offer, ctype = self._body(req)
+        if offer is not None:
+            self.remote_sdp, self.remote_content_type = offer, ctype
+            body = self.host.answer_offer(self, offer, ctype)
+        else:
+            body = self.local_sdp  # offer-less re-INVITE: our offer goes in the 2xx
+        self._reinvite_in = req
+        if body:
+            self.local_sdp = body
+        resp = make_response(req, 200)
+        resp.headers.add("Contact", self.host.contact())
+        if body:
+            resp.body = body
+            resp.headers.set("Content-Type", self.local_content_type or SDP)
+        self.host.respond(stx, resp, now)
+        self._start_2xx_retransmit(resp, stx, now, reinvite=True)
+        if offer is not None:
+            self.host.emit(CallUpdated(self, offer, "INVITE", local=False))
+
+    def receive_update(self, req: Request, stx: ServerTx, now: float) -> None:
+        """RFC 3311 §5.2: an UPDATE from the peer."""
+        assert self.dialog is not None
+        if self._reinvite_out is not None:
+            self.host.respond(stx, make_response(req, 491), now)
+            return
+        if self._reinvite_in is not None:
+            resp = make_response(req, 500)
+            resp.headers.add("Retry-After", str(self.rng.randint(0, 10)))
+            self.host.respond(stx, resp, now)
+            return
+        self.dialog.refresh_target(req)
+        offer, ctype = self._body(req)
+        resp = make_response(req, 200)
+        resp.headers.add("Contact", self.host.contact())
+        if offer is not None:
+            self.remote_sdp, self.remote_content_type = offer, ctype
+            answer = self.host.answer_offer(self, offer, ctype)
+            self.local_sdp = answer
+            resp.body = answer
+            resp.headers.set("Content-Type", self.local_content_type or SDP)
+        self.host.respond(stx, resp, now)
+        if offer is not None:
+            self.host.emit(CallUpdated(self, offer, "UPDATE", local=False))
+
+    # ================================================================== INFO (RFC 6086)
+
+    def info(self, body: bytes, content_type: str, now: float) -> None:
+        if self.dialog is None or self.state is not CallState.CONNECTED:
+            raise ValueError("INFO needs a confirmed dialog")
+        req = self.dialog.create_request("INFO", body, content_type)
+
+        def on_info(resp: Response | None, t: float) -> None:
+            if resp is not None and resp.status in (401, 407):
+                retry = self.host.authorize(req, resp)
+                if retry is not None and self.dialog is not None:
+                    self.dialog.local_seq = retry.cseq.seq
+                    self.host.send_request(retry, lambda r, t2: None, t)
+
+        self.host.send_request(req, on_info, now)
+
+    def receive_info(self, req: Request, stx: ServerTx, now: float) -> None:
+        self.host.respond(stx, make_response(req, 200), now)
+        self.host.emit(InfoReceived(self, req.body, req.headers.get("Content-Type")))
+
+    # ================================================================== timers
+
+    def get_timer(self) -> float | None:
+        times = [t for t in (self._ok_next, self._ok_deadline, self._glare_retry_at) if t]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        if self._ok_deadline is not None and now >= self._ok_deadline:
+            # §13.3.1.4: no ACK within 64*T1 -> confirm then end the session with BYE.
+            reinvite = self._ok_is_reinvite
+            self._ok = None
+            self._ok_stx = None
+            self._ok_next = self._ok_deadline = None
+            log.warning("call %s: no ACK for our 2xx, sending BYE", self.call_id)
+            self._reinvite_in = None
+            if not reinvite and self.state is CallState.ANSWERED:
+                self.state = CallState.CONNECTED
+            self._send_bye(now, reason="no-ack")
+        elif self._ok_next is not None and now >= self._ok_next and self._ok is not None:
+            assert self._ok_stx is not None
+            self.host.retransmit_response(self._ok_stx, self._ok, now)
+            self._ok_interval = min(self._ok_interval * 2, self.host.timers.t2)
+            self._ok_next = now + self._ok_interval
+        if self._glare_retry_at is not None and now >= self._glare_retry_at:
+            self._glare_retry_at = None
+            if self.state is CallState.CONNECTED and not self._offer_pending():
+                self._send_offer(self._glare_method, self._glare_sdp, now, self.local_content_type)

@@ -1,0 +1,313 @@
+"""Registration binding state (RFC 3261 §10), sans-I/O.
+
+A :class:`Registration` builds REGISTER requests for one address-of-record and one contact and
+interprets the final responses; the UA core (``sip.ua``) sends them through client transactions,
+does the digest authentication round trip (§22.2) and feeds the outcome back here.
+
+Rules implemented:
+- §10.2: Request-URI = the registrar's domain, To = From = the AOR, one Call-ID for every refresh
+  of the binding (§10.2.4) and a CSeq that increases by one with each REGISTER (§10.2).
+- §10.2.1: Contact with an ``expires`` parameter and an Expires header.
+- §10.2.8: 423 Interval Too Brief -> retry with the Min-Expires value.
+- §10.2.4: refresh before the binding expires (at half the granted lifetime, at most
+  ``refresh_margin`` seconds before expiry).
+- §10.2.2: unregister with ``Expires: 0``.
+- NAT (RFC 3581 + contact rewriting as pjsip does): when the registrar's response shows, in the
+  top Via's ``received``/``rport``, a public address different from the one in our Contact, the
+  binding is re-registered with a Contact holding that public address (the old one removed).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from enum import Enum
+
+from sip.message import Headers, Request, Response, new_call_id, new_tag
+from sip.uri import NameAddr, SipURI
+
+log = logging.getLogger("sip.registration")
+
+
+# ---------------------------------------------------------------------- events
+
+
+@dataclass
+class Registered:
+    """The registrar accepted the binding for ``expires`` seconds; ``contacts`` lists every
+    binding of the AOR the registrar reported (§10.2.4)."""
+
+    expires: int
+    contacts: list[str]
+    aor: str = ""
+
+
+@dataclass
+class RegistrationFailed:
+    status: int
+    reason: str
+    aor: str = ""
+
+
+@dataclass
+class RegistrationExpired:
+    """The binding lapsed without a successful refresh."""
+
+    aor: str = ""
+
+
+@dataclass
+class Unregistered:
+    aor: str = ""
+
+
+RegistrationEvent = Registered | RegistrationFailed | RegistrationExpired | Unregistered
+
+
+class RegistrationState(Enum):
+    IDLE = "idle"
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    UNREGISTERING = "unregistering"
+    FAILED = "failed"
+
+
+@dataclass
+class RegistrationConfig:
+    aor: str  # "sip:alice@example.com"
+    registrar: str  # Request-URI, "sip:example.com"
+    contact: str  # our contact URI, "sip:alice@192.0.2.1:5060;transport=tcp"
+    expires: int = 3600
+    refresh_margin: float = 30.0
+    display_name: str | None = None
+    contact_params: dict[str, str | None] = field(default_factory=dict)
+    rewrite_contact: bool = True  # learn the public address from Via received/rport
+    retry_after_failure: float = 60.0
+
+
+class Registration:
+    """One AOR + contact binding (RFC 3261 §10)."""
+
+    def __init__(self, config: RegistrationConfig) -> None:
+        self.config = config
+        self.call_id = new_call_id()
+        self.from_tag = new_tag()
+        self.cseq = 0
+        self.state = RegistrationState.IDLE
+        self.contact = config.contact
+        self.expires_requested = config.expires
+        self.expires_granted = 0
+        self.expires_at: float | None = None
+        self.refresh_at: float | None = None
+        self.retry_at: float | None = None
+        self._old_contact: str | None = None  # contact to remove after a NAT rewrite
+        self._events: list[RegistrationEvent] = []
+        self._want_registered = False
+        self.last_status = 0
+
+    # ---------------------------------------------------------------- building
+
+    def _contact_value(self, contact: str, expires: int) -> str:
+        params: dict[str, str | None] = dict(self.config.contact_params)
+        params["expires"] = str(expires)
+        return str(NameAddr(uri=SipURI.parse(contact), params=params))
+
+    def build_request(self, expires: int | None = None) -> Request:
+        """A new REGISTER with the next CSeq (§10.2).  ``expires=0`` removes the binding."""
+        exp = self.expires_requested if expires is None else expires
+        self.cseq += 1
+        h = Headers()
+        aor = NameAddr(uri=SipURI.parse(self.config.aor), display_name=self.config.display_name)
+        h.add(
+            "From",
+            str(
+                NameAddr(uri=aor.uri, display_name=aor.display_name, params={"tag": self.from_tag})
+            ),
+        )
+        h.add("To", str(NameAddr(uri=aor.uri, display_name=aor.display_name)))
+        h.add("Call-ID", self.call_id)
+        h.add("CSeq", f"{self.cseq} REGISTER")
+        h.add("Max-Forwards", "70")
+        if self._old_contact is not None and exp > 0:
+            h.add("Contact", self._contact_value(self._old_contact, 0))
+        h.add("Contact", self._contact_value(self.contact, exp))
+        h.add("Expires", str(exp))
+        return Request(method="REGISTER", uri=self.config.registrar, headers=h)
+
+    def start(self, now: float) -> Request:
+        """Begin (or restart) registering."""
+        self._want_registered = True
+        self.state = RegistrationState.REGISTERING
+        self.retry_at = None
+        return self.build_request()
+
+    def unregister(self, now: float) -> Request | None:
+        """§10.2.2: remove our binding (Expires: 0).  None when nothing is registered."""
+        self._want_registered = False
+        self.refresh_at = None
+        self.retry_at = None
+        if self.state in (RegistrationState.IDLE, RegistrationState.FAILED):
+            self.state = RegistrationState.IDLE
+            return None
+        self.state = RegistrationState.UNREGISTERING
+        return self.build_request(0)
+
+    # ---------------------------------------------------------------- responses
+
+    def handle_response(self, response: Response, now: float) -> Request | None:
+        """Feed a final response (after any auth retry the UA did).  Returns a REGISTER to send
+        next (423 retry or NAT contact rewrite) or None."""
+        status = response.status
+        self.last_status = status
+        if status < 200:
+            return None
+        if self.state is RegistrationState.UNREGISTERING:
+            self.state = RegistrationState.IDLE
+            self.expires_at = self.refresh_at = None
+            self._events.append(Unregistered(self.config.aor))
+            return None
+        if 200 <= status < 300:
+            return self._on_success(response, now)
+        if status == 423:
+            min_exp = _int_or_none(response.headers.get("Min-Expires"))
+            if min_exp is not None and min_exp > self.expires_requested:
+                log.info("423 Interval Too Brief: retrying with Expires %d", min_exp)
+                self.expires_requested = min_exp
+                return self.build_request()
+        self._fail(status, response.reason, now)
+        return None
+
+    def handle_timeout(self, now: float) -> None:
+        """The REGISTER transaction timed out (Timer F) or the transport failed."""
+        if self.state is RegistrationState.UNREGISTERING:
+            self.state = RegistrationState.IDLE
+            self._events.append(Unregistered(self.config.aor))
+            return
+        self._fail(408, "Request Timeout", now)
+
+    def _fail(self, status: int, reason: str, now: float) -> None:
+        self.state = RegistrationState.FAILED
+        self.refresh_at = None
+        self._events.append(RegistrationFailed(status, reason, self.config.aor))
+        if self._want_registered and self.config.retry_after_failure > 0:
+            self.retry_at = now + self.config.retry_after_failure
+
+    def _on_success(self, response: Response, now: float) -> Request | None:
+        ours = SipURI.parse(self.contact)
+        granted: int | None = None
+        contacts: list[str] = []
+        try:
+            bindings = list(response.contacts)
+        except ValueError:
+            bindings = []
+        for b in bindings:
+            contacts.append(str(b.uri))
+            if _same_contact(b.uri, ours):
+                granted = _int_or_none(b.params.get("expires"))
+        if granted is None:
+            granted = _int_or_none(response.headers.get("Expires"))
+        if granted is None:
+            granted = self.expires_requested
+        self._old_contact = None
+        # NAT: the registrar saw us at Via received/rport (RFC 3581) -> rewrite our contact.
+        if self.config.rewrite_contact:
+            new_contact = _public_contact(response, ours)
+            if new_contact is not None:
+                log.info("registrar sees us at %s: re-registering contact", new_contact)
+                self._old_contact = self.contact
+                self.contact = new_contact
+                return self.build_request()
+        if granted <= 0:
+            # The registrar removed our binding although we asked for one.
+            self._fail(response.status, "binding not kept", now)
+            return None
+        self.state = RegistrationState.REGISTERED
+        self.expires_granted = granted
+        self.expires_at = now + granted
+        self.refresh_at = now + max(min(granted / 2, granted - self.config.refresh_margin), 1.0)
+        self._events.append(Registered(granted, contacts, self.config.aor))
+        return None
+
+    # ---------------------------------------------------------------- timers
+
+    def get_timer(self) -> float | None:
+        times = [t for t in (self.refresh_at, self.retry_at, self.expires_at) if t is not None]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> Request | None:
+        """Refresh (or retry) when due; report expiry.  Returns a REGISTER to send, if any."""
+        if (
+            self.expires_at is not None
+            and now >= self.expires_at
+            and self.state is not RegistrationState.REGISTERED
+        ):
+            self.expires_at = None
+            self._events.append(RegistrationExpired(self.config.aor))
+        if self.refresh_at is not None and now >= self.refresh_at:
+            self.refresh_at = None
+            if self.state is RegistrationState.REGISTERED:
+                # Mark as in progress; expiry still reported if the refresh never succeeds.
+                self.state = RegistrationState.REGISTERING
+                return self.build_request()
+        if self.retry_at is not None and now >= self.retry_at:
+            self.retry_at = None
+            if self._want_registered:
+                self.state = RegistrationState.REGISTERING
+                return self.build_request()
+        if self.expires_at is not None and now >= self.expires_at:
+            self.expires_at = None
+            self._events.append(RegistrationExpired(self.config.aor))
+        return None
+
+    def next_event(self) -> RegistrationEvent | None:
+        return self._events.pop(0) if self._events else None
+
+    @property
+    def registered(self) -> bool:
+        return self.state is RegistrationState.REGISTERED
+
+
+def _int_or_none(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
+def _same_contact(a: SipURI, b: SipURI) -> bool:
+    """RFC 3261 §10.3/§19.1.4-ish comparison good enough to find our own binding."""
+    return (
+        (a.user or "") == (b.user or "")
+        and a.host.lower() == b.host.lower()
+        and (a.port or 5060) == (b.port or 5060)
+    )
+
+
+def _public_contact(response: Response, ours: SipURI) -> str | None:
+    """RFC 3581: the address the registrar saw us at, if it differs from our contact's."""
+    try:
+        via = response.top_via
+    except ValueError:
+        return None
+    received = via.received
+    rport = via.rport
+    if received is None and rport is None:
+        return None
+    host = received or ours.host
+    port = rport if rport is not None else (via.port or ours.port)
+    if host.lower() == ours.host.lower() and (port or 5060) == (ours.port or 5060):
+        return None
+    if received is None and via.host.lower() != ours.host.lower():
+        return None
+    new = SipURI(
+        scheme=ours.scheme,
+        user=ours.user,
+        password=ours.password,
+        host=host,
+        port=port,
+        params=dict(ours.params),
+        headers={},
+    )
+    return str(new)

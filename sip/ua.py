@@ -1,0 +1,891 @@
+"""The sans-I/O SIP user agent core (RFC 3261 §8, §10, §12–§15).
+
+:class:`UserAgent` ties the transaction layer (``sip.transaction``), dialogs (``sip.dialog``),
+INVITE sessions (``sip.invite``), registration (``sip.registration``) and digest authentication
+(``sip.auth``) together.  Like the other protocol cores of the project it does no I/O::
+
+    ua.receive(message_or_bytes, peer, now)     # a message from the transport
+    ua.messages_to_send() -> [Outgoing]          # what to put on the wire, and where
+    ua.get_timer() / ua.handle_timer(now)
+    ua.next_event() -> event                     # IncomingCall, CallAnswered, Registered, ...
+
+and the application drives it with ``ua.register(now)``, ``ua.invite(uri, sdp, now)``,
+``call.answer(sdp, now)``, ``call.hangup(now)``, ``call.reinvite(sdp, now)`` ...
+
+UAS behaviour (RFC 3261 §8.2): requests are first checked with ``sip.validate.check_request``
+(400/416/420/505/513 ... as it says); then an unknown method gets 501 and a known but unsupported
+one 405, both with Allow (§8.2.1); a request with a To tag that matches no dialog gets 481
+(§12.2.2); an out-of-order in-dialog request 500 (§12.2.2); an INVITE with a body we cannot handle
+415 with Accept (§8.2.3); OPTIONS is answered in and out of dialog with Allow, Accept and Supported
+(§11.2).  Outbound requests carry Max-Forwards 70, User-Agent, Allow and Supported, a Contact with
+our transport address, and, with an outbound proxy, a preloaded ``Route: <proxy;lr>`` (§8.1.2).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sip.auth import Credentials, DigestClient
+from sip.dialog import request_destination
+from sip.headers import Via
+from sip.invite import (
+    SDP,
+    Call,
+    CallEvent,
+    CallState,
+    Direction,
+    IncomingCall,
+    ResponseHandler,
+)
+from sip.message import (
+    Headers,
+    Request,
+    Response,
+    SipParseError,
+    make_response,
+    new_branch,
+    new_call_id,
+    new_tag,
+    parse_message,
+)
+from sip.registration import (
+    Registration,
+    RegistrationConfig,
+    RegistrationEvent,
+)
+from sip.timers import TimerConfig
+from sip.transaction import (
+    AckReceived,
+    ClientTransaction,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    StrayResponse,
+    Terminated,
+    TimedOut,
+    TransactionLayer,
+    TransportError,
+)
+from sip.uri import NameAddr, SipURI
+from sip.validate import check_request, response_for_unparseable
+
+log = logging.getLogger("sip.ua")
+
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+#: Methods we implement (Allow).
+ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "INFO")
+
+# ---------------------------------------------------------------------- addressing
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Where a message goes to or came from.
+
+    ``transport`` is lower-case ``udp``/``tcp``/``tls``; ``host`` an IP address or a name that the
+    I/O shell resolves (RFC 3263); ``flow`` is the shell's opaque handle of the flow a request
+    arrived on (responses go back on it, RFC 3261 §18.2.2).
+    """
+
+    transport: str
+    host: str
+    port: int
+    flow: Any = field(default=None, compare=False, hash=False)
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "udp"
+
+
+@dataclass
+class Outgoing:
+    """A message to send. Requests go to ``peer`` (resolve ``peer.host`` if it is a name);
+    responses go back on ``peer.flow`` (or, without one, per the top Via)."""
+
+    message: Request | Response
+    peer: Peer
+    transaction: ClientTransaction | ServerTransaction | None = None
+
+
+# ---------------------------------------------------------------------- events
+
+
+@dataclass
+class OptionsResult:
+    """The final response to an OPTIONS we sent (``status`` 408 on timeout)."""
+
+    target: str
+    status: int
+    response: Response | None
+
+
+@dataclass
+class RequestRejected:
+    """We answered an incoming request with an error (for logs and tests)."""
+
+    method: str
+    status: int
+
+
+Event = CallEvent | RegistrationEvent | OptionsResult | RequestRejected
+
+
+# ---------------------------------------------------------------------- configuration
+
+
+@dataclass
+class UAConfig:
+    """Account and transport settings of one user agent."""
+
+    user: str = "softphone"
+    domain: str = "localhost"
+    display_name: str | None = None
+    local_host: str = "127.0.0.1"  # our address in Via/Contact (until NAT learning changes it)
+    local_port: int = 5060
+    transport: str = "udp"  # default transport for requests
+    outbound_proxy: str | None = None  # "sip:proxy.example.com;lr" (preloaded Route, §8.1.2)
+    registrar: str | None = None  # Request-URI of REGISTER, default "sip:<domain>"
+    auth_user: str | None = None  # digest user name (default: user)
+    password: str | None = None
+    user_agent: str = "softphone/0.1"
+    register_expires: int = 3600
+    timers: TimerConfig = field(default_factory=TimerConfig)
+    supported: tuple[str, ...] = ()
+    accept: tuple[str, ...] = (SDP,)
+    #: Bodies accepted in INFO (RFC 6086) besides ``accept``.
+    info_accept: tuple[str, ...] = ("application/dtmf-relay", "application/dtmf", "text/plain")
+    contact_transport_param: bool = True  # ;transport=tcp/tls in Contact for stream transports
+    #: Answer body for a re-INVITE/UPDATE offer; default: our current local SDP.
+    offer_handler: Callable[[Call, bytes, str | None], bytes] | None = None
+    rewrite_contact: bool = True  # NAT: adopt the received/rport the registrar reports
+
+    @property
+    def aor(self) -> str:
+        return f"sip:{self.user}@{self.domain}"
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def peer_for_uri(uri: SipURI, default_transport: str = "udp") -> Peer:
+    """RFC 3263 §4.1/§4.2 without DNS: transport from ``;transport=`` (sips -> tls), port from
+    the URI or the transport's default.  Names stay names (the I/O shell locates them)."""
+    t = uri.transport
+    if uri.scheme == "sips":
+        t = "tls"
+    transport = (t or default_transport).lower()
+    if transport not in DEFAULT_PORTS:
+        transport = default_transport
+    host = uri.params.get("maddr") or uri.host
+    port = uri.port or DEFAULT_PORTS[transport]
+    return Peer(transport, host, port)
+
+
+def _stamp_received(request: Request, peer: Peer) -> None:
+    """RFC 3261 §18.2.1 / RFC 3581 §4: ``received`` and ``rport`` on the top Via (the asyncio
+    transport already does it; the core does it for simulated networks, idempotently)."""
+    try:
+        via = request.top_via
+    except SipParseError:
+        return
+    params = dict(via.params)
+    changed = False
+    if "rport" in params and params["rport"] is None:
+        params["rport"] = str(peer.port)
+        changed = True
+    if "received" not in params and (changed or via.host != peer.host):
+        params["received"] = peer.host
+        changed = True
+    if not changed:
+        return
+    vias = request.headers.get_all("Via")
+    new_first = str(Via(via.transport, via.host, via.port, params, via.protocol))
+    rebuilt = Headers()
+    placed = False
+    for name, value in request.headers.items():
+        if name.lower() == "via":
+            if not placed:
+                rebuilt.add("Via", new_first)
+                for other in vias[1:]:
+                    rebuilt.add("Via", other)
+                placed = True
+            continue
+        rebuilt.add(name, value)
+    request.headers = rebuilt
+
+
+# ---------------------------------------------------------------------- the user agent
+
+
+class UserAgent:
+    """Sans-I/O SIP user agent: registration, calls, and the UAS rules of RFC 3261 §8.2."""
+
+    def __init__(self, config: UAConfig, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.timers = config.timers
+        self.rng = rng or random.Random()
+        self.transactions = TransactionLayer(config.timers)
+        self.calls: list[Call] = []
+        self.registrations: list[Registration] = []
+        self.public_host: str | None = None  # learned from the registrar (NAT)
+        self.public_port: int | None = None
+        self._handlers: dict[int, ResponseHandler] = {}
+        self._tx_by_id: dict[int, ClientTransaction] = {}
+        self._events: deque[Event] = deque()
+        self._out: list[Outgoing] = []
+        self._auth = _make_auth(config)
+        self._reg_of: dict[int, Registration] = {}
+        self._stray_handlers: dict[str, Call] = {}
+
+    # ================================================================== addressing
+
+    @property
+    def contact_host(self) -> str:
+        return self.public_host or self.config.local_host
+
+    @property
+    def contact_port(self) -> int:
+        return self.public_port or self.config.local_port
+
+    def contact_uri(self) -> str:
+        uri = SipURI(
+            scheme="sip",
+            user=self.config.user,
+            host=self.contact_host,
+            port=self.contact_port,
+        )
+        t = self.config.transport.lower()
+        if t != "udp" and self.config.contact_transport_param:
+            uri.params["transport"] = t
+        return str(uri)
+
+    def contact(self) -> str:
+        """Our Contact header value (SessionHost)."""
+        return f"<{self.contact_uri()}>"
+
+    def _via(self, transport: str) -> str:
+        host = self.config.local_host
+        if ":" in host:
+            host = f"[{host}]"
+        port = self.config.local_port
+        return f"SIP/2.0/{transport.upper()} {host}:{port};rport;branch={new_branch()}"
+
+    def _destination(self, request: Request) -> Peer:
+        return peer_for_uri(request_destination(request), self.config.transport)
+
+    # ================================================================== SessionHost
+
+    def _prepare(self, request: Request) -> Peer:
+        h = request.headers
+        peer = self._destination(request)
+        if "Via" not in h:
+            rebuilt = Headers()
+            rebuilt.add("Via", self._via(peer.transport))
+            for name, value in h.items():
+                rebuilt.add(name, value)
+            request.headers = h = rebuilt
+        if "Max-Forwards" not in h:
+            h.add("Max-Forwards", "70")
+        if "User-Agent" not in h and self.config.user_agent:
+            h.add("User-Agent", self.config.user_agent)
+        if request.method in ("INVITE", "UPDATE", "OPTIONS") and "Allow" not in h:
+            h.add("Allow", ", ".join(ALLOW))
+        if request.method in ("INVITE", "UPDATE", "OPTIONS", "REGISTER") and self.config.supported:
+            if "Supported" not in h:
+                h.add("Supported", ", ".join(self.config.supported))
+        return peer
+
+    def send_request(self, request: Request, handler: ResponseHandler, now: float) -> None:
+        peer = self._prepare(request)
+        try:
+            tx = self.transactions.send_request(
+                request, now, reliable=peer.reliable, destination=peer
+            )
+        except ValueError as exc:
+            log.warning("cannot send %s: %s", request.method, exc)
+            handler(None, now)
+            return
+        self._handlers[id(tx)] = handler
+        self._tx_by_id[id(tx)] = tx
+        self._pump(now)
+
+    def send_ack(self, ack: Request, now: float) -> None:
+        peer = self._prepare(ack)
+        self.transactions.send_stateless(ack, peer)
+        self._pump(now)
+
+    def respond(self, stx: ServerTransaction, response: Response, now: float) -> None:
+        if "User-Agent" not in response.headers and self.config.user_agent:
+            response.headers.add("User-Agent", self.config.user_agent)
+        if response.status in (405, 501) or (
+            stx.request.method in ("INVITE", "OPTIONS") and 100 < response.status < 300
+        ):
+            if "Allow" not in response.headers:
+                response.headers.add("Allow", ", ".join(ALLOW))
+        self.transactions.send_response(stx, response, now)
+        self._pump(now)
+
+    def retransmit_response(self, stx: ServerTransaction, response: Response, now: float) -> None:
+        if stx.terminated:
+            self.transactions.send_stateless(response, stx.destination)
+        else:
+            self.transactions.send_response(stx, response, now)
+        self._pump(now)
+
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def answer_offer(self, call: Call, offer: bytes, content_type: str | None) -> bytes:
+        if self.config.offer_handler is not None:
+            return self.config.offer_handler(call, offer, content_type)
+        return call.local_sdp
+
+    def call_terminated(self, call: Call) -> None:
+        # Keep the call around for late retransmissions until its timers are done.
+        pass
+
+    def authorize(self, request: Request, challenge: Response) -> Request | None:
+        """RFC 3261 §22.2: a copy of ``request`` with credentials, CSeq+1, no Via."""
+        if self._auth is None:
+            return None
+        if not self._auth.handle_challenge(challenge, request):
+            return None
+        h = Headers()
+        for hname, hvalue in request.headers.items():
+            low = hname.lower()
+            if low == "via":
+                continue
+            if low == "cseq":
+                hvalue = f"{request.cseq.seq + 1} {request.method}"
+            h.add(hname, hvalue)
+        retry = Request(method=request.method, uri=request.uri, headers=h, body=request.body)
+        self._auth.authorize(retry)
+        return retry
+
+    # ================================================================== output / timers / events
+
+    def _pump(self, now: float) -> None:
+        """Move transaction-layer output into our queue and dispatch its events."""
+        while True:
+            for out in self.transactions.messages_to_send():
+                peer = out.destination if isinstance(out.destination, Peer) else None
+                if peer is None:
+                    continue
+                self._out.append(Outgoing(out.message, peer, out.transaction))  # type: ignore[arg-type]
+            event = self.transactions.next_event()
+            if event is None:
+                break
+            self._dispatch(event, now)
+
+    def messages_to_send(self) -> list[Outgoing]:
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        times = [self.transactions.get_timer()]
+        times += [r.get_timer() for r in self.registrations]
+        times += [c.get_timer() for c in self.calls]
+        valid = [t for t in times if t is not None]
+        return min(valid) if valid else None
+
+    def handle_timer(self, now: float) -> None:
+        self.transactions.handle_timer(now)
+        self._pump(now)
+        for reg in list(self.registrations):
+            t = reg.get_timer()
+            if t is not None and t <= now:
+                req = reg.handle_timer(now)
+                if req is not None:
+                    self._send_register(reg, req, now)
+                self._drain_registration(reg)
+        for call in list(self.calls):
+            t = call.get_timer()
+            if t is not None and t <= now:
+                call.handle_timer(now)
+        self._gc_calls()
+        self._pump(now)
+
+    def transport_error(
+        self, transaction: ClientTransaction | ServerTransaction, now: float
+    ) -> None:
+        """The I/O shell could not send a message of ``transaction`` (§17.1.4)."""
+        self.transactions.transport_error(transaction, now)
+        self._pump(now)
+
+    def _gc_calls(self) -> None:
+        self.calls = [
+            c
+            for c in self.calls
+            if c.state is not CallState.TERMINATED
+            or c.get_timer() is not None
+            or self._call_has_transactions(c)
+        ]
+
+    def _call_has_transactions(self, call: Call) -> bool:
+        return any(
+            tx.request.headers.get("Call-ID") == call.call_id
+            for tx in (
+                *self.transactions.client_transactions(),
+                *self.transactions.server_transactions(),
+            )
+        )
+
+    # ================================================================== receiving
+
+    def receive(self, data: bytes | Request | Response, peer: Peer, now: float) -> None:
+        """A message (or raw datagram) from ``peer``."""
+        if isinstance(data, bytes):
+            try:
+                message = parse_message(data)
+            except SipParseError as exc:
+                log.info("unparseable message from %s: %s", peer, exc)
+                self._answer_unparseable(data, peer)
+                return
+        else:
+            message = data
+        if isinstance(message, Request):
+            self._receive_request(message, peer, now)
+        else:
+            self.transactions.receive(message, now, reliable=peer.reliable, source=peer)
+        self._pump(now)
+
+    def receive_unparseable(self, data: bytes, peer: Peer, now: float) -> None:
+        """The I/O shell could not parse ``data``: answer 400 if a response can be built."""
+        self._answer_unparseable(data, peer)
+
+    def _answer_unparseable(self, data: bytes, peer: Peer) -> None:
+        resp_bytes = response_for_unparseable(data)
+        if resp_bytes is None:
+            return
+        try:
+            resp = parse_message(resp_bytes)
+        except SipParseError:
+            return
+        if isinstance(resp, Response):
+            self._out.append(Outgoing(resp, peer))
+
+    def _receive_request(self, request: Request, peer: Peer, now: float) -> None:
+        _stamp_received(request, peer)
+        bad = check_request(
+            request,
+            methods=ALLOW,
+            supported=self.config.supported,
+            accept=self.config.accept + self.config.info_accept
+            if request.method == "INFO"
+            else self.config.accept,
+        )
+        if bad is not None:
+            if request.method != "ACK":
+                log.info("rejecting %s with %d", request.method, bad.status)
+                if "User-Agent" not in bad.headers and self.config.user_agent:
+                    bad.headers.add("User-Agent", self.config.user_agent)
+                self._out.append(Outgoing(bad, peer))
+                self.emit(RequestRejected(request.method, bad.status))
+            return
+        self.transactions.receive(request, now, reliable=peer.reliable, source=peer)
+
+    def _dispatch(self, event: Any, now: float) -> None:
+        if isinstance(event, RequestReceived):
+            try:
+                self._on_request(event.transaction, event.request, now)
+            except (SipParseError, ValueError) as exc:
+                log.info("bad %s request: %s", event.request.method, exc)
+                if event.request.method != "ACK":
+                    self._reply(event.transaction, event.request, 400, now, reason="Bad Request")
+        elif isinstance(event, AckReceived):
+            self._on_ack(event.request, now)
+        elif isinstance(event, ResponseReceived):
+            handler = self._handlers.get(id(event.transaction))
+            if handler is not None:
+                handler(event.response, now)
+        elif isinstance(event, (TimedOut, TransportError)):
+            tx = event.transaction
+            if tx.is_client:
+                handler = self._handlers.pop(id(tx), None)
+                if handler is not None:
+                    handler(None, now)
+        elif isinstance(event, Terminated):
+            self._handlers.pop(id(event.transaction), None)
+            self._tx_by_id.pop(id(event.transaction), None)
+        elif isinstance(event, StrayResponse):
+            self._on_stray(event.response, now)
+
+    # ------------------------------------------------------------------ requests
+
+    def _reply(
+        self,
+        stx: ServerTransaction,
+        request: Request,
+        status: int,
+        now: float,
+        *,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        resp = make_response(request, status, reason, to_tag=new_tag() if status > 100 else None)
+        for name, value in headers or []:
+            resp.headers.add(name, value)
+        if status >= 300:
+            self.emit(RequestRejected(request.method, status))
+        self.respond(stx, resp, now)
+
+    def _find_call(
+        self, call_id: str, local_tag: str | None, remote_tag: str | None
+    ) -> Call | None:
+        for call in self.calls:
+            if call.call_id != call_id:
+                continue
+            d = call.dialog
+            if (
+                d is not None
+                and d.local_tag == local_tag
+                and (not d.remote_tag or d.remote_tag == remote_tag)
+            ):
+                return call
+            if d is not None and d.local_tag == local_tag and remote_tag in call.early_dialogs:
+                call.dialog = call.early_dialogs[remote_tag]
+                return call
+        return None
+
+    def _on_request(self, stx: ServerTransaction, request: Request, now: float) -> None:
+        method = request.method
+        to_tag = request.to_addr.tag
+        from_tag = request.from_addr.tag
+        if method == "CANCEL":
+            self._on_cancel(stx, request, now)
+            return
+        if to_tag:
+            call = self._find_call(request.call_id, to_tag, from_tag)
+            if call is None:
+                self._reply(stx, request, 481, now)
+                return
+            assert call.dialog is not None
+            if not call.dialog.check_remote_cseq(request):
+                self._reply(stx, request, 500, now, reason="Out Of Order")
+                return
+            if method == "BYE":
+                call.receive_bye(request, stx, now)
+            elif method == "INVITE":
+                call.receive_reinvite(request, stx, now)
+            elif method == "UPDATE":
+                call.receive_update(request, stx, now)
+            elif method == "INFO":
+                call.receive_info(request, stx, now)
+            elif method == "OPTIONS":
+                self._answer_options(stx, request, now)
+            else:
+                self._reply(stx, request, 405, now)
+            return
+        # ---- out of dialog
+        if method == "INVITE":
+            self._on_invite(stx, request, now)
+        elif method == "OPTIONS":
+            self._answer_options(stx, request, now)
+        elif method in ("BYE", "UPDATE", "INFO", "PRACK"):
+            self._reply(stx, request, 481, now)
+        else:
+            self._reply(stx, request, 405, now)
+
+    def _answer_options(self, stx: ServerTransaction, request: Request, now: float) -> None:
+        """§11.2: 200 with Allow, Accept, Supported (and Accept-Encoding/Language)."""
+        resp = make_response(request, 200, to_tag=None if request.to_addr.tag else new_tag())
+        resp.headers.add("Allow", ", ".join(ALLOW))
+        resp.headers.add("Accept", ", ".join(self.config.accept))
+        resp.headers.add("Accept-Encoding", "identity")
+        resp.headers.add("Accept-Language", "en")
+        if self.config.supported:
+            resp.headers.add("Supported", ", ".join(self.config.supported))
+        resp.headers.add("Contact", self.contact())
+        self.respond(stx, resp, now)
+
+    def _on_invite(self, stx: ServerTransaction, request: Request, now: float) -> None:
+        ctype = request.headers.get("Content-Type")
+        if request.body:
+            base = (ctype or "").split(";", 1)[0].strip().lower()
+            if base not in [a.lower() for a in self.config.accept]:
+                self._reply(
+                    stx, request, 415, now, headers=[("Accept", ", ".join(self.config.accept))]
+                )
+                return
+            enc = request.headers.get("Content-Encoding")
+            if enc and enc.strip().lower() != "identity":
+                self._reply(stx, request, 415, now, headers=[("Accept-Encoding", "identity")])
+                return
+        accepts = request.headers.get_all("Accept")
+        if accepts:
+            types = [a.split(";", 1)[0].strip().lower() for a in accepts]
+            ok = any(t in ("*/*", "application/*", SDP) for t in types)
+            if not ok:
+                self._reply(stx, request, 406, now, headers=[("Accept", SDP)])
+                return
+        # 100 Trying at once (§8.2.6.1): the call may ring for a long time.
+        self.respond(stx, make_response(request, 100), now)
+        call = Call(self, Direction.INCOMING, request.call_id, rng=self.rng)
+        self.calls.append(call)
+        call.receive_invite(request, stx, now)
+
+    def _on_cancel(self, stx: ServerTransaction, request: Request, now: float) -> None:
+        """§9.2: 200 to the CANCEL, then 487 to the INVITE if it is still pending."""
+        invite_tx = self.transactions.find_cancelled(request)
+        if invite_tx is None:
+            self._reply(stx, request, 481, now)
+            return
+        self.respond(stx, make_response(request, 200), now)
+        for call in self.calls:
+            if call._stx is invite_tx:
+                call.receive_cancel(now)
+                return
+        # An INVITE we never turned into a call (should not happen): end its transaction.
+        if invite_tx.state.value == "Proceeding":
+            self.respond(invite_tx, make_response(invite_tx.request, 487, to_tag=new_tag()), now)
+
+    def _on_ack(self, ack: Request, now: float) -> None:
+        try:
+            call = self._find_call(ack.call_id, ack.to_addr.tag, ack.from_addr.tag)
+        except SipParseError:
+            return
+        if call is not None:
+            call.receive_ack(ack, now)
+
+    def _on_stray(self, response: Response, now: float) -> None:
+        """A response for a finished transaction: a 2xx to an INVITE still needs its ACK."""
+        try:
+            if response.cseq.method != "INVITE" or not 200 <= response.status < 300:
+                return
+            call_id = response.call_id
+            from_tag = response.from_addr.tag
+        except SipParseError:
+            return
+        for call in self.calls:
+            if call.call_id == call_id and call.direction is Direction.OUTGOING:
+                if call.dialog is not None and call.dialog.local_tag == from_tag:
+                    call._on_invite_response(response, now)
+                    return
+
+    # ================================================================== outgoing requests
+
+    def _add_outbound_route(self, request: Request) -> None:
+        """§8.1.2: a preloaded Route to the outbound proxy (made loose with ;lr)."""
+        proxy = self.config.outbound_proxy
+        if not proxy:
+            return
+        uri = SipURI.parse(proxy)
+        if "lr" not in uri.params:
+            uri.params["lr"] = None
+        request.headers.add("Route", f"<{uri}>")
+
+    def _new_request(
+        self, method: str, target: str, *, to: str | None = None, call_id: str | None = None
+    ) -> Request:
+        h = Headers()
+        local = NameAddr(
+            uri=SipURI.parse(self.config.aor),
+            display_name=self.config.display_name,
+            params={"tag": new_tag()},
+        )
+        h.add("From", str(local))
+        h.add("To", to or f"<{target}>")
+        h.add("Call-ID", call_id or new_call_id())
+        h.add("CSeq", f"1 {method}")
+        h.add("Max-Forwards", "70")
+        req = Request(method=method, uri=target, headers=h)
+        self._add_outbound_route(req)
+        return req
+
+    def complete_uri(self, target: str) -> str:
+        """``bob`` -> ``sip:bob@<domain>``; ``bob@host`` -> ``sip:bob@host``."""
+        if ":" in target.split("@", 1)[0] and target.split(":", 1)[0].lower() in (
+            "sip",
+            "sips",
+            "tel",
+        ):
+            return target
+        if "@" not in target:
+            return f"sip:{target}@{self.config.domain}"
+        return f"sip:{target}"
+
+    def invite(
+        self,
+        target: str,
+        sdp: bytes,
+        now: float,
+        *,
+        content_type: str = SDP,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> Call:
+        """Start an outgoing call (§13.2.1); events follow on :meth:`next_event`."""
+        uri = self.complete_uri(target)
+        SipURI.parse(uri)  # raises SipParseError on a bad target
+        req = self._new_request("INVITE", uri)
+        req.headers.add("Contact", self.contact())
+        for name, value in headers or []:
+            req.headers.add(name, value)
+        if sdp:
+            req.body = sdp
+            req.headers.add("Content-Type", content_type)
+        call = Call(self, Direction.OUTGOING, req.call_id, rng=self.rng)
+        self.calls.append(call)
+        call.start(req, now)
+        return call
+
+    def options(self, target: str, now: float) -> None:
+        """Send an out-of-dialog OPTIONS (§11.1); the outcome is an :class:`OptionsResult`."""
+        uri = self.complete_uri(target)
+        req = self._new_request("OPTIONS", uri)
+        req.headers.add("Accept", SDP)
+
+        def on_response(resp: Response | None, t: float) -> None:
+            if resp is None:
+                self.emit(OptionsResult(uri, 408, None))
+            elif resp.status in (401, 407):
+                retry = self.authorize(req, resp)
+                if retry is not None:
+                    self.send_request(retry, on_final, t)
+                else:
+                    self.emit(OptionsResult(uri, resp.status, resp))
+            elif resp.status >= 200:
+                self.emit(OptionsResult(uri, resp.status, resp))
+
+        def on_final(resp: Response | None, t: float) -> None:
+            if resp is None:
+                self.emit(OptionsResult(uri, 408, None))
+            elif resp.status >= 200:
+                self.emit(OptionsResult(uri, resp.status, resp))
+
+        self.send_request(req, on_response, now)
+
+    # ================================================================== registration
+
+    def register(
+        self, now: float, *, expires: int | None = None, registrar: str | None = None
+    ) -> Registration:
+        """Register our contact for the account's AOR (§10); refreshes run on the timer."""
+        reg_uri = registrar or self.config.registrar or f"sip:{self.config.domain}"
+        for reg in self.registrations:
+            if reg.config.registrar == reg_uri:
+                self._send_register(reg, reg.start(now), now)
+                return reg
+        cfg = RegistrationConfig(
+            aor=self.config.aor,
+            registrar=reg_uri,
+            contact=self.contact_uri(),
+            expires=expires if expires is not None else self.config.register_expires,
+            display_name=self.config.display_name,
+            rewrite_contact=self.config.rewrite_contact,
+        )
+        reg = Registration(cfg)
+        self.registrations.append(reg)
+        self._send_register(reg, reg.start(now), now)
+        return reg
+
+    def unregister(self, now: float) -> None:
+        """§10.2.2: remove our bindings (Expires: 0)."""
+        for reg in self.registrations:
+            req = reg.unregister(now)
+            if req is not None:
+                self._send_register(reg, req, now)
+
+    def _send_register(self, reg: Registration, request: Request, now: float) -> None:
+        self._add_outbound_route(request)
+        challenged_once: list[bool] = []
+
+        def on_response(resp: Response | None, t: float) -> None:
+            if resp is None:
+                reg.handle_timeout(t)
+                self._drain_registration(reg)
+                return
+            if resp.status < 200:
+                return
+            if resp.cseq.seq != reg.cseq:
+                return
+            if resp.status in (401, 407):
+                retry = self.authorize(request, resp)
+                if retry is not None:
+                    reg.cseq = retry.cseq.seq
+                    challenged_once.append(True)
+                    self._send_register(reg, retry, t)
+                    return
+            nxt = reg.handle_response(resp, t)
+            self._adopt_public_address(reg)
+            if nxt is not None:
+                self._send_register(reg, nxt, t)
+            self._drain_registration(reg)
+
+        self.send_request(request, on_response, now)
+
+    def _adopt_public_address(self, reg: Registration) -> None:
+        """NAT: use the public address the registrar saw in our Contact from now on."""
+        try:
+            uri = SipURI.parse(reg.contact)
+        except SipParseError:
+            return
+        if uri.host != self.contact_host or (uri.port or 5060) != self.contact_port:
+            log.info("contact address now %s:%s", uri.host, uri.port)
+            self.public_host = uri.host
+            self.public_port = uri.port
+
+    def _drain_registration(self, reg: Registration) -> None:
+        while (ev := reg.next_event()) is not None:
+            self.emit(ev)
+
+    # ================================================================== shutdown
+
+    def close(self, now: float) -> None:
+        """Hang up every call and unregister."""
+        for call in list(self.calls):
+            if call.state is not CallState.TERMINATED:
+                call.hangup(now)
+        self.unregister(now)
+
+    @property
+    def idle(self) -> bool:
+        """True when no transaction is live and every call has ended."""
+        return not self.transactions.client_transactions() and all(
+            c.state is CallState.TERMINATED for c in self.calls
+        )
+
+    def incoming_calls(self) -> list[Call]:
+        return [c for c in self.calls if c.direction is Direction.INCOMING]
+
+
+# ---------------------------------------------------------------------- collaborators
+
+
+def _make_auth(config: UAConfig) -> DigestClient | None:
+    if config.password is None:
+        return None
+    return DigestClient(Credentials(config.auth_user or config.user, config.password))
+
+
+__all__ = [
+    "ALLOW",
+    "Call",
+    "Event",
+    "IncomingCall",
+    "OptionsResult",
+    "Outgoing",
+    "Peer",
+    "RequestRejected",
+    "UAConfig",
+    "UserAgent",
+    "peer_for_uri",
+]
