@@ -631,10 +631,15 @@ class TransportLayer:
                 self._client_ctx = self.tls.client_context()
             ctx = self._client_ctx
             server_hostname = self.tls.server_hostname or target.tls_name
+        # Originate from the address we listen on (``--bind``), if it is a specific one.
         local_addr: Address | None = None
-        listener = self._listener(target.transport, _family(target.ip))
-        if listener is not None and not ipaddress.ip_address(listener.local[0]).is_unspecified:
-            local_addr = (listener.local[0], 0)
+        family = _family(target.ip)
+        listeners = [lst for lst in self._listeners if lst.family == family]
+        listeners.sort(key=lambda lst: lst.transport != target.transport)
+        for listener in listeners:
+            if not ipaddress.ip_address(listener.local[0]).is_unspecified:
+                local_addr = (listener.local[0], 0)
+                break
         _t, proto = await asyncio.wait_for(
             loop.create_connection(
                 lambda: _StreamProtocol(self, target.transport, outgoing=True),

@@ -9,6 +9,7 @@ import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -31,6 +32,8 @@ from sip.transport import (
     Source,
     TlsConfig,
     TransportLayer,
+    _StreamProtocol,
+    _UdpProtocol,
     is_keepalive_datagram,
 )
 
@@ -768,3 +771,187 @@ def test_keepalive_schedule_without_pong_never_fails():
 def test_via_parse_round_trip_used_by_transport():
     via = Via.parse("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx;rport")
     assert via.rport is None and "rport" in via.params
+
+
+# --- flows and aliases ---------------------------------------------------------------------------
+
+
+async def test_send_on_existing_flows(pair):
+    server, client = pair
+    tcp_flow = await client.send(request(method="REGISTER"), target(server, "TCP"))
+    incoming = await recv(server)
+    # The server sends a request back on the very flow the REGISTER came in on (RFC 5626 style).
+    used = await server.send_on(request(method="OPTIONS"), incoming.source)
+    assert used == incoming.source
+    got = await recv(client)
+    assert got.message.method == "OPTIONS" and got.source == tcp_flow  # type: ignore[union-attr]
+    assert got.message.top_via.transport == "TCP"
+    # UDP flow: from the socket the request arrived on, to its source.
+    await client.send(request(method="REGISTER"), target(server, "UDP"))
+    incoming = await recv(server)
+    await server.send_on(request(method="NOTIFY"), incoming.source)
+    got = await recv(client)
+    assert got.message.method == "NOTIFY"  # type: ignore[union-attr]
+    assert got.source.remote == server.local_address("UDP")
+    # A closed stream flow is reported, not silently reopened.
+    for conn in list(client._connections.values()):
+        conn.close()
+        await conn.closed
+    with pytest.raises(ConnectionError):
+        await client.send_on(request(), tcp_flow)
+
+
+async def test_via_alias_lets_the_server_reuse_the_connection():
+    """RFC 5923: ``;alias`` on the Via maps the sent-by port onto the incoming connection."""
+    server = TransportLayer()
+    await server.listen_tcp("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*server.local_address("TCP"))
+    try:
+        via = f"SIP/2.0/TCP 127.0.0.1:5999;branch={new_branch()};alias"
+        writer.write(request(via=via).to_bytes())
+        await writer.drain()
+        await recv(server)
+        assert server.connection_count() == 1
+        await server.send(request(method="BYE"), Target("TCP", "peer", "127.0.0.1", 5999))
+        assert server.connection_count() == 1
+        data = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+        assert data.startswith(b"BYE sip:")
+    finally:
+        writer.close()
+        await server.close()
+
+
+async def test_outgoing_connections_originate_from_the_bound_address():
+    server = TransportLayer()
+    client = TransportLayer()
+    await server.listen_tcp("127.0.0.1", 0)
+    await client.listen_udp("127.0.0.2", 0)  # e.g. --bind 127.0.0.2, no TCP listener
+    try:
+        flow = await client.send(request(), target(server, "TCP"))
+        assert flow.local[0] == "127.0.0.2"
+        incoming = await recv(server)
+        assert incoming.source.remote[0] == "127.0.0.2"
+        assert incoming.message.top_via.host == "127.0.0.2"
+    finally:
+        await client.close()
+        await server.close()
+
+
+# --- fuzzing the receive paths (no sockets) ------------------------------------------------------
+
+
+class FakeDatagramTransport:
+    def __init__(self, sockname):
+        self.sockname = sockname
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def get_extra_info(self, name, default=None):
+        if name == "socket":
+            return SimpleNamespace(family=socket.AF_INET)
+        if name == "sockname":
+            return self.sockname
+        return default
+
+    def is_closing(self):
+        return False
+
+    def sendto(self, data, addr):
+        self.sent.append((data, addr))
+
+
+class FakeStreamTransport:
+    def __init__(self):
+        self.written = bytearray()
+        self.closing = False
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", 4000), "sockname": ("127.0.0.1", 5060)}.get(name, default)
+
+    def is_closing(self):
+        return self.closing
+
+    def write(self, data):
+        self.written += data
+
+    def close(self):
+        self.closing = True
+
+
+SIP_SEED = (
+    b"INVITE sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;rport\r\n"
+    b"From: <sip:a@b>;tag=1\r\nTo: <sip:b@b>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n"
+    b"Content-Length: 4\r\n\r\nbody"
+)
+
+
+def mutated_sip():
+    from hypothesis import strategies as st
+
+    def mutate(args):
+        pos, junk, cut = args
+        data = SIP_SEED[:pos] + junk + SIP_SEED[pos + cut :]
+        return data
+
+    return st.one_of(
+        st.binary(max_size=300),
+        st.tuples(st.integers(0, len(SIP_SEED)), st.binary(max_size=20), st.integers(0, 10)).map(
+            mutate
+        ),
+    )
+
+
+def test_fuzz_udp_receive_never_raises():
+    from hypothesis import given, settings
+
+    @settings(max_examples=300, deadline=None)
+    @given(mutated_sip())
+    def check(data):
+        delivered: list[object] = []
+        errors: list[SipParseError] = []
+
+        async def go():
+            layer = TransportLayer(
+                on_message=lambda m, s: delivered.append(m),
+                on_parse_error=lambda d, s, e: errors.append(e),
+            )
+            proto = _make_udp(layer)
+            proto.datagram_received(data, ("127.0.0.1", 4000))
+
+        asyncio.run(go())
+        assert len(delivered) + len(errors) <= 1
+        for message in delivered:
+            assert isinstance(message, Request | Response)
+            message.top_via  # noqa: B018  (validated before delivery)
+
+    check()
+
+
+def test_fuzz_stream_receive_never_raises():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(mutated_sip(), max_size=4), st.integers(1, 64))
+    def check(chunks, step):
+        async def go():
+            layer = TransportLayer(on_message=lambda m, s: None)
+            proto = _StreamProtocol(layer, "TCP", outgoing=False)
+            fake = FakeStreamTransport()
+            proto.connection_made(fake)  # type: ignore[arg-type]
+            stream = b"".join(chunks)
+            for i in range(0, len(stream), step):
+                if fake.closing:
+                    break
+                proto.data_received(stream[i : i + step])
+            proto.connection_lost(None)
+            assert layer.connection_count() == 0
+
+        asyncio.run(go())
+
+    check()
+
+
+def _make_udp(layer: TransportLayer):
+    proto = _UdpProtocol(layer)
+    proto.connection_made(FakeDatagramTransport(("127.0.0.1", 5060)))  # type: ignore[arg-type]
+    return proto
