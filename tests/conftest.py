@@ -1,0 +1,8 @@
+"""Shared fixtures: the real peers of tests/peers (Kamailio, sipp, coturn, namespaces, audio)."""
+
+from tests.peers.fixtures import (  # noqa: F401  (fixtures are found by name)
+    kamailio,
+    kamailio_factory,
+    peer_dir,
+    sipp_factory,
+)

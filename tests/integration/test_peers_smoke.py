@@ -1,0 +1,200 @@
+"""Smoke tests of the real peers the integration tests use (tests/peers/).
+
+Each test proves one peer fixture works on loopback: it starts, answers, and stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.peers.kamailio import Kamailio
+from tests.peers.rawsip import SipClient, options, parse_challenge, register
+from tests.peers.sipp import Sipp
+
+SippFactory = Callable[..., Sipp]
+
+
+# ---- Kamailio --------------------------------------------------------------------------------
+
+
+def test_kamailio_sipp_register_with_digest_gets_200(
+    kamailio: Kamailio, sipp_factory: SippFactory
+) -> None:
+    reg = sipp_factory(
+        "register_auth",
+        kamailio.server("udp"),
+        user="bob",
+        domain=kamailio.domain,
+        auth_password=kamailio.users["bob"],
+        calls=1,
+    )
+    result = reg.run(timeout=30)
+    assert result.ok and result.successful == 1, result.describe()
+    assert reg.contact in kamailio.contacts("bob")
+    # the 401 came first, then the 200
+    statuses = [m.first_line[8:11] for m in reg.traced("received")]
+    assert statuses == ["401", "200"]
+
+
+def test_kamailio_unauthenticated_register_gets_401(kamailio: Kamailio) -> None:
+    with SipClient(*kamailio.address("udp")) as client:
+        first, retry = register(client, kamailio.domain, "alice", None)
+    assert retry is None
+    assert first.status == 401
+    challenge = parse_challenge(first.header("WWW-Authenticate") or "")
+    assert challenge["realm"] == kamailio.realm
+    assert challenge["algorithm"] == "MD5"
+    assert "auth" in challenge["qop"]
+    assert kamailio.contacts("alice") == []
+
+
+def test_kamailio_wrong_password_is_rejected(kamailio: Kamailio, sipp_factory: SippFactory) -> None:
+    rejected = sipp_factory(
+        "register_rejected",
+        kamailio.server("udp"),
+        user="alice",
+        domain=kamailio.domain,
+        auth_password="not-the-password",
+        calls=1,
+    ).run(timeout=30)
+    assert rejected.ok, rejected.describe()
+    accepted = sipp_factory(
+        "register_auth",
+        kamailio.server("udp"),
+        user="alice",
+        domain=kamailio.domain,
+        auth_password="not-the-password",
+        calls=1,
+    ).run(timeout=30)
+    assert accepted.failed == 1 and accepted.successful == 0
+    assert kamailio.contacts("alice") == []
+    # an unknown user fails the same way
+    with SipClient(*kamailio.address("udp")) as client:
+        _, retry = register(client, kamailio.domain, "mallory", "whatever")
+    assert retry is not None and retry.status in (401, 403)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_kamailio_register_over_stream_transports(kamailio: Kamailio, transport: str) -> None:
+    ctx = kamailio.ssl_context() if transport == "tls" else None
+    host, port = kamailio.address(transport)
+    with SipClient(host, port, transport, ssl_context=ctx) as client:
+        first, retry = register(client, kamailio.domain, "carol", kamailio.users["carol"])
+        local_port = client.local[1]
+    assert first.status == 401
+    assert retry is not None and retry.status == 200
+    # nathelper stored the connection's source address as "received"
+    contact = " ".join(retry.all("Contact"))
+    assert f'received="sip:127.0.0.1:{local_port};transport={transport}"' in contact
+
+
+def test_kamailio_tls_certificate_verifies_against_ca(kamailio: Kamailio) -> None:
+    import ssl
+
+    host, port = kamailio.address("tls")
+    with SipClient(host, port, "tls", ssl_context=kamailio.ssl_context()) as client:
+        assert options(client, kamailio.uri()).status == 200
+    # without the test CA the handshake fails: the CA really is what makes it trusted
+    with pytest.raises(ssl.SSLCertVerificationError):
+        SipClient(host, port, "tls", ssl_context=ssl.create_default_context())
+
+
+def test_kamailio_sha256_digest(kamailio_factory: Callable[..., Kamailio]) -> None:
+    k = kamailio_factory(algorithm="SHA-256", realm="sha.example.org", tls=False)
+    with SipClient(*k.address("udp")) as client:
+        first, retry = register(client, k.domain, "bob", k.users["bob"])
+        _, bad = register(client, k.domain, "bob", "wrong")
+    challenge = parse_challenge(first.header("WWW-Authenticate") or "")
+    assert challenge["algorithm"] == "SHA-256"
+    assert challenge["realm"] == "sha.example.org"
+    assert retry is not None and retry.status == 200
+    assert bad is not None and bad.status == 401
+
+
+def _register_uas(kamailio: Kamailio, sipp_factory: SippFactory, uas: Sipp, user: str) -> None:
+    reg = sipp_factory(
+        "register_auth",
+        kamailio.server("udp"),
+        user=user,
+        domain=kamailio.domain,
+        auth_password=kamailio.users[user],
+        contact=f"sip:{user}@{uas.uri_host}",
+        calls=1,
+    ).run(timeout=30)
+    assert reg.ok, reg.describe()
+
+
+def test_kamailio_routes_call_with_407_and_record_route(
+    kamailio: Kamailio, sipp_factory: SippFactory
+) -> None:
+    uas = sipp_factory("uas_sdp", calls=1).start()
+    _register_uas(kamailio, sipp_factory, uas, "bob")
+    uac = sipp_factory(
+        "uac_sdp",
+        kamailio.server("udp"),
+        user="alice",
+        domain=kamailio.domain,
+        auth_password=kamailio.users["alice"],
+        service="bob",
+        calls=1,
+        call_duration_ms=100,
+    )
+    result = uac.run(timeout=30)
+    assert result.ok and result.successful == 1, result.describe()
+    assert uas.wait(timeout=15).successful == 1
+    received = [m.first_line for m in uac.traced("received")]
+    assert received[0] == "SIP/2.0 407 Proxy Authentication Required"
+    assert "SIP/2.0 200 OK" in received
+    # ACK and BYE follow the recorded route through the proxy (loose routing)
+    bye = next(m for m in uac.traced("sent") if m.first_line.startswith("BYE "))
+    assert f"sip:127.0.0.1:{kamailio.port};" in " ".join(bye.headers("Route"))
+    assert any(m.first_line.startswith("BYE ") for m in uas.traced("received"))
+
+
+def test_kamailio_double_record_route_when_transport_changes(
+    kamailio: Kamailio, sipp_factory: SippFactory
+) -> None:
+    uas = sipp_factory("uas_sdp", calls=1).start()  # UDP callee
+    _register_uas(kamailio, sipp_factory, uas, "carol")
+    uac = sipp_factory(
+        "uac_sdp",
+        kamailio.server("tcp"),
+        transport="tcp",
+        domain=kamailio.domain,
+        service="carol",
+        calls=1,
+        call_duration_ms=100,
+    )
+    result = uac.run(timeout=30)
+    assert result.ok, result.describe()
+    assert uas.wait(timeout=15).ok
+    invite = next(m for m in uas.traced("received") if m.first_line.startswith("INVITE "))
+    rr = [v for line in invite.headers("Record-Route") for v in line.split(",")]
+    assert len(rr) == 2, invite.text
+    assert any("transport=tcp" in v for v in rr)
+
+
+def test_kamailio_restart_keeps_ports_and_forgets_registrations(
+    kamailio: Kamailio,
+) -> None:
+    with SipClient(*kamailio.address("udp")) as client:
+        _, ok = register(client, kamailio.domain, "alice", kamailio.users["alice"])
+    assert ok is not None and ok.status == 200
+    assert kamailio.contacts("alice")
+    old_pid, port = kamailio.pid, kamailio.port
+    kamailio.restart()
+    assert kamailio.pid != old_pid and kamailio.port == port
+    assert kamailio.contacts("alice") == []
+    with SipClient(*kamailio.address("udp")) as client:
+        _, ok = register(client, kamailio.domain, "alice", kamailio.users["alice"])
+    assert ok is not None and ok.status == 200
+    assert "==== start" in kamailio.log()
+
+
+def test_kamailio_add_user_at_run_time(kamailio: Kamailio) -> None:
+    kamailio.add_user("dave", "dave-secret-4")
+    with SipClient(*kamailio.address("udp")) as client:
+        _, ok = register(client, kamailio.domain, "dave", "dave-secret-4")
+    assert ok is not None and ok.status == 200

@@ -1,0 +1,85 @@
+"""pytest fixtures for the peers; imported by tests/conftest.py so every test layer sees them.
+
+Every fixture skips (with the reason) when its Debian binary is missing or root is needed
+and absent; every peer it started is stopped at teardown, even when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.peers.kamailio import Kamailio
+from tests.peers.sipp import Sipp
+
+
+def require_binary(name: str, package: str | None = None) -> str:
+    """Path of ``name`` on PATH, else skip the test saying which Debian package provides it."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not installed (Debian package {package or name})")
+    return path
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip(f"{what} needs root")
+
+
+@pytest.fixture
+def peer_dir(tmp_path: Path) -> Path:
+    """Directory for peer configs and logs of this test (kept by pytest for inspection)."""
+    d = tmp_path / "peers"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+# ---- Kamailio ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def kamailio_factory(peer_dir: Path) -> Iterator[Callable[..., Kamailio]]:
+    """``kamailio_factory(**options)`` starts a :class:`Kamailio` (see its arguments)."""
+    require_binary("kamailio")
+    started: list[Kamailio] = []
+
+    def make(**options: Any) -> Kamailio:
+        k = Kamailio(peer_dir / f"kamailio{len(started)}", **options)
+        started.append(k)
+        k.start()
+        return k
+
+    yield make
+    for k in started:
+        k.stop()
+
+
+@pytest.fixture
+def kamailio(kamailio_factory: Callable[..., Kamailio]) -> Kamailio:
+    """A running Kamailio: domain example.org, users alice/bob/carol, UDP+TCP+TLS, MD5."""
+    return kamailio_factory()
+
+
+# ---- sipp ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sipp_factory(peer_dir: Path) -> Iterator[Callable[..., Sipp]]:
+    """``sipp_factory(scenario, remote=None, **options)``: a new, not yet started :class:`Sipp`."""
+    require_binary("sipp", "sip-tester")
+    made: list[Sipp] = []
+
+    def make(scenario: str | Path, remote: str | None = None, **options: Any) -> Sipp:
+        s = Sipp(peer_dir, scenario, remote, **options)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        if s.running():
+            s.stop(grace=1.0)

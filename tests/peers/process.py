@@ -1,0 +1,160 @@
+"""A peer's foreground process: start, wait until ready, read its log, stop by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+
+class PeerError(RuntimeError):
+    """A peer failed to start or to become ready; the message carries its log tail."""
+
+
+class ManagedProcess:
+    """One child process in its own session, with stdout and stderr in a log file.
+
+    The child is started with ``start_new_session=True`` so that it and anything it forks
+    share one process group whose id is the child's PID; :meth:`stop` signals that PID
+    (and, if something survives, that group) and nothing else.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise PeerError(f"{self.name} is not started")
+        return self.proc.pid
+
+    def start(self) -> None:
+        if self.running():
+            raise PeerError(f"{self.name} already running (pid {self.pid})")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"==== start {' '.join(self.argv)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def fail(self, why: str) -> PeerError:
+        return PeerError(
+            f"{self.name}: {why}\n--- log tail ({self.log_path}) ---\n{self.log_tail()}"
+        )
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``ready`` until true; raise with the log tail on exit or timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.running():
+                raise self.fail(f"exited with status {self.returncode} while waiting for {what}")
+            if ready():
+                return
+            if time.monotonic() > deadline:
+                raise self.fail(f"not ready after {timeout:.0f}s: {what}")
+            time.sleep(0.05)
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0, start: int = 0) -> re.Match[str]:
+        """Wait until the log (from character offset ``start``) matches the regex ``pattern``."""
+        found: list[re.Match[str]] = []
+
+        def check() -> bool:
+            m = re.search(pattern, self.log()[start:])
+            if m:
+                found.append(m)
+            return m is not None
+
+        self.wait_until(check, timeout, f"log line /{pattern}/")
+        return found[0]
+
+    def stop(self, timeout: float = 5.0, sig: int = signal.SIGTERM) -> int | None:
+        """Signal our child, wait, escalate to SIGKILL on its own process group; return status."""
+        proc = self.proc
+        if proc is None:
+            return None
+        pgid = proc.pid  # session leader: its process group id is its PID
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+                proc.wait(timeout)
+        # workers forked by the child (same process group) must not outlive it
+        deadline = time.monotonic() + timeout
+        while _group_alive(pgid):
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        return proc.returncode
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a live (non-zombie) process is in process group ``pgid``."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # fields after the parenthesised command: state ppid pgrp ...
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+def tcp_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when a TCP connection to host:port succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
