@@ -218,11 +218,7 @@ class StunClientTransaction:
         if message.cls == StunClass.SUCCESS:
             if unknown:
                 # RFC 8489 §6.3.3: the transaction is considered to have failed
-                self._finish(
-                    StunTransactionFailed(
-                        message, None, f"unknown comprehension-required attributes {unknown}"
-                    )
-                )
+                self._finish(StunTransactionFailed(message, None, _unknown_reason(unknown)))
             else:
                 rtt = now - self._started if self._attempts == 1 else None
                 self._finish(StunTransactionSucceeded(message, rtt))
@@ -235,11 +231,7 @@ class StunClientTransaction:
         if error is None:
             self._finish(StunTransactionFailed(message, None, "error response without ERROR-CODE"))
         elif unknown:
-            self._finish(
-                StunTransactionFailed(
-                    message, error, f"unknown comprehension-required attributes {unknown}"
-                )
-            )
+            self._finish(StunTransactionFailed(message, error, _unknown_reason(unknown)))
         else:
             self._finish(StunTransactionFailed(message, error, f"{error.code} {error.reason}"))
         return True
@@ -278,3 +270,7 @@ class StunClientTransaction:
         self._event_pending = True
         self._timer = None
         self._outbox.clear()
+
+
+def _unknown_reason(types: list[int]) -> str:
+    return "unknown comprehension-required attributes " + ", ".join(f"{t:#06x}" for t in types)

@@ -1,0 +1,281 @@
+"""STUN client transactions on a virtual clock (RFC 8489 §6.2.1, §6.2.2, §6.3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ice import stun
+from ice.stun import StunClass, StunMessage, StunMethod, parse_message
+from ice.stun_transaction import (
+    StunClientTransaction,
+    StunTransactionFailed,
+    StunTransactionSucceeded,
+    StunTransactionTimedOut,
+)
+
+KEY = b"shared-secret"
+
+
+def _request(method: int = StunMethod.BINDING) -> StunMessage:
+    return StunMessage(method, StunClass.REQUEST).add(stun.PRIORITY, 1)
+
+
+def _run_until_done(tx: StunClientTransaction, *, limit: int = 100) -> list[float]:
+    """Fire every timer exactly when due; return the times at which datagrams went out."""
+    sends: list[float] = []
+    now = 0.0
+    if tx.datagrams_to_send():
+        sends.append(now)
+    for _ in range(limit):
+        timer = tx.get_timer()
+        if timer is None:
+            break
+        now = timer
+        tx.handle_timer(now)
+        if tx.datagrams_to_send():
+            sends.append(now)
+    return sends
+
+
+def test_default_schedule_over_udp() -> None:
+    tx = StunClientTransaction(_request(), 0.0)
+    sends = _run_until_done(tx)
+    assert sends == [0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
+    assert tx.done
+    assert isinstance(tx.result, StunTransactionTimedOut)
+    assert tx.result.attempts == 7
+
+
+def test_timeout_fires_at_39_5_seconds_and_not_before() -> None:
+    tx = StunClientTransaction(_request(), 0.0)
+    _ = tx.datagrams_to_send()
+    for t in (0.5, 1.5, 3.5, 7.5, 15.5, 31.5):
+        tx.handle_timer(t)
+        assert len(tx.datagrams_to_send()) == 1
+    assert tx.get_timer() == pytest.approx(39.5)
+    tx.handle_timer(39.49)
+    assert not tx.done and tx.result is None and tx.next_event() is None
+    tx.handle_timer(39.5)
+    assert tx.done and tx.get_timer() is None
+    event = tx.next_event()
+    assert isinstance(event, StunTransactionTimedOut)
+    assert tx.next_event() is None  # reported once
+
+
+def test_early_timer_calls_do_nothing() -> None:
+    tx = StunClientTransaction(_request(), 10.0)
+    assert len(tx.datagrams_to_send()) == 1
+    tx.handle_timer(10.2)
+    assert tx.datagrams_to_send() == [] and tx.get_timer() == pytest.approx(10.5)
+
+
+def test_custom_rto_rc_rm() -> None:
+    # ICE-style: RTO computed from Ta (RFC 8445 §14.3), here 100 ms, Rc 3, Rm 4
+    tx2 = StunClientTransaction(_request(), 100.0, rto=0.1, rc=3, rm=4)
+    times = [100.0]
+    _ = tx2.datagrams_to_send()
+    while (timer := tx2.get_timer()) is not None:
+        tx2.handle_timer(timer)
+        if tx2.datagrams_to_send():
+            times.append(timer)
+        last = timer
+    assert times == pytest.approx([100.0, 100.1, 100.3])
+    assert last == pytest.approx(100.3 + 0.4)
+    assert isinstance(tx2.result, StunTransactionTimedOut) and tx2.result.attempts == 3
+
+
+def test_max_rto_caps_the_interval() -> None:
+    tx = StunClientTransaction(_request(), 0.0, max_rto=2.0)
+    sends = _run_until_done(tx)
+    assert sends == [0.0, 0.5, 1.5, 3.5, 5.5, 7.5, 9.5]
+
+
+def test_rc_one_sends_once_then_waits_rm_rto() -> None:
+    tx = StunClientTransaction(_request(), 0.0, rc=1)
+    assert _run_until_done(tx) == [0.0]
+    assert tx.get_timer() is None
+
+
+def test_late_timer_does_not_burst() -> None:
+    tx = StunClientTransaction(_request(), 0.0)
+    _ = tx.datagrams_to_send()
+    tx.handle_timer(5.0)  # event loop stalled: due at 0.5, handled at 5.0
+    assert len(tx.datagrams_to_send()) == 1
+    assert tx.get_timer() == pytest.approx(6.0)  # next interval counted from now
+
+
+def test_reliable_transport_sends_once_and_times_out_after_ti() -> None:
+    tx = StunClientTransaction(_request(), 2.0, reliable=True)
+    assert len(tx.datagrams_to_send()) == 1
+    assert tx.get_timer() == pytest.approx(41.5)
+    tx.handle_timer(41.0)
+    assert tx.datagrams_to_send() == [] and not tx.done
+    tx.handle_timer(41.5)
+    assert isinstance(tx.result, StunTransactionTimedOut) and tx.result.attempts == 1
+    custom = StunClientTransaction(_request(), 0.0, reliable=True, ti=5.0)
+    assert custom.get_timer() == pytest.approx(5.0)
+
+
+def test_success_response_completes_with_rtt() -> None:
+    req = _request()
+    tx = StunClientTransaction(req.encode(fingerprint=True), 1.0)
+    assert tx.datagrams_to_send() == [req.encode(fingerprint=True)]
+    response = req.response().add(stun.XOR_MAPPED_ADDRESS, ("203.0.113.5", 4000))
+    assert tx.receive(parse_message(response.encode()), 1.25)
+    assert tx.done and tx.get_timer() is None
+    result = tx.next_event()
+    assert isinstance(result, StunTransactionSucceeded)
+    assert result.rtt == pytest.approx(0.25)
+    assert result.response.get(stun.XOR_MAPPED_ADDRESS) == ("203.0.113.5", 4000)
+    # late duplicates are absorbed and change nothing
+    assert tx.receive(parse_message(response.encode()), 2.0)
+    assert tx.result is result and tx.next_event() is None
+    tx.handle_timer(100.0)
+    assert tx.datagrams_to_send() == []
+
+
+def test_rtt_unknown_after_retransmission_karn() -> None:
+    req = _request()
+    tx = StunClientTransaction(req, 0.0)
+    tx.handle_timer(0.5)
+    assert tx.attempts == 2
+    tx.receive(req.response(), 0.6)
+    assert isinstance(tx.result, StunTransactionSucceeded) and tx.result.rtt is None
+
+
+def test_response_after_retransmissions_stops_the_schedule() -> None:
+    req = _request()
+    tx = StunClientTransaction(req, 0.0)
+    tx.handle_timer(0.5)
+    tx.handle_timer(1.5)
+    assert len(tx.datagrams_to_send()) == 3
+    tx.receive(req.response(), 2.0)
+    assert tx.get_timer() is None
+    tx.handle_timer(3.5)
+    assert tx.datagrams_to_send() == []
+
+
+def test_non_matching_messages_are_not_consumed() -> None:
+    req = _request()
+    tx = StunClientTransaction(req, 0.0)
+    other = StunMessage(StunMethod.BINDING, StunClass.SUCCESS)  # other transaction id
+    assert not tx.receive(other, 0.1)
+    # same id but a request/indication, or another method
+    assert not tx.receive(StunMessage(req.method, StunClass.REQUEST, req.transaction_id), 0.1)
+    assert not tx.receive(StunMessage(req.method, StunClass.INDICATION, req.transaction_id), 0.1)
+    assert not tx.receive(
+        StunMessage(StunMethod.ALLOCATE, StunClass.SUCCESS, req.transaction_id), 0.1
+    )
+    assert not tx.done and tx.matches(req.response())
+
+
+def test_error_response() -> None:
+    req = _request(StunMethod.ALLOCATE)
+    tx = StunClientTransaction(req, 0.0)
+    err = req.error_response(401).add(stun.REALM, "example.org").add(stun.NONCE, "n")
+    assert tx.receive(parse_message(err.encode()), 0.1)
+    result = tx.result
+    assert isinstance(result, StunTransactionFailed)
+    assert result.error == stun.ErrorCode(401, "Unauthenticated")
+    assert result.response.get(stun.NONCE) == "n"
+    assert "401" in result.reason
+
+
+def test_error_response_without_error_code_is_failure() -> None:
+    req = _request()
+    tx = StunClientTransaction(req, 0.0)
+    tx.receive(req.response(StunClass.ERROR), 0.1)
+    assert isinstance(tx.result, StunTransactionFailed) and tx.result.error is None
+    tx2 = StunClientTransaction(req, 0.0)
+    malformed = req.response(StunClass.ERROR).add_raw(stun.ERROR_CODE.type, b"\x00")
+    tx2.receive(malformed, 0.1)
+    assert isinstance(tx2.result, StunTransactionFailed) and tx2.result.error is None
+
+
+def test_unknown_comprehension_required_attributes_fail_the_transaction() -> None:
+    req = _request()
+    tx = StunClientTransaction(req, 0.0)
+    tx.receive(req.response().add_raw(0x7ABC, b""), 0.1)
+    assert isinstance(tx.result, StunTransactionFailed)
+    assert tx.result.error is None and "0x7abc" in tx.result.reason
+    tx2 = StunClientTransaction(req, 0.0)
+    tx2.receive(req.response().add_raw(0xFABC, b""), 0.1)  # optional: fine
+    assert isinstance(tx2.result, StunTransactionSucceeded)
+    tx3 = StunClientTransaction(req, 0.0)
+    tx3.receive(req.error_response(400).add_raw(0x7ABC, b""), 0.1)
+    assert isinstance(tx3.result, StunTransactionFailed) and tx3.result.error is not None
+
+
+def test_integrity_key_discards_unauthenticated_responses() -> None:
+    req = _request()
+    tx = StunClientTransaction(req.encode(KEY, fingerprint=True), 0.0, integrity_key=KEY)
+    forged = parse_message(req.response().encode(b"wrong key", fingerprint=True))
+    assert tx.receive(forged, 0.1)  # belongs to us, but dropped as if never received
+    unsigned = parse_message(req.response().encode(fingerprint=True))
+    assert tx.receive(unsigned, 0.1)
+    assert not tx.done and tx.get_timer() == pytest.approx(0.5)
+    genuine = parse_message(req.response().encode(KEY, fingerprint=True))
+    assert tx.receive(genuine, 0.2)
+    assert isinstance(tx.result, StunTransactionSucceeded)
+
+
+def test_integrity_key_and_unauthenticated_challenges() -> None:
+    req = _request(StunMethod.REFRESH)
+    # a 401/438 challenge without integrity is accepted (long-term mechanism)
+    tx = StunClientTransaction(req, 0.0, integrity_key=KEY)
+    tx.receive(parse_message(req.error_response(438).encode()), 0.1)
+    assert isinstance(tx.result, StunTransactionFailed) and tx.result.error is not None
+    assert tx.result.error.code == 438
+    # other unauthenticated errors are dropped
+    tx2 = StunClientTransaction(req, 0.0, integrity_key=KEY)
+    tx2.receive(parse_message(req.error_response(400).encode()), 0.1)
+    assert not tx2.done
+    # ICE short-term: no unauthenticated errors at all, but a signed 487 counts
+    tx3 = StunClientTransaction(req, 0.0, integrity_key=KEY, unauthenticated_errors=())
+    tx3.receive(parse_message(req.error_response(401).encode()), 0.1)
+    assert not tx3.done
+    tx3.receive(parse_message(req.error_response(487).encode(KEY)), 0.2)
+    assert isinstance(tx3.result, StunTransactionFailed) and tx3.result.error is not None
+    assert tx3.result.error.code == 487
+
+
+def test_cancel() -> None:
+    tx = StunClientTransaction(_request(), 0.0)
+    tx.cancel()
+    assert tx.done and tx.result is None and tx.datagrams_to_send() == []
+    assert tx.get_timer() is None
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        StunClientTransaction(_request().response(), 0.0)
+    with pytest.raises(ValueError):
+        StunClientTransaction(b"not stun at all, really not", 0.0)
+    with pytest.raises(ValueError):
+        StunClientTransaction(_request(), 0.0, rto=0)
+    with pytest.raises(ValueError):
+        StunClientTransaction(_request(), 0.0, rc=0)
+
+
+def test_lossy_exchange_simulation() -> None:
+    """Two losses, then the third transmission gets through with a 30 ms one-way delay."""
+    req = _request()
+    tx = StunClientTransaction(req.encode(fingerprint=True), 0.0)
+    delivered_at: float | None = None
+    now = 0.0
+    sent = 0
+    while delivered_at is None:
+        for _datagram in tx.datagrams_to_send():
+            sent += 1
+            if sent == 3:
+                delivered_at = now + 0.030
+        timer = tx.get_timer()
+        assert timer is not None
+        if delivered_at is not None and delivered_at < timer:
+            break
+        now = timer
+        tx.handle_timer(now)
+    assert now == pytest.approx(1.5)
+    tx.receive(req.response(), delivered_at + 0.030)
+    assert isinstance(tx.result, StunTransactionSucceeded)
+    assert tx.result.rtt is None and tx.attempts == 3
