@@ -39,7 +39,6 @@ from typing import cast
 from sip.headers import Via
 from sip.locate import DEFAULT_PORTS, Target, is_ip_address
 from sip.message import (
-    Headers,
     Keepalive,
     Request,
     Response,
@@ -960,26 +959,29 @@ async def _resolve(host: str) -> str:
 
 
 def _replace_top_via(message: Message, via: Via) -> None:
-    """Put ``via`` in place of the top Via value, keeping header order."""
-    vias = message.headers.get_all("Via")
-    rest = vias[1:] if vias else []
-    rebuilt = Headers()
+    """Put ``via`` in place of the top Via value, keeping header order.
+
+    The message's Headers object is changed in place, so whoever holds the request (the
+    transaction building a CANCEL or ACK from it) sees the Via that went on the wire.
+    """
+    headers = message.headers
+    rest = headers.get_all("Via")[1:]
+    rebuilt: list[tuple[str, str]] = []
     placed = False
-    for name, value in message.headers.items():
+    for name, value in headers.items():
         if name.lower() == "via":
             if not placed:
-                rebuilt.add("Via", str(via))
-                for other in rest:
-                    rebuilt.add("Via", other)
+                rebuilt.append(("Via", str(via)))
+                rebuilt.extend(("Via", other) for other in rest)
                 placed = True
             continue
-        rebuilt.add(name, value)
+        rebuilt.append((name, value))
     if not placed:
-        rebuilt = Headers()
-        rebuilt.add("Via", str(via))
-        for name, value in message.headers.items():
-            rebuilt.add(name, value)
-    message.headers = rebuilt
+        rebuilt.insert(0, ("Via", str(via)))
+    for name in {name for name, _ in headers.items()}:
+        headers.remove(name)
+    for name, value in rebuilt:
+        headers.add(name, value)
 
 
 def _set_sent_by(request: Request, transport: str, host: str, port: int) -> None:

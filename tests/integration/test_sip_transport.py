@@ -955,3 +955,23 @@ def _make_udp(layer: TransportLayer):
     proto = _UdpProtocol(layer)
     proto.connection_made(FakeDatagramTransport(("127.0.0.1", 5060)))  # type: ignore[arg-type]
     return proto
+
+
+async def test_send_fills_via_in_place_keeping_header_order(pair):
+    server, client = pair
+    req = request(via=f"SIP/2.0/UDP old.invalid;branch={new_branch()}")
+    req.headers.add("Via", "SIP/2.0/UDP proxy.example.test;branch=z9hG4bKproxy")
+    held = req.headers  # e.g. kept by a transaction to build CANCEL/ACK later
+    names_before = [n for n, _ in req.headers.items()]
+    await client.send(req, target(server, "UDP"))
+    assert req.headers is held
+    top = Via.parse(held.get_all("Via")[0])
+    assert (top.host, top.port) == client.local_address("UDP")
+    assert "rport" in top.params
+    assert held.get_all("Via")[1] == "SIP/2.0/UDP proxy.example.test;branch=z9hG4bKproxy"
+    # Vias stay together where the first one was; the other headers keep their order.
+    names_after = [n for n, _ in req.headers.items()]
+    assert [n for n in names_after if n != "Via"] == [n for n in names_before if n != "Via"]
+    assert names_after[:2] == ["Via", "Via"]
+    got = (await recv(server)).message
+    assert [v.host for v in got.vias] == [client.local_address("UDP")[0], "proxy.example.test"]
