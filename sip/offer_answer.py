@@ -617,12 +617,12 @@ class OfferAnswer:
             return None
         if self.single_codec_answer:
             first_pt, first = main[0]
-            common = [
-                (pt, c)
-                for pt, c in common
-                if pt == first_pt
-                or (c.name.lower() == TELEPHONE_EVENT and c.clock_rate == first.clock_rate)
-            ]
+            dtmf = [(pt, c) for pt, c in common if c.name.lower() == TELEPHONE_EVENT]
+            event = next(
+                (e for e in dtmf if e[1].clock_rate == first.clock_rate),
+                dtmf[0] if dtmf else None,
+            )
+            common = [(first_pt, first)] + ([event] if event else [])
         remote_direction = _remote_direction(remote, theirs)
         direction = self._want(local).intersect(remote_direction.reverse())
         section = self._media_section(local, theirs.proto, direction)
