@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sip.message import Request, Response, make_response, parse_message
 from sip.timers import TimerConfig
@@ -892,3 +894,180 @@ def test_end_to_end_invite_rejected_with_losses():
     assert finals == [486]
     assert tx.state is State.COMPLETED
     assert server_tx is not None and server_tx.state is State.CONFIRMED
+
+
+# ------------------------------------------------------------- property tests (hypothesis)
+
+CLIENT_ACTIONS = st.one_of(
+    st.tuples(st.just("recv"), st.sampled_from([100, 180, 200, 202, 302, 401, 486, 503, 699])),
+    st.tuples(st.just("tick"), st.floats(min_value=0.0, max_value=20.0)),
+    st.tuples(st.just("terr"), st.just(0)),
+)
+SERVER_ACTIONS = st.one_of(
+    st.tuples(st.just("send"), st.sampled_from([100, 180, 183, 200, 404, 487, 603])),
+    st.tuples(st.just("retransmit"), st.just(0)),
+    st.tuples(st.just("ack"), st.just(0)),
+    st.tuples(st.just("tick"), st.floats(min_value=0.0, max_value=20.0)),
+    st.tuples(st.just("terr"), st.just(0)),
+)
+
+
+def check_common_invariants(tx: Transaction, log: list[Event], now: float) -> None:
+    terminated = [i for i, e in enumerate(log) if isinstance(e, Terminated)]
+    assert len(terminated) <= 1
+    if terminated:
+        assert terminated[0] == len(log) - 1  # Terminated is the last event
+        assert tx.state is State.TERMINATED and tx.get_timer() is None
+    else:
+        assert tx.state is not State.TERMINATED
+    deadline = tx.get_timer()
+    assert deadline is None or deadline > now or tx.state is State.TERMINATED
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    method=st.sampled_from(["INVITE", "OPTIONS"]),
+    reliable=st.booleans(),
+    actions=st.lists(CLIENT_ACTIONS, max_size=25),
+)
+def test_property_client_transactions(method, reliable, actions):
+    request = make_request(method)
+    cls = InviteClientTransaction if method == "INVITE" else NonInviteClientTransaction
+    tx: InviteClientTransaction | NonInviteClientTransaction = cls(
+        request, reliable=reliable, now=0.0
+    )
+    now = 0.0
+    log: list[Event] = []
+    sent: list[Request | Response] = list(tx.messages_to_send())
+    for kind, value in actions:
+        done = tx.state is State.TERMINATED
+        if kind == "recv":
+            tx.receive(respond(request, int(value)), now)
+        elif kind == "tick":
+            now += float(value)
+            tx.handle_timer(now)
+        else:
+            tx.transport_error(now)
+        new_events = events(tx)
+        new_messages = tx.messages_to_send()
+        if done:
+            assert new_events == [] and new_messages == []
+        log += new_events
+        sent += new_messages
+        check_common_invariants(tx, log, now)
+    finals = [
+        e.response.status
+        for e in log
+        if isinstance(e, ResponseReceived) and e.response.status >= 200
+    ]
+    if method == "INVITE":
+        # at most one non-2xx final; 2xx (possibly repeated) never mixed with a non-2xx
+        non2xx = [s for s in finals if s >= 300]
+        assert len(non2xx) <= 1
+        assert not (non2xx and len(non2xx) != len(finals))
+        acks = [m for m in sent if isinstance(m, Request) and m.method == "ACK"]
+        assert bool(acks) == bool(non2xx)
+        assert all(m is request for m in sent if isinstance(m, Request) and m.method != "ACK")
+        if reliable:
+            assert sum(1 for m in sent if m is request) == 1
+    else:
+        assert len(finals) <= 1  # a non-INVITE final response reaches the TU once
+        assert all(m is request for m in sent)
+        if reliable:
+            assert len(sent) == 1
+    if any(isinstance(e, TimedOut) for e in log):
+        assert not finals
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    method=st.sampled_from(["INVITE", "REGISTER"]),
+    reliable=st.booleans(),
+    actions=st.lists(SERVER_ACTIONS, max_size=25),
+)
+def test_property_server_transactions(method, reliable, actions):
+    request = make_request(method)
+    cls = InviteServerTransaction if method == "INVITE" else NonInviteServerTransaction
+    tx: InviteServerTransaction | NonInviteServerTransaction = cls(
+        request, reliable=reliable, now=0.0
+    )
+    now = 0.0
+    log: list[Event] = []
+    given_responses: list[Response] = []
+    accepted_finals: list[int] = []
+    sent: list[Request | Response] = []
+    for kind, value in actions:
+        done = tx.state is State.TERMINATED
+        if kind == "send":
+            response = respond(request, int(value))
+            given_responses.append(response)
+            if tx.send_response(response, now) and response.status >= 200:
+                accepted_finals.append(response.status)
+        elif kind == "retransmit":
+            tx.receive(request, now)
+        elif kind == "ack":
+            tx.receive(build_ack(request, respond(request, 486)), now)
+        elif kind == "tick":
+            now += float(value)
+            tx.handle_timer(now)
+        else:
+            tx.transport_error(now)
+        new_events = events(tx)
+        new_messages = tx.messages_to_send()
+        if done:
+            assert new_events == [] and new_messages == []
+        log += new_events
+        sent += new_messages
+        check_common_invariants(tx, log, now)
+    # only the TU's responses (or our own 100 Trying) go out
+    for message in sent:
+        assert isinstance(message, Response)
+        assert any(message is r for r in given_responses) or message.status == 100
+    # one final response, except that an INVITE's 2xx may be repeated by the TU
+    if accepted_finals:
+        assert len(set(accepted_finals)) == 1
+        if accepted_finals[0] >= 300 or method != "INVITE":
+            assert len(accepted_finals) == 1
+    if reliable:
+        finals_sent = [m for m in sent if isinstance(m, Response) and m.status >= 200]
+        assert len(finals_sent) <= len(accepted_finals) + sum(
+            1 for kind, _ in actions if kind == "retransmit"
+        )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    drops=st.sets(st.integers(min_value=1, max_value=30), max_size=8),
+    status=st.sampled_from([200, 486]),
+    method=st.sampled_from(["INVITE", "OPTIONS"]),
+)
+def test_property_end_to_end_over_lossy_link(drops, status, method):
+    link = LossyLink(drop=drops)
+    request = make_request(method)
+    tx = link.client.send_request(request, 0.0, reliable=False)
+    server_txs: list[Transaction] = []
+    finals: list[int] = []
+    timed_out = False
+    while link.step() and link.now < 200:
+        for event in events(link.server):
+            if isinstance(event, RequestReceived):
+                server_txs.append(event.transaction)
+                link.server.send_response(
+                    event.transaction, respond(event.request, status), link.now
+                )
+        for event in events(link.client):
+            if isinstance(event, ResponseReceived):
+                finals.append(event.response.status)
+            elif isinstance(event, TimedOut):
+                timed_out = True
+    # Everything finishes on its own timers; the server never sees two transactions.
+    assert tx.state is State.TERMINATED
+    assert link.client.client_transactions() == [] and link.server.server_transactions() == []
+    assert link.client.get_timer() is None and link.server.get_timer() is None
+    assert len(server_txs) <= 1
+    if timed_out:
+        assert finals == []
+    else:
+        assert finals and set(finals) == {status}
+        if method == "OPTIONS" or status >= 300:
+            assert len(finals) == 1
