@@ -7,14 +7,16 @@ Parsing::
     parse_auth_header(value) -> list[tuple[scheme, params]]    # several challenges per value
     parse_challenges(value, *, proxy=False) -> list[DigestChallenge]    # Digest ones only
     challenges_from_response(response) -> list[DigestChallenge]  # WWW- and Proxy-Authenticate
-    select_challenges(challenges) -> list[DigestChallenge]   # strongest supported per realm
+    select_challenges(challenges, *, server_order=False)  # strongest supported per realm
+                                                 # (server_order: first supported, RFC 8760)
     parse_authorization(value) -> DigestResponse               # an Authorization value
 
 Client side::
 
     Credentials(username, password, realm=None)          # realm None: any realm; repr hides
                                                           # the password
-    DigestClient(credentials, *, cnonce_factory=None, use_userhash=True)
+    DigestClient(credentials, *, cnonce_factory=None, use_userhash=True, prefer_auth_int=False,
+                 server_order=False)
         .handle_challenge(response, request=None) -> bool   # 401/407: True -> resend the request
                                                            # (new CSeq/branch) after .authorize()
         .authorize(request)            # sets Authorization / Proxy-Authorization for every
@@ -61,7 +63,9 @@ __all__ = [
     "parse_auth_header",
     "parse_authorization",
     "parse_challenges",
+    "new_cnonce",
     "select_challenges",
+    "userhash_of",
     "verify_authorization",
 ]
 
@@ -325,11 +329,14 @@ def _strength(challenge: DigestChallenge) -> tuple[int, int]:
     return (ALGORITHMS[challenge.algorithm], 0 if challenge.algorithm.endswith("-sess") else 1)
 
 
-def select_challenges(challenges: Iterable[DigestChallenge]) -> list[DigestChallenge]:
-    """The strongest supported challenge for each (proxy, realm), in first-seen order.
+def select_challenges(
+    challenges: Iterable[DigestChallenge], *, server_order: bool = False
+) -> list[DigestChallenge]:
+    """One supported challenge for each (proxy, realm), in first-seen order.
 
-    RFC 3261 §22.3: a UAC answers every realm it was challenged for; RFC 7616 §3.7 / RFC 8760
-    §2.4: of several challenges for one realm, use the strongest algorithm it supports.
+    RFC 3261 §22.3: a UAC answers every realm it was challenged for. Of several challenges for
+    one realm the strongest algorithm is used; with ``server_order`` the first supported one
+    instead (RFC 8760 §2.4: servers list their preferred algorithm first).
     """
     best: dict[tuple[bool, str], DigestChallenge] = {}
     for challenge in challenges:
@@ -337,7 +344,7 @@ def select_challenges(challenges: Iterable[DigestChallenge]) -> list[DigestChall
             continue
         key = (challenge.proxy, challenge.realm)
         current = best.get(key)
-        if current is None or _strength(challenge) > _strength(current):
+        if current is None or (not server_order and _strength(challenge) > _strength(current)):
             best[key] = challenge
     return list(best.values())
 
@@ -513,6 +520,7 @@ class DigestClient:
         cnonce_factory: Callable[[], str] | None = None,
         use_userhash: bool = True,
         prefer_auth_int: bool = False,
+        server_order: bool = False,
     ) -> None:
         if isinstance(credentials, Credentials):
             credentials = [credentials]
@@ -520,6 +528,7 @@ class DigestClient:
         self._cnonce = cnonce_factory if cnonce_factory is not None else new_cnonce
         self._use_userhash = use_userhash
         self._prefer_auth_int = prefer_auth_int
+        self._server_order = server_order
         self._realms: dict[tuple[bool, str], _RealmState] = {}
 
     def add_credentials(self, credentials: Credentials) -> None:
@@ -550,7 +559,9 @@ class DigestClient:
         after ``authorize``. False: no usable challenge, no credentials for a realm, or the
         credentials were rejected (the challenged request answered that realm, and the new
         challenge is not ``stale=true``: RFC 7616 §3.3)."""
-        challenges = select_challenges(challenges_from_response(response))
+        challenges = select_challenges(
+            challenges_from_response(response), server_order=self._server_order
+        )
         if not challenges:
             logger.info("no supported Digest challenge in %s response", response.status)
             return False

@@ -252,6 +252,16 @@ def test_select_strongest_per_realm_and_keeps_proxy_and_www_apart():
     ]
 
 
+def test_select_in_server_order():
+    challenges = parse_challenges(
+        'Digest realm="a", nonce="1", algorithm=UNKNOWN, '
+        'Digest realm="a", nonce="2", algorithm=MD5, '
+        'Digest realm="a", nonce="3", algorithm=SHA-256'
+    )
+    assert [c.nonce for c in select_challenges(challenges, server_order=True)] == ["2"]
+    assert [c.nonce for c in select_challenges(challenges)] == ["3"]
+
+
 def test_select_prefers_sha512_256_when_available():
     if "SHA-512-256" not in ALGORITHMS:
         pytest.skip("OpenSSL without SHA-512/256")
