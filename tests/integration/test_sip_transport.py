@@ -975,3 +975,146 @@ async def test_send_fills_via_in_place_keeping_header_order(pair):
     assert names_after[:2] == ["Via", "Via"]
     got = (await recv(server)).message
     assert [v.host for v in got.vias] == [client.local_address("UDP")[0], "proxy.example.test"]
+
+
+# --- interop with SIPp -------------------------------------------------------------------------
+
+SIPP_UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="options uac">
+  <send retrans="500">
+    <![CDATA[
+
+      OPTIONS sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 OPTIONS
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" />
+</scenario>
+"""
+
+SIPP_UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="options uas">
+  <recv request="OPTIONS" />
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"""
+
+needs_sipp = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
+
+
+def free_tcp_udp_port() -> int:
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return int(port)
+    raise RuntimeError("no free port")
+
+
+async def run_sipp(args: list[str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        shutil.which("sipp") or "sipp",
+        *args,
+        "-nostdin",
+        "-timeout",
+        "15s",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()  # our own child, by PID
+        try:
+            await asyncio.wait_for(proc.wait(), WAIT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+@needs_sipp
+@pytest.mark.parametrize(("transport", "mode"), [("UDP", "u1"), ("TCP", "t1")])
+async def test_sipp_uac_gets_our_response(tmp_path, transport, mode):
+    scenario = tmp_path / "uac.xml"
+    scenario.write_text(SIPP_UAC)
+    server: TransportLayer
+    loop = asyncio.get_running_loop()
+    seen: list[Incoming] = []
+
+    def answer(message, source):
+        seen.append(Incoming(message, source))
+        if isinstance(message, Request):
+            loop.create_task(server.send_response(make_response(message, 200), source))
+
+    server = TransportLayer(on_message=answer)
+    await server.start("127.0.0.1", 0, ("UDP", "TCP"))
+    host, port = server.local_address(transport)
+    proc = await run_sipp(
+        ["-sf", str(scenario), f"{host}:{port}", "-i", "127.0.0.1", "-p", "0", "-t", mode]
+        + ["-m", "1", "-s", "bob"]
+    )
+    try:
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        assert seen and seen[0].message.method == "OPTIONS"  # type: ignore[union-attr]
+        assert seen[0].source.transport == transport
+        via = seen[0].message.top_via
+        assert via.received == "127.0.0.1" and via.rport == seen[0].source.remote[1]
+    finally:
+        await stop(proc)
+        await server.close()
+
+
+@needs_sipp
+@pytest.mark.parametrize(("transport", "mode"), [("UDP", "u1"), ("TCP", "t1")])
+async def test_sipp_uas_answers_our_request(tmp_path, transport, mode):
+    scenario = tmp_path / "uas.xml"
+    scenario.write_text(SIPP_UAS)
+    port = free_tcp_udp_port()
+    proc = await run_sipp(
+        ["-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-t", mode, "-m", "1"]
+    )
+    client = TransportLayer()
+    await client.start("127.0.0.1", 0, ("UDP", "TCP"))
+    try:
+        dest = Target(transport, "127.0.0.1", "127.0.0.1", port)
+        answer: Incoming | None = None
+        for _ in range(50):  # until SIPp listens (a UA would retransmit the same way)
+            try:
+                await client.send(request(uri=f"sip:sipp@127.0.0.1:{port}"), dest)
+                answer = await asyncio.wait_for(client.receive(), 0.3)
+                break
+            except (OSError, TimeoutError):
+                await asyncio.sleep(0.1)
+        assert answer is not None
+        assert isinstance(answer.message, Response) and answer.message.status == 200
+        assert answer.source.remote == ("127.0.0.1", port)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        await stop(proc)
+        await client.close()
