@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import urllib.request
 from typing import Any
 
 import pytest
@@ -595,3 +596,56 @@ def test_fuzz_challenges_and_verify_never_raise(value):
     except AuthParseError:
         pass
     assert verify_authorization(value, method="GET", password="p") in (True, False)
+
+
+# ------------------------------------------------------ cross-checks with other code / texts
+
+
+@pytest.mark.parametrize("qop", [None, "auth", "auth,auth-int"])
+def test_verifier_accepts_stdlib_urllib_digest_client(qop):
+    """An independent digest implementation (urllib's HTTP client) against our verifier."""
+    passwords = urllib.request.HTTPPasswordMgr()
+    passwords.add_password("sip.example.com", "http://sip.example.com/", "alice", "pw 1")
+    handler = urllib.request.HTTPDigestAuthHandler(passwords)
+    request = urllib.request.Request("http://sip.example.com/reg")
+    challenge = {"realm": "sip.example.com", "nonce": "abc123", "opaque": "xyz"}
+    if qop is not None:
+        challenge["qop"] = qop
+    value = handler.get_authorization(request, challenge)
+    assert value is not None
+    header = "Digest " + value
+    assert verify_authorization(header, method="GET", password="pw 1", username="alice")
+    assert not verify_authorization(header, method="GET", password="pw 2")
+    parsed = parse_authorization(header)
+    assert parsed.opaque == "xyz" and parsed.uri == "/reg"
+    # and our client computes the same response for the same inputs
+    [ours] = parse_challenges(
+        make_challenge(
+            "sip.example.com", "abc123", qop=() if qop is None else ("auth",), opaque="xyz"
+        )
+    )
+    mine = digest_response(
+        ours,
+        Credentials("alice", "pw 1"),
+        "GET",
+        "/reg",
+        nc=int(parsed.nc or "1", 16),
+        cnonce=parsed.cnonce,
+    )
+    assert parse_authorization(mine).response == parsed.response
+
+
+def test_rfc3261_style_challenge():
+    # the shape of RFC 3261 §25.1 / §22.4 examples: empty opaque, stale=FALSE, domain list
+    value = (
+        'Digest realm="atlanta.com",\r\n domain="sip:ss1.carrier.com", qop="auth",\r\n'
+        ' nonce="f84f1cec41e6cbe5aea9c8e88d359",\r\n opaque="", stale=FALSE, algorithm=MD5'
+    )
+    [challenge] = parse_challenges(value)
+    assert challenge.realm == "atlanta.com"
+    assert challenge.domain == "sip:ss1.carrier.com"
+    assert challenge.opaque == "" and challenge.stale is False
+    value = digest_response(
+        challenge, Credentials("bob", "zanzibar"), "REGISTER", "sip:atlanta.com"
+    )
+    assert 'opaque=""' in value  # an empty opaque is still echoed
