@@ -350,7 +350,7 @@ class OpusParams:
                     log.debug("ignoring Opus fmtp %s=%r (not 0/1)", key, value)
             elif key in _INT_KEYS:
                 attr, low, high = _INT_KEYS[key]
-                if value.isdigit() and low <= int(value) <= high:
+                if value.isascii() and value.isdigit() and low <= int(value) <= high:
                     setattr(params, attr, int(value))
                 else:
                     log.debug("ignoring Opus fmtp %s=%r (out of range)", key, value)
