@@ -339,7 +339,9 @@ async def locate(
     if secure and "TLS" not in supported:
         raise LocateError("sips URI but TLS is not supported")
     maddr = uri.params.get("maddr")
-    host = (maddr or uri.host).strip("[]")
+    host = (maddr or uri.host or "").strip("[]")
+    if not host:
+        raise LocateError(f"no host to locate in {uri}")
     collector = _Collector(domain=host)
     explicit = _transport_from_param(uri, secure)
     if explicit is not None and explicit not in supported:

@@ -298,6 +298,13 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         if self.transport is None or self.transport.is_closing():
             raise ConnectionError("UDP socket is closed")
         _trace("send", "UDP", self.local, remote, data)
+        if len(data) > UDP_SIZE_NOTE:
+            # RFC 3261 §18.1.1 would switch to TCP; we send anyway and let IP fragment it.
+            logger.info(
+                "sending a %d-byte message over UDP to %s: IP will fragment it",
+                len(data),
+                _fmt(remote),
+            )
         self.transport.sendto(data, remote)
 
 
@@ -675,15 +682,8 @@ class TransportLayer:
                 host = _route_source(target.ip)
             if isinstance(message, Request):
                 _set_sent_by(message, "UDP", host, port)
-            data = message.to_bytes()
             remote = (normalize_ip(target.ip), target.port)
-            if len(data) > UDP_SIZE_NOTE:
-                logger.info(
-                    "sending a %d-byte message over UDP to %s: IP will fragment it",
-                    len(data),
-                    _fmt(remote),
-                )
-            proto.sendto(data, remote)
+            proto.sendto(message.to_bytes(), remote)
             return Source("UDP", remote, proto.local)
         if transport not in STREAM_TRANSPORTS:
             raise ValueError(f"unsupported transport {target.transport!r}")

@@ -109,7 +109,7 @@ def dnsmasq(ports: dict[str, int]) -> Iterator[Dnsmasq]:
         f"--srv-host=_sip._udp.example.test,second.example.test,{ports['udp2']},20,0",
         f"--srv-host=_sip._tcp.example.test,tcp.example.test,{ports['tcp']},10,0",
         "--host-record=first.example.test,127.0.0.2",
-        "--host-record=second.example.test,127.0.0.1",
+        "--host-record=second.example.test,127.0.0.1,::1",
         "--host-record=tcp.example.test,127.0.0.3",
         # No NAPTR/SRV at all: A record on the default port.
         "--host-record=plain.example.test,127.0.0.4",
@@ -130,10 +130,11 @@ async def test_naptr_then_srv_then_a_from_dnsmasq(dnsmasq, ports):
         ("TCP", "tcp.example.test", "127.0.0.3", ports["tcp"]),
         ("UDP", "first.example.test", "127.0.0.2", ports["udp1"]),
         ("UDP", "second.example.test", "127.0.0.1", ports["udp2"]),
+        ("UDP", "second.example.test", "::1", ports["udp2"]),  # AAAA after A
     ]
     # The UA's transport restriction filters NAPTR services.
     udp_only = await locate("sip:alice@example.test", transports=("UDP",), lookup=lookup)
-    assert [t.host for t in udp_only] == ["first.example.test", "second.example.test"]
+    assert [t.ip for t in udp_only] == ["127.0.0.2", "127.0.0.1", "::1"]
     # No NAPTR/SRV: the A record at the default port.
     plain = await locate("sip:plain.example.test", lookup=lookup)
     assert [(t.transport, t.ip, t.port) for t in plain] == [("UDP", "127.0.0.4", 5060)]
@@ -170,7 +171,7 @@ async def test_srv_failover_to_second_target(dnsmasq, ports):
     try:
         lookup = SystemLookup(nameservers=["127.0.0.1"], port=dnsmasq.port, timeout=1.0)
         targets = await locate("sip:alice@example.test;transport=udp", lookup=lookup)
-        assert [t.host for t in targets] == ["first.example.test", "second.example.test"]
+        assert [t.ip for t in targets] == ["127.0.0.2", "127.0.0.1", "::1"]
 
         tried: list[Target] = []
 

@@ -349,3 +349,8 @@ def test_system_lookup_uses_hosts_file(tmp_path):
 def test_system_lookup_numeric_address():
     lookup = SystemLookup(nameservers=["127.0.0.1"], port=9)
     assert run(lookup.addresses("[::1]")) == ["::1"]
+
+
+def test_uri_without_host_cannot_be_located():
+    with pytest.raises(LocateError):
+        run(locate("tel:+15551234567", lookup=FakeLookup()))
