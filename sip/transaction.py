@@ -640,6 +640,9 @@ class InviteServerTransaction(ServerTransaction):
     def _send_trying(self) -> None:
         self._stop("Trying")
         trying = make_response(self.request, 100, "Trying")
+        timestamp = self.request.headers.get("Timestamp")
+        if timestamp is not None:  # §8.2.6.1: a 100 (Trying) echoes the Timestamp
+            trying.headers.add("Timestamp", timestamp)
         self.last_provisional = trying
         self._send(trying)
 

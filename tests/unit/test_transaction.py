@@ -366,6 +366,14 @@ def test_invite_server_sends_100_trying_after_200ms_of_tu_silence():
     assert tx.messages_to_send() == [trying]
 
 
+def test_invite_server_100_trying_echoes_timestamp():
+    invite = make_request()
+    invite.headers.add("Timestamp", "54.2")
+    tx = InviteServerTransaction(invite, reliable=True, now=0.0)
+    [(_, trying)] = run(tx, 1.0)
+    assert isinstance(trying, Response) and trying.headers.get("Timestamp") == "54.2"
+
+
 def test_invite_server_no_automatic_100_when_tu_answers_quickly():
     invite = make_request()
     tx = InviteServerTransaction(invite, reliable=False, now=0.0)
@@ -1071,3 +1079,25 @@ def test_property_end_to_end_over_lossy_link(drops, status, method):
         assert finals and set(finals) == {status}
         if method == "OPTIONS" or status >= 300:
             assert len(finals) == 1
+
+
+def test_late_timer_handling_does_not_burst():
+    """If the owner wakes up late (a busy loop, a suspended laptop), each due timer fires once
+    and is re-armed from the actual time: no burst of back-to-back retransmissions."""
+    request = make_request("OPTIONS")
+    tx = NonInviteClientTransaction(request, reliable=False, now=0.0)
+    tx.messages_to_send()
+    tx.handle_timer(10.0)  # E was due at 0.5
+    assert tx.messages_to_send() == [request]
+    assert tx.timer_deadlines() == {"E": pytest.approx(11.0), "F": 32.0}
+    tx.handle_timer(40.0)  # E and F overdue: one retransmission, then the timeout
+    assert tx.messages_to_send() == [request]
+    assert [type(e) for e in events(tx)] == [TimedOut, Terminated]
+
+
+def test_handle_timer_before_deadline_is_a_no_op():
+    tx = InviteClientTransaction(make_request(), reliable=False, now=0.0)
+    tx.messages_to_send()
+    tx.handle_timer(0.49)
+    assert tx.messages_to_send() == [] and events(tx) == []
+    assert tx.get_timer() == 0.5
