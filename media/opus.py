@@ -120,7 +120,10 @@ class OpusEncoder:
 
     def encode(self, frame: npt.ArrayLike) -> bytes:
         """Encode one 20 ms frame: int16, shape (960,) mono or (960, 2) / (1920,) stereo."""
-        pcm = np.ascontiguousarray(frame, dtype=np.int16)
+        pcm = np.asarray(frame)
+        if pcm.dtype != np.int16:
+            raise TypeError(f"Opus encodes int16 samples, not {pcm.dtype}")
+        pcm = np.ascontiguousarray(pcm)
         if pcm.size != FRAME_SAMPLES * self.channels:
             raise ValueError(
                 f"expected {FRAME_SAMPLES} samples x {self.channels} channels, got {pcm.shape}"

@@ -80,6 +80,8 @@ def test_wrong_frame_size_rejected() -> None:
     enc = OpusEncoder(1)
     with pytest.raises(ValueError):
         enc.encode(np.zeros(480, dtype=np.int16))
+    with pytest.raises(TypeError):
+        enc.encode(np.zeros(960, dtype=np.float32))
     with pytest.raises(ValueError):
         OpusEncoder(3)
     with pytest.raises(ValueError):

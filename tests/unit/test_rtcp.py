@@ -275,3 +275,32 @@ def test_delay_to_dlsr() -> None:
     assert delay_to_dlsr(5.25) == 0x00054000
     assert delay_to_dlsr(-1) == 0
     assert delay_to_dlsr(1e9) == 0xFFFFFFFF
+
+
+# A compound packet captured from a browser (RR, SDES, BYE, PSFB PLI, RTPFB RRR), as published
+# in the pion/rtcp test suite: an independent real-world vector.
+CAPTURED = bytes.fromhex(
+    "81c90007902f9e2ebc5e9a4000000000000046e10000011109f36432"
+    "00024a79"
+    "81ca000c902f9e2e0126" + b"{9c00eb92-1afb-9d49-a47d-91f64eee69f5}".hex() + "00000000"
+    "81cb0001902f9e2e"
+    "81ce0002902f9e2e902f9e2e"
+    "85cd0002902f9e2e902f9e2e"
+)
+
+
+def test_captured_compound_packet() -> None:
+    packets = parse_rtcp(CAPTURED, strict=True)
+    assert packets == [
+        ReceiverReport(
+            0x902F9E2E,
+            [ReportBlock(0xBC5E9A40, 0, 0, 0x46E1, 273, 0x09F36432, 150137)],
+        ),
+        SourceDescription(
+            [SdesChunk(0x902F9E2E, [(1, b"{9c00eb92-1afb-9d49-a47d-91f64eee69f5}")])]
+        ),
+        Goodbye([0x902F9E2E]),
+        UnknownRtcpPacket(206, 1, bytes.fromhex("902f9e2e902f9e2e")),
+        UnknownRtcpPacket(205, 5, bytes.fromhex("902f9e2e902f9e2e")),
+    ]
+    assert serialize_rtcp(packets) == CAPTURED
