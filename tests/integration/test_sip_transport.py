@@ -1118,3 +1118,45 @@ async def test_sipp_uas_answers_our_request(tmp_path, transport, mode):
     finally:
         await stop(proc)
         await client.close()
+
+
+# --- interop with Kamailio (fixture from tests/peers) ----------------------------------------
+
+
+async def test_kamailio_over_udp_tcp_tls_and_crlf_keepalive(kamailio):
+    """OPTIONS to a real Kamailio on every transport (TLS verified against its test CA), and
+    RFC 5626 CRLF ping/pong on its TCP port."""
+    client = TransportLayer(tls=TlsConfig(cafile=str(kamailio.ca_file)), pong_timeout=2.0)
+    await client.start("127.0.0.1", 0, ("UDP", "TCP"))
+    try:
+        for transport in ("UDP", "TCP", "TLS"):
+            host, port = kamailio.address(transport.lower())
+            req = request(uri=f"sip:{host}:{port}")
+            req.headers.set("From", "<sip:probe@probe.invalid>;tag=p1")
+            flow = await client.send(req, Target(transport, host, host, port))
+            answer = await recv(client)
+            assert isinstance(answer.message, Response), transport
+            assert answer.message.status == 200, transport
+            assert answer.source.transport == transport
+            assert answer.source.remote == (host, port)
+            if transport != "UDP":
+                assert answer.source == flow  # over the connection we opened
+            # Kamailio stamped our Via per RFC 3581 (it is what came back).
+            assert answer.message.top_via.rport == flow.local[1]
+
+        host, port = kamailio.address("tcp")
+        handle = await client.start_keepalive(Target("TCP", host, host, port), interval=0.05)
+        pongs = asyncio.Queue[float]()
+        original = handle.schedule.pong_received
+
+        def count_pong(now: float) -> None:
+            pongs.put_nowait(now)
+            original(now)
+
+        handle.schedule.pong_received = count_pong  # type: ignore[method-assign]
+        for _ in range(3):
+            await asyncio.wait_for(pongs.get(), WAIT)
+        assert not handle.failed.is_set()
+        handle.cancel()
+    finally:
+        await client.close()
