@@ -198,3 +198,62 @@ def test_kamailio_add_user_at_run_time(kamailio: Kamailio) -> None:
     with SipClient(*kamailio.address("udp")) as client:
         _, ok = register(client, kamailio.domain, "dave", "dave-secret-4")
     assert ok is not None and ok.status == 200
+
+
+# ---- sipp ------------------------------------------------------------------------------------
+
+
+def test_sipp_uac_against_uas_20_calls(sipp_factory: SippFactory) -> None:
+    uas = sipp_factory("uas_sdp", calls=20).start()
+    uac = sipp_factory(
+        "uac_sdp", uas.uri_host, service="bob", calls=20, rate=20, limit=20, call_duration_ms=50
+    )
+    result = uac.run(timeout=60)
+    assert result.ok, result.describe()
+    assert (result.successful, result.failed, result.created) == (20, 0, 20)
+    server = uas.wait(timeout=30)
+    assert (server.successful, server.failed) == (20, 0), server.describe()
+
+
+def test_sipp_over_tcp(sipp_factory: SippFactory) -> None:
+    uas = sipp_factory("uas_sdp", transport="tcp", calls=3).start()
+    uac = sipp_factory("uac_sdp", uas.uri_host, transport="tcp", service="bob", calls=3, rate=10)
+    result = uac.run(timeout=60)
+    assert result.ok and result.successful == 3, result.describe()
+    assert uas.wait(timeout=30).successful == 3
+    assert {m.transport for m in uac.traced()} == {"TCP"}
+
+
+def test_sipp_cancel_after_ringing(sipp_factory: SippFactory) -> None:
+    uas = sipp_factory("uas_ring_wait", calls=2).start()
+    uac = sipp_factory("uac_cancel", uas.uri_host, service="bob", calls=2, rate=10)
+    result = uac.run(timeout=60)
+    assert result.ok and result.successful == 2, result.describe()
+    assert uas.wait(timeout=30).successful == 2
+    firsts = [m.first_line for m in uac.traced("received")]
+    assert firsts.count("SIP/2.0 487 Request Terminated") == 2
+    assert firsts.count("SIP/2.0 200 OK") == 2  # the CANCELs' 200s, no call was answered
+
+
+def test_sipp_uac_retransmits_invite(sipp_factory: SippFactory) -> None:
+    uas = sipp_factory("uas_sdp", calls=1).start()
+    uac = sipp_factory("uac_invite_retrans", uas.uri_host, service="bob", calls=1)
+    result = uac.run(timeout=60)
+    assert result.ok, result.describe()
+    server = uas.wait(timeout=30)
+    assert server.successful == 1, server.describe()
+    invites = [m.text for m in uas.traced("received") if m.first_line.startswith("INVITE ")]
+    assert len(invites) == 2 and invites[0] == invites[1]  # a true retransmission
+    # the UAS had to retransmit its 200 while the UAC held back the ACK
+    assert server.retransmissions >= 1
+
+
+def test_sipp_reports_failed_calls(sipp_factory: SippFactory) -> None:
+    from tests.peers.ports import free_port
+
+    nobody = f"127.0.0.1:{free_port()}"
+    uac = sipp_factory("uac_sdp", nobody, service="bob", calls=1, recv_timeout_ms=1000)
+    result = uac.run(timeout=60)
+    assert not result.ok
+    assert result.failed == 1 and result.successful == 0
+    assert result.returncode == 1

@@ -25,6 +25,8 @@ from tests.peers.process import ManagedProcess, PeerError, tcp_accepts
 SCENARIO_DIR = Path(__file__).parent / "sipp"
 BUILTIN = ("uac", "uas", "regexp", "branchc", "branchs", "uac_pcap", "ooc_default")
 TRANSPORTS = {"udp": "u1", "tcp": "t1"}
+# options an XML scenario of ours cannot work without
+SCENARIO_ARGS: dict[str, list[str]] = {"uac_invite_retrans": ["-pause_msg_ign"]}
 
 
 def sipp_binary() -> str | None:
@@ -102,6 +104,7 @@ class Sipp:
         variables: Mapping[str, str] | None = None,
         keys: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        recv_timeout_ms: int | None = 15000,
         trace_msg: bool = True,
         extra_args: Sequence[str] = (),
     ) -> None:
@@ -128,6 +131,7 @@ class Sipp:
         self.variables = dict(variables or {})
         self.keys = dict(keys or {})
         self.timeout = timeout
+        self.recv_timeout_ms = recv_timeout_ms
         self.trace_msg = trace_msg
         self.extra_args = list(extra_args)
         self.stat_path = self.workdir / "stat.csv"
@@ -157,6 +161,7 @@ class Sipp:
         else:
             path = Path(self.scenario)
             argv += ["-sf", str(path if path.is_absolute() else scenario_path(str(path)))]
+            argv += SCENARIO_ARGS.get(path.stem, [])
         argv += ["-i", self.host, "-p", str(self.port), "-t", TRANSPORTS[self.transport]]
         argv += ["-cp", str(self.control_port), "-mi", self.host, "-mp", str(self.media_port)]
         argv += ["-nostdin", "-trace_stat", "-stf", str(self.stat_path), "-fd", "1"]
@@ -187,6 +192,9 @@ class Sipp:
         keys["expires"] = str(self.expires)
         for k, v in {**keys, **self.keys}.items():
             argv += ["-key", k, v]
+        if self.recv_timeout_ms is not None:
+            # an expected message that never comes fails the call instead of hanging it
+            argv += ["-recv_timeout", str(self.recv_timeout_ms)]
         if self.timeout is not None:
             argv += ["-timeout", f"{int(self.timeout)}s", "-timeout_error"]
         return argv + self.extra_args
