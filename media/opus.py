@@ -182,6 +182,10 @@ class OpusEncoder:
     def packet_loss_perc(self, value: int) -> None:
         self._enc.packet_loss_perc = max(0, min(100, int(value)))
 
+    def set_loss_from_rtcp(self, fraction_lost: int) -> None:
+        """Set ``packet_loss_perc`` from an RTCP report block's 8-bit fraction lost (§6.4.1)."""
+        self.packet_loss_perc = round(max(0, min(255, fraction_lost)) * 100 / 256)
+
     @property
     def dtx(self) -> bool:
         """Discontinuous transmission: tiny packets during silence."""

@@ -73,8 +73,8 @@ class RtpHeaderExtension:
     def elements(self) -> dict[int, bytes]:
         """Decode the RFC 8285 elements as ``{id: value}``.
 
-        Padding bytes (0) between elements are skipped (§4.2, §4.3). In the one-byte form the
-        ID 15 is reserved and stops parsing (§4.2). Raises :class:`RtpParseError` for a profile
+        Padding octets (ID 0) between elements are skipped (§4.2, §4.3). In the one-byte form
+        the ID 15 is reserved and stops parsing (§4.2). Raises :class:`RtpParseError` for a profile
         that is not an RFC 8285 form or for an element that runs past the data.
         """
         data = self.data
@@ -84,10 +84,10 @@ class RtpHeaderExtension:
         if self.is_one_byte:
             while i < n:
                 b = data[i]
-                if b == 0:
+                ident = b >> 4
+                if ident == 0:  # a padding octet; its length bits are ignored (as libwebrtc)
                     i += 1
                     continue
-                ident = b >> 4
                 if ident == 15:
                     break
                 length = (b & 0x0F) + 1

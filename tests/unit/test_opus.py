@@ -129,6 +129,10 @@ def test_settings_read_back() -> None:
     assert enc.fec and enc.packet_loss_perc == 100 and not enc.dtx and enc.cbr
     enc.packet_loss_perc = -5
     assert enc.packet_loss_perc == 0
+    enc.set_loss_from_rtcp(64)  # RTCP fraction lost 64/256
+    assert enc.packet_loss_perc == 25
+    enc.set_loss_from_rtcp(255)
+    assert enc.packet_loss_perc == 100
     assert enc.lookahead > 0
     for bad in ({"bitrate": 100}, {"complexity": 11}):
         with pytest.raises(ValueError):

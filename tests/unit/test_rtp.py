@@ -261,3 +261,20 @@ def test_extender_reset() -> None:
     ext.reset()
     assert ext.highest is None
     assert ext.extend(9) == 9
+
+
+def test_rfc8285_figure_layout() -> None:
+    # the RFC 8285 §4.2 example shape: length 3 words; elements with L=0, L=1, two padding
+    # octets, then an element with L=3
+    data = bytes.fromhex("bede000310aa21bbcc000033ddeeff11")
+    packet = bytes.fromhex("90000001000000020000000e") + data
+    p = RtpPacket.parse(packet)
+    assert p.payload == b""
+    assert p.extension is not None
+    assert p.extension.elements() == {1: b"\xaa", 2: b"\xbb\xcc", 3: b"\xdd\xee\xff\x11"}
+    assert p.serialize() == packet
+
+
+def test_one_byte_id0_with_length_bits_is_padding() -> None:
+    ext = RtpHeaderExtension(0xBEDE, bytes([0x05, 0x10, 0x42, 0x00]))
+    assert ext.elements() == {1: b"\x42"}
