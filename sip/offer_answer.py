@@ -237,6 +237,17 @@ class NegotiatedMedia:
         return self.direction.sends
 
     @property
+    def local_rtp_port(self) -> int:
+        return self.local.port
+
+    @property
+    def local_rtcp_port(self) -> int:
+        """Where we receive RTCP: the RTP port with rtcp-mux, else a=rtcp or RTP port + 1."""
+        if self.rtcp_mux:
+            return self.local.port
+        return self.local.rtcp_port if self.local.rtcp_port is not None else self.local.port + 1
+
+    @property
     def receives(self) -> bool:
         return self.direction.receives
 
@@ -358,13 +369,15 @@ class OfferAnswer:
                 session.media.append(_disabled(slot.media, slot.proto, slot.formats))
                 continue
             local = self.media[slot.local]
-            section = self._media_section(local, local.proto, self._offer_direction(slot.local))
+            # Keep the transport an m= line already uses (e.g. one accepted from a remote offer).
+            proto = slot.proto if local.accepts_proto(slot.proto) else local.proto
+            section = self._media_section(local, proto, self._offer_direction(slot.local))
             pts = assign_payload_types(local.codecs, slot.pt_memory)
             for pt, codec in pts:
                 section.add_codec(pt, codec)
                 slot.pt_memory[_key(codec)] = pt
             slot.formats = list(section.formats)
-            slot.proto = local.proto
+            slot.proto = proto
             self._finish_section(section, local, rtcp_mux=local.rtcp_mux)
             session.media.append(section)
         self._add_session_connection(session)
@@ -434,6 +447,8 @@ class OfferAnswer:
                 f"re-offer has {len(remote.media)} m= lines, session has {len(self._slots)} (§8)"
             )
         session = self._new_session()
+        if remote.timing:  # §6: "The t= line in the answer MUST equal that of the offer."
+            session.timing = [Timing(t.start, t.stop) for t in remote.timing]
         negotiation = Negotiation(local=session, remote=remote)
         slots: list[_Slot] = []
         used: set[int] = set()

@@ -386,18 +386,23 @@ class RtcpAttribute:
 # --------------------------------------------------------------------------------------------------
 
 
+def _attr_key(name: str) -> str:
+    """Attribute names compare case-insensitively and ignore stray surrounding whitespace."""
+    return name.strip().lower()
+
+
 class _AttributeList:
     """Ordered attribute access; names compare case-insensitively, others keep their order."""
 
     attributes: list[Attribute]
 
     def find(self, name: str) -> Attribute | None:
-        key = name.lower()
-        return next((a for a in self.attributes if a.name.lower() == key), None)
+        key = _attr_key(name)
+        return next((a for a in self.attributes if _attr_key(a.name) == key), None)
 
     def find_all(self, name: str) -> list[Attribute]:
-        key = name.lower()
-        return [a for a in self.attributes if a.name.lower() == key]
+        key = _attr_key(name)
+        return [a for a in self.attributes if _attr_key(a.name) == key]
 
     def has(self, name: str) -> bool:
         return self.find(name) is not None
@@ -419,11 +424,11 @@ class _AttributeList:
 
     def set(self, name: str, value: str | None = None) -> Attribute:
         """Replace the first ``a=name`` in place (dropping later duplicates) or append one."""
-        key = name.lower()
+        key = _attr_key(name)
         kept: list[Attribute] = []
         replaced: Attribute | None = None
         for attr in self.attributes:
-            if attr.name.lower() == key:
+            if _attr_key(attr.name) == key:
                 if replaced is None:
                     replaced = Attribute(name, value)
                     kept.append(replaced)
@@ -437,9 +442,9 @@ class _AttributeList:
 
     def remove(self, name: str) -> int:
         """Remove every ``a=name``; returns how many were removed."""
-        key = name.lower()
+        key = _attr_key(name)
         before = len(self.attributes)
-        self.attributes[:] = [a for a in self.attributes if a.name.lower() != key]
+        self.attributes[:] = [a for a in self.attributes if _attr_key(a.name) != key]
         return before - len(self.attributes)
 
     @property
@@ -447,7 +452,7 @@ class _AttributeList:
         """The direction attribute at this level (the last one wins), None when absent."""
         found: Direction | None = None
         for attr in self.attributes:
-            name = attr.name.lower()
+            name = _attr_key(attr.name)
             if name in _DIRECTIONS and attr.value is None:
                 found = Direction(name)
         return found
@@ -457,7 +462,7 @@ class _AttributeList:
         kept: list[Attribute] = []
         placed = direction is None
         for attr in self.attributes:
-            if attr.name.lower() in _DIRECTIONS and attr.value is None:
+            if _attr_key(attr.name) in _DIRECTIONS and attr.value is None:
                 if not placed and direction is not None:
                     kept.append(Attribute(direction.value))
                     placed = True
@@ -565,7 +570,7 @@ class MediaDescription(_AttributeList):
             a
             for a in self.attributes
             if not (
-                a.name.lower() in per_format
+                _attr_key(a.name) in per_format
                 and a.value is not None
                 and a.value.strip().partition(" ")[0] == key
             )

@@ -712,3 +712,156 @@ def test_ice_attributes_injected_and_read_back() -> None:
     assert stream.attribute("ice-ufrag") == "8hhY"
     assert stream.attribute("ice-options") == "trickle"
     assert stream.attributes("candidate") == PJSUA_CANDIDATES
+
+
+# -- RFC 3264 §10 examples -----------------------------------------------------------------------
+
+RFC3264_BOB_ANSWER = """\
+v=0
+o=bob 2808844564 2808844564 IN IP4 host.biloxi.example.com
+s=
+c=IN IP4 host.biloxi.example.com
+t=0 0
+m=audio 49174 RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+m=video 49170 RTP/AVP 32
+a=rtpmap:32 MPV/90000
+"""
+
+RFC3264_BOB_REOFFER = """\
+v=0
+o=bob 2808844564 2808844565 IN IP4 host.biloxi.example.com
+s=
+c=IN IP4 host.biloxi.example.com
+t=0 0
+m=audio 65422 RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+m=video 0 RTP/AVP 32
+a=rtpmap:32 MPV/90000
+m=audio 51434 RTP/AVP 110
+a=rtpmap:110 telephone-events/8000
+a=recvonly
+"""
+
+
+def test_rfc3264_10_1_basic_exchange_as_alice() -> None:
+    alice = OfferAnswer(
+        [
+            LocalMedia(
+                "host.atlanta.example.com",
+                49170,
+                codecs=[PCMU, PCMA, Codec("iLBC", 8000)],
+                ptime=None,
+                rtcp_mux=False,
+            ),
+            LocalMedia(
+                "host.atlanta.example.com",
+                51372,
+                media="video",
+                codecs=[Codec("H261", 90000), Codec("MPV", 90000)],
+                ptime=None,
+                rtcp_mux=False,
+            ),
+            LocalMedia(
+                "host.atlanta.example.com",
+                53122,
+                codecs=[Codec("telephone-events", 8000)],
+                ptime=None,
+                rtcp_mux=False,
+            ),
+        ],
+        username="alice",
+        session_id=2890844526,
+    )
+    # Alice only offers what she wants now: the events stream is added later by Bob.
+    events = alice.media.pop()
+    offer = alice.create_offer()
+    # The RFC's offer, except: s=- (not empty), iLBC gets the first dynamic number (96, not
+    # 97) and the direction is explicit.
+    assert offer.to_str() == crlf(
+        """\
+v=0
+o=alice 2890844526 2890844526 IN IP4 host.atlanta.example.com
+s=-
+c=IN IP4 host.atlanta.example.com
+t=0 0
+m=audio 49170 RTP/AVP 0 8 96
+a=rtpmap:0 PCMU/8000
+a=rtpmap:8 PCMA/8000
+a=rtpmap:96 iLBC/8000
+a=sendrecv
+m=video 51372 RTP/AVP 31 32
+a=rtpmap:31 H261/90000
+a=rtpmap:32 MPV/90000
+a=sendrecv
+"""
+    )
+    result = alice.process_answer(RFC3264_BOB_ANSWER)
+    audio, video = result.streams
+    assert (audio.codec, audio.remote_rtp) == (PCMU, ("host.biloxi.example.com", 49174))
+    assert (video.codec, video.payload_type) == (Codec("MPV", 90000), 32)
+    assert video.remote_rtcp == ("host.biloxi.example.com", 49171)
+
+    alice.media.append(events)
+    answer, result = alice.process_offer(RFC3264_BOB_REOFFER)
+    assert [(m.media, m.port, m.formats) for m in answer.media] == [
+        ("audio", 49170, ["0"]),
+        ("video", 0, ["32"]),
+        ("audio", 53122, ["110"]),
+    ]
+    assert answer.media[2].direction is Direction.SENDONLY
+    assert answer.origin.session_version == offer.origin.session_version + 1
+    assert [(s.index, s.remote_rtp[1], s.direction) for s in result.streams] == [
+        (0, 65422, Direction.SENDRECV),
+        (2, 51434, Direction.SENDONLY),
+    ]
+    assert result.rejected[0].index == 1
+
+
+def test_rfc3264_10_2_one_of_n_codec_selection_as_bob() -> None:
+    g723, g729 = Codec("G723", 8000), Codec("G729", 8000)
+    bob = OfferAnswer(
+        [LocalMedia("host.biloxi.example.com", 54520, codecs=[PCMU, g723, g729], ptime=None)],
+        username="bob",
+        session_id=2808844564,
+    )
+    offer = crlf(
+        "v=0\no=alice 2890844526 2890844526 IN IP4 host.atlanta.example.com\ns=\n"
+        "c=IN IP4 host.atlanta.example.com\nt=0 0\nm=audio 62986 RTP/AVP 0 4 18\n"
+        "a=rtpmap:0 PCMU/8000\na=rtpmap:4 G723/8000\na=rtpmap:18 G729/8000\na=inactive\n"
+    )
+    answer, result = bob.process_offer(offer)
+    assert answer.media[0].formats == ["0", "4", "18"]
+    assert answer.media[0].direction is Direction.INACTIVE
+    assert result.audio is not None and result.audio.direction is Direction.INACTIVE
+    # Alice picks G.723 and activates the stream.
+    reoffer = offer.replace("0 4 18", "4").replace("inactive", "sendrecv")
+    reoffer = reoffer.replace("2890844526 IN", "2890844527 IN")
+    answer2, result2 = bob.process_offer(reoffer)
+    assert answer2.media[0].formats == ["4"]
+    assert answer2.media[0].direction is Direction.SENDRECV
+    assert answer2.origin.session_version == answer.origin.session_version + 1
+    assert result2.audio is not None and result2.audio.codec == g723
+
+
+def test_answer_copies_the_offer_timing() -> None:
+    offer = sdp(G711_ONLY_OFFER)
+    offer.timing[0].start, offer.timing[0].stop = 3034423619, 3042462419
+    answer, _ = ua().process_offer(offer)
+    assert [(t.start, t.stop) for t in answer.timing] == [(3034423619, 3042462419)]
+
+
+def test_reoffer_keeps_the_transport_accepted_from_the_remote() -> None:
+    bob = ua(local(protos=("RTP/AVP", "UDP/TLS/RTP/SAVPF")))
+    bob.process_offer(OPUS_FMTP_OFFER)
+    assert bob.create_offer().media[0].proto == "UDP/TLS/RTP/SAVPF"
+
+
+def test_local_rtcp_port() -> None:
+    stream = ua(local(port=40000)).process_offer(BARESIP_OFFER)[1].audio
+    assert stream is not None and stream.local_rtcp_port == 40000  # muxed
+    stream = ua(local(port=40000)).process_offer(ASTERISK_OFFER)[1].audio
+    assert stream is not None and stream.local_rtcp_port == 40001
+    stream = ua(local(port=40000, rtcp_port=40005)).process_offer(ASTERISK_OFFER)[1].audio
+    assert stream is not None and stream.local_rtcp_port == 40005
+    assert stream.local_rtp_port == 40000

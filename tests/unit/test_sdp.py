@@ -226,6 +226,8 @@ SAMPLES = {
     "rfc8866": RFC8866_EXAMPLE,
     "multicast": MULTICAST_EXAMPLE,
 }
+# IP_CAMERA (further down) is not in canonical order, so it is not a round-trip sample; the
+# fuzz tests mutate it too.
 
 
 # -- round trips ---------------------------------------------------------------------------------
@@ -674,4 +676,55 @@ def test_origin_username_with_spaces_is_tolerated() -> None:
 def test_r_line_before_t_line_is_kept() -> None:
     sdp = parse_sdp("v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nr=7d 1h 0 25h\nt=1 2\nr=1d 1h 0\n")
     assert sdp.timing == [Timing(1, 2, ["7d 1h 0 25h", "1d 1h 0"])]
+    assert parse_sdp(sdp.to_str()) == sdp
+
+
+# An IP camera's description (seen in the wild): a= and e= lines out of their RFC order, an
+# attribute value with spaces after the colon, a=control everywhere.
+IP_CAMERA = """\
+v=0
+o=- 1109162014219182 1109162014219192 IN IP4 192.0.2.77
+s=RTSP/RTP stream from ipcamera
+e=NONE
+c=IN IP4 0.0.0.0
+a=tool:LIVE555 Streaming Media v2011.05.25
+t=0 0
+a=range:npt=0-
+a=control:*
+m=video 0 RTP/AVP 96
+a=rtpmap:96 H264/90000
+a=control:trackID=1
+a=fmtp:96 packetization-mode=0;sprop-parameter-sets=Z01AH5WgLASabAQ=,aO48gA==
+a=x-dimensions: 704, 576
+m=audio 0 RTP/AVP 0
+a=rtpmap:0 MPEG4-GENERIC/16000/2
+a=fmtp:0 config=1408
+a=control:trackID=2
+"""
+
+
+def test_ip_camera_out_of_order_lines() -> None:
+    sdp = parse_sdp(IP_CAMERA)
+    assert sdp.emails == ["NONE"]
+    assert [a.name for a in sdp.attributes] == ["tool", "range", "control"]
+    video, audio = sdp.media
+    assert video.get("x-dimensions") == " 704, 576"
+    assert video.fmtp_params(96)["sprop-parameter-sets"] == "Z01AH5WgLASabAQ=,aO48gA=="
+    assert audio.codec(0) == Codec("MPEG4-GENERIC", 16000, 2, "config=1408")  # rtpmap beats static
+    out = sdp.to_str()
+    assert out.index("t=0 0") < out.index("a=tool:")  # canonical order on output
+    assert parse_sdp(out) == sdp
+
+
+def test_stray_whitespace_around_attribute_names_and_values() -> None:
+    text = "v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nc=IN IP4 10.0.0.1\nt=0 0\n"
+    text += "m=audio  5000   RTP/AVP 0  101 \na=rtpmap:101 telephone-event/8000 \n"
+    text += "a=fmtp:101  0-16 \na=sendonly \na=rtcp-mux\t\na=ptime:20 \n"
+    sdp = parse_sdp(text)
+    audio = sdp.media[0]
+    assert audio.formats == ["0", "101"]
+    assert audio.codec(101) == Codec("telephone-event", 8000, 1, "0-16")
+    assert audio.direction is Direction.SENDONLY
+    assert audio.rtcp_mux
+    assert audio.ptime == 20
     assert parse_sdp(sdp.to_str()) == sdp

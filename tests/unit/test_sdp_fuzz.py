@@ -26,7 +26,7 @@ from sip.sdp import (
     Timing,
     parse_sdp,
 )
-from tests.unit.test_sdp import SAMPLES
+from tests.unit.test_sdp import IP_CAMERA, SAMPLES
 
 FUZZ = settings(
     max_examples=300,
@@ -83,6 +83,7 @@ def test_sdp_shaped_noise(text: str) -> None:
 
 # -- mutated real-world descriptions -------------------------------------------------------------
 
+SEEDS = {**SAMPLES, "ip-camera": IP_CAMERA}
 LINE_FRAGMENTS = st.sampled_from(
     [
         "m=audio 0 RTP/AVP",
@@ -118,7 +119,7 @@ LINE_FRAGMENTS = st.sampled_from(
 
 @st.composite
 def mutated_sample(draw: st.DrawFn) -> str:
-    lines = SAMPLES[draw(st.sampled_from(sorted(SAMPLES)))].splitlines()
+    lines = SEEDS[draw(st.sampled_from(sorted(SEEDS)))].splitlines()
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["delete", "duplicate", "swap", "insert", "edit", "truncate"]))
         if not lines:
