@@ -610,6 +610,12 @@ class TransportLayer:
         return conn.source if conn is not None and conn.is_open else None
 
     async def _connection(self, target: Target) -> _StreamProtocol:
+        if self._closed:
+            raise ConnectionError("transport layer is closed")
+        if target.transport != target.transport.upper():
+            target = Target(
+                target.transport.upper(), target.host, target.ip, target.port, target.domain
+            )
         key = (target.transport, normalize_ip(target.ip), target.port)
         conn = self._by_remote.get(key)
         if conn is not None and conn.is_open:
@@ -687,8 +693,6 @@ class TransportLayer:
             return Source("UDP", remote, proto.local)
         if transport not in STREAM_TRANSPORTS:
             raise ValueError(f"unsupported transport {target.transport!r}")
-        if transport != target.transport:
-            target = Target(transport, target.host, target.ip, target.port, target.domain)
         conn = await self._connection(target)
         if isinstance(message, Request):
             listener = self._listener(transport, _family(target.ip))
@@ -702,6 +706,8 @@ class TransportLayer:
 
         Raises ConnectionError if a stream flow has closed.
         """
+        if self._closed:
+            raise ConnectionError("transport layer is closed")
         if flow.connection_id is not None:
             conn = self._connections.get(flow.connection_id)
             if conn is None or not conn.is_open:
@@ -729,6 +735,8 @@ class TransportLayer:
         address (or sent-by host) and sent-by port. A UDP response goes to received:rport (or
         received:sent-by port, or the sent-by host), from the socket the request arrived on.
         """
+        if self._closed:
+            raise ConnectionError("transport layer is closed")
         via = response.top_via
         transport = via.transport.upper()
         if source is not None and source.connection_id is not None:

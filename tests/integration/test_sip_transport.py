@@ -1160,3 +1160,17 @@ async def test_kamailio_over_udp_tcp_tls_and_crlf_keepalive(kamailio):
         handle.cancel()
     finally:
         await client.close()
+
+
+async def test_lower_case_transport_names_are_accepted(pair):
+    server, client = pair
+    host, port = server.local_address("TCP")
+    flow = await client.send(request(), Target("tcp", host, host, port))
+    assert flow.transport == "TCP"
+    assert (await recv(server)).message.top_via.transport == "TCP"
+    handle = await client.start_keepalive(Target("tcp", host, host, port), interval=60)
+    assert client.connection_count() == 1  # the same connection carries the keepalive
+    handle.cancel()
+    uhost, uport = server.local_address("UDP")
+    flow = await client.send(request(), Target("udp", uhost, uhost, uport))
+    assert flow.transport == "UDP"
