@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from media.telephone_event import (
     EVENT_FLASH,
@@ -229,3 +231,78 @@ def test_receiver_across_timestamp_wrap() -> None:
     packets = [p for _, p in run_sender(sender, 30, start_ts=0xFFFFFF00)]
     assert packets[0].timestamp > packets[-1].timestamp  # the second event is after the wrap
     assert feed(TelephoneEventReceiver(), packets) == ["8", "9"]
+
+
+# --- properties -------------------------------------------------------------------------------
+
+DIGITS = st.text(alphabet="0123456789*#ABCD", min_size=1, max_size=6)
+
+
+@given(
+    DIGITS,
+    st.sampled_from([8000, 16000, 48000]),
+    st.sampled_from([10, 20, 30]),
+    st.integers(40, 400),
+    st.integers(0, 200),
+    st.none() | st.integers(20, 100),
+    st.integers(0, 0xFFFFFFFF),
+)
+@settings(max_examples=150, deadline=None)
+def test_sender_invariants(
+    digits: str,
+    rate: int,
+    ptime: int,
+    tone_ms: int,
+    pause_ms: int,
+    update_ms: int | None,
+    start: int,
+) -> None:
+    sender = TelephoneEventSender(
+        rate,
+        packet_interval_ms=ptime,
+        tone_ms=tone_ms,
+        pause_ms=pause_ms,
+        update_interval_ms=update_ms,
+    )
+    sender.queue(digits)
+    step = rate * ptime // 1000
+    sent = run_sender(sender, 2000, start_ts=start, step=step)
+    assert not sender.busy and sender.pending == 0
+    events: list[list[tuple[int, EventPacket]]] = []
+    for tick, packet in sent:
+        if packet.marker:
+            events.append([])
+        events[-1].append((tick, packet))
+    assert "".join(str(group[0][1].event.digit) for group in events) == digits
+    tone = min(round(tone_ms * rate / 1000), 0xFFFF)
+    for group in events:
+        packets = [p for _, p in group]
+        assert len({p.timestamp for p in packets}) == 1
+        assert [p.marker for p in packets] == [True] + [False] * (len(packets) - 1)
+        assert [p.event.end for p in packets[-3:]] == [True] * 3
+        assert not any(p.event.end for p in packets[:-3])
+        assert all(p.event.duration == tone for p in packets[-3:])
+        durations = [p.event.duration for p in packets]
+        assert durations == sorted(durations) and durations[0] > 0
+        ticks = [t for t, _ in group]
+        assert ticks[-3:] == [ticks[-3], ticks[-3] + 1, ticks[-3] + 2]
+        # the tone lasts as long as asked (to within one packet interval)
+        assert (ticks[-3] - ticks[0] + 1) * step >= tone
+        assert (ticks[-3] - ticks[0]) * step < tone + step
+
+
+@given(DIGITS, st.data())
+@settings(max_examples=150, deadline=None)
+def test_receiver_gets_every_digit_despite_loss_and_duplicates(
+    digits: str, data: st.DataObject
+) -> None:
+    packets = sender_packets(digits)
+    delivered = []
+    for i, packet in enumerate(packets):
+        is_last_end = i + 1 == len(packets) or packets[i + 1].marker
+        # drop anything except the last end packet of each event; duplicate some
+        if is_last_end or not data.draw(st.booleans(), label=f"drop {i}"):
+            delivered.append(packet)
+            if data.draw(st.booleans(), label=f"dup {i}"):
+                delivered.append(packet)
+    assert "".join(str(d) for d in feed(TelephoneEventReceiver(), delivered)) == digits
