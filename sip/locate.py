@@ -131,6 +131,8 @@ class SystemLookup:
     With ``nameservers`` given, every query (A/AAAA included) goes to those servers on ``port``.
     Without, names listed in ``hosts_file`` are not looked up in DNS for NAPTR/SRV: the hosts file
     is this machine's authority for them, and skipping saves a DNS timeout when offline.
+    After a query times out, DNS is not asked again for ``backoff`` seconds (an offline laptop
+    should not wait for NAPTR and three SRV timeouts in a row before trying A records).
     """
 
     def __init__(
@@ -141,6 +143,7 @@ class SystemLookup:
         timeout: float = 2.0,
         lifetime: float = 4.0,
         hosts_file: str = "/etc/hosts",
+        backoff: float = 30.0,
     ) -> None:
         import dns.asyncresolver
         import dns.resolver
@@ -148,6 +151,8 @@ class SystemLookup:
         self._explicit = nameservers is not None
         self._lifetime = lifetime
         self._hosts_file = hosts_file
+        self.backoff = backoff
+        self._unreachable_until = float("-inf")
         self._resolver: dns.asyncresolver.Resolver | None
         if nameservers is not None:
             self._resolver = dns.asyncresolver.Resolver(configure=False)
@@ -174,13 +179,19 @@ class SystemLookup:
 
         if self._resolver is None:
             return []
+        now = asyncio.get_running_loop().time()
+        if now < self._unreachable_until:
+            return []  # the name servers just timed out: do not wait for them again
         try:
             answer = await self._resolver.resolve(name, rdtype, search=False)
+        except dns.exception.Timeout:
+            logger.info("DNS %s %s timed out; skipping DNS for %.0f s", rdtype, name, self.backoff)
+            self._unreachable_until = asyncio.get_running_loop().time() + self.backoff
+            return []
         except (
             dns.resolver.NXDOMAIN,
             dns.resolver.NoAnswer,
             dns.resolver.NoNameservers,
-            dns.exception.Timeout,
             dns.resolver.YXDOMAIN,
         ) as exc:
             logger.debug("DNS %s %s: %s", rdtype, name, type(exc).__name__)

@@ -190,3 +190,29 @@ async def test_srv_failover_to_second_target(dnsmasq, ports):
         silent.close()
         await client.close()
         await server.close()
+
+
+async def test_silent_name_server_is_not_asked_again_during_backoff():
+    """After a timeout, further queries skip DNS (and locate still falls back to A records)."""
+    loop = asyncio.get_running_loop()
+    queries: list[bytes] = []
+
+    class Swallow(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+            queries.append(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Swallow, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        lookup = SystemLookup(nameservers=["127.0.0.1"], port=port, timeout=0.2, lifetime=0.3)
+        assert await lookup.naptr("example.test") == []
+        asked = len(queries)
+        assert asked >= 1
+        assert await lookup.srv("_sip._udp.example.test") == []
+        assert await lookup.addresses("host.example.test") == []
+        assert len(queries) == asked  # nothing more was sent
+        # Numeric hosts never need DNS.
+        targets = await locate("sip:127.0.0.1:5070", lookup=lookup)
+        assert [(t.ip, t.port) for t in targets] == [("127.0.0.1", 5070)]
+    finally:
+        transport.close()
