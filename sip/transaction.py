@@ -19,7 +19,8 @@ Single transactions (the ``TransactionLayer`` below is the usual entry point)::
     tx.transport_error(now)         # the transport could not send one of our messages
     tx.messages_to_send() -> list[Request | Response]     (drains)
     tx.next_event() -> Event | None                       (drains)
-    client: tx.receive(response, now) ; InviteClientTransaction.ack (ACK sent for a 3xx-6xx)
+    client: tx.receive(response, now) ; InviteClientTransaction.ack (ACK sent for a 3xx-6xx),
+            InviteClientTransaction.cancellable (a 1xx arrived, no final yet: §9.1)
     server: tx.receive(request, now)  (retransmission or ACK) ; tx.send_response(response, now)
             -> bool (False: not sent in this state) ; tx.last_response
 
@@ -408,6 +409,11 @@ class InviteClientTransaction(ClientTransaction):
         if not reliable:
             self._start("A", now, self._interval_a)
         self._start("B", now, self.config.timer_b)
+
+    @property
+    def cancellable(self) -> bool:
+        """§9.1: a CANCEL may go out once a provisional response arrived, before a final one."""
+        return self.state is State.PROCEEDING
 
     def receive(self, response: Response, now: float) -> None:
         status = response.status

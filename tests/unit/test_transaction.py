@@ -133,9 +133,11 @@ def test_invite_client_provisional_stops_retransmissions_and_timer_b():
     tx = InviteClientTransaction(invite, reliable=False, now=0.0)
     tx.messages_to_send()
     assert times(run(tx, 0.6)) == [0.5]
+    assert not tx.cancellable  # §9.1: no CANCEL before a provisional response
     ringing = respond(invite, 180)
     tx.receive(ringing, 0.7)
     assert tx.state is State.PROCEEDING
+    assert tx.cancellable
     assert events(tx) == [ResponseReceived(tx, ringing)]
     assert tx.get_timer() is None  # neither A nor B: the TU owns the wait (CANCEL / Timer C)
     tx.receive(ringing, 1.0)  # further provisionals go up too
@@ -1101,3 +1103,30 @@ def test_handle_timer_before_deadline_is_a_no_op():
     tx.handle_timer(0.49)
     assert tx.messages_to_send() == [] and events(tx) == []
     assert tx.get_timer() == 0.5
+
+
+REQUEST_SPACE = st.tuples(
+    st.sampled_from(["INVITE", "OPTIONS", "CANCEL"]),
+    st.sampled_from(["z9hG4bK1", "z9hG4bK2", None, "old1"]),
+    st.sampled_from([5060, 5070]),
+    st.sampled_from([1, 2]),
+    st.sampled_from(["call-a", "call-b"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(REQUEST_SPACE, max_size=20))
+def test_property_server_matching(specs):
+    """Every distinct transaction identity (§17.2.3, with the RFC 2543 fallback) creates exactly
+    one server transaction; repeats of it are retransmissions."""
+    layer = TransactionLayer(NO_TRYING)
+    identities: set[tuple[object, ...]] = set()
+    for method, branch, port, cseq, call_id in specs:
+        request = make_request(method, branch=branch, port=port, cseq=cseq, call_id=call_id)
+        layer.receive(request, 0.0, reliable=True)
+        if branch is not None and branch.startswith("z9hG4bK"):
+            identities.add(("3261", branch, port, method))
+        else:
+            identities.add(("2543", branch, port, method, cseq, call_id))
+    created = [e for e in events(layer) if isinstance(e, RequestReceived)]
+    assert len(created) == len(identities) == len(layer.server_transactions())
