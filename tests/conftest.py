@@ -1,6 +1,8 @@
 """Shared fixtures: the real peers of tests/peers (Kamailio, sipp, coturn, namespaces, audio)."""
 
 from tests.peers.fixtures import (  # noqa: F401  (fixtures are found by name)
+    coturn,
+    coturn_factory,
     kamailio,
     kamailio_factory,
     peer_dir,

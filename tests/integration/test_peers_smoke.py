@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.peers.coturn import Coturn
 from tests.peers.kamailio import Kamailio
 from tests.peers.rawsip import SipClient, options, parse_challenge, register
 from tests.peers.sipp import Sipp
@@ -257,3 +258,113 @@ def test_sipp_reports_failed_calls(sipp_factory: SippFactory) -> None:
     assert not result.ok
     assert result.failed == 1 and result.successful == 0
     assert result.returncode == 1
+
+
+# ---- coturn ----------------------------------------------------------------------------------
+
+
+def _binding_request() -> tuple[bytes, bytes]:
+    """A STUN Binding request built by hand: type 0x0001, length 0, magic cookie, 96-bit id."""
+    import os
+    import struct
+
+    tid = os.urandom(12)
+    return struct.pack("!HHI", 0x0001, 0, 0x2112A442) + tid, tid
+
+
+def _xor_mapped_address(response: bytes) -> tuple[str, int]:
+    import socket
+    import struct
+
+    mtype, length, cookie = struct.unpack("!HHI", response[:8])
+    assert (mtype, cookie) == (0x0101, 0x2112A442)  # Binding success response
+    pos = 20
+    while pos < 20 + length:
+        atype, alen = struct.unpack("!HH", response[pos : pos + 4])
+        value = response[pos + 4 : pos + 4 + alen]
+        if atype == 0x0020:  # XOR-MAPPED-ADDRESS, IPv4
+            port = struct.unpack("!H", value[2:4])[0] ^ 0x2112
+            addr = struct.unpack("!I", value[4:8])[0] ^ 0x2112A442
+            return socket.inet_ntoa(struct.pack("!I", addr)), port
+        pos += 4 + alen + (-alen % 4)
+    raise AssertionError("no XOR-MAPPED-ADDRESS")
+
+
+def test_coturn_stun_binding_reflects_our_address(coturn: Coturn) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(2.0)
+        request, tid = _binding_request()
+        sock.sendto(request, coturn.stun_address)
+        data, source = sock.recvfrom(2048)
+        assert source == coturn.stun_address
+        assert data[8:20] == tid
+        assert _xor_mapped_address(data) == sock.getsockname()
+
+
+def test_coturn_rfc5780_other_address_and_change_request(coturn: Coturn) -> None:
+    from tests.peers.stunprobe import stun_binding
+
+    plain = stun_binding(*coturn.stun_address)
+    assert plain.other_address == coturn.alt_address
+    changed = stun_binding(*coturn.stun_address, change_ip=True, change_port=True)
+    assert changed.is_success and changed.source == coturn.alt_address
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+async def test_coturn_turn_allocation_relays_to_loopback_peer(
+    coturn: Coturn, transport: str
+) -> None:
+    import asyncio
+    import socket
+
+    from aioice.turn import create_turn_endpoint
+
+    class Receiver(asyncio.DatagramProtocol):
+        def __init__(self) -> None:
+            self.received: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.received.put_nowait((data, addr))
+
+    ssl_ctx = coturn.ssl_context() if transport == "tls" else None
+    turn, client = await create_turn_endpoint(
+        Receiver,
+        server_addr=coturn.turn_address(transport),
+        username="alice",
+        password=coturn.users["alice"],
+        ssl=ssl_ctx,
+        transport="tcp" if transport == "tls" else transport,
+    )
+    try:
+        relayed = turn.get_extra_info("sockname")
+        assert relayed[0] == coturn.relay_ip
+        assert coturn.min_port <= relayed[1] <= coturn.max_port
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.1", 0))
+            peer.settimeout(5.0)
+            turn.sendto(b"via relay", peer.getsockname())
+            data, source = await asyncio.to_thread(peer.recvfrom, 2048)
+            assert (data, source) == (b"via relay", tuple(relayed))
+            peer.sendto(b"back", source)
+            back, origin = await asyncio.wait_for(client.received.get(), 5.0)
+            assert (back, origin) == (b"back", peer.getsockname())
+    finally:
+        turn.close()
+
+
+async def test_coturn_rejects_wrong_turn_password(coturn: Coturn) -> None:
+    import asyncio
+
+    from aioice.stun import TransactionFailed
+    from aioice.turn import create_turn_endpoint
+
+    with pytest.raises(TransactionFailed):
+        await create_turn_endpoint(
+            asyncio.DatagramProtocol,
+            server_addr=coturn.turn_address("udp"),
+            username="alice",
+            password="wrong",
+        )

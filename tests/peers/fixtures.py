@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.peers.coturn import Coturn
 from tests.peers.kamailio import Kamailio
 from tests.peers.sipp import Sipp
 
@@ -83,3 +84,30 @@ def sipp_factory(peer_dir: Path) -> Iterator[Callable[..., Sipp]]:
     for s in made:
         if s.running():
             s.stop(grace=1.0)
+
+
+# ---- coturn --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def coturn_factory(peer_dir: Path) -> Iterator[Callable[..., Coturn]]:
+    """``coturn_factory(**options)`` starts a :class:`Coturn` (see its arguments)."""
+    require_binary("turnserver", "coturn")
+    started: list[Coturn] = []
+
+    def make(**options: Any) -> Coturn:
+        c = Coturn(peer_dir / f"coturn{len(started)}", **options)
+        started.append(c)
+        c.start()
+        return c
+
+    yield make
+    for c in started:
+        c.stop()
+
+
+@pytest.fixture
+def coturn(coturn_factory: Callable[..., Coturn]) -> Coturn:
+    """A running coturn on 127.0.0.1 (RFC 5780 alternate 127.0.0.2), users test/test and
+    alice/alice-turn-1, realm example.org, UDP+TCP+TLS, relay ports on 127.0.0.1."""
+    return coturn_factory()

@@ -76,13 +76,14 @@ class SipClient:
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
         timeout: float = 3.0,
+        bind_host: str = "127.0.0.1",
     ) -> None:
         self.host, self.port, self.transport, self.timeout = host, port, transport.lower(), timeout
         self._buf = bytearray()
         self.sock: socket.socket | ssl.SSLSocket
         if self.transport == "udp":
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.sock.bind(("127.0.0.1", 0))
+            self.sock.bind((bind_host, 0))
             self.sock.connect((host, port))
         else:
             raw = socket.create_connection((host, port), timeout=timeout)
