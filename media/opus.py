@@ -37,6 +37,7 @@ __all__ = [
     "OpusEncoder",
     "OpusParams",
     "format_fmtp",
+    "packet_samples",
     "parse_fmtp",
 ]
 
@@ -81,6 +82,26 @@ def bandwidth_for_rate(rate: int) -> int:
         if rate <= limit:
             return bandwidth
     return int(opuslib_next.BANDWIDTH_FULLBAND)
+
+
+def packet_samples(payload: bytes) -> int:
+    """Samples per channel at 48 kHz that an Opus packet decodes to (RFC 6716 §3.1, §3.2).
+
+    Read from the TOC byte and frame count without decoding; raises :class:`OpusCodecError`
+    for an empty or malformed packet, or one longer than 120 ms (§3.2.5).
+    """
+    if not payload:
+        raise OpusCodecError("empty Opus packet")
+    data = bytes(payload)
+    try:
+        frames = _opus_dec.packet_get_nb_frames(data, len(data))
+        per_frame = _opus_dec.packet_get_samples_per_frame(data, OPUS_SAMPLE_RATE)
+    except opuslib_next.OpusError as exc:
+        raise OpusCodecError(f"malformed Opus packet: {exc}", exc.code) from None
+    samples = int(frames) * int(per_frame)
+    if samples > MAX_FRAME_SAMPLES:
+        raise OpusCodecError(f"Opus packet of {samples} samples exceeds 120 ms")
+    return samples
 
 
 class OpusEncoder:

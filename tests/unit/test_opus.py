@@ -9,6 +9,7 @@ from media.opus import (
     OpusEncoder,
     OpusParams,
     format_fmtp,
+    packet_samples,
     parse_fmtp,
 )
 
@@ -301,3 +302,15 @@ def test_maxplaybackrate_limits_encoded_bandwidth() -> None:
     low = spectrum[(freqs > 250) & (freqs < 350)].max()
     high = spectrum[(freqs > 5900) & (freqs < 6100)].max()
     assert high < low / 100  # narrowband: nothing above 4 kHz survives
+
+
+def test_packet_samples_from_toc() -> None:
+    enc = OpusEncoder(1)
+    assert packet_samples(enc.encode(np.zeros(960, np.int16))) == 960
+    raw = opuslib_next.Encoder(RATE, 1, opuslib_next.APPLICATION_VOIP)
+    assert packet_samples(raw.encode(np.zeros(2880, np.int16).tobytes(), 2880)) == 2880
+    assert packet_samples(b"\x08") == 960  # TOC config 1: SILK NB 20 ms, code 0
+    assert packet_samples(b"\x03\x05") == 5 * 480  # code 3, five 10 ms frames
+    for bad in (b"", b"\x03", b"\x03\x3f"):  # empty, code 3 without count, 63 x 10 ms
+        with pytest.raises(OpusCodecError):
+            packet_samples(bad)
