@@ -65,6 +65,7 @@ from sip.transaction import (
     RequestReceived,
     ResponseReceived,
     ServerTransaction,
+    State,
     StrayResponse,
     Terminated,
     TimedOut,
@@ -858,10 +859,11 @@ class UserAgent:
 
     @property
     def idle(self) -> bool:
-        """True when no transaction is live and every call has ended."""
-        return not self.transactions.client_transactions() and all(
-            c.state is CallState.TERMINATED for c in self.calls
-        )
+        """True when no request waits for its final response and every call has ended."""
+        waiting = (State.CALLING, State.TRYING, State.PROCEEDING)
+        return not any(
+            tx.state in waiting for tx in self.transactions.client_transactions()
+        ) and all(c.state is CallState.TERMINATED for c in self.calls)
 
     def incoming_calls(self) -> list[Call]:
         return [c for c in self.calls if c.direction is Direction.INCOMING]

@@ -1,0 +1,515 @@
+"""The asyncio shell around the sans-I/O :class:`sip.ua.UserAgent`.
+
+:class:`AsyncUserAgent` owns a :class:`sip.transport.TransportLayer` (UDP/TCP/TLS sockets), runs
+the core's timers with ``loop.call_at``, locates hostnames with ``sip.locate`` (RFC 3263) and
+turns the core's events into awaitables and callbacks::
+
+    async with AsyncUserAgent(UAConfig(user="alice", domain="example.org", password="...",
+                                       outbound_proxy="sip:127.0.0.1:5060")) as ua:
+        await ua.start("127.0.0.1", 0)
+        await ua.register()
+        call = await ua.invite("sip:bob@example.org", offer)      # raises CallError on failure
+        answer = call.remote_sdp
+        await call.bye()
+
+    ua.on_incoming = handler        # called with an AsyncCall for each incoming INVITE
+    ...                             # handler: await call.answer(sdp) / call.reject(486)
+
+The core keeps every protocol rule; this layer only moves bytes and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sip import invite as inv
+from sip.invite import SDP, Call, CallState
+from sip.locate import DnsLookup, LocateError, Target, is_ip_address, locate
+from sip.message import Request, Response
+from sip.registration import Registered, RegistrationExpired, RegistrationFailed, Unregistered
+from sip.transport import Source, TlsConfig, TransportLayer
+from sip.ua import OptionsResult, Outgoing, Peer, UAConfig, UserAgent
+from sip.uri import SipURI
+
+log = logging.getLogger("sip.aio")
+
+__all__ = [
+    "AsyncCall",
+    "AsyncUserAgent",
+    "CallError",
+    "RegistrationError",
+]
+
+
+class CallError(Exception):
+    """An outgoing call failed with a final response (``status`` 408 on timeout)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class RegistrationError(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"registration failed: {status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class AsyncCall:
+    """An awaitable view of a :class:`sip.invite.Call`."""
+
+    def __init__(self, ua: AsyncUserAgent, call: Call) -> None:
+        self.ua = ua
+        self.call = call
+        call.user_data = self
+        loop = asyncio.get_running_loop()
+        self.answered: asyncio.Future[bytes | None] = loop.create_future()
+        self.confirmed: asyncio.Future[bytes | None] = loop.create_future()
+        self.ended: asyncio.Future[str] = loop.create_future()
+        self.ringing = asyncio.Event()
+        self.events: list[Any] = []
+        self._updates: asyncio.Queue[Any] = asyncio.Queue()
+        self.info_received: asyncio.Queue[inv.InfoReceived] = asyncio.Queue()
+        for fut in (self.answered, self.confirmed, self.ended):
+            fut.add_done_callback(_consume)
+
+    def __repr__(self) -> str:
+        return f"<AsyncCall {self.call!r}>"
+
+    # ---- properties
+    @property
+    def call_id(self) -> str:
+        return self.call.call_id
+
+    @property
+    def state(self) -> CallState:
+        return self.call.state
+
+    @property
+    def remote_sdp(self) -> bytes | None:
+        return self.call.remote_sdp
+
+    @property
+    def offer(self) -> bytes | None:
+        """UAS: the INVITE's body."""
+        return self.call.invite.body if self.call.invite is not None else None
+
+    # ---- actions
+    def ring(self, sdp: bytes | None = None) -> None:
+        self.call.ringing(self.ua.now(), sdp)
+        self.ua._flush()
+
+    async def answer(self, sdp: bytes, *, wait_ack: bool = False, timeout: float = 40.0) -> None:
+        """Send 200 OK; with ``wait_ack`` wait until the ACK arrives."""
+        self.call.answer(sdp, self.ua.now())
+        self.ua._flush()
+        if wait_ack:
+            await asyncio.wait_for(asyncio.shield(self.confirmed), timeout)
+
+    def reject(self, status: int = 486, reason: str | None = None) -> None:
+        self.call.reject(self.ua.now(), status, reason)
+        self.ua._flush()
+
+    async def bye(self, timeout: float = 40.0) -> str:
+        """Hang up (BYE, CANCEL or 603 as the state requires) and wait for the end."""
+        self.call.hangup(self.ua.now())
+        self.ua._flush()
+        return await self.wait_ended(timeout)
+
+    hangup = bye
+
+    async def cancel(self, timeout: float = 40.0) -> str:
+        self.call.cancel(self.ua.now())
+        self.ua._flush()
+        return await self.wait_ended(timeout)
+
+    async def reinvite(self, sdp: bytes, timeout: float = 40.0) -> bytes | None:
+        """Send a re-INVITE; returns the answer (raises CallError on failure)."""
+        self.call.reinvite(sdp, self.ua.now())
+        self.ua._flush()
+        return await self._wait_update(timeout)
+
+    async def update(self, sdp: bytes, timeout: float = 40.0) -> bytes | None:
+        """Send an UPDATE (RFC 3311); returns the answer."""
+        self.call.update(sdp, self.ua.now())
+        self.ua._flush()
+        return await self._wait_update(timeout)
+
+    def info(self, body: bytes, content_type: str) -> None:
+        self.call.info(body, content_type, self.ua.now())
+        self.ua._flush()
+
+    async def _wait_update(self, timeout: float) -> bytes | None:
+        async def wait() -> bytes | None:
+            while True:
+                ev = await self._updates.get()
+                if isinstance(ev, inv.CallUpdated) and ev.local:
+                    return ev.sdp
+                if isinstance(ev, inv.CallUpdateFailed):
+                    raise CallError(ev.status, ev.reason)
+                if isinstance(ev, inv.CallEnded):
+                    raise CallError(481, "call ended")
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    async def wait_answered(self, timeout: float | None = None) -> bytes | None:
+        return await asyncio.wait_for(asyncio.shield(self.answered), timeout)
+
+    async def wait_confirmed(self, timeout: float | None = None) -> bytes | None:
+        return await asyncio.wait_for(asyncio.shield(self.confirmed), timeout)
+
+    async def wait_ended(self, timeout: float | None = None) -> str:
+        return await asyncio.wait_for(asyncio.shield(self.ended), timeout)
+
+    # ---- from the core
+    def _event(self, ev: Any) -> None:
+        self.events.append(ev)
+        if isinstance(ev, inv.CallRinging):
+            self.ringing.set()
+        elif isinstance(ev, inv.CallAnswered):
+            _set(self.answered, ev.sdp)
+            _set(self.confirmed, ev.sdp)
+        elif isinstance(ev, inv.CallConfirmed):
+            _set(self.confirmed, ev.sdp)
+        elif isinstance(ev, inv.CallFailed):
+            _fail(self.answered, CallError(ev.status, ev.reason))
+            _fail(self.confirmed, CallError(ev.status, ev.reason))
+            _set(self.ended, "failed")
+        elif isinstance(ev, inv.CallEnded):
+            status = self.call.final_status or 487
+            _fail(self.answered, CallError(status, ev.reason))
+            _fail(self.confirmed, CallError(status, ev.reason))
+            _set(self.ended, ev.reason)
+            self._updates.put_nowait(ev)
+        elif isinstance(ev, (inv.CallUpdated, inv.CallUpdateFailed)):
+            self._updates.put_nowait(ev)
+        elif isinstance(ev, inv.InfoReceived):
+            self.info_received.put_nowait(ev)
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _set(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+IncomingHandler = Callable[[AsyncCall], Awaitable[None] | None]
+
+
+class AsyncUserAgent:
+    """A :class:`UserAgent` on real sockets."""
+
+    def __init__(
+        self,
+        config: UAConfig,
+        *,
+        tls: TlsConfig | None = None,
+        lookup: DnsLookup | None = None,
+        keepalive_interval: float | None = None,
+    ) -> None:
+        self.config = config
+        self.ua = UserAgent(config)
+        self.tls = tls
+        self.lookup = lookup
+        self.keepalive_interval = keepalive_interval
+        self.transport: TransportLayer | None = None
+        self.on_incoming: IncomingHandler | None = None
+        self.on_event: Callable[[Any], None] | None = None
+        self.incoming: asyncio.Queue[AsyncCall] = asyncio.Queue()
+        self.events: list[Any] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reg_waiters: list[asyncio.Future[Any]] = []
+        self._options_waiters: list[asyncio.Future[OptionsResult]] = []
+        self._targets: dict[tuple[str, str, int], Target] = {}
+        self._keepalive_started = False
+        self._closed = False
+        self.registered: Registered | None = None
+
+    # ================================================================== lifecycle
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def start(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        transports: tuple[str, ...] | None = None,
+        tls_port: int | None = None,
+    ) -> None:
+        """Open the sockets and adopt their address as ours (Via/Contact)."""
+        host = host or self.config.local_host
+        port = self.config.local_port if port is None else port
+        wanted = transports or (
+            ("UDP", "TCP", "TLS") if self.config.transport.lower() == "tls" else ("UDP", "TCP")
+        )
+        self.transport = TransportLayer(
+            on_message=self._on_message,
+            on_parse_error=self._on_parse_error,
+            tls=self.tls,
+        )
+        await self.transport.start(host, port, wanted, tls_port=tls_port)
+        t = self.config.transport.upper()
+        local_host, local_port = self.transport.local_address(t)
+        if local_host in ("0.0.0.0", "::"):
+            local_host = self._route_source()
+        self.config.local_host = local_host
+        self.config.local_port = local_port
+        log.info("user agent %s listening at %s:%d", self.config.aor, local_host, local_port)
+
+    def _route_source(self) -> str:
+        import socket
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.connect(("192.0.2.1", 9))
+                return str(s.getsockname()[0])
+            except OSError:
+                return "127.0.0.1"
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Hang up, unregister, wait (briefly) for the transactions, close sockets."""
+        if self._closed:
+            return
+        if self.transport is not None:
+            self.ua.close(self.now())
+            self._flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._until_idle(), timeout)
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.transport is not None:
+            await self.transport.close()
+
+    async def _until_idle(self) -> None:
+        while not self.ua.idle:
+            await asyncio.sleep(0.02)
+
+    async def __aenter__(self) -> AsyncUserAgent:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ================================================================== API
+
+    async def register(self, expires: int | None = None, timeout: float = 40.0) -> Registered:
+        """Register (digest auth, 423 and NAT contact rewriting handled by the core)."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._reg_waiters.append(fut)
+        self.ua.register(self.now(), expires=expires)
+        self._flush()
+        result = await asyncio.wait_for(fut, timeout)
+        if isinstance(result, RegistrationFailed):
+            raise RegistrationError(result.status, result.reason)
+        assert isinstance(result, Registered)
+        await self._start_keepalive()
+        return result
+
+    async def unregister(self, timeout: float = 40.0) -> None:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._reg_waiters.append(fut)
+        self.ua.unregister(self.now())
+        self._flush()
+        if not any(r.state.value == "unregistering" for r in self.ua.registrations):
+            self._reg_waiters.remove(fut)
+            return
+        await asyncio.wait_for(fut, timeout)
+
+    async def invite(
+        self,
+        target: str,
+        sdp: bytes,
+        *,
+        content_type: str = SDP,
+        timeout: float | None = 120.0,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> AsyncCall:
+        """Call ``target`` and wait for the answer; raises :class:`CallError` on failure."""
+        call = self.start_call(target, sdp, content_type=content_type, headers=headers)
+        try:
+            await asyncio.wait_for(asyncio.shield(call.answered), timeout)
+        except TimeoutError:
+            call.call.hangup(self.now())
+            self._flush()
+            raise
+        return call
+
+    def start_call(
+        self,
+        target: str,
+        sdp: bytes,
+        *,
+        content_type: str = SDP,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> AsyncCall:
+        """Start a call without waiting (use ``call.wait_answered()``)."""
+        core = self.ua.invite(target, sdp, self.now(), content_type=content_type, headers=headers)
+        call = AsyncCall(self, core)
+        self._flush()
+        return call
+
+    async def options(self, target: str, timeout: float = 40.0) -> OptionsResult:
+        fut: asyncio.Future[OptionsResult] = asyncio.get_running_loop().create_future()
+        self._options_waiters.append(fut)
+        self.ua.options(target, self.now())
+        self._flush()
+        return await asyncio.wait_for(fut, timeout)
+
+    @property
+    def calls(self) -> list[AsyncCall]:
+        out = []
+        for c in self.ua.calls:
+            if isinstance(c.user_data, AsyncCall):
+                out.append(c.user_data)
+        return out
+
+    # ================================================================== plumbing
+
+    def _on_message(self, message: Request | Response, source: Source) -> None:
+        if self._closed:
+            return
+        peer = Peer(source.transport.lower(), source.remote[0], source.remote[1], flow=source)
+        self.ua.receive(message, peer, self.now())
+        self._flush()
+
+    def _on_parse_error(self, data: bytes, source: Source, exc: Exception) -> None:
+        if self._closed:
+            return
+        peer = Peer(source.transport.lower(), source.remote[0], source.remote[1], flow=source)
+        self.ua.receive_unparseable(data, peer, self.now())
+        self._flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        self.ua.handle_timer(self.now())
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send what the core queued, deliver its events, re-arm its timer."""
+        for out in self.ua.messages_to_send():
+            self._spawn(self._send(out))
+        while (ev := self.ua.next_event()) is not None:
+            self._deliver(ev)
+        if self._closed:
+            return
+        t = self.ua.get_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if t is not None:
+            self._timer = asyncio.get_running_loop().call_at(t, self._on_timer)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _target(self, peer: Peer) -> Target:
+        key = (peer.transport, peer.host, peer.port)
+        cached = self._targets.get(key)
+        if cached is not None:
+            return cached
+        transport = peer.transport.upper()
+        if is_ip_address(peer.host):
+            target = Target(transport, peer.host, peer.host.strip("[]"), peer.port)
+        else:
+            uri = SipURI(host=peer.host, port=peer.port, params={"transport": peer.transport})
+            targets = await locate(uri, lookup=self.lookup)
+            if not targets:
+                raise LocateError(f"cannot locate {peer.host}")
+            target = targets[0]
+        self._targets[key] = target
+        return target
+
+    async def _send(self, out: Outgoing) -> None:
+        assert self.transport is not None
+        msg = out.message
+        try:
+            if isinstance(msg, Response):
+                flow = out.peer.flow if isinstance(out.peer.flow, Source) else None
+                await self.transport.send_response(msg, flow)
+            else:
+                target = await self._target(out.peer)
+                await self.transport.send(msg, target)
+        except (OSError, LocateError, ValueError) as exc:
+            log.info("send of %s to %s failed: %r", _first_line(msg), out.peer, exc)
+            if out.transaction is not None and not self._closed:
+                self.ua.transport_error(out.transaction, self.now())
+                self._flush()
+
+    async def _start_keepalive(self) -> None:
+        """Keep the NAT binding / connection to the registrar alive (RFC 5626 §4.4.1)."""
+        if self._keepalive_started or self.transport is None:
+            return
+        proxy = self.config.outbound_proxy or self.config.registrar
+        if not proxy:
+            return
+        try:
+            from sip.ua import peer_for_uri
+
+            target = await self._target(peer_for_uri(SipURI.parse(proxy), self.config.transport))
+            await self.transport.start_keepalive(target, self.keepalive_interval)
+            self._keepalive_started = True
+        except (OSError, LocateError, ValueError) as exc:
+            log.info("keepalive not started: %r", exc)
+
+    def _deliver(self, ev: Any) -> None:
+        self.events.append(ev)
+        call = getattr(ev, "call", None)
+        if isinstance(ev, inv.IncomingCall):
+            acall = AsyncCall(self, ev.call)
+            acall._event(ev)
+            self.incoming.put_nowait(acall)
+            if self.on_incoming is not None:
+                result = self.on_incoming(acall)
+                if result is not None:
+                    self._spawn(result)
+        elif isinstance(call, Call) and isinstance(call.user_data, AsyncCall):
+            call.user_data._event(ev)
+        elif isinstance(ev, (Registered, RegistrationFailed, Unregistered)):
+            if isinstance(ev, Registered):
+                self.registered = ev
+            elif isinstance(ev, Unregistered):
+                self.registered = None
+            waiters, self._reg_waiters = self._reg_waiters, []
+            for fut in waiters:
+                _set(fut, ev)
+        elif isinstance(ev, RegistrationExpired):
+            self.registered = None
+        elif isinstance(ev, OptionsResult):
+            if self._options_waiters:
+                _set(self._options_waiters.pop(0), ev)
+        if self.on_event is not None:
+            try:
+                self.on_event(ev)
+            except Exception:
+                log.exception("on_event callback failed")
+
+
+def _first_line(msg: Request | Response) -> str:
+    if isinstance(msg, Request):
+        return f"{msg.method} {msg.uri}"
+    return f"{msg.status} {msg.reason}"

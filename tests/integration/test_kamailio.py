@@ -1,0 +1,240 @@
+"""Our asyncio user agent against a real Kamailio registrar/proxy on 127.0.0.1.
+
+Register (MD5 and SHA-256 digest), refresh, unregister; two of our UAs register and call each
+other through the proxy with SDP offer/answer (sip.offer_answer), the BYE following the
+Record-Route through Kamailio; over UDP, TCP and TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+
+from sip.aio import AsyncCall, AsyncUserAgent, CallError
+from sip.invite import Call
+from sip.offer_answer import LocalMedia, OfferAnswer
+from sip.registration import Registered
+from sip.transport import TlsConfig
+from sip.ua import UAConfig
+
+pytestmark = pytest.mark.integration
+
+TRANSPORTS = ["udp", "tcp", "tls"]
+
+
+def make_ua(kamailio: Any, user: str, transport: str = "udp", **kw: Any) -> AsyncUserAgent:
+    host, port = kamailio.address(transport)
+    cfg = UAConfig(
+        user=user,
+        domain=kamailio.domain,
+        password=kamailio.users.get(user, "wrong-password"),
+        outbound_proxy=f"sip:{host}:{port};transport={transport}",
+        registrar=f"sip:{kamailio.domain}",
+        transport=transport,
+        local_host="127.0.0.1",
+        local_port=0,
+        **kw,
+    )
+    tls = None
+    if transport == "tls":
+        pki = kamailio.pki
+        tls = TlsConfig(
+            cafile=str(pki.ca_file), certfile=str(pki.cert_file), keyfile=str(pki.key_file)
+        )
+    return AsyncUserAgent(cfg, tls=tls)
+
+
+def media(port: int) -> OfferAnswer:
+    return OfferAnswer([LocalMedia("127.0.0.1", port)])
+
+
+def offer(port: int) -> bytes:
+    return media(port).create_offer().to_bytes()
+
+
+def answering(ua: AsyncUserAgent, port: int) -> OfferAnswer:
+    """Auto-answer incoming calls with RFC 3264 answers (re-offers too)."""
+    oa = media(port)
+
+    def on_offer(call: Call, offer: bytes, ctype: str | None) -> bytes:
+        answer, _ = oa.process_offer(offer)
+        return answer.to_bytes()
+
+    async def on_incoming(call: AsyncCall) -> None:
+        call.ring()
+        await call.answer(on_offer(call.call, call.offer or b"", None))
+
+    ua.config.offer_handler = on_offer
+    ua.on_incoming = on_incoming
+    return oa
+
+
+@pytest.mark.parametrize("algorithm", ["MD5", "SHA-256"])
+async def test_register_refresh_unregister(kamailio_factory, algorithm):
+    k = kamailio_factory(algorithm=algorithm)
+    ua = make_ua(k, "alice")
+    await ua.start()
+    try:
+        reg = await ua.register(expires=60)
+        assert isinstance(reg, Registered)
+        assert reg.expires > 0
+        contacts = k.contacts("alice")
+        assert any(f":{ua.config.local_port}" in c for c in contacts), contacts
+        # refresh: same Call-ID, higher CSeq, still registered
+        r = ua.ua.registrations[0]
+        first_cseq = r.cseq
+        reg2 = await ua.register(expires=60)
+        assert reg2.expires > 0 and r.cseq > first_cseq
+        await ua.unregister()
+        assert k.contacts("alice") == []
+    finally:
+        await ua.close()
+
+
+async def test_register_wrong_password_fails(kamailio):
+    ua = make_ua(kamailio, "alice")
+    ua.config.password = "not-the-password"
+    ua.ua = type(ua.ua)(ua.config)
+    await ua.start()
+    try:
+        with pytest.raises(Exception) as info:
+            await ua.register(expires=60)
+        assert getattr(info.value, "status", None) == 401
+    finally:
+        await ua.close()
+
+
+async def test_register_timer_refresh(kamailio_factory):
+    """With a short lifetime the core refreshes on its own before expiry."""
+    k = kamailio_factory(min_expires=1)
+    ua = make_ua(k, "bob")
+    await ua.start()
+    try:
+        await ua.register(expires=4)
+        seen: list[Any] = []
+        ua.on_event = seen.append
+        for _ in range(100):
+            if sum(isinstance(e, Registered) for e in seen) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert sum(isinstance(e, Registered) for e in seen) >= 2
+        assert k.contacts("bob")
+    finally:
+        await ua.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_two_uas_call_through_kamailio(kamailio, transport):
+    alice = make_ua(kamailio, "alice", transport)
+    bob = make_ua(kamailio, "bob", transport)
+    await alice.start()
+    await bob.start()
+    try:
+        await alice.register(expires=300)
+        await bob.register(expires=300)
+        bob_media = answering(bob, 40000)
+        alice_media = media(30000)
+        mark = kamailio.log_mark()
+        offer = alice_media.create_offer().to_bytes()
+        call = await alice.invite(f"sip:bob@{kamailio.domain}", offer, timeout=20)
+        assert call.remote_sdp is not None
+        neg = alice_media.process_answer(call.remote_sdp)
+        assert neg.audio is not None and neg.audio.remote_rtp == ("127.0.0.1", 40000)
+        bcall = await asyncio.wait_for(bob.incoming.get(), 5)
+        await bcall.wait_confirmed(10)
+        assert bob_media.negotiation is not None and bob_media.negotiation.audio is not None
+        assert bob_media.negotiation.audio.remote_rtp == ("127.0.0.1", 30000)
+        # Record-Route honoured: route set points at the proxy
+        d = call.call.dialog
+        assert d is not None and d.route_set
+        assert all("lr" in r for r in d.route_set)
+        reason = await call.bye(timeout=10)
+        assert reason == "local-bye"
+        assert await bcall.wait_ended(10) == "remote-bye"
+        # the BYE went through the proxy (loose_route logged it)
+        kamailio.wait_for_log(r"in-dialog BYE " + re.escape(call.call_id), 5, mark)
+    finally:
+        await alice.close()
+        await bob.close()
+    assert kamailio.contacts("alice") == []
+
+
+async def test_callee_hangs_up_and_reinvite_hold(kamailio):
+    alice = make_ua(kamailio, "alice")
+    bob = make_ua(kamailio, "bob")
+    await alice.start()
+    await bob.start()
+    try:
+        await alice.register(expires=300)
+        await bob.register(expires=300)
+        answering(bob, 40002)
+        alice_media = media(30002)
+        offer = alice_media.create_offer().to_bytes()
+        call = await alice.invite(f"sip:bob@{kamailio.domain}", offer, timeout=20)
+        assert call.remote_sdp is not None
+        alice_media.process_answer(call.remote_sdp)
+        bcall = await asyncio.wait_for(bob.incoming.get(), 5)
+        await bcall.wait_confirmed(10)
+        answer = await call.reinvite(alice_media.hold().to_bytes(), timeout=10)
+        assert answer is not None
+        neg = alice_media.process_answer(answer)
+        assert neg.audio is not None and not neg.audio.receives  # we hold: sendonly
+        assert bcall.remote_sdp is not None and b"a=sendonly" in bcall.remote_sdp
+        assert await bcall.bye(10) == "local-bye"
+        assert await call.wait_ended(10) == "remote-bye"
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_call_to_unregistered_user_fails(kamailio):
+    alice = make_ua(kamailio, "alice")
+    await alice.start()
+    try:
+        await alice.register(expires=300)
+        with pytest.raises(CallError) as info:
+            await alice.invite(f"sip:carol@{kamailio.domain}", offer(30004), timeout=20)
+        assert info.value.status in (404, 480)
+    finally:
+        await alice.close()
+
+
+async def test_callee_rejects_busy(kamailio):
+    alice = make_ua(kamailio, "alice")
+    bob = make_ua(kamailio, "bob")
+    await alice.start()
+    await bob.start()
+    try:
+        await alice.register(expires=300)
+        await bob.register(expires=300)
+        bob.on_incoming = lambda c: c.reject(486)
+        with pytest.raises(CallError) as info:
+            await alice.invite(f"sip:bob@{kamailio.domain}", offer(30006), timeout=20)
+        assert info.value.status == 486
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_caller_cancels_while_ringing(kamailio):
+    alice = make_ua(kamailio, "alice")
+    bob = make_ua(kamailio, "bob")
+    await alice.start()
+    await bob.start()
+    try:
+        await alice.register(expires=300)
+        await bob.register(expires=300)
+        bob.on_incoming = lambda c: c.ring()
+        call = alice.start_call(f"sip:bob@{kamailio.domain}", offer(30008))
+        await asyncio.wait_for(call.ringing.wait(), 10)
+        bcall = await asyncio.wait_for(bob.incoming.get(), 5)
+        reason = await call.cancel(10)
+        assert reason in ("local-cancel", "failed")
+        assert call.call.final_status == 487
+        assert await bcall.wait_ended(10) == "remote-cancel"
+    finally:
+        await alice.close()
+        await bob.close()
