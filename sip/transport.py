@@ -575,6 +575,9 @@ class TransportLayer:
                 return listener
         return None
 
+    def _families(self, transport: str) -> set[int]:
+        return {lst.family for lst in self._listeners if lst.transport == transport}
+
     def _udp_for(self, ip: str, local: Address | None = None) -> _UdpProtocol:
         family = _family(ip)
         candidates = [
@@ -747,7 +750,7 @@ class TransportLayer:
         if transport in STREAM_TRANSPORTS:
             host = via.received or via.host
             port = via.port or DEFAULT_PORTS[transport]
-            ip = await _resolve(host)
+            ip = await _resolve(host, self._families(transport))
             conn = await self._connection(Target(transport, via.host, ip, port))
             conn.write(response.to_bytes())
             return conn.source
@@ -755,12 +758,12 @@ class TransportLayer:
             raise ValueError(f"cannot route a response over {via.transport}")
         maddr = via.params.get("maddr")
         if maddr:
-            ip, port = await _resolve(maddr), via.port or 5060
+            ip, port = await _resolve(maddr, self._families("UDP")), via.port or 5060
         elif via.received:
             rport = via.rport
             ip, port = via.received, rport if isinstance(rport, int) else (via.port or 5060)
         else:
-            ip, port = await _resolve(via.host), via.port or 5060
+            ip, port = await _resolve(via.host, self._families("UDP")), via.port or 5060
         proto = self._udp_for(ip, source.local if source is not None else None)
         data = response.to_bytes()
         remote = (normalize_ip(ip), port)
@@ -955,15 +958,24 @@ def _route_source(ip: str) -> str:
             return "::1" if family == socket.AF_INET6 else "127.0.0.1"
 
 
-async def _resolve(host: str) -> str:
-    """An address for a Via host (RFC 3263 §5, simplified to A/AAAA through the system resolver)."""
+async def _resolve(host: str, families: set[int] | None = None) -> str:
+    """An address for a Via host (RFC 3263 §5, simplified to A/AAAA through the system resolver),
+    preferring the address ``families`` we have sockets for."""
     if is_ip_address(host):
         return host.strip("[]")
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-    if not infos:
+    addresses = [
+        (family, normalize_ip(str(sockaddr[0])))
+        for family, _t, _p, _n, sockaddr in infos
+        if family in (socket.AF_INET, socket.AF_INET6)
+    ]
+    if not addresses:
         raise OSError(f"cannot resolve {host}")
-    return normalize_ip(str(infos[0][4][0]))
+    for family, ip in addresses:
+        if families is None or family in families:
+            return ip
+    return addresses[0][1]
 
 
 def _replace_top_via(message: Message, via: Via) -> None:

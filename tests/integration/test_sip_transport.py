@@ -1174,3 +1174,62 @@ async def test_lower_case_transport_names_are_accepted(pair):
     uhost, uport = server.local_address("UDP")
     flow = await client.send(request(), Target("udp", uhost, uhost, uport))
     assert flow.transport == "UDP"
+
+
+async def test_tls_ping_pong_and_reuse_of_the_peer_connection(certs):
+    server = await tls_server(certs)
+    client = TransportLayer(tls=TlsConfig(cafile=certs["ca"] + ".pem"), pong_timeout=2.0)
+    try:
+        host, port = server.local_address("TLS")
+        dest = Target("TLS", "sip.example.test", host, port, "sip.example.test")
+        flow = await client.send(request(method="REGISTER"), dest)
+        incoming = await recv(server)
+        # The server reaches the client over the TLS connection the client opened.
+        back = Target("TLS", "client", *incoming.source.remote)
+        await server.send(request(method="NOTIFY"), back)
+        got = await recv(client)
+        assert got.message.method == "NOTIFY" and got.source == flow  # type: ignore[union-attr]
+        assert server.connection_count() == 1 and client.connection_count() == 1
+        # CRLF keepalive over TLS: pongs come back, the flow stays up.
+        handle = await client.start_keepalive(dest, interval=0.05)
+        pongs = asyncio.Queue[float]()
+        original = handle.schedule.pong_received
+
+        def count_pong(now: float) -> None:
+            pongs.put_nowait(now)
+            original(now)
+
+        handle.schedule.pong_received = count_pong  # type: ignore[method-assign]
+        for _ in range(3):
+            await asyncio.wait_for(pongs.get(), WAIT)
+        assert not handle.failed.is_set() and client.connection_count() == 1
+        handle.cancel()
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_via_with_a_host_name_gets_received_and_name_routing():
+    """RFC 3261 §18.2.1: a domain name in sent-by always gets ;received. Without it, the
+    response goes to the sent-by name resolved through the system resolver (/etc/hosts)."""
+    server = TransportLayer()
+    await server.listen_udp("127.0.0.1", 0)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(WAIT)
+    try:
+        port = peer.getsockname()[1]
+        via = f"SIP/2.0/UDP localhost:{port};branch={new_branch()}"
+        peer.sendto(request(via=via).to_bytes(), server.local_address("UDP"))
+        incoming = await recv(server)
+        assert isinstance(incoming.message, Request)
+        assert incoming.message.top_via.received == "127.0.0.1"
+        response = make_response(incoming.message, 200)
+        # Drop ;received to exercise routing by the sent-by name (RFC 3263 §5 via A records).
+        response.headers.set("Via", via)
+        await server.send_response(response)
+        data, _ = await asyncio.to_thread(peer.recvfrom, 65535)
+        assert parse_message(data).status == 200  # type: ignore[union-attr]
+    finally:
+        peer.close()
+        await server.close()
