@@ -718,10 +718,15 @@ class OfferAnswer:
 
 
 def _remote_direction(remote: SessionDescription, section: MediaDescription) -> Direction:
-    """The remote's direction; a c=0.0.0.0 (RFC 2543 hold, RFC 3264 §8.4) means it won't receive."""
+    """The remote's direction, with c=0.0.0.0 meaning "send nothing to me" (RFC 3264 §8.4).
+
+    With ICE (an ``ice-ufrag`` present) a null address only says that no candidate is known yet
+    (RFC 8840 §4.1.4, trickle ICE): ICE picks the address, so it does not imply hold.
+    """
     direction = remote.media_direction(section)
     connection = remote.media_connection(section)
-    if connection is not None and connection.is_null:
+    ice = remote.media_attribute(section, "ice-ufrag") is not None
+    if connection is not None and connection.is_null and not ice:
         direction = direction.intersect(Direction.SENDONLY)
     return direction
 

@@ -24,6 +24,8 @@ from sip.sdp import (
 )
 from tests.unit.test_sdp import (
     ASTERISK_OFFER,
+    BARESIP_1_0_ANSWER_TO_US,
+    BARESIP_1_0_OFFER,
     BARESIP_OFFER,
     G711_ONLY_OFFER,
     IPV6_OFFER,
@@ -353,6 +355,19 @@ def test_rfc2543_hold_with_null_address() -> None:
     answer, result = ua().process_offer(offer)
     assert answer.media[0].direction is Direction.RECVONLY
     assert result.audio is not None and not result.audio.sends
+
+
+def test_null_address_with_ice_is_not_hold() -> None:
+    offer = sdp(OPUS_FMTP_OFFER)  # c=IN IP4 0.0.0.0, port 9: trickle ICE, no candidates yet
+    offer.media[0].add("ice-ufrag", "Ab12")
+    offer.media[0].add("ice-pwd", "x" * 24)
+    bob = ua(local(protos=("UDP/TLS/RTP/SAVPF",)))
+    answer, result = bob.process_offer(offer)
+    assert answer.media[0].direction is Direction.SENDRECV
+    assert result.audio is not None and result.audio.remote_rtp == ("0.0.0.0", 9)
+    offer.media[0].remove("ice-ufrag")
+    answer, _ = ua(local(protos=("UDP/TLS/RTP/SAVPF",))).process_offer(offer)
+    assert answer.media[0].direction is Direction.RECVONLY
 
 
 def test_ipv6_offer() -> None:
@@ -865,3 +880,38 @@ def test_local_rtcp_port() -> None:
     stream = ua(local(port=40000, rtcp_port=40005)).process_offer(ASTERISK_OFFER)[1].audio
     assert stream is not None and stream.local_rtcp_port == 40005
     assert stream.local_rtp_port == 40000
+
+
+# -- real peer: baresip 1.0.0 --------------------------------------------------------------------
+
+
+def test_real_baresip_answer_to_our_default_offer() -> None:
+    alice = OfferAnswer([LocalMedia("127.0.0.1", 41000)], session_id=123456)
+    alice.create_offer()  # the exact offer baresip was sent when the answer was captured
+    result = alice.process_answer(BARESIP_1_0_ANSWER_TO_US)
+    stream = result.audio
+    assert stream is not None
+    assert (stream.codec.encoding, stream.payload_type) == ("opus/48000/2", 96)
+    assert stream.fmtp == {"stereo": "1", "sprop-stereo": "1"}
+    assert stream.telephone_event == 97
+    assert stream.remote_rtp == stream.remote_rtcp == ("192.0.2.2", 1348)  # media-level c=
+    assert stream.rtcp_mux and stream.direction is Direction.SENDRECV
+    assert stream.ptime == 20
+    assert stream.attribute("ice-ufrag") == "phkXHe4"
+    assert stream.attribute("ice-mismatch") == ""
+    assert len(stream.attributes("candidate")) == 2
+
+
+def test_answer_to_real_baresip_offer() -> None:
+    bob = ua(local("127.0.0.1", 41000))
+    answer, result = bob.process_offer(BARESIP_1_0_OFFER)
+    audio = answer.media[0]
+    assert audio.formats == ["0", "8", "96", "101"]
+    assert audio.fmtp(96) == "useinbandfec=1"  # our receive preferences, not theirs
+    assert audio.fmtp(101) == "0-15"
+    assert audio.rtcp_mux
+    stream = result.audio
+    assert stream is not None
+    assert (stream.codec, stream.payload_type, stream.telephone_event) == (PCMU, 0, 101)
+    assert stream.remote_rtp == ("192.0.2.2", 37776)
+    assert stream.attribute("ice-pwd") == "q9MDTN6oX90ZtWRPWA5e62xtrGuq4ef"

@@ -114,6 +114,64 @@ a=rtcp-mux
 a=ptime:20
 """
 
+# Captured from baresip 1.0.0 (Debian 12) calling another baresip on this machine, and its
+# answer to the offer our OfferAnswer builds with default capabilities (see test_offer_answer).
+BARESIP_1_0_OFFER = """\
+v=0
+o=- 2068252490 329892052 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+a=tool:baresip 1.0.0
+a=ice-ufrag:JLfJJxk
+a=ice-pwd:q9MDTN6oX90ZtWRPWA5e62xtrGuq4ef
+m=audio 37776 RTP/AVP 0 8 96 101
+c=IN IP4 192.0.2.2
+a=rtpmap:0 PCMU/8000
+a=rtpmap:8 PCMA/8000
+a=rtpmap:96 opus/48000/2
+a=fmtp:96 stereo=1;sprop-stereo=1
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+a=sendrecv
+a=label:1
+a=rtcp-rsize
+a=ssrc:2048948163 cname:sip:a@127.0.0.1:5072
+a=rtcp-mux
+a=minptime:20
+a=ptime:20
+a=candidate:c0000202 1 UDP 2113929471 192.0.2.2 37776 typ host
+a=candidate:020000fd 1 UDP 2113929471 fd00::2 37776 typ host
+"""
+
+BARESIP_1_0_ANSWER_TO_US = """\
+v=0
+o=- 473022163 350061778 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+a=tool:baresip 1.0.0
+a=ice-ufrag:phkXHe4
+a=ice-pwd:xDqCR2LN1g762r3EUyhLekEMHZnHnYn
+m=audio 1348 RTP/AVP 96 0 8 97
+c=IN IP4 192.0.2.2
+a=rtpmap:96 opus/48000/2
+a=fmtp:96 stereo=1;sprop-stereo=1
+a=rtpmap:0 PCMU/8000
+a=rtpmap:8 PCMA/8000
+a=rtpmap:97 telephone-event/8000
+a=fmtp:97 0-15
+a=sendrecv
+a=label:1
+a=ssrc:504470876 cname:sip:b@127.0.0.1:5070
+a=minptime:20
+a=ptime:20
+a=candidate:c0000202 1 UDP 2113929471 192.0.2.2 1348 typ host
+a=candidate:020000fd 1 UDP 2113929471 fd00::2 1348 typ host
+a=rtcp-mux
+a=ice-mismatch
+"""
+
 OPUS_FMTP_OFFER = """\
 v=0
 o=mozilla...THIS_IS_SDPARTA 4294967297 0 IN IP4 0.0.0.0
@@ -219,6 +277,8 @@ SAMPLES = {
     "asterisk": ASTERISK_OFFER,
     "pjsua": PJSUA_OFFER,
     "baresip": BARESIP_OFFER,
+    "baresip-1.0-offer": BARESIP_1_0_OFFER,
+    "baresip-1.0-answer": BARESIP_1_0_ANSWER_TO_US,
     "opus-fmtp": OPUS_FMTP_OFFER,
     "g711-only": G711_ONLY_OFFER,
     "ipv6": IPV6_OFFER,
