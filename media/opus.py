@@ -285,7 +285,9 @@ class OpusDecoder:
     def decode_fec(self, next_payload: bytes, samples: int | None = None) -> Int16Array:
         """Recover the frame lost just before ``next_payload`` from its in-band FEC.
 
-        Call it when packet N is missing and N+1 has arrived, *before* decoding N+1.
+        Call it when packet N is missing and N+1 has arrived, *before* decoding N+1. FEC
+        only carries the one frame before a packet: for a burst N..N+k, conceal N..N+k-1 and
+        recover N+k from N+k+1.
         ``samples`` is the lost duration (default: the last frame's), a multiple of 2.5 ms.
         Without FEC data in ``next_payload`` libopus conceals instead.
         """

@@ -118,6 +118,27 @@ def test_sequence_extender_tracks_true_count(start: int, offset: int, steps: lis
     assert ext.extend(late & 0xFFFF) == late
 
 
+@given(u16, st.lists(st.tuples(st.integers(1, 50), st.booleans()), min_size=2, max_size=300))
+@FUZZ
+def test_sequence_extender_with_adjacent_reordering(
+    start: int, steps: list[tuple[int, bool]]
+) -> None:
+    true = [start]
+    for step, _ in steps:
+        true.append(true[-1] + step)
+    arrival = list(true)
+    i = 1  # the first packet defines the start; swap disjoint neighbour pairs after it
+    while i + 1 < len(arrival):
+        if steps[i][1]:
+            arrival[i], arrival[i + 1] = arrival[i + 1], arrival[i]
+            i += 2
+        else:
+            i += 1
+    ext = SequenceExtender()
+    assert [ext.extend(s & 0xFFFF) for s in arrival] == arrival
+    assert ext.highest == true[-1]
+
+
 # --- RTCP -------------------------------------------------------------------------------------
 
 report_blocks = st.builds(
