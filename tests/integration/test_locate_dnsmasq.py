@@ -183,7 +183,7 @@ async def test_srv_failover_to_second_target(dnsmasq, ports):
                 if isinstance(incoming.message, Response):
                     return incoming.message
 
-        response = await try_targets(targets, attempt, timeout=0.5)
+        response = await try_targets(targets, attempt, timeout=1.5)
         assert response.status == 200
         assert [t.host for t in tried] == ["first.example.test", "second.example.test"]
     finally:
