@@ -314,3 +314,14 @@ def test_packet_samples_from_toc() -> None:
     for bad in (b"", b"\x03", b"\x03\x3f"):  # empty, code 3 without count, 63 x 10 ms
         with pytest.raises(OpusCodecError):
             packet_samples(bad)
+
+
+def test_maxaveragebitrate_shrinks_packets() -> None:
+    frames = frames_of(voiced(1.0))
+    enc = OpusEncoder(1, bitrate=64000, fec=False)
+    big = np.mean([len(enc.encode(f)) for f in frames])
+    enc = OpusEncoder(1, bitrate=64000, fec=False)
+    OpusParams(maxaveragebitrate=12000).apply_to_encoder(enc)
+    small = np.mean([len(enc.encode(f)) for f in frames[10:]])
+    assert small * 8 * 50 < 12000 * 1.2  # average bitrate honoured (VBR: +-20 %)
+    assert big > 2 * small
