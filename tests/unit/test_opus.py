@@ -59,6 +59,8 @@ def test_stereo_channels_stay_apart() -> None:
     assert out.shape == (len(left), 2)
     assert abs(dominant_frequency(out[9600:, 0]) - 440) < 3
     assert abs(dominant_frequency(out[9600:, 1]) - 1000) < 3
+    last = enc.encode(stereo[:FRAME_SAMPLES])
+    assert dec.conceal().shape == dec.decode_fec(last).shape == (FRAME_SAMPLES, 2)
 
 
 def test_force_mono_collapses_stereo() -> None:

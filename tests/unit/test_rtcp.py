@@ -304,3 +304,20 @@ def test_captured_compound_packet() -> None:
         UnknownRtcpPacket(205, 5, bytes.fromhex("902f9e2e902f9e2e")),
     ]
     assert serialize_rtcp(packets) == CAPTURED
+
+
+def test_rtt_scenario_over_the_wire() -> None:
+    # A sends an SR; B answers 300 ms later with an RR block carrying LSR/DLSR; one-way
+    # delays are 50 ms and 70 ms, so A measures an RTT of 120 ms (RFC 3550 §6.4.1)
+    t0 = 1_700_000_000.0
+    sr = SenderReport(0xA, ntp_from_unix(t0), 0, 10, 1600)
+    sr_wire = serialize_rtcp([sr, SourceDescription.with_cname(0xA, "a@x")])
+    (received_sr, _) = parse_rtcp(sr_wire)
+    assert isinstance(received_sr, SenderReport)
+    block = ReportBlock(0xA, lsr=ntp_middle32(received_sr.ntp_timestamp), dlsr=delay_to_dlsr(0.300))
+    rr_wire = serialize_rtcp([ReceiverReport(0xB, [block]), SourceDescription.with_cname(0xB, "b")])
+    (rr, _) = parse_rtcp(rr_wire, strict=True)
+    assert isinstance(rr, ReceiverReport)
+    arrival = ntp_from_unix(t0 + 0.050 + 0.300 + 0.070)
+    rtt = round_trip_time(arrival, rr.reports[0].lsr, rr.reports[0].dlsr)
+    assert rtt == pytest.approx(0.120, abs=2 / 65536)
