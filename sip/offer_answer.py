@@ -302,6 +302,18 @@ class _Slot:
     pt_memory: dict[tuple[str, int, int], int] = field(default_factory=dict)
 
 
+@dataclass
+class _Saved:
+    """State before an answer, to undo it when the offer is rejected at the SIP level."""
+
+    slots: list[_Slot]
+    last_sent: SessionDescription | None
+    version: int
+    negotiation: Negotiation | None
+    local_description: SessionDescription | None
+    remote_description: SessionDescription | None
+
+
 class OfferAnswer:
     """Local side of the RFC 3264 exchanges of one session (sans-I/O, no timers).
 
@@ -348,6 +360,7 @@ class OfferAnswer:
         self._pending_offer: SessionDescription | None = None
         self._pending_slots: list[_Slot] | None = None
         self._slots: list[_Slot] = []
+        self._before_answer: _Saved | None = None
 
     # -- public operations -------------------------------------------------------------------
 
@@ -355,16 +368,23 @@ class OfferAnswer:
         """Build an offer (initial or re-offer, RFC 3264 §5 and §8) and wait for its answer."""
         if self.state is OfferAnswerState.OFFER_SENT:
             raise OfferAnswerError("an offer is already outstanding")
+        self._before_answer = None
         slots = [
             _Slot(s.media, s.proto, list(s.formats), s.local, dict(s.pt_memory))
             for s in self._slots
         ]
         mapped = {s.local for s in slots if s.local is not None}
         for index, local in enumerate(self.media):
-            if index not in mapped:  # a new stream goes after the existing m= lines (§8.1)
+            # A new stream goes after the existing m= lines (§8.1); one without codecs has
+            # nothing to offer.
+            if index not in mapped and local.codecs:
                 slots.append(_Slot(local.media, local.proto, [], index))
         session = self._new_session()
         for slot in slots:
+            if slot.local is not None and not (
+                slot.local < len(self.media) and self.media[slot.local].codecs
+            ):
+                slot.local = None  # the stream is gone: keep its m= line, disabled (§8.2)
             if slot.local is None:
                 session.media.append(_disabled(slot.media, slot.proto, slot.formats))
                 continue
@@ -442,6 +462,14 @@ class OfferAnswer:
         if self.state is OfferAnswerState.OFFER_SENT:
             raise OfferAnswerError("glare: an offer of ours is outstanding (RFC 3261 §14.1: 491)")
         remote = _as_session(offer)
+        self._before_answer = _Saved(
+            self._slots,
+            self._last_sent,
+            self._version,
+            self.negotiation,
+            self.local_description,
+            self.remote_description,
+        )
         if len(remote.media) < len(self._slots):
             raise OfferAnswerError(
                 f"re-offer has {len(remote.media)} m= lines, session has {len(self._slots)} (§8)"
@@ -502,6 +530,20 @@ class OfferAnswer:
         self.remote_description = remote
         self.negotiation = negotiation
         return answer, negotiation
+
+    def reject_offer(self) -> None:
+        """Undo the last :meth:`process_offer`: the SIP layer refused it (488, or a re-INVITE
+        that failed), so the session keeps its previous state (RFC 3261 §14.2)."""
+        saved = self._before_answer
+        if saved is None:
+            raise OfferAnswerError("no answered offer to undo")
+        self._slots = saved.slots
+        self._last_sent = saved.last_sent
+        self._version = saved.version
+        self.negotiation = saved.negotiation
+        self.local_description = saved.local_description
+        self.remote_description = saved.remote_description
+        self._before_answer = None
 
     def hold(self) -> SessionDescription:
         """Re-offer putting the remote on hold: sendonly, or inactive if it holds us (RFC 6337)."""

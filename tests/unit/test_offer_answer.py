@@ -915,3 +915,39 @@ def test_answer_to_real_baresip_offer() -> None:
     assert (stream.codec, stream.payload_type, stream.telephone_event) == (PCMU, 0, 101)
     assert stream.remote_rtp == ("192.0.2.2", 37776)
     assert stream.attribute("ice-pwd") == "q9MDTN6oX90ZtWRPWA5e62xtrGuq4ef"
+
+
+def test_reject_offer_restores_the_previous_session() -> None:
+    alice, bob = ua(), ua(local("198.51.100.2", 50000))
+    _, _, answer = exchange(alice, bob, alice.create_offer())
+    before = bob.negotiation
+    # A re-offer bob cannot take (only G.729): the SIP layer answers 488 and undoes it.
+    reoffer = sdp(ASTERISK_OFFER)
+    reoffer.media[0].formats = ["18"]
+    bad_answer, result = bob.process_offer(reoffer)
+    assert (
+        result.streams == []
+        and bad_answer.origin.session_version == answer.origin.session_version + 1
+    )
+    bob.reject_offer()
+    assert bob.negotiation is before
+    assert bob.local_description is not None
+    assert bob.local_description.to_str() == answer.to_str()
+    exchange(bob, alice, bob.create_offer())
+    # Same content as the answer it had sent before the undone one: same version (§8).
+    assert bob.local_description.origin.session_version == answer.origin.session_version
+    with pytest.raises(OfferAnswerError):
+        bob.reject_offer()  # nothing left to undo
+
+
+def test_local_streams_without_codecs_or_removed_are_not_offered() -> None:
+    alice = ua(local(), local(port=42000, media="video", codecs=[]))
+    offer = alice.create_offer()
+    assert [m.media for m in offer.media] == ["audio"]
+    alice.cancel_offer()
+    alice.media[1].codecs = [Codec("H261", 90000)]
+    bob = ua(local("198.51.100.2", 50000))
+    exchange(alice, bob, alice.create_offer())
+    del alice.media[1]
+    reoffer = alice.create_offer()
+    assert [(m.media, m.port) for m in reoffer.media] == [("audio", 40000), ("video", 0)]
