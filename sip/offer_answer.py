@@ -237,6 +237,13 @@ class NegotiatedMedia:
         return self.direction.sends
 
     @property
+    def packet_time(self) -> int:
+        """Milliseconds of media per packet to send: the remote's a=ptime (what it wants to
+        receive, RFC 8866 §6.4), else ours, else 20; never above the remote's a=maxptime."""
+        ptime = self.ptime or self.local.ptime or 20
+        return min(ptime, self.maxptime) if self.maxptime else ptime
+
+    @property
     def local_rtp_port(self) -> int:
         return self.local.port
 
@@ -462,6 +469,10 @@ class OfferAnswer:
         if self.state is OfferAnswerState.OFFER_SENT:
             raise OfferAnswerError("glare: an offer of ours is outstanding (RFC 3261 §14.1: 491)")
         remote = _as_session(offer)
+        if len(remote.media) < len(self._slots):
+            raise OfferAnswerError(
+                f"re-offer has {len(remote.media)} m= lines, session has {len(self._slots)} (§8)"
+            )
         self._before_answer = _Saved(
             self._slots,
             self._last_sent,
@@ -470,10 +481,6 @@ class OfferAnswer:
             self.local_description,
             self.remote_description,
         )
-        if len(remote.media) < len(self._slots):
-            raise OfferAnswerError(
-                f"re-offer has {len(remote.media)} m= lines, session has {len(self._slots)} (§8)"
-            )
         session = self._new_session()
         if remote.timing:  # §6: "The t= line in the answer MUST equal that of the offer."
             session.timing = [Timing(t.start, t.stop) for t in remote.timing]

@@ -951,3 +951,17 @@ def test_local_streams_without_codecs_or_removed_are_not_offered() -> None:
     del alice.media[1]
     reoffer = alice.create_offer()
     assert [(m.media, m.port) for m in reoffer.media] == [("audio", 40000), ("video", 0)]
+
+
+def test_packet_time() -> None:
+    stream = ua(local(ptime=20)).process_offer(IPV6_OFFER)[1].audio
+    assert stream is not None and stream.packet_time == 30  # the remote's a=ptime
+    stream = ua(local(ptime=40)).process_offer(G711_ONLY_OFFER)[1].audio
+    assert stream is not None and stream.packet_time == 40  # no remote ptime: ours
+    stream = ua(local(ptime=None)).process_offer(G711_ONLY_OFFER)[1].audio
+    assert stream is not None and stream.packet_time == 20
+    offer = sdp(ASTERISK_OFFER)
+    offer.media[0].set("ptime", "60")
+    offer.media[0].set("maxptime", "40")
+    stream = ua().process_offer(offer)[1].audio
+    assert stream is not None and stream.packet_time == 40
