@@ -10,6 +10,7 @@ Parsing::
     select_challenges(challenges, *, server_order=False)  # strongest supported per realm
                                                  # (server_order: first supported, RFC 8760)
     parse_authorization(value) -> DigestResponse               # an Authorization value
+    parse_auth_params(value) -> dict[str, str]      # Authentication-Info style parameter list
 
 Client side::
 
@@ -22,6 +23,7 @@ Client side::
         .authorize(request)            # sets Authorization / Proxy-Authorization for every
                                        # realm in the cache (pre-emptive for later requests)
         .authorization_values(method, uri, body=b"") -> list[tuple[header_name, value]]
+        .handle_authentication_info(response)   # nextnonce (RFC 7616 §3.5, RFC 7615)
         .realms() ; .forget(realm=None)
     digest_response(challenge, credentials, method, uri, *, body=b"", nc=1, cnonce=None,
                     qop=None, use_userhash=False) -> str     # one header value, no state
@@ -46,7 +48,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "digest_response",
     "make_challenge",
     "parse_auth_header",
+    "parse_auth_params",
     "parse_authorization",
     "parse_challenges",
     "new_cnonce",
@@ -168,12 +171,49 @@ class _Scanner:
         raise AuthParseError("unterminated quoted string")
 
 
+def _parse_params(scanner: _Scanner, *, scheme_may_follow: bool) -> dict[str, str]:
+    """``#auth-param`` (RFC 7235 §2.1): name=token or name="quoted", comma separated. With
+    ``scheme_may_follow`` a token not followed by "=" ends the list (the next challenge)."""
+    params: dict[str, str] = {}
+    while True:
+        scanner.skip_ws_and_commas()
+        if scanner.at_end():
+            break
+        mark = scanner.pos
+        name = scanner.token()
+        if not name:
+            raise AuthParseError(f"expected a parameter name at offset {scanner.pos}")
+        scanner.skip_ws()
+        if scanner.peek() != "=":
+            if not scheme_may_follow:
+                raise AuthParseError(f"expected '=' after {name!r}")
+            scanner.pos = mark  # the next challenge's scheme starts here
+            break
+        scanner.pos += 1
+        scanner.skip_ws()
+        if scanner.peek() == '"':
+            param_value = scanner.quoted()
+        else:
+            param_value = scanner.token()
+            if not param_value:
+                raise AuthParseError(f"empty value for parameter {name!r}")
+        key = name.lower()
+        if key in params:
+            raise AuthParseError(f"duplicate parameter {name!r}")
+        params[key] = param_value
+        scanner.skip_ws()
+        if not scanner.at_end() and scanner.peek() != ",":
+            raise AuthParseError(f"expected a comma at offset {scanner.pos}")
+    return params
+
+
 def parse_auth_header(value: str) -> list[tuple[str, dict[str, str]]]:
     """Split a challenge or credentials header value into (scheme, params) pairs.
 
     Several challenges may share one value, separated by commas (RFC 7235 §4.1); parameter
     names are lower-cased, quoted values unescaped. A token68 (``Basic QWxh...``) is returned as
-    the single parameter ``""``. Raises AuthParseError on malformed input.
+    the single parameter ``""``; a bare scheme has no parameters. Raises AuthParseError on
+    malformed input.
     """
     scanner = _Scanner(value)
     result: list[tuple[str, dict[str, str]]] = []
@@ -184,7 +224,6 @@ def parse_auth_header(value: str) -> list[tuple[str, dict[str, str]]]:
             raise AuthParseError(f"expected an auth scheme at offset {scanner.pos}")
         if scanner.peek() and scanner.peek() not in _WS + ",":
             raise AuthParseError(f"unexpected character after scheme {scheme!r}")
-        params: dict[str, str] = {}
         scanner.skip_ws()
         # token68 form: "Scheme abc/def==" followed by the end or a comma.
         start = scanner.pos
@@ -197,45 +236,22 @@ def parse_auth_header(value: str) -> list[tuple[str, dict[str, str]]]:
             and (scanner.at_end() or scanner.peek() == ",")
             and "=" not in candidate.rstrip("=")
         ):
-            params[""] = candidate
-            result.append((scheme, params))
+            result.append((scheme, {"": candidate}))
             scanner.skip_ws_and_commas()
             continue
         scanner.pos = start
-        while True:
-            scanner.skip_ws_and_commas()
-            if scanner.at_end():
-                break
-            mark = scanner.pos
-            name = scanner.token()
-            if not name:
-                raise AuthParseError(f"expected a parameter name at offset {scanner.pos}")
-            scanner.skip_ws()
-            if scanner.peek() != "=":
-                # Not a parameter: the next challenge's scheme starts here.
-                scanner.pos = mark
-                break
-            scanner.pos += 1
-            scanner.skip_ws()
-            if scanner.peek() == '"':
-                param_value = scanner.quoted()
-            else:
-                param_value = scanner.token()
-                if not param_value:
-                    raise AuthParseError(f"empty value for parameter {name!r}")
-            key = name.lower()
-            if key in params:
-                raise AuthParseError(f"duplicate parameter {name!r}")
-            params[key] = param_value
-            scanner.skip_ws()
-            if not scanner.at_end() and scanner.peek() != ",":
-                raise AuthParseError(f"expected a comma at offset {scanner.pos}")
-        if not params:
-            raise AuthParseError(f"scheme {scheme!r} without parameters")
-        result.append((scheme, params))
+        result.append((scheme, _parse_params(scanner, scheme_may_follow=True)))
     if not result:
         raise AuthParseError("empty authentication header")
     return result
+
+
+def parse_auth_params(value: str) -> dict[str, str]:
+    """A bare ``#auth-param`` list, as in Authentication-Info (RFC 7615 §3, RFC 7616 §3.5)."""
+    params = _parse_params(_Scanner(value), scheme_may_follow=False)
+    if not params:
+        raise AuthParseError("empty parameter list")
+    return params
 
 
 @dataclass(frozen=True)
@@ -593,6 +609,28 @@ class DigestClient:
             else:
                 self._realms[key] = _RealmState(challenge, creds)
         return True
+
+    def handle_authentication_info(self, response: Any) -> None:
+        """Take a ``nextnonce`` from Authentication-Info (RFC 7616 §3.5) for the one WWW realm,
+        or from Proxy-Authentication-Info (RFC 7615 §4) for the one proxy realm; a new nonce
+        restarts the nonce count. Ambiguous (several realms) or malformed values are ignored."""
+        for name, proxy in (("Authentication-Info", False), ("Proxy-Authentication-Info", True)):
+            value = response.headers.get(name)
+            if value is None:
+                continue
+            try:
+                nextnonce = parse_auth_params(value).get("nextnonce")
+            except AuthParseError:
+                logger.info("ignoring malformed %s", name)
+                continue
+            states = [state for (is_proxy, _), state in self._realms.items() if is_proxy == proxy]
+            if not nextnonce or len(states) != 1:
+                continue
+            state = states[0]
+            if state.challenge.nonce != nextnonce:
+                state.challenge = replace(state.challenge, nonce=nextnonce, stale=False)
+                state.nc = 0
+                state.session_cnonce = None
 
     def authorization_values(
         self, method: str, uri: str, body: bytes = b""

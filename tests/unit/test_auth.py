@@ -22,6 +22,7 @@ from sip.auth import (
     digest_response,
     make_challenge,
     parse_auth_header,
+    parse_auth_params,
     parse_authorization,
     parse_challenges,
     select_challenges,
@@ -207,6 +208,25 @@ def test_parse_whitespace_and_defaults():
     assert proxy.header_name == "Proxy-Authorization"
 
 
+def test_bare_schemes_are_valid_challenges():
+    # RFC 7235 §2.1: the parameters of a challenge are optional
+    assert parse_auth_header("Negotiate, Digest") == [("Negotiate", {}), ("Digest", {})]
+    assert parse_challenges("Digest") == []
+
+
+def test_parse_auth_params():
+    value = 'nextnonce="47364c23432d2e131a5fb210812c", qop=auth, rspauth="abc", nc=00000001'
+    assert parse_auth_params(value) == {
+        "nextnonce": "47364c23432d2e131a5fb210812c",
+        "qop": "auth",
+        "rspauth": "abc",
+        "nc": "00000001",
+    }
+    for bad in ("", "Digest realm=x", 'a="b" c', "a=b=c"):
+        with pytest.raises(AuthParseError):
+            parse_auth_params(bad)
+
+
 def test_parse_skips_unusable_digest_challenges():
     assert parse_challenges('Digest realm="r"') == []  # no nonce
     assert parse_challenges('Digest nonce="n"') == []  # no realm
@@ -229,7 +249,6 @@ def test_parse_skips_unusable_digest_challenges():
         'Digest realm="r" nonce="n"',  # missing comma
         "Digest =x",
         '"quoted" realm="r"',
-        "Digest",
     ],
 )
 def test_parse_errors_raise_auth_parse_error(value):
@@ -464,6 +483,33 @@ def test_client_register_flow_with_nonce_counting_and_stale():
     # re-authorizing the same request replaces the header instead of adding one
     client.authorize(fourth)
     assert len(fourth.headers.get_all("Authorization")) == 1
+
+
+def test_client_follows_nextnonce():
+    client = DigestClient(Credentials("alice", "pw"), cnonce_factory=Counter())
+    first = register(1)
+    assert client.handle_challenge(challenge_response(first, make_challenge("r", "N1")), first)
+    second = register(2)
+    client.authorize(second)
+    ok = make_response(second, 200, to_tag="srv")
+    ok.headers.add("Authentication-Info", 'nextnonce="N2", qop=auth, rspauth="00", nc=00000001')
+    client.handle_authentication_info(ok)
+    third = register(3)
+    client.authorize(third)
+    value = third.headers.get("Authorization")
+    assert value is not None
+    assert (parse_authorization(value).nonce, parse_authorization(value).nc) == ("N2", "00000001")
+    assert verify_authorization(value, method="REGISTER", password="pw")
+    # malformed or nonce-less values change nothing
+    for info in ("garbage garbage", 'qop=auth, rspauth="00"'):
+        bad = make_response(third, 200, to_tag="srv")
+        bad.headers.add("Authentication-Info", info)
+        client.handle_authentication_info(bad)
+    fourth = register(4)
+    client.authorize(fourth)
+    value4 = fourth.headers.get("Authorization")
+    assert value4 is not None
+    assert (parse_authorization(value4).nonce, parse_authorization(value4).nc) == ("N2", "00000002")
 
 
 def test_client_gives_up_when_credentials_are_rejected():
