@@ -1,0 +1,180 @@
+"""ICE candidates (RFC 8445 §5.1): the value type, priorities and foundations.
+
+A :class:`Candidate` carries what an ``a=candidate`` line carries (RFC 8839 §5.1); reading and
+writing that line is :mod:`ice.sdp`'s job.  Transport names are kept in lower case
+(``"udp"``), whatever case the peer used (Asterisk writes ``UDP``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import zlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = [
+    "TYPE_PREFERENCES",
+    "Candidate",
+    "CandidateType",
+    "TcpType",
+    "candidate_priority",
+    "compute_foundation",
+]
+
+
+class CandidateType(StrEnum):
+    """Candidate types (RFC 8445 §5.1.1, RFC 8839 §5.1 ``cand-type``)."""
+
+    HOST = "host"
+    SERVER_REFLEXIVE = "srflx"
+    PEER_REFLEXIVE = "prflx"
+    RELAYED = "relay"
+
+
+class TcpType(StrEnum):
+    """ICE-TCP candidate roles (RFC 6544 §4.5)."""
+
+    ACTIVE = "active"
+    PASSIVE = "passive"
+    SIMULTANEOUS_OPEN = "so"
+
+
+TYPE_PREFERENCES: dict[CandidateType, int] = {
+    # RFC 8445 §5.1.2.2 recommended values
+    CandidateType.HOST: 126,
+    CandidateType.PEER_REFLEXIVE: 110,
+    CandidateType.SERVER_REFLEXIVE: 100,
+    CandidateType.RELAYED: 0,
+}
+
+
+def candidate_priority(
+    candidate_type: CandidateType,
+    component: int,
+    local_preference: int = 65535,
+    *,
+    type_preference: int | None = None,
+) -> int:
+    """``2^24 * type preference + 2^8 * local preference + (256 - component)`` (§5.1.2.1).
+
+    ``local_preference`` is 65535 for a single-homed agent (§5.1.2.2); a multihomed or
+    dual-stack agent gives each interface its own value (RFC 8421).
+    """
+    if type_preference is None:
+        type_preference = TYPE_PREFERENCES[candidate_type]
+    if not 0 <= type_preference <= 126:
+        raise ValueError("type preference must be 0..126")
+    if not 0 <= local_preference <= 65535:
+        raise ValueError("local preference must be 0..65535")
+    if not 1 <= component <= 256:
+        raise ValueError("component ID must be 1..256")
+    return (type_preference << 24) + (local_preference << 8) + (256 - component)
+
+
+def compute_foundation(
+    candidate_type: CandidateType,
+    base_address: str,
+    transport: str = "udp",
+    server_address: str | None = None,
+) -> str:
+    """A foundation equal for, and only for, candidates that share type, base IP address,
+    STUN/TURN server IP address and transport (RFC 8445 §5.1.1.3).
+
+    The result is 8 hex digits (ice-chars, RFC 8839 §5.1), stable across runs.
+    """
+    parts = [candidate_type.value, _normalize_ip(base_address), transport.lower()]
+    parts.append(_normalize_ip(server_address) if server_address else "")
+    return f"{zlib.crc32('|'.join(parts).encode()):08x}"
+
+
+def _normalize_ip(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address.split("%", 1)[0]))
+    except ValueError:
+        return address.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One ICE candidate as signalled in SDP (RFC 8839 §5.1).
+
+    ``address`` is an IP address or an FQDN (e.g. an mDNS ``.local`` name);
+    ``related_address``/``related_port`` are ``raddr``/``rport``; ``extensions`` keeps any
+    further name/value pairs (``generation``, ``network-id`` ...) in order.
+    """
+
+    foundation: str
+    component: int
+    transport: str
+    priority: int
+    address: str
+    port: int
+    type: CandidateType
+    related_address: str | None = None
+    related_port: int | None = None
+    tcptype: TcpType | None = None
+    extensions: tuple[tuple[str, str], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.transport != self.transport.lower():
+            object.__setattr__(self, "transport", self.transport.lower())
+
+    @property
+    def transport_address(self) -> tuple[str, int]:
+        """``(address, port)``."""
+        return self.address, self.port
+
+    @property
+    def is_ipv6(self) -> bool:
+        """True for an IPv6 literal address."""
+        return ":" in self.address
+
+    @property
+    def type_preference(self) -> int:
+        """The type preference encoded in the priority (its top byte)."""
+        return self.priority >> 24
+
+    @property
+    def local_preference(self) -> int:
+        """The local preference encoded in the priority (its middle two bytes)."""
+        return (self.priority >> 8) & 0xFFFF
+
+    def extension(self, name: str) -> str | None:
+        """The value of an extension attribute (first occurrence), or None."""
+        for key, value in self.extensions:
+            if key == name:
+                return value
+        return None
+
+    @classmethod
+    def make(
+        cls,
+        candidate_type: CandidateType,
+        address: str,
+        port: int,
+        *,
+        component: int = 1,
+        transport: str = "udp",
+        base_address: str | None = None,
+        server_address: str | None = None,
+        related: tuple[str, int] | None = None,
+        local_preference: int = 65535,
+        tcptype: TcpType | None = None,
+    ) -> Candidate:
+        """A local candidate with RFC 8445 priority and foundation computed.
+
+        ``base_address`` defaults to ``address`` (host candidates are their own base).
+        """
+        base = address if base_address is None else base_address
+        return cls(
+            foundation=compute_foundation(candidate_type, base, transport, server_address),
+            component=component,
+            transport=transport,
+            priority=candidate_priority(candidate_type, component, local_preference),
+            address=address,
+            port=port,
+            type=candidate_type,
+            related_address=None if related is None else related[0],
+            related_port=None if related is None else related[1],
+            tcptype=tcptype,
+        )
