@@ -17,6 +17,7 @@ from sip.offer_answer import LocalMedia, OfferAnswer, OfferAnswerError
 from sip.sdp import (
     Attribute,
     Bandwidth,
+    Codec,
     Connection,
     MediaDescription,
     Origin,
@@ -317,3 +318,69 @@ def test_attribute_edits_keep_the_order_of_others(
     model.remove(target)
     assert model.attributes == others
     assert parse_sdp(model.to_str()) == model
+
+
+# -- offer/answer sequences between two of our own user agents -----------------------------------
+
+CODEC_POOL = [
+    Codec("opus", 48000, 2, "useinbandfec=1"),
+    Codec("PCMU", 8000),
+    Codec("PCMA", 8000),
+    Codec("G722", 8000),
+    Codec("telephone-event", 8000, 1, "0-16"),
+    Codec("telephone-event", 48000, 1, "0-15"),
+]
+OPERATIONS = st.sampled_from(
+    ["alice-offers", "bob-offers", "alice-holds", "alice-resumes", "bob-holds", "bob-resumes"]
+)
+
+
+@st.composite
+def capabilities(draw: st.DrawFn) -> list[Codec]:
+    """A non-empty subset of the pool in a random preference order."""
+    pool = draw(st.permutations(CODEC_POOL))
+    return pool[: draw(st.integers(1, len(pool)))]
+
+
+@settings(FUZZ, max_examples=150)
+@given(capabilities(), capabilities(), st.booleans(), st.lists(OPERATIONS, max_size=10))
+def test_offer_answer_sequences_stay_consistent(
+    alice_codecs: list[Codec], bob_codecs: list[Codec], bob_mux: bool, operations: list[str]
+) -> None:
+    alice = OfferAnswer([LocalMedia("192.0.2.1", 40000, codecs=alice_codecs)], session_id=1)
+    bob = OfferAnswer(
+        [LocalMedia("198.51.100.2", 50000, codecs=bob_codecs, rtcp_mux=bob_mux)], session_id=2
+    )
+    parties = {"alice": alice, "bob": bob}
+    versions: dict[str, list[int]] = {"alice": [], "bob": []}
+    lines = 0
+    for operation in ["alice-offers", *operations]:
+        who, action = operation.split("-")
+        offerer = parties[who]
+        answerer = bob if offerer is alice else alice
+        other = "bob" if who == "alice" else "alice"
+        make = {"offers": offerer.create_offer, "holds": offerer.hold, "resumes": offerer.resume}
+        offer = make[action]()
+        answer, answer_result = answerer.process_offer(offer.to_bytes())
+        offer_result = offerer.process_answer(answer.to_bytes())
+        versions[who].append(offer.origin.session_version)
+        versions[other].append(answer.origin.session_version)
+        # §8: m= lines are never removed; versions grow by 0 or 1 per description sent.
+        assert len(offer.media) == len(answer.media) >= lines
+        lines = len(offer.media)
+        for history in versions.values():
+            assert all(b - a in (0, 1) for a, b in zip(history, history[1:], strict=False))
+        # Both ends agree on the stream, mirrored.
+        assert len(offer_result.streams) == len(answer_result.streams)
+        for ours, theirs in zip(offer_result.streams, answer_result.streams, strict=True):
+            assert ours.codec.match(theirs.codec)
+            assert ours.payload_type == theirs.payload_type
+            assert ours.direction is theirs.direction.reverse()
+            assert ours.rtcp_mux == theirs.rtcp_mux == bob_mux
+            assert (ours.telephone_event is None) == (theirs.telephone_event is None)
+            for party, stream in ((offerer, ours), (answerer, theirs)):
+                if party.on_hold:  # whoever holds does not receive (RFC 3264 §8.4)
+                    assert not stream.receives
+        common = [c for c in alice_codecs if any(c.match(b) for b in bob_codecs)]
+        has_main = any(c.name.lower() != "telephone-event" for c in common)
+        assert bool(offer_result.streams) == has_main
