@@ -357,7 +357,8 @@ def _parse_header_lines(lines: list[str]) -> list[tuple[str, str, str]]:
                 raise SipParseError("continuation line before the first header")
             key, name, value = items[-1]
             cont = line.strip(" \t")
-            items[-1] = (key, name, f"{value} {cont}" if value else cont)
+            if cont:
+                items[-1] = (key, name, f"{value} {cont}" if value else cont)
             continue
         colon = line.find(":")
         if colon <= 0:
@@ -440,7 +441,7 @@ class Keepalive(enum.Enum):
     PONG = "pong"
 
 
-_STREAM_CL_RE = re.compile(rb"\n[ \t]*(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+_STREAM_CL_RE = re.compile(rb"\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 
 
 class StreamFramer:
