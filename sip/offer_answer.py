@@ -178,8 +178,9 @@ class LocalMedia:
 
     ``attributes`` are appended to the media section of every offer and answer we build (the
     softphone puts ICE attributes here); ``address``/``port`` go to ``c=``/``m=`` (the ICE default
-    candidate, RFC 8839 §4.2). ``protos`` lists the transport protocols accepted in remote offers
-    (defaults to ``proto``).
+    candidate, RFC 8839 §4.2). ``rtcp_port``/``rtcp_address`` give an ``a=rtcp`` (RFC 3605; the
+    default RTCP candidate with ICE): always in offers, in answers only when RTCP is not muxed.
+    ``protos`` lists the transport protocols accepted in remote offers (defaults to ``proto``).
     """
 
     address: str
@@ -194,6 +195,7 @@ class LocalMedia:
     rtcp_port: int | None = None
     attributes: list[Attribute] = field(default_factory=list)
     protos: tuple[str, ...] = ()
+    rtcp_address: str | None = None
 
     def accepts_proto(self, proto: str) -> bool:
         allowed = self.protos or (self.proto,)
@@ -405,7 +407,7 @@ class OfferAnswer:
                 slot.pt_memory[_key(codec)] = pt
             slot.formats = list(section.formats)
             slot.proto = proto
-            self._finish_section(section, local, rtcp_mux=local.rtcp_mux)
+            self._finish_section(section, local, rtcp_mux=local.rtcp_mux, offering=True)
             session.media.append(section)
         self._add_session_connection(session)
         offer = self._stamp(session)
@@ -627,20 +629,22 @@ class OfferAnswer:
         section.set_direction(direction)
         return section
 
-    def _finish_section(self, section: MediaDescription, local: LocalMedia, rtcp_mux: bool) -> None:
-        """Append ptime, rtcp-mux / a=rtcp, the direction last, and the caller's attributes."""
+    def _finish_section(
+        self, section: MediaDescription, local: LocalMedia, *, rtcp_mux: bool, offering: bool
+    ) -> None:
+        """Append ptime, a=rtcp / rtcp-mux, the direction, then the caller's attributes."""
         direction = section.direction
         section.set_direction(None)
         if local.ptime is not None:
             section.add("ptime", str(local.ptime))
         if local.maxptime is not None:
             section.add("maxptime", str(local.maxptime))
-        if rtcp_mux:
-            section.add("rtcp-mux")
-        elif local.rtcp_port is not None:
-            connection = Connection.for_address(local.address)
+        if local.rtcp_port is not None and (offering or not rtcp_mux):
+            connection = Connection.for_address(local.rtcp_address or local.address)
             rtcp = RtcpAttribute(local.rtcp_port, connection.address, connection.addrtype)
             section.add("rtcp", str(rtcp))
+        if rtcp_mux:
+            section.add("rtcp-mux")  # RFC 5761 §5.1.1
         section.set_direction(direction)
         section.attributes.extend(Attribute(a.name, a.value) for a in local.attributes)
 
@@ -692,7 +696,8 @@ class OfferAnswer:
         section = self._media_section(local, theirs.proto, direction)
         for pt, codec in common:
             section.add_codec(pt, codec)
-        self._finish_section(section, local, rtcp_mux=theirs.rtcp_mux and local.rtcp_mux)
+        mux = theirs.rtcp_mux and local.rtcp_mux
+        self._finish_section(section, local, rtcp_mux=mux, offering=False)
         return section
 
     def _negotiate(

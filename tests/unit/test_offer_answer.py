@@ -965,3 +965,16 @@ def test_packet_time() -> None:
     offer.media[0].set("maxptime", "40")
     stream = ua().process_offer(offer)[1].audio
     assert stream is not None and stream.packet_time == 40
+
+
+def test_rtcp_attribute_in_offers_and_answers() -> None:
+    media = local(port=40000, rtcp_port=40001, rtcp_address="203.0.113.7")
+    offer = ua(media).create_offer()
+    assert offer.media[0].rtcp is not None and offer.media[0].rtcp_mux
+    assert str(offer.media[0].rtcp) == "40001 IN IP4 203.0.113.7"
+    answer, _ = ua(media).process_offer(BARESIP_OFFER)  # rtcp-mux accepted: no a=rtcp
+    assert answer.media[0].rtcp_mux and answer.media[0].rtcp is None
+    answer, result = ua(media).process_offer(ASTERISK_OFFER)  # no mux offered
+    assert not answer.media[0].rtcp_mux
+    assert str(answer.media[0].rtcp) == "40001 IN IP4 203.0.113.7"
+    assert result.audio is not None and result.audio.local_rtcp_port == 40001
