@@ -267,7 +267,11 @@ class AsyncUserAgent:
         )
         await self.transport.start(host, port, wanted, tls_port=tls_port)
         t = self.config.transport.upper()
-        local_host, local_port = self.transport.local_address(t)
+        try:
+            local_host, local_port = self.transport.local_address(t)
+        except LookupError:  # a TLS client without a certificate of its own: no TLS listener,
+            # the registrar reaches us over our outgoing connection (RFC 3261 §18, RFC 5923)
+            local_host, local_port = self.transport.local_address("TCP")
         if local_host in ("0.0.0.0", "::"):
             local_host = self._route_source()
         self.config.local_host = local_host

@@ -7,11 +7,16 @@ report, so options are only ever added, never renamed.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from softphone import __version__
+from softphone.config import Account, ConfigError, apply_overrides, load_config
+from softphone.register import run_register
+from softphone.report import Reporter
 
 log = logging.getLogger("softphone")
 
@@ -46,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     acct.add_argument("--turn-password-env", metavar="VAR", help="env variable with TURN password")
     acct.add_argument("--codecs", metavar="LIST", help="codec order, e.g. opus,pcmu,pcma")
     acct.add_argument("--no-ice", action="store_true", help="offer plain RTP at the c=/m= address")
+    acct.add_argument("--ca-file", metavar="PATH", help="trusted CAs (PEM) for TLS")
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     reg = sub.add_parser("register", help="stay registered")
@@ -92,8 +98,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.trace)
-    print(f"softphone: '{args.command}' is not available yet", file=sys.stderr)
-    return EXIT_USAGE
+    reporter = Reporter(json_output=args.json)
+    try:
+        account = load_account(args)
+        if args.command == "register":
+            status = asyncio.run(run_register(account, args.once, reporter))
+        else:
+            print(f"softphone: '{args.command}' is not available yet", file=sys.stderr)
+            return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"softphone: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        status = EXIT_FAILED
+    reporter.finish()
+    return status
+
+
+def load_account(args: argparse.Namespace) -> Account:
+    """The account from the config file with the command-line overrides applied."""
+    config = load_config(Path(args.config) if args.config else None)
+    return apply_overrides(
+        config.account(args.account),
+        server=args.server,
+        user=args.user,
+        auth_user=args.auth_user,
+        password_env=args.password_env,
+        transport=args.transport,
+        bind=args.bind,
+        stun=args.stun,
+        turn=args.turn,
+        turn_user=args.turn_user,
+        turn_password_env=args.turn_password_env,
+        codecs=args.codecs,
+        ice=False if args.no_ice else None,
+        ca_file=args.ca_file,
+    )
 
 
 if __name__ == "__main__":
