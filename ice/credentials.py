@@ -173,12 +173,23 @@ def long_term_key(
     (already prepared by the caller); ``prep`` defaults to OpaqueString (RFC 8489), pass
     :func:`saslprep` for RFC 5389 peers.
     """
+    # "with any quotes and trailing nulls removed" (RFC 8489 §9.2.2)
+    username = _unquote(username)
+    realm = _unquote(realm)
+    password = password.rstrip("\x00")
     material = f"{username}:{prep(realm)}:{prep(password)}".encode()
     if algorithm == PasswordAlgorithm.MD5:
         return hashlib.md5(material).digest()
     if algorithm == PasswordAlgorithm.SHA256:
         return hashlib.sha256(material).digest()
     raise CredentialError(f"unsupported password algorithm {algorithm}")
+
+
+def _unquote(value: str) -> str:
+    value = value.rstrip("\x00")
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    return value
 
 
 def userhash(username: str, realm: str, *, prep: Prep = opaque_string) -> bytes:

@@ -103,7 +103,10 @@ _HEADER = struct.Struct("!HHI")
 _ATTR_HEADER = struct.Struct("!HH")
 
 Address = tuple[str, int]
-"""A transport address: ``(host, port)``, the host as a textual IPv4 or IPv6 address."""
+"""A transport address: ``(host, port)``, the host as a textual IPv4 or IPv6 address.
+
+Decoded hosts are spelt as ``socket.inet_ntop`` spells them (as ``recvfrom`` reports peers).
+"""
 
 T = TypeVar("T")
 
@@ -424,7 +427,8 @@ def _dec_error_code(value: bytes, _tid: bytes) -> ErrorCode:
     code = (value[2] & 0x07) * 100 + value[3]
     if not 300 <= code <= 699 or value[3] > 99:
         raise StunParseError(f"ERROR-CODE out of range: {value[2] & 7}/{value[3]}")
-    return ErrorCode(code, value[4:].decode("utf-8", errors="replace"))
+    # some servers (coturn) count NUL padding in the reason phrase; drop it
+    return ErrorCode(code, value[4:].rstrip(b"\x00").decode("utf-8", errors="replace"))
 
 
 def _enc_error_code(value: ErrorCode, _tid: bytes) -> bytes:

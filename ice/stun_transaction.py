@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from ice.stun import ERROR_CODE, ErrorCode, StunClass, StunMessage, StunParseError, parse_message
 
 __all__ = [
+    "RtoEstimator",
     "StunClientTransaction",
     "StunTransactionFailed",
     "StunTransactionResult",
@@ -274,3 +275,60 @@ class StunClientTransaction:
 
 def _unknown_reason(types: list[int]) -> str:
     return "unknown comprehension-required attributes " + ", ".join(f"{t:#06x}" for t in types)
+
+
+class RtoEstimator:
+    """The RTO cached per server between transactions (RFC 8489 §6.2.1, RFC 6298 §2).
+
+    Feed it every finished transaction with :meth:`observe`; ask :meth:`rto` for the value to
+    start the next transaction to the same server with.  Only unambiguous samples count (Karn:
+    ``rtt`` is None after a retransmission); a timeout or ten idle minutes drop the estimate.
+    """
+
+    STALE_AFTER = 600.0  # RFC 8489 §6.2.1: stale if no transaction for 10 minutes
+
+    def __init__(
+        self, initial: float = DEFAULT_RTO, *, minimum: float = 0.2, maximum: float = 3.0
+    ) -> None:
+        if not 0 < minimum <= maximum:
+            raise ValueError("need 0 < minimum <= maximum")
+        self.initial = initial
+        self.minimum = minimum
+        self.maximum = maximum
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self._last_used: float | None = None
+
+    def rto(self, now: float) -> float:
+        """The RTO for a new transaction started at ``now``."""
+        if (
+            self._srtt is None
+            or self._last_used is None
+            or now - self._last_used > self.STALE_AFTER
+        ):
+            self._srtt = None
+            return self.initial
+        value = self._srtt + max(0.01, 4 * self._rttvar)
+        return min(self.maximum, max(self.minimum, value))
+
+    def add_sample(self, rtt: float, now: float) -> None:
+        """Update SRTT/RTTVAR with one round-trip measurement (RFC 6298 §2.2, §2.3)."""
+        if rtt < 0:
+            raise ValueError("negative RTT")
+        if self._srtt is None:
+            self._srtt = rtt
+            self._rttvar = rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+        self._last_used = now
+
+    def observe(self, result: StunTransactionResult, now: float) -> None:
+        """Learn from a finished transaction (any response proves the path round trip)."""
+        if isinstance(result, StunTransactionTimedOut):
+            self._srtt = None
+            self._last_used = now
+        elif isinstance(result, StunTransactionSucceeded) and result.rtt is not None:
+            self.add_sample(result.rtt, now)
+        else:
+            self._last_used = now

@@ -548,6 +548,13 @@ def test_malformed_attribute_values_raise_parse_error(attr: stun.Attr, raw: byte
         parsed.get(attr)
 
 
+def test_error_reason_trailing_nuls_dropped() -> None:
+    # coturn sends "Unknown Attribute" with its NUL padding counted in the length
+    raw = bytes((0, 0, 4, 20)) + b"Unknown Attribute\x00\x00\x00"
+    msg = StunMessage(1, StunClass.ERROR, TID).add_raw(stun.ERROR_CODE.type, raw)
+    assert parse_message(msg.encode()).error_code == stun.ErrorCode(420, "Unknown Attribute")
+
+
 def test_encoder_rejects_bad_values() -> None:
     msg = StunMessage(1, StunClass.REQUEST, TID)
     with pytest.raises(ValueError):

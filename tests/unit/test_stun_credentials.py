@@ -157,6 +157,12 @@ def test_long_term_key_md5_and_sha256() -> None:
     assert long_term_key("u", "r\u0301", "p") == hashlib.md5("u:\u0155:p".encode()).digest()
 
 
+def test_long_term_key_strips_quotes_and_trailing_nulls() -> None:
+    expected = hashlib.md5(b"user:realm:pass").digest()
+    assert long_term_key("user\x00", '"realm"', "pass\x00\x00") == expected
+    assert long_term_key('"user"', "realm\x00", "pass") == expected
+
+
 def test_userhash_vector() -> None:
     # RFC 8489 Appendix B.1
     expected = bytes.fromhex("4a3cf38fef6992bda952c6780417da0f24819415569e60b205c46e41407f1704")

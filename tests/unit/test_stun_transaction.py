@@ -7,6 +7,7 @@ import pytest
 from ice import stun
 from ice.stun import StunClass, StunMessage, StunMethod, parse_message
 from ice.stun_transaction import (
+    RtoEstimator,
     StunClientTransaction,
     StunTransactionFailed,
     StunTransactionSucceeded,
@@ -279,3 +280,44 @@ def test_lossy_exchange_simulation() -> None:
     tx.receive(req.response(), delivered_at + 0.030)
     assert isinstance(tx.result, StunTransactionSucceeded)
     assert tx.result.rtt is None and tx.attempts == 3
+
+
+def test_rto_estimator_learns_caches_and_expires() -> None:
+    est = RtoEstimator()
+    assert est.rto(0.0) == 0.5  # nothing learnt yet
+    est.add_sample(0.05, 1.0)  # SRTT 50 ms, RTTVAR 25 ms -> 150 ms, clamped to the minimum
+    assert est.rto(1.0) == pytest.approx(0.2)
+    est.add_sample(0.4, 2.0)
+    # RTTVAR = .75*.025 + .25*.35 = .10625 ; SRTT = .875*.05 + .125*.4 = .09375
+    assert est.rto(2.0) == pytest.approx(0.09375 + 4 * 0.10625)
+    assert est.rto(2.0 + 601) == 0.5  # stale after ten idle minutes
+    assert est.rto(2.0) == 0.5  # and forgotten
+    est.add_sample(10.0, 3.0)
+    assert est.rto(3.0) == 3.0  # capped at the maximum
+    with pytest.raises(ValueError):
+        est.add_sample(-1.0, 3.0)
+    with pytest.raises(ValueError):
+        RtoEstimator(minimum=0)
+
+
+def test_rto_estimator_observes_transactions() -> None:
+    est = RtoEstimator(minimum=0.01)
+    req = _request()
+    tx = StunClientTransaction(req, 0.0, rto=est.rto(0.0))
+    tx.receive(req.response(), 0.1)
+    assert tx.result is not None
+    est.observe(tx.result, 0.1)
+    assert est.rto(0.2) == pytest.approx(0.1 + 4 * 0.05)
+    # a retransmitted exchange gives no sample (Karn) but keeps the estimate fresh
+    tx2 = StunClientTransaction(req, 500.0, rto=est.rto(500.0))
+    tx2.handle_timer(tx2.get_timer() or 0.0)
+    tx2.receive(req.response(), 501.0)
+    assert tx2.result is not None
+    est.observe(tx2.result, 501.0)
+    assert est.rto(1000.0) == pytest.approx(0.3)
+    # a timeout drops the estimate
+    timed_out = StunClientTransaction(req, 0.0, rc=1, rm=1)
+    timed_out.handle_timer(1.0)
+    assert timed_out.result is not None
+    est.observe(timed_out.result, 1001.0)
+    assert est.rto(1001.0) == 0.5
