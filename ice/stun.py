@@ -835,13 +835,18 @@ class StunMessage:
         body = b"".join(parts)
         mtype = encode_message_type(self.method, self.cls)
         tid = self.transaction_id
+        total = len(body) + (8 if fingerprint else 0)
+        if integrity_key is not None:
+            if sha256 and sha256_length not in (16, 20, 24, 28, 32):
+                raise ValueError("MESSAGE-INTEGRITY-SHA256 length must be 16..32, step 4")
+            total += (24 if sha1 else 0) + (4 + sha256_length if sha256 else 0)
+        if total > 0xFFFF:
+            raise ValueError("STUN message too long")
         if integrity_key is not None:
             if sha1:
                 head = _HEADER.pack(mtype, len(body) + 24, MAGIC_COOKIE) + tid
                 body += b"\x00\x08\x00\x14" + hmac_digest(integrity_key, head + body, "sha1")
             if sha256:
-                if sha256_length not in (16, 20, 24, 28, 32):
-                    raise ValueError("MESSAGE-INTEGRITY-SHA256 length must be 16..32, step 4")
                 head = _HEADER.pack(mtype, len(body) + 4 + sha256_length, MAGIC_COOKIE) + tid
                 mac = hmac_digest(integrity_key, head + body, "sha256")[:sha256_length]
                 body += _ATTR_HEADER.pack(_T_MI256, sha256_length) + mac
@@ -849,8 +854,6 @@ class StunMessage:
             head = _HEADER.pack(mtype, len(body) + 8, MAGIC_COOKIE) + tid
             crc = zlib.crc32(body, zlib.crc32(head)) ^ _FINGERPRINT_XOR
             return head + body + b"\x80\x28\x00\x04" + crc.to_bytes(4, "big")
-        if len(body) > 0xFFFF:
-            raise ValueError("STUN message too long")
         return _HEADER.pack(mtype, len(body), MAGIC_COOKIE) + tid + body
 
     def __bytes__(self) -> bytes:

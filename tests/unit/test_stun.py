@@ -548,6 +548,17 @@ def test_malformed_attribute_values_raise_parse_error(attr: stun.Attr, raw: byte
         parsed.get(attr)
 
 
+def test_too_long_messages_are_refused_by_the_encoder() -> None:
+    msg = StunMessage(1, StunClass.INDICATION, TID).add(stun.DATA, bytes(0xFFF8))
+    assert len(msg.encode()) == 20 + 0xFFFC  # the longest body that is a multiple of 4
+    with pytest.raises(ValueError):
+        msg.encode(fingerprint=True)
+    with pytest.raises(ValueError):
+        msg.encode(b"key")
+    with pytest.raises(ValueError):
+        msg.add(stun.DATA, b"x").encode()
+
+
 def test_error_reason_trailing_nuls_dropped() -> None:
     # coturn sends "Unknown Attribute" with its NUL padding counted in the length
     raw = bytes((0, 0, 4, 20)) + b"Unknown Attribute\x00\x00\x00"
