@@ -260,6 +260,11 @@ class NegotiatedMedia:
     def receives(self) -> bool:
         return self.direction.receives
 
+    @property
+    def remote_ice(self) -> bool:
+        """The remote speaks ICE (has ``a=ice-ufrag``); else use remote_rtp as is (RFC 8445)."""
+        return self.attribute("ice-ufrag") is not None
+
     def attribute(self, name: str) -> str | None:
         """A remote attribute, media level first then session level (e.g. ``ice-ufrag``)."""
         return self.remote_session.media_attribute(self.remote_media, name)

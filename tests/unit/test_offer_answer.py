@@ -213,6 +213,7 @@ def test_answer_to_asterisk_uses_offerer_order_and_numbers() -> None:
     assert stream.telephone_event == 101
     assert stream.remote_rtp == ("192.168.1.10", 14562)
     assert stream.remote_rtcp == ("192.168.1.10", 14563)  # RFC 3550 default: port + 1
+    assert not stream.remote_ice
     assert stream.ptime == 20 and stream.maxptime == 150
     assert stream.direction is Direction.SENDRECV
     assert stream.receive_payload_types == {0: PCMU, 8: PCMA, 101: DTMF}
@@ -255,6 +256,7 @@ def test_answer_to_pjsua_with_ice_and_separate_rtcp() -> None:
     assert stream.remote_rtcp == ("192.168.1.100", 4001)  # a=rtcp, RFC 3605
     assert not stream.rtcp_mux
     assert stream.attribute("ice-ufrag") == "2b2c6196"
+    assert stream.remote_ice
     assert stream.attributes("candidate") == PJSUA_CANDIDATES
     assert stream.remote_session.get("X-nat") == "0"
 
