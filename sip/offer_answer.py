@@ -60,10 +60,8 @@ DEFAULT_AUDIO_CODECS: tuple[Codec, ...] = (
     Codec(TELEPHONE_EVENT, 8000, 1, "0-16"),
 )
 
-_DYNAMIC_RANGE = (
-    *range(96, 128),
-    *range(35, 64),
-)  # RFC 3551 §6; 64-95 collide with RTCP (RFC 5761)
+# Dynamic payload types (RFC 3551 §6); 64-95 are avoided, they collide with RTCP (RFC 5761 §4).
+_DYNAMIC_RANGE = (*range(96, 128), *range(35, 64))
 
 
 class OfferAnswerError(ValueError):
@@ -71,6 +69,8 @@ class OfferAnswerError(ValueError):
 
 
 class OfferAnswerState(Enum):
+    """Where the local side stands in the offer/answer exchange (RFC 3264 §4)."""
+
     IDLE = "idle"  # no exchange in progress (negotiated or not yet started)
     OFFER_SENT = "offer-sent"  # our offer waits for its answer
 
@@ -161,8 +161,8 @@ def intersect_events(ours: str | None, theirs: str | None) -> str | None:
     """The telephone-event list both sides support (RFC 4733 §2.4.1), None if nothing in common."""
     mine = _parse_events(ours)
     other = _parse_events(theirs)
-    if mine is None or other is None:
-        return ours
+    if mine is None or other is None:  # unparsable: keep what we declared
+        return ours if ours is not None else "0-15"
     common = mine & other
     return _format_events(common) if common else None
 

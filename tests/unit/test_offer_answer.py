@@ -112,6 +112,9 @@ def test_assign_payload_types_runs_out() -> None:
         ("0-15,66", "66,0-3", "0-3,66"),
         (None, "0-16", "0-15"),
         ("0-15", "32-40", None),
+        ("0-16", "bogus", "0-16"),
+        (None, "1-x", "0-15"),
+        ("0-16", "16-2", "0-16"),
     ],
 )
 def test_intersect_events(ours: str | None, theirs: str | None, common: str | None) -> None:
