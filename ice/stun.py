@@ -774,7 +774,12 @@ class StunMessage:
         """
         if self._mi256_pos >= 0:
             return self.check_integrity_sha256(key)
-        return self.check_integrity_sha1(key)
+        pos = self._mi_pos
+        data = self._raw
+        if pos < 0 or data is None:
+            return False
+        covered = data[:2] + (pos + 4).to_bytes(2, "big") + data[4:pos]
+        return hmac.compare_digest(hmac_digest(key, covered, "sha1"), data[pos + 4 : pos + 24])
 
     def check_integrity_sha1(self, key: bytes) -> bool:
         """Verify MESSAGE-INTEGRITY (HMAC-SHA1 with the length adjusted, RFC 8489 §14.5)."""
@@ -926,6 +931,7 @@ def parse_message(
     attributes: list[tuple[int, bytes]] = []
     append = attributes.append
     unpack = _ATTR_HEADER.unpack_from
+    special = _INTEGRITY_TYPES
     mi_pos = mi256_pos = fp_pos = -1
     after_integrity = False
     pos = 20
@@ -934,7 +940,7 @@ def parse_message(
         end = pos + 4 + alen
         if end > n:
             raise StunParseError("attribute overruns the message")
-        if t in _INTEGRITY_TYPES:
+        if t in special:
             if t == _T_FP:
                 if alen != 4:
                     raise StunParseError("FINGERPRINT must be 4 bytes")
