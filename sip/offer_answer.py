@@ -261,6 +261,17 @@ class NegotiatedMedia:
         return self.direction.receives
 
     @property
+    def receive_telephone_event(self) -> int | None:
+        """Our payload type for incoming RFC 4733 events (ours may differ from the remote's)."""
+        events = [
+            (pt, c)
+            for pt, c in self.receive_payload_types.items()
+            if c.name.lower() == TELEPHONE_EVENT
+        ]
+        same_rate = [pt for pt, c in events if c.clock_rate == self.codec.clock_rate]
+        return same_rate[0] if same_rate else (events[0][0] if events else None)
+
+    @property
     def remote_ice(self) -> bool:
         """The remote speaks ICE (has ``a=ice-ufrag``); else use remote_rtp as is (RFC 8445)."""
         return self.attribute("ice-ufrag") is not None
@@ -748,7 +759,7 @@ class OfferAnswer:
         elif rtcp_attr is not None:
             rtcp = (rtcp_attr.address or address, rtcp_attr.port)
         else:
-            rtcp = (address, port + 1)  # RFC 3550 §11
+            rtcp = (address, min(port + 1, 65535))  # RFC 3550 §11
         remote_direction = _remote_direction(remote_session, remote_section)
         local_direction = local_session.media_direction(local_section)
         direction = local_direction.intersect(remote_direction.reverse())

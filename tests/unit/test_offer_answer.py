@@ -525,6 +525,7 @@ def test_answer_with_different_payload_numbers() -> None:
     assert stream.payload_type == 111  # we send with the answerer's number (§5.1)
     assert stream.receive_payload_types == {96: OPUS, 97: DTMF}  # and receive with ours
     assert stream.telephone_event == 100
+    assert stream.receive_telephone_event == 97
     assert stream.fmtp == {"stereo": "1"}
     assert stream.rtcp_mux and stream.remote_rtcp == ("10.0.0.7", 6000)
 
