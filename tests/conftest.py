@@ -5,6 +5,8 @@ from tests.peers.fixtures import (  # noqa: F401  (fixtures are found by name)
     coturn_factory,
     kamailio,
     kamailio_factory,
+    nat_lab,
+    netns_lab,
     peer_dir,
     sipp_factory,
 )

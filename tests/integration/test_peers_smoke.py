@@ -11,6 +11,7 @@ import pytest
 
 from tests.peers.coturn import Coturn
 from tests.peers.kamailio import Kamailio
+from tests.peers.netns import Lab, Namespace, NatLab, build_nat_lab
 from tests.peers.rawsip import SipClient, options, parse_challenge, register
 from tests.peers.sipp import Sipp
 
@@ -368,3 +369,137 @@ async def test_coturn_rejects_wrong_turn_password(coturn: Coturn) -> None:
             username="alice",
             password="wrong",
         )
+
+
+# ---- network namespaces ----------------------------------------------------------------------
+
+UDP_RECEIVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(float(sys.argv[2]))
+print("ready", flush=True)
+try:
+    while True:
+        data, src = s.recvfrom(2048)
+        print("got", src[0], src[1], data.decode(), flush=True)
+except TimeoutError:
+    print("done", flush=True)
+"""
+
+UDP_SENDER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 40000))
+for dest in sys.argv[1:]:
+    host, port = dest.split(":")
+    s.sendto(b"hello", (host, int(port)))
+"""
+
+
+def _received(lab_ns: Namespace, senders: list[tuple[Namespace, list[str]]]) -> list[tuple]:
+    """Run a receiver on port 9999 in ``lab_ns``, the senders, and return what arrived."""
+    import time
+
+    receiver = lab_ns.popen_python(UDP_RECEIVER, "9999", "30", name="receiver")
+    receiver.wait_for_log(r"(?m)^ready$")
+    for ns, destinations in senders:
+        ns.python(UDP_SENDER, *destinations)
+    time.sleep(0.3)  # datagrams in flight over veth take microseconds; be generous
+    receiver.stop()
+    return [
+        tuple(line.split()[1:]) for line in receiver.log().splitlines() if line.startswith("got ")
+    ]
+
+
+def test_netns_masquerade_source_is_router_public_address(nat_lab: NatLab) -> None:
+    site = nat_lab.sites[0]
+    got = _received(nat_lab.public, [(site.laptop, [f"{nat_lab.server_ip}:9999"] * 2)])
+    # endpoint-independent mapping: MASQUERADE keeps the source port
+    assert got == [(site.router_wan_ip, "40000", "hello")] * 2
+    assert site.laptop_ip.startswith("198.51.100.")
+
+
+def test_netns_random_fully_is_symmetric_nat(netns_lab: Lab) -> None:
+    lab = build_nat_lab(netns_lab, symmetric=(False, True))
+    destinations = [f"{lab.server_ip}:9999", f"{lab.server_ip2}:9999"]
+    senders = [(site.laptop, destinations) for site in lab.sites]
+    got = _received(lab.public, senders)
+    by_router = {ip: {port for ip2, port, _ in got if ip2 == ip} for ip, _, _ in got}
+    eim, symmetric = lab.sites
+    assert by_router[eim.router_wan_ip] == {"40000"}  # same mapping for both destinations
+    assert len(by_router[symmetric.router_wan_ip]) == 2  # one mapping per destination
+    assert len(got) == 4
+
+
+def test_netns_total_loss_then_none(nat_lab: NatLab) -> None:
+    site = nat_lab.sites[0]
+    site.router.set_loss(1.0)
+    assert _received(nat_lab.public, [(site.laptop, [f"{nat_lab.server_ip}:9999"])]) == []
+    assert site.router.dropped_packets() >= 1
+    site.router.set_loss(0.0)
+    got = _received(nat_lab.public, [(site.laptop, [f"{nat_lab.server_ip}:9999"])])
+    assert got == [(site.router_wan_ip, "40000", "hello")]
+
+
+def test_netns_unroutable_destination_vanishes_silently(nat_lab: NatLab) -> None:
+    # the public net has no route to the private LANs: sending there must not fail
+    out = nat_lab.public.python(
+        "import socket\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "for _ in range(3):\n"
+        "    s.sendto(b'x', ('198.51.100.10', 5000))\n"
+        "print('ok')\n"
+    )
+    assert out.stdout.strip() == "ok"
+
+
+def test_netns_hosts_file_and_cleanup(netns_lab: Lab) -> None:
+    import subprocess
+    from pathlib import Path
+
+    ns = netns_lab.namespace("solo")
+    ns.set_hosts({"sip.example.org": "203.0.113.1"})
+    out = ns.python("import socket; print(socket.gethostbyname('sip.example.org'))")
+    assert out.stdout.strip() == "203.0.113.1"
+    name = ns.name
+    netns_lab.cleanup()
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert name not in listed
+    assert not Path("/etc/netns", name).exists()
+
+
+def test_netns_coturn_and_kamailio_in_public_namespace(nat_lab: NatLab, peer_dir) -> None:
+    site = nat_lab.sites[0]
+    turn = Coturn(
+        peer_dir / "coturn-ns",
+        host=nat_lab.server_ip,
+        alt_host=nat_lab.server_ip2,
+        netns=nat_lab.public.name,
+        allow_loopback_peers=False,
+    )
+    kam = Kamailio(peer_dir / "kamailio-ns", host=nat_lab.server_ip, netns=nat_lab.public.name)
+    turn.start()
+    kam.start()
+    try:
+        probe = (
+            "from tests.peers.stunprobe import stun_binding\n"
+            f"r = stun_binding('{nat_lab.server_ip}', {turn.port})\n"
+            "print(*r.xor_mapped, *r.other_address)\n"
+        )
+        mapped = site.laptop.python(probe).stdout.split()
+        assert mapped[0] == site.router_wan_ip
+        assert mapped[2:] == [nat_lab.server_ip2, str(turn.port + 1)]
+        register = (
+            "from tests.peers.rawsip import SipClient, register\n"
+            f"with SipClient('{nat_lab.server_ip}', {kam.port}, bind_host='0.0.0.0') as c:\n"
+            f"    _, ok = register(c, 'example.org', 'alice', '{kam.users['alice']}')\n"
+            "print(ok.status)\n"
+        )
+        assert site.laptop.python(register).stdout.strip() == "200"
+        # nathelper saw the NAT: the contact is reached at the router's public address
+        assert kam.contacts("alice")
+        assert site.router_wan_ip in kam.rpc("ul.lookup", "location", "alice")
+    finally:
+        kam.stop()
+        turn.stop()

@@ -16,6 +16,7 @@ import pytest
 
 from tests.peers.coturn import Coturn
 from tests.peers.kamailio import Kamailio
+from tests.peers.netns import Lab, NatLab, build_nat_lab, netns_available
 from tests.peers.sipp import Sipp
 
 
@@ -111,3 +112,27 @@ def coturn(coturn_factory: Callable[..., Coturn]) -> Coturn:
     """A running coturn on 127.0.0.1 (RFC 5780 alternate 127.0.0.2), users test/test and
     alice/alice-turn-1, realm example.org, UDP+TCP+TLS, relay ports on 127.0.0.1."""
     return coturn_factory()
+
+
+# ---- network namespaces ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def netns_lab(peer_dir: Path) -> Iterator[Lab]:
+    """An empty :class:`Lab` (root only); everything in it is deleted at teardown."""
+    reason = netns_available()
+    if reason:
+        pytest.skip(reason)
+    lab = Lab(peer_dir / "lab")
+    try:
+        yield lab
+    finally:
+        lab.cleanup()
+
+
+@pytest.fixture
+def nat_lab(netns_lab: Lab) -> NatLab:
+    """The standard lab: a public net (203.0.113.1 and .2 for servers) and two laptops, each
+    behind its own endpoint-independent NAT (MASQUERADE). For other NAT types build your own
+    with ``build_nat_lab(netns_lab, symmetric=(...))``."""
+    return build_nat_lab(netns_lab)

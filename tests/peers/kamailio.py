@@ -18,8 +18,8 @@ from pathlib import Path
 
 from tests.peers.certs import TestPki, make_pki
 from tests.peers.ports import free_port
-from tests.peers.process import ManagedProcess, PeerError, tcp_accepts
-from tests.peers.rawsip import SipClient, options
+from tests.peers.probe import probe_in_netns
+from tests.peers.process import ManagedProcess, PeerError
 
 CONFIG_DIR = Path(__file__).parent / "kamailio"
 ALGORITHMS = ("MD5", "SHA-256")
@@ -63,6 +63,7 @@ class Kamailio:
         port: int | None = None,
         tls_port: int | None = None,
         extra_defines: Mapping[str, str] | None = None,
+        netns: str | None = None,
     ) -> None:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}")
@@ -76,8 +77,13 @@ class Kamailio:
         self.min_expires = min_expires
         self.natping_interval = natping_interval
         self.extra_defines = dict(extra_defines or {})
-        self.port = port or free_port(host, udp=True, tcp=True)
-        self.tls_port = (tls_port or free_port(host, udp=False, tcp=True)) if tls else None
+        self.netns = netns  # run inside this network namespace (ip netns exec)
+        if netns is None:
+            self.port = port or free_port(host, udp=True, tcp=True)
+            self.tls_port = (tls_port or free_port(host, udp=False, tcp=True)) if tls else None
+        else:  # a fresh namespace has every port free
+            self.port = port or 5060
+            self.tls_port = (tls_port or 5061) if tls else None
         self.secret = secrets.token_hex(12)
         self.pki: TestPki | None = None
         self.cfg_path = workdir / "kamailio.cfg"
@@ -186,6 +192,8 @@ class Kamailio:
             defines["NATPING_INTERVAL"] = str(self.natping_interval)
         for name, value in defines.items():
             argv += ["-A", f"{name}={value}"]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
         return argv
 
     def check_config(self) -> None:
@@ -203,15 +211,13 @@ class Kamailio:
         self._process.wait_until(self._answers, timeout, "SIP OPTIONS answered on UDP, TCP, TLS")
 
     def _answers(self) -> bool:
-        if not tcp_accepts(self.host, self.port):
+        if not probe_in_netns(self.netns, "tcp", self.host, self.port):
             return False
-        if self.tls_port is not None and not tcp_accepts(self.host, self.tls_port):
+        if self.tls_port is not None and not probe_in_netns(
+            self.netns, "tcp", self.host, self.tls_port
+        ):
             return False
-        try:
-            with SipClient(self.host, self.port, "udp", timeout=0.5) as c:
-                return options(c, self.uri()).status == 200
-        except (OSError, TimeoutError):
-            return False
+        return probe_in_netns(self.netns, "sip-options", self.host, self.port, self.uri())
 
     def stop(self) -> None:
         if self._process is not None:

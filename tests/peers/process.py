@@ -51,7 +51,8 @@ class ManagedProcess:
             raise PeerError(f"{self.name} already running (pid {self.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            log.write(f"==== start {' '.join(self.argv)}\n".encode())
+            shown = " ".join(a.replace("\n", "\\n")[:300] for a in self.argv)
+            log.write(f"==== start {shown}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
                 self.argv,
@@ -88,10 +89,10 @@ class ManagedProcess:
         """Poll ``ready`` until true; raise with the log tail on exit or timeout."""
         deadline = time.monotonic() + timeout
         while True:
-            if not self.running():
-                raise self.fail(f"exited with status {self.returncode} while waiting for {what}")
             if ready():
                 return
+            if not self.running():
+                raise self.fail(f"exited with status {self.returncode} while waiting for {what}")
             if time.monotonic() > deadline:
                 raise self.fail(f"not ready after {timeout:.0f}s: {what}")
             time.sleep(0.05)
@@ -108,6 +109,15 @@ class ManagedProcess:
 
         self.wait_until(check, timeout, f"log line /{pattern}/")
         return found[0]
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to exit by itself; its exit status."""
+        if self.proc is None:
+            raise PeerError(f"{self.name} is not started")
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise self.fail(f"still running after {timeout:.0f}s") from None
 
     def stop(self, timeout: float = 5.0, sig: int = signal.SIGTERM) -> int | None:
         """Signal our child, wait, escalate to SIGKILL on its own process group; return status."""
