@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from sip.message import Headers, Request, Response, new_branch
@@ -27,7 +27,7 @@ from sip.uri import NameAddr, SipURI
 log = logging.getLogger("sip.dialog")
 
 # RFC 3261 §19.1.1: parameters/headers that may not appear in a Request-URI.
-_NOT_IN_REQUEST_URI = ("method", "ttl", "maddr")
+_NOT_IN_REQUEST_URI = ("method",)
 
 
 @dataclass(frozen=True)
@@ -53,17 +53,9 @@ def _with_tag(addr: NameAddr, tag: str | None) -> str:
 
 
 def _strip_for_request_uri(uri: SipURI) -> SipURI:
-    """RFC 3261 §12.2.1.1/§19.1.5: a Request-URI carries no headers and no ``method`` parameter."""
+    """RFC 3261 §12.2.1.1 / §19.1.1 table 1: a Request-URI has no headers and no ``method``."""
     params = {k: v for k, v in uri.params.items() if k not in _NOT_IN_REQUEST_URI}
-    return SipURI(
-        scheme=uri.scheme,
-        user=uri.user,
-        password=uri.password,
-        host=uri.host,
-        port=uri.port,
-        params=params,
-        headers={},
-    )
+    return replace(uri, params=params, headers={})
 
 
 def route_uri(route: str) -> SipURI:
@@ -80,7 +72,9 @@ def request_destination(request: Request) -> SipURI:
     """RFC 3261 §8.1.2 / §12.2.1.1: the URI whose address the request is sent to.
 
     The first Route value when it is a loose router; otherwise the Request-URI (which, for a
-    strict router, has been set to the router's URI by :meth:`Dialog.create_request`).
+    strict router, has been set to the router's URI by :meth:`Dialog.create_request`).  For
+    in-dialog requests prefer :meth:`Dialog.next_hop`, which also knows a strict first hop
+    followed by loose ones.
     """
     routes = request.headers.get_all("Route")
     if routes and is_loose(routes[0]):
@@ -244,6 +238,14 @@ class Dialog:
         return True
 
     # ------------------------------------------------------------------ building requests
+
+    def next_hop(self) -> SipURI:
+        """RFC 3261 §8.1.2/§12.2.1.1: where in-dialog requests go: the first route-set entry
+        (a loose router, or a strict router that becomes the Request-URI), else the remote
+        target."""
+        if self.route_set:
+            return route_uri(self.route_set[0])
+        return SipURI.parse(self.remote_target)
 
     def _base_headers(self, method: str, seq: int) -> Headers:
         h = Headers()

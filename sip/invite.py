@@ -35,6 +35,7 @@ from sip.dialog import Dialog, DialogState
 from sip.message import Request, Response, make_response, new_tag
 from sip.timers import TimerConfig
 from sip.transaction import ServerTransaction as ServerTx
+from sip.uri import SipURI
 
 log = logging.getLogger("sip.invite")
 
@@ -160,11 +161,19 @@ class SessionHost(Protocol):
 
     timers: TimerConfig
 
-    def send_request(self, request: Request, handler: ResponseHandler, now: float) -> None:
+    def send_request(
+        self,
+        request: Request,
+        handler: ResponseHandler,
+        now: float,
+        destination: SipURI | None = None,
+    ) -> None:
         """Send through a new client transaction (adds Via); the handler gets every response
-        (provisional and final, and 2xx retransmissions of an INVITE) and ``None`` on timeout."""
+        (provisional and final, and 2xx retransmissions of an INVITE) and ``None`` on timeout.
+        ``destination`` is the next hop (a dialog's, §12.2.1.1); by default the first loose
+        Route or else the Request-URI (§8.1.2)."""
 
-    def send_ack(self, ack: Request, now: float) -> None:
+    def send_ack(self, ack: Request, now: float, destination: SipURI | None = None) -> None:
         """Send an ACK for a 2xx, outside any transaction (adds Via)."""
 
     def respond(self, stx: ServerTx, response: Response, now: float) -> None:
@@ -222,7 +231,8 @@ class Call:
         self._cancel_pending = False
         self._cancelled = False
         self._ack: Request | None = None  # ACK of the current 2xx (resent on retransmission)
-        self._forks: dict[str, Request] = {}  # remote tag -> ACK for forked 2xx
+        self._ack_hop: SipURI | None = None
+        self._forks: dict[str, tuple[Request, SipURI]] = {}  # remote tag -> ACK, next hop
         # UAS
         self._stx: ServerTx | None = None
         self._local_tag = new_tag()
@@ -285,6 +295,9 @@ class Call:
         self.end_reason = "failed"
         self.host.emit(CallFailed(self, status, reason))
         self.host.call_terminated(self)
+
+    def _hop(self) -> SipURI | None:
+        return self.dialog.next_hop() if self.dialog is not None else None
 
     @staticmethod
     def _body(message: Request | Response) -> tuple[bytes | None, str | None]:
@@ -357,10 +370,11 @@ class Call:
         if confirmed is not None and confirmed.remote_tag == tag:
             # 2xx retransmission: resend the same ACK (§13.2.2.4).
             if self._ack is not None:
-                self.host.send_ack(self._ack, now)
+                self.host.send_ack(self._ack, now, self._ack_hop)
             return
         if tag in self._forks:
-            self.host.send_ack(self._forks[tag], now)
+            fork_ack, fork_hop = self._forks[tag]
+            self.host.send_ack(fork_ack, now, fork_hop)
             return
         if confirmed is not None or self.state is CallState.TERMINATED:
             # A 2xx from another branch of a forked INVITE: ACK it, then BYE it (§13.2.2.4).
@@ -378,7 +392,8 @@ class Call:
         sdp, ctype = self._body(response)
         ack = dialog.create_ack(self.invite.cseq.seq)
         self._ack = ack
-        self.host.send_ack(ack, now)
+        self._ack_hop = dialog.next_hop()
+        self.host.send_ack(ack, now, self._ack_hop)
         if sdp is not None:
             self.remote_sdp, self.remote_content_type = sdp, ctype
         if self._cancelled or self._cancel_pending:
@@ -394,11 +409,12 @@ class Call:
         assert self.invite is not None
         fork = Dialog.from_uac_response(self.invite, response, self.host.contact())
         ack = fork.create_ack(self.invite.cseq.seq)
-        self._forks[fork.remote_tag] = ack
-        self.host.send_ack(ack, now)
+        hop = fork.next_hop()
+        self._forks[fork.remote_tag] = (ack, hop)
+        self.host.send_ack(ack, now, hop)
         bye = fork.create_request("BYE")
         log.info("call %s: BYE to forked 2xx from tag %s", self.call_id, fork.remote_tag)
-        self.host.send_request(bye, lambda r, t: None, now)
+        self.host.send_request(bye, lambda r, t: None, now, hop)
 
     def _on_invite_failure(self, response: Response, now: float) -> None:
         assert self.invite is not None
@@ -604,13 +620,13 @@ class Call:
                     if self.dialog is not None:
                         self.dialog.local_seq = retry.cseq.seq
                     self._bye_request = retry
-                    self.host.send_request(retry, on_bye, t)
+                    self.host.send_request(retry, on_bye, t, self._hop())
                     return
             if resp is not None and resp.status < 200:
                 return
             self._terminate(reason)
 
-        self.host.send_request(bye, on_bye, now)
+        self.host.send_request(bye, on_bye, now, self._hop())
 
     def receive_bye(self, bye: Request, stx: ServerTx, now: float) -> None:
         self.host.respond(stx, make_response(bye, 200), now)
@@ -644,7 +660,7 @@ class Call:
         self.local_content_type = content_type
         req = self.dialog.create_request(method, sdp, content_type)
         self._reinvite_out = req
-        self.host.send_request(req, self._on_offer_response, now)
+        self.host.send_request(req, self._on_offer_response, now, self._hop())
 
     def _on_offer_response(self, response: Response | None, now: float) -> None:
         req = self._reinvite_out
@@ -652,7 +668,7 @@ class Call:
             # Already settled; a 2xx retransmission of a re-INVITE gets its ACK again.
             if response is not None and 200 <= response.status < 300 and self._ack is not None:
                 if response.cseq.seq == self._ack.cseq.seq and response.cseq.method == "INVITE":
-                    self.host.send_ack(self._ack, now)
+                    self.host.send_ack(self._ack, now, self._ack_hop)
             return
         method = req.method
         if response is None:
@@ -675,7 +691,8 @@ class Call:
             if method == "INVITE":
                 ack = self.dialog.create_ack(req.cseq.seq)
                 self._ack = ack
-                self.host.send_ack(ack, now)
+                self._ack_hop = self.dialog.next_hop()
+                self.host.send_ack(ack, now, self._ack_hop)
             if sdp is not None:
                 self.remote_sdp, self.remote_content_type = sdp, ctype
             self.host.emit(CallUpdated(self, sdp, method, local=True))
@@ -685,7 +702,7 @@ class Call:
             if retry is not None:
                 self.dialog.local_seq = retry.cseq.seq
                 self._reinvite_out = retry
-                self.host.send_request(retry, self._on_offer_response, now)
+                self.host.send_request(retry, self._on_offer_response, now, self._hop())
                 return
         self._reinvite_out = None
         if status == 491:
@@ -772,9 +789,9 @@ class Call:
                 retry = self.host.authorize(req, resp)
                 if retry is not None and self.dialog is not None:
                     self.dialog.local_seq = retry.cseq.seq
-                    self.host.send_request(retry, lambda r, t2: None, t)
+                    self.host.send_request(retry, lambda r, t2: None, t, self._hop())
 
-        self.host.send_request(req, on_info, now)
+        self.host.send_request(req, on_info, now, self._hop())
 
     def receive_info(self, req: Request, stx: ServerTx, now: float) -> None:
         self.host.respond(stx, make_response(req, 200), now)

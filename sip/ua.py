@@ -292,9 +292,12 @@ class UserAgent:
 
     # ================================================================== SessionHost
 
-    def _prepare(self, request: Request) -> Peer:
+    def _prepare(self, request: Request, destination: SipURI | None = None) -> Peer:
         h = request.headers
-        peer = self._destination(request)
+        if destination is not None:
+            peer = peer_for_uri(destination, self.config.transport)
+        else:
+            peer = self._destination(request)
         if "Via" not in h:
             rebuilt = Headers()
             rebuilt.add("Via", self._via(peer.transport))
@@ -312,8 +315,14 @@ class UserAgent:
                 h.add("Supported", ", ".join(self.config.supported))
         return peer
 
-    def send_request(self, request: Request, handler: ResponseHandler, now: float) -> None:
-        peer = self._prepare(request)
+    def send_request(
+        self,
+        request: Request,
+        handler: ResponseHandler,
+        now: float,
+        destination: SipURI | None = None,
+    ) -> None:
+        peer = self._prepare(request, destination)
         try:
             tx = self.transactions.send_request(
                 request, now, reliable=peer.reliable, destination=peer
@@ -326,8 +335,8 @@ class UserAgent:
         self._tx_by_id[id(tx)] = tx
         self._pump(now)
 
-    def send_ack(self, ack: Request, now: float) -> None:
-        peer = self._prepare(ack)
+    def send_ack(self, ack: Request, now: float, destination: SipURI | None = None) -> None:
+        peer = self._prepare(ack, destination)
         self.transactions.send_stateless(ack, peer)
         self._pump(now)
 
