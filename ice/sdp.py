@@ -11,21 +11,24 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ice.candidate import Candidate, CandidateType, TcpType
 
 __all__ = [
+    "DEFAULT_CANDIDATE_PREFERENCE",
     "IceAttributes",
     "IceParameters",
     "IceSdpError",
     "RemoteCandidate",
+    "choose_default_candidate",
     "format_candidate",
     "format_ice_attributes",
     "format_remote_candidates",
     "generate_pwd",
     "generate_ufrag",
+    "matches_candidate",
     "parse_candidate",
     "parse_ice_attributes",
     "parse_ice_options",
@@ -385,3 +388,62 @@ def format_ice_attributes(
     if end_of_candidates:
         media.append(("end-of-candidates", None))
     return session, media
+
+
+# --------------------------------------------------------------------------------------------
+# Default candidates (RFC 8839 §4.2.1.2, §5.1; RFC 8445 §5.1.4)
+# --------------------------------------------------------------------------------------------
+
+DEFAULT_CANDIDATE_PREFERENCE: tuple[CandidateType, ...] = (
+    CandidateType.RELAYED,
+    CandidateType.SERVER_REFLEXIVE,
+    CandidateType.HOST,
+)
+"""Most likely to work first: relayed, then server-reflexive, then host (RFC 8445 §5.1.4)."""
+
+
+def choose_default_candidate(
+    candidates: Iterable[Candidate],
+    component: int = 1,
+    *,
+    preference: Sequence[CandidateType] = DEFAULT_CANDIDATE_PREFERENCE,
+    transport: str = "udp",
+) -> Candidate | None:
+    """The candidate to put in ``c=``/``m=`` (and ``a=rtcp``) for ``component``.
+
+    The first type in ``preference`` that has a candidate wins; among those, the highest
+    priority.  None if the component has no candidate of an acceptable type.
+    """
+    pool = [c for c in candidates if c.component == component and c.transport == transport]
+    for ctype in preference:
+        of_type = [c for c in pool if c.type is ctype]
+        if of_type:
+            return max(of_type, key=lambda c: c.priority)
+    return None
+
+
+def matches_candidate(
+    candidates: Iterable[Candidate], address: str, port: int, component: int = 1
+) -> bool:
+    """Does the ``c=``/``m=`` default destination match one of the candidates?
+
+    An answerer that finds no match answers with ``a=ice-mismatch`` (RFC 8839 §5.1, §4.3.1.1).
+    The ``c=`` address ``0.0.0.0``/``::`` with port 9 (trickle ICE, RFC 8840) always matches.
+    """
+    try:
+        wanted = ipaddress.ip_address(address)
+    except ValueError:
+        wanted = None
+    if wanted is not None and wanted.is_unspecified and port == 9:
+        return True
+    for c in candidates:
+        if c.component != component or c.port != port:
+            continue
+        if c.address == address:
+            return True
+        try:
+            if wanted is not None and ipaddress.ip_address(c.address) == wanted:
+                return True
+        except ValueError:
+            continue
+    return False

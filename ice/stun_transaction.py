@@ -25,6 +25,10 @@ from dataclasses import dataclass
 from ice.stun import ERROR_CODE, ErrorCode, StunClass, StunMessage, StunParseError, parse_message
 
 __all__ = [
+    "DEFAULT_RC",
+    "DEFAULT_RM",
+    "DEFAULT_RTO",
+    "DEFAULT_TI",
     "RtoEstimator",
     "StunClientTransaction",
     "StunTransactionFailed",
@@ -168,8 +172,11 @@ class StunClientTransaction:
 
     # -- I/O --------------------------------------------------------------------------------
 
-    def datagrams_to_send(self) -> list[bytes]:
-        """Datagrams (the request, or a retransmission of it) to send now."""
+    def datagrams_to_send(self, now: float | None = None) -> list[bytes]:
+        """Datagrams (the request, or a retransmission of it) to send now.
+
+        ``now`` is accepted for symmetry with the other sans-I/O machines and not needed.
+        """
         out, self._outbox = self._outbox, []
         return out
 

@@ -11,11 +11,13 @@ from ice.sdp import (
     IceParameters,
     IceSdpError,
     RemoteCandidate,
+    choose_default_candidate,
     format_candidate,
     format_ice_attributes,
     format_remote_candidates,
     generate_pwd,
     generate_ufrag,
+    matches_candidate,
     parse_candidate,
     parse_ice_attributes,
     parse_ice_options,
@@ -370,3 +372,56 @@ def test_parse_ice_attributes_only_raises_ice_sdp_error(
         parse_ice_attributes(media, media)
     except IceSdpError:
         pass
+
+
+# ------------------------------------------------------------------------------------------
+# default candidates
+# ------------------------------------------------------------------------------------------
+
+
+def _local_candidates() -> list[Candidate]:
+    host = Candidate.make(CandidateType.HOST, "192.168.1.5", 40000)
+    host2 = Candidate.make(CandidateType.HOST, "10.0.0.5", 40002, local_preference=100)
+    srflx = Candidate.make(
+        CandidateType.SERVER_REFLEXIVE,
+        "203.0.113.7",
+        50000,
+        base_address="192.168.1.5",
+        server_address="198.51.100.1",
+        related=("192.168.1.5", 40000),
+    )
+    relay = Candidate.make(
+        CandidateType.RELAYED,
+        "198.51.100.1",
+        49170,
+        base_address="203.0.113.7",
+        server_address="198.51.100.1",
+        related=("203.0.113.7", 50000),
+    )
+    rtcp_host = Candidate.make(CandidateType.HOST, "192.168.1.5", 40001, component=2)
+    return [host, host2, srflx, relay, rtcp_host]
+
+
+def test_choose_default_candidate_prefers_relay_then_srflx_then_host() -> None:
+    host, host2, srflx, relay, rtcp_host = _local_candidates()
+    everything = [host, host2, srflx, relay, rtcp_host]
+    assert choose_default_candidate(everything) == relay
+    assert choose_default_candidate([host, host2, srflx]) == srflx
+    assert choose_default_candidate([host2, host]) == host  # highest priority host
+    assert choose_default_candidate(everything, component=2) == rtcp_host
+    assert choose_default_candidate(everything, component=3) is None
+    assert choose_default_candidate(everything, transport="tcp") is None
+    only_host = choose_default_candidate(everything, preference=(CandidateType.HOST,))
+    assert only_host == host
+
+
+def test_matches_candidate_for_ice_mismatch() -> None:
+    cands = _local_candidates()
+    assert matches_candidate(cands, "198.51.100.1", 49170)
+    assert matches_candidate(cands, "192.168.1.5", 40001, component=2)
+    assert not matches_candidate(cands, "192.168.1.5", 40001)  # wrong component
+    assert not matches_candidate(cands, "192.0.2.99", 40000)
+    assert not matches_candidate(cands, "example.org", 40000)
+    assert matches_candidate([], "0.0.0.0", 9) and matches_candidate([], "::", 9)
+    v6 = Candidate.make(CandidateType.HOST, "2001:db8::1", 5000)
+    assert matches_candidate([v6], "2001:0db8:0::1", 5000)

@@ -321,3 +321,9 @@ def test_rto_estimator_observes_transactions() -> None:
     assert timed_out.result is not None
     est.observe(timed_out.result, 1001.0)
     assert est.rto(1001.0) == 0.5
+
+
+def test_datagrams_to_send_accepts_now() -> None:
+    tx = StunClientTransaction(_request(), 0.0)
+    assert len(tx.datagrams_to_send(0.0)) == 1
+    assert tx.datagrams_to_send(0.1) == []
