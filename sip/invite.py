@@ -658,6 +658,7 @@ class Call:
         assert self.dialog is not None
         self.local_sdp = sdp
         self.local_content_type = content_type
+        self.dialog.local_contact = self.host.contact()  # our address may have changed (NAT)
         req = self.dialog.create_request(method, sdp, content_type)
         self._reinvite_out = req
         self.host.send_request(req, self._on_offer_response, now, self._hop())
