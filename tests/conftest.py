@@ -8,5 +8,6 @@ from tests.peers.fixtures import (  # noqa: F401  (fixtures are found by name)
     nat_lab,
     netns_lab,
     peer_dir,
+    pulse,
     sipp_factory,
 )

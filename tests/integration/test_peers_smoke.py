@@ -12,6 +12,7 @@ import pytest
 from tests.peers.coturn import Coturn
 from tests.peers.kamailio import Kamailio
 from tests.peers.netns import Lab, Namespace, NatLab, build_nat_lab
+from tests.peers.pulse import PulseAudio
 from tests.peers.rawsip import SipClient, options, parse_challenge, register
 from tests.peers.sipp import Sipp
 
@@ -503,3 +504,48 @@ def test_netns_coturn_and_kamailio_in_public_namespace(nat_lab: NatLab, peer_dir
     finally:
         kam.stop()
         turn.stop()
+
+
+# ---- PulseAudio ------------------------------------------------------------------------------
+
+
+def test_pulse_pactl_info_and_null_sink_loop(pulse: PulseAudio) -> None:
+    import os
+    import subprocess
+
+    info = pulse.info()
+    assert info["Default Sink"] == "nullsink"
+    assert info["Default Source"] == "nullsink.monitor"
+    assert os.environ["PULSE_SERVER"] == f"unix:{pulse.socket}"
+    # a client in a subprocess (inheriting the environment) reaches the same daemon
+    out = subprocess.run(["pactl", "list", "short", "sinks"], capture_output=True, text=True)
+    assert out.returncode == 0 and "nullsink" in out.stdout
+    pulse.add_null_sink("second")
+    assert "second" in pulse.pactl("list", "short", "sinks")
+
+
+PLAYREC = """
+import numpy as np
+import sounddevice as sd
+fs = 48000
+tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(fs // 2) / fs)).astype("float32")
+rec = sd.playrec(tone, samplerate=fs, channels=1, device="pulse", blocking=True)
+print(float(np.sqrt(np.mean(rec[fs // 4 :, 0] ** 2))))
+"""
+
+
+def test_pulse_sounddevice_plays_into_null_sink_and_records_its_monitor(
+    pulse: PulseAudio,
+) -> None:
+    import subprocess
+    import sys
+
+    pytest.importorskip("sounddevice")
+    out = subprocess.run(
+        [sys.executable, "-c", PLAYREC], env=pulse.env(), capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    rms = float(out.stdout.strip().splitlines()[-1])
+    # a 0.3-amplitude sine has an RMS of 0.21; silence would be ~0
+    assert 0.1 < rms < 0.3

@@ -17,6 +17,7 @@ import pytest
 from tests.peers.coturn import Coturn
 from tests.peers.kamailio import Kamailio
 from tests.peers.netns import Lab, NatLab, build_nat_lab, netns_available
+from tests.peers.pulse import PulseAudio
 from tests.peers.sipp import Sipp
 
 
@@ -136,3 +137,24 @@ def nat_lab(netns_lab: Lab) -> NatLab:
     behind its own endpoint-independent NAT (MASQUERADE). For other NAT types build your own
     with ``build_nat_lab(netns_lab, symmetric=(...))``."""
     return build_nat_lab(netns_lab)
+
+
+# ---- PulseAudio ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pulse(peer_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PulseAudio]:
+    """A private PulseAudio with default sink ``nullsink`` and source ``nullsink.monitor``.
+
+    Its client environment (PULSE_SERVER, XDG_RUNTIME_DIR, ...) is also set in this
+    process's environment for the test, so subprocesses and PortAudio find it."""
+    require_binary("pulseaudio")
+    require_binary("pactl", "pulseaudio-utils")
+    pa = PulseAudio(peer_dir / "pulse")
+    pa.start()
+    for key, value in pa.client_env().items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield pa
+    finally:
+        pa.stop()
