@@ -33,6 +33,7 @@ from ice.stun import PasswordAlgorithm
         ("\u00aa", "a"),  # output is NFKC, input in ISO 8859-1
         ("\u2168", "IX"),  # output is NFKC, will match 2nd example
         ("a\u00a0b", "a b"),  # non-ASCII space mapped to SPACE
+        ("a\u1680b", "a b"),  # OGHAM SPACE MARK: no compatibility mapping, table C.1.2 only
         ("The\u00adM\u00aatr\u2168", "TheMatrIX"),  # RFC 5769 §2.4
         ("", ""),
     ],
