@@ -549,3 +549,57 @@ def test_pulse_sounddevice_plays_into_null_sink_and_records_its_monitor(
     rms = float(out.stdout.strip().splitlines()[-1])
     # a 0.3-amplitude sine has an RMS of 0.21; silence would be ~0
     assert 0.1 < rms < 0.3
+
+
+def test_kamailio_restart_mid_call_keeps_the_dialog_routable(
+    kamailio: Kamailio, sipp_factory: SippFactory
+) -> None:
+    """In-dialog requests are loose-routed without state: a call outlives a restart."""
+    import time
+
+    uas = sipp_factory("uas_sdp", calls=1).start()
+    _register_uas(kamailio, sipp_factory, uas, "bob")
+    uac = sipp_factory(
+        "uac_sdp", kamailio.server("udp"), domain=kamailio.domain, service="bob", calls=1,
+        call_duration_ms=3000,
+    ).start()  # fmt: skip
+    kamailio.wait_for_log(r"REPLY 200 OK", timeout=10)
+    time.sleep(0.3)  # the ACK goes through before the restart
+    kamailio.restart()
+    result = uac.wait(timeout=30)
+    assert result.ok, result.describe()
+    assert uas.wait(timeout=15).ok
+    restarted_log = kamailio.log().rsplit("==== start", 1)[1]
+    assert "in-dialog BYE" in restarted_log
+
+
+def test_sipp_rtp_echo_returns_media(sipp_factory: SippFactory) -> None:
+    import socket
+
+    uas = sipp_factory("uas_sdp", calls=1, rtp_echo=True).start()
+    packet = bytes([0x80, 0, 0, 1, 0, 0, 0, 160, 0x12, 0x34, 0x56, 0x78]) + bytes(160)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.5)
+        for _ in range(10):  # the echo thread may start a moment after the SIP socket
+            sock.sendto(packet, (uas.host, uas.media_port))
+            try:
+                data, source = sock.recvfrom(2048)
+                break
+            except TimeoutError:
+                continue
+        else:
+            raise AssertionError("no RTP echo")
+    assert (data, source) == (packet, (uas.host, uas.media_port))
+
+
+def test_kamailio_nat_keepalive_options_reach_udp_contact(
+    kamailio_factory: Callable[..., Kamailio],
+) -> None:
+    k = kamailio_factory(natping_interval=1, natping_all=True, tls=False)
+    with SipClient(*k.address("udp")) as client:
+        _, ok = register(client, k.domain, "alice", k.users["alice"])
+        assert ok is not None and ok.status == 200
+        client.sock.settimeout(5.0)
+        ping = client.sock.recv(4096).decode()
+    assert ping.startswith(f"OPTIONS sip:alice@127.0.0.1:{client.local[1]} SIP/2.0")

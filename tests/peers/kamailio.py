@@ -42,10 +42,14 @@ def _cfg_string(value: str, what: str) -> str:
 
 
 class Kamailio:
-    """A Kamailio registrar/proxy on loopback.
+    """A Kamailio registrar/proxy on loopback (or in a network namespace: ``netns``).
 
     Users and passwords are given as a mapping (default :data:`DEFAULT_USERS`).
-    REGISTER is challenged with 401, initial requests from a known user with 407.
+    REGISTER is challenged with 401 (a wrong password: 401 again), initial requests from a
+    known user with 407; ``algorithm`` "MD5" or "SHA-256" (one per instance: the auth
+    module's global parameter). UDP and TCP share ``port``; TLS is on ``tls_port`` with a
+    certificate from a throw-away CA (``ca_file``). ``natping_interval`` makes nathelper send
+    OPTIONS keepalives (UDP contacts only) to NATed contacts, or to all with ``natping_all``.
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class Kamailio:
         tls: bool = True,
         min_expires: int = 1,
         natping_interval: int | None = None,
+        natping_all: bool = False,
         host: str = "127.0.0.1",
         port: int | None = None,
         tls_port: int | None = None,
@@ -76,6 +81,7 @@ class Kamailio:
         self.tls = tls
         self.min_expires = min_expires
         self.natping_interval = natping_interval
+        self.natping_all = natping_all
         self.extra_defines = dict(extra_defines or {})
         self.netns = netns  # run inside this network namespace (ip netns exec)
         if netns is None:
@@ -190,6 +196,7 @@ class Kamailio:
         if self.natping_interval is not None:
             argv += ["-A", "WITH_NATPING"]
             defines["NATPING_INTERVAL"] = str(self.natping_interval)
+            defines["NATPING_NATED_ONLY"] = "0" if self.natping_all else "1"
         for name, value in defines.items():
             argv += ["-A", f"{name}={value}"]
         if self.netns:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.peers.ports import free_port, is_free
+from tests.peers.ports import free_port, free_port_range, is_free
 from tests.peers.process import ManagedProcess, PeerError, tcp_accepts
 
 SCENARIO_DIR = Path(__file__).parent / "sipp"
@@ -118,7 +118,8 @@ class Sipp:
         self.transport = transport
         self.port = port or free_port(host, udp=True, tcp=True)
         self.control_port = free_port(host, udp=True, tcp=False)
-        self.media_port = free_port(host, udp=True, tcp=False)
+        # -rtp_echo binds the media port and the next ones (video at +2)
+        self.media_port = free_port_range(4, host, udp=True, tcp=False)
         self.calls, self.rate, self.rate_period_ms, self.limit = calls, rate, rate_period_ms, limit
         self.call_duration_ms = call_duration_ms
         self.service = service
