@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ice import stun
 from ice.stun import StunClass, StunMessage, StunMethod, parse_message
@@ -327,3 +329,78 @@ def test_datagrams_to_send_accepts_now() -> None:
     tx = StunClientTransaction(_request(), 0.0)
     assert len(tx.datagrams_to_send(0.0)) == 1
     assert tx.datagrams_to_send(0.1) == []
+
+
+SCHEDULE = [0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
+
+
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.booleans(), st.floats(0.0, 20.0, allow_nan=False)),
+        min_size=7,
+        max_size=7,
+    )
+)
+def test_random_loss_and_delay_on_a_virtual_clock(fates: list[tuple[bool, bool, float]]) -> None:
+    """Each transmission's request and response may be lost; responses take ``rtt`` seconds.
+
+    The outcome must be: success at the first response to arrive before the 39.5 s timeout,
+    else a timeout at exactly 39.5 s after exactly 7 sends.
+    """
+    req = _request()
+    tx = StunClientTransaction(req.encode(fingerprint=True), 0.0)
+    pending: list[float] = []  # arrival times of responses in flight
+    send_times: list[float] = []
+    now = 0.0
+    while True:
+        for _ in tx.datagrams_to_send():
+            k = len(send_times)
+            send_times.append(now)
+            request_ok, response_ok, rtt = fates[k]
+            if request_ok and response_ok:
+                pending.append(now + rtt)
+        timer = tx.get_timer()
+        if timer is None:
+            break
+        pending.sort()
+        if pending and pending[0] <= timer:
+            now = pending.pop(0)
+            tx.receive(parse_message(req.response().encode()), now)
+        else:
+            now = timer
+            tx.handle_timer(now)
+
+    arrivals_by_send = [
+        s + rtt if req_ok and resp_ok else float("inf")
+        for s, (req_ok, resp_ok, rtt) in zip(SCHEDULE, fates, strict=True)
+    ]
+    arrivals = [
+        s + rtt
+        for s, (req_ok, resp_ok, rtt) in zip(SCHEDULE, fates, strict=True)
+        if req_ok and resp_ok
+    ]
+    first = min(arrivals, default=float("inf"))
+    assert send_times == SCHEDULE[: len(send_times)]
+    if first <= 39.5:
+        assert isinstance(tx.result, StunTransactionSucceeded)
+        assert now == pytest.approx(first)
+        # A response arriving exactly when a retransmission is due is handled first, so a
+        # send at time ``first`` happens only if no earlier send's response lands then.
+        earlier_arrival_at = {
+            k: any(a == first for a in arrivals_by_send[:k]) for k in range(len(SCHEDULE))
+        }
+        expected = [
+            s
+            for k, s in enumerate(SCHEDULE)
+            if s < first or (s == first and not earlier_arrival_at[k])
+        ]
+        assert send_times == expected
+        if len(send_times) == 1:
+            assert tx.result.rtt == pytest.approx(fates[0][2])
+        else:
+            assert tx.result.rtt is None
+    else:
+        assert isinstance(tx.result, StunTransactionTimedOut)
+        assert now == pytest.approx(39.5)
+        assert send_times == SCHEDULE
+    assert tx.datagrams_to_send() == []
