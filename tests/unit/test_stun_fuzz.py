@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from typing import Any
 
@@ -232,3 +233,9 @@ def test_channel_data_round_trip(channel: int, payload: bytes, pad: bool) -> Non
     assert stun.is_channel_data(wire)
     assert stun.parse_channel_data(wire) == stun.ChannelData(channel, payload)
     assert not pad or len(wire) % 4 == 0
+
+
+@given(st.binary(max_size=100), st.binary(max_size=300), st.sampled_from(["sha1", "sha256"]))
+def test_cached_hmac_equals_stdlib(key: bytes, data: bytes, algorithm: str) -> None:
+    assert stun.hmac_digest(key, data, algorithm) == hmac.digest(key, data, algorithm)
+    assert stun.hmac_digest(key, data, algorithm) == hmac.digest(key, data, algorithm)  # cached
