@@ -3,6 +3,7 @@
 from tests.peers.fixtures import (  # noqa: F401  (fixtures are found by name)
     coturn,
     coturn_factory,
+    dns_factory,
     kamailio,
     kamailio_factory,
     nat_lab,

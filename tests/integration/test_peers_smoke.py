@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.peers.coturn import Coturn
+from tests.peers.dnsmasq import Dnsmasq, DnsRecords
 from tests.peers.kamailio import Kamailio
 from tests.peers.netns import Lab, Namespace, NatLab, build_nat_lab
 from tests.peers.pulse import PulseAudio
@@ -603,3 +604,41 @@ def test_kamailio_nat_keepalive_options_reach_udp_contact(
         client.sock.settimeout(5.0)
         ping = client.sock.recv(4096).decode()
     assert ping.startswith(f"OPTIONS sip:alice@127.0.0.1:{client.local[1]} SIP/2.0")
+
+
+# ---- dnsmasq ---------------------------------------------------------------------------------
+
+
+def test_dnsmasq_serves_rfc3263_chain(dns_factory: Callable[..., Dnsmasq]) -> None:
+    records = DnsRecords()
+    records.add_sip_domain("example.org", "127.0.0.1", udp_port=5070, tls_port=5071)
+    dns = dns_factory(records)
+    resolver = dns.resolver()
+    naptr = sorted((r.order, r.service.decode(), r.replacement.to_text())
+                   for r in resolver.resolve("example.org", "NAPTR"))  # fmt: skip
+    assert naptr == [
+        (10, "SIP+D2U", "_sip._udp.example.org."),
+        (20, "SIP+D2T", "_sip._tcp.example.org."),
+        (30, "SIPS+D2T", "_sips._tcp.example.org."),
+    ]
+    srv = resolver.resolve("_sips._tcp.example.org", "SRV")[0]
+    assert (srv.port, srv.target.to_text()) == (5071, "sip.example.org.")
+    assert [a.to_text() for a in resolver.resolve("sip.example.org", "A")] == ["127.0.0.1"]
+
+
+def test_dnsmasq_in_namespace_is_the_laptops_system_resolver(nat_lab: NatLab, peer_dir) -> None:
+    records = DnsRecords()
+    records.add_sip_domain("example.org", nat_lab.server_ip)
+    dns = Dnsmasq(peer_dir / "dns-ns", records, host=nat_lab.server_ip, netns=nat_lab.public.name)
+    dns.start()
+    try:
+        laptop = nat_lab.sites[0].laptop
+        laptop.set_resolv([nat_lab.server_ip])
+        code = (
+            "import socket, dns.resolver\n"
+            "print(socket.gethostbyname('sip.example.org'))\n"
+            "print(dns.resolver.resolve('_sip._udp.example.org', 'SRV')[0].port)\n"
+        )
+        assert laptop.python(code).stdout.split() == [nat_lab.server_ip, "5060"]
+    finally:
+        dns.stop()

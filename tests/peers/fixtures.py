@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.peers.coturn import Coturn
+from tests.peers.dnsmasq import Dnsmasq, DnsRecords
 from tests.peers.kamailio import Kamailio
 from tests.peers.netns import Lab, NatLab, build_nat_lab, netns_available
 from tests.peers.pulse import PulseAudio
@@ -158,3 +159,24 @@ def pulse(peer_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PulseAudi
         yield pa
     finally:
         pa.stop()
+
+
+# ---- dnsmasq -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dns_factory(peer_dir: Path) -> Iterator[Callable[..., Dnsmasq]]:
+    """``dns_factory(records, **options)`` starts a :class:`Dnsmasq` serving ``records``
+    (a :class:`DnsRecords`; ``records.add_sip_domain(...)`` builds the RFC 3263 chain)."""
+    require_binary("dnsmasq")
+    started: list[Dnsmasq] = []
+
+    def make(records: DnsRecords, **options: Any) -> Dnsmasq:
+        d = Dnsmasq(peer_dir / f"dnsmasq{len(started)}", records, **options)
+        started.append(d)
+        d.start()
+        return d
+
+    yield make
+    for d in started:
+        d.stop()

@@ -3,6 +3,7 @@
     probe tcp HOST PORT
     probe stun HOST PORT
     probe sip-options HOST PORT URI      (UDP)
+    probe dns HOST PORT NAME             (any answer, even NXDOMAIN, counts)
 
 Exit status 0 when the peer answered.
 """
@@ -27,12 +28,27 @@ def probe(kind: str, host: str, port: int, *rest: str) -> bool:
             return tcp_accepts(host, port)
         if kind == "stun":
             return stun_binding(host, port, timeout=0.5).is_success
+        if kind == "dns":
+            return _dns_answers(host, port, rest[0])
         if kind == "sip-options":
             with SipClient(host, port, "udp", timeout=0.5, bind_host="0.0.0.0") as c:
                 return options(c, rest[0]).status == 200
     except (OSError, TimeoutError, ValueError):
         return False
     raise ValueError(f"unknown probe {kind}")
+
+
+def _dns_answers(host: str, port: int, name: str) -> bool:
+    import dns.exception
+    import dns.message
+    import dns.query
+
+    query = dns.message.make_query(name, "A")
+    try:
+        dns.query.udp(query, host, port=port, timeout=0.5)
+    except dns.exception.DNSException:
+        return False
+    return True
 
 
 def probe_in_netns(netns: str | None, kind: str, host: str, port: int, *rest: str) -> bool:
