@@ -175,6 +175,8 @@ def hmac_digest(key: bytes, data: bytes, algorithm: str) -> bytes:
     Equal to ``hmac.digest(key, data, algorithm)``; a STUN agent uses a handful of keys for
     many messages, so hashing the padded key once per key saves most of the cost.
     """
+    if type(key) is not bytes:
+        key = bytes(key)
     pads = _HMAC_PADS.get((key, algorithm))
     if pads is None:
         if algorithm == "sha1":
@@ -188,7 +190,7 @@ def hmac_digest(key: bytes, data: bytes, algorithm: str) -> bytes:
         pads = (ctor(k.translate(_TRANS_IPAD)), ctor(k.translate(_TRANS_OPAD)))
         if len(_HMAC_PADS) >= 32:
             _HMAC_PADS.clear()
-        _HMAC_PADS[(bytes(key), algorithm)] = pads
+        _HMAC_PADS[(key, algorithm)] = pads
     inner = pads[0].copy()
     inner.update(data)
     outer = pads[1].copy()
