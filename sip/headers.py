@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from sip.uri import (
@@ -19,7 +20,14 @@ MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: the sequence number MUST be less tha
 _CSEQ_LIMIT = 2**32 - 1  # RFC 3261 §20.16 / RFC 4475 §3.1.2.4: larger values are malformed
 
 
-@dataclass
+# Fast path for the plain form; whatever it accepts, the general parser parses the same way.
+_VIA_FAST_RE = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9\-_.]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?"
+    r"((?:;[^;\s\"]*)*)"
+)
+
+
+@dataclass(slots=True)
 class Via:
     """One Via value: ``SIP/2.0/UDP host[:port];branch=...`` (RFC 3261 §20.42, §25.1).
 
@@ -37,6 +45,27 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        m = _VIA_FAST_RE.fullmatch(text)
+        if m is not None:
+            transport, host, port, params = m.groups()
+            if host[0] == "[":
+                host = host[1:-1]
+            port_number = None
+            if port is not None:
+                port_number = int(port)
+                if port_number > 65535:
+                    raise SipParseError(f"port out of range in {text!r}")
+            return cls(
+                transport.upper(),
+                host,
+                port_number,
+                parse_params(params[1:]) if params else {},
+                "SIP/2.0",
+            )
+        return cls._parse_general(text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> Via:
         parts = text.split("/", 2)
         if len(parts) != 3:
             raise SipParseError(f"bad Via sent-protocol in {text!r}")
@@ -95,7 +124,7 @@ class Via:
         return None
 
 
-@dataclass
+@dataclass(slots=True)
 class CSeq:
     """``CSeq: <seq> <METHOD>`` (RFC 3261 §20.16); ``seq`` is 0..2**32-1, the method a token."""
 
@@ -113,7 +142,7 @@ class CSeq:
         seq = int(num)
         if seq > _CSEQ_LIMIT:
             raise SipParseError(f"CSeq number out of range in {text!r}")
-        if not is_token(method):
+        if not (method.isalpha() and method.isascii()) and not is_token(method):
             raise SipParseError(f"bad CSeq method in {text!r}")
         return cls(seq, method)
 

@@ -18,6 +18,7 @@ escapes (``errors="surrogateescape"``).
 from __future__ import annotations
 
 import enum
+import operator
 import re
 import secrets
 from collections.abc import Iterable, Iterator
@@ -77,6 +78,13 @@ _COMPACT_FORMS = {
 # lower-case spelling -> (lookup key, canonical name)
 _NAME_INFO: dict[str, tuple[str, str]] = {n.lower(): (n.lower(), n) for n in _CANONICAL_NAMES}
 _NAME_INFO.update({c: (n.lower(), n) for c, n in _COMPACT_FORMS.items()})
+# exact spellings seen on the wire (canonical, lower-case, compact in either case) -> key / name
+_KEYS: dict[str, str] = {}
+_CANONICAL: dict[str, str] = {}
+for _spelling, (_key, _canonical) in list(_NAME_INFO.items()):
+    for _variant in (_spelling, _spelling.upper(), _canonical):
+        _KEYS[_variant] = _key
+        _CANONICAL[_variant] = _canonical
 
 # Headers whose values are comma-separated lists (RFC 3261 §7.3.1, §20); get_all() splits them.
 _LIST_HEADERS = frozenset(
@@ -93,7 +101,14 @@ _LIST_HEADERS = frozenset(
 )  # fmt: skip
 
 
+_item_key = operator.itemgetter(0)
+_item_value = operator.itemgetter(2)
+
+
 def _name_info(name: str) -> tuple[str, str]:
+    key = _KEYS.get(name)
+    if key is not None:
+        return key, _CANONICAL[name]
     lower = name.lower()
     info = _NAME_INFO.get(lower)
     if info is not None:
@@ -110,10 +125,11 @@ class Headers:
     top-level commas, i.e. not inside quoted strings or ``<>``.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_first", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = []  # (lookup key, name, value)
+        self._first: dict[str, str] | None = None  # key -> first line's value; None: stale
         for name, value in items:
             self.add(name, value)
 
@@ -121,36 +137,59 @@ class Headers:
     def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
         headers = cls.__new__(cls)
         headers._items = items
+        headers._first = None
         return headers
+
+    def _first_values(self) -> dict[str, str]:
+        first = self._first
+        if first is None:
+            # built in C: reversed, so the first line of each name is the one that stays
+            items = self._items[::-1]
+            first = self._first = dict(
+                zip(map(_item_key, items), map(_item_value, items), strict=True)
+            )
+        return first
+
+    def _values(self, key: str) -> list[str]:
+        return [value for k, _, value in self._items if k == key]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name`` (the first list element for list-valued headers)."""
-        key = _name_info(name)[0]
-        for k, _, value in self._items:
-            if k == key:
-                if key in _LIST_HEADERS and ("," in value or not value):
-                    values = split_commas(value)
-                    if not values:
-                        continue
-                    return values[0]
-                return value
-        return default
+        key = _KEYS.get(name) or _name_info(name)[0]
+        value = self._first_values().get(key)
+        if value is None:
+            return default
+        if key in _LIST_HEADERS and ("," in value or not value):
+            for line in self._values(key):
+                elements = split_commas(line)
+                if elements:
+                    return elements[0]
+            return default
+        return value
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in order; list-valued lines are split at top-level commas."""
-        key = _name_info(name)[0]
+        key = _KEYS.get(name) or _name_info(name)[0]
+        if key not in self._first_values():
+            return []
+        values = self._values(key)
         if key in _LIST_HEADERS:
             out: list[str] = []
-            for k, _, value in self._items:
-                if k == key:
+            for value in values:
+                if "," in value:
                     out.extend(split_commas(value))
+                else:
+                    value = value.strip(" \t")
+                    if value:
+                        out.append(value)
             return out
-        return [value for k, _, value in self._items if k == key]
+        return list(values)
 
     def add(self, name: str, value: str) -> None:
         """Append a header line."""
         key, canonical = _name_info(name)
         self._items.append((key, canonical, value))
+        self._first = None
 
     def set(self, name: str, value: str) -> None:
         """Replace every ``name`` line by one line (at the position of the first, else appended)."""
@@ -167,22 +206,22 @@ class Headers:
         if not done:
             out.append((key, canonical, value))
         self._items = out
+        self._first = None
 
     def remove(self, name: str) -> None:
         """Remove every ``name`` line (no error if there is none)."""
         key = _name_info(name)[0]
         self._items = [item for item in self._items if item[0] != key]
+        self._first = None
 
     def count(self, name: str) -> int:
         """Number of header *lines* named ``name``."""
-        key = _name_info(name)[0]
-        return sum(1 for item in self._items if item[0] == key)
+        return len(self._values(_name_info(name)[0]))
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = _name_info(name)[0]
-        return any(item[0] == key for item in self._items)
+        return _name_info(name)[0] in self._first_values()
 
     def items(self) -> list[tuple[str, str]]:
         """(name, value) per header line, in order."""
@@ -343,6 +382,38 @@ def _split_head(data: bytes) -> tuple[int, int, int]:
     return start, n, n  # no empty line: a body-less message missing its final CRLF
 
 
+_HEADER_SPLIT_RE = re.compile(r"\r\n([^:\r\n]+):[ \t]*")
+
+
+def _parse_header_section(head: str) -> tuple[str, list[tuple[str, str, str]]] | None:
+    """Fast path: (start line, items) for a CRLF header section without folding or trailing LWS.
+
+    None when the section needs the general line-by-line parser.
+    """
+    if " \r\n" in head or "\t\r\n" in head or head[-1] in " \t\r\n":
+        return None  # trailing LWS to strip
+    parts = _HEADER_SPLIT_RE.split(head)
+    if len(parts) != 2 * head.count("\n") + 1:
+        return None  # a line without a colon, or bare LF line ends
+    # Now every LF of ``head`` ends a CRLF line followed by "name:"; so no bare LF, no empty line.
+    names = parts[1::2]
+    keys = list(map(_KEYS.get, names))
+    canonical = list(map(_CANONICAL.get, names))
+    if None in keys:
+        for i, key in enumerate(keys):
+            if key is None:
+                name = names[i]
+                if name[0] == " " or name[0] == "\t":
+                    return None  # a folded continuation line
+                name = name.rstrip(" \t")
+                key, canonical_name = _name_info(name)
+                if canonical_name is name and not is_token(name):
+                    raise SipParseError(f"bad header name {name!r}")
+                keys[i] = key
+                canonical[i] = canonical_name
+    return parts[0], list(zip(keys, canonical, parts[2::2], strict=True))  # type: ignore[arg-type]
+
+
 def _parse_header_lines(lines: list[str]) -> list[tuple[str, str, str]]:
     items: list[tuple[str, str, str]] = []
     info_table = _NAME_INFO
@@ -389,16 +460,31 @@ def parse_message(data: bytes) -> Request | Response:
     if len(data) > MAX_MESSAGE_SIZE:
         raise SipParseError(f"message larger than {MAX_MESSAGE_SIZE} octets")
     data = bytes(data)
-    start, head_end, body_start = _split_head(data)
-    if start == head_end:
-        raise SipParseError("empty message")
-    lines = data[start:head_end].decode("utf-8", "surrogateescape").split("\n")
-    while len(lines) > 1 and (lines[-1] == "" or lines[-1] == "\r"):
-        lines.pop()  # a header section that ends in a line end but no empty line
-    first = lines[0]
-    if first[-1:] == "\r":
-        first = first[:-1]
-    items = _parse_header_lines(lines[1:])
+    start = 0
+    if data[:1] == b"\r" or data[:1] == b"\n":
+        n = len(data)
+        while start < n and (data[start] == 13 or data[start] == 10):  # RFC 3261 §7.5
+            start += 1
+    head_end = data.find(b"\r\n\r\n", start)
+    parsed = None
+    if head_end > start:
+        # Fast path; it accepts only a section without bare LFs, so the CRLFCRLF found is the end.
+        parsed = _parse_header_section(data[start:head_end].decode("utf-8", "surrogateescape"))
+    if parsed is not None:
+        first, items = parsed
+        body_start = head_end + 4
+    else:
+        start, head_end, body_start = _split_head(data)
+        if start == head_end:
+            raise SipParseError("empty message")
+        head = data[start:head_end].decode("utf-8", "surrogateescape")
+        lines = head.split("\n")
+        while len(lines) > 1 and (lines[-1] == "" or lines[-1] == "\r"):
+            lines.pop()  # a header section that ends in a line end but no empty line
+        first = lines[0]
+        if first[-1:] == "\r":
+            first = first[:-1]
+        items = _parse_header_lines(lines[1:])
     headers = Headers._from_parsed(items)
     cl_values = [value for key, _, value in items if key == "content-length"]
     rest = data[body_start:]
@@ -414,7 +500,7 @@ def parse_message(data: bytes) -> Request | Response:
         if len(parts) < 2:
             raise SipParseError(f"bad status line {first[:80]!r}")
         version, code = parts[0], parts[1]
-        if _VERSION_RE.fullmatch(version) is None:
+        if version != "SIP/2.0" and _VERSION_RE.fullmatch(version) is None:
             raise SipParseError(f"bad SIP version in {first[:80]!r}")
         if len(code) != 3 or not (code.isascii() and code.isdigit()) or code[0] == "0":
             raise SipParseError(f"bad status code in {first[:80]!r}")
@@ -424,11 +510,13 @@ def parse_message(data: bytes) -> Request | Response:
     if len(parts) != 3:
         raise SipParseError(f"bad request line {first[:80]!r}")
     method, uri, version = parts
-    if not is_token(method):
+    if not (method.isalpha() and method.isascii()) and not is_token(method):
         raise SipParseError(f"bad method in {first[:80]!r}")
-    if _VERSION_RE.fullmatch(version) is None:
-        raise SipParseError(f"bad SIP version in {first[:80]!r}")
-    return Request(method, uri, headers, body, version.upper())
+    if version != "SIP/2.0":
+        if _VERSION_RE.fullmatch(version) is None:
+            raise SipParseError(f"bad SIP version in {first[:80]!r}")
+        version = version.upper()
+    return Request(method, uri, headers, body, version)
 
 
 # --- stream framing -----------------------------------------------------------------------------
