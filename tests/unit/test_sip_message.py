@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sip.headers import CSeq, Via
 from sip.message import (
@@ -13,6 +15,8 @@ from sip.message import (
     Response,
     SipParseError,
     StreamFramer,
+    _parse_header_lines,
+    _parse_header_section,
     make_response,
     new_branch,
     new_call_id,
@@ -210,3 +214,58 @@ def test_stream_framer_limits():
     g = StreamFramer()
     with pytest.raises(SipParseError):
         g.feed(b"OPTIONS sip:a@b SIP/2.0\r\nX: " + b"a" * MAX_MESSAGE_SIZE)
+
+
+# --- the header-section fast path agrees with the line-by-line parser --------------------------
+
+H_NAMES = [
+    "Via",
+    "via",
+    "v",
+    "Via ",
+    "X-Foo",
+    "x-foo",
+    "x foo",
+    " cont",
+    "\tcont",
+    "l",
+    "CSeq",
+    "I",
+    "",
+]
+H_SEPS = [": ", ":", ":  ", " : ", "\t:\t", ""]
+H_VALUES = ["a", "a ", "", " b", "a\tb", "x, y", "a\t", "ü"]
+H_ENDS = ["\r\n", "\r\n", "\n", "\r\r\n"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(H_NAMES),
+            st.sampled_from(H_SEPS),
+            st.sampled_from(H_VALUES),
+            st.sampled_from(H_ENDS),
+        ),
+        max_size=6,
+    )
+)
+def test_header_fast_path_matches_general(lines):
+    head = "OPTIONS sip:a@b SIP/2.0"
+    for name, sep, value, end in lines:
+        head += end + name + sep + value
+    fast: object
+    try:
+        fast = _parse_header_section(head)
+    except SipParseError:
+        fast = "error"
+    if fast is None:
+        return  # the general parser's business alone
+    split = head.split("\n")
+    first = split[0][:-1] if split[0].endswith("\r") else split[0]
+    general: object
+    try:
+        general = (first, _parse_header_lines(split[1:]))
+    except SipParseError:
+        general = "error"
+    assert fast == general

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from sip.headers import Via
 from sip.uri import NameAddr, SipParseError, SipURI
 
 
@@ -68,3 +71,73 @@ def test_name_addr_forms():
     assert bracket.display_name == "caller" and bracket.uri.params == {"unknownparam": None}
     with pytest.raises(SipParseError):
         NameAddr.parse('"unterminated <sip:a@b>')
+
+
+# --- the regex fast paths agree with the general parsers --------------------------------------
+
+SCHEMES = ["sip", "sips", "SIP", "tel", "x-y"]
+USERS = ["", "alice", "a%41b", "user;par=u", "a?b", "a:pw", "a:p:w", "+1-212", "al ice", "a,b/c"]
+HOSTS = ["example.com", "h_x.example", "192.0.2.1", "[2001:db8::1]", "[::ffff:1.2.3.4]", "[::1", "",
+         "2001:db8::1", "exa mple"]  # fmt: skip
+PORTS = ["", ":5060", ":0", ":65535", ":65536", ":", ":5o60", ": 5060"]
+PARAMS = [";lr", ";transport=TCP", ";;", ";", ";a=", ";A=B", ";x=%41", ';q="x"', "; y",
+          ";maddr=a@b", ";a=b=c"]  # fmt: skip
+URI_HEADERS = ["", "?a=b", "?", "?a=b&c=d", "?a=%3C", "?=x"]
+
+
+@st.composite
+def uri_texts(draw: st.DrawFn) -> str:
+    user = draw(st.sampled_from(USERS))
+    text = (
+        draw(st.sampled_from(SCHEMES))
+        + ":"
+        + (user + "@" if user else "")
+        + draw(st.sampled_from(HOSTS))
+        + draw(st.sampled_from(PORTS))
+        + "".join(draw(st.lists(st.sampled_from(PARAMS), max_size=3)))
+        + draw(st.sampled_from(URI_HEADERS))
+    )
+    return draw(st.sampled_from(["", " "])) + text
+
+
+def _outcome(parse, text):
+    try:
+        return parse(text)
+    except SipParseError:
+        return "error"
+
+
+@settings(max_examples=400, deadline=None)
+@given(uri_texts())
+def test_uri_fast_path_matches_general(text):
+    assert _outcome(SipURI.parse, text) == _outcome(SipURI._parse_general, text)
+
+
+DISPLAYS = ["", '"Alice" ', '"A\\"B" ', '"Alice"', "Bob ", "Bob", "A B ", "A  B ", "A,B ", '"" ']
+TAILS = ["", ";tag=1", ";tag=1;q=0.5", " ;tag=1", ';+sip.instance="<urn:x;y>"', ";;", ";a=b ",
+         ";tag=a b", " "]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(DISPLAYS), uri_texts(), st.booleans(), st.sampled_from(TAILS))
+def test_name_addr_fast_path_matches_general(display, uri, bracket, tail):
+    text = display + (f"<{uri}>" if bracket else uri) + tail
+    assert _outcome(NameAddr.parse, text) == _outcome(NameAddr._parse_general, text)
+
+
+PROTOCOLS = ["SIP/2.0/UDP ", "SIP/2.0/tcp ", "SIP / 2.0 / UDP ", "SIP/2.0/UDP  ", "SIP/3.0/UDP ",
+             "SIP/2.0/UDP", "SIP/2.0 UDP "]  # fmt: skip
+VIA_PARAMS = [";branch=z9hG4bKx", ";rport", ";rport=5060", ";received=[2001:db8::1]",
+              "; branch = x", ";;", ";", ';x="a;b"', " ;ttl=1"]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(PROTOCOLS),
+    st.sampled_from(HOSTS),
+    st.sampled_from(PORTS),
+    st.lists(st.sampled_from(VIA_PARAMS), max_size=3),
+)
+def test_via_fast_path_matches_general(protocol, host, port, params):
+    text = protocol + host + port + "".join(params)
+    assert _outcome(Via.parse, text) == _outcome(Via._parse_general, text)
