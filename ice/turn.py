@@ -35,6 +35,8 @@ the caller frames the bytes with :class:`ice.channeldata.StreamFramer` and feeds
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import logging
 from collections import deque
@@ -51,6 +53,7 @@ from ice.stun import (
     PASSWORD_ALGORITHM,
     PASSWORD_ALGORITHMS,
     REALM,
+    REQUESTED_ADDRESS_FAMILY,
     REQUESTED_TRANSPORT,
     SOFTWARE,
     USERNAME,
@@ -262,6 +265,20 @@ class _Channel:
     refresh_at: float | None = None
 
 
+NONCE_COOKIE = "obMatJos2"  # RFC 8489 §9.2
+
+
+def _announces_password_algorithms(nonce: str) -> bool:
+    """Does the nonce cookie's security feature set have "Password algorithms" set (§9.2)?"""
+    if not nonce.startswith(NONCE_COOKIE) or len(nonce) < len(NONCE_COOKIE) + 4:
+        return False
+    try:
+        features = base64.b64decode(nonce[len(NONCE_COOKIE) : len(NONCE_COOKIE) + 4], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return bool(features and features[0] & 0x80)
+
+
 def _peer_key(peer: Address) -> Address:
     return (peer[0], int(peer[1]))
 
@@ -271,7 +288,8 @@ class TurnClient:
 
     ``server`` is the TURN server's transport address; ``reliable`` says whether the transport
     to it is TCP/TLS (one transmission per request, ChannelData padded).  ``lifetime`` is the
-    LIFETIME requested in Allocate and Refresh (None: let the server choose, §7.1).
+    LIFETIME requested in Allocate and Refresh (None: let the server choose, §7.1);
+    ``ipv6_relay`` asks for an IPv6 relayed address with REQUESTED-ADDRESS-FAMILY (§7.1).
     """
 
     def __init__(
@@ -284,6 +302,7 @@ class TurnClient:
         lifetime: int | None = DEFAULT_LIFETIME,
         software: str | None = None,
         rto: float = DEFAULT_RTO,
+        ipv6_relay: bool = False,
     ) -> None:
         self._server: Address = _peer_key(server)
         self.username = username
@@ -291,6 +310,7 @@ class TurnClient:
         self.reliable = reliable
         self._requested_lifetime = lifetime
         self._software = software
+        self._ipv6_relay = ipv6_relay
         self._rto = rto
         self.state = TurnState.IDLE
         self.relayed_address: Address | None = None
@@ -322,7 +342,13 @@ class TurnClient:
 
     @property
     def realm(self) -> str | None:
+        """The REALM of the long-term credentials (None before the first challenge)."""
         return self._realm
+
+    @property
+    def nonce(self) -> str | None:
+        """The NONCE currently used in requests."""
+        return self._nonce
 
     @property
     def expires_at(self) -> float | None:
@@ -593,6 +619,8 @@ class TurnClient:
     def _send_allocate(self, now: float, auth_retries: int) -> None:
         msg = self._new_request(StunMethod.ALLOCATE)
         msg.add(REQUESTED_TRANSPORT, UDP_PROTOCOL)
+        if self._ipv6_relay:
+            msg.add(REQUESTED_ADDRESS_FAMILY, 0x02)  # RFC 8656 §18.1 (default: IPv4)
         if self._requested_lifetime is not None:
             msg.add(LIFETIME, self._requested_lifetime)
         self._start(msg, _Kind.ALLOCATE, now, auth_retries)
@@ -679,6 +707,12 @@ class TurnClient:
             return False
         if nonce is None:
             return False
+        if self._algorithms is not None and self._algorithm_from(result.response) not in (
+            None,
+            self._algorithms,
+        ):
+            logger.warning("TURN: PASSWORD-ALGORITHMS changed between challenges; not retrying")
+            return False
         self._nonce = nonce
         if realm is not None and realm != self._realm:
             if not self._derive_key(realm, self._algorithm_from(result.response)):
@@ -743,7 +777,12 @@ class TurnClient:
             if realm is None or nonce is None:
                 self._fail(401, "401 without REALM and NONCE")
                 return
-            if not self._derive_key(realm, self._algorithm_from(response)):
+            algorithms = self._algorithm_from(response)
+            if algorithms is None and _announces_password_algorithms(nonce):
+                # RFC 8489 §9.2.5: the list was stripped on the way (a bid-down attack)
+                self._fail(401, "nonce announces PASSWORD-ALGORITHMS but the 401 has none")
+                return
+            if not self._derive_key(realm, algorithms):
                 self._fail(401, "cannot derive a key (unsupported algorithm or bad password)")
                 return
             self._nonce = nonce

@@ -342,6 +342,7 @@ async def allocate_turn(
     local_addr: Address | None = None,
     lifetime: int | None = DEFAULT_LIFETIME,
     software: str | None = None,
+    ipv6_relay: bool = False,
     on_data: DataHandler | None = None,
     on_event: Callable[[TurnEvent], None] | None = None,
     timeout: float | None = 45.0,
@@ -358,6 +359,7 @@ async def allocate_turn(
         reliable=transport != "udp",
         lifetime=lifetime,
         software=software,
+        ipv6_relay=ipv6_relay,
     )
     allocation = TurnAllocation(client, on_data=on_data, on_event=on_event)
     if transport == "udp":

@@ -17,7 +17,7 @@ import pytest
 from ice import stun
 from ice.credentials import long_term_key
 from ice.stun import StunClass, StunMessage, StunMethod, parse_message
-from ice.turn import DataReceived, TurnEvent
+from ice.turn import AllocationExpired, AllocationRefreshed, DataReceived, TurnEvent
 from ice.turn_aio import TurnAllocation, TurnError, allocate_turn
 from tests.peers.coturn import Coturn, turnserver_binary
 
@@ -232,3 +232,160 @@ async def test_stream_close_is_confirmed(turn_server: Coturn, transport: str) ->
     )
     assert await alloc.close() is True
     assert alloc.client.state.value == "closed"
+
+
+# -- automatic refresh with a short allocation lifetime and nonces that go stale ---------------
+
+
+@pytest.fixture(scope="module")
+def short_lived_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coturn]:
+    """coturn granting at most 6 s per allocation, with nonces that expire after 3 s."""
+    if turnserver_binary() is None:
+        pytest.skip("turnserver not installed (Debian package coturn)")
+    server = Coturn(
+        Path(tmp_path_factory.mktemp("coturn-short")),
+        alt_host=None,
+        tls=False,
+        extra_args=["--max-allocate-lifetime=6", "--stale-nonce=3"],
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+async def _outlive(server: Coturn, transport: str) -> None:
+    recorder = Recorder()
+    alloc = await allocate_turn(
+        server.turn_address(transport),
+        USER,
+        server.users[USER],
+        transport=transport,  # type: ignore[arg-type]
+        on_event=recorder,
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.settimeout(5.0)
+        try:
+            assert alloc.client.lifetime == 6
+            first_nonce = alloc.client.nonce
+            await alloc.bind_channel(peer.getsockname())
+            # two lifetimes and more: only the client's Refreshes keep the allocation alive,
+            # and the nonce goes stale on the way (438, retried with the new one)
+            await asyncio.sleep(13)
+            refreshes = [e for e in recorder.events if isinstance(e, AllocationRefreshed)]
+            assert len(refreshes) >= 2
+            assert not [e for e in recorder.events if isinstance(e, AllocationExpired)]
+            assert alloc.client.nonce != first_nonce
+            alloc.sendto(b"still here", peer.getsockname())
+            data, source = await peer_recv(peer)
+            assert (data, source) == (b"still here", alloc.relayed_address)
+            peer.sendto(b"me too", source)
+            event = await asyncio.wait_for(recorder.data.get(), 5.0)
+            assert event.data == b"me too"
+        finally:
+            assert await alloc.close() is True
+
+
+async def test_allocation_outlives_its_lifetime_by_refreshing(short_lived_server: Coturn) -> None:
+    # UDP and TCP side by side, to keep the suite fast
+    await asyncio.gather(_outlive(short_lived_server, "udp"), _outlive(short_lived_server, "tcp"))
+
+
+# -- IPv6 ------------------------------------------------------------------------------------------
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class _Coturn6(Coturn):
+    """The peers' Coturn with an IPv6 readiness probe (its own probe speaks IPv4 only)."""
+
+    def _ready(self) -> bool:
+        request = StunMessage(StunMethod.BINDING, StunClass.REQUEST).encode()
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.3)
+            try:
+                s.sendto(request, (self.host, self.port))
+                parse_message(s.recv(2048))
+            except (OSError, ValueError):
+                return False
+        return True
+
+
+async def test_ipv6_allocation_relays_both_ways(tmp_path: Path) -> None:
+    if turnserver_binary() is None:
+        pytest.skip("turnserver not installed (Debian package coturn)")
+    if not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback")
+    server = _Coturn6(tmp_path / "coturn6", host="::1", alt_host=None, tls=False)
+    server.start()
+    try:
+        recorder = Recorder()
+        alloc = await allocate_turn(
+            server.turn_address(),
+            USER,
+            server.users[USER],
+            ipv6_relay=True,
+            local_addr=("::1", 0),
+            on_event=recorder,
+        )
+        try:
+            assert alloc.relayed_address[0] == "::1"
+            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as peer6:
+                peer6.bind(("::1", 0))
+                peer6.settimeout(5.0)
+                peer_addr = (peer6.getsockname()[0], peer6.getsockname()[1])
+                alloc.sendto(b"over six", peer_addr)
+                data, source = await asyncio.to_thread(peer6.recvfrom, 2048)
+                assert data == b"over six" and source[:2] == alloc.relayed_address
+                await alloc.bind_channel(peer_addr)
+                peer6.sendto(b"six back", source[:2])
+                event = await asyncio.wait_for(recorder.data.get(), 5.0)
+                assert event.peer == peer_addr and event.data == b"six back"
+        finally:
+            await alloc.close()
+    finally:
+        server.stop()
+
+
+# -- the stream to the server breaks ---------------------------------------------------------------
+
+
+async def test_stream_closed_by_server_fails_the_allocation() -> None:
+    async def slam(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.close()
+
+    listener = await asyncio.start_server(slam, "127.0.0.1", 0)
+    try:
+        host, port = listener.sockets[0].getsockname()[:2]
+        with pytest.raises(TurnError) as info:
+            await allocate_turn((host, port), USER, "x", transport="tcp", timeout=10.0)
+        assert info.value.code is None and "lost" in info.value.reason
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+async def test_garbage_on_the_stream_fails_the_allocation() -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"\x16\x03\x01\x00\x05hello")  # a TLS record: not STUN, not ChannelData
+        await writer.drain()
+        await reader.read(100)
+
+    listener = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    try:
+        host, port = listener.sockets[0].getsockname()[:2]
+        with pytest.raises(TurnError) as info:
+            await allocate_turn((host, port), USER, "x", transport="tcp", timeout=10.0)
+        assert "lost" in info.value.reason
+    finally:
+        listener.close()
+        await listener.wait_closed()

@@ -112,6 +112,8 @@ class FakeTurnServer:
     def _answer(self, msg: StunMessage) -> bytes | None:
         if msg.get(stun.USERNAME) is None:
             return self._challenge(msg, 401)
+        if msg.get(stun.NONCE) != self.nonce:
+            return self._challenge(msg, 438)
         algorithm = PasswordAlgorithm.MD5
         chosen = msg.get(stun.PASSWORD_ALGORITHM)
         if self.algorithms is not None:
@@ -122,8 +124,6 @@ class FakeTurnServer:
         key = self.key(algorithm)
         if msg.get(stun.USERNAME) != USER or not msg.check_integrity(key):
             return self._challenge(msg, 401)
-        if msg.get(stun.NONCE) != self.nonce:
-            return self._challenge(msg, 438)
         reply = self.override.get(msg.method)
         if reply is not None:
             resp = reply(msg)
@@ -837,3 +837,81 @@ def test_error_code_reason_in_permission_failed_event() -> None:
     client.create_permission(PEER[0], 0.0)
     net.flush()
     assert net.take() == [PermissionFailed(PEER[0], 508, "508 Full")]
+
+
+# -- RFC 8489 §9.2 details and IPv6 ---------------------------------------------------------------
+
+
+def test_bid_down_is_refused() -> None:
+    # "obMatJos2" + base64 of the feature set with "Password algorithms" (the first bit) set
+    server = FakeTurnServer(nonce="obMatJos2gAAAabcdef")
+    client = TurnClient(SERVER, USER, PASSWORD)
+    net = Net(client, server)
+    client.allocate(0.0)
+    net.flush()
+    (event,) = net.take()
+    assert isinstance(event, AllocationFailed) and event.code == 401
+    assert "PASSWORD-ALGORITHMS" in event.reason
+    assert len(server.requests(StunMethod.ALLOCATE)) == 1
+
+
+def test_nonce_cookie_with_algorithms_present_is_fine() -> None:
+    offered = (PasswordAlgorithmParams(PasswordAlgorithm.SHA256),)
+    server = FakeTurnServer(nonce="obMatJos2gAAAabcdef", algorithms=offered)
+    allocated(server)
+    assert server.algorithm_used == PasswordAlgorithm.SHA256
+
+
+def test_nonce_cookie_without_the_bit_needs_no_algorithms() -> None:
+    server = FakeTurnServer(nonce="obMatJos2AAAAabcdef")
+    allocated(server)
+    assert server.algorithm_used == PasswordAlgorithm.MD5
+
+
+def test_changed_password_algorithms_on_stale_nonce_are_not_followed() -> None:
+    offered = (
+        PasswordAlgorithmParams(PasswordAlgorithm.MD5),
+        PasswordAlgorithmParams(PasswordAlgorithm.SHA256),
+    )
+    server = FakeTurnServer(algorithms=offered)
+    client, net = allocated(server)
+    server.nonce = "nonce-2"
+    server.algorithms = (PasswordAlgorithmParams(PasswordAlgorithm.MD5),)
+    client.create_permission(PEER[0], 1.0)
+    net.flush()
+    (event,) = net.take()
+    assert isinstance(event, PermissionFailed) and event.code == 438
+
+
+def test_ipv6_relay_is_requested_and_ipv6_addresses_decode() -> None:
+    relayed6: Address = ("2001:db8::1", 50000)
+    peer6: Address = ("2001:db8::99", 5004)
+    server = FakeTurnServer(
+        override={
+            StunMethod.ALLOCATE: lambda m: (
+                m.response()
+                .add(stun.XOR_RELAYED_ADDRESS, relayed6)
+                .add(stun.XOR_MAPPED_ADDRESS, ("2001:db8::7", 40000))
+                .add(stun.LIFETIME, 600)
+            )
+        }
+    )
+    client = TurnClient(SERVER, USER, PASSWORD, ipv6_relay=True)
+    net = Net(client, server)
+    client.allocate(0.0)
+    net.flush()
+    server.allocated = True
+    assert net.take() == [Allocated(relayed6, ("2001:db8::7", 40000), 600)]
+    assert all(m.get(stun.REQUESTED_ADDRESS_FAMILY) == 2 for m in server.requests(3))
+    client.send(b"six", peer6, 1.0)
+    net.flush()
+    assert server.permissions == {peer6[0]: 1}
+    assert server.indications == [(peer6, b"six")]
+    assert client.receive(server.data_indication(peer6, b"back"), SERVER, 2.0)
+    assert client.next_event() == DataReceived(peer6, b"back")
+
+
+def test_default_allocation_asks_for_no_address_family() -> None:
+    server = FakeTurnServer()
+    allocated(server)
+    assert all(stun.REQUESTED_ADDRESS_FAMILY not in m for m in server.requests(StunMethod.ALLOCATE))
