@@ -247,17 +247,18 @@ class Headers:
         return f"Headers({self.items()!r})"
 
     def _lines(self, body_length: int) -> list[str]:
-        lines = []
-        cl_done = False
-        for key, name, value in self._items:
-            if key == "content-length":
-                if cl_done:
-                    continue
-                value = str(body_length)
-                cl_done = True
-            lines.append(f"{name}: {value}")
-        if not cl_done:
-            lines.append(f"Content-Length: {body_length}")
+        """Header lines for the wire: one Content-Length equal to ``body_length`` (§18.3)."""
+        cl = f"Content-Length: {body_length}"
+        lines = [
+            cl if key == "content-length" else f"{name}: {value}"
+            for key, name, value in self._items
+        ]
+        count = lines.count(cl)  # only Content-Length lines can read "Content-Length: ..."
+        if count == 0:
+            lines.append(cl)
+        elif count > 1:
+            first = lines.index(cl)
+            lines = lines[: first + 1] + [line for line in lines[first + 1 :] if line != cl]
         return lines
 
 
