@@ -263,6 +263,7 @@ class _Channel:
     bound: bool = False
     pending: bool = False
     refresh_at: float | None = None
+    expires_at: float = 0.0
 
 
 NONCE_COOKIE = "obMatJos2"  # RFC 8489 §9.2
@@ -332,6 +333,7 @@ class TurnClient:
         self._permissions: dict[str, _Permission] = {}
         self._channels_by_peer: dict[Address, _Channel] = {}
         self._channels_by_number: dict[int, _Channel] = {}
+        self._retired_channels: set[int] = set()
 
     # -- public properties --------------------------------------------------------------------
 
@@ -393,14 +395,8 @@ class TurnClient:
         peer = _peer_key(peer)
         ch = self._channels_by_peer.get(peer)
         if ch is None:
-            number = next(
-                (
-                    n
-                    for n in range(CHANNEL_MIN, CHANNEL_MAX + 1)
-                    if n not in self._channels_by_number
-                ),
-                None,
-            )
+            taken = self._channels_by_number.keys() | self._retired_channels
+            number = next((n for n in range(CHANNEL_MIN, CHANNEL_MAX + 1) if n not in taken), None)
             if number is None:
                 raise RuntimeError("all TURN channel numbers are in use")
             ch = _Channel(peer, number)
@@ -907,6 +903,7 @@ class TurnClient:
             first = not ch.bound
             ch.bound = True
             ch.refresh_at = now + CHANNEL_REFRESH
+            ch.expires_at = now + CHANNEL_LIFETIME
             # ChannelBind installs or refreshes the permission too (RFC 8656 §12.2)
             perm = self._permissions.get(ch.peer[0])
             if perm is None:
@@ -924,10 +921,17 @@ class TurnClient:
             reason = result.reason
         else:
             code, reason = None, "no answer to ChannelBind"
+        if ch.bound and code is None and now + REFRESH_RETRY < ch.expires_at:
+            # a lost refresh: try again while the binding lasts
+            ch.refresh_at = now + REFRESH_RETRY
+            return
         ch.bound = False
         ch.refresh_at = None
         del self._channels_by_peer[ch.peer]
         del self._channels_by_number[ch.number]
+        # the server may still hold the number for the old peer (and RFC 8656 §12 keeps it
+        # from rebinding it elsewhere for 5 minutes after expiry): never hand it out again
+        self._retired_channels.add(ch.number)
         self._events.append(ChannelBindFailed(ch.peer, ch.number, code, reason))
 
     # -- endings ---------------------------------------------------------------------------------

@@ -915,3 +915,40 @@ def test_default_allocation_asks_for_no_address_family() -> None:
     server = FakeTurnServer()
     allocated(server)
     assert all(stun.REQUESTED_ADDRESS_FAMILY not in m for m in server.requests(StunMethod.ALLOCATE))
+
+
+def test_lost_channel_refresh_is_retried_and_the_channel_kept() -> None:
+    server = FakeTurnServer()
+    client, net = allocated(server)
+    client.bind_channel(PEER, 0.0)
+    net.flush()
+
+    def lose_refreshes(msg: StunMessage) -> StunMessage | None:
+        return None
+
+    server.override[StunMethod.CHANNEL_BIND] = lose_refreshes
+    net.run_until(590.0)  # the refresh at 540 s times out at 579.5 s; retries follow
+    assert client.channel_for(PEER) == 0x4000
+    del server.override[StunMethod.CHANNEL_BIND]
+    net.run_until(599.0)
+    assert client.channel_for(PEER) == 0x4000
+    assert not [e for e in net.take() if isinstance(e, ChannelBindFailed)]
+    times = [t for t, _ in net.sent_requests(StunMethod.CHANNEL_BIND)]
+    assert times[0] == 0.0 and times[1] == 540.0 and max(times) < 600.0
+
+
+def test_channel_refresh_that_never_succeeds_ends_the_binding() -> None:
+    server = FakeTurnServer()
+    client, net = allocated(server)
+    client.bind_channel(PEER, 0.0)
+    net.flush()
+    server.override[StunMethod.CHANNEL_BIND] = lambda m: None
+    net.run_until(700.0)
+    failed = [e for e in net.take() if isinstance(e, ChannelBindFailed)]
+    assert failed == [ChannelBindFailed(PEER, 0x4000, None, "no answer to ChannelBind")]
+    assert client.channel_for(PEER) is None
+    # the number is not reused: the server may still hold it for the old peer
+    del server.override[StunMethod.CHANNEL_BIND]
+    assert client.bind_channel(PEER, net.now) == 0x4001
+    net.flush()
+    assert client.channel_for(PEER) == 0x4001
