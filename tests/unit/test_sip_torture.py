@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from sip.message import Request, Response, SipParseError, parse_message
-from sip.validate import check_request, parse_request_strict, parse_strict, response_for_unparseable
+from sip.validate import (
+    check_request,
+    is_acceptable_ack,
+    parse_request_strict,
+    parse_strict,
+    response_for_unparseable,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "sip-torture"
 
@@ -317,3 +323,113 @@ def test_original_rfc5118_bytes_are_tolerated():
         msg = parse_message(raw)
         assert isinstance(msg, Request) and msg.method == entry["method"]
         assert msg.call_id
+
+
+# --- sip.validate beyond the torture corpus -------------------------------------------------------
+
+OPTIONS = (
+    b"OPTIONS sip:bob@example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"From: <sip:alice@example.com>;tag=1\r\n"
+    b"To: <sip:bob@example.com>\r\n"
+    b"Call-ID: c1@192.0.2.1\r\n"
+    b"CSeq: 1 OPTIONS\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+def _with(extra: bytes, data: bytes = OPTIONS, body: bytes = b"") -> Request:
+    head = data.split(b"Content-Length")[0] + extra
+    msg = parse_message(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    assert isinstance(msg, Request)
+    return msg
+
+
+def test_check_request_accepts_plain_request():
+    assert check_request(_with(b"")) is None
+
+
+def test_check_request_require_and_supported():
+    req = _with(b"Require: timer, 100rel\r\n")
+    resp = check_request(req, supported=["timer"])
+    assert resp is not None and resp.status == 420
+    assert resp.headers.get_all("Unsupported") == ["100rel"]
+    assert check_request(req, supported=["TIMER", "100rel"]) is None
+    cancel = _with(b"Require: 100rel\r\n", OPTIONS.replace(b"OPTIONS", b"CANCEL"))
+    assert check_request(cancel) is None  # RFC 3261 §8.2.2.3: not for CANCEL
+
+
+def test_check_request_methods_and_allow():
+    msg = _with(b"", OPTIONS.replace(b"OPTIONS", b"SUBSCRIBE"))
+    resp = check_request(msg)
+    assert resp is not None and resp.status == 405
+    assert resp.headers.get_all("Allow") == ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"]
+    assert check_request(msg, methods=["SUBSCRIBE", "OPTIONS"]) is None
+    odd = check_request(_with(b"", OPTIONS.replace(b"OPTIONS", b"FROBNICATE")))
+    assert odd is not None and odd.status == 501
+
+
+def test_check_request_body_types():
+    sdp = b"v=0\r\n"
+    invite = OPTIONS.replace(b"OPTIONS", b"INVITE")
+    ok = _with(b"Content-Type: application/sdp; charset=utf-8\r\n", invite, sdp)
+    assert check_request(ok) is None
+    bad = check_request(_with(b"Content-Type: text/plain\r\n", invite, sdp))
+    assert bad is not None and bad.status == 415 and bad.headers.get("Accept") == "application/sdp"
+    untyped = check_request(_with(b"", invite, sdp))
+    assert untyped is not None and untyped.status == 415
+    gz = check_request(
+        _with(b"Content-Type: application/sdp\r\nContent-Encoding: gzip\r\n", invite, sdp)
+    )
+    assert gz is not None and gz.status == 415 and gz.headers.get("Accept-Encoding") == "identity"
+    wildcard = _with(b"Accept: application/*\r\n", invite)
+    assert check_request(wildcard) is None
+    refused = check_request(_with(b"Accept: text/html\r\n", invite))
+    assert refused is not None and refused.status == 406
+
+
+def test_check_request_scheme_size_and_ack():
+    tel = _with(b"", OPTIONS.replace(b"sip:bob@example.com SIP", b"tel:+15551234 SIP"))
+    resp = check_request(tel)
+    assert resp is not None and resp.status == 416
+    assert check_request(tel, schemes=["sip", "tel"]) is None
+    big = check_request(_with(b"X-Pad: " + b"x" * 2000 + b"\r\n"), max_size=1000)
+    assert big is not None and big.status == 513
+    ack = _with(b"", OPTIONS.replace(b"OPTIONS", b"ACK").replace(b"1 ACK", b"1 INVITE"))
+    assert check_request(ack) is None  # never answered, even when wrong (CSeq mismatch)
+    assert not is_acceptable_ack(ack)
+    assert is_acceptable_ack(_with(b"", OPTIONS.replace(b"OPTIONS", b"ACK")))
+
+
+def test_check_request_400_reasons_and_to_tag():
+    resp = check_request(_with(b"", OPTIONS.replace(b"Max-Forwards: 70", b"Max-Forwards: 256")))
+    assert resp is not None and resp.status == 400
+    assert resp.reason == "Malformed Max-Forwards header field"
+    assert resp.to_addr.tag  # RFC 3261 §8.2.6.2: the UAS adds a To tag
+    dup = check_request(_with(b"Call-ID: other\r\n"))
+    assert dup is not None and dup.reason == "Multiple Call-ID header fields"
+
+
+def test_response_for_unparseable_salvage():
+    broken = OPTIONS.replace(b"Content-Length: 0", b"Content-Length: 50")
+    with pytest.raises(SipParseError):
+        parse_message(broken)
+    raw = response_for_unparseable(broken)
+    assert raw is not None
+    resp = parse_message(raw)
+    assert isinstance(resp, Response) and resp.status == 400
+    assert resp.top_via.branch == "z9hG4bKabc" and resp.call_id == "c1@192.0.2.1"
+    assert resp.to_addr.tag and resp.from_addr.tag == "1"
+    # compact forms and folding are understood
+    compact = b"INFO sip:b@h SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bKq\r\nf: <sip:a@h>;tag=2\r\n"
+    compact += b"t:\r\n <sip:b@h>\r\ni: x\r\nCSeq: 2 INFO\r\nl: 99\r\n\r\n"
+    salvaged = response_for_unparseable(compact)
+    assert salvaged is not None and b"\r\nTo: <sip:b@h>;tag=" in salvaged
+    # silence: a response, an ACK, or something missing
+    assert response_for_unparseable(b"SIP/2.0 200 OK\r\n" + broken.split(b"\r\n", 1)[1]) is None
+    ack = broken.replace(b"OPTIONS", b"ACK")
+    assert response_for_unparseable(ack) is None
+    assert response_for_unparseable(broken.replace(b"Call-ID", b"X-Call-ID")) is None
+    assert response_for_unparseable(b"\x00\xff garbage") is None
+    assert response_for_unparseable(b"") is None
