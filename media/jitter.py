@@ -407,10 +407,15 @@ class JitterBuffer:
             self._lost_run = 0
             self.stats.played += 1
             return PlayoutFrame(FrameKind.AUDIO, ts, entry.payload, entry.seq, entry.marker)
+        skipped = False
         while self._expected_seq in self._skip:
             self._skip.discard(self._expected_seq)
             self._expected_seq = (self._expected_seq + 1) & 0xFFFF
+            skipped = True
         later = [ext for ext in self._packets if ext > slot]
+        if skipped and not later:
+            # the sender put non-audio packets (telephone-events) where audio would be
+            return self._enter_gap()
         if later:
             nxt = self._packets[min(later)]
             if seq_diff(nxt.seq, self._expected_seq) <= 0:

@@ -1,0 +1,508 @@
+"""Two RTP sessions back to back over a simulated link on a virtual clock."""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from media.jitter import JitterBufferConfig
+from media.rtcp import (
+    Goodbye,
+    ReceiverReport,
+    SenderReport,
+    SourceDescription,
+    parse_rtcp,
+    serialize_rtcp,
+)
+from media.rtp import RtpPacket
+from media.session import (
+    RTCP_COMPONENT,
+    RTP_COMPONENT,
+    ByeReceived,
+    CodecDescription,
+    DtmfReceived,
+    LocalSsrcChanged,
+    RemoteSsrcChanged,
+    RtpSession,
+)
+
+OPUS = CodecDescription("opus", 111, 48000, 2, {"useinbandfec": "1"})
+OPUS_NO_FEC = CodecDescription("opus", 111, 48000, 2, {})
+PCMU = CodecDescription("PCMU", 0, 8000)
+PCMA = CodecDescription("PCMA", 8, 8000)
+TE48 = CodecDescription("telephone-event", 101, 48000)
+TE8 = CodecDescription("telephone-event", 101, 8000)
+TICK = 0.001
+
+
+@dataclass(order=True)
+class _Datagram:
+    arrival: float
+    order: int
+    data: bytes = field(compare=False)
+    component: int = field(compare=False)
+
+
+class Link:
+    """One direction of the network: delay + uniform jitter, random loss (seeded)."""
+
+    def __init__(
+        self, delay: float = 0.02, jitter: float = 0.0, loss: float = 0.0, seed: int = 1
+    ) -> None:
+        self.delay, self.jitter, self.loss = delay, jitter, loss
+        self.rng = random.Random(seed)
+        self.queue: list[_Datagram] = []
+        self.count = 0
+        self.sent = 0
+        self.dropped = 0
+        self.drop_filter: Callable[[bytes], bool] | None = None
+        self.components: set[int] = set()
+
+    def send(self, data: bytes, now: float, component: int = RTP_COMPONENT) -> None:
+        self.sent += 1
+        self.components.add(component)
+        if (self.drop_filter and self.drop_filter(data)) or (
+            self.loss and self.rng.random() < self.loss
+        ):
+            self.dropped += 1
+            return
+        self.count += 1
+        arrival = now + self.delay + self.rng.uniform(0, self.jitter)
+        heapq.heappush(self.queue, _Datagram(arrival, self.count, data, component))
+
+    def deliver(self, now: float, session: RtpSession) -> None:
+        while self.queue and self.queue[0].arrival <= now:
+            d = heapq.heappop(self.queue)
+            session.receive(d.data, now, d.component)
+
+
+def tone(freq: float, rate: int, n: int, start: int, amplitude: float = 8000) -> np.ndarray:
+    t = (start + np.arange(n)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+@dataclass
+class Call:
+    a: RtpSession
+    b: RtpSession
+    ab: Link
+    ba: Link
+    heard_by_a: list[np.ndarray] = field(default_factory=list)
+    heard_by_b: list[np.ndarray] = field(default_factory=list)
+    events_a: list = field(default_factory=list)
+    events_b: list = field(default_factory=list)
+    now: float = 0.0
+    freq_a: float = 440.0
+    freq_b: float = 1000.0
+    samples_a: int = 0
+    samples_b: int = 0
+    silent_a: bool = False
+
+    def run(self, seconds: float) -> None:
+        a, b = self.a, self.b
+        end = self.now + seconds
+        step = round(self.now / TICK)
+        while self.now < end:
+            step += 1
+            now = self.now = step * TICK
+            self.ab.deliver(now, b)
+            self.ba.deliver(now, a)
+            for s, link in ((a, self.ab), (b, self.ba)):
+                timer = s.get_timer()
+                if timer is not None and timer <= now:
+                    s.handle_timer(now)
+                for data, component in s.datagrams_to_send():
+                    link.send(data, now, component)
+            if step % 20 == 0:  # A's 20 ms tick
+                frame = tone(self.freq_a, a.sample_rate, a.frame_samples, self.samples_a)
+                if a.channels == 2:
+                    frame = np.repeat(frame[:, None], 2, axis=1)
+                if self.silent_a:
+                    frame = np.zeros_like(frame)
+                self.samples_a += a.frame_samples
+                for data in a.send_frame(frame, now):
+                    self.ab.send(data, now)
+                self.heard_by_a.append(a.playout(now))
+            if step % 20 == 7:  # B's tick, another phase
+                frame = tone(self.freq_b, b.sample_rate, b.frame_samples, self.samples_b)
+                if b.channels == 2:
+                    frame = np.repeat(frame[:, None], 2, axis=1)
+                self.samples_b += b.frame_samples
+                for data in b.send_frame(frame, now):
+                    self.ba.send(data, now)
+                self.heard_by_b.append(b.playout(now))
+            while (event := a.next_event()) is not None:
+                self.events_a.append(event)
+            while (event := b.next_event()) is not None:
+                self.events_b.append(event)
+
+
+def make_call(
+    codec_a: CodecDescription,
+    codec_b: CodecDescription | None = None,
+    *,
+    ab: Link | None = None,
+    ba: Link | None = None,
+    te: CodecDescription | None = None,
+    seed: int = 0,
+    **kw,
+) -> Call:
+    a = RtpSession(codec_a, telephone_event=te, rng=random.Random(seed), cname="a@test", **kw)
+    b = RtpSession(
+        codec_b or codec_a, telephone_event=te, rng=random.Random(seed + 1), cname="b@test", **kw
+    )
+    return Call(a, b, ab or Link(seed=seed + 10), ba or Link(seed=seed + 20))
+
+
+def dominant_frequency(frames: list[np.ndarray], rate: int, seconds: float = 2.0) -> float:
+    x = np.concatenate(frames).astype(np.float64)
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    x = x[-int(seconds * rate) :]
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1 / rate)[np.argmax(spectrum)])
+
+
+@pytest.mark.parametrize("codec", [OPUS, PCMU, PCMA], ids=["opus", "pcmu", "pcma"])
+def test_tone_arrives_with_its_frequency(codec: CodecDescription) -> None:
+    call = make_call(codec, ab=Link(0.03, 0.02, 0.02, seed=3), ba=Link(0.03, 0.02, 0.02, seed=4))
+    call.run(4.0)
+    rate = call.a.sample_rate
+    assert dominant_frequency(call.heard_by_b, rate) == pytest.approx(440, abs=3)
+    assert dominant_frequency(call.heard_by_a, rate) == pytest.approx(1000, abs=3)
+    level = np.sqrt(np.mean(np.concatenate(call.heard_by_b[-100:]).astype(float) ** 2))
+    assert level > 3000  # 8000 peak -> ~5657 RMS; concealment keeps it up
+    assert call.heard_by_b[-1].shape == ((960,) if codec is OPUS else (160,))
+    first = [e for e in call.events_b if isinstance(e, RemoteSsrcChanged)]
+    assert first == [RemoteSsrcChanged(None, call.a.ssrc)]
+
+
+def test_stereo_opus_frames() -> None:
+    call = make_call(OPUS, channels=2)
+    call.run(1.0)
+    assert call.heard_by_b[-1].shape == (960, 2)
+    assert dominant_frequency(call.heard_by_b, 48000, 0.5) == pytest.approx(440, abs=5)
+
+
+def test_rtcp_reports_loss_jitter_and_rtt() -> None:
+    call = make_call(PCMU, ab=Link(0.040, 0.010, 0.05, seed=5), ba=Link(0.030, 0.010, 0.05, seed=6))
+    call.run(40.0)
+    sa, sb = call.a.stats(call.now), call.b.stats(call.now)
+    # RTT = 40 + 30 ms plus the mean jitter of both ways (5 + 5 ms)
+    assert sa.rtt_ms == pytest.approx(80, abs=10)
+    assert sb.rtt_ms == pytest.approx(80, abs=10)
+    # loss measured by B and reported back to A
+    measured = 100 * call.ab.dropped / call.ab.sent
+    assert sb.loss_percent == pytest.approx(measured, abs=1.5)
+    assert sa.remote_loss_percent == pytest.approx(measured, abs=1.5)
+    assert 3 < sb.loss_percent < 7
+    # uniform 0-10 ms jitter: mean |D| = 10/3 ms
+    assert 1.5 < sb.jitter_ms < 6
+    assert 1.5 < sa.remote_jitter_ms < 6
+    assert sb.packets_received + sb.packets_lost == pytest.approx(sa.packets_sent, abs=5)
+    assert sa.bytes_sent == 160 * sa.packets_sent
+    assert sa.mos is not None and 3.0 < sa.mos < 4.3
+    assert "PCMU/8000" in str(sa)
+
+
+def test_lossless_call_mos_and_counts() -> None:
+    call = make_call(PCMA)
+    call.run(10.0)
+    sa, sb = call.a.stats(call.now), call.b.stats(call.now)
+    assert sb.packets_lost == 0 and sb.concealed_frames == 0
+    assert sb.packets_received == sa.packets_sent - 1  # the last one is in flight
+    assert sb.mos is not None and sb.mos > 4.3
+    assert sb.rtt_ms == pytest.approx(40, abs=3)
+
+
+def test_rtcp_schedule_and_report_types() -> None:
+    a = RtpSession(PCMU, rng=random.Random(1))
+    first = a.get_timer()
+    assert first is not None and 1.25 <= first <= 3.75
+    times = []
+    now = 0.0
+    packets = []
+    for _ in range(20):
+        timer = a.get_timer()
+        assert timer is not None
+        now = timer
+        a.handle_timer(now)
+        times.append(now)
+        packets += [d for d, _ in a.datagrams_to_send()]
+    gaps = np.diff(times)
+    assert all(2.5 <= g <= 7.5 for g in gaps)
+    assert 4 < float(np.mean(gaps)) < 6
+    # nothing sent: receiver reports with a CNAME, no report block yet
+    parsed = parse_rtcp(packets[0], strict=True)
+    assert isinstance(parsed[0], ReceiverReport) and parsed[0].reports == []
+    assert isinstance(parsed[1], SourceDescription) and parsed[1].chunks[0].cname
+
+
+def test_sender_report_content() -> None:
+    a = RtpSession(PCMU, rng=random.Random(2), ntp_offset=1_700_000_000.0)
+    for k in range(500):
+        a.send_frame(np.zeros(160, np.int16), k * 0.02)
+    a.handle_timer(10.0)
+    (data, component) = a.datagrams_to_send()[0]
+    assert component == RTP_COMPONENT
+    sr = parse_rtcp(data, strict=True)[0]
+    assert isinstance(sr, SenderReport)
+    assert (sr.ssrc, sr.packet_count, sr.octet_count) == (a.ssrc, 500, 80000)
+    assert abs(sr.ntp_timestamp / 2**32 - 2208988800 - 1_700_000_010.0) < 1e-6
+    # the RTP timestamp is extrapolated to the report time
+    first_ts = RtpPacket.parse(a.send_frame(np.zeros(160, np.int16), 10.0)[0]).timestamp
+    assert sr.rtp_timestamp == first_ts
+
+
+def test_receiver_feeds_opus_loss_back_to_sender() -> None:
+    call = make_call(OPUS, ab=Link(0.02, 0.0, 0.10, seed=8))
+    assert call.a.opus_encoder is not None and call.a.opus_encoder.fec
+    assert call.a.opus_encoder.packet_loss_perc == 0
+    call.run(12.0)
+    assert 4 <= call.a.opus_encoder.packet_loss_perc <= 20
+
+
+def test_opus_fec_recovers_single_losses() -> None:
+    call = make_call(OPUS, ab=Link(0.02, 0.005, 0.08, seed=9))
+    call.run(20.0)
+    sb = call.b.stats(call.now)
+    assert sb.packets_lost > 50
+    assert sb.fec_frames > 0.5 * sb.packets_lost
+    assert sb.concealed_frames < sb.packets_lost
+    assert dominant_frequency(call.heard_by_b, 48000) == pytest.approx(440, abs=3)
+
+
+def _speech(n_frames: int) -> list[np.ndarray]:
+    rate = 48000
+    t = np.arange(n_frames * 960) / rate
+    f0 = 150 + 30 * np.sin(2 * np.pi * 1.3 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    x = sum(np.sin(k * phase) / k for k in range(1, 20))
+    x = 6000 * x * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t)) / 2
+    pcm = x.astype(np.int16)
+    return [pcm[i * 960 : (i + 1) * 960] for i in range(n_frames)]
+
+
+def _play_through(codec: CodecDescription, frames: list[np.ndarray], lost: set[int]) -> np.ndarray:
+    """A sends ``frames`` to B over a fixed-delay link dropping the given packets."""
+    a = RtpSession(codec, rng=random.Random(1), jitter=JitterBufferConfig(lookahead_frames=1))
+    b = RtpSession(codec, rng=random.Random(2), jitter=JitterBufferConfig(lookahead_frames=1))
+    assert a.opus_encoder is not None
+    a.opus_encoder.packet_loss_perc = 10  # as RTCP would have set it
+    out = []
+    in_flight: list[tuple[float, bytes]] = []
+    for k, frame in enumerate(frames):
+        now = k * 0.02
+        for data in a.send_frame(frame, now):
+            if k not in lost:
+                in_flight.append((now + 0.03, data))
+        while in_flight and in_flight[0][0] <= now + 0.005:
+            b.receive(in_flight.pop(0)[1], now + 0.005)
+        out.append(b.playout(now + 0.005))
+    return np.concatenate(out).astype(np.float64)
+
+
+def test_opus_fec_sounds_better_than_concealment() -> None:
+    frames = _speech(300)
+    lost = set(range(20, 290, 9))
+    clean = _play_through(OPUS, frames, set())
+    with_fec = _play_through(OPUS, frames, lost)
+    without = _play_through(OPUS_NO_FEC, frames, lost)
+    fec_error = float(np.sum((with_fec - clean) ** 2))
+    plc_error = float(np.sum((without - clean) ** 2))
+    assert fec_error < 0.5 * plc_error
+
+
+def test_dtmf_digits_arrive_once_each() -> None:
+    call = make_call(OPUS, te=TE48, ab=Link(0.03, 0.02, 0.0, seed=11))
+    call.run(0.5)
+    call.a.send_dtmf("123#*9")
+    assert call.a.dtmf_pending
+    call.run(3.0)
+    assert not call.a.dtmf_pending
+    digits = [e.digit for e in call.events_b if isinstance(e, DtmfReceived)]
+    assert digits == list("123#*9")
+    # the telephone-event packets did not count as lost audio
+    sb = call.b.stats(call.now)
+    assert sb.packets_lost == 0 and sb.concealed_frames == 0
+    assert dominant_frequency(call.heard_by_b, 48000, 0.5) == pytest.approx(440, abs=5)
+
+
+def test_dtmf_survives_loss() -> None:
+    call = make_call(PCMU, te=TE8, ab=Link(0.03, 0.01, 0.10, seed=12))
+    call.run(0.5)
+    call.a.send_dtmf("0123456789")
+    call.run(5.0)
+    digits = [e.digit for e in call.events_b if isinstance(e, DtmfReceived)]
+    assert digits == list("0123456789")
+
+
+def test_dtmf_needs_negotiation() -> None:
+    with pytest.raises(ValueError):
+        RtpSession(PCMU).send_dtmf("1")
+
+
+def test_bye_on_close() -> None:
+    call = make_call(PCMU)
+    call.run(1.0)
+    call.a.close(call.now, "hangup")
+    assert call.a.closed and call.a.get_timer() is None
+    assert call.a.send_frame(np.zeros(160, np.int16), call.now) == []
+    call.run(0.2)
+    byes = [e for e in call.events_b if isinstance(e, ByeReceived)]
+    assert byes == [ByeReceived(call.a.ssrc, "hangup")]
+
+
+def test_bye_packet_is_last_in_compound() -> None:
+    a = RtpSession(PCMU, rng=random.Random(3))
+    a.close(1.0)
+    (data, _), *rest = a.datagrams_to_send()
+    assert rest == []
+    parsed = parse_rtcp(data, strict=True)
+    assert isinstance(parsed[-1], Goodbye) and parsed[-1].ssrcs == [a.ssrc]
+
+
+def test_remote_ssrc_change_switches_stream() -> None:
+    call = make_call(PCMU, ab=Link(0.03, 0.005, 0.0, seed=13))
+    call.run(2.0)
+    old = call.a.ssrc
+    # the peer restarts its stream (e.g. after a re-INVITE): new SSRC, seq and timestamps
+    call.a = RtpSession(PCMU, rng=random.Random(99), cname="a2@test")
+    call.freq_a = 880.0
+    call.run(2.0)
+    changes = [e for e in call.events_b if isinstance(e, RemoteSsrcChanged)]
+    assert changes == [RemoteSsrcChanged(None, old), RemoteSsrcChanged(old, call.a.ssrc)]
+    assert call.b.remote_ssrc == call.a.ssrc
+    assert dominant_frequency(call.heard_by_b, 8000, 1.0) == pytest.approx(880, abs=5)
+    assert call.b.stats(call.now).packets_lost == 0
+
+
+def test_stray_ssrc_does_not_take_over() -> None:
+    call = make_call(PCMU)
+    call.run(1.0)
+    stray = RtpPacket(0, 5, 5, 0xDEADBEEF, b"\xff" * 160).serialize()
+    for _ in range(5):
+        call.b.receive(stray, call.now)  # same seq: never passes probation
+        call.run(0.02)
+    assert call.b.remote_ssrc == call.a.ssrc
+
+
+def test_new_ssrc_after_bye_switches_at_once() -> None:
+    call = make_call(PCMU)
+    call.run(1.0)
+    call.b.receive(
+        serialize_rtcp([Goodbye([call.a.ssrc])], compound=False),
+        call.now,
+    )
+    # the old source still sends (its BYE came early), the new one takes over once valid
+    for k in range(3):
+        pkt = RtpPacket(0, 100 + k, 1000 + 160 * k, 0x1234, b"\xff" * 160).serialize()
+        call.b.receive(pkt, call.now + 0.001 * k)
+    assert call.b.remote_ssrc == 0x1234
+
+
+def test_ssrc_collision_changes_our_ssrc_then_detects_loop() -> None:
+    b = RtpSession(PCMU, rng=random.Random(4))
+    old = b.ssrc
+    own = RtpPacket(0, 1, 1, old, b"\xff" * 160).serialize()
+    b.receive(own, 1.0)
+    event = b.next_event()
+    assert isinstance(event, LocalSsrcChanged) and event.old == old and event.new != old
+    assert b.ssrc == event.new
+    ((data, _),) = b.datagrams_to_send()
+    parsed = parse_rtcp(data, strict=True)
+    assert isinstance(parsed[-1], Goodbye) and parsed[-1].ssrcs == [old]
+    assert parsed[-1].reason == "SSRC collision"
+    # our packets come back again at once: a loop, not another collision
+    b.receive(RtpPacket(0, 2, 2, b.ssrc, b"\xff" * 160).serialize(), 1.5)
+    assert b.next_event() is None and b.looped_packets == 1
+    assert b.ssrc == event.new
+
+
+def test_rtcp_without_mux_uses_component_2() -> None:
+    call = make_call(PCMU, rtcp_mux=False)
+    call.run(8.0)
+    assert call.ab.components == {RTP_COMPONENT, RTCP_COMPONENT}
+    call.a.close(call.now)
+    assert {c for _, c in call.a.datagrams_to_send()} == {RTCP_COMPONENT}
+    assert call.a.stats(call.now).rtt_ms == pytest.approx(40, abs=3)
+
+
+def test_malformed_datagrams_are_counted_not_raised() -> None:
+    b = RtpSession(PCMU, rng=random.Random(5))
+    b.receive(b"", 0.0)
+    b.receive(b"\x80", 0.0)
+    b.receive(b"\x40" + b"\x00" * 20, 0.0)  # RTP version 1
+    b.receive(b"\x80\xc8\x00\x10" + b"\x00" * 8, 0.0)  # SR running past the datagram
+    b.receive(b"\xa0\x00\x00\x01" + b"\x00" * 8 + b"\x00", 0.0)  # zero padding count
+    assert b.parse_errors == 5
+    b.receive(RtpPacket(96, 1, 1, 7, b"x").serialize(), 0.0)  # not negotiated
+    assert b.unknown_payload_types == 1
+    assert b.stats().parse_errors == 5
+
+
+def test_undecodable_opus_payload_is_concealed() -> None:
+    b = RtpSession(OPUS, rng=random.Random(6))
+    for k in range(10):
+        b.receive(RtpPacket(111, k, 960 * k, 7, b"\xff\xff\xff").serialize(), 0.02 * k)
+    frames = [b.playout(0.02 * k + 0.005) for k in range(20)]
+    assert all(f.shape == (960,) for f in frames)
+    assert b.decode_errors > 0
+
+
+def test_g711_concealment_repeats_last_frame_fading() -> None:
+    b = RtpSession(PCMU, rng=random.Random(7))
+    payload = RtpSession(PCMU, rng=random.Random(8))._encode(tone(400, 8000, 160, 0))
+    for k in range(12):
+        if k != 3:  # lost
+            b.receive(RtpPacket(0, k, 160 * k, 7, payload).serialize(), 0.02 * k)
+    out = [b.playout(0.001 + 0.02 * k) for k in range(12)]
+    assert b.concealed_frames == 1
+    audible = [f for f in out if np.any(f)]
+    decoded = audible[0]
+    odd = [f for f in audible if not np.array_equal(f, decoded)]
+    assert len(odd) == 1
+    # a copy of the last good frame with a gain ramp from 1 down to 0.8
+    ratio = odd[0][decoded != 0] / decoded[decoded != 0]
+    assert 0.75 < float(ratio.min()) and float(ratio.max()) <= 1.0
+    assert float(ratio[:10].mean()) > float(ratio[-10:].mean())
+
+
+def test_opus_dtx_sends_little_in_silence_and_receiver_hears_silence() -> None:
+    codec = CodecDescription("opus", 111, 48000, 2, {"usedtx": "1", "useinbandfec": "1"})
+    call = make_call(codec)
+    call.silent_a = True
+    call.run(5.0)
+    sa, sb = call.a.stats(call.now), call.b.stats(call.now)
+    assert sa.packets_sent < 0.5 * 250  # DTX sends a packet every 400 ms or so
+    assert sb.packets_lost == 0
+    assert max(float(np.abs(f).max()) for f in call.heard_by_b[-100:]) < 500
+
+
+def test_unsupported_codec() -> None:
+    with pytest.raises(ValueError):
+        RtpSession(CodecDescription("G722", 9, 8000))
+    with pytest.raises(ValueError):
+        RtpSession(CodecDescription("PCMU", 0, 16000))
+
+
+def test_codec_description_text() -> None:
+    assert str(OPUS) == "opus/48000/2" and str(PCMU) == "PCMU/8000"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=80))
+def test_any_datagram_is_handled(data: bytes) -> None:
+    b = RtpSession(PCMU, telephone_event=TE8, rng=random.Random(9))
+    b.receive(data, 0.0)
+    b.receive(data, 0.01, RTCP_COMPONENT)
+    b.playout(0.05)
+    b.handle_timer(100.0)
+    b.stats(0.1)
