@@ -330,12 +330,15 @@ def r_factor(
 
 
 def mos_from_r(r: float) -> float:
-    """MOS-CQE from R (ITU-T G.107 Annex B): 1 below R=0, 4.5 above 100."""
+    """MOS-CQE from R (ITU-T G.107 Annex B): 1 below R=0, 4.5 above 100.
+
+    The polynomial dips slightly below 1 for R under about 6.5; it is clamped at 1.
+    """
     if r <= 0:
         return 1.0
     if r >= 100:
         return 4.5
-    return 1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7e-6
+    return max(1.0, 1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7e-6)
 
 
 def estimate_mos(

@@ -193,6 +193,7 @@ def test_r_factor_and_mos_mapping() -> None:
     assert step_high > step_low
     assert mos_from_r(-5) == 1.0 and mos_from_r(120) == 4.5
     assert mos_from_r(93.2) == pytest.approx(4.41, abs=0.01)
+    assert all(mos_from_r(r / 10) >= 1.0 for r in range(0, 100))  # the polynomial's dip
 
 
 @given(st.floats(0, 100), st.floats(0, 2000), st.sampled_from(["pcmu", "pcma", "opus", "x"]))
