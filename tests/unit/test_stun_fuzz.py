@@ -188,6 +188,9 @@ def test_structured_garbage_only_raises_parse_error(data: bytes) -> None:
         except StunParseError:
             continue
         _exercise(msg)
+        # whatever parsed re-encodes into something that parses to the same attributes
+        again = parse_message(msg.encode(), check_fingerprint=False)
+        assert again == msg
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow])
@@ -213,6 +216,7 @@ def test_mutated_valid_messages_only_raise_parse_error(
         except StunParseError:
             continue
         _exercise(parsed)
+        assert parse_message(parsed.encode(), check_fingerprint=False) == parsed
 
 
 @given(st.binary(max_size=40))
