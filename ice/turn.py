@@ -488,8 +488,9 @@ class TurnClient:
                 times.append(self._refresh_at)
             if self._expires_at is not None:
                 times.append(self._expires_at)
-            times.extend(p.refresh_at for p in self._permissions.values() if p.refresh_at)
-            times.extend(c.refresh_at for c in self._channels_by_peer.values() if c.refresh_at)
+            refreshes = [p.refresh_at for p in self._permissions.values()]
+            refreshes += [c.refresh_at for c in self._channels_by_peer.values()]
+            times.extend(t for t in refreshes if t is not None)
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:

@@ -88,6 +88,10 @@ class TurnAllocation:
         self._udp: asyncio.DatagramTransport | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
+        self._redirect_task: asyncio.Task[None] | None = None
+        self._ssl_context: ssl.SSLContext | None = None
+        self._stream_server: Address | None = None
+        self._stream_pending: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._waiters: list[tuple[Callable[[TurnEvent], bool], asyncio.Future[TurnEvent]]] = []
@@ -126,10 +130,11 @@ class TurnAllocation:
         server_hostname: str | None,
         local_addr: Address | None,
     ) -> None:
-        host, port = self.client.server
+        self._ssl_context = ssl_context
+        self._stream_server = server = self.client.server
         reader, writer = await asyncio.open_connection(
-            host,
-            port,
+            server[0],
+            server[1],
             ssl=ssl_context,
             server_hostname=server_hostname if ssl_context is not None else None,
             local_addr=local_addr,
@@ -137,11 +142,32 @@ class TurnAllocation:
         self._writer = writer
         sockname = writer.get_extra_info("sockname")
         self.local_address = (str(sockname[0]), int(sockname[1]))
-        self._reader_task = self._loop.create_task(self._read_stream(reader))
+        self._reader_task = self._loop.create_task(self._read_stream(reader, server))
 
-    async def _read_stream(self, reader: asyncio.StreamReader) -> None:
+    async def _redirect_stream(self) -> None:
+        """Follow a 300 Try Alternate on a stream: connect to the new server (RFC 8489 §10).
+
+        The certificate of a TLS alternate is checked against its IP address (ALTERNATE-DOMAIN
+        is not used).
+        """
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = None
+        try:
+            await self._open_stream(self._ssl_context, self.client.server[0], None)
+        except (OSError, ssl.SSLError) as exc:
+            logger.warning("TURN: cannot reach alternate server %s: %s", self.client.server, exc)
+            self._connection_lost()
+            return
+        pending, self._stream_pending = self._stream_pending, []
+        for data in pending:
+            self._transmit(data, self.client.server)
+        self._redirect_task = None
+
+    async def _read_stream(self, reader: asyncio.StreamReader, server: Address) -> None:
         framer = StreamFramer()
-        server = self.client.server
         try:
             while True:
                 chunk = await reader.read(65536)
@@ -158,6 +184,9 @@ class TurnAllocation:
             self._connection_lost()
 
     def _connection_lost(self) -> None:
+        if self.client.state is TurnState.ALLOCATED and self.on_event is not None:
+            # the allocation lives and dies with its TCP/TLS connection (RFC 8656 §3.1)
+            self.on_event(AllocationExpired("connection to the TURN server lost"))
         for _, fut in self._waiters:
             if not fut.done():
                 fut.set_exception(TurnError("connection to the TURN server lost"))
@@ -198,6 +227,10 @@ class TurnAllocation:
     def _transmit(self, data: bytes, addr: Address) -> None:
         if self._udp is not None:
             self._udp.sendto(data, addr)
+        elif addr != self._stream_server:  # redirected by the server
+            self._stream_pending.append(data)
+            if self._redirect_task is None:
+                self._redirect_task = self._loop.create_task(self._redirect_stream())
         elif self._writer is not None and not self._writer.is_closing():
             self._writer.write(data)
 
@@ -311,6 +344,8 @@ class TurnAllocation:
         else:
             self.client.close(self._loop.time())
         self._shutdown()
+        if self._redirect_task is not None:
+            self._redirect_task.cancel()
         if self._reader_task is not None:
             self._reader_task.cancel()
             try:

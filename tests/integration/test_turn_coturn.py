@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from ice import stun
+from ice.channeldata import StreamFramer
 from ice.credentials import long_term_key
 from ice.stun import StunClass, StunMessage, StunMethod, parse_message
 from ice.turn import AllocationExpired, AllocationRefreshed, DataReceived, TurnEvent
@@ -386,6 +389,79 @@ async def test_garbage_on_the_stream_fails_the_allocation() -> None:
         with pytest.raises(TurnError) as info:
             await allocate_turn((host, port), USER, "x", transport="tcp", timeout=10.0)
         assert "lost" in info.value.reason
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+# -- 300 Try Alternate -----------------------------------------------------------------------------
+
+
+def _redirect(request: bytes, alternate: tuple[str, int]) -> bytes:
+    msg = parse_message(request)
+    return msg.error_response(300).add(stun.ALTERNATE_SERVER, alternate).encode()
+
+
+async def test_udp_redirect_to_the_alternate_server(turn_server: Coturn) -> None:
+    class Redirector(asyncio.DatagramProtocol):
+        transport: asyncio.DatagramTransport
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = cast(asyncio.DatagramTransport, transport)
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.transport.sendto(_redirect(data, turn_server.turn_address()), addr)
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Redirector, local_addr=("127.0.0.1", 0))
+    try:
+        first = transport.get_extra_info("sockname")[:2]
+        alloc = await allocate_turn(first, USER, turn_server.users[USER], timeout=10.0)
+        try:
+            assert alloc.client.server == turn_server.turn_address()
+            assert alloc.relayed_address[0] == turn_server.relay_ip
+        finally:
+            assert await alloc.close() is True
+    finally:
+        transport.close()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_stream_redirect_reconnects_to_the_alternate(
+    turn_server: Coturn, peer: socket.socket, transport: str
+) -> None:
+    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        framer = StreamFramer()
+        while data := await reader.read(4096):
+            for frame in framer.feed(data):
+                writer.write(_redirect(frame, turn_server.turn_address(transport)))
+        writer.close()
+
+    ssl_context = None
+    server_ssl = None
+    if transport == "tls":
+        ssl_context = turn_server.ssl_context()
+        assert turn_server.pki is not None
+        server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ssl.load_cert_chain(turn_server.pki.cert_file, turn_server.pki.key_file)
+    listener = await asyncio.start_server(redirect, "127.0.0.1", 0, ssl=server_ssl)
+    try:
+        first = listener.sockets[0].getsockname()[:2]
+        alloc = await allocate_turn(
+            first,
+            USER,
+            turn_server.users[USER],
+            transport=transport,  # type: ignore[arg-type]
+            ssl_context=ssl_context,
+            timeout=10.0,
+        )
+        try:
+            assert alloc.client.server == turn_server.turn_address(transport)
+            alloc.sendto(b"after the move", peer.getsockname())
+            data, source = await peer_recv(peer)
+            assert (data, source) == (b"after the move", alloc.relayed_address)
+        finally:
+            assert await alloc.close() is True
     finally:
         listener.close()
         await listener.wait_closed()
