@@ -247,6 +247,7 @@ class UserAgent:
         self.public_host: str | None = None  # learned from the registrar (NAT)
         self.public_port: int | None = None
         self._handlers: dict[int, ResponseHandler] = {}
+        self._finals: set[int] = set()  # client transactions whose final response was handled
         self._tx_by_id: dict[int, ClientTransaction] = {}
         self._events: deque[Event] = deque()
         self._out: list[Outgoing] = []
@@ -514,6 +515,13 @@ class UserAgent:
         self.transactions.receive(request, now, reliable=peer.reliable, source=peer)
 
     def _dispatch(self, event: Any, now: float) -> None:
+        try:
+            self._dispatch_event(event, now)
+        except (SipParseError, ValueError) as exc:
+            # A malformed header in a message that matched a transaction or dialog: drop it.
+            log.info("dropping %s: %s", type(event).__name__, exc)
+
+    def _dispatch_event(self, event: Any, now: float) -> None:
         if isinstance(event, RequestReceived):
             try:
                 self._on_request(event.transaction, event.request, now)
@@ -527,6 +535,8 @@ class UserAgent:
             handler = self._handlers.get(id(event.transaction))
             if handler is not None:
                 handler(event.response, now)
+                if event.response.status >= 200:
+                    self._finals.add(id(event.transaction))
         elif isinstance(event, (TimedOut, TransportError)):
             tx = event.transaction
             if tx.is_client:
@@ -534,8 +544,15 @@ class UserAgent:
                 if handler is not None:
                     handler(None, now)
         elif isinstance(event, Terminated):
-            self._handlers.pop(id(event.transaction), None)
-            self._tx_by_id.pop(id(event.transaction), None)
+            key = id(event.transaction)
+            handler = self._handlers.pop(key, None)
+            self._tx_by_id.pop(key, None)
+            if key in self._finals:
+                self._finals.discard(key)
+            elif handler is not None and event.transaction.is_client:
+                # Ended without a final response its owner could use (e.g. a malformed 2xx):
+                # report it like a timeout so no call or registration hangs.
+                handler(None, now)
         elif isinstance(event, StrayResponse):
             self._on_stray(event.response, now)
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sip import invite as inv
 from sip.message import Request, Response, make_response, new_tag, parse_message
@@ -595,3 +597,71 @@ def test_timer_config_fast():
     assert call.state is inv.CallState.TERMINATED
     assert net.of(a, inv.CallFailed)[0].status == 408
     assert net.now <= 6.5 + 1  # 64 * 0.1 s plus a margin of simulated time
+
+
+# ---------------------------------------------------------------------------------- fuzzing
+
+_FUZZ_SEEDS = [
+    _raw("OPTIONS"),
+    _raw("INVITE", extra="Content-Type: application/sdp\r\n", body=SDP_A),
+    _raw("BYE", to_tag="x"),
+    _raw("CANCEL"),
+    _raw("ACK", to_tag="x"),
+    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKq\r\nFrom: <sip:a@b>;tag=1\r\n"
+    b"To: <sip:b@c>;tag=2\r\nCall-ID: q\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.sampled_from(_FUZZ_SEEDS),
+    cuts=st.lists(st.tuples(st.integers(0, 2000), st.binary(max_size=8)), max_size=4),
+)
+def test_receive_never_raises_on_mutated_messages(seed, cuts):
+    """A malformed or mutated datagram never raises out of the core (and the core still works)."""
+    data = bytearray(seed)
+    for pos, junk in cuts:
+        pos = pos % (len(data) + 1)
+        data[pos : pos + len(junk)] = junk
+    ua = make_ua("10.0.0.2", "bob")
+    ua.receive(bytes(data), Peer("udp", "10.0.0.9", 5060), 0.0)
+    ua.handle_timer(100.0)
+    for out in ua.messages_to_send():
+        out.message.to_bytes()
+    ua.receive(_raw("OPTIONS"), Peer("udp", "10.0.0.9", 5060), 200.0)
+    assert any(
+        isinstance(o.message, Response) and o.message.status == 200 for o in ua.messages_to_send()
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=600))
+def test_receive_never_raises_on_random_bytes(data):
+    ua = make_ua("10.0.0.2", "bob")
+    ua.receive(data, Peer("udp", "10.0.0.9", 5060), 0.0)
+    ua.handle_timer(50.0)
+    ua.messages_to_send()
+
+
+def test_malformed_response_matching_our_invite_is_dropped():
+    """A 200 whose To header is broken matches our INVITE transaction by branch: dropped."""
+    net = SimNet()
+    a = net.add(make_ua("10.0.0.1", "alice"))
+    sent: list[Request] = []
+
+    def peer(msg, src, n):
+        if isinstance(msg, Request) and msg.method == "INVITE" and not sent:
+            sent.append(msg)
+            bad = make_response(msg, 200, to_tag="t")
+            bad.headers.set("To", "<sip:broken")
+            good = make_response(msg, 486, to_tag="t")
+            return [(bad, src), (good, src)]
+        return []
+
+    net.add_peer(FakePeer("10.0.0.2", 5060, peer))
+    call = a.invite("sip:bob@10.0.0.2", SDP_A, net.now)
+    net.run(max_time=60)
+    # the broken 2xx put the transaction in "Accepted" (the 486 is ignored there); when it
+    # ends without a usable final response the call fails instead of hanging
+    assert call.state is inv.CallState.TERMINATED
+    assert [f.status for f in net.of(a, inv.CallFailed)] == [408]
