@@ -642,3 +642,11 @@ def test_dnsmasq_in_namespace_is_the_laptops_system_resolver(nat_lab: NatLab, pe
         assert laptop.python(code).stdout.split() == [nat_lab.server_ip, "5060"]
     finally:
         dns.stop()
+
+
+def test_sipp_tcp_client_started_in_background(sipp_factory: SippFactory) -> None:
+    uas = sipp_factory("uas_sdp", transport="tcp", calls=1).start()
+    uac = sipp_factory("uac_sdp", uas.uri_host, transport="tcp", service="bob", calls=1)
+    uac.start()  # returns at once for a client, whatever its transport
+    assert uac.wait(timeout=30).ok
+    assert uas.wait(timeout=30).ok

@@ -19,7 +19,7 @@ from pathlib import Path
 from tests.peers.certs import TestPki, make_pki
 from tests.peers.ports import free_port
 from tests.peers.probe import probe_in_netns
-from tests.peers.process import ManagedProcess, PeerError
+from tests.peers.process import ManagedProcess, PeerError, remove_socket_dir, short_socket_dir
 
 CONFIG_DIR = Path(__file__).parent / "kamailio"
 ALGORITHMS = ("MD5", "SHA-256")
@@ -93,7 +93,7 @@ class Kamailio:
         self.secret = secrets.token_hex(12)
         self.pki: TestPki | None = None
         self.cfg_path = workdir / "kamailio.cfg"
-        self.ctl_socket = workdir / "kamailio_ctl"
+        self.ctl_socket = workdir / "ctl" / "kamailio_ctl"  # a short path is made by start()
         self.log_path = workdir / "kamailio.log"
         self._process: ManagedProcess | None = None
 
@@ -213,6 +213,7 @@ class Kamailio:
     # ---- lifecycle -------------------------------------------------------------------
     def start(self, timeout: float = 15.0) -> None:
         self._write_config()
+        self.ctl_socket = short_socket_dir(self.workdir, "ctl") / "kamailio_ctl"
         self._process = ManagedProcess("kamailio", self.argv(), self.log_path, cwd=self.workdir)
         self._process.start()
         self._process.wait_until(self._answers, timeout, "SIP OPTIONS answered on UDP, TCP, TLS")
@@ -229,6 +230,7 @@ class Kamailio:
     def stop(self) -> None:
         if self._process is not None:
             self._process.stop()
+            remove_socket_dir(self.workdir, self.ctl_socket.parent)
 
     def restart(self, down_time: float = 0.0) -> None:
         """Stop and start again on the same ports, with the same nonce secret and users.

@@ -161,6 +161,32 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+def short_socket_dir(workdir: Path, name: str) -> Path:
+    """A directory for unix sockets: ``workdir/name`` if its paths stay well under the
+    108-byte sun_path limit, else a symlinked short directory under /tmp."""
+    target = workdir / name
+    if len(str(target)) <= 60:
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+    import tempfile
+
+    short = Path(tempfile.mkdtemp(prefix="spt-", dir="/tmp"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink():
+        target.unlink()
+    if not target.exists():
+        target.symlink_to(short)  # so it can be found from the work directory
+    return short
+
+
+def remove_socket_dir(workdir: Path, directory: Path) -> None:
+    """Remove a directory made by :func:`short_socket_dir` if it lives outside ``workdir``."""
+    import shutil
+
+    if not directory.is_relative_to(workdir):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def tcp_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
     """True when a TCP connection to host:port succeeds."""
     try:

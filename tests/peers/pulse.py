@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.peers.process import ManagedProcess, PeerError
+from tests.peers.process import ManagedProcess, PeerError, remove_socket_dir, short_socket_dir
 
 SINK = "nullsink"
 SOURCE = "nullsink.monitor"
@@ -29,11 +29,14 @@ class PulseAudio:
     def __init__(self, workdir: Path, rate: int = 48000, channels: int = 1) -> None:
         self.workdir = workdir
         self.rate, self.channels = rate, channels
-        self.runtime_dir = workdir / "xdg-runtime"
+        self.runtime_dir = short_socket_dir(workdir, "xdg-runtime")  # (unix socket path limit)
         self.home = workdir / "home"
-        self.socket = self.runtime_dir / "pulse" / "native"
         self.log_path = workdir / "pulseaudio.log"
         self._process: ManagedProcess | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime_dir / "pulse" / "native"
 
     def client_env(self) -> dict[str, str]:
         """Environment variables that point a client (pactl, PortAudio via ALSA) here."""
@@ -67,6 +70,8 @@ class PulseAudio:
         ]
 
     def start(self, timeout: float = 15.0) -> None:
+        if not self.runtime_dir.exists():  # removed by stop()
+            self.runtime_dir = short_socket_dir(self.workdir, "xdg-runtime")
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         self.runtime_dir.chmod(0o700)
         (self.runtime_dir / "pulse").mkdir(exist_ok=True)
@@ -117,6 +122,7 @@ class PulseAudio:
     def stop(self) -> None:
         if self._process is not None:
             self._process.stop()
+            remove_socket_dir(self.workdir, self.runtime_dir)
 
     def running(self) -> bool:
         return self._process is not None and self._process.running()

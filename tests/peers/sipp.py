@@ -201,26 +201,21 @@ class Sipp:
         return argv + self.extra_args
 
     def start(self, ready_timeout: float = 5.0) -> Sipp:
-        """Start sipp and wait until its SIP socket is bound."""
+        """Start sipp; a server scenario (no ``remote``) is waited for until it listens."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._process = ManagedProcess(f"sipp {self.name}", self.argv(), self.log_path)
         self._process.start()
-        if self.transport == "tcp" and not self.remote:
-            self._process.wait_until(
-                lambda: tcp_accepts(self.host, self.port), ready_timeout, "TCP listen"
-            )
+        if self.remote:
+            return self  # a client sends at once; its result tells how it went
+        proc = self._process
+        if self.transport == "tcp":
+            proc.wait_until(lambda: tcp_accepts(self.host, self.port), ready_timeout, "TCP listen")
         else:
-            proc = self._process
-
-            def bound() -> bool:
-                # a client may finish before we look: exiting is fine then
-                return not proc.running() or not is_free(self.port, self.host, udp=True, tcp=False)
-
-            try:
-                proc.wait_until(bound, ready_timeout, "UDP socket bound")
-            except PeerError:
-                if proc.running():
-                    raise
+            proc.wait_until(
+                lambda: not is_free(self.port, self.host, udp=True, tcp=False),
+                ready_timeout,
+                "UDP socket bound",
+            )
         return self
 
     def running(self) -> bool:
