@@ -22,7 +22,8 @@ reports go out on the RFC 3550 §6.3 schedule simplified for a two-party call: a
 A report carries an SR when we sent RTP since the report before last, else an RR, with a
 reception report block for the peer's source and an SDES CNAME (§6.1). A report block about
 our source gives the round-trip time (§6.4.1) and sets the Opus encoder's expected packet
-loss from its fraction lost, so in-band FEC grows with the loss the peer sees.
+loss from its fraction lost (rising at once, halving per loss-free report), so in-band FEC
+follows the loss the peer sees.
 
 Source handling (RFC 3550 §8): the first source heard is locked onto; another SSRC replaces
 it once it has passed the §A.1 probation and the current source has said BYE or fallen
@@ -33,6 +34,7 @@ once it is our own traffic looping back and is dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections import deque
@@ -216,10 +218,11 @@ class RtpSession:
         self.frame_samples = self.clock_rate * ptime_ms // 1000
         self.frame_ts = self.frame_samples  # audio codecs here: one tick per sample
         if jitter is None:
+            # Opus: one frame of look-ahead so the packet after a lost one is here for FEC
             jitter = JitterBufferConfig(lookahead_frames=1 if encoding == "opus" else 0)
-        jitter.clock_rate = self.clock_rate
-        jitter.frame_ms = ptime_ms
-        self._jitter = JitterBuffer(jitter)
+        self._jitter = JitterBuffer(
+            dataclasses.replace(jitter, clock_rate=self.clock_rate, frame_ms=ptime_ms)
+        )
 
         self._te_sender: TelephoneEventSender | None = None
         if telephone_event is not None:
@@ -491,8 +494,11 @@ class RtpSession:
         rtt = self._remote_report.update(block, arrival_ntp, now)
         if rtt is not None:
             log.debug("RTT %.1f ms, peer sees %d/256 lost", rtt * 1000, block.fraction_lost)
-        if self._opus_encoder is not None:
-            self._opus_encoder.set_loss_from_rtcp(block.fraction_lost)
+        encoder = self._opus_encoder
+        if encoder is not None:
+            # follow a rise at once, decay by half per report: losses come in bursts
+            percent = round(block.fraction_lost * 100 / 256)
+            encoder.packet_loss_perc = max(percent, encoder.packet_loss_perc // 2)
 
     def _on_bye(self, ssrc: int, reason: str | None) -> None:
         if self._remote is not None and self._remote.ssrc == ssrc:

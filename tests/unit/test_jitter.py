@@ -462,3 +462,26 @@ def test_any_input_is_handled(ops) -> None:
         else:
             jb.push(b"x", seq, ts, marker, now)
     assert jb.buffered <= jb.config.max_packets
+
+
+def test_packets_off_the_frame_grid_realign() -> None:
+    # the sender's timestamps shift by 40 units mid-stream (less than a frame)
+    jb = new_jb()
+    stream = make_stream(200, ts_jump={100: 40})
+    frames = run(jb, network(stream)[0])
+    assert audio_indices(frames) == list(range(200))
+    assert lost_inside(frames) == 0
+
+
+def test_drop_when_far_too_much_is_buffered() -> None:
+    # a burst arrives after a stall; once the target falls back the excess is dropped
+    jb = new_jb(history_packets=100)
+
+    def stall(p: Sent, rng: random.Random) -> float:
+        return max(0.0, 0.3 - (p.index - 100) * FRAME_S) if 100 <= p.index < 115 else 0.0
+
+    frames = run(jb, network(make_stream(1000), extra=stall)[0])
+    played = audio_indices(frames)
+    assert played == sorted(played)
+    assert jb.stats.dropped > 0
+    assert jb.current_delay_ms(0.007 + (len(frames) - 60) * FRAME_S) < 60

@@ -369,19 +369,22 @@ def test_bye_packet_is_last_in_compound() -> None:
     assert isinstance(parsed[-1], Goodbye) and parsed[-1].ssrcs == [a.ssrc]
 
 
-def test_remote_ssrc_change_switches_stream() -> None:
-    call = make_call(PCMU, ab=Link(0.03, 0.005, 0.0, seed=13))
+@pytest.mark.parametrize("codec", [PCMU, OPUS], ids=["pcmu", "opus"])
+def test_remote_ssrc_change_switches_stream(codec: CodecDescription) -> None:
+    call = make_call(codec, ab=Link(0.03, 0.005, 0.0, seed=13))
     call.run(2.0)
     old = call.a.ssrc
     # the peer restarts its stream (e.g. after a re-INVITE): new SSRC, seq and timestamps
-    call.a = RtpSession(PCMU, rng=random.Random(99), cname="a2@test")
+    call.a = RtpSession(codec, rng=random.Random(99), cname="a2@test")
     call.freq_a = 880.0
     call.run(2.0)
     changes = [e for e in call.events_b if isinstance(e, RemoteSsrcChanged)]
     assert changes == [RemoteSsrcChanged(None, old), RemoteSsrcChanged(old, call.a.ssrc)]
     assert call.b.remote_ssrc == call.a.ssrc
-    assert dominant_frequency(call.heard_by_b, 8000, 1.0) == pytest.approx(880, abs=5)
+    rate = call.b.sample_rate
+    assert dominant_frequency(call.heard_by_b, rate, 1.0) == pytest.approx(880, abs=5)
     assert call.b.stats(call.now).packets_lost == 0
+    assert call.b.stats(call.now).concealed_frames <= 3  # the old stream's end
 
 
 def test_stray_ssrc_does_not_take_over() -> None:
@@ -506,3 +509,52 @@ def test_any_datagram_is_handled(data: bytes) -> None:
     b.playout(0.05)
     b.handle_timer(100.0)
     b.stats(0.1)
+
+
+def test_sender_report_before_first_rtp_is_kept() -> None:
+    a = RtpSession(PCMU, rng=random.Random(20))
+    b = RtpSession(PCMU, rng=random.Random(21))
+    for k in range(5):
+        a.send_frame(tone(440, 8000, 160, 160 * k), 0.02 * k)
+    a.handle_timer(10.0)
+    ((sr_data, _),) = a.datagrams_to_send()
+    sr = parse_rtcp(sr_data)[0]
+    assert isinstance(sr, SenderReport)
+    b.receive(sr_data, 10.01)  # the SR overtakes the first RTP packets
+    for k in range(5):
+        b.receive(a.send_frame(tone(440, 8000, 160, 0), 10.0 + 0.02 * k)[0], 10.03 + 0.02 * k)
+    b.handle_timer(20.0)
+    ((rr_data, _),) = b.datagrams_to_send()
+    report = parse_rtcp(rr_data)[0]
+    assert isinstance(report, SenderReport | ReceiverReport)
+    (block,) = report.reports
+    assert block.ssrc == a.ssrc
+    assert block.lsr == (sr.ntp_timestamp >> 16) & 0xFFFFFFFF
+    assert block.dlsr == pytest.approx((20.0 - 10.01) * 65536, abs=2)
+
+
+def test_sender_clock_skew_stays_bounded_end_to_end() -> None:
+    # A's sound card runs 0.5 % fast: it sends 201 frames while B plays 200
+    a = RtpSession(PCMU, rng=random.Random(30))
+    b = RtpSession(PCMU, rng=random.Random(31))
+    link = Link(0.03, 0.01, 0.0, seed=32)
+    send_period = 0.02 / 1.005
+    next_send = 0.0
+    delays = []
+    out = []
+    k = 0
+    for step in range(60 * 1000):  # one minute, 1 ms steps
+        now = step * TICK
+        link.deliver(now, b)
+        if now >= next_send:
+            for data in a.send_frame(tone(440, 8000, 160, 160 * k), now):
+                link.send(data, now)
+            k += 1
+            next_send += send_period
+        if step % 20 == 5:
+            out.append(b.playout(now))
+            delays.append(b.jitter_buffer.current_delay_ms(now))
+    assert max(delays[100:]) < 80
+    assert b.jitter_buffer.buffered <= 5
+    assert b.jitter_buffer.stats.dropped >= 10  # ~15 frames of drift went
+    assert dominant_frequency(out, 8000) == pytest.approx(440 * 1.005, abs=4)
