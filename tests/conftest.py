@@ -6,6 +6,7 @@ from tests.peers.fixtures import (  # noqa: F401  (fixtures are found by name)
     dns_factory,
     kamailio,
     kamailio_factory,
+    lab_services,
     nat_lab,
     netns_lab,
     peer_dir,

@@ -12,6 +12,7 @@ import pytest
 from tests.peers.coturn import Coturn
 from tests.peers.dnsmasq import Dnsmasq, DnsRecords
 from tests.peers.kamailio import Kamailio
+from tests.peers.lab_services import LabServices
 from tests.peers.netns import Lab, Namespace, NatLab, build_nat_lab
 from tests.peers.pulse import PulseAudio
 from tests.peers.rawsip import SipClient, options, parse_challenge, register
@@ -650,3 +651,21 @@ def test_sipp_tcp_client_started_in_background(sipp_factory: SippFactory) -> Non
     uac.start()  # returns at once for a client, whatever its transport
     assert uac.wait(timeout=30).ok
     assert uas.wait(timeout=30).ok
+
+
+def test_lab_services_reachable_by_name_from_a_natted_laptop(lab_services: LabServices) -> None:
+    site = lab_services.lab.sites[1]
+    kam = lab_services.kamailio
+    code = (
+        "import socket\n"
+        "from tests.peers.rawsip import SipClient, register\n"
+        "from tests.peers.stunprobe import stun_binding\n"
+        f"host = socket.gethostbyname('{lab_services.sip_server}')\n"
+        f"with SipClient(host, {kam.port}, bind_host='0.0.0.0') as c:\n"
+        f"    _, ok = register(c, '{lab_services.domain}', 'bob', '{kam.users['bob']}')\n"
+        f"stun = stun_binding(socket.gethostbyname('stun.{lab_services.domain}'), "
+        f"{lab_services.coturn.port})\n"
+        "print(host, ok.status, stun.xor_mapped[0])\n"
+    )
+    out = site.laptop.python(code).stdout.split()
+    assert out == [lab_services.lab.server_ip, "200", site.router_wan_ip]

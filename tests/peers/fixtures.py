@@ -17,6 +17,7 @@ import pytest
 from tests.peers.coturn import Coturn
 from tests.peers.dnsmasq import Dnsmasq, DnsRecords
 from tests.peers.kamailio import Kamailio
+from tests.peers.lab_services import LabServices, start_lab_services
 from tests.peers.netns import Lab, NatLab, build_nat_lab, netns_available
 from tests.peers.pulse import PulseAudio
 from tests.peers.sipp import Sipp
@@ -138,6 +139,21 @@ def nat_lab(netns_lab: Lab) -> NatLab:
     behind its own endpoint-independent NAT (MASQUERADE). For other NAT types build your own
     with ``build_nat_lab(netns_lab, symmetric=(...))``."""
     return build_nat_lab(netns_lab)
+
+
+@pytest.fixture
+def lab_services(nat_lab: NatLab, peer_dir: Path) -> Iterator[LabServices]:
+    """:func:`nat_lab` plus, in its public namespace, Kamailio (sip.example.org =
+    203.0.113.1, UDP/TCP 5060, TLS 5061), coturn (3478, RFC 5780 alternate 203.0.113.2:3479,
+    TLS 5349) and dnsmasq (NAPTR/SRV/A for example.org, stun/turn.example.org), which
+    every laptop uses as its resolver."""
+    for binary, package in (("kamailio", None), ("turnserver", "coturn"), ("dnsmasq", None)):
+        require_binary(binary, package)
+    services = start_lab_services(nat_lab, peer_dir / "lab-services")
+    try:
+        yield services
+    finally:
+        services.stop()
 
 
 # ---- PulseAudio ------------------------------------------------------------------------------
