@@ -32,6 +32,7 @@ from typing import Any, Generic, TypeVar
 
 __all__ = [
     "ADDITIONAL_ADDRESS_FAMILY",
+    "ADDRESS_ERROR_CODE",
     "ALTERNATE_DOMAIN",
     "ALTERNATE_SERVER",
     "ATTRIBUTES_BY_TYPE",
@@ -44,6 +45,7 @@ __all__ = [
     "EVEN_PORT",
     "FINGERPRINT",
     "HEADER_LENGTH",
+    "ICMP",
     "ICE_CONTROLLED",
     "ICE_CONTROLLING",
     "LIFETIME",
@@ -72,10 +74,12 @@ __all__ = [
     "XOR_PEER_ADDRESS",
     "XOR_RELAYED_ADDRESS",
     "Address",
+    "AddressErrorCode",
     "Attr",
     "ChangeRequest",
     "ChannelData",
     "ErrorCode",
+    "IcmpInfo",
     "PacketKind",
     "PasswordAlgorithm",
     "PasswordAlgorithmParams",
@@ -249,6 +253,24 @@ class PasswordAlgorithmParams:
 
     algorithm: int
     parameters: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class AddressErrorCode:
+    """ADDRESS-ERROR-CODE value (RFC 8656 §18.13): why one address family failed."""
+
+    family: int
+    code: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpInfo:
+    """ICMP attribute value (RFC 8656 §18.12): an ICMP error the relay received."""
+
+    type: int
+    code: int
+    data: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,6 +464,28 @@ def _enc_error_code(value: ErrorCode, _tid: bytes) -> bytes:
     return bytes((0, 0, value.code // 100, value.code % 100)) + reason
 
 
+def _dec_address_error_code(value: bytes, tid: bytes) -> AddressErrorCode:
+    if len(value) < 4:
+        raise StunParseError("ADDRESS-ERROR-CODE shorter than 4 bytes")
+    error = _dec_error_code(b"\x00\x00" + value[2:], tid)
+    return AddressErrorCode(value[0], error.code, error.reason)
+
+
+def _enc_address_error_code(value: AddressErrorCode, tid: bytes) -> bytes:
+    raw = _enc_error_code(ErrorCode(value.code, value.reason), tid)
+    return bytes((value.family, 0)) + raw[2:]
+
+
+def _dec_icmp(value: bytes, _tid: bytes) -> IcmpInfo:
+    if len(value) != 8:
+        raise StunParseError("ICMP must be 8 bytes")
+    return IcmpInfo(value[2], value[3], int.from_bytes(value[4:8], "big"))
+
+
+def _enc_icmp(value: IcmpInfo, _tid: bytes) -> bytes:
+    return bytes((0, 0, value.type, value.code)) + value.data.to_bytes(4, "big")
+
+
 def _dec_unknown_attributes(value: bytes, _tid: bytes) -> tuple[int, ...]:
     if len(value) % 2:
         raise StunParseError("UNKNOWN-ATTRIBUTES length is odd")
@@ -566,6 +610,10 @@ RESPONSE_PORT: Attr[int] = Attr(0x0027, "RESPONSE-PORT", *_u16_pad)
 CONNECTION_ID: Attr[int] = Attr(0x002A, "CONNECTION-ID", *_u32)
 # comprehension-optional range
 ADDITIONAL_ADDRESS_FAMILY: Attr[int] = Attr(0x8000, "ADDITIONAL-ADDRESS-FAMILY", *_u8_pad)
+ADDRESS_ERROR_CODE: Attr[AddressErrorCode] = Attr(
+    0x8001, "ADDRESS-ERROR-CODE", _dec_address_error_code, _enc_address_error_code
+)
+ICMP: Attr[IcmpInfo] = Attr(0x8004, "ICMP", _dec_icmp, _enc_icmp)
 PASSWORD_ALGORITHMS: Attr[tuple[PasswordAlgorithmParams, ...]] = Attr(
     0x8002, "PASSWORD-ALGORITHMS", _dec_algorithms, _enc_algorithms
 )
@@ -609,6 +657,8 @@ ATTRIBUTES_BY_TYPE: dict[int, Attr[Any]] = {
         RESPONSE_PORT,
         CONNECTION_ID,
         ADDITIONAL_ADDRESS_FAMILY,
+        ADDRESS_ERROR_CODE,
+        ICMP,
         PASSWORD_ALGORITHMS,
         ALTERNATE_DOMAIN,
         SOFTWARE,

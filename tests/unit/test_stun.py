@@ -480,6 +480,8 @@ TID = bytes(range(1, 13))
         (stun.RESPONSE_PORT, 5000),
         (stun.PADDING, bytes(13)),
         (stun.CONNECTION_ID, 0xCAFEBABE),
+        (stun.ADDRESS_ERROR_CODE, stun.AddressErrorCode(2, 440, "Address Family not Supported")),
+        (stun.ICMP, stun.IcmpInfo(3, 1, 0x01020304)),
     ],
 )
 def test_attribute_round_trip(attr: stun.Attr, value: object) -> None:
@@ -509,6 +511,12 @@ def test_attribute_wire_formats() -> None:
     assert body[32:43] == b"Stale Nonce" and body[43:44] == b"\x00"
     assert body[44:52] == bytes.fromhex("0018000180000000")
     assert body[52:64] == bytes.fromhex("000100080001 1234 c0000201".replace(" ", ""))
+    turn = StunMessage(StunMethod.ALLOCATE, StunClass.SUCCESS, TID)
+    turn.add(stun.ADDRESS_ERROR_CODE, stun.AddressErrorCode(2, 440, "x"))
+    turn.add(stun.ICMP, stun.IcmpInfo(3, 13, 7))
+    body = turn.encode()[20:]
+    assert body[:12] == bytes.fromhex("80010005 02000428 78000000".replace(" ", ""))
+    assert body[12:] == bytes.fromhex("80040008 0000030d 00000007".replace(" ", ""))
 
 
 def test_xor_address_uses_transaction_id_for_ipv6() -> None:
@@ -539,6 +547,9 @@ def test_xor_address_uses_transaction_id_for_ipv6() -> None:
         (stun.EVEN_PORT, b""),
         (stun.USERHASH, bytes(31)),
         (stun.CHANGE_REQUEST, bytes(3)),
+        (stun.ADDRESS_ERROR_CODE, b"\x02\x00\x04"),
+        (stun.ADDRESS_ERROR_CODE, b"\x02\x00\x01\x00"),
+        (stun.ICMP, bytes(7)),
     ],
 )
 def test_malformed_attribute_values_raise_parse_error(attr: stun.Attr, raw: bytes) -> None:

@@ -69,6 +69,19 @@ ATTRIBUTE_VALUES: list[tuple[stun.Attr[Any], st.SearchStrategy[Any]]] = [
     (stun.CHANGE_REQUEST, st.builds(stun.ChangeRequest, st.booleans(), st.booleans())),
     (stun.RESPONSE_PORT, st.integers(0, 65535)),
     (stun.CONNECTION_ID, u32),
+    (
+        stun.ADDRESS_ERROR_CODE,
+        st.builds(
+            stun.AddressErrorCode,
+            st.sampled_from([1, 2]),
+            st.integers(300, 699),
+            st.text(max_size=20),
+        ),
+    ),
+    (
+        stun.ICMP,
+        st.builds(stun.IcmpInfo, st.integers(0, 255), st.integers(0, 255), u32),
+    ),
 ]
 
 typed_attribute = st.sampled_from(ATTRIBUTE_VALUES).flatmap(
