@@ -534,9 +534,17 @@ class UserAgent:
         elif isinstance(event, ResponseReceived):
             handler = self._handlers.get(id(event.transaction))
             if handler is not None:
-                handler(event.response, now)
-                if event.response.status >= 200:
+                # Marked first: the handler may send requests, which pumps the later events
+                # (this transaction's Terminated among them) before it returns.
+                final = event.response.status >= 200
+                if final:
                     self._finals.add(id(event.transaction))
+                try:
+                    handler(event.response, now)
+                except (SipParseError, ValueError):
+                    if final:
+                        self._finals.discard(id(event.transaction))
+                    raise
         elif isinstance(event, (TimedOut, TransportError)):
             tx = event.transaction
             if tx.is_client:

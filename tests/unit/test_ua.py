@@ -665,3 +665,28 @@ def test_malformed_response_matching_our_invite_is_dropped():
     # ends without a usable final response the call fails instead of hanging
     assert call.state is inv.CallState.TERMINATED
     assert [f.status for f in net.of(a, inv.CallFailed)] == [408]
+
+
+def test_call_and_registration_over_reliable_transport():
+    """TCP-like transport: no retransmissions, transactions end at once (Timer K/J = 0)."""
+    from tests.unit.test_registration import REGISTRAR, FakeRegistrar
+
+    net = SimNet()
+    registrar = FakeRegistrar()
+    net.add_peer(FakePeer(REGISTRAR[0], REGISTRAR[1], registrar.handle))
+    a = make_ua("10.0.0.1", "alice", transport="tcp", password="secret")
+    b = make_ua("10.0.0.2", "bob", transport="tcp")
+    net.add(a)
+    net.add(b, auto_answer(net, b))
+    a.register(net.now, expires=600, registrar=f"sip:{REGISTRAR[0]}")
+    from sip.registration import Registered
+
+    net.run(lambda: bool(net.of(a, Registered)))
+    assert registrar.bindings == {"sip:alice@10.0.0.1:5060;transport=tcp": 600}
+    call = a.invite("sip:bob@10.0.0.2;transport=tcp", SDP_A, net.now)
+    net.run(lambda: bool(net.of(b, inv.CallConfirmed)))
+    assert call.state is inv.CallState.CONNECTED
+    call.hangup(net.now)
+    net.run()
+    assert [e.reason for e in net.of(b, inv.CallEnded)] == ["remote-bye"]
+    assert not [w for w in net.wire if w[3].startswith("INVITE") and w[0] > 0.1]  # no retransmit
