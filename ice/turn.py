@@ -410,7 +410,8 @@ class TurnClient:
         """Relay ``data`` to ``peer``: ChannelData if a channel is bound, else a Send indication.
 
         Without a permission for the peer's IP one is requested and the data queued until it
-        is installed (RFC 8656 §9: the server drops data to peers without a permission).
+        is installed (RFC 8656 §9: the server drops data to peers without a permission).  A
+        permission or channel whose refresh is overdue past its lifetime is not used.
         Returns False (data dropped) when there is no allocation or the queue is full.
         """
         if self.state is not TurnState.ALLOCATED:
@@ -418,13 +419,13 @@ class TurnClient:
             return False
         peer = _peer_key(peer)
         ch = self._channels_by_peer.get(peer)
-        if ch is not None and ch.bound:
+        if ch is not None and ch.bound and now < ch.expires_at:
             self._outbox.append(
                 (encode_channel_data(ch.number, data, pad=self.reliable), self._server)
             )
             return True
         perm = self._permissions.get(peer[0])
-        if perm is not None and perm.installed:
+        if perm is not None and perm.installed and now < perm.expires_at:
             self._send_indication(data, peer)
             return True
         if perm is None:
@@ -869,8 +870,10 @@ class TurnClient:
             return
         if isinstance(result, StunTransactionSucceeded):
             perm.pending = False
+            first = not perm.installed
             self._permission_installed(perm, now)
-            self._events.append(PermissionCreated(perm.peer_ip))
+            if first:
+                self._events.append(PermissionCreated(perm.peer_ip))
             return
         if self._retry_auth(req, result, now):
             return

@@ -76,6 +76,10 @@ class FakeTurnServer:
     channels: dict[int, Address] = field(default_factory=dict)
     allocated: bool = False
     algorithm_used: int | None = None
+    now: float = 0.0  # set by the Net before each datagram
+    permission_expiry: dict[str, float] = field(default_factory=dict)
+    channel_expiry: dict[int, float] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
 
     def key(self, algorithm: int = PasswordAlgorithm.MD5) -> bytes:
         return long_term_key(USER, REALM, self.password, algorithm)
@@ -90,6 +94,8 @@ class FakeTurnServer:
         if stun.is_channel_data(data):
             cd = parse_channel_data(data)
             self.channel_data.append((cd.channel, cd.data))
+            if self.channel_expiry.get(cd.channel, -1.0) <= self.now:
+                self.violations.append(f"ChannelData on unbound {cd.channel:#x} at {self.now}")
             return []
         msg = parse_message(data)
         self.received.append(msg)
@@ -99,6 +105,8 @@ class FakeTurnServer:
             payload = msg.get(stun.DATA)
             assert peer is not None and payload is not None
             self.indications.append((peer, payload))
+            if self.permission_expiry.get(peer[0], -1.0) <= self.now:
+                self.violations.append(f"Send to {peer} without permission at {self.now}")
             return []
         answer = self._answer(msg)
         return [] if answer is None else [answer]
@@ -151,13 +159,18 @@ class FakeTurnServer:
         if method == StunMethod.CREATE_PERMISSION:
             for host, _ in msg.get_all(stun.XOR_PEER_ADDRESS):
                 self.permissions[host] = self.permissions.get(host, 0) + 1
+                self.permission_expiry[host] = self.now + 300
             return msg.response()
         if method == StunMethod.CHANNEL_BIND:
             number = msg.get(stun.CHANNEL_NUMBER)
             peer = msg.get(stun.XOR_PEER_ADDRESS)
             assert number is not None and peer is not None
+            if self.channels.get(number, peer) != peer:
+                return msg.error_response(400)  # bound to another peer (RFC 8656 §12.2)
             self.channels[number] = peer
+            self.channel_expiry[number] = self.now + 600
             self.permissions[peer[0]] = self.permissions.get(peer[0], 0) + 1
+            self.permission_expiry[peer[0]] = self.now + 300
             return msg.response()
         return msg.error_response(400)
 
@@ -197,6 +210,7 @@ class Net:
                 server = self.servers.get(addr)
                 if server is None:
                     continue
+                server.now = self.now
                 for reply in server.handle(data):
                     self.client.receive(reply, addr, self.now)
         while (event := self.client.next_event()) is not None:
@@ -952,3 +966,133 @@ def test_channel_refresh_that_never_succeeds_ends_the_binding() -> None:
     assert client.bind_channel(PEER, net.now) == 0x4001
     net.flush()
     assert client.channel_for(PEER) == 0x4001
+
+
+# -- chaos: random loss, duplication, nonce rotation and operations -----------------------------
+
+
+class LossyNet(Net):
+    """Net that loses and duplicates datagrams in both directions, deterministically."""
+
+    def __init__(self, client: TurnClient, server: FakeTurnServer, seed: int, loss: float) -> None:
+        super().__init__(client, server)
+        import random
+
+        self.rng = random.Random(seed)
+        self.loss = loss
+
+    def flush(self) -> None:
+        for _ in range(100):
+            out = self.client.datagrams_to_send(self.now)
+            if not out:
+                break
+            for data, addr in out:
+                server = self.servers.get(addr)
+                if server is None or self.rng.random() < self.loss:
+                    continue
+                server.now = self.now
+                copies = 2 if self.rng.random() < 0.1 else 1
+                for _ in range(copies):
+                    for reply in server.handle(data):
+                        if self.rng.random() >= self.loss:
+                            self.client.receive(reply, addr, self.now)
+        while (event := self.client.next_event()) is not None:
+            self.events.append(event)
+
+
+PEERS = [PEER, PEER2, ("203.0.113.7", 8000)]
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("advance"), st.floats(0.0, 400.0)),
+        st.tuples(st.just("send"), st.integers(0, len(PEERS) - 1)),
+        st.tuples(st.just("bind"), st.integers(0, len(PEERS) - 1)),
+        st.tuples(st.just("rotate"), st.just(0)),
+        st.tuples(st.just("close"), st.just(0)),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32), st.sampled_from([0.0, 0.1, 0.3, 0.5]), operations)
+def test_random_loss_and_operations_keep_the_client_consistent(
+    seed: int, loss: float, ops: list[tuple[str, float]]
+) -> None:
+    server = FakeTurnServer()
+    client = TurnClient(SERVER, USER, PASSWORD)
+    net = LossyNet(client, server, seed, loss)
+    client.allocate(0.0)
+    net.run_until(60.0)
+    nonces = iter(range(1000))
+    for op, arg in ops:
+        if op == "advance":
+            net.run_until(net.now + arg)
+        elif op == "send":
+            accepted = client.send(b"payload", PEERS[int(arg)], net.now)
+            if client.state is not TurnState.ALLOCATED:
+                assert not accepted
+        elif op == "bind" and client.state is TurnState.ALLOCATED:
+            assert 0x4000 <= client.bind_channel(PEERS[int(arg)], net.now) <= 0x4FFF
+        elif op == "rotate":
+            server.nonce = f"rotated-{next(nonces)}"
+        elif op == "close":
+            client.close(net.now)
+        net.flush()
+        # invariants
+        state = client.state
+        if state is TurnState.ALLOCATED:
+            assert client.expires_at is not None and client.expires_at > net.now
+            assert server.allocated  # the server never lost an allocation we think we hold
+        timer = client.get_timer()
+        if state in (TurnState.CLOSED, TurnState.FAILED, TurnState.EXPIRED):
+            assert timer is None
+            assert client.send(b"x", PEER, net.now) is False
+        for peer in PEERS:
+            bound = client.channel_for(peer)
+            if bound is not None:
+                assert server.channels.get(bound) == peer
+    # the event stream tells one consistent story
+    kinds = [type(e) for e in net.events]
+    assert kinds.count(Allocated) <= 1
+    terminal = (AllocationFailed, AllocationExpired, Deallocated)
+    ends = [i for i, k in enumerate(kinds) if k in terminal]
+    assert len(ends) <= 1
+    if ends:
+        assert all(k not in (ChannelBound, PermissionCreated) for k in kinds[ends[0] + 1 :])
+    if Allocated in kinds:
+        assert AllocationFailed not in kinds
+    # nothing reached the server for a peer without a live permission or channel
+    assert server.violations == []
+    for peer, payload in server.indications:
+        assert peer in PEERS and payload == b"payload"
+    for number, payload in server.channel_data:
+        assert number in server.channels and payload == b"payload"
+
+
+def test_overdue_permission_is_not_used() -> None:
+    server = FakeTurnServer()
+    client, net = allocated(server)
+    client.create_permission(PEER[0], 0.0)
+    net.flush()
+    server.override[StunMethod.CREATE_PERMISSION] = lambda m: None  # refreshes get lost
+    net.run_until(310.0)  # refresh at 240 s timed out at 279.5 s; the retry is still running
+    assert client.send(b"late", PEER, net.now)
+    net.flush()
+    assert server.indications == [] and server.violations == []
+    net.run_until(400.0)
+    assert PermissionFailed(PEER[0], None, "no answer to CreatePermission") in net.take()
+    assert server.indications == []
+
+
+def test_overdue_channel_is_not_used() -> None:
+    server = FakeTurnServer()
+    client, net = allocated(server)
+    client.bind_channel(PEER, 0.0)
+    net.flush()
+    server.override[StunMethod.CHANNEL_BIND] = lambda m: None
+    net.run_until(610.0)
+    assert client.send(b"late", PEER, net.now)  # the permission (via CreatePermission) lives
+    net.flush()
+    assert server.channel_data == [] and server.indications == [(PEER, b"late")]
+    assert server.violations == []
