@@ -109,6 +109,7 @@ MAX_AUTH_RETRIES = 3  # 438 / new-nonce retries per request
 MAX_REDIRECTS = 2  # 300 Try Alternate hops
 MAX_QUEUED = 64  # data packets queued per peer while a permission is being installed
 REFRESH_RETRY = 5.0  # seconds between Refresh attempts after a failed one
+MAX_PAYLOAD = 0xFFFF - 64  # fits a Send indication (header, XOR-PEER-ADDRESS, DATA) and ChannelData
 
 
 class TurnState(enum.Enum):
@@ -411,9 +412,12 @@ class TurnClient:
 
         Without a permission for the peer's IP one is requested and the data queued until it
         is installed (RFC 8656 §9: the server drops data to peers without a permission).  A
-        permission or channel whose refresh is overdue past its lifetime is not used.
+        permission or channel whose refresh is overdue past its lifetime is not used.  Raises
+        ``ValueError`` for more than :data:`MAX_PAYLOAD` bytes.
         Returns False (data dropped) when there is no allocation or the queue is full.
         """
+        if len(data) > MAX_PAYLOAD:
+            raise ValueError(f"TURN payload of {len(data)} bytes is too long")
         if self.state is not TurnState.ALLOCATED:
             logger.debug("TURN send to %s dropped in state %s", peer, self.state.value)
             return False

@@ -1096,3 +1096,74 @@ def test_overdue_channel_is_not_used() -> None:
     net.flush()
     assert server.channel_data == [] and server.indications == [(PEER, b"late")]
     assert server.violations == []
+
+
+def test_oversized_payload_is_refused_up_front() -> None:
+    from ice.turn import MAX_PAYLOAD
+
+    client, net = allocated()
+    with pytest.raises(ValueError):
+        client.send(bytes(MAX_PAYLOAD + 1), PEER, 1.0)
+    assert client.send(bytes(MAX_PAYLOAD), PEER, 1.0)
+    net.flush()  # the largest payload goes out in a Send indication once permitted
+    assert len(server_of(net).indications[0][1]) == MAX_PAYLOAD
+    client.bind_channel(PEER, 2.0)
+    net.flush()
+    assert client.send(bytes(MAX_PAYLOAD), PEER, 3.0)
+    net.flush()
+    assert len(server_of(net).channel_data[-1][1]) == MAX_PAYLOAD
+
+
+attribute_soup = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                stun.XOR_RELAYED_ADDRESS.type,
+                stun.XOR_MAPPED_ADDRESS.type,
+                stun.LIFETIME.type,
+                stun.ERROR_CODE.type,
+                stun.REALM.type,
+                stun.NONCE.type,
+                stun.PASSWORD_ALGORITHMS.type,
+                stun.ALTERNATE_SERVER.type,
+                stun.XOR_PEER_ADDRESS.type,
+                stun.DATA.type,
+                0x8055,
+            ]
+        ),
+        st.binary(max_size=24),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(attribute_soup, attribute_soup, st.booleans(), st.booleans())
+def test_authentic_responses_with_arbitrary_attributes_never_raise(
+    challenge_attrs: list[tuple[int, bytes]],
+    answer_attrs: list[tuple[int, bytes]],
+    challenge_is_error: bool,
+    answer_is_error: bool,
+) -> None:
+    server = FakeTurnServer()
+    client = TurnClient(SERVER, USER, PASSWORD)
+    client.allocate(0.0)
+    ((first, _),) = client.datagrams_to_send()
+    request = parse_message(first)
+    challenge = request.error_response(401) if challenge_is_error else request.response()
+    challenge.attributes.extend(challenge_attrs)
+    challenge.add(stun.REALM, REALM).add(stun.NONCE, "n")
+    client.receive(challenge.encode(), SERVER, 0.1)
+    out = client.datagrams_to_send()
+    for data, _ in out:
+        second = parse_message(data)
+        answer = second.response(StunClass.ERROR if answer_is_error else StunClass.SUCCESS)
+        answer.attributes.extend(answer_attrs)
+        client.receive(answer.encode(server.key()), SERVER, 0.2)
+    while (event := client.next_event()) is not None:
+        assert isinstance(event, Allocated | AllocationFailed)
+    assert client.state in (TurnState.ALLOCATING, TurnState.ALLOCATED, TurnState.FAILED)
+    client.handle_timer(100.0)
+    if client.state is TurnState.ALLOCATED:
+        client.send(b"x", PEER, 100.0)
+        client.close(101.0)
