@@ -465,3 +465,28 @@ async def test_stream_redirect_reconnects_to_the_alternate(
     finally:
         listener.close()
         await listener.wait_closed()
+
+
+# -- permissions are per peer IP -------------------------------------------------------------------
+
+
+async def test_peer_without_permission_is_filtered(
+    allocation: tuple[TurnAllocation, Recorder, str], peer: socket.socket
+) -> None:
+    alloc, recorder, _ = allocation
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        try:
+            stranger.bind(("127.0.0.2", 0))
+        except OSError:
+            pytest.skip("127.0.0.2 is not usable here")
+        await alloc.create_permission("127.0.0.1")
+        # the stranger's datagram is sent first; on loopback it would arrive first if relayed
+        stranger.sendto(b"blocked", alloc.relayed_address)
+        peer.sendto(b"allowed", alloc.relayed_address)
+        first = await asyncio.wait_for(recorder.data.get(), 5.0)
+        assert first == DataReceived(peer.getsockname(), b"allowed", None)
+        # once permitted, the stranger gets through
+        await alloc.create_permission("127.0.0.2")
+        stranger.sendto(b"welcome", alloc.relayed_address)
+        second = await asyncio.wait_for(recorder.data.get(), 5.0)
+        assert second == DataReceived(stranger.getsockname(), b"welcome", None)
