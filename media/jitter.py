@@ -120,7 +120,7 @@ class JitterBufferStats:
     lost: int = 0  # LOST frames for packets known missing (a later one is here)
     underruns: int = 0  # LOST frames with nothing buffered (loss, lateness or a pause)
     inserted: int = 0  # frames inserted to grow the delay
-    dropped: int = 0  # frames dropped to shrink the delay (or discarded on overflow)
+    dropped: int = 0  # packets dropped to shrink the delay
     late: int = 0
     duplicates: int = 0
     silence: int = 0
@@ -374,12 +374,12 @@ class JitterBuffer:
         ) and (self._playout_ts + self.frame_ts) in self._packets:
             self._since_adjust = 0
             self._excess_run = 0
-            self.stats.dropped += 1
             if entry is not None:
+                self.stats.dropped += 1
                 del self._packets[self._playout_ts]
                 self._played.add(entry.seq)
                 self._expected_seq = (entry.seq + 1) & 0xFFFF
-            else:
+            else:  # the slot's packet is missing anyway: skipping it costs no audio
                 self._expected_seq = (self._expected_seq + 1) & 0xFFFF
             self._playout_ts += self.frame_ts
             entry = self._slot_entry()

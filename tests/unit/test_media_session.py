@@ -558,3 +558,33 @@ def test_sender_clock_skew_stays_bounded_end_to_end() -> None:
     assert b.jitter_buffer.buffered <= 5
     assert b.jitter_buffer.stats.dropped >= 10  # ~15 frames of drift went
     assert dominant_frequency(out, 8000) == pytest.approx(440 * 1.005, abs=4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([111, 101, 0]),
+            st.integers(0, 0xFFFF),
+            st.integers(0, 0xFFFFFFFF),
+            st.sampled_from([7, 8, 0x11111111]),
+            st.binary(max_size=60),
+            st.booleans(),
+        ),
+        max_size=60,
+    )
+)
+def test_any_rtp_stream_is_handled(packets) -> None:
+    """Well-formed RTP with wild fields and payloads (corrupt Opus, short events) never
+    raises and playout always yields a full frame."""
+    b = RtpSession(OPUS, telephone_event=TE48, rng=random.Random(10))
+    now = 0.0
+    for pt, seq, ts, ssrc, payload, marker in packets:
+        now += 0.01
+        b.receive(RtpPacket(pt, seq, ts, ssrc, payload, marker).serialize(), now)
+        assert b.playout(now).shape == (960,)
+        b.handle_timer(now)
+    for _ in range(10):
+        now += 0.02
+        assert b.playout(now).shape == (960,)
+    b.stats(now)
