@@ -8,7 +8,9 @@ Record-Route through Kamailio; over UDP, TCP and TLS.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import textwrap
 from typing import Any
 
 import pytest
@@ -238,3 +240,88 @@ async def test_caller_cancels_while_ringing(kamailio):
     finally:
         await alice.close()
         await bob.close()
+
+
+# ------------------------------------------------------------------------------- behind NAT
+
+LAPTOP_UA = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from sip.aio import AsyncUserAgent
+    from sip.ua import UAConfig
+
+    role, user, password, proxy, domain, local_ip, callee = sys.argv[1:8]
+    OFFER = (b"v=0\\r\\no=- 1 1 IN IP4 " + local_ip.encode() + b"\\r\\ns=-\\r\\nc=IN IP4 "
+             + local_ip.encode() + b"\\r\\nt=0 0\\r\\nm=audio 30000 RTP/AVP 0\\r\\n")
+
+    async def main():
+        ua = AsyncUserAgent(UAConfig(user=user, domain=domain, password=password,
+                                     outbound_proxy=f"sip:{proxy}", registrar=f"sip:{domain}",
+                                     local_host=local_ip, local_port=0), keepalive_interval=5)
+        await ua.start()
+        out = {"private": ua.ua.contact_uri()}
+        try:
+            reg = await ua.register(expires=120)
+            out.update(contact=ua.ua.contact_uri(), contacts=reg.contacts)
+            print("REGISTERED " + json.dumps(out), flush=True)
+            if role == "callee":
+                call = await asyncio.wait_for(ua.incoming.get(), 60)
+                await call.answer(OFFER, wait_ack=True)
+                out["end"] = await call.wait_ended(60)
+            else:
+                call = await ua.invite(f"sip:{callee}@{domain}", OFFER, timeout=30)
+                out["status"] = call.call.final_status
+                out["route_set"] = call.call.dialog.route_set
+                out["end"] = await call.bye(30)
+        finally:
+            await ua.close()
+        print("RESULT " + json.dumps(out), flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_register_and_call_behind_nat(nat_lab, kamailio_factory):
+    """Two UAs each behind its own NAT learn their public address from the registrar's Via
+    (received/rport), re-register with it, and call each other through Kamailio."""
+    k = kamailio_factory(host=nat_lab.server_ip, port=5060, tls=False, netns=nat_lab.public.name)
+    proxy = f"{nat_lab.server_ip}:5060"
+    alice_site, bob_site = nat_lab.sites
+    bob = bob_site.laptop.popen_python(
+        LAPTOP_UA,
+        "callee",
+        "bob",
+        k.users["bob"],
+        proxy,
+        k.domain,
+        bob_site.laptop_ip,
+        "-",
+        name="bob",
+    )
+    bob.wait_for_log(r"REGISTERED", 30)
+    res = alice_site.laptop.python(
+        LAPTOP_UA,
+        "caller",
+        "alice",
+        k.users["alice"],
+        proxy,
+        k.domain,
+        alice_site.laptop_ip,
+        "bob",
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    alice = json.loads(res.stdout.split("RESULT ", 1)[1])
+    bob.wait_for_log(r"RESULT", 30)
+    bob_out = json.loads(bob.log().split("RESULT ", 1)[1].splitlines()[0])
+    # NAT learning: the contact moved from the private to the router's public address
+    assert alice_site.laptop_ip in alice["private"]
+    assert alice_site.router_wan_ip in alice["contact"]
+    assert any(alice_site.router_wan_ip in c for c in alice["contacts"])
+    assert bob_site.router_wan_ip in bob_out["contact"]
+    assert alice["status"] == 200
+    assert alice["route_set"] and nat_lab.server_ip in alice["route_set"][0]
+    assert alice["end"] == "local-bye"
+    assert bob_out["end"] == "remote-bye"
