@@ -92,6 +92,9 @@ _COLLISION_LOOP_S = 10.0
 class CodecDescription:
     """A negotiated RTP payload format: ``opus/48000/2``, ``PCMU/8000``, ``telephone-event``.
 
+    ``payload_type`` is the number we send with (the peer's number for the format);
+    ``receive_payload_type`` the number the peer sends with, i.e. ours from our own SDP, when
+    it differs (RFC 3264 §5.1: each side receives with the numbers of its own description).
     ``fmtp`` holds the *peer's* format parameters (what it wants to receive, e.g. RFC 7587
     ``useinbandfec=1``), as negotiated in SDP.
     """
@@ -101,6 +104,14 @@ class CodecDescription:
     clock_rate: int
     channels: int = 1
     fmtp: Mapping[str, str] = field(default_factory=dict)
+    receive_payload_type: int | None = None
+
+    @property
+    def incoming_payload_type(self) -> int:
+        """The payload type of this format in the packets we receive."""
+        if self.receive_payload_type is None:
+            return self.payload_type
+        return self.receive_payload_type
 
     @property
     def encoding(self) -> str:
@@ -234,6 +245,8 @@ class RtpSession:
                 )
             self._te_sender = TelephoneEventSender(self.clock_rate, packet_interval_ms=ptime_ms)
         self._te_receiver = TelephoneEventReceiver()
+        self._audio_pt = codec.incoming_payload_type
+        self._te_pt = telephone_event.incoming_payload_type if telephone_event else None
 
         self.ssrc = 0
         self._remote: _Source | None = None
@@ -362,8 +375,7 @@ class RtpSession:
             self.parse_errors += 1
             log.debug("dropping malformed RTP packet: %s", exc)
             return
-        te_pt = self.telephone_event.payload_type if self.telephone_event else None
-        if packet.payload_type not in (self.codec.payload_type, te_pt):
+        if packet.payload_type not in (self._audio_pt, self._te_pt):
             self.unknown_payload_types += 1
             log.debug("dropping RTP packet with payload type %d", packet.payload_type)
             return
@@ -392,7 +404,7 @@ class RtpSession:
         source.stats.update(packet.sequence_number, packet.timestamp, now, len(packet.payload))
         self._rx_packets += 1
         self._rx_bytes += len(packet.payload)
-        if packet.payload_type == self.codec.payload_type:
+        if packet.payload_type == self._audio_pt:
             self._jitter.push(
                 packet.payload, packet.sequence_number, packet.timestamp, packet.marker, now
             )

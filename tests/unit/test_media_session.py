@@ -588,3 +588,22 @@ def test_any_rtp_stream_is_handled(packets) -> None:
         now += 0.02
         assert b.playout(now).shape == (960,)
     b.stats(now)
+
+
+def test_each_side_receives_with_its_own_payload_numbers() -> None:
+    # we offered opus as 111 and telephone-event as 101; the peer's answer used 96 and 97
+    ours = CodecDescription("opus", 96, 48000, 2, {"useinbandfec": "1"}, receive_payload_type=111)
+    te_ours = CodecDescription("telephone-event", 97, 48000, receive_payload_type=101)
+    theirs = CodecDescription("opus", 111, 48000, 2, {}, receive_payload_type=96)
+    te_theirs = CodecDescription("telephone-event", 101, 48000, receive_payload_type=97)
+    a = RtpSession(ours, telephone_event=te_ours, rng=random.Random(40))
+    b = RtpSession(theirs, telephone_event=te_theirs, rng=random.Random(41))
+    call = Call(a, b, Link(seed=42), Link(seed=43))
+    call.run(0.5)
+    a.send_dtmf("5")
+    call.run(2.0)
+    assert RtpPacket.parse(a.send_frame(np.zeros(960, np.int16), call.now)[0]).payload_type == 96
+    assert a.unknown_payload_types == b.unknown_payload_types == 0
+    assert [e.digit for e in call.events_b if isinstance(e, DtmfReceived)] == ["5"]
+    assert dominant_frequency(call.heard_by_b, 48000, 1.0) == pytest.approx(440, abs=3)
+    assert dominant_frequency(call.heard_by_a, 48000, 1.0) == pytest.approx(1000, abs=3)
