@@ -513,3 +513,26 @@ def test_every_packet_is_accounted_for(n, jitter, loss, dup, skew, seed, gaps) -
     played = audio_indices(frames)
     assert played == sorted(played) and len(set(played)) == len(played)
     assert s.played == len(played)
+
+
+def test_bursty_playout_clock_settles() -> None:
+    # an audio callback that pulls two frames at once every 40 ms (period 2 x 20 ms)
+    jb = new_jb()
+    stream = make_stream(3000)
+    pending = sorted(network(stream, jitter=0.005, seed=21)[0], key=lambda a: a[0])
+    frames = []
+    i = 0
+    for k in range(1550):
+        now = 0.013 + k * 2 * FRAME_S
+        while i < len(pending) and pending[i][0] <= now:
+            t, p = pending[i]
+            jb.push(p.payload, p.seq, p.ts, p.marker, t)
+            i += 1
+        frames += [jb.pop(now), jb.pop(now)]
+    played = audio_indices(frames)
+    # the first frames teach the buffer that every other frame is wanted 20 ms early
+    assert played[-2900:] == list(range(100, 3000))
+    assert len(played) >= 3000 - 3
+    assert jb.stats.inserted + jb.stats.dropped <= 3  # settles at once, then steady:
+    steady = frames[300:2900]
+    assert all(f.kind is FrameKind.AUDIO for f in steady)
