@@ -669,3 +669,14 @@ def test_lab_services_reachable_by_name_from_a_natted_laptop(lab_services: LabSe
     )
     out = site.laptop.python(code).stdout.split()
     assert out == [lab_services.lab.server_ip, "200", site.router_wan_ip]
+
+
+def test_kamailio_answers_options_keepalive_from_a_local_user(kamailio: Kamailio) -> None:
+    from tests.peers.rawsip import build_request
+
+    with SipClient(*kamailio.address("udp")) as client:
+        alice = kamailio.uri("alice")
+        request = build_request(client, "OPTIONS", kamailio.uri(), alice, kamailio.uri())
+        assert client.request(request).status == 200  # no 407 for a ping to the proxy
+        to_bob = build_request(client, "OPTIONS", kamailio.uri("bob"), alice, kamailio.uri("bob"))
+        assert client.request(to_bob).status == 407  # but a request to a user is challenged
