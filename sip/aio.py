@@ -257,16 +257,22 @@ class AsyncUserAgent:
         """Open the sockets and adopt their address as ours (Via/Contact)."""
         host = host or self.config.local_host
         port = self.config.local_port if port is None else port
-        wanted = transports or (
-            ("UDP", "TCP", "TLS") if self.config.transport.lower() == "tls" else ("UDP", "TCP")
-        )
+        t = self.config.transport.upper()
+        can_serve_tls = self.tls is not None and self.tls.certfile is not None
+        if transports is not None:
+            wanted = transports
+        elif t == "TLS" and can_serve_tls:
+            wanted = ("UDP", "TCP", "TLS")
+        else:
+            # Without a certificate we are a TLS client only: the proxy reaches us over the
+            # connection we opened (Kamailio treats TLS flows as NATed and reuses them).
+            wanted = ("UDP", "TCP")
         self.transport = TransportLayer(
             on_message=self._on_message,
             on_parse_error=self._on_parse_error,
             tls=self.tls,
         )
         await self.transport.start(host, port, wanted, tls_port=tls_port)
-        t = self.config.transport.upper()
         try:
             local_host, local_port = self.transport.local_address(t)
         except LookupError:  # a TLS client without a certificate of its own: no TLS listener,

@@ -390,7 +390,12 @@ class Call:
         self.early_dialogs.clear()
         self.final_status = response.status
         sdp, ctype = self._body(response)
-        ack = dialog.create_ack(self.invite.cseq.seq)
+        ack_body = b""
+        if not self.invite.body and sdp is not None:
+            # Offer-less INVITE: the 2xx carries the offer, our answer goes in the ACK (§13.2.1).
+            ack_body = self.host.answer_offer(self, sdp, ctype)
+            self.local_sdp = ack_body
+        ack = dialog.create_ack(self.invite.cseq.seq, ack_body, self.local_content_type)
         self._ack = ack
         self._ack_hop = dialog.next_hop()
         self.host.send_ack(ack, now, self._ack_hop)

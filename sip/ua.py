@@ -672,11 +672,29 @@ class UserAgent:
             if not ok:
                 self._reply(stx, request, 406, now, headers=[("Accept", SDP)])
                 return
+        if self._is_merged(request):
+            # §8.2.2.2: the same request reached us over two paths of a forking proxy.
+            self._reply(stx, request, 482, now)
+            return
         # 100 Trying at once (§8.2.6.1): the call may ring for a long time.
         self.respond(stx, make_response(request, 100), now)
         call = Call(self, Direction.INCOMING, request.call_id, rng=self.rng)
         self.calls.append(call)
         call.receive_invite(request, stx, now)
+
+    def _is_merged(self, request: Request) -> bool:
+        """§8.2.2.2: no To tag, and From tag, Call-ID and CSeq equal to those of a request
+        in progress that arrived on another transaction."""
+        tag = request.from_addr.tag
+        seq = request.cseq.seq
+        for call in self.calls:
+            inv = call.invite
+            if call.direction is not Direction.INCOMING or inv is None:
+                continue
+            if call.call_id == request.call_id and inv.cseq.seq == seq:
+                if inv.from_addr.tag == tag and call.state is not CallState.TERMINATED:
+                    return True
+        return False
 
     def _on_cancel(self, stx: ServerTransaction, request: Request, now: float) -> None:
         """§9.2: 200 to the CANCEL, then 487 to the INVITE if it is still pending."""

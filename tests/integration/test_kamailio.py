@@ -43,9 +43,12 @@ def make_ua(kamailio: Any, user: str, transport: str = "udp", **kw: Any) -> Asyn
     tls = None
     if transport == "tls":
         pki = kamailio.pki
-        tls = TlsConfig(
-            cafile=str(pki.ca_file), certfile=str(pki.cert_file), keyfile=str(pki.key_file)
-        )
+        if user == "bob":  # bob also listens for TLS; alice is a TLS client only
+            tls = TlsConfig(
+                cafile=str(pki.ca_file), certfile=str(pki.cert_file), keyfile=str(pki.key_file)
+            )
+        else:
+            tls = TlsConfig(cafile=str(pki.ca_file))
     return AsyncUserAgent(cfg, tls=tls)
 
 

@@ -292,3 +292,44 @@ def test_bye_during_early_dialog_from_callee_side_is_answered():
     net.run()
     assert [e.reason for e in net.of(b, inv.CallEnded)] == ["remote-bye"]
     assert [f.status for f in net.of(a, inv.CallFailed)] == [487]
+
+
+def test_offerless_invite_gets_offer_in_2xx_and_answers_in_ack():
+    net, a, b, proxy = topology(record_route=False)
+    a.config.offer_handler = lambda call, offer, ctype: SDP_A
+    call = a.invite("sip:bob@10.0.0.2", b"", net.now)
+    net.run(lambda: bool(net.of(b, inv.CallConfirmed)))
+    assert net.of(a, inv.CallAnswered)[0].sdp == SDP_B  # the offer
+    assert net.of(b, inv.CallConfirmed)[0].sdp == SDP_A  # our answer, in the ACK
+    assert call.local_sdp == SDP_A
+
+
+def test_merged_request_is_answered_482():
+    """§8.2.2.2: the same INVITE arriving over two paths (other branch) gets 482."""
+    net = SimNet()
+    b = make_ua("10.0.0.2", "bob")
+    net.add(b, lambda ev: ev.call.ringing(net.now) if isinstance(ev, inv.IncomingCall) else None)
+    got: list[Response] = []
+
+    def collect(msg: Any, src: Peer, n: SimNet) -> list[Any]:
+        got.append(msg)
+        return []
+
+    net.add_peer(FakePeer("10.0.0.9", 5060, collect))
+
+    def invite(branch: str) -> bytes:
+        return (
+            "INVITE sip:bob@10.0.0.2 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bK{branch}\r\n"
+            "From: <sip:x@10.0.0.9>;tag=f1\r\nTo: <sip:bob@10.0.0.2>\r\n"
+            "Call-ID: merged-1\r\nCSeq: 5 INVITE\r\nMax-Forwards: 70\r\n"
+            "Contact: <sip:x@10.0.0.9>\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+    b.receive(invite("one"), Peer("udp", "10.0.0.9", 5060), net.now)
+    b.receive(invite("two"), Peer("udp", "10.0.0.9", 5060), net.now)
+    net.run(max_time=1)
+    by_branch = {(r.top_via.branch, r.status) for r in got}
+    assert ("z9hG4bKtwo", 482) in by_branch
+    assert ("z9hG4bKone", 180) in by_branch
+    assert len(net.of(b, inv.IncomingCall)) == 1
