@@ -680,3 +680,12 @@ def test_kamailio_answers_options_keepalive_from_a_local_user(kamailio: Kamailio
         assert client.request(request).status == 200  # no 407 for a ping to the proxy
         to_bob = build_request(client, "OPTIONS", kamailio.uri("bob"), alice, kamailio.uri("bob"))
         assert client.request(to_bob).status == 407  # but a request to a user is challenged
+
+
+def test_netns_partial_loss_drops_some_not_all(nat_lab: NatLab) -> None:
+    site = nat_lab.sites[0]
+    site.router.set_loss(0.5)
+    got = _received(nat_lab.public, [(site.laptop, [f"{nat_lab.server_ip}:9999"] * 200)])
+    # binomial(200, 0.5): outside [40, 160] has a probability below 1e-17
+    assert 40 <= len(got) <= 160
+    assert site.router.dropped_packets() == 200 - len(got)
