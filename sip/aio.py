@@ -32,7 +32,7 @@ from sip.locate import DnsLookup, LocateError, Target, is_ip_address, locate
 from sip.message import Request, Response
 from sip.registration import Registered, RegistrationExpired, RegistrationFailed, Unregistered
 from sip.transport import Source, TlsConfig, TransportLayer
-from sip.ua import OptionsResult, Outgoing, Peer, UAConfig, UserAgent
+from sip.ua import OptionsResult, Outgoing, Peer, UAConfig, UserAgent, peer_for_uri
 from sip.uri import SipURI
 
 log = logging.getLogger("sip.aio")
@@ -279,10 +279,26 @@ class AsyncUserAgent:
             # the registrar reaches us over our outgoing connection (RFC 3261 §18, RFC 5923)
             local_host, local_port = self.transport.local_address("TCP")
         if local_host in ("0.0.0.0", "::"):
-            local_host = self._route_source()
+            local_host = await self._local_host_toward_proxy() or self._route_source()
         self.config.local_host = local_host
         self.config.local_port = local_port
         log.info("user agent %s listening at %s:%d", self.config.aor, local_host, local_port)
+
+    async def _local_host_toward_proxy(self) -> str | None:
+        """With a wildcard bind, the address the kernel routes toward our proxy/registrar."""
+        assert self.transport is not None
+        proxy = self.config.outbound_proxy or self.config.registrar
+        if not proxy:
+            return None
+        try:
+            target = await self._target(peer_for_uri(SipURI.parse(proxy), self.config.transport))
+            listening = "UDP" if target.transport == "TLS" else target.transport
+            return self.transport.local_address_for(
+                Target(listening, target.host, target.ip, target.port, target.domain)
+            )[0]
+        except (OSError, LocateError, LookupError, ValueError) as exc:
+            log.info("no local address toward %s: %r", proxy, exc)
+            return None
 
     def _route_source(self) -> str:
         import socket
@@ -478,8 +494,6 @@ class AsyncUserAgent:
         if not proxy:
             return
         try:
-            from sip.ua import peer_for_uri
-
             target = await self._target(peer_for_uri(SipURI.parse(proxy), self.config.transport))
             await self.transport.start_keepalive(target, self.keepalive_interval)
             self._keepalive_started = True

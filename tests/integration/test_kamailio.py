@@ -328,3 +328,15 @@ def test_register_and_call_behind_nat(nat_lab, kamailio_factory):
     assert alice["route_set"] and nat_lab.server_ip in alice["route_set"][0]
     assert alice["end"] == "local-bye"
     assert bob_out["end"] == "remote-bye"
+
+
+async def test_wildcard_bind_contact_uses_address_toward_proxy(kamailio):
+    ua = make_ua(kamailio, "carol")
+    ua.config.local_host = "0.0.0.0"
+    await ua.start()
+    try:
+        assert ua.config.local_host == "127.0.0.1"  # the route toward the proxy
+        await ua.register(expires=60)
+        assert kamailio.contacts("carol") == [f"sip:carol@127.0.0.1:{ua.config.local_port}"]
+    finally:
+        await ua.close()
