@@ -340,3 +340,40 @@ async def test_wildcard_bind_contact_uses_address_toward_proxy(kamailio):
         assert kamailio.contacts("carol") == [f"sip:carol@127.0.0.1:{ua.config.local_port}"]
     finally:
         await ua.close()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_peer_to_peer_call_without_proxy(transport):
+    """Two of our UAs on loopback, no server: direct INVITE, UPDATE, INFO, BYE."""
+
+    def ua(user: str) -> AsyncUserAgent:
+        return AsyncUserAgent(
+            UAConfig(user=user, domain="127.0.0.1", local_port=0, transport=transport)
+        )
+
+    alice, bob = ua("alice"), ua("bob")
+    await alice.start()
+    await bob.start()
+    try:
+        answering(bob, 40010)
+        alice_media = media(30010)
+        target = f"sip:bob@127.0.0.1:{bob.config.local_port};transport={transport}"
+        call = await alice.invite(target, alice_media.create_offer().to_bytes(), timeout=10)
+        assert call.remote_sdp is not None
+        alice_media.process_answer(call.remote_sdp)
+        bcall = await asyncio.wait_for(bob.incoming.get(), 5)
+        await bcall.wait_confirmed(5)
+        assert call.call.dialog is not None and call.call.dialog.route_set == []
+        answer = await call.update(alice_media.hold().to_bytes(), timeout=5)
+        assert answer is not None
+        assert alice_media.process_answer(answer).audio is not None
+        call.info(b"Signal=1\r\nDuration=100\r\n", "application/dtmf-relay")
+        info = await asyncio.wait_for(bcall.info_received.get(), 5)
+        assert info.body.startswith(b"Signal=1")
+        result = await bob.options(f"sip:alice@127.0.0.1:{alice.config.local_port}")
+        assert result.status == 200
+        assert await bcall.bye(5) == "local-bye"
+        assert await call.wait_ended(5) == "remote-bye"
+    finally:
+        await alice.close()
+        await bob.close()
