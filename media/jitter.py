@@ -35,8 +35,9 @@ from a DTX gap (timestamps jump, sequence numbers do not). A timestamp jump larg
 RFC 3550 §A.1 does for sequence numbers); a new SSRC calls :meth:`JitterBuffer.reset`.
 Packets arriving after their slot are counted as late and dropped; duplicates are dropped.
 
-Every packet is taken to carry one frame of ``frame_ms``; packets of other durations are
-played as one frame each (the session negotiates a 20 ms packet time).
+Packets may carry other durations than ``frame_ms`` (``push(..., duration=)``, e.g. a peer
+sending 30 ms G.711 or 60 ms Opus): one :meth:`pop` then yields one packet, and the caller
+pops whenever it needs more audio. The adaptation thresholds stay in ``frame_ms`` units.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ class PlayoutFrame:
     ``timestamp`` is the RTP timestamp of the slot (32 bits). For ``AUDIO`` ``payload``,
     ``sequence`` and ``marker`` describe the packet; for ``LOST`` ``next_payload`` is the
     following packet's payload when it is present (for Opus FEC), and ``inserted`` is True for
-    a frame added to stretch the delay rather than lost.
+    a frame added to stretch the delay rather than lost. ``duration`` is the audio the slot
+    stands for, in timestamp units: the packet's for ``AUDIO``, the previous packet's for
+    ``LOST``, one frame for ``SILENCE`` and inserted frames.
     """
 
     kind: FrameKind
@@ -85,6 +88,7 @@ class PlayoutFrame:
     marker: bool = False
     next_payload: bytes | None = None
     inserted: bool = False
+    duration: int = 0
 
     @property
     def next_present(self) -> bool:
@@ -134,6 +138,7 @@ class _Entry:
     timestamp: int  # 32-bit as received
     payload: bytes
     marker: bool
+    duration: int  # timestamp units
 
 
 @dataclass(slots=True)
@@ -199,6 +204,7 @@ class JitterBuffer:
         self._lost_run = 0
         self._excess_run = 0
         self._since_adjust = 0
+        self._last_duration = self.frame_ts
         self._candidate: _Candidate | None = None
         self._played.clear()
 
@@ -241,13 +247,24 @@ class JitterBuffer:
         return ext
 
     def push(
-        self, payload: bytes, seq: int, timestamp: int, marker: bool, arrival_time: float
+        self,
+        payload: bytes,
+        seq: int,
+        timestamp: int,
+        marker: bool,
+        arrival_time: float,
+        duration: int | None = None,
     ) -> None:
-        """Add one received packet (its payload, RTP sequence number and timestamp)."""
+        """Add one received packet (its payload, RTP sequence number and timestamp).
+
+        ``duration`` is the audio it carries in timestamp units (default: one frame).
+        """
         seq &= 0xFFFF
         timestamp &= 0xFFFFFFFF
         self.stats.received += 1
-        entry = _Entry(seq, timestamp, bytes(payload), marker)
+        if duration is None or duration <= 0:
+            duration = self.frame_ts
+        entry = _Entry(seq, timestamp, bytes(payload), marker, duration)
         previous_ref = self._ts_ref
         ext = self._unwrap(timestamp)
         transit = arrival_time - ext / self.clock_rate
@@ -359,29 +376,30 @@ class JitterBuffer:
         # --- in a talkspurt
         error = (now - self._playout_ts / rate - min_transit) - target
         entry = self._slot_entry()
+        entry_ext = self._playout_ts
         if error < -0.5 * self.frame_s and self._since_adjust >= 3:
             self._since_adjust = 0
             self.stats.inserted += 1
             ts = self._playout_ts & 0xFFFFFFFF
             if entry is not None and entry.marker:
                 self.stats.silence += 1
-                return PlayoutFrame(FrameKind.SILENCE, ts, inserted=True)
-            return PlayoutFrame(FrameKind.LOST, ts, inserted=True)
+                return PlayoutFrame(FrameKind.SILENCE, ts, inserted=True, duration=self.frame_ts)
+            return PlayoutFrame(FrameKind.LOST, ts, inserted=True, duration=self.frame_ts)
         self._excess_run = self._excess_run + 1 if error > 1.5 * self.frame_s else 0
         if (
             self._excess_run >= self.config.drop_after_frames
             or (error > 3 * self.frame_s and self._since_adjust >= 2)
-        ) and (self._playout_ts + self.frame_ts) in self._packets:
+        ) and (self._playout_ts + self._slot_duration(entry)) in self._packets:
             self._since_adjust = 0
             self._excess_run = 0
+            self._playout_ts += self._slot_duration(entry)
             if entry is not None:
                 self.stats.dropped += 1
-                del self._packets[self._playout_ts]
+                del self._packets[entry_ext]
                 self._played.add(entry.seq)
                 self._expected_seq = (entry.seq + 1) & 0xFFFF
             else:  # the slot's packet is missing anyway: skipping it costs no audio
                 self._expected_seq = (self._expected_seq + 1) & 0xFFFF
-            self._playout_ts += self.frame_ts
             entry = self._slot_entry()
         return self._play_slot(entry)
 
@@ -391,7 +409,7 @@ class JitterBuffer:
         if entry is not None:
             return entry
         for ext in self._packets:
-            if self._playout_ts < ext < self._playout_ts + self.frame_ts:
+            if self._playout_ts < ext < self._playout_ts + self._last_duration:
                 self._playout_ts = ext
                 return self._packets[ext]
         return None
@@ -403,10 +421,13 @@ class JitterBuffer:
             del self._packets[slot]
             self._played.add(entry.seq)
             self._expected_seq = (entry.seq + 1) & 0xFFFF
-            self._advance()
+            self._last_duration = entry.duration
+            self._advance(entry.duration)
             self._lost_run = 0
             self.stats.played += 1
-            return PlayoutFrame(FrameKind.AUDIO, ts, entry.payload, entry.seq, entry.marker)
+            return PlayoutFrame(
+                FrameKind.AUDIO, ts, entry.payload, entry.seq, entry.marker, duration=entry.duration
+            )
         skipped = False
         while self._expected_seq in self._skip:
             self._skip.discard(self._expected_seq)
@@ -427,17 +448,21 @@ class JitterBuffer:
         else:
             # nothing buffered: lost, late, or the sender paused; conceal for a few frames
             self.stats.underruns += 1
-        following = self._packets.get(slot + self.frame_ts)
+        duration = self._last_duration  # assume the missing packet is like the last one
+        following = self._packets.get(slot + duration)
         next_payload = None
         if following is not None and following.seq == (self._expected_seq + 1) & 0xFFFF:
             next_payload = following.payload
         self._expected_seq = (self._expected_seq + 1) & 0xFFFF
-        self._advance()
+        self._advance(duration)
         self._lost_run += 1
-        return PlayoutFrame(FrameKind.LOST, ts, next_payload=next_payload)
+        return PlayoutFrame(FrameKind.LOST, ts, next_payload=next_payload, duration=duration)
 
-    def _advance(self) -> None:
-        self._playout_ts += self.frame_ts
+    def _slot_duration(self, entry: _Entry | None) -> int:
+        return entry.duration if entry is not None else self._last_duration
+
+    def _advance(self, duration: int) -> None:
+        self._playout_ts += duration
         self._floor = self._playout_ts
 
     def _enter_gap(self) -> PlayoutFrame:
@@ -448,4 +473,4 @@ class JitterBuffer:
 
     def _silence(self, ext: int) -> PlayoutFrame:
         self.stats.silence += 1
-        return PlayoutFrame(FrameKind.SILENCE, ext & 0xFFFFFFFF)
+        return PlayoutFrame(FrameKind.SILENCE, ext & 0xFFFFFFFF, duration=self.frame_ts)

@@ -46,7 +46,7 @@ import numpy.typing as npt
 
 from .g711 import G711Codec
 from .jitter import FrameKind, JitterBuffer, JitterBufferConfig
-from .opus import FRAME_SAMPLES, OpusCodecError, OpusDecoder, OpusEncoder, OpusParams
+from .opus import OpusCodecError, OpusDecoder, OpusEncoder, OpusParams, packet_samples
 from .rtcp import (
     Goodbye,
     ReceiverReport,
@@ -278,7 +278,9 @@ class RtpSession:
         self.concealed_frames = 0
         self.fec_frames = 0
         self._last_frame: Int16Array | None = None
-        self._conceal_run = 0
+        self._concealed_samples = 0
+        self._fifo: deque[Int16Array] = deque()
+        self._pending_samples = 0
 
     # --- properties ------------------------------------------------------------------------
 
@@ -406,13 +408,27 @@ class RtpSession:
         self._rx_bytes += len(packet.payload)
         if packet.payload_type == self._audio_pt:
             self._jitter.push(
-                packet.payload, packet.sequence_number, packet.timestamp, packet.marker, now
+                packet.payload,
+                packet.sequence_number,
+                packet.timestamp,
+                packet.marker,
+                now,
+                self._duration(packet.payload),
             )
             return
         self._jitter.note_sequence(packet.sequence_number)
         for event in self._te_receiver.receive(packet.payload, packet.timestamp, packet.marker):
             log.info("DTMF %s received", event.digit)
             self._events.append(DtmfReceived(event.digit, event.event, event.timestamp, now))
+
+    def _duration(self, payload: bytes) -> int | None:
+        """Samples (= timestamp units) a packet carries: G.711 one per octet, Opus per TOC."""
+        if self._g711 is not None:
+            return len(payload) or None
+        try:
+            return packet_samples(payload)
+        except OpusCodecError:
+            return None
 
     def _from_candidate(self, packet: RtpPacket, now: float) -> None:
         current = self._remote
@@ -591,78 +607,105 @@ class RtpSession:
     # --- playout -------------------------------------------------------------------------
 
     def playout(self, now: float) -> Int16Array:
-        """The next frame of decoded audio: int16, ``(frame_samples,)`` or ``(n, 2)``."""
+        """The next frame of decoded audio: int16, ``(frame_samples,)`` or ``(n, 2)``.
+
+        Packets of another duration than ours (a peer sending 30 ms G.711 or 60 ms Opus) are
+        decoded whole and handed out in frames.
+        """
+        for _ in range(64):
+            if self._pending_samples >= self.frame_samples:
+                break
+            self._fill(now)
+        else:  # pragma: no cover - every pop yields at least one sample
+            self._append(self._zeros(self.frame_samples - self._pending_samples))
+        return self._take(self.frame_samples)
+
+    def _fill(self, now: float) -> None:
         frame = self._jitter.pop(now)
+        samples = frame.duration or self.frame_samples
         if frame.kind is FrameKind.AUDIO:
             assert frame.payload is not None
             pcm = self._decode(frame.payload)
-            if pcm is not None:
+            if pcm is None or len(pcm) == 0:
+                pcm = self._conceal(None, samples, count=True)
+            else:
                 self._last_frame = pcm
-                self._conceal_run = 0
-                return pcm
-            return self._conceal(None, count=True)
-        if frame.kind is FrameKind.LOST:
-            return self._conceal(frame.next_payload, count=not frame.inserted)
-        self._conceal_run = 0
-        self._last_frame = None
-        return self._silence()
+                self._concealed_samples = 0
+        elif frame.kind is FrameKind.LOST:
+            pcm = self._conceal(frame.next_payload, samples, count=not frame.inserted)
+        else:
+            self._concealed_samples = 0
+            self._last_frame = None
+            pcm = self._zeros(samples)
+        self._append(pcm)
 
-    def _silence(self) -> Int16Array:
-        shape: tuple[int, ...] = (
-            (self.frame_samples,) if self.channels == 1 else (self.frame_samples, 2)
-        )
+    def _append(self, pcm: Int16Array) -> None:
+        if self.channels == 2 and pcm.ndim == 1:  # pragma: no cover - decoders match channels
+            pcm = np.repeat(pcm[:, None], 2, axis=1)
+        self._fifo.append(pcm)
+        self._pending_samples += len(pcm)
+
+    def _take(self, n: int) -> Int16Array:
+        parts: list[Int16Array] = []
+        need = n
+        while need:
+            head = self._fifo[0]
+            if len(head) <= need:
+                parts.append(self._fifo.popleft())
+                need -= len(head)
+            else:
+                parts.append(head[:need])
+                self._fifo[0] = head[need:]
+                need = 0
+        self._pending_samples -= n
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _zeros(self, samples: int) -> Int16Array:
+        shape: tuple[int, ...] = (samples,) if self.channels == 1 else (samples, 2)
         return np.zeros(shape, dtype=np.int16)
-
-    def _fit(self, pcm: Int16Array) -> Int16Array:
-        n = self.frame_samples
-        if len(pcm) == n:
-            return pcm
-        if len(pcm) > n:
-            return pcm[:n]
-        pad = [(0, n - len(pcm))] + [(0, 0)] * (pcm.ndim - 1)
-        return np.pad(pcm, pad)
 
     def _decode(self, payload: bytes) -> Int16Array | None:
         try:
             if self._g711 is not None:
-                return self._fit(self._g711.decode(payload))
+                return self._g711.decode(payload)
             assert self._opus_decoder is not None
-            return self._fit(self._opus_decoder.decode(payload))
+            return self._opus_decoder.decode(payload)
         except (OpusCodecError, ValueError) as exc:
             self.decode_errors += 1
             log.debug("undecodable payload: %s", exc)
             return None
 
-    def _conceal(self, next_payload: bytes | None, *, count: bool) -> Int16Array:
+    def _conceal(self, next_payload: bytes | None, samples: int, *, count: bool) -> Int16Array:
         if self._opus_decoder is not None:
+            samples = max(120, samples - samples % 120)  # Opus: multiples of 2.5 ms
             try:
                 if next_payload is not None and count:
                     self.fec_frames += 1
-                    return self._fit(self._opus_decoder.decode_fec(next_payload, FRAME_SAMPLES))
+                    return self._opus_decoder.decode_fec(next_payload, samples)
                 if count:
                     self.concealed_frames += 1
-                return self._fit(self._opus_decoder.conceal(FRAME_SAMPLES))
+                return self._opus_decoder.conceal(samples)
             except OpusCodecError as exc:
                 self.decode_errors += 1
                 log.debug("Opus concealment failed: %s", exc)
-                return self._silence()
+                return self._zeros(samples)
         if count:
             self.concealed_frames += 1
-        return self._repeat_with_fade()
+        return self._repeat_with_fade(samples)
 
-    def _repeat_with_fade(self) -> Int16Array:
-        """G.711 concealment: repeat the last good frame, fading out over 100 ms."""
+    def _repeat_with_fade(self, samples: int) -> Int16Array:
+        """G.711 concealment: repeat the last good packet, fading out over 100 ms."""
         last = self._last_frame
-        self._conceal_run += 1
         if last is None:
-            return self._silence()
-        steps = 5
-        start = max(0.0, 1 - (self._conceal_run - 1) / steps)
-        end = max(0.0, 1 - self._conceal_run / steps)
-        gain = np.linspace(start, end, len(last), endpoint=False)
+            return self._zeros(samples)
+        fade = 0.1 * self.sample_rate
+        start = self._concealed_samples
+        self._concealed_samples += samples
+        gain = np.clip(1 - (start + np.arange(samples)) / fade, 0.0, 1.0)
+        source = np.resize(last, (samples, *last.shape[1:]))
         if last.ndim == 2:
             gain = gain[:, None]
-        return (last.astype(np.float32) * gain).astype(np.int16)
+        return (source.astype(np.float32) * gain).astype(np.int16)
 
     # --- statistics ----------------------------------------------------------------------
 

@@ -536,3 +536,31 @@ def test_bursty_playout_clock_settles() -> None:
     assert jb.stats.inserted + jb.stats.dropped <= 3  # settles at once, then steady:
     steady = frames[300:2900]
     assert all(f.kind is FrameKind.AUDIO for f in steady)
+
+
+def test_packets_longer_than_a_frame() -> None:
+    # 60 ms packets; the caller pops whenever its 20 ms frame needs more audio
+    jb = new_jb()
+    stream = [Sent(k, 100 + k, 5000 + 480 * k, k == 0, 0.06 * k) for k in range(200)]
+    arrivals, lost = network(stream, jitter=0.01, loss=0.05, seed=3)
+    pending = sorted(arrivals, key=lambda a: a[0])
+    frames: list[PlayoutFrame] = []
+    have = 0
+    i = 0
+    for k in range(650):
+        now = 0.011 + k * FRAME_S
+        while i < len(pending) and pending[i][0] <= now:
+            t, p = pending[i]
+            jb.push(p.payload, p.seq, p.ts, p.marker, t, duration=480)
+            i += 1
+        while have < FRAME_TS:
+            f = jb.pop(now)
+            frames.append(f)
+            have += f.duration
+        have -= FRAME_TS
+    played = audio_indices(frames)
+    assert set(played) == set(range(200)) - lost
+    assert played == sorted(played)
+    assert all(f.duration == 480 for f in frames if f.kind is not FrameKind.SILENCE)
+    assert lost_inside(frames) == len(lost)
+    assert jb.stats.inserted + jb.stats.dropped <= 2

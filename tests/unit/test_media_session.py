@@ -607,3 +607,31 @@ def test_each_side_receives_with_its_own_payload_numbers() -> None:
     assert [e.digit for e in call.events_b if isinstance(e, DtmfReceived)] == ["5"]
     assert dominant_frequency(call.heard_by_b, 48000, 1.0) == pytest.approx(440, abs=3)
     assert dominant_frequency(call.heard_by_a, 48000, 1.0) == pytest.approx(1000, abs=3)
+
+
+@pytest.mark.parametrize("ptime", [10, 30, 60])
+def test_peer_packet_time_differs_from_ours(ptime: int) -> None:
+    # the peer sends G.711 in 10/30/60 ms packets, we play 20 ms frames
+    a = RtpSession(PCMU, ptime_ms=ptime, rng=random.Random(50))
+    b = RtpSession(PCMU, rng=random.Random(51))
+    call = Call(a, b, Link(0.03, 0.005, 0.03, seed=52), Link(seed=53))
+    out = []
+    samples = 0
+    for step in range(1, 6001):  # 6 s in 1 ms steps
+        now = step * TICK
+        call.ab.deliver(now, b)
+        if step % ptime == 0:
+            for data in a.send_frame(tone(440, 8000, a.frame_samples, samples), now):
+                call.ab.send(data, now)
+            samples += a.frame_samples
+        if step % 20 == 3:
+            frame = b.playout(now)
+            assert frame.shape == (160,)
+            out.append(frame)
+    assert dominant_frequency(out, 8000, 4.0) == pytest.approx(440, abs=3)
+    jb = b.jitter_buffer.stats
+    assert jb.inserted + jb.dropped <= 3  # no drift between packet and frame clocks
+    lost = b.stats(6.0).packets_lost
+    assert lost > 0 and b.concealed_frames <= lost + 3
+    level = np.sqrt(np.mean(np.concatenate(out[-150:]).astype(float) ** 2))
+    assert level > 4000
