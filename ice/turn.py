@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import ipaddress
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -306,6 +307,10 @@ class TurnClient:
         rto: float = DEFAULT_RTO,
         ipv6_relay: bool = False,
     ) -> None:
+        try:
+            ipaddress.ip_address(server[0].split("%", 1)[0])
+        except ValueError as exc:
+            raise ValueError(f"TURN server must be an IP address, not {server[0]!r}") from exc
         self._server: Address = _peer_key(server)
         self.username = username
         self._password = password

@@ -19,7 +19,9 @@ bytes and calls ``handle_timer`` at ``get_timer()`` on the loop's monotonic cloc
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Any, Literal
@@ -384,9 +386,16 @@ async def allocate_turn(
 ) -> TurnAllocation:
     """Connect to ``server`` over ``transport`` and allocate a relayed UDP address.
 
-    For ``"tls"`` an ``ssl_context`` is created with the system defaults unless given.
-    Raises :class:`TurnError` (allocation refused or timed out) or ``OSError`` (cannot connect).
+    ``server`` may name the host; it is resolved here (in the family of ``local_addr`` if
+    given) and, for TLS, the name is what the certificate is checked against.  For ``"tls"``
+    an ``ssl_context`` is created with the system defaults unless given.
+    Raises :class:`TurnError` (allocation refused or timed out) or ``OSError`` (cannot resolve
+    or connect).
     """
+    host, port = server
+    if not _is_ip_literal(host):
+        server_hostname = server_hostname or host
+        server = await _resolve(host, port, transport, local_addr)
     client = TurnClient(
         server,
         username,
@@ -403,10 +412,32 @@ async def allocate_turn(
         ctx = None
         if transport == "tls":
             ctx = ssl_context or ssl.create_default_context()
-        await allocation._open_stream(ctx, server_hostname or server[0], local_addr)
+        await allocation._open_stream(ctx, server_hostname or host, local_addr)
     try:
         await allocation.allocate(timeout)
     except BaseException:
         await allocation.close()
         raise
     return allocation
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+async def _resolve(host: str, port: int, transport: str, local_addr: Address | None) -> Address:
+    """The first address of ``host`` (through the system resolver, so /etc/hosts works)."""
+    family = socket.AF_UNSPEC
+    if local_addr is not None:
+        family = socket.AF_INET6 if ":" in local_addr[0] else socket.AF_INET
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, family=family, type=kind)
+    if not infos:
+        raise OSError(f"cannot resolve TURN server {host!r}")
+    sockaddr = infos[0][4]
+    return str(sockaddr[0]), int(sockaddr[1])

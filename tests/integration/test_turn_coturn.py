@@ -490,3 +490,32 @@ async def test_peer_without_permission_is_filtered(
         stranger.sendto(b"welcome", alloc.relayed_address)
         second = await asyncio.wait_for(recorder.data.get(), 5.0)
         assert second == DataReceived(stranger.getsockname(), b"welcome", None)
+
+
+# -- a server given by name ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_server_given_by_host_name(turn_server: Coturn, transport: str) -> None:
+    port = turn_server.turn_address(transport)[1]
+    alloc = await allocate_turn(
+        ("localhost", port),
+        USER,
+        turn_server.users[USER],
+        transport=transport,  # type: ignore[arg-type]
+        ssl_context=turn_server.ssl_context() if transport == "tls" else None,
+        local_addr=("127.0.0.1", 0),  # localhost may also be ::1; coturn listens on IPv4
+        timeout=10.0,
+    )
+    try:
+        assert alloc.client.server == ("127.0.0.1", port)
+        assert alloc.relayed_address[0] == turn_server.relay_ip
+    finally:
+        await alloc.close()
+
+
+def test_core_wants_an_ip_address() -> None:
+    from ice.turn import TurnClient
+
+    with pytest.raises(ValueError):
+        TurnClient(("turn.example.org", 3478), USER, "x")
