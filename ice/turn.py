@@ -268,6 +268,10 @@ class _Channel:
     expires_at: float = 0.0
 
 
+_TURN_METHODS = frozenset(
+    (StunMethod.ALLOCATE, StunMethod.REFRESH, StunMethod.CREATE_PERMISSION, StunMethod.CHANNEL_BIND)
+)
+
 NONCE_COOKIE = "obMatJos2"  # RFC 8489 §9.2
 
 
@@ -530,8 +534,9 @@ class TurnClient:
         """Process a datagram (or one stream frame) from the server.
 
         Returns True if it was for this client (from the server, and a TURN response, Data
-        indication or ChannelData on a channel of ours); False otherwise, so a caller sharing
-        the socket can hand it elsewhere.  Malformed input is dropped, never raised.
+        indication or ChannelData on a channel of ours); False otherwise (e.g. a Binding
+        response to someone else's request), so a caller sharing the socket can hand it
+        elsewhere.  Malformed input is dropped, never raised.
         """
         if addr is not None and _peer_key(addr) != self._server:
             return False
@@ -549,7 +554,9 @@ class TurnClient:
             return False
         request = self._requests.get(message.transaction_id)
         if request is None:
-            return False
+            # a late duplicate of a finished TURN transaction is ours (and dropped); anything
+            # else from the server, e.g. a Binding response, belongs to whoever shares the port
+            return message.method in _TURN_METHODS
         request.transaction.receive(message, now)
         self._collect_results(now)
         return True

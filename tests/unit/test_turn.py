@@ -1167,3 +1167,24 @@ def test_authentic_responses_with_arbitrary_attributes_never_raise(
     if client.state is TurnState.ALLOCATED:
         client.send(b"x", PEER, 100.0)
         client.close(101.0)
+
+
+def test_late_duplicate_responses_are_absorbed() -> None:
+    server = FakeTurnServer()
+    client = TurnClient(SERVER, USER, PASSWORD)
+    client.allocate(0.0)
+    ((first, _),) = client.datagrams_to_send()
+    (challenge,) = server.handle(first)
+    assert client.receive(challenge, SERVER, 0.0)
+    ((second, _),) = client.datagrams_to_send()
+    (success,) = server.handle(second)
+    assert client.receive(success, SERVER, 0.1)
+    assert isinstance(client.next_event(), Allocated)
+    # the same answers again (a retransmission answered twice): ours, and without effect
+    assert client.receive(success, SERVER, 0.2)
+    assert client.receive(challenge, SERVER, 0.2)
+    assert client.next_event() is None and client.state is TurnState.ALLOCATED
+    # a Binding response from the same server is somebody else's business (shared socket)
+    binding = StunMessage(StunMethod.BINDING, StunClass.SUCCESS)
+    binding.add(stun.XOR_MAPPED_ADDRESS, CLIENT)
+    assert not client.receive(binding.encode(fingerprint=True), SERVER, 0.3)
