@@ -238,10 +238,16 @@ class TurnAllocation:
 
     def _dispatch(self, event: TurnEvent) -> None:
         if self.on_event is not None:
-            self.on_event(event)
+            try:
+                self.on_event(event)
+            except Exception:
+                logger.exception("TURN on_event handler failed")
         if isinstance(event, DataReceived):
             if self.on_data is not None:
-                self.on_data(event.data, event.peer)
+                try:
+                    self.on_data(event.data, event.peer)
+                except Exception:
+                    logger.exception("TURN on_data handler failed")
             elif self._received.full():
                 logger.debug("TURN receive queue full; dropping data from %s", event.peer)
             else:

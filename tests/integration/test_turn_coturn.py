@@ -519,3 +519,25 @@ def test_core_wants_an_ip_address() -> None:
 
     with pytest.raises(ValueError):
         TurnClient(("turn.example.org", 3478), USER, "x")
+
+
+async def test_a_failing_data_handler_does_not_stop_the_allocation(
+    turn_server: Coturn, peer: socket.socket
+) -> None:
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def on_data(data: bytes, source: tuple[str, int]) -> None:
+        if data == b"boom":
+            raise RuntimeError("handler bug")
+        got.put_nowait(data)
+
+    alloc = await allocate_turn(
+        turn_server.turn_address(), USER, turn_server.users[USER], on_data=on_data
+    )
+    try:
+        await alloc.bind_channel(peer.getsockname())
+        peer.sendto(b"boom", alloc.relayed_address)
+        peer.sendto(b"fine", alloc.relayed_address)
+        assert await asyncio.wait_for(got.get(), 5.0) == b"fine"
+    finally:
+        assert await alloc.close() is True
