@@ -89,6 +89,7 @@ class PlayoutFrame:
     next_payload: bytes | None = None
     inserted: bool = False
     duration: int = 0
+    payload_type: int | None = None
 
     @property
     def next_present(self) -> bool:
@@ -139,6 +140,7 @@ class _Entry:
     payload: bytes
     marker: bool
     duration: int  # timestamp units
+    payload_type: int | None = None
 
 
 @dataclass(slots=True)
@@ -254,17 +256,19 @@ class JitterBuffer:
         marker: bool,
         arrival_time: float,
         duration: int | None = None,
+        payload_type: int | None = None,
     ) -> None:
         """Add one received packet (its payload, RTP sequence number and timestamp).
 
-        ``duration`` is the audio it carries in timestamp units (default: one frame).
+        ``duration`` is the audio it carries in timestamp units (default: one frame);
+        ``payload_type`` is handed back with the frame (for a caller that decodes several).
         """
         seq &= 0xFFFF
         timestamp &= 0xFFFFFFFF
         self.stats.received += 1
         if duration is None or duration <= 0:
             duration = self.frame_ts
-        entry = _Entry(seq, timestamp, bytes(payload), marker, duration)
+        entry = _Entry(seq, timestamp, bytes(payload), marker, duration, payload_type)
         previous_ref = self._ts_ref
         ext = self._unwrap(timestamp)
         transit = arrival_time - ext / self.clock_rate
@@ -426,7 +430,13 @@ class JitterBuffer:
             self._lost_run = 0
             self.stats.played += 1
             return PlayoutFrame(
-                FrameKind.AUDIO, ts, entry.payload, entry.seq, entry.marker, duration=entry.duration
+                FrameKind.AUDIO,
+                ts,
+                entry.payload,
+                entry.seq,
+                entry.marker,
+                duration=entry.duration,
+                payload_type=entry.payload_type,
             )
         skipped = False
         while self._expected_seq in self._skip:

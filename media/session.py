@@ -25,6 +25,12 @@ our source gives the round-trip time (§6.4.1) and sets the Opus encoder's expec
 loss from its fraction lost (rising at once, halving per loss-free report), so in-band FEC
 follows the loss the peer sees.
 
+Receiving: the peer may send any of the negotiated formats (``receive_codecs``, RFC 3264
+§5.1), in packets of any duration (30 ms G.711, 60 ms Opus ...); each packet is decoded
+whole, converted to our channel count and sample rate (``media.resample``), and handed out
+in frames of ``ptime_ms``. A switch to a format with another RTP clock restarts the jitter
+buffer's timeline.
+
 Source handling (RFC 3550 §8): the first source heard is locked onto; another SSRC replaces
 it once it has passed the §A.1 probation and the current source has said BYE or fallen
 silent (its first packets are kept and played). A packet carrying our own SSRC is a
@@ -38,7 +44,7 @@ import dataclasses
 import logging
 import random
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +53,7 @@ import numpy.typing as npt
 from .g711 import G711Codec
 from .jitter import FrameKind, JitterBuffer, JitterBufferConfig
 from .opus import OpusCodecError, OpusDecoder, OpusEncoder, OpusParams, packet_samples
+from .resample import Resampler
 from .rtcp import (
     Goodbye,
     ReceiverReport,
@@ -85,6 +92,7 @@ RTCP_COMPONENT = 2
 Int16Array = npt.NDArray[np.int16]
 
 _MAX_PENDING = 16  # packets kept from a new source while it is on probation
+_DECODABLE = {"pcmu": 8000, "pcma": 8000, "opus": 48000}  # encoding -> RTP clock rate
 _COLLISION_LOOP_S = 10.0
 
 
@@ -176,11 +184,14 @@ class _Source:
 class RtpSession:
     """One RTP audio stream, both directions (see the module docstring).
 
-    ``channels`` is the number of audio channels of the PCM frames handed in and out (Opus
-    may carry stereo; a mono decoder downmixes a stereo stream). ``rng`` makes SSRC,
-    sequence/timestamp origins and the RTCP schedule reproducible in tests. ``ntp_offset`` is
-    added to ``now`` to get wall-clock Unix time for the SR NTP timestamps (``time.time() -
-    time.monotonic()`` when ``now`` is monotonic time; 0 on a virtual clock).
+    ``codec`` is the format we send (and expect back); ``receive_codecs`` are further formats
+    the peer may send. ``channels`` is the number of audio channels of the PCM frames handed
+    in and out, at :attr:`sample_rate` (the sending codec's rate) in frames of
+    :attr:`frame_samples` (Opus may carry stereo; a mono decoder downmixes a stereo stream).
+    ``rng`` makes SSRC, sequence/timestamp origins and the RTCP schedule reproducible in
+    tests. ``ntp_offset`` is added to ``now`` to get wall-clock Unix time for the SR NTP
+    timestamps (``time.time() - time.monotonic()`` when ``now`` is monotonic time; 0 on a
+    virtual clock).
     """
 
     def __init__(
@@ -194,6 +205,7 @@ class RtpSession:
         ptime_ms: int = 20,
         rtcp_interval: float = 5.0,
         jitter: JitterBufferConfig | None = None,
+        receive_codecs: Sequence[CodecDescription] = (),
         opus_bitrate: int = 32000,
         rng: random.Random | None = None,
         ntp_offset: float = 0.0,
@@ -209,7 +221,6 @@ class RtpSession:
         self._rng = rng or random.Random()
         encoding = codec.encoding
         self._opus_encoder: OpusEncoder | None = None
-        self._opus_decoder: OpusDecoder | None = None
         self._g711: G711Codec | None = None
         if encoding in ("pcmu", "pcma"):
             if codec.clock_rate != 8000 or channels != 1:
@@ -222,7 +233,6 @@ class RtpSession:
             self.clock_rate = 48000  # RFC 7587 §4.1, whatever the SDP says
             self._opus_encoder = OpusEncoder(channels, bitrate=opus_bitrate)
             OpusParams.from_fmtp(dict(codec.fmtp)).apply_to_encoder(self._opus_encoder)
-            self._opus_decoder = OpusDecoder(channels)
         else:
             raise ValueError(f"unsupported codec {codec}")
         self.sample_rate = self.clock_rate
@@ -231,9 +241,23 @@ class RtpSession:
         if jitter is None:
             # Opus: one frame of look-ahead so the packet after a lost one is here for FEC
             jitter = JitterBufferConfig(lookahead_frames=1 if encoding == "opus" else 0)
-        self._jitter = JitterBuffer(
-            dataclasses.replace(jitter, clock_rate=self.clock_rate, frame_ms=ptime_ms)
+        self._jitter_config = dataclasses.replace(
+            jitter, clock_rate=self.clock_rate, frame_ms=ptime_ms
         )
+        self._jitter = JitterBuffer(self._jitter_config)
+
+        # receive side: the formats the peer may send (RFC 3264 §5.1 lets it pick any of the
+        # negotiated ones), their decoders, and resamplers to our rate
+        self._rx_formats: dict[int, CodecDescription] = {}
+        for fmt in (codec, *receive_codecs):
+            if fmt.encoding not in _DECODABLE:
+                log.warning("cannot decode %s; its packets will be dropped", fmt)
+                continue
+            self._rx_formats.setdefault(fmt.incoming_payload_type, fmt)
+        self._decoders: dict[str, G711Codec | OpusDecoder] = {}
+        self._resamplers: dict[int, Resampler] = {}
+        self._rx_encoding = encoding
+        self._rx_rate = self.clock_rate
 
         self._te_sender: TelephoneEventSender | None = None
         if telephone_event is not None:
@@ -245,7 +269,6 @@ class RtpSession:
                 )
             self._te_sender = TelephoneEventSender(self.clock_rate, packet_interval_ms=ptime_ms)
         self._te_receiver = TelephoneEventReceiver()
-        self._audio_pt = codec.incoming_payload_type
         self._te_pt = telephone_event.incoming_payload_type if telephone_event else None
 
         self.ssrc = 0
@@ -377,7 +400,7 @@ class RtpSession:
             self.parse_errors += 1
             log.debug("dropping malformed RTP packet: %s", exc)
             return
-        if packet.payload_type not in (self._audio_pt, self._te_pt):
+        if packet.payload_type not in self._rx_formats and packet.payload_type != self._te_pt:
             self.unknown_payload_types += 1
             log.debug("dropping RTP packet with payload type %d", packet.payload_type)
             return
@@ -393,7 +416,7 @@ class RtpSession:
         self._accept(source, packet, now)
 
     def _adopt(self, ssrc: int, seq: int, old: int | None) -> _Source:
-        source = _Source(ssrc, ReceptionStats(ssrc, seq, self.clock_rate))
+        source = _Source(ssrc, ReceptionStats(ssrc, seq, self._rx_rate))
         early = self._early_sr.pop(ssrc, None)
         if early is not None:
             source.stats.record_sender_report(*early)
@@ -406,14 +429,19 @@ class RtpSession:
         source.stats.update(packet.sequence_number, packet.timestamp, now, len(packet.payload))
         self._rx_packets += 1
         self._rx_bytes += len(packet.payload)
-        if packet.payload_type == self._audio_pt:
+        fmt = self._rx_formats.get(packet.payload_type)
+        if fmt is not None:
+            rate = _DECODABLE[fmt.encoding]
+            if rate != self._rx_rate:
+                self._switch_rx_clock(rate, source)
             self._jitter.push(
                 packet.payload,
                 packet.sequence_number,
                 packet.timestamp,
                 packet.marker,
                 now,
-                self._duration(packet.payload),
+                self._duration(fmt, packet.payload),
+                packet.payload_type,
             )
             return
         self._jitter.note_sequence(packet.sequence_number)
@@ -421,9 +449,18 @@ class RtpSession:
             log.info("DTMF %s received", event.digit)
             self._events.append(DtmfReceived(event.digit, event.event, event.timestamp, now))
 
-    def _duration(self, payload: bytes) -> int | None:
+    def _switch_rx_clock(self, rate: int, source: _Source) -> None:
+        """The peer switched to a format with another RTP clock: a new timeline."""
+        log.info("incoming audio switched to a %d Hz RTP clock", rate)
+        stats = self._jitter.stats
+        self._rx_rate = rate
+        self._jitter = JitterBuffer(dataclasses.replace(self._jitter_config, clock_rate=rate))
+        self._jitter.stats = stats
+        source.stats.set_clock_rate(rate)
+
+    def _duration(self, fmt: CodecDescription, payload: bytes) -> int | None:
         """Samples (= timestamp units) a packet carries: G.711 one per octet, Opus per TOC."""
-        if self._g711 is not None:
+        if fmt.encoding != "opus":
             return len(payload) or None
         try:
             return packet_samples(payload)
@@ -438,7 +475,7 @@ class RtpSession:
             if len(self._candidates) >= 4:
                 self._candidates.pop(next(iter(self._candidates)))
             candidate = _Source(
-                packet.ssrc, ReceptionStats(packet.ssrc, packet.sequence_number, self.clock_rate)
+                packet.ssrc, ReceptionStats(packet.ssrc, packet.sequence_number, self._rx_rate)
             )
             self._candidates[packet.ssrc] = candidate
         candidate.stats.update(packet.sequence_number, packet.timestamp, now, 0)
@@ -457,8 +494,9 @@ class RtpSession:
         self._candidates.clear()
         self._jitter.reset()
         self._te_receiver = TelephoneEventReceiver()
-        if self._opus_decoder is not None:
-            self._opus_decoder.reset()
+        for decoder in self._decoders.values():
+            if isinstance(decoder, OpusDecoder):
+                decoder.reset()
         first_seq = candidate.pending[0][0].sequence_number
         source = self._adopt(candidate.ssrc, first_seq, old)
         for packet, arrival in candidate.pending:
@@ -622,13 +660,17 @@ class RtpSession:
 
     def _fill(self, now: float) -> None:
         frame = self._jitter.pop(now)
-        samples = frame.duration or self.frame_samples
+        rate = self._rx_rate
+        samples = frame.duration or rate * self.ptime_ms // 1000
         if frame.kind is FrameKind.AUDIO:
             assert frame.payload is not None
-            pcm = self._decode(frame.payload)
+            pt = frame.payload_type
+            fmt = self._rx_formats.get(pt, self.codec) if pt is not None else self.codec
+            pcm = self._decode(fmt.encoding, frame.payload)
             if pcm is None or len(pcm) == 0:
                 pcm = self._conceal(None, samples, count=True)
             else:
+                self._rx_encoding = fmt.encoding
                 self._last_frame = pcm
                 self._concealed_samples = 0
         elif frame.kind is FrameKind.LOST:
@@ -636,12 +678,24 @@ class RtpSession:
         else:
             self._concealed_samples = 0
             self._last_frame = None
-            pcm = self._zeros(samples)
-        self._append(pcm)
+            pcm = np.zeros(samples, dtype=np.int16)
+        self._append(self._to_output(pcm, rate))
+
+    def _to_output(self, pcm: Int16Array, rate: int) -> Int16Array:
+        """Match our channel count and sample rate."""
+        if self.channels == 2 and pcm.ndim == 1:
+            pcm = np.repeat(pcm[:, None], 2, axis=1)
+        elif self.channels == 1 and pcm.ndim == 2:  # pragma: no cover - decoders match
+            pcm = pcm.mean(axis=1).astype(np.int16)
+        if rate == self.sample_rate:
+            return pcm
+        resampler = self._resamplers.get(rate)
+        if resampler is None:
+            resampler = Resampler(rate, self.sample_rate, self.channels)
+            self._resamplers[rate] = resampler
+        return resampler.process(pcm)
 
     def _append(self, pcm: Int16Array) -> None:
-        if self.channels == 2 and pcm.ndim == 1:  # pragma: no cover - decoders match channels
-            pcm = np.repeat(pcm[:, None], 2, axis=1)
         self._fifo.append(pcm)
         self._pending_samples += len(pcm)
 
@@ -664,27 +718,32 @@ class RtpSession:
         shape: tuple[int, ...] = (samples,) if self.channels == 1 else (samples, 2)
         return np.zeros(shape, dtype=np.int16)
 
-    def _decode(self, payload: bytes) -> Int16Array | None:
+    def _decoder(self, encoding: str) -> G711Codec | OpusDecoder:
+        decoder = self._decoders.get(encoding)
+        if decoder is None:
+            decoder = OpusDecoder(self.channels) if encoding == "opus" else G711Codec(encoding)
+            self._decoders[encoding] = decoder
+        return decoder
+
+    def _decode(self, encoding: str, payload: bytes) -> Int16Array | None:
         try:
-            if self._g711 is not None:
-                return self._g711.decode(payload)
-            assert self._opus_decoder is not None
-            return self._opus_decoder.decode(payload)
+            return self._decoder(encoding).decode(payload)
         except (OpusCodecError, ValueError) as exc:
             self.decode_errors += 1
             log.debug("undecodable payload: %s", exc)
             return None
 
     def _conceal(self, next_payload: bytes | None, samples: int, *, count: bool) -> Int16Array:
-        if self._opus_decoder is not None:
+        decoder = self._decoder(self._rx_encoding)
+        if isinstance(decoder, OpusDecoder):
             samples = max(120, samples - samples % 120)  # Opus: multiples of 2.5 ms
             try:
                 if next_payload is not None and count:
                     self.fec_frames += 1
-                    return self._opus_decoder.decode_fec(next_payload, samples)
+                    return decoder.decode_fec(next_payload, samples)
                 if count:
                     self.concealed_frames += 1
-                return self._opus_decoder.conceal(samples)
+                return decoder.conceal(samples)
             except OpusCodecError as exc:
                 self.decode_errors += 1
                 log.debug("Opus concealment failed: %s", exc)
@@ -698,7 +757,7 @@ class RtpSession:
         last = self._last_frame
         if last is None:
             return self._zeros(samples)
-        fade = 0.1 * self.sample_rate
+        fade = 0.1 * self._rx_rate
         start = self._concealed_samples
         self._concealed_samples += samples
         gain = np.clip(1 - (start + np.arange(samples)) / fade, 0.0, 1.0)

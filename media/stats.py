@@ -150,6 +150,14 @@ class ReceptionStats:
         self._transit = transit
         return True
 
+    def set_clock_rate(self, clock_rate: int) -> None:
+        """The source switched to a payload format with another RTP clock: rescale the
+        jitter estimate and restart the transit reference (timestamps jumped)."""
+        if clock_rate != self.clock_rate and clock_rate > 0:
+            self._jitter *= clock_rate / self.clock_rate
+            self.clock_rate = clock_rate
+            self._transit = None
+
     # --- RFC 3550 §A.3 -------------------------------------------------------------------
 
     @property

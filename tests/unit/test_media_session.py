@@ -635,3 +635,49 @@ def test_peer_packet_time_differs_from_ours(ptime: int) -> None:
     assert lost > 0 and b.concealed_frames <= lost + 3
     level = np.sqrt(np.mean(np.concatenate(out[-150:]).astype(float) ** 2))
     assert level > 4000
+
+
+@pytest.mark.parametrize(
+    ("sent", "ours"),
+    [(PCMA, PCMU), (OPUS, PCMU), (PCMU, OPUS), (PCMA, OPUS)],
+    ids=["pcma-to-pcmu", "opus-to-pcmu", "pcmu-to-opus", "pcma-to-opus"],
+)
+def test_peer_may_send_another_negotiated_codec(
+    sent: CodecDescription, ours: CodecDescription
+) -> None:
+    # RFC 3264 §5.1: the peer may send any format of the answer, not the one we send
+    a = RtpSession(sent, rng=random.Random(60))
+    b = RtpSession(ours, receive_codecs=[PCMU, PCMA, OPUS], rng=random.Random(61))
+    call = Call(a, b, Link(0.03, 0.01, 0.02, seed=62), Link(seed=63))
+    call.run(4.0)
+    assert b.unknown_payload_types == 0
+    assert call.heard_by_b[-1].shape == (b.frame_samples,)
+    assert dominant_frequency(call.heard_by_b, b.sample_rate) == pytest.approx(440, abs=3)
+    level = np.sqrt(np.mean(np.concatenate(call.heard_by_b[-100:]).astype(float) ** 2))
+    assert level > 3000
+    sb = call.b.stats(call.now)
+    assert 0 < sb.jitter_ms < 10  # the interarrival jitter in the sender's clock, in ms
+
+
+def test_codec_switch_mid_stream() -> None:
+    # the same source changes from PCMU (8 kHz clock) to Opus (48 kHz) mid-call
+    b = RtpSession(OPUS, receive_codecs=[PCMU], rng=random.Random(70))
+    a1 = RtpSession(PCMU, rng=random.Random(71))
+    call = Call(a1, b, Link(0.03, 0.005, 0.0, seed=72), Link(seed=73))
+    call.run(2.0)
+    a2 = RtpSession(OPUS, rng=random.Random(74))
+    a2.ssrc, a2._seq = a1.ssrc, a1._seq  # same SSRC, sequence numbers go on
+    call.a, call.freq_a, call.samples_a = a2, 880.0, 0
+    call.run(2.0)
+    assert [e for e in call.events_b if isinstance(e, RemoteSsrcChanged)] == [
+        RemoteSsrcChanged(None, a1.ssrc)
+    ]
+    assert dominant_frequency(call.heard_by_b, 48000, 1.0) == pytest.approx(880, abs=3)
+    assert b.stats(call.now).packets_lost == 0
+    assert b.jitter_buffer.clock_rate == 48000
+
+
+def test_undecodable_receive_codec_is_ignored() -> None:
+    b = RtpSession(PCMU, receive_codecs=[CodecDescription("G722", 9, 8000)])
+    b.receive(RtpPacket(9, 1, 1, 7, b"x" * 160).serialize(), 0.0)
+    assert b.unknown_payload_types == 1
