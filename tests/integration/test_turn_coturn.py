@@ -521,9 +521,11 @@ def test_core_wants_an_ip_address() -> None:
         TurnClient(("turn.example.org", 3478), USER, "x")
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_a_failing_data_handler_does_not_stop_the_allocation(
-    turn_server: Coturn, peer: socket.socket
+    turn_server: Coturn, peer: socket.socket, transport: str
 ) -> None:
+    # (over TCP an escaping exception would end the task reading the stream)
     got: asyncio.Queue[bytes] = asyncio.Queue()
 
     def on_data(data: bytes, source: tuple[str, int]) -> None:
@@ -532,7 +534,11 @@ async def test_a_failing_data_handler_does_not_stop_the_allocation(
         got.put_nowait(data)
 
     alloc = await allocate_turn(
-        turn_server.turn_address(), USER, turn_server.users[USER], on_data=on_data
+        turn_server.turn_address(transport),
+        USER,
+        turn_server.users[USER],
+        transport=transport,  # type: ignore[arg-type]
+        on_data=on_data,
     )
     try:
         await alloc.bind_channel(peer.getsockname())
