@@ -20,12 +20,12 @@ What it does:
   (RFC 8489 §10).
 * Refresh (§8) before the allocation expires (at lifetime - 60 s, or at half the lifetime when
   that is shorter than two minutes); ``close()`` deallocates with a Refresh of LIFETIME 0 (§8.1).
-* CreatePermission (§9) per peer IP, refreshed every 4 minutes (permissions last 300 s, §9),
+* CreatePermission (§10) per peer IP, refreshed every 4 minutes (permissions last 300 s, §9),
   created on demand by :meth:`TurnClient.send`, which queues the data until it is installed.
 * ChannelBind (§12.1) with channel numbers 0x4000-0x4FFF, refreshed after 9 minutes (bindings
   last 10, §12); ChannelData (§12.4) to and from bound peers, padded to 4 bytes when the
   transport to the server is a stream (§12.5).
-* Send and Data indications (§10, §11) for peers without a channel.
+* Send and Data indications (§11) for peers without a channel.
 
 Responses are authenticated with the session key (RFC 8489 §9.2.5); requests are retransmitted
 by :class:`ice.stun_transaction.StunClientTransaction` (only once, over TCP/TLS).  Over a stream
@@ -100,8 +100,8 @@ __all__ = [
 logger = logging.getLogger("ice.turn")
 trace = logging.getLogger("ice.trace")
 
-UDP_PROTOCOL = 17  # REQUESTED-TRANSPORT value for UDP (RFC 8656 §18.7)
-DEFAULT_LIFETIME = 600  # RFC 8656 §3.3 / §7.2: default allocation lifetime
+UDP_PROTOCOL = 17  # REQUESTED-TRANSPORT value for UDP (RFC 8656 §18.8)
+DEFAULT_LIFETIME = 600  # RFC 8656 §7.2: default allocation lifetime
 PERMISSION_LIFETIME = 300.0  # RFC 8656 §9
 PERMISSION_REFRESH = 240.0
 CHANNEL_LIFETIME = 600.0  # RFC 8656 §12
@@ -171,7 +171,7 @@ class Deallocated:
 
 @dataclass(frozen=True, slots=True)
 class PermissionCreated:
-    """A permission for ``peer_ip`` is installed (§9.3)."""
+    """A permission for ``peer_ip`` is installed (§10.3)."""
 
     peer_ip: str
 
@@ -206,7 +206,7 @@ class ChannelBindFailed:
 @dataclass(frozen=True, slots=True)
 class DataReceived:
     """``data`` from ``peer`` arrived through the relay, in a Data indication (``channel`` None,
-    §11.6) or in ChannelData (§12.6)."""
+    §11.4) or in ChannelData (§12.6)."""
 
     peer: Address
     data: bytes
@@ -387,7 +387,7 @@ class TurnClient:
         self._send_allocate(now, 0)
 
     def create_permission(self, peer_ip: str, now: float) -> None:
-        """Install (and keep refreshing) a permission for ``peer_ip`` (RFC 8656 §9.1)."""
+        """Install (and keep refreshing) a permission for ``peer_ip`` (RFC 8656 §10.1)."""
         self._require_allocated("create_permission")
         perm = self._permissions.get(peer_ip)
         if perm is None:
@@ -611,7 +611,7 @@ class TurnClient:
             msg.add(REALM, self._realm)
             msg.add(NONCE, self._nonce)
             if self._algorithms is not None and self._algorithm is not None:
-                # RFC 8489 §9.2.4: echo the offered list and name the chosen algorithm
+                # RFC 8489 §9.2.3.2: echo the offered list and name the chosen algorithm
                 msg.add(PASSWORD_ALGORITHMS, self._algorithms)
                 msg.add(PASSWORD_ALGORITHM, self._algorithm)
                 sha256 = self._algorithm.algorithm == PasswordAlgorithm.SHA256
@@ -634,7 +634,7 @@ class TurnClient:
         msg = self._new_request(StunMethod.ALLOCATE)
         msg.add(REQUESTED_TRANSPORT, UDP_PROTOCOL)
         if self._ipv6_relay:
-            msg.add(REQUESTED_ADDRESS_FAMILY, 0x02)  # RFC 8656 §18.1 (default: IPv4)
+            msg.add(REQUESTED_ADDRESS_FAMILY, 0x02)  # RFC 8656 §18.6 (default: IPv4)
         if self._requested_lifetime is not None:
             msg.add(LIFETIME, self._requested_lifetime)
         self._start(msg, _Kind.ALLOCATE, now, auth_retries)
