@@ -19,12 +19,12 @@ API summary (all times are ``now: float`` seconds on any monotonic clock)::
     agent.datagrams_to_send() -> [(data, via, remote_addr)]   # send from socket/allocation via
     agent.get_timer() -> float | None ; agent.handle_timer(now)
     agent.next_event() -> AgentEvent | None
-    agent.selected_pair(component) -> CandidatePair | None    # .via, .remote_address, .local, .remote
+    agent.selected_pair(component) -> CandidatePair | None    # .via .remote_address .local .remote
     agent.send_target(component) -> (via, remote_addr) | None # None if unselected or consent lost
     agent.is_from_selected(component, remote_addr, via=None) -> bool   # filter for media packets
     agent.component_of(via, remote_addr) -> int | None        # which component a datagram is for
-    agent.restart(now)                                        # new ufrag/pwd; media stays on the old
-                                                              # pair until the new nomination
+    agent.restart(now)                                        # new ufrag/pwd; media stays on
+                                                              # the old pair until the new one
     agent.close()                                             # stop everything (no more sends)
     agent.stats() -> AgentStats
 
@@ -39,3 +39,1145 @@ Events (dataclasses): :class:`PairChecked`, :class:`PairNominated` (a component'
 also emitted again when it changes), :class:`Completed`, :class:`Failed`, :class:`RoleChanged`,
 :class:`ConsentLost`.
 """
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import secrets
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from ice.candidate import Candidate, CandidateType, compute_foundation
+from ice.checklist import (
+    DEFAULT_MAX_PAIRS,
+    CandidatePair,
+    CheckList,
+    LocalCandidate,
+    PairState,
+    make_prflx_local,
+    prflx_priority,
+)
+from ice.consent import CONSENT_INTERVAL, CONSENT_TIMEOUT, ConsentFreshness
+from ice.credentials import CredentialError, short_term_key
+from ice.sdp import generate_pwd, generate_ufrag
+from ice.stun import (
+    ICE_CONTROLLED,
+    ICE_CONTROLLING,
+    MESSAGE_INTEGRITY,
+    MESSAGE_INTEGRITY_SHA256,
+    PRIORITY,
+    UNKNOWN_ATTRIBUTES,
+    USE_CANDIDATE,
+    USERNAME,
+    XOR_MAPPED_ADDRESS,
+    Address,
+    StunClass,
+    StunMessage,
+    StunMethod,
+    StunParseError,
+    is_stun,
+    parse_message,
+)
+from ice.stun_transaction import (
+    StunClientTransaction,
+    StunTransactionFailed,
+    StunTransactionSucceeded,
+    StunTransactionTimedOut,
+)
+
+__all__ = [
+    "Agent",
+    "AgentEvent",
+    "AgentState",
+    "AgentStats",
+    "Completed",
+    "ConsentLost",
+    "Failed",
+    "PairChecked",
+    "PairNominated",
+    "RoleChanged",
+]
+
+logger = logging.getLogger("ice.agent")
+trace = logging.getLogger("ice.trace")
+
+Via = Hashable
+
+
+# --------------------------------------------------------------------------------------------
+# Events
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PairChecked:
+    """A connectivity check finished (§7.2.5): ``succeeded`` or the pair failed."""
+
+    component: int
+    local: Candidate
+    remote: Candidate
+    succeeded: bool
+    rtt: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PairNominated:
+    """``component`` has a (new) selected pair (§8.1.1, §8.2); send on ``via`` to
+    ``remote_address``."""
+
+    component: int
+    local: Candidate
+    remote: Candidate
+    via: Via
+    remote_address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """Every component has a selected pair (§8.1.2); ``connect_time`` from :meth:`Agent.start`
+    (or from :meth:`Agent.restart`) in seconds."""
+
+    connect_time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """ICE failed (§8.1.2): every pair failed, or the overall timeout passed."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoleChanged:
+    """The agent switched role after a role conflict (§7.2.5.1, §7.3.1.1) or because the
+    peer is lite (§6.1.1)."""
+
+    controlling: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentLost:
+    """No consent response on ``component``'s selected pair for 30 s (RFC 7675 §5.1): the
+    shell must stop sending on it."""
+
+    component: int
+
+
+AgentEvent = PairChecked | PairNominated | Completed | Failed | RoleChanged | ConsentLost
+
+
+class AgentState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+@dataclass
+class AgentStats:
+    """Counters for reports (``--json``)."""
+
+    role: str = "controlling"
+    state: str = "new"
+    connect_time: float | None = None
+    checks_sent: int = 0
+    check_retransmissions: int = 0
+    checks_received: int = 0
+    responses_received: int = 0
+    errors_sent: int = 0
+    role_conflicts: int = 0
+    pairs: int = 0
+    pairs_succeeded: int = 0
+    pairs_failed: int = 0
+    consent_requests_sent: int = 0
+    restarts: int = 0
+    selected: dict[int, dict[str, object]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Outstanding requests
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Check:
+    """One connectivity-check (or consent) transaction in flight."""
+
+    tx: StunClientTransaction
+    pair: CandidatePair | None
+    via: Via
+    dest: Address
+    controlling: bool
+    priority: int
+    use_candidate: bool
+    consent_component: int | None = None
+    cancelled: bool = False
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Credentials:
+    ufrag: str
+    pwd: str
+    key: bytes
+
+
+def _credentials(ufrag: str, pwd: str) -> _Credentials:
+    try:
+        key = short_term_key(pwd)
+    except CredentialError:
+        key = pwd.encode("utf-8", "replace")
+    return _Credentials(ufrag, pwd, key)
+
+
+# --------------------------------------------------------------------------------------------
+# The agent
+# --------------------------------------------------------------------------------------------
+
+
+class Agent:
+    """A full ICE agent (RFC 8445) for one data stream; see the module docstring.
+
+    Tunables: ``ta`` (pacing, §14.2), ``min_rto`` with ``check_rc``/``check_rm`` (check
+    retransmissions, §14.3), ``nomination_delay`` (how long the controlling agent waits for a
+    higher-priority pair after the first valid one), ``timeout`` (overall failure bound),
+    ``max_pairs`` (§6.1.2.5), ``consent_interval``/``consent_timeout`` (RFC 7675).
+    """
+
+    def __init__(
+        self,
+        controlling: bool,
+        components: int = 1,
+        *,
+        ta: float = 0.05,
+        tie_breaker: int | None = None,
+        ufrag: str | None = None,
+        pwd: str | None = None,
+        nomination_delay: float = 0.1,
+        timeout: float = 30.0,
+        min_rto: float = 0.5,
+        check_rc: int = 7,
+        check_rm: int = 16,
+        max_pairs: int = DEFAULT_MAX_PAIRS,
+        consent_interval: float = CONSENT_INTERVAL,
+        consent_timeout: float = CONSENT_TIMEOUT,
+        rng: random.Random | None = None,
+        software: str | None = None,
+    ) -> None:
+        if components < 1 or components > 256:
+            raise ValueError("components must be 1..256")
+        if ta <= 0:
+            raise ValueError("Ta must be positive")
+        self.controlling = controlling
+        self.components = components
+        self.ta = ta
+        self.tie_breaker = (
+            tie_breaker if tie_breaker is not None else secrets.randbits(64)
+        ) & 0xFFFFFFFFFFFFFFFF
+        self.nomination_delay = nomination_delay
+        self.timeout = timeout
+        self.min_rto = min_rto
+        self.check_rc = check_rc
+        self.check_rm = check_rm
+        self.max_pairs = max_pairs
+        self.consent_interval = consent_interval
+        self.consent_timeout = consent_timeout
+        self.software = software
+        self._rng = rng if rng is not None else random.Random()
+        self._local = _credentials(ufrag or generate_ufrag(), pwd or generate_pwd())
+        self._previous_local: _Credentials | None = None
+        self._remote: _Credentials | None = None
+        self.remote_lite = False
+        self._remote_eoc = False
+        self._locals: list[LocalCandidate] = []
+        self._remotes: list[Candidate] = []
+        self._checklist = CheckList(controlling, max_pairs=max_pairs)
+        self._checks: dict[bytes, _Check] = {}
+        self._outbox: list[tuple[bytes, Via, Address]] = []
+        self._events: deque[AgentEvent] = deque()
+        self.state = AgentState.NEW
+        self._started_at: float | None = None
+        self._generation_started: float | None = None
+        self._last_check_at: float | None = None
+        self._first_valid_at: dict[int, float] = {}
+        self._nominating: dict[int, CandidatePair] = {}
+        self._selected: dict[int, CandidatePair] = {}
+        self._consent: dict[int, ConsentFreshness] = {}
+        self._consent_lost: set[int] = set()
+        self._prflx_counter = 0
+        self._generation = 0
+        self._restarting = False
+        self._completed_generation = -1
+        self._stats = AgentStats()
+        self._now = 0.0
+
+    # -- configuration ------------------------------------------------------------------------
+
+    @property
+    def local_ufrag(self) -> str:
+        return self._local.ufrag
+
+    @property
+    def local_pwd(self) -> str:
+        return self._local.pwd
+
+    @property
+    def remote_ufrag(self) -> str | None:
+        return None if self._remote is None else self._remote.ufrag
+
+    @property
+    def checklist(self) -> CheckList:
+        """The check list (read it; do not modify)."""
+        return self._checklist
+
+    def local_candidates(self, component: int | None = None) -> list[Candidate]:
+        """The local candidates to signal (peer-reflexive ones are never signalled)."""
+        return [
+            lc.candidate
+            for lc in self._locals
+            if lc.candidate.type is not CandidateType.PEER_REFLEXIVE
+            and (component is None or lc.component == component)
+        ]
+
+    def remote_candidates(self) -> list[Candidate]:
+        return list(self._remotes)
+
+    def add_local_candidate(
+        self, candidate: Candidate, via: Via, *, base: Address | None = None
+    ) -> None:
+        """Add a gathered local candidate sent from ``via`` (§5.1.1).
+
+        Host and relayed candidates are their own base.  A server-reflexive candidate's base
+        defaults to ``related_address:related_port``, else to the host candidate on ``via``.
+        """
+        if not 1 <= candidate.component <= self.components:
+            raise ValueError(f"component {candidate.component} out of range")
+        if base is None:
+            if candidate.type in (CandidateType.HOST, CandidateType.RELAYED):
+                base = candidate.transport_address
+            elif candidate.related_address is not None and candidate.related_port is not None:
+                base = (candidate.related_address, candidate.related_port)
+            else:
+                host = next((lc for lc in self._locals if lc.via == via and lc.is_base), None)
+                if host is None:
+                    raise ValueError("a reflexive candidate needs its base")
+                base = host.base
+        for lc in self._locals:
+            if lc.via == via and lc.address == candidate.transport_address:
+                return  # duplicate
+        local = LocalCandidate(candidate, via, base)
+        self._locals.append(local)
+        if not local.is_base and not any(
+            lc.via == via and lc.is_base and lc.base == base for lc in self._locals
+        ):
+            # §6.1.2.4: the pair uses the base; make one up if the shell did not signal it
+            made = Candidate.make(
+                CandidateType.HOST, base[0], base[1], component=candidate.component
+            )
+            self._locals.append(LocalCandidate(made, via, base))
+        self._form_pairs()
+
+    def set_remote_parameters(self, ufrag: str, pwd: str, lite: bool = False) -> None:
+        """The peer's ``a=ice-ufrag``/``a=ice-pwd`` and whether it is ``a=ice-lite``.
+
+        A full agent facing a lite peer takes the controlling role (§6.1.1).
+        """
+        self._remote = _credentials(ufrag, pwd)
+        self.remote_lite = lite
+        if lite and not self.controlling:
+            self._set_role(True, "the peer is ice-lite")
+
+    def add_remote_candidate(self, candidate: Candidate) -> None:
+        """Add a remote candidate (from the SDP or trickled, RFC 8838)."""
+        if not 1 <= candidate.component <= self.components:
+            return
+        for i, rc in enumerate(self._remotes):
+            if rc.transport_address == candidate.transport_address and (
+                rc.component == candidate.component and rc.transport == candidate.transport
+            ):
+                if rc.type is CandidateType.PEER_REFLEXIVE:
+                    # §7.3.1.3: the signalled candidate replaces the peer-reflexive one;
+                    # keep the pairs (they refer to the old object, same address)
+                    self._remotes[i] = candidate
+                return
+        self._remotes.append(candidate)
+        self._form_pairs()
+
+    def end_of_candidates(self) -> None:
+        """The peer has signalled all its candidates (RFC 8838 §13): ICE may now fail."""
+        self._remote_eoc = True
+
+    def _form_pairs(self) -> None:
+        added = self._checklist.add_pairs(self._locals, self._remotes)
+        if added and self.state is AgentState.COMPLETED:
+            # pairs for components already selected are of no use
+            for pair in added:
+                if pair.component in self._selected and pair.state is PairState.WAITING:
+                    pair.state = PairState.FROZEN
+            for component in self._selected:
+                self._checklist.remove_pending(component)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Start the checks (§6.1.2.6 initial states)."""
+        if self.state is not AgentState.NEW:
+            return
+        self._now = now
+        self.state = AgentState.RUNNING
+        self._started_at = now
+        self._generation_started = now
+        self._checklist.start()
+        logger.debug(
+            "ICE start: %s, %d pairs",
+            "controlling" if self.controlling else "controlled",
+            len(self._checklist),
+        )
+
+    def restart(self, now: float, *, controlling: bool | None = None) -> None:
+        """ICE restart (§9): new local ufrag/pwd, a new check list; the selected pairs keep
+        carrying media (and consent) until the new checks nominate new ones.
+
+        Call :meth:`set_remote_parameters` and add the peer's candidates again afterwards.
+        """
+        self._now = now
+        self._stats.restarts += 1
+        self._generation += 1
+        self._previous_local = self._local
+        self._local = _credentials(generate_ufrag(), generate_pwd())
+        self._remote = None
+        self._remote_eoc = False
+        self._remotes = []
+        self._locals = [
+            lc for lc in self._locals if lc.candidate.type is not CandidateType.PEER_REFLEXIVE
+        ]
+        for check in self._checks.values():
+            if check.consent_component is None:
+                check.cancelled = True
+        if controlling is not None:
+            self.controlling = controlling
+        self._checklist = CheckList(self.controlling, max_pairs=self.max_pairs)
+        self._checklist.add_pairs(self._locals, self._remotes)
+        self._first_valid_at.clear()
+        self._nominating.clear()
+        self._restarting = bool(self._selected)
+        self.state = AgentState.RUNNING
+        self._generation_started = now
+        self._last_check_at = None
+        for consent in self._consent.values():
+            consent.refresh(now)
+        self._checklist.start()
+
+    def close(self) -> None:
+        """Stop: no more checks, consent or responses."""
+        self.state = AgentState.CLOSED
+        self._checks.clear()
+        self._outbox.clear()
+        self._consent.clear()
+
+    # -- output -------------------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float | None = None) -> list[tuple[bytes, Via, Address]]:
+        """What to send: ``(data, via, remote_addr)``."""
+        out = self._outbox
+        self._outbox = []
+        for check in self._checks.values():
+            data = check.tx.datagrams_to_send()
+            if data and not check.cancelled:
+                if check.tx.attempts > 1 and check.consent_component is None:
+                    self._stats.check_retransmissions += len(data)
+                for d in data:
+                    out.append((d, check.via, check.dest))
+        return out
+
+    def next_event(self) -> AgentEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must run next (None: nothing scheduled)."""
+        if self.state in (AgentState.NEW, AgentState.CLOSED):
+            return None
+        times: list[float] = []
+        for check in self._checks.values():
+            t = check.tx.get_timer()
+            if t is not None:
+                times.append(t)
+        if self.state is AgentState.RUNNING:
+            if self._remote is not None and self._checklist.has_check():
+                times.append(self._pace_at())
+            for component, first in self._first_valid_at.items():
+                if component not in self._nominating and component not in self._selected:
+                    times.append(first + self.nomination_delay)
+            if self._generation_started is not None and self.timeout > 0:
+                times.append(self._generation_started + self.timeout)
+        for consent in self._consent.values():
+            t = consent.get_timer()
+            if t is not None:
+                times.append(t)
+        return min(times) if times else None
+
+    def _pace_at(self) -> float:
+        if self._last_check_at is None:
+            return self._now
+        return self._last_check_at + self.ta
+
+    def handle_timer(self, now: float) -> None:
+        """Run whatever is due at ``now``: a paced check, retransmissions, nomination,
+        consent, failure."""
+        self._now = now
+        if self.state in (AgentState.NEW, AgentState.CLOSED):
+            return
+        for tid, check in list(self._checks.items()):
+            t = check.tx.get_timer()
+            if t is not None and now >= t:
+                check.tx.handle_timer(now)
+                result = check.tx.next_event()
+                if result is not None:
+                    del self._checks[tid]
+                    self._on_result(check, result, None, None, now)
+        if self.state is AgentState.RUNNING:
+            self._nominate_due(now)
+            if (
+                self._remote is not None
+                and now >= self._pace_at()
+                and self.state is AgentState.RUNNING
+            ):
+                pair = self._checklist.next_check()
+                if pair is not None:
+                    self._send_check(pair, now)
+            self._check_failure(now)
+        self._run_consent(now)
+
+    # -- sending checks (§7.2.4) --------------------------------------------------------------
+
+    def _request(self, local: Candidate, use_candidate: bool) -> tuple[StunMessage, int]:
+        assert self._remote is not None
+        msg = StunMessage(StunMethod.BINDING, StunClass.REQUEST)
+        msg.add(USERNAME, f"{self._remote.ufrag}:{self._local.ufrag}")
+        priority = prflx_priority(local)
+        msg.add(PRIORITY, priority)
+        if self.controlling:
+            msg.add(ICE_CONTROLLING, self.tie_breaker)
+            if use_candidate:
+                msg.add(USE_CANDIDATE, True)
+        else:
+            msg.add(ICE_CONTROLLED, self.tie_breaker)
+        return msg, priority
+
+    def _send_check(self, pair: CandidatePair, now: float) -> None:
+        assert self._remote is not None
+        use_candidate = self.controlling and pair.use_candidate
+        msg, priority = self._request(pair.local.candidate, use_candidate)
+        data = msg.encode(self._remote.key, fingerprint=True)
+        active = self._checklist.count(PairState.WAITING, PairState.IN_PROGRESS)
+        rto = max(self.min_rto, self.ta * max(1, active))  # §14.3
+        tx = StunClientTransaction(
+            data,
+            now,
+            rto=rto,
+            rc=self.check_rc,
+            rm=self.check_rm,
+            integrity_key=self._remote.key,
+            unauthenticated_errors=(),
+        )
+        self._checks[tx.transaction_id] = _Check(
+            tx,
+            pair,
+            pair.via,
+            pair.remote_address,
+            self.controlling,
+            priority,
+            use_candidate,
+            generation=self._generation,
+        )
+        pair.state = PairState.IN_PROGRESS
+        pair.checks_sent += 1
+        self._last_check_at = now
+        self._stats.checks_sent += 1
+        trace.debug("check %s%s", pair.describe(), " USE-CANDIDATE" if use_candidate else "")
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def receive(self, data: bytes, via: Via, remote_addr: Address, now: float) -> bool:
+        """Feed a datagram that arrived on ``via`` from ``remote_addr``.
+
+        Returns True if it was a STUN message for ICE (consumed), False otherwise.  Never
+        raises on malformed input.
+        """
+        self._now = now
+        if self.state is AgentState.CLOSED or not is_stun(data):
+            return False
+        try:
+            msg = parse_message(data)
+        except StunParseError:
+            return False
+        if msg.method != StunMethod.BINDING:
+            return False
+        try:
+            if msg.cls == StunClass.REQUEST:
+                self._on_request(msg, via, remote_addr, now)
+                return True
+            if msg.cls == StunClass.INDICATION:
+                return True  # keepalive (RFC 8445 §11)
+            check = self._checks.get(msg.transaction_id)
+            if check is None:
+                return False
+            if not check.tx.receive(msg, now):
+                return False
+            result = check.tx.next_event()
+            if result is not None:
+                del self._checks[msg.transaction_id]
+                self._on_result(check, result, via, remote_addr, now)
+            return True
+        except StunParseError as exc:
+            logger.debug("malformed STUN from %s: %s", remote_addr, exc)
+            return True
+
+    def _respond(self, msg: StunMessage, via: Via, addr: Address) -> None:
+        data = msg.encode(self._local.key, fingerprint=True)
+        self._outbox.append((data, via, addr))
+
+    def _respond_error(
+        self,
+        request: StunMessage,
+        code: int,
+        via: Via,
+        addr: Address,
+        key: bytes | None,
+        unknown: list[int] | None = None,
+    ) -> None:
+        response = request.error_response(code)
+        if unknown:
+            response.add(UNKNOWN_ATTRIBUTES, tuple(unknown))
+        self._outbox.append((response.encode(key, fingerprint=True), via, addr))
+        self._stats.errors_sent += 1
+
+    def _on_request(self, msg: StunMessage, via: Via, addr: Address, now: float) -> None:
+        """A Binding request: authenticate, resolve role conflicts, answer, learn, trigger
+        (§7.3, RFC 8489 §9.1.3)."""
+        self._stats.checks_received += 1
+        username = msg.get(USERNAME)
+        if username is None or not (
+            MESSAGE_INTEGRITY.type in msg or MESSAGE_INTEGRITY_SHA256.type in msg
+        ):
+            self._respond_error(msg, 400, via, addr, None)
+            return
+        lfrag = username.split(":", 1)[0]
+        creds: _Credentials | None = None
+        old_generation = False
+        if lfrag == self._local.ufrag:
+            creds = self._local
+        elif self._previous_local is not None and lfrag == self._previous_local.ufrag:
+            creds = self._previous_local
+            old_generation = True
+        if creds is None or not msg.check_integrity(creds.key):
+            self._respond_error(msg, 401, via, addr, None)
+            return
+        unknown = msg.unknown_comprehension_required()
+        if unknown:
+            self._respond_error(msg, 420, via, addr, creds.key, unknown)
+            return
+        priority = msg.get(PRIORITY)
+        if priority is None:
+            self._respond_error(msg, 400, via, addr, creds.key)
+            return
+        # §7.3.1.1 role conflicts
+        their_controlling = msg.get(ICE_CONTROLLING)
+        their_controlled = msg.get(ICE_CONTROLLED)
+        if self.controlling and their_controlling is not None:
+            self._stats.role_conflicts += 1
+            if self.tie_breaker >= their_controlling:
+                self._respond_error(msg, 487, via, addr, creds.key)
+                return
+            self._set_role(False, "role conflict (incoming check, their tie-breaker wins)")
+        elif not self.controlling and their_controlled is not None:
+            self._stats.role_conflicts += 1
+            if self.tie_breaker >= their_controlled:
+                self._set_role(True, "role conflict (incoming check, our tie-breaker wins)")
+            else:
+                self._respond_error(msg, 487, via, addr, creds.key)
+                return
+        response = msg.response()
+        response.add(XOR_MAPPED_ADDRESS, addr)
+        if self.software:
+            from ice.stun import SOFTWARE
+
+            response.add(SOFTWARE, self.software)
+        self._outbox.append((response.encode(creds.key, fingerprint=True), via, addr))
+        trace.debug("answered check from %s via %r", addr, via)
+        if old_generation or self.state is AgentState.FAILED:
+            return
+        self._learn_from_request(msg, via, addr, priority, now)
+
+    def _learn_from_request(
+        self, msg: StunMessage, via: Via, addr: Address, priority: int, now: float
+    ) -> None:
+        base = next((lc for lc in self._locals if lc.via == via and lc.is_base), None)
+        if base is None:
+            return
+        component = base.component
+        # §7.3.1.3 peer-reflexive remote candidates
+        remote = next(
+            (
+                rc
+                for rc in self._remotes
+                if rc.transport_address == addr and rc.component == component
+            ),
+            None,
+        )
+        if remote is None:
+            self._prflx_counter += 1
+            remote = Candidate(
+                foundation=f"prflx{self._prflx_counter}",
+                component=component,
+                transport="udp",
+                priority=priority,
+                address=addr[0],
+                port=addr[1],
+                type=CandidateType.PEER_REFLEXIVE,
+            )
+            self._remotes.append(remote)
+            logger.debug("peer-reflexive remote candidate %s:%d", addr[0], addr[1])
+        use_candidate = USE_CANDIDATE.type in msg and not self.controlling
+        selected = self._selected.get(component)
+        pair = self._checklist.find(via, base.base, addr)
+        if pair is None:
+            # after selection, checks on new pairs are only of use when they nominate
+            if selected is not None and not use_candidate and not self._restarting:
+                return
+            pair = self._checklist.add_pair(base, remote)
+            self._checklist.enqueue_triggered(pair)
+        elif pair.state is PairState.SUCCEEDED:
+            pass
+        elif pair.state is PairState.IN_PROGRESS:
+            # §7.3.1.4: cancel the transaction in progress (still listen) and check again
+            for check in self._checks.values():
+                if check.pair is pair and not check.cancelled:
+                    check.cancelled = True
+                    check.tx.datagrams_to_send()
+            self._checklist.enqueue_triggered(pair)
+        elif pair.state is PairState.FROZEN or pair.state is PairState.WAITING:
+            self._checklist.enqueue_triggered(pair)
+        elif pair.state is PairState.FAILED:
+            self._checklist.enqueue_triggered(pair)
+        if use_candidate:
+            # §7.3.1.5 (also aggressive nomination: USE-CANDIDATE on the first check)
+            if pair.state is PairState.SUCCEEDED and pair.valid_pair is not None:
+                self._nominate_valid(pair.valid_pair, now)
+            else:
+                pair.nominate_on_success = True
+
+    # -- check results (§7.2.5) ---------------------------------------------------------------
+
+    def _on_result(
+        self,
+        check: _Check,
+        result: StunTransactionSucceeded | StunTransactionFailed | StunTransactionTimedOut,
+        via: Via | None,
+        source: Address | None,
+        now: float,
+    ) -> None:
+        if check.consent_component is not None:
+            self._on_consent_result(check, result, via, source, now)
+            return
+        pair = check.pair
+        if pair is None or check.generation != self._generation:
+            return
+        if self.state not in (AgentState.RUNNING, AgentState.COMPLETED):
+            return
+        if isinstance(result, StunTransactionTimedOut):
+            if check.cancelled:
+                return
+            self._fail_pair(pair, "timeout", now)
+            return
+        self._stats.responses_received += 1
+        if isinstance(result, StunTransactionFailed):
+            error = result.error
+            if error is not None and error.code == 487:
+                # §7.2.5.1: switch role if it is still the one the request claimed, and retry
+                if check.controlling == self.controlling:
+                    self._stats.role_conflicts += 1
+                    self._set_role(not self.controlling, "487 Role Conflict")
+                self._checklist.enqueue_triggered(pair)
+                return
+            self._fail_pair(pair, result.reason, now)
+            return
+        # success: §7.2.5.2.1 the addresses must be symmetric
+        if source != check.dest or via != check.via:
+            self._fail_pair(pair, "non-symmetric response", now)
+            return
+        try:
+            mapped = result.response.get(XOR_MAPPED_ADDRESS)
+        except StunParseError:
+            mapped = None
+        if mapped is None:
+            self._fail_pair(pair, "no XOR-MAPPED-ADDRESS", now)
+            return
+        self._on_success(pair, check, mapped, result.rtt, now)
+
+    def _fail_pair(self, pair: CandidatePair, reason: str, now: float) -> None:
+        if pair.state is PairState.SUCCEEDED and reason == "timeout":
+            return
+        pair.state = PairState.FAILED
+        self._stats.pairs_failed += 1
+        logger.debug("pair failed (%s): %s", reason, pair.describe())
+        self._events.append(PairChecked(pair.component, pair.local.candidate, pair.remote, False))
+        nominating = self._nominating.get(pair.component)
+        if nominating is not None and (
+            nominating is pair or nominating.valid_pair is pair or pair.valid_pair is nominating
+        ):
+            del self._nominating[pair.component]
+            pair.use_candidate = False
+            if pair.valid_pair is not None:
+                pair.valid_pair.state = PairState.FAILED
+        self._check_failure(now)
+
+    def _on_success(
+        self, pair: CandidatePair, check: _Check, mapped: Address, rtt: float | None, now: float
+    ) -> None:
+        # §7.2.5.3.1 the local candidate that the mapped address names
+        local = next(
+            (lc for lc in self._locals if lc.via == pair.via and lc.address == mapped), None
+        )
+        if local is None:
+            self._prflx_counter += 1
+            local = make_prflx_local(
+                pair.local,
+                mapped,
+                check.priority,
+                compute_foundation(CandidateType.PEER_REFLEXIVE, pair.local.base[0]),
+            )
+            self._locals.append(local)
+            logger.debug("peer-reflexive local candidate %s:%d", mapped[0], mapped[1])
+        # §7.2.5.3.2 the valid pair
+        if local is pair.local or local.address == pair.local.address:
+            valid = pair
+        else:
+            found = self._checklist.find(local.via, local.base, pair.remote_address)
+            if found is not None and found.local.address == local.address:
+                valid = found
+            else:
+                valid = CandidatePair(local, pair.remote, 0, PairState.SUCCEEDED)
+                valid.in_check_list = False
+                valid.compute_priority(self.controlling)
+        valid = self._checklist.add_valid(valid)
+        if valid.state is not PairState.FAILED:
+            valid.state = PairState.SUCCEEDED
+        was_succeeded = pair.state is PairState.SUCCEEDED
+        pair.state = PairState.SUCCEEDED
+        pair.valid_pair = valid
+        pair.rtt = rtt if rtt is not None else pair.rtt
+        valid.rtt = pair.rtt
+        if not was_succeeded:
+            self._stats.pairs_succeeded += 1
+        self._events.append(
+            PairChecked(pair.component, valid.local.candidate, valid.remote, True, rtt)
+        )
+        trace.debug("check succeeded: %s (valid %s)", pair.describe(), valid.describe())
+        # §7.2.5.3.3 unfreeze the pairs of the same foundation
+        self._checklist.unfreeze_foundation(pair.foundation)
+        component = pair.component
+        consent = self._consent.get(component)
+        if consent is not None and self._selected.get(component) is valid:
+            consent.refresh(now)
+        # §7.2.5.3.4 nomination
+        if check.use_candidate and check.controlling:
+            self._nominate_valid(valid, now)
+        elif pair.nominate_on_success and not self.controlling:
+            pair.nominate_on_success = False
+            self._nominate_valid(valid, now)
+        elif self.controlling and (component not in self._selected or self._restarting):
+            self._first_valid_at.setdefault(component, now)
+            self._nominate_due(now)
+
+    # -- nomination (§8.1) --------------------------------------------------------------------
+
+    def _nominate_due(self, now: float) -> None:
+        """Controlling agent: pick a valid pair per component and check it with USE-CANDIDATE
+        (regular nomination, §8.1.1) once no better pair is pending or the wait is over."""
+        if not self.controlling or self.state is not AgentState.RUNNING:
+            return
+        for component in range(1, self.components + 1):
+            if component in self._nominating:
+                continue
+            if component in self._selected and not self._restarting:
+                continue
+            if self._restarting and self._selected_generation(component) == self._generation:
+                continue
+            best = self._checklist.best_valid(component)
+            if best is None:
+                continue
+            first = self._first_valid_at.setdefault(component, now)
+            better_pending = any(
+                p.component == component
+                and p.priority > best.priority
+                and p.state in (PairState.FROZEN, PairState.WAITING, PairState.IN_PROGRESS)
+                for p in self._checklist
+            )
+            if better_pending and now < first + self.nomination_delay:
+                continue
+            # the check-list pair whose checks produced ``best``
+            generator = next((p for p in self._checklist if p.valid_pair is best), None)
+            if generator is None:
+                continue
+            generator.use_candidate = True
+            self._nominating[component] = best
+            self._checklist.enqueue_triggered(generator)
+            logger.debug("nominating %s", best.describe())
+
+    def _selected_generation(self, component: int) -> int:
+        pair = self._selected.get(component)
+        if pair is None:
+            return -1
+        gen = pair.extra.get("generation")
+        return gen if isinstance(gen, int) else -1
+
+    def _nominate_valid(self, valid: CandidatePair, now: float) -> None:
+        """``valid`` is nominated (§8.1.1 controlling, §7.3.1.5 controlled): select it if it is
+        the best nominated pair of its component (§8.1.1)."""
+        valid.nominated = True
+        component = valid.component
+        self._nominating.pop(component, None)
+        current = self._selected.get(component)
+        new_generation = self._selected_generation(component) != self._generation
+        if (
+            current is not None
+            and not new_generation
+            and (current is valid or current.priority >= valid.priority)
+        ):
+            return
+        valid.extra["generation"] = self._generation
+        self._selected[component] = valid
+        self._consent_lost.discard(component)
+        self._consent[component] = ConsentFreshness(
+            now, interval=self.consent_interval, timeout=self.consent_timeout, rng=self._rng
+        )
+        lc = valid.local.candidate
+        logger.info(
+            "component %d selected: %s %s:%d -> %s %s:%d",
+            component,
+            lc.type.value,
+            lc.address,
+            lc.port,
+            valid.remote.type.value,
+            valid.remote.address,
+            valid.remote.port,
+        )
+        self._events.append(
+            PairNominated(component, lc, valid.remote, valid.via, valid.remote_address)
+        )
+        # §8.3: no more checks of lower priority for this component
+        self._checklist.remove_pending(
+            component, below=None if self.controlling else valid.priority
+        )
+        for check in self._checks.values():
+            p = check.pair
+            if (
+                p is not None
+                and check.consent_component is None
+                and p.component == component
+                and p.priority < valid.priority
+                and p.state is PairState.IN_PROGRESS
+            ):
+                check.cancelled = True
+        self._check_completed(now)
+
+    def _check_completed(self, now: float) -> None:
+        if self._completed_generation == self._generation:
+            return
+        if all(
+            self._selected_generation(c) == self._generation for c in range(1, self.components + 1)
+        ):
+            self._completed_generation = self._generation
+            self.state = AgentState.COMPLETED
+            self._restarting = False
+            self._previous_local = None
+            start = self._generation_started if self._generation_started is not None else now
+            connect = now - start
+            if self._stats.connect_time is None:
+                self._stats.connect_time = connect
+            logger.info("ICE completed in %.1f ms", connect * 1000)
+            self._events.append(Completed(connect))
+
+    def _check_failure(self, now: float) -> None:
+        if self.state is not AgentState.RUNNING:
+            return
+        start = self._generation_started if self._generation_started is not None else now
+        missing = [
+            c
+            for c in range(1, self.components + 1)
+            if self._selected_generation(c) != self._generation
+        ]
+        if not missing:
+            return
+        reason = None
+        if self.timeout > 0 and now >= start + self.timeout:
+            reason = "timeout"
+        elif self._remote_eoc and self._remote is not None:
+            for c in missing:
+                pairs = [p for p in self._checklist if p.component == c]
+                alive = any(p.state is not PairState.FAILED for p in pairs)
+                valid = self._checklist.best_valid(c) is not None
+                if not alive and not valid and not self._nominating.get(c):
+                    reason = f"every candidate pair of component {c} failed"
+                    break
+        if reason is None:
+            return
+        if self._restarting:
+            # the old selected pairs keep working; the restart failed
+            self._restarting = False
+            self.state = AgentState.COMPLETED
+            self._completed_generation = self._generation
+            logger.info("ICE restart failed (%s); keeping the previous pairs", reason)
+            self._events.append(Failed(f"restart: {reason}"))
+            return
+        self.state = AgentState.FAILED
+        for check in self._checks.values():
+            if check.consent_component is None:
+                check.cancelled = True
+        logger.info("ICE failed: %s", reason)
+        self._events.append(Failed(reason))
+
+    # -- roles --------------------------------------------------------------------------------
+
+    def _set_role(self, controlling: bool, reason: str) -> None:
+        if controlling == self.controlling:
+            return
+        self.controlling = controlling
+        self._checklist.set_role(controlling)
+        self._nominating.clear()
+        for pair in self._checklist:
+            pair.use_candidate = False
+        if controlling and self._now is not None:
+            for component in range(1, self.components + 1):
+                if self._checklist.best_valid(component) is not None:
+                    self._first_valid_at.setdefault(component, self._now)
+        logger.info("role -> %s: %s", "controlling" if controlling else "controlled", reason)
+        self._events.append(RoleChanged(controlling, reason))
+
+    # -- consent (RFC 7675) -------------------------------------------------------------------
+
+    def _run_consent(self, now: float) -> None:
+        for component, consent in list(self._consent.items()):
+            if consent.expired(now):
+                if component not in self._consent_lost:
+                    self._consent_lost.add(component)
+                    logger.info("consent lost on component %d", component)
+                    self._events.append(ConsentLost(component))
+                    for tid, check in list(self._checks.items()):
+                        if check.consent_component == component:
+                            del self._checks[tid]
+                continue
+            if not consent.due(now):
+                continue
+            pair = self._selected.get(component)
+            if pair is None or self._remote is None:
+                consent.postpone(now)  # nothing to send with; try at the next interval
+                continue
+            msg, priority = self._request(pair.local.candidate, False)
+            data = msg.encode(self._remote.key, fingerprint=True)
+            tx = StunClientTransaction(
+                data,
+                now,
+                rto=self.consent_interval,
+                rc=1,
+                rm=1,
+                integrity_key=self._remote.key,
+                unauthenticated_errors=(),
+            )
+            self._checks[tx.transaction_id] = _Check(
+                tx,
+                pair,
+                pair.via,
+                pair.remote_address,
+                self.controlling,
+                priority,
+                False,
+                consent_component=component,
+                generation=self._generation,
+            )
+            consent.sent(tx.transaction_id, now)
+            self._stats.consent_requests_sent += 1
+
+    def _on_consent_result(
+        self,
+        check: _Check,
+        result: StunTransactionSucceeded | StunTransactionFailed | StunTransactionTimedOut,
+        via: Via | None,
+        source: Address | None,
+        now: float,
+    ) -> None:
+        component = check.consent_component
+        assert component is not None
+        consent = self._consent.get(component)
+        if consent is None:
+            return
+        if isinstance(result, StunTransactionSucceeded):
+            if source == check.dest and via == check.via:
+                consent.response(check.tx.transaction_id, now)
+        elif isinstance(result, StunTransactionFailed):
+            error = result.error
+            if error is not None and error.code == 487 and check.controlling == self.controlling:
+                self._set_role(not self.controlling, "487 Role Conflict (consent check)")
+
+    # -- the data path ------------------------------------------------------------------------
+
+    def selected_pair(self, component: int = 1) -> CandidatePair | None:
+        """The selected (nominated) pair of ``component``, if any."""
+        return self._selected.get(component)
+
+    def has_consent(self, component: int = 1) -> bool:
+        return component in self._selected and component not in self._consent_lost
+
+    def send_target(self, component: int = 1) -> tuple[Via, Address] | None:
+        """Where to send ``component``'s data: ``(via, remote_addr)``, or None when there is
+        no selected pair or consent was lost (RFC 7675 §5.1: stop sending)."""
+        pair = self._selected.get(component)
+        if pair is None or component in self._consent_lost or self.state is AgentState.CLOSED:
+            return None
+        return pair.via, pair.remote_address
+
+    def is_from_selected(
+        self, component: int, remote_addr: Address, via: Via | None = None
+    ) -> bool:
+        """Does a datagram from ``remote_addr`` (on ``via``) belong to ``component``'s
+        selected pair?  Use it to drop media from anyone else."""
+        pair = self._selected.get(component)
+        if pair is None:
+            return False
+        if via is not None and via != pair.via:
+            return False
+        return pair.remote_address == (remote_addr[0], remote_addr[1])
+
+    def component_of(self, via: Via, remote_addr: Address) -> int | None:
+        """The component whose selected pair is ``via`` -> ``remote_addr``, else None."""
+        addr = (remote_addr[0], remote_addr[1])
+        for component, pair in self._selected.items():
+            if pair.via == via and pair.remote_address == addr:
+                return component
+        return None
+
+    # -- stats --------------------------------------------------------------------------------
+
+    def stats(self) -> AgentStats:
+        s = self._stats
+        s.role = "controlling" if self.controlling else "controlled"
+        s.state = self.state.value
+        s.pairs = len(self._checklist)
+        s.selected = {}
+        for component, pair in self._selected.items():
+            s.selected[component] = {
+                "local": _describe(pair.local.candidate),
+                "remote": _describe(pair.remote),
+                "rtt_ms": None if pair.rtt is None else round(pair.rtt * 1000, 1),
+            }
+        return s
+
+
+def _describe(c: Candidate) -> dict[str, object]:
+    return {"type": c.type.value, "protocol": c.transport, "address": c.address, "port": c.port}
