@@ -1,0 +1,768 @@
+"""Candidate gathering (RFC 8445 §5.1.1): host, server-reflexive and relayed candidates.
+
+Two layers, as everywhere in ``ice``:
+
+* :class:`CandidateGatherer` - sans-I/O.  It is told which local sockets exist
+  (:meth:`~CandidateGatherer.add_socket`, one per local address and component), and then sends
+  STUN Binding requests to every STUN server and TURN Allocate requests to every TURN server
+  from each socket of the server's address family, all at once (paced by Ta, RFC 8445 §14).
+  Every server has its own deadline, so a dead server never stalls gathering: when it passes
+  the server is reported as :class:`ServerFailed` and the rest carry on.  Candidates are
+  reported one by one as they appear (:class:`CandidateGathered`, trickle-friendly, RFC 8838)
+  and :class:`GatheringComplete` follows once every server has answered or timed out.
+* :class:`AsyncGatherer` - the asyncio shell: it opens the UDP sockets on the addresses of
+  :mod:`ice.interfaces`, drives the core with the loop's clock, and keeps the sockets (and the
+  TURN allocations) for the ICE agent: datagrams the gatherer does not consume are handed to
+  ``on_datagram`` and :meth:`AsyncGatherer.send` / :meth:`AsyncGatherer.relay_send` send from
+  a given local candidate.
+
+Rules implemented:
+
+* priorities (§5.1.2.1) with the recommended type preferences (§5.1.2.2) and a distinct local
+  preference per local address, interleaving IPv6 and IPv4 (RFC 8421 §4):
+  :func:`local_preferences`;
+* foundations (§5.1.1.3): equal for the same type, base IP, server IP and transport
+  (:func:`ice.candidate.compute_foundation`; relayed candidates use the host base they were
+  allocated from);
+* redundant candidates are dropped (§5.1.3): same transport address and same base as a
+  candidate of higher or equal priority - e.g. a server-reflexive candidate equal to its host
+  candidate when there is no NAT, or the same mapping learnt from two servers;
+* a TURN allocation also yields a server-reflexive candidate from its XOR-MAPPED-ADDRESS
+  (§5.1.1.2).  TURN here runs over UDP on the host candidate's own socket, so a relayed
+  candidate's traffic leaves through that socket (the TURN client is :class:`ice.turn.
+  TurnClient`); TURN over TCP/TLS would plug in through the same ``relay_send`` /
+  :class:`RelayedDataReceived` seam.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ice.candidate import Candidate, CandidateType
+from ice.interfaces import DEFAULT_EXCLUDE, LocalAddress, local_addresses
+from ice.stun import (
+    XOR_MAPPED_ADDRESS,
+    Address,
+    StunClass,
+    StunMessage,
+    StunMethod,
+    StunParseError,
+    is_stun,
+    parse_message,
+)
+from ice.stun_transaction import StunClientTransaction, StunTransactionSucceeded
+from ice.turn import (
+    Allocated,
+    AllocationExpired,
+    AllocationFailed,
+    DataReceived,
+    TurnClient,
+    TurnState,
+)
+
+__all__ = [
+    "AsyncGatherer",
+    "CandidateGathered",
+    "CandidateGatherer",
+    "GatherConfig",
+    "GatherEvent",
+    "GatheringComplete",
+    "LocalCandidate",
+    "RelayLost",
+    "RelayedDataReceived",
+    "ServerFailed",
+    "TurnServer",
+    "gather_candidates",
+    "local_preferences",
+]
+
+logger = logging.getLogger("ice.gather")
+trace = logging.getLogger("ice.trace")
+
+DEFAULT_TA = 0.05  # RFC 8445 §14.2: pacing of new STUN/TURN transactions
+
+
+@dataclass(frozen=True, slots=True)
+class TurnServer:
+    """A TURN server and the long-term credentials for it (UDP to the server)."""
+
+    address: Address
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class GatherConfig:
+    """What to gather.
+
+    ``stun_timeout`` / ``turn_timeout``: how long one server may take before it is given up
+    (its own deadline; gathering completes regardless).  ``relay_only`` signals relayed
+    candidates only (host and server-reflexive ones are kept private: a "force relay" policy,
+    RFC 8445 §5.1.1 lets an agent choose which candidates to gather).
+    """
+
+    stun_servers: Sequence[Address] = ()
+    turn_servers: Sequence[TurnServer] = ()
+    components: int = 1
+    stun_timeout: float = 3.0
+    turn_timeout: float = 5.0
+    stun_rto: float = 0.25
+    ta: float = DEFAULT_TA
+    relay_only: bool = False
+    software: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalCandidate:
+    """A gathered candidate and where its packets come and go: ``local`` is the address of the
+    UDP socket (the host base), ``relay`` the TURN server for a relayed candidate."""
+
+    candidate: Candidate
+    local: Address
+    relay: Address | None = None
+
+    @property
+    def base(self) -> Address:
+        """The candidate's base (RFC 8445 §5.1.1): itself for relayed, else the socket."""
+        if self.candidate.type is CandidateType.RELAYED:
+            return self.candidate.transport_address
+        return self.local
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateGathered:
+    """A new, non-redundant local candidate."""
+
+    local: LocalCandidate
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFailed:
+    """A STUN or TURN server gave no usable answer from ``local`` (``kind``: "stun"/"turn")."""
+
+    kind: str
+    server: Address
+    local: Address
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class GatheringComplete:
+    """Every server has answered or timed out; ``candidates`` is the final local list."""
+
+    candidates: tuple[LocalCandidate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayedDataReceived:
+    """``data`` from ``peer`` arrived through the allocation ``relayed``."""
+
+    relayed: Address
+    peer: Address
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RelayLost:
+    """The allocation ``relayed`` is gone (expired, or refused on refresh)."""
+
+    relayed: Address
+    reason: str
+
+
+GatherEvent = CandidateGathered | ServerFailed | GatheringComplete | RelayedDataReceived | RelayLost
+
+
+def local_preferences(addresses: Sequence[str]) -> dict[str, int]:
+    """A distinct local preference per address (RFC 8445 §5.1.2.1), IPv6 and IPv4 interleaved
+    with IPv6 first (RFC 8421 §4); earlier addresses of a family rank higher."""
+    v6 = [a for a in addresses if ":" in a]
+    v4 = [a for a in addresses if ":" not in a]
+    order: list[str] = []
+    for i in range(max(len(v6), len(v4))):
+        order += [lst[i] for lst in (v6, v4) if i < len(lst)]
+    return {a: max(0, 65535 - 256 * i) for i, a in enumerate(dict.fromkeys(order))}
+
+
+def _same_family(a: str, b: str) -> bool:
+    return (":" in a) == (":" in b)
+
+
+@dataclass(slots=True)
+class _Socket:
+    local: Address
+    component: int
+    preference: int
+
+
+@dataclass(slots=True)
+class _Binding:
+    sock: _Socket
+    server: Address
+    transaction: StunClientTransaction | None = None
+    deadline: float = 0.0
+    done: bool = False
+
+
+@dataclass(slots=True)
+class _Turn:
+    sock: _Socket
+    server: TurnServer
+    index: int
+    client: TurnClient
+    deadline: float = 0.0
+    done: bool = False
+    relayed: Address | None = None
+
+
+class CandidateGatherer:
+    """Gathers the candidates of one ICE session, sans-I/O (see the module docstring).
+
+    Usage::
+
+        g = CandidateGatherer(config)
+        g.add_socket(("192.0.2.2", 40000), component=1)
+        g.start(now)
+        # loop: send g.datagrams_to_send(now) as (data, from_local, to_addr);
+        #       g.receive(data, local, addr, now) -> False: not for the gatherer
+        #       g.handle_timer(now) at g.get_timer(); drain g.next_event()
+    """
+
+    def __init__(self, config: GatherConfig | None = None) -> None:
+        self.config = config or GatherConfig()
+        self._sockets: dict[Address, _Socket] = {}
+        self._bindings: list[_Binding] = []
+        self._turns: list[_Turn] = []
+        self._pending_starts: deque[_Binding | _Turn] = deque()
+        self._next_start = 0.0
+        self._candidates: list[LocalCandidate] = []
+        self._events: deque[GatherEvent] = deque()
+        self._outbox: list[tuple[bytes, Address, Address]] = []
+        self._started = False
+        self._complete = False
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def add_socket(self, local: Address, component: int = 1, preference: int = 65535) -> None:
+        """Declare a bound UDP socket (its host candidate is reported at :meth:`start`)."""
+        if self._started:
+            raise RuntimeError("add sockets before start()")
+        if not 1 <= component <= 256:
+            raise ValueError("component ID must be 1..256")
+        self._sockets[(local[0], int(local[1]))] = _Socket(
+            (local[0], int(local[1])), component, preference
+        )
+
+    def start(self, now: float) -> None:
+        """Report the host candidates and start the server transactions."""
+        if self._started:
+            raise RuntimeError("start() called twice")
+        self._started = True
+        cfg = self.config
+        for sock in self._sockets.values():
+            host = Candidate.make(
+                CandidateType.HOST,
+                sock.local[0],
+                sock.local[1],
+                component=sock.component,
+                local_preference=sock.preference,
+            )
+            self._add_candidate(LocalCandidate(host, sock.local), signal=not cfg.relay_only)
+            if not cfg.relay_only:
+                for server in cfg.stun_servers:
+                    if _same_family(server[0], sock.local[0]):
+                        b = _Binding(sock, (server[0], int(server[1])))
+                        self._bindings.append(b)
+                        self._pending_starts.append(b)
+            for index, turn in enumerate(cfg.turn_servers):
+                if _same_family(turn.address[0], sock.local[0]):
+                    client = TurnClient(
+                        turn.address, turn.username, turn.password, software=cfg.software
+                    )
+                    t = _Turn(sock, turn, index, client)
+                    self._turns.append(t)
+                    self._pending_starts.append(t)
+        self._next_start = now
+        self._start_due(now)
+        self._check_complete()
+
+    # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def complete(self) -> bool:
+        return self._complete
+
+    @property
+    def candidates(self) -> list[LocalCandidate]:
+        """Every non-redundant local candidate so far, signalled or not (see ``relay_only``)."""
+        return list(self._candidates)
+
+    @property
+    def signalled_candidates(self) -> list[LocalCandidate]:
+        """The candidates to put in SDP (all of them unless ``relay_only``)."""
+        if not self.config.relay_only:
+            return list(self._candidates)
+        return [c for c in self._candidates if c.candidate.type is CandidateType.RELAYED]
+
+    def turn_client(self, relayed: Address) -> TurnClient | None:
+        """The TURN client holding the allocation ``relayed``."""
+        for t in self._turns:
+            if t.relayed == relayed:
+                return t.client
+        return None
+
+    # -- I/O -------------------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float | None = None) -> list[tuple[bytes, Address, Address]]:
+        """``(data, local socket address, destination)`` to send now."""
+        for b in self._bindings:
+            if b.transaction is not None and not b.done:
+                for data in b.transaction.datagrams_to_send():
+                    self._outbox.append((data, b.sock.local, b.server))
+        for t in self._turns:
+            for data, addr in t.client.datagrams_to_send():
+                self._outbox.append((data, t.sock.local, addr))
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> GatherEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        times: list[float] = []
+        if self._pending_starts:
+            times.append(self._next_start)
+        for b in self._bindings:
+            if b.transaction is not None and not b.done:
+                times.append(b.deadline)
+                t = b.transaction.get_timer()
+                if t is not None:
+                    times.append(t)
+        for tu in self._turns:
+            if tu.client.state is TurnState.ALLOCATING and not tu.done:
+                times.append(tu.deadline)
+            t = tu.client.get_timer()
+            if t is not None:
+                times.append(t)
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        self._start_due(now)
+        for b in self._bindings:
+            if b.transaction is None or b.done:
+                continue
+            if now >= b.deadline:
+                b.transaction.cancel()
+                self._binding_failed(b, "no answer before the deadline")
+                continue
+            b.transaction.handle_timer(now)
+            self._binding_result(b)
+        for tu in self._turns:
+            if tu.client.state is TurnState.IDLE:
+                continue
+            if not tu.done and now >= tu.deadline and tu.client.state is TurnState.ALLOCATING:
+                tu.client.close(now)
+                self._turn_failed(tu, "no allocation before the deadline")
+                continue
+            tu.client.handle_timer(now)
+            self._turn_events(tu, now)
+        self._check_complete()
+
+    def receive(self, data: bytes, local: Address, addr: Address, now: float) -> bool:
+        """Offer a datagram that arrived on socket ``local`` from ``addr``.
+
+        Returns True if it was a response to a gathering transaction or TURN traffic from a
+        TURN server on that socket; False if it is someone else's (ICE checks, media).
+        """
+        local = (local[0], int(local[1]))
+        addr = (addr[0], int(addr[1]))
+        for tu in self._turns:
+            if tu.sock.local == local and tu.client.server == addr:
+                if tu.client.receive(data, addr, now):
+                    self._turn_events(tu, now)
+                    self._check_complete()
+                    return True
+        if not is_stun(data):
+            return False
+        for b in self._bindings:
+            if b.sock.local == local and b.transaction is not None:
+                if data[8:20] != b.transaction.transaction_id:
+                    continue
+                if b.done:
+                    return True  # a late or duplicate answer: absorbed
+                try:
+                    message = parse_message(data)
+                except StunParseError:
+                    return True
+                b.transaction.receive(message, now)
+                self._binding_result(b)
+                self._check_complete()
+                return True
+        return False
+
+    def relay_send(self, relayed: Address, data: bytes, peer: Address, now: float) -> bool:
+        """Send ``data`` to ``peer`` through the allocation ``relayed`` (False: dropped)."""
+        client = self.turn_client(relayed)
+        if client is None:
+            return False
+        return client.send(data, peer, now)
+
+    def bind_channel(self, relayed: Address, peer: Address, now: float) -> None:
+        """Bind a TURN channel to ``peer`` on ``relayed`` (e.g. for the selected pair)."""
+        client = self.turn_client(relayed)
+        if client is not None and client.state is TurnState.ALLOCATED:
+            client.bind_channel(peer, now)
+
+    def close(self, now: float) -> None:
+        """Cancel what is running and release every TURN allocation (RFC 8656 §8.1)."""
+        for b in self._bindings:
+            if b.transaction is not None:
+                b.transaction.cancel()
+            b.done = True
+        self._pending_starts.clear()
+        for tu in self._turns:
+            tu.done = True
+            tu.client.close(now)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _start_due(self, now: float) -> None:
+        cfg = self.config
+        while self._pending_starts and now >= self._next_start:
+            item = self._pending_starts.popleft()
+            if isinstance(item, _Binding):
+                request = StunMessage(StunMethod.BINDING, StunClass.REQUEST)
+                item.transaction = StunClientTransaction(
+                    request.encode(fingerprint=True), now, rto=cfg.stun_rto
+                )
+                item.deadline = now + cfg.stun_timeout
+                logger.debug("STUN Binding %s -> %s", item.sock.local, item.server)
+            else:
+                item.deadline = now + cfg.turn_timeout
+                item.client.allocate(now)
+                logger.debug("TURN Allocate %s -> %s", item.sock.local, item.server.address)
+            self._next_start = max(self._next_start + cfg.ta, now)
+
+    def _binding_result(self, b: _Binding) -> None:
+        tx = b.transaction
+        if tx is None or not tx.done or b.done:
+            return
+        result = tx.result
+        if not isinstance(result, StunTransactionSucceeded):
+            reason = "timed out" if result is None else type(result).__name__
+            if result is not None and hasattr(result, "reason"):
+                reason = str(result.reason)
+            self._binding_failed(b, reason)
+            return
+        try:
+            mapped = result.response.get(XOR_MAPPED_ADDRESS)
+        except StunParseError as exc:
+            self._binding_failed(b, f"malformed XOR-MAPPED-ADDRESS: {exc}")
+            return
+        if mapped is None:
+            self._binding_failed(b, "no XOR-MAPPED-ADDRESS in the response")
+            return
+        b.done = True
+        self._add_srflx(b.sock, mapped, b.server[0])
+
+    def _binding_failed(self, b: _Binding, reason: str) -> None:
+        b.done = True
+        logger.info("STUN server %s failed from %s: %s", b.server, b.sock.local, reason)
+        self._events.append(ServerFailed("stun", b.server, b.sock.local, reason))
+
+    def _add_srflx(self, sock: _Socket, mapped: Address, server_ip: str) -> None:
+        cand = Candidate.make(
+            CandidateType.SERVER_REFLEXIVE,
+            mapped[0],
+            mapped[1],
+            component=sock.component,
+            base_address=sock.local[0],
+            server_address=server_ip,
+            related=sock.local,
+            local_preference=sock.preference,
+        )
+        self._add_candidate(LocalCandidate(cand, sock.local), signal=not self.config.relay_only)
+
+    def _turn_events(self, tu: _Turn, now: float) -> None:
+        client = tu.client
+        while (event := client.next_event()) is not None:
+            if isinstance(event, Allocated):
+                if tu.done:
+                    continue
+                tu.done = True
+                tu.relayed = event.relayed
+                related = event.mapped or tu.sock.local
+                cand = Candidate.make(
+                    CandidateType.RELAYED,
+                    event.relayed[0],
+                    event.relayed[1],
+                    component=tu.sock.component,
+                    base_address=tu.sock.local[0],
+                    server_address=tu.server.address[0],
+                    related=related,
+                    local_preference=max(0, tu.sock.preference - tu.index),
+                )
+                self._add_candidate(LocalCandidate(cand, tu.sock.local, client.server))
+                if event.mapped is not None and not self.config.relay_only:
+                    self._add_srflx(tu.sock, event.mapped, tu.server.address[0])
+            elif isinstance(event, AllocationFailed):
+                if not tu.done:
+                    self._turn_failed(tu, event.reason)
+            elif isinstance(event, DataReceived):
+                if tu.relayed is not None:
+                    self._events.append(RelayedDataReceived(tu.relayed, event.peer, event.data))
+            elif isinstance(event, AllocationExpired):
+                if tu.relayed is not None:
+                    self._events.append(RelayLost(tu.relayed, event.reason))
+            else:
+                logger.debug("TURN %s: %s", tu.server.address, event)
+
+    def _turn_failed(self, tu: _Turn, reason: str) -> None:
+        tu.done = True
+        logger.info("TURN server %s failed from %s: %s", tu.server.address, tu.sock.local, reason)
+        self._events.append(ServerFailed("turn", tu.server.address, tu.sock.local, reason))
+
+    def _add_candidate(self, lc: LocalCandidate, signal: bool = True) -> None:
+        """Keep ``lc`` unless redundant (RFC 8445 §5.1.3)."""
+        new = lc.candidate
+        for i, old in enumerate(self._candidates):
+            o = old.candidate
+            if (
+                o.transport_address == new.transport_address
+                and o.component == new.component
+                and old.base == lc.base
+            ):
+                if o.priority >= new.priority:
+                    logger.debug("redundant candidate %s dropped", new)
+                    return
+                del self._candidates[i]
+                break
+        self._candidates.append(lc)
+        logger.debug("candidate %s %s:%d", new.type.value, new.address, new.port)
+        if signal:
+            self._events.append(CandidateGathered(lc))
+
+    def _check_complete(self) -> None:
+        if self._complete or not self._started or self._pending_starts:
+            return
+        if all(b.done for b in self._bindings) and all(t.done for t in self._turns):
+            self._complete = True
+            self._events.append(GatheringComplete(tuple(self.signalled_candidates)))
+
+
+# -- asyncio ---------------------------------------------------------------------------------
+
+DatagramHandler = Callable[[bytes, Address, Address], None]
+"""``(data, local socket address, remote address)`` - a datagram the gatherer did not use."""
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: AsyncGatherer, local: Address) -> None:
+        self._owner = owner
+        self._local = local
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self._owner._input(data, self._local, (str(addr[0]).split("%", 1)[0], int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("UDP socket %s error: %s", self._local, exc)
+
+
+class AsyncGatherer:
+    """Opens one UDP socket per local address and component and drives a
+    :class:`CandidateGatherer` on the running loop.
+
+    ``addresses`` defaults to :func:`ice.interfaces.local_addresses` (with ``bind``,
+    ``include``, ``exclude``); ``port`` binds every socket to that port (0: any).
+    ``on_event`` sees every :class:`GatherEvent`; ``on_datagram`` gets what the gatherer does
+    not consume; ``on_relayed`` gets data that came through a TURN allocation as
+    ``(data, relayed address, peer)``.
+    """
+
+    def __init__(
+        self,
+        config: GatherConfig | None = None,
+        *,
+        addresses: Sequence[LocalAddress | str] | None = None,
+        bind: str | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] = DEFAULT_EXCLUDE,
+        port: int = 0,
+        on_event: Callable[[GatherEvent], None] | None = None,
+        on_datagram: DatagramHandler | None = None,
+        on_relayed: DatagramHandler | None = None,
+    ) -> None:
+        self.config = config or GatherConfig()
+        self.core = CandidateGatherer(self.config)
+        self.on_event = on_event
+        self.on_datagram = on_datagram
+        self.on_relayed = on_relayed
+        if addresses is None:
+            addresses = local_addresses(bind=bind, include=include, exclude=exclude)
+        self._addresses = [a if isinstance(a, LocalAddress) else LocalAddress(a) for a in addresses]
+        self._port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transports: dict[Address, asyncio.DatagramTransport] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._complete: asyncio.Event | None = None
+        self._closed = False
+
+    @property
+    def local_addresses(self) -> list[Address]:
+        """The bound socket addresses."""
+        return list(self._transports)
+
+    async def start(self) -> None:
+        """Open the sockets, report host candidates, start the server transactions."""
+        self._loop = asyncio.get_running_loop()
+        self._complete = asyncio.Event()
+        prefs = local_preferences([a.address for a in self._addresses])
+        for a in self._addresses:
+            for component in range(1, self.config.components + 1):
+                try:
+                    local = await self._open(a)
+                except OSError as exc:
+                    logger.warning("cannot bind UDP on %s: %s", a.address, exc)
+                    continue
+                self.core.add_socket(local, component, prefs[a.address])
+        if not self._transports:
+            raise OSError("no usable local address to gather candidates on")
+        self.core.start(self._loop.time())
+        self._pump()
+
+    async def _open(self, a: LocalAddress) -> Address:
+        assert self._loop is not None
+        host: Any = a.address
+        family = a.family
+        local_addr: tuple[Any, ...] = (host, self._port)
+        if a.is_ipv6 and a.is_link_local and a.interface:
+            local_addr = (host, self._port, 0, socket.if_nametoindex(a.interface))
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(local_addr)
+        except OSError:
+            sock.close()
+            raise
+        bound = sock.getsockname()
+        local: Address = (str(bound[0]).split("%", 1)[0], int(bound[1]))
+        transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _Protocol(self, local), sock=sock
+        )
+        self._transports[local] = transport
+        return local
+
+    async def wait_complete(self, timeout: float | None = None) -> list[LocalCandidate]:
+        """Wait for :class:`GatheringComplete`; returns the signalled candidates."""
+        assert self._complete is not None, "start() first"
+        await asyncio.wait_for(self._complete.wait(), timeout)
+        return self.core.signalled_candidates
+
+    def send(self, local: Address, data: bytes, addr: Address) -> None:
+        """Send ``data`` to ``addr`` from the socket bound to ``local``."""
+        transport = self._transports.get(local)
+        if transport is None or transport.is_closing():
+            logger.debug("no socket %s; datagram to %s dropped", local, addr)
+            return
+        transport.sendto(data, addr)
+
+    def relay_send(self, relayed: Address, data: bytes, peer: Address) -> bool:
+        """Send ``data`` to ``peer`` through the TURN allocation ``relayed``."""
+        assert self._loop is not None
+        ok = self.core.relay_send(relayed, data, peer, self._loop.time())
+        self._pump()
+        return ok
+
+    def bind_channel(self, relayed: Address, peer: Address) -> None:
+        assert self._loop is not None
+        self.core.bind_channel(relayed, peer, self._loop.time())
+        self._pump()
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Release TURN allocations (waiting up to ``timeout``) and close the sockets."""
+        if self._closed or self._loop is None:
+            self._closed = True
+            return
+        self.core.close(self._loop.time())
+        self._pump()
+        deadline = self._loop.time() + timeout
+        while self._loop.time() < deadline and any(
+            t.client.state is TurnState.CLOSING for t in self.core._turns
+        ):
+            await asyncio.sleep(0.02)
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for transport in self._transports.values():
+            transport.close()
+        await asyncio.sleep(0)
+
+    # -- driving the core -------------------------------------------------------------------
+
+    def _input(self, data: bytes, local: Address, addr: Address) -> None:
+        if self._closed or self._loop is None:
+            return
+        trace.debug("%s <- %s %d bytes", local, addr, len(data))
+        if self.core.receive(data, local, addr, self._loop.time()):
+            self._pump()
+        elif self.on_datagram is not None:
+            self.on_datagram(data, local, addr)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self._closed or self._loop is None:
+            return
+        self.core.handle_timer(self._loop.time())
+        self._pump()
+
+    def _pump(self) -> None:
+        assert self._loop is not None
+        for data, local, addr in self.core.datagrams_to_send(self._loop.time()):
+            self.send(local, data, addr)
+        while (event := self.core.next_event()) is not None:
+            if isinstance(event, GatheringComplete) and self._complete is not None:
+                self._complete.set()
+            if isinstance(event, RelayedDataReceived) and self.on_relayed is not None:
+                self.on_relayed(event.data, event.relayed, event.peer)
+            if self.on_event is not None:
+                self.on_event(event)
+        if self._closed:
+            return
+        when = self.core.get_timer()
+        if when != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None if when is None else self._loop.call_at(when, self._on_timer)
+            self._timer_at = when
+
+
+async def gather_candidates(
+    config: GatherConfig | None = None,
+    *,
+    addresses: Iterable[LocalAddress | str] | None = None,
+    bind: str | None = None,
+    timeout: float | None = None,
+) -> tuple[AsyncGatherer, list[LocalCandidate]]:
+    """Open sockets, gather until complete; returns the (still open) gatherer and the
+    candidates.  Close the gatherer when done with it."""
+    g = AsyncGatherer(config, addresses=None if addresses is None else list(addresses), bind=bind)
+    await g.start()
+    try:
+        candidates = await g.wait_complete(timeout)
+    except BaseException:
+        await g.close()
+        raise
+    return g, candidates
