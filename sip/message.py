@@ -371,9 +371,7 @@ def _parse_content_length(values: list[str]) -> int:
 def _split_head(data: bytes) -> tuple[int, int, int]:
     """(start of the start line, end of the header section, start of the body)."""
     n = len(data)
-    start = 0
-    while start < n and (data[start] == 13 or data[start] == 10):  # RFC 3261 §7.5
-        start += 1
+    start = n - len(data.lstrip(b"\r\n"))  # RFC 3261 §7.5
     end = data.find(b"\r\n\r\n", start)
     lf = data.find(b"\n\n", start, end if end >= 0 else n)
     if lf >= 0:
@@ -463,9 +461,7 @@ def parse_message(data: bytes) -> Request | Response:
     data = bytes(data)
     start = 0
     if data[:1] == b"\r" or data[:1] == b"\n":
-        n = len(data)
-        while start < n and (data[start] == 13 or data[start] == 10):  # RFC 3261 §7.5
-            start += 1
+        start = len(data) - len(data.lstrip(b"\r\n"))  # RFC 3261 §7.5
     head_end = data.find(b"\r\n\r\n", start)
     parsed = None
     if head_end > start:
@@ -558,7 +554,11 @@ class StreamFramer:
         try:
             while buf:
                 if self._need is None:
-                    if buf[0] == 13 or buf[0] == 10:
+                    first = buf[0]
+                    if first == 10:  # stray LFs before a start line (RFC 3261 §7.5)
+                        del buf[: len(buf) - len(buf.lstrip(b"\n"))]
+                        continue
+                    if first == 13:
                         if buf[:4] == b"\r\n\r\n":
                             out.append(Keepalive.PING)
                             del buf[:4]
@@ -569,9 +569,12 @@ class StreamFramer:
                             out.append(Keepalive.PONG)
                             del buf[:2]
                             continue
-                        if buf[0] == 13 and len(buf) == 1:
-                            break
-                        del buf[:1]  # stray CR or LF before a start line (RFC 3261 §7.5)
+                        if len(buf) == 1:
+                            break  # a lone CR: wait for what follows
+                        run = len(buf) - len(buf.lstrip(b"\r"))
+                        if run == len(buf) or buf[run] == 10:
+                            run -= 1  # keep the CR of a (maybe incomplete) CRLF
+                        del buf[:run]  # stray CRs
                         continue
                     end = buf.find(b"\r\n\r\n")
                     if end < 0:

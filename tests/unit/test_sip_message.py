@@ -269,3 +269,22 @@ def test_header_fast_path_matches_general(lines):
     except SipParseError:
         general = "error"
     assert fast == general
+
+
+def test_stream_framer_stray_line_ends():
+    f = StreamFramer()
+    # stray CRs and LFs between messages are skipped in bulk; a CR that may start a CRLF waits
+    assert f.feed(b"\n" * 5000 + b"\r" * 5000) == []
+    assert f.feed(b"\n\r\n") == [Keepalive.PING]
+    msg = b"OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\n"
+    assert f.feed(b"\r\r\r\n" + msg) == [Keepalive.PONG, msg]
+    assert f.feed(b"\r\n\r") == []  # maybe a PING split across segments: wait
+    assert f.feed(b"\n\r\n") == [Keepalive.PING, Keepalive.PONG]
+
+
+def test_stream_framer_unusable_after_error():
+    f = StreamFramer()
+    with pytest.raises(SipParseError):
+        f.feed(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 1\r\nl: 2\r\n\r\nab")
+    with pytest.raises(SipParseError):
+        f.feed(b"OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\n")
