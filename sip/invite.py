@@ -35,6 +35,7 @@ from sip.dialog import Dialog, DialogState
 from sip.message import Request, Response, make_response, new_tag
 from sip.timers import TimerConfig
 from sip.transaction import ServerTransaction as ServerTx
+from sip.transaction import build_cancel
 from sip.uri import SipURI
 
 log = logging.getLogger("sip.invite")
@@ -459,28 +460,9 @@ class Call:
         assert self.invite is not None
         self._cancelled = True
         self.state = CallState.TERMINATING
-        inv = self.invite
-        cancel = self.host_build_cancel(inv)
+        # §9.1: same Request-URI, Call-ID, From, To, CSeq number, Route and top Via (branch).
+        cancel = build_cancel(self.invite)
         self.host.send_request(cancel, self._on_cancel_response, now)
-
-    def host_build_cancel(self, invite: Request) -> Request:
-        """§9.1: CANCEL with the INVITE's Request-URI, Call-ID, From, To, CSeq number and Route;
-        the top Via (same branch) is added by the host, which knows the INVITE's Via."""
-        from sip.message import Headers
-
-        h = Headers()
-        for name in ("From", "To", "Call-ID"):
-            v = invite.headers.get(name)
-            if v is not None:
-                h.add(name, v)
-        h.add("CSeq", f"{invite.cseq.seq} CANCEL")
-        h.add("Max-Forwards", "70")
-        for r in invite.headers.get_all("Route"):
-            h.add("Route", r)
-        via = invite.headers.get("Via")
-        if via is not None:
-            h.set("Via", via)
-        return Request(method="CANCEL", uri=invite.uri, headers=h)
 
     def _on_cancel_response(self, response: Response | None, now: float) -> None:
         # The INVITE's final response (487, or a 2xx that raced) settles the call; if it never
@@ -502,8 +484,6 @@ class Call:
     def _uas_response(self, status: int, reason: str | None = None) -> Response:
         assert self.invite is not None
         resp = make_response(self.invite, status, reason, to_tag=self._local_tag)
-        if status < 300 or status == 485 or 300 <= status < 400:
-            pass
         if 100 < status < 300:
             resp.headers.add("Contact", self.host.contact())
             for rr in self.invite.headers.get_all("Record-Route"):

@@ -248,7 +248,6 @@ class UserAgent:
         self.public_port: int | None = None
         self._handlers: dict[int, ResponseHandler] = {}
         self._finals: set[int] = set()  # client transactions whose final response was handled
-        self._tx_by_id: dict[int, ClientTransaction] = {}
         self._events: deque[Event] = deque()
         self._out: list[Outgoing] = []
         self._auth = _make_auth(config)
@@ -333,7 +332,6 @@ class UserAgent:
             handler(None, now)
             return
         self._handlers[id(tx)] = handler
-        self._tx_by_id[id(tx)] = tx
         self._pump(now)
 
     def send_ack(self, ack: Request, now: float, destination: SipURI | None = None) -> None:
@@ -554,7 +552,6 @@ class UserAgent:
         elif isinstance(event, Terminated):
             key = id(event.transaction)
             handler = self._handlers.pop(key, None)
-            self._tx_by_id.pop(key, None)
             if key in self._finals:
                 self._finals.discard(key)
             elif handler is not None and event.transaction.is_client:
