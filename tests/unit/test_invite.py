@@ -333,3 +333,97 @@ def test_merged_request_is_answered_482():
     assert ("z9hG4bKtwo", 482) in by_branch
     assert ("z9hG4bKone", 180) in by_branch
     assert len(net.of(b, inv.IncomingCall)) == 1
+
+
+def test_update_in_early_dialog():
+    """RFC 3311: the caller may UPDATE the session while the call is still ringing."""
+    net, a, b, proxy = topology()
+    net.handlers[id(b)] = lambda ev: (
+        ev.call.ringing(net.now, sdp=SDP_B) if isinstance(ev, inv.IncomingCall) else None
+    )
+    call = a.invite("sip:bob@10.0.0.2", SDP_A, net.now)
+    net.run(lambda: bool(net.of(a, inv.CallRinging)))
+    assert call.state is inv.CallState.EARLY
+    call.update(SDP_A + b"a=inactive\r\n", net.now)
+    net.run(lambda: bool(net.of(a, inv.CallUpdated) or net.of(a, inv.CallUpdateFailed)))
+    assert net.of(a, inv.CallUpdated), net.kinds(a)
+    assert net.of(b, inv.CallUpdated)[0].sdp == SDP_A + b"a=inactive\r\n"
+    update = next(r for _, r in proxy.seen if r.method == "UPDATE")
+    assert update.headers.get_all("Route") == [RR_CALLER_SIDE, RR_CALLEE_SIDE]
+
+
+def test_overlapping_incoming_reinvite_gets_500_with_retry_after():
+    """§14.2: a re-INVITE while we still wait for the ACK of the previous one."""
+    net, a, b, proxy = topology(record_route=False)
+    call, bcall = connect(net, a, b)
+    net.drop = lambda msg, src, dst: isinstance(msg, Request) and msg.method == "ACK"
+    call.reinvite(SDP_A + b"a=sendonly\r\n", net.now)
+    net.run(lambda: bool(net.of(a, inv.CallUpdated)))
+    # the ACK was lost: bob still retransmits his 2xx, so a second offer overlaps
+    assert bcall.dialog is not None
+    second = call.dialog.create_request("INVITE", SDP_A, "application/sdp") if call.dialog else None
+    assert second is not None
+    got: list[Response] = []
+    a.send_request(second, lambda r, t: got.append(r) if r else None, net.now)
+    net.run(lambda: any(r.status >= 200 for r in got), max_time=5)
+    final = [r for r in got if r.status >= 200][0]
+    assert final.status == 500 and final.headers.get("Retry-After") is not None
+
+
+def test_reinvite_2xx_is_retransmitted_until_acked():
+    net, a, b, proxy = topology(record_route=False)
+    call, bcall = connect(net, a, b)
+    dropped: list[Request] = []
+
+    def drop_first_reinvite_ack(msg: Any, src: Peer, dst: Peer) -> bool:
+        if isinstance(msg, Request) and msg.method == "ACK" and msg.cseq.seq > 1 and not dropped:
+            dropped.append(msg)
+            return True
+        return False
+
+    net.drop = drop_first_reinvite_ack
+    start = len(net.wire)
+    call.reinvite(SDP_A + b"a=sendonly\r\n", net.now)
+    net.run(lambda: bool(net.of(b, inv.CallUpdated)))
+    net.run(max_time=10)
+    oks = [
+        w
+        for w in net.wire[start:]
+        if w[3].startswith("SIP/2.0 200") and w[1].startswith("10.0.0.2")
+    ]
+    acks = [w for w in net.wire[start:] if w[3].startswith("ACK")]
+    assert dropped and len(oks) >= 2 and len(acks) == 2
+    assert not net.of(b, inv.CallEnded)  # no BYE: the re-sent ACK arrived
+
+
+def test_2xx_after_cancel_is_acked_and_byed():
+    """§9.1: the CANCEL loses the race; the call that came up is hung up at once."""
+    net = SimNet()
+    a = net.add(make_ua("10.0.0.1", "alice"))
+    seen: list[Request] = []
+    invite_box: list[Request] = []
+
+    def late_answerer(msg: Any, src: Peer, n: SimNet) -> list[Any]:
+        if not isinstance(msg, Request):
+            return []
+        seen.append(msg)
+        if msg.method == "INVITE":
+            invite_box.append(msg)
+            return [(make_response(msg, 180, to_tag="t1"), src)]
+        if msg.method == "CANCEL":
+            ok = make_response(invite_box[0], 200, to_tag="t1")
+            ok.headers.add("Contact", "<sip:bob@10.0.0.2>")
+            return [(make_response(msg, 200), src), (ok, src)]
+        if msg.method == "BYE":
+            return [(make_response(msg, 200), src)]
+        return []
+
+    net.add_peer(FakePeer("10.0.0.2", 5060, late_answerer))
+    call = a.invite("sip:bob@10.0.0.2", SDP_A, net.now)
+    net.run(lambda: bool(net.of(a, inv.CallRinging)))
+    call.cancel(net.now)
+    net.run()
+    assert [r.method for r in seen] == ["INVITE", "CANCEL", "ACK", "BYE"]
+    assert call.state is inv.CallState.TERMINATED
+    assert not net.of(a, inv.CallAnswered)
+    assert [e.reason for e in net.of(a, inv.CallEnded)] == ["local-cancel"]
