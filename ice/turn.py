@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from ice.channeldata import CHANNEL_MAX, CHANNEL_MIN
 from ice.credentials import CredentialError, long_term_key
 from ice.stun import (
+    ADDITIONAL_ADDRESS_FAMILY,
+    ADDRESS_ERROR_CODE,
     ALTERNATE_SERVER,
     CHANNEL_NUMBER,
     DATA,
@@ -109,6 +111,8 @@ CHANNEL_REFRESH = 540.0
 MAX_AUTH_RETRIES = 3  # 438 / new-nonce retries per request
 MAX_REDIRECTS = 2  # 300 Try Alternate hops
 MAX_QUEUED = 64  # data packets queued per peer while a permission is being installed
+DRAFT_ADDITIONAL_ADDRESS_FAMILY = 0x8032  # draft-ietf-tram-turnbis code points, used by coturn
+DRAFT_ADDRESS_ERROR_CODE = 0x8033
 REFRESH_RETRY = 5.0  # seconds between Refresh attempts after a failed one
 MAX_PAYLOAD = 0xFFFF - 64  # fits a Send indication (header, XOR-PEER-ADDRESS, DATA) and ChannelData
 
@@ -136,6 +140,10 @@ class Allocated:
     relayed: Address
     mapped: Address | None
     lifetime: int
+    additional_relayed: Address | None = None
+    """The IPv6 relayed address of a dual allocation (``additional_ipv6``; RFC 8656 §7.1)."""
+    additional_error: str | None = None
+    """Why the server refused the additional address family (ADDRESS-ERROR-CODE), if it did."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +304,9 @@ class TurnClient:
     ``server`` is the TURN server's transport address; ``reliable`` says whether the transport
     to it is TCP/TLS (one transmission per request, ChannelData padded).  ``lifetime`` is the
     LIFETIME requested in Allocate and Refresh (None: let the server choose, §7.1);
-    ``ipv6_relay`` asks for an IPv6 relayed address with REQUESTED-ADDRESS-FAMILY (§7.1).
+    ``ipv6_relay`` asks for an IPv6 relayed address with REQUESTED-ADDRESS-FAMILY, and
+    ``additional_ipv6`` for an IPv6 one besides the IPv4 one with ADDITIONAL-ADDRESS-FAMILY
+    (a dual allocation, §7.1): both share lifetime, permissions and channels.
     """
 
     def __init__(
@@ -310,6 +320,7 @@ class TurnClient:
         software: str | None = None,
         rto: float = DEFAULT_RTO,
         ipv6_relay: bool = False,
+        additional_ipv6: bool = False,
     ) -> None:
         try:
             ipaddress.ip_address(server[0].split("%", 1)[0])
@@ -321,7 +332,11 @@ class TurnClient:
         self.reliable = reliable
         self._requested_lifetime = lifetime
         self._software = software
+        if ipv6_relay and additional_ipv6:
+            raise ValueError("ipv6_relay and additional_ipv6 exclude each other (RFC 8656 §7.1)")
         self._ipv6_relay = ipv6_relay
+        self._additional_ipv6 = additional_ipv6
+        self.additional_relayed_address: Address | None = None
         self._rto = rto
         self.state = TurnState.IDLE
         self.relayed_address: Address | None = None
@@ -635,6 +650,10 @@ class TurnClient:
         msg.add(REQUESTED_TRANSPORT, UDP_PROTOCOL)
         if self._ipv6_relay:
             msg.add(REQUESTED_ADDRESS_FAMILY, 0x02)  # RFC 8656 §18.6 (default: IPv4)
+        elif self._additional_ipv6:
+            msg.add(ADDITIONAL_ADDRESS_FAMILY, 0x02)  # an IPv6 relay besides the IPv4 one
+            # coturn (4.6 at least) still knows the attribute by its draft code point
+            msg.add_raw(DRAFT_ADDITIONAL_ADDRESS_FAMILY, msg.attributes[-1][1])
         if self._requested_lifetime is not None:
             msg.add(LIFETIME, self._requested_lifetime)
         self._start(msg, _Kind.ALLOCATE, now, auth_retries)
@@ -825,16 +844,33 @@ class TurnClient:
 
     def _allocated(self, response: StunMessage, now: float) -> None:
         try:
-            relayed = response.get(XOR_RELAYED_ADDRESS)
+            relayed_all = response.get_all(XOR_RELAYED_ADDRESS)
             mapped = response.get(XOR_MAPPED_ADDRESS)
             lifetime = response.get(LIFETIME)
+            address_error = response.get(ADDRESS_ERROR_CODE)
+            draft_error = response.get_raw(DRAFT_ADDRESS_ERROR_CODE)
+            if address_error is None and draft_error is not None:
+                address_error = ADDRESS_ERROR_CODE.decode(draft_error, response.transaction_id)
         except StunParseError as exc:
             self._fail(None, f"malformed Allocate response: {exc}")
             return
-        if relayed is None:
+        if not relayed_all:
             self._fail(None, "Allocate response without XOR-RELAYED-ADDRESS")
             return
+        relayed = relayed_all[0]
+        additional: Address | None = None
+        if self._additional_ipv6:
+            v6 = [a for a in relayed_all if ":" in a[0]]
+            v4 = [a for a in relayed_all if ":" not in a[0]]
+            if v4:
+                relayed = v4[0]
+            additional = v6[0] if v6 else None
+        additional_error = None
+        if address_error is not None:
+            additional_error = f"{address_error.code} {address_error.reason}".strip()
+            logger.info("TURN server refused the additional family: %s", additional_error)
         self.relayed_address = relayed
+        self.additional_relayed_address = additional
         self.mapped_address = mapped
         self.lifetime = DEFAULT_LIFETIME if lifetime is None else lifetime
         self.state = TurnState.ALLOCATED
@@ -842,7 +878,7 @@ class TurnClient:
         logger.info(
             "TURN allocation %s (lifetime %d s) on %s", relayed, self.lifetime, self._server
         )
-        self._events.append(Allocated(relayed, mapped, self.lifetime))
+        self._events.append(Allocated(relayed, mapped, self.lifetime, additional, additional_error))
 
     def _schedule_refresh(self, now: float) -> None:
         lifetime = self.lifetime

@@ -386,6 +386,7 @@ async def allocate_turn(
     lifetime: int | None = DEFAULT_LIFETIME,
     software: str | None = None,
     ipv6_relay: bool = False,
+    additional_ipv6: bool = False,
     on_data: DataHandler | None = None,
     on_event: Callable[[TurnEvent], None] | None = None,
     timeout: float | None = 45.0,
@@ -410,6 +411,7 @@ async def allocate_turn(
         lifetime=lifetime,
         software=software,
         ipv6_relay=ipv6_relay,
+        additional_ipv6=additional_ipv6,
     )
     allocation = TurnAllocation(client, on_data=on_data, on_event=on_event)
     if transport == "udp":

@@ -20,7 +20,7 @@ from ice import stun
 from ice.channeldata import StreamFramer
 from ice.credentials import long_term_key
 from ice.stun import StunClass, StunMessage, StunMethod, parse_message
-from ice.turn import AllocationExpired, AllocationRefreshed, DataReceived, TurnEvent
+from ice.turn import Allocated, AllocationExpired, AllocationRefreshed, DataReceived, TurnEvent
 from ice.turn_aio import TurnAllocation, TurnError, allocate_turn
 from tests.peers.coturn import Coturn, turnserver_binary
 
@@ -547,3 +547,69 @@ async def test_a_failing_data_handler_does_not_stop_the_allocation(
         assert await asyncio.wait_for(got.get(), 5.0) == b"fine"
     finally:
         assert await alloc.close() is True
+
+
+# -- dual allocation -------------------------------------------------------------------------------
+
+
+async def test_dual_allocation_relays_to_ipv4_and_ipv6_peers(
+    tmp_path: Path, peer: socket.socket
+) -> None:
+    if turnserver_binary() is None:
+        pytest.skip("turnserver not installed (Debian package coturn)")
+    if not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback")
+    server = Coturn(
+        tmp_path / "coturn-dual", alt_host=None, tls=False, extra_args=["--relay-ip=::1"]
+    )
+    server.start()
+    try:
+        recorder = Recorder()
+        alloc = await allocate_turn(
+            server.turn_address(),
+            USER,
+            server.users[USER],
+            additional_ipv6=True,
+            on_event=recorder,
+        )
+        try:
+            relayed6 = alloc.client.additional_relayed_address
+            assert relayed6 is not None and relayed6[0] == "::1"
+            assert alloc.relayed_address[0] == "127.0.0.1"
+            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as peer6:
+                peer6.bind(("::1", 0))
+                peer6.settimeout(5.0)
+                peer6_addr = (peer6.getsockname()[0], peer6.getsockname()[1])
+                alloc.sendto(b"to six", peer6_addr)
+                alloc.sendto(b"to four", peer.getsockname())
+                data6, source6 = await asyncio.to_thread(peer6.recvfrom, 2048)
+                assert (data6, source6[:2]) == (b"to six", relayed6)
+                data4, source4 = await peer_recv(peer)
+                assert (data4, source4) == (b"to four", alloc.relayed_address)
+                peer6.sendto(b"from six", relayed6)
+                event = await asyncio.wait_for(recorder.data.get(), 5.0)
+                assert (event.peer, event.data) == (peer6_addr, b"from six")
+        finally:
+            assert await alloc.close() is True
+    finally:
+        server.stop()
+
+
+async def test_dual_allocation_refused_family_still_allocates_ipv4(turn_server: Coturn) -> None:
+    # the module's coturn relays on 127.0.0.1 only
+    recorder = Recorder()
+    alloc = await allocate_turn(
+        turn_server.turn_address(),
+        USER,
+        turn_server.users[USER],
+        additional_ipv6=True,
+        on_event=recorder,
+    )
+    try:
+        assert alloc.relayed_address[0] == "127.0.0.1"
+        assert alloc.client.additional_relayed_address is None
+        (allocated,) = [e for e in recorder.events if isinstance(e, Allocated)]
+        assert allocated.additional_error is not None
+        assert allocated.additional_error.startswith("440")
+    finally:
+        await alloc.close()

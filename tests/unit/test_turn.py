@@ -1188,3 +1188,53 @@ def test_late_duplicate_responses_are_absorbed() -> None:
     binding = StunMessage(StunMethod.BINDING, StunClass.SUCCESS)
     binding.add(stun.XOR_MAPPED_ADDRESS, CLIENT)
     assert not client.receive(binding.encode(fingerprint=True), SERVER, 0.3)
+
+
+# -- dual allocation (ADDITIONAL-ADDRESS-FAMILY) -------------------------------------------------
+
+
+@pytest.mark.parametrize("draft", [False, True])
+def test_dual_allocation_reports_both_relayed_addresses(draft: bool) -> None:
+    relayed6: Address = ("2001:db8::1", 50002)
+
+    def dual(msg: StunMessage) -> StunMessage:
+        asked = msg.get(stun.ADDITIONAL_ADDRESS_FAMILY)
+        assert asked == 2 and msg.get_raw(0x8032) == b"\x02\x00\x00\x00"
+        assert stun.REQUESTED_ADDRESS_FAMILY not in msg
+        return (
+            msg.response()
+            .add(stun.XOR_RELAYED_ADDRESS, relayed6)  # order is not significant
+            .add(stun.XOR_RELAYED_ADDRESS, RELAYED)
+            .add(stun.XOR_MAPPED_ADDRESS, CLIENT)
+            .add(stun.LIFETIME, 600)
+        )
+
+    server = FakeTurnServer(override={StunMethod.ALLOCATE: dual})
+    client = TurnClient(SERVER, USER, PASSWORD, additional_ipv6=True)
+    net = Net(client, server)
+    client.allocate(0.0)
+    net.flush()
+    assert net.take() == [Allocated(RELAYED, CLIENT, 600, relayed6, None)]
+    assert client.relayed_address == RELAYED and client.additional_relayed_address == relayed6
+
+
+@pytest.mark.parametrize("code_point", [0x8001, 0x8033])
+def test_refused_additional_family_is_reported(code_point: int) -> None:
+    def refuse_v6(msg: StunMessage) -> StunMessage:
+        resp = msg.response().add(stun.XOR_RELAYED_ADDRESS, RELAYED).add(stun.LIFETIME, 600)
+        return resp.add_raw(code_point, b"\x02\x00\x04\x28" + b"Address Family not Supported")
+
+    server = FakeTurnServer(override={StunMethod.ALLOCATE: refuse_v6})
+    client = TurnClient(SERVER, USER, PASSWORD, additional_ipv6=True)
+    net = Net(client, server)
+    client.allocate(0.0)
+    net.flush()
+    (event,) = net.take()
+    assert isinstance(event, Allocated)
+    assert event.relayed == RELAYED and event.additional_relayed is None
+    assert event.additional_error == "440 Address Family not Supported"
+
+
+def test_ipv6_relay_and_dual_allocation_exclude_each_other() -> None:
+    with pytest.raises(ValueError):
+        TurnClient(SERVER, USER, PASSWORD, ipv6_relay=True, additional_ipv6=True)
