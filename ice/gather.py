@@ -73,7 +73,7 @@ __all__ = [
     "GatherConfig",
     "GatherEvent",
     "GatheringComplete",
-    "LocalCandidate",
+    "GatheredCandidate",
     "RelayLost",
     "RelayedDataReceived",
     "ServerFailed",
@@ -119,7 +119,7 @@ class GatherConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class LocalCandidate:
+class GatheredCandidate:
     """A gathered candidate and where its packets come and go: ``local`` is the address of the
     UDP socket (the host base), ``relay`` the TURN server for a relayed candidate."""
 
@@ -142,7 +142,7 @@ class LocalCandidate:
 class CandidateGathered:
     """A new, non-redundant local candidate."""
 
-    local: LocalCandidate
+    local: GatheredCandidate
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +159,7 @@ class ServerFailed:
 class GatheringComplete:
     """Every server has answered or timed out; ``candidates`` is the final local list."""
 
-    candidates: tuple[LocalCandidate, ...]
+    candidates: tuple[GatheredCandidate, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +244,7 @@ class CandidateGatherer:
         self._turns: list[_Turn] = []
         self._pending_starts: deque[_Binding | _Turn] = deque()
         self._next_start = 0.0
-        self._candidates: list[LocalCandidate] = []
+        self._candidates: list[GatheredCandidate] = []
         self._events: deque[GatherEvent] = deque()
         self._outbox: list[tuple[bytes, Address, Address]] = []
         self._started = False
@@ -276,7 +276,7 @@ class CandidateGatherer:
                 component=sock.component,
                 local_preference=sock.preference,
             )
-            self._add_candidate(LocalCandidate(host, sock.local), signal=not cfg.relay_only)
+            self._add_candidate(GatheredCandidate(host, sock.local), signal=not cfg.relay_only)
             if not cfg.relay_only:
                 for server in cfg.stun_servers:
                     if _same_family(server[0], sock.local[0]):
@@ -302,12 +302,12 @@ class CandidateGatherer:
         return self._complete
 
     @property
-    def candidates(self) -> list[LocalCandidate]:
+    def candidates(self) -> list[GatheredCandidate]:
         """Every non-redundant local candidate so far, signalled or not (see ``relay_only``)."""
         return list(self._candidates)
 
     @property
-    def signalled_candidates(self) -> list[LocalCandidate]:
+    def signalled_candidates(self) -> list[GatheredCandidate]:
         """The candidates to put in SDP (all of them unless ``relay_only``)."""
         if not self.config.relay_only:
             return list(self._candidates)
@@ -490,7 +490,7 @@ class CandidateGatherer:
             related=sock.local,
             local_preference=sock.preference,
         )
-        self._add_candidate(LocalCandidate(cand, sock.local), signal=not self.config.relay_only)
+        self._add_candidate(GatheredCandidate(cand, sock.local), signal=not self.config.relay_only)
 
     def _turn_events(self, tu: _Turn, now: float) -> None:
         client = tu.client
@@ -511,7 +511,7 @@ class CandidateGatherer:
                     related=related,
                     local_preference=max(0, tu.sock.preference - tu.index),
                 )
-                self._add_candidate(LocalCandidate(cand, tu.sock.local, client.server))
+                self._add_candidate(GatheredCandidate(cand, tu.sock.local, client.server))
                 if event.mapped is not None and not self.config.relay_only:
                     self._add_srflx(tu.sock, event.mapped, tu.server.address[0])
             elif isinstance(event, AllocationFailed):
@@ -531,7 +531,7 @@ class CandidateGatherer:
         logger.info("TURN server %s failed from %s: %s", tu.server.address, tu.sock.local, reason)
         self._events.append(ServerFailed("turn", tu.server.address, tu.sock.local, reason))
 
-    def _add_candidate(self, lc: LocalCandidate, signal: bool = True) -> None:
+    def _add_candidate(self, lc: GatheredCandidate, signal: bool = True) -> None:
         """Keep ``lc`` unless redundant (RFC 8445 §5.1.3)."""
         new = lc.candidate
         for i, old in enumerate(self._candidates):
@@ -664,7 +664,7 @@ class AsyncGatherer:
         self._transports[local] = transport
         return local
 
-    async def wait_complete(self, timeout: float | None = None) -> list[LocalCandidate]:
+    async def wait_complete(self, timeout: float | None = None) -> list[GatheredCandidate]:
         """Wait for :class:`GatheringComplete`; returns the signalled candidates."""
         assert self._complete is not None, "start() first"
         await asyncio.wait_for(self._complete.wait(), timeout)
@@ -755,7 +755,7 @@ async def gather_candidates(
     addresses: Iterable[LocalAddress | str] | None = None,
     bind: str | None = None,
     timeout: float | None = None,
-) -> tuple[AsyncGatherer, list[LocalCandidate]]:
+) -> tuple[AsyncGatherer, list[GatheredCandidate]]:
     """Open sockets, gather until complete; returns the (still open) gatherer and the
     candidates.  Close the gatherer when done with it."""
     g = AsyncGatherer(config, addresses=None if addresses is None else list(addresses), bind=bind)

@@ -20,7 +20,7 @@ from ice.gather import (
     GatherConfig,
     GatherEvent,
     GatheringComplete,
-    LocalCandidate,
+    GatheredCandidate,
     RelayedDataReceived,
     ServerFailed,
     TurnServer,
@@ -165,7 +165,7 @@ def drive(
     raise AssertionError("gathering never finished")
 
 
-def gathered(events: list[tuple[float, GatherEvent]]) -> list[LocalCandidate]:
+def gathered(events: list[tuple[float, GatherEvent]]) -> list[GatheredCandidate]:
     return [e.local for _, e in events if isinstance(e, CandidateGathered)]
 
 

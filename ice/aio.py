@@ -1,0 +1,427 @@
+"""The asyncio shell of the ICE agent: sockets, TURN allocations, timers and one datagram
+transport per component.
+
+:class:`IceConnection` ties together
+
+* an :class:`ice.gather.AsyncGatherer`, which owns the UDP sockets (one per local address and
+  component) and the TURN allocations made from them;
+* an :class:`ice.agent.Agent` (sans-I/O, RFC 8445), fed every STUN packet that the gatherer
+  does not consume, whose datagrams go out of the right socket - or through the right TURN
+  allocation, wrapped in Send indications / ChannelData by :class:`ice.turn.TurnClient` - and
+  whose timer runs with ``loop.call_at``;
+* a :class:`ComponentTransport` per component: ``send(data)`` and ``on_receive`` / ``recv()``
+  hide whether the selected pair is direct or relayed.
+
+Demultiplexing on the shared port follows RFC 7983 §7: first byte 0-3 is STUN (to the
+gatherer, then the agent), 64-79 is TURN ChannelData (only ever from a TURN server: the
+gatherer), 128-191 RTP/RTCP, and anything else that is not STUN is application data too
+(DTLS/ZRTP would be, in a later version).  Application data is delivered only if it comes
+from the selected pair's remote address on the selected pair's socket or allocation; anything
+else is dropped (RFC 8445 §12.1 wants media from the selected pair only; it also keeps
+strangers who learnt the port out).
+
+Typical use (the signalling in between is the caller's - SDP offer/answer via ``ice.sdp``)::
+
+    conn = IceConnection(controlling=True, gather=GatherConfig(stun_servers=[...]))
+    candidates = await conn.gather()                  # or trickle with on_candidate=...
+    ...send conn.local_ufrag, conn.local_pwd, candidates; receive the peer's...
+    conn.set_remote(ufrag, pwd, remote_candidates)
+    await conn.connect(timeout=10)                    # the nominated pair is usable
+    t = conn.transport(1); t.on_receive = handle; t.send(b"...")
+    await conn.close()                                # releases TURN allocations
+
+:func:`connect` does gather + set_remote + connect for two ends that already exchanged
+parameters by other means (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ice.agent import (
+    Agent,
+    AgentEvent,
+    AgentStats,
+    Completed,
+    ConsentLost,
+    Failed,
+    PairNominated,
+)
+from ice.candidate import Candidate, CandidateType
+from ice.gather import (
+    AsyncGatherer,
+    CandidateGathered,
+    GatherConfig,
+    GatheredCandidate,
+    GatherEvent,
+    RelayLost,
+)
+from ice.interfaces import DEFAULT_EXCLUDE, LocalAddress
+from ice.stun import Address
+
+__all__ = [
+    "ComponentTransport",
+    "IceConnection",
+    "IceError",
+    "RelayVia",
+    "connect",
+]
+
+logger = logging.getLogger("ice.aio")
+trace = logging.getLogger("ice.trace")
+
+
+class IceError(Exception):
+    """ICE failed (no working pair, timeout) or the connection was closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayVia:
+    """The agent's ``via`` for a relayed candidate: the allocation's relayed address.
+    (Host and server-reflexive candidates use the socket's local address as ``via``.)"""
+
+    relayed: Address
+
+
+ReceiveHandler = Callable[[bytes], None]
+
+
+class ComponentTransport:
+    """A datagram transport for one component of the selected pair.
+
+    ``send`` returns False (data dropped) while there is no selected pair or after consent
+    was lost (RFC 7675 §5.1).  Received data goes to ``on_receive`` if set, else to a queue
+    read by :meth:`recv` (bounded: the oldest data is dropped when it is full).
+    """
+
+    def __init__(self, connection: IceConnection, component: int, queue_size: int = 256) -> None:
+        self._connection = connection
+        self.component = component
+        self.on_receive: ReceiveHandler | None = None
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_size)
+        self.packets_sent = 0
+        self.packets_received = 0
+        self.packets_dropped = 0
+
+    def send(self, data: bytes) -> bool:
+        """Send one datagram to the peer on the selected pair."""
+        ok = self._connection._send_data(self.component, data)
+        if ok:
+            self.packets_sent += 1
+        return ok
+
+    async def recv(self) -> bytes:
+        """The next datagram from the peer (when no ``on_receive`` is set)."""
+        return await self._queue.get()
+
+    @property
+    def selected(self) -> tuple[Candidate, Candidate] | None:
+        """``(local, remote)`` candidates of the selected pair."""
+        pair = self._connection.agent.selected_pair(self.component)
+        if pair is None:
+            return None
+        return pair.local.candidate, pair.remote
+
+    @property
+    def relayed(self) -> bool:
+        """True when the selected pair goes through a TURN relay (ours or the peer's)."""
+        sel = self.selected
+        return sel is not None and CandidateType.RELAYED in (sel[0].type, sel[1].type)
+
+    def _deliver(self, data: bytes) -> None:
+        self.packets_received += 1
+        if self.on_receive is not None:
+            self.on_receive(data)
+            return
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.packets_dropped += 1
+        self._queue.put_nowait(data)
+
+
+class IceConnection:
+    """One ICE session (one data stream, ``components`` components) on the running loop.
+
+    ``gather`` configures STUN/TURN servers; ``bind`` / ``addresses`` / ``include`` /
+    ``exclude`` choose the local addresses (see :mod:`ice.interfaces`; ``bind="127.0.0.1"``
+    gathers on loopback only); ``agent_options`` are passed to :class:`ice.agent.Agent`
+    (``ta``, ``nomination_delay``, ``timeout`` ...).  ``on_candidate`` is called for every
+    local candidate as it is gathered (trickle ICE, RFC 8838).
+    """
+
+    def __init__(
+        self,
+        controlling: bool,
+        *,
+        components: int = 1,
+        gather: GatherConfig | None = None,
+        bind: str | None = None,
+        addresses: Sequence[LocalAddress | str] | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] = DEFAULT_EXCLUDE,
+        port: int = 0,
+        agent_options: dict[str, Any] | None = None,
+        on_candidate: Callable[[Candidate], None] | None = None,
+    ) -> None:
+        config = gather or GatherConfig()
+        if config.components != components:
+            config = GatherConfig(
+                stun_servers=config.stun_servers,
+                turn_servers=config.turn_servers,
+                components=components,
+                stun_timeout=config.stun_timeout,
+                turn_timeout=config.turn_timeout,
+                stun_rto=config.stun_rto,
+                ta=config.ta,
+                relay_only=config.relay_only,
+                software=config.software,
+            )
+        self.components = components
+        self.agent = Agent(controlling, components, **(agent_options or {}))
+        self.gatherer = AsyncGatherer(
+            config,
+            addresses=addresses,
+            bind=bind,
+            include=include,
+            exclude=exclude,
+            port=port,
+            on_event=self._on_gather_event,
+            on_datagram=self._on_socket_datagram,
+            on_relayed=self._on_relayed_datagram,
+        )
+        self.on_candidate = on_candidate
+        self._transports = {c: ComponentTransport(self, c) for c in range(1, components + 1)}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._connected: asyncio.Future[None] | None = None
+        self._gathering_started = False
+        self._started_at: float | None = None
+        self.connect_time: float | None = None
+        self._closed = False
+        self.events: list[AgentEvent] = []
+
+    # -- parameters ---------------------------------------------------------------------------
+
+    @property
+    def local_ufrag(self) -> str:
+        return self.agent.local_ufrag
+
+    @property
+    def local_pwd(self) -> str:
+        return self.agent.local_pwd
+
+    @property
+    def controlling(self) -> bool:
+        return self.agent.controlling
+
+    @property
+    def local_candidates(self) -> list[Candidate]:
+        """The candidates to signal (in gathering order)."""
+        return self.agent.local_candidates()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def gather(self, timeout: float | None = None) -> list[Candidate]:
+        """Open the sockets and gather until complete (every server answered or timed out).
+
+        Host candidates are available (and passed to ``on_candidate``) at once; returns every
+        candidate to signal.
+        """
+        await self.start_gathering()
+        await self.gatherer.wait_complete(timeout)
+        return self.local_candidates
+
+    async def start_gathering(self) -> None:
+        """Open the sockets and start gathering without waiting (trickle ICE)."""
+        if self._gathering_started:
+            return
+        self._gathering_started = True
+        self._loop = asyncio.get_running_loop()
+        self._connected = self._loop.create_future()
+        await self.gatherer.start()
+
+    def set_remote(
+        self,
+        ufrag: str,
+        pwd: str,
+        candidates: Iterable[Candidate] = (),
+        *,
+        lite: bool = False,
+        end_of_candidates: bool = True,
+    ) -> None:
+        """The peer's ``a=ice-ufrag`` / ``a=ice-pwd`` / candidates (``end_of_candidates``:
+        they are all there; pass False and use :meth:`add_remote_candidate` to trickle)."""
+        self.agent.set_remote_parameters(ufrag, pwd, lite)
+        for c in candidates:
+            self.agent.add_remote_candidate(c)
+        if end_of_candidates:
+            self.agent.end_of_candidates()
+        self._pump()
+
+    def add_remote_candidate(self, candidate: Candidate) -> None:
+        self.agent.add_remote_candidate(candidate)
+        self._pump()
+
+    def end_of_candidates(self) -> None:
+        self.agent.end_of_candidates()
+        self._pump()
+
+    def start(self) -> None:
+        """Start the connectivity checks (gathering must have started)."""
+        if self._loop is None:
+            raise RuntimeError("gather() or start_gathering() first")
+        if self._started_at is None:
+            self._started_at = self._loop.time()
+            self.agent.start(self._started_at)
+        self._pump()
+
+    async def connect(self, timeout: float | None = None) -> None:
+        """Start the checks (if not yet) and wait until every component has a selected pair.
+
+        Raises :class:`IceError` if ICE fails or ``timeout`` passes.
+        """
+        self.start()
+        await self.connected(timeout)
+
+    async def connected(self, timeout: float | None = None) -> None:
+        """Wait for ICE to complete (see :meth:`connect`)."""
+        if self._connected is None:
+            raise RuntimeError("gather() first")
+        try:
+            await asyncio.wait_for(asyncio.shield(self._connected), timeout)
+        except TimeoutError as exc:
+            raise IceError("ICE did not complete in time") from exc
+
+    def transport(self, component: int = 1) -> ComponentTransport:
+        return self._transports[component]
+
+    def stats(self) -> AgentStats:
+        return self.agent.stats()
+
+    async def close(self) -> None:
+        """Stop ICE, release TURN allocations, close the sockets."""
+        if self._closed:
+            return
+        self._closed = True
+        self.agent.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._connected is not None and not self._connected.done():
+            self._connected.set_exception(IceError("closed"))
+            self._connected.exception()  # mark retrieved
+        await self.gatherer.close()
+
+    # -- gathering events -----------------------------------------------------------------------
+
+    def _on_gather_event(self, event: GatherEvent) -> None:
+        if isinstance(event, CandidateGathered):
+            self._add_local(event.local)
+        elif isinstance(event, RelayLost):
+            logger.warning("TURN allocation %s lost: %s", event.relayed, event.reason)
+
+    def _add_local(self, gc: GatheredCandidate) -> None:
+        cand = gc.candidate
+        via: Any = RelayVia(cand.transport_address) if gc.relay is not None else gc.local
+        # a server-reflexive candidate's base is its socket; host and relayed are their own
+        base = gc.local if cand.type is CandidateType.SERVER_REFLEXIVE else None
+        self.agent.add_local_candidate(cand, via, base=base)
+        if self.on_candidate is not None:
+            self.on_candidate(cand)
+        self._pump()
+
+    # -- data path ------------------------------------------------------------------------------
+
+    def _on_socket_datagram(self, data: bytes, local: Address, addr: Address) -> None:
+        self._input(data, local, addr)
+
+    def _on_relayed_datagram(self, data: bytes, relayed: Address, peer: Address) -> None:
+        self._input(data, RelayVia(relayed), peer)
+
+    def _input(self, data: bytes, via: Any, addr: Address) -> None:
+        if self._closed or self._loop is None:
+            return
+        if data and data[0] < 4:
+            # STUN (RFC 7983): connectivity checks and consent
+            if self.agent.receive(data, via, addr, self._loop.time()):
+                self._pump()
+                return
+        component = self.agent.component_of(via, addr)
+        if component is None:
+            trace.debug(
+                "dropping %d bytes from %s via %r: not the selected pair", len(data), addr, via
+            )
+            return
+        self._transports[component]._deliver(data)
+
+    def _send_data(self, component: int, data: bytes) -> bool:
+        if self._closed:
+            return False
+        target = self.agent.send_target(component)
+        if target is None:
+            return False
+        via, addr = target
+        return self._transmit(data, via, addr)
+
+    def _transmit(self, data: bytes, via: Any, addr: Address) -> bool:
+        if isinstance(via, RelayVia):
+            return self.gatherer.relay_send(via.relayed, data, addr)
+        self.gatherer.send(via, data, addr)
+        return True
+
+    # -- driving the agent ----------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        if self._loop is None or self._closed:
+            return
+        now = self._loop.time()
+        for data, via, addr in self.agent.datagrams_to_send(now):
+            self._transmit(data, via, addr)
+        while (event := self.agent.next_event()) is not None:
+            self._on_agent_event(event)
+        when = self.agent.get_timer()
+        if when != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None if when is None else self._loop.call_at(when, self._on_timer)
+            self._timer_at = when
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self._loop is None or self._closed:
+            return
+        self.agent.handle_timer(self._loop.time())
+        self._pump()
+
+    def _on_agent_event(self, event: AgentEvent) -> None:
+        self.events.append(event)
+        logger.debug("ICE event %s", event)
+        if isinstance(event, PairNominated):
+            if isinstance(event.via, RelayVia):
+                # ChannelData from now on: 4 bytes of overhead instead of 36 (RFC 8656 §12)
+                self.gatherer.bind_channel(event.via.relayed, event.remote_address)
+        elif isinstance(event, Completed):
+            if self._loop is not None and self._started_at is not None:
+                self.connect_time = self._loop.time() - self._started_at
+            if self._connected is not None and not self._connected.done():
+                self._connected.set_result(None)
+        elif isinstance(event, Failed):
+            if self._connected is not None and not self._connected.done():
+                self._connected.set_exception(IceError(event.reason))
+        elif isinstance(event, ConsentLost):
+            logger.warning("ICE consent lost on component %d", event.component)
+
+
+async def connect(a: IceConnection, b: IceConnection, timeout: float | None = 10.0) -> None:
+    """Connect two local :class:`IceConnection` objects to each other (tests, benchmarks):
+    gather both, exchange parameters and candidates directly, wait until both complete."""
+    await asyncio.gather(a.gather(timeout), b.gather(timeout))
+    a.set_remote(b.local_ufrag, b.local_pwd, b.local_candidates)
+    b.set_remote(a.local_ufrag, a.local_pwd, a.local_candidates)
+    await asyncio.gather(a.connect(timeout), b.connect(timeout))

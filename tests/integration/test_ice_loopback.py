@@ -1,0 +1,217 @@
+"""Two of our ICE agents (ice.aio.IceConnection) on 127.0.0.1: host pairs, TURN relays from a
+coturn on loopback (force relay), two components, strangers dropped, failure reported."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from ice.aio import IceConnection, IceError, connect
+from ice.candidate import Candidate, CandidateType
+from ice.gather import GatherConfig, TurnServer
+from tests.peers.coturn import Coturn
+
+FAST = {"ta": 0.02, "timeout": 8.0}
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[IceConnection, IceConnection]]:
+    a = IceConnection(True, bind="127.0.0.1", agent_options=FAST)
+    b = IceConnection(False, bind="127.0.0.1", agent_options=FAST)
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def exchange(a: IceConnection, b: IceConnection, component: int = 1, n: int = 20) -> None:
+    """Send ``n`` distinct packets each way and check every one arrives intact."""
+    ta, tb = a.transport(component), b.transport(component)
+    sent_ab = [bytes([0x80, component]) + f"a->b {i}".encode() * 10 for i in range(n)]
+    sent_ba = [bytes([0x80, component]) + f"b->a {i}".encode() * 10 for i in range(n)]
+    for pa, pb in zip(sent_ab, sent_ba, strict=True):
+        assert ta.send(pa)
+        assert tb.send(pb)
+    got_b = [await asyncio.wait_for(tb.recv(), 5) for _ in range(n)]
+    got_a = [await asyncio.wait_for(ta.recv(), 5) for _ in range(n)]
+    assert sorted(got_b) == sorted(sent_ab)
+    assert sorted(got_a) == sorted(sent_ba)
+
+
+async def test_host_pair_connects_and_carries_data_both_ways(
+    pair: tuple[IceConnection, IceConnection],
+) -> None:
+    a, b = pair
+    assert not a.transport().send(b"\x80too early")  # no selected pair yet
+    await connect(a, b, timeout=10)
+    for conn in (a, b):
+        sel = conn.transport().selected
+        assert sel is not None
+        assert sel[0].type is CandidateType.HOST and sel[1].type is CandidateType.HOST
+        assert sel[0].address == "127.0.0.1"
+        assert not conn.transport().relayed
+        assert conn.connect_time is not None
+    # each side's selected pair is the mirror of the other's
+    sa, sb = a.transport().selected, b.transport().selected
+    assert sa is not None and sb is not None
+    assert sa[0].transport_address == sb[1].transport_address
+    assert sa[1].transport_address == sb[0].transport_address
+    await exchange(a, b)
+    # the callback form
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    b.transport().on_receive = got.put_nowait
+    a.transport().send(b"\x80via callback")
+    assert await asyncio.wait_for(got.get(), 5) == b"\x80via callback"
+
+
+async def test_strangers_are_dropped(pair: tuple[IceConnection, IceConnection]) -> None:
+    a, b = pair
+    await connect(a, b, timeout=10)
+    sel = b.transport().selected
+    assert sel is not None
+    target = sel[0].transport_address
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.bind(("127.0.0.1", 0))
+        stranger.sendto(b"\x80from a stranger", target)
+        stranger.sendto(b"\x17not stun either", target)
+        await asyncio.sleep(0.05)
+        a.transport().send(b"\x80from the peer")
+        assert await asyncio.wait_for(b.transport().recv(), 5) == b"\x80from the peer"
+        await asyncio.sleep(0.05)
+        assert b.transport()._queue.empty()
+
+
+async def test_trickle_host_candidates_come_before_gathering_completes() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # a STUN server that never answers
+        seen: list[Candidate] = []
+        conn = IceConnection(
+            True,
+            bind="127.0.0.1",
+            gather=GatherConfig(stun_servers=[silent.getsockname()], stun_timeout=0.5),
+            on_candidate=seen.append,
+        )
+        try:
+            await conn.start_gathering()
+            assert [c.type for c in seen] == [CandidateType.HOST]
+            assert not conn.gatherer.core.complete
+            candidates = await conn.gather(timeout=5)
+            assert [c.type for c in candidates] == [CandidateType.HOST]
+        finally:
+            await conn.close()
+
+
+async def test_two_components_keep_their_data_apart() -> None:
+    a = IceConnection(True, bind="127.0.0.1", components=2, agent_options=FAST)
+    b = IceConnection(False, bind="127.0.0.1", components=2, agent_options=FAST)
+    try:
+        await connect(a, b, timeout=10)
+        for component in (1, 2):
+            sel = a.transport(component).selected
+            assert sel is not None and sel[0].component == component
+        await exchange(a, b, component=1, n=5)
+        await exchange(a, b, component=2, n=5)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_unreachable_peer_fails() -> None:
+    a = IceConnection(True, bind="127.0.0.1", agent_options={"ta": 0.02, "timeout": 1.5})
+    try:
+        await a.gather()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+            silent.bind(("127.0.0.1", 0))
+            port = silent.getsockname()[1]
+            dead = Candidate.make(CandidateType.HOST, "127.0.0.1", port)
+            a.set_remote("abcd", "x" * 22, [dead])
+            with pytest.raises(IceError):
+                await a.connect(timeout=10)
+        assert not a.transport().send(b"\x80nothing")
+    finally:
+        await a.close()
+
+
+# -- through coturn ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def turn(coturn_factory: Callable[..., Coturn]) -> Coturn:
+    return coturn_factory(tls=False)
+
+
+def turn_config(server: Coturn, relay_only: bool = True) -> GatherConfig:
+    user = "alice"
+    return GatherConfig(
+        turn_servers=[TurnServer(server.turn_address(), user, server.users[user])],
+        relay_only=relay_only,
+        turn_timeout=5.0,
+    )
+
+
+async def test_force_relay_connects_through_coturn(turn: Coturn) -> None:
+    a = IceConnection(True, bind="127.0.0.1", gather=turn_config(turn), agent_options=FAST)
+    b = IceConnection(False, bind="127.0.0.1", gather=turn_config(turn), agent_options=FAST)
+    try:
+        await connect(a, b, timeout=15)
+        for conn in (a, b):
+            assert [c.type for c in conn.local_candidates] == [CandidateType.RELAYED]
+            sel = conn.transport().selected
+            assert sel is not None
+            assert sel[0].type is CandidateType.RELAYED
+            assert sel[1].type is CandidateType.RELAYED
+            assert conn.transport().relayed
+        await exchange(a, b, n=20)
+        # after nomination the relay path switches to ChannelData; data still flows
+        await asyncio.sleep(0.2)
+        for conn in (a, b):
+            sel = conn.transport().selected
+            assert sel is not None
+            client = conn.gatherer.core.turn_client(sel[0].transport_address)
+            assert client is not None
+            assert client.channel_for(sel[1].transport_address) is not None
+        await exchange(a, b, n=5)
+    finally:
+        await a.close()
+        await b.close()
+    # the allocations were released (Refresh with LIFETIME 0 answered)
+    for conn in (a, b):
+        for t in conn.gatherer.core._turns:
+            assert t.client.state.value == "closed"
+
+
+async def test_relay_on_one_side_host_on_the_other(turn: Coturn) -> None:
+    a = IceConnection(True, bind="127.0.0.1", gather=turn_config(turn), agent_options=FAST)
+    b = IceConnection(False, bind="127.0.0.1", agent_options=FAST)
+    try:
+        await connect(a, b, timeout=15)
+        sel = a.transport().selected
+        assert sel is not None
+        assert sel[0].type is CandidateType.RELAYED and sel[1].type is CandidateType.HOST
+        selb = b.transport().selected
+        assert selb is not None and selb[0].type is CandidateType.HOST
+        assert b.transport().relayed  # the remote end is a relay
+        await exchange(a, b, n=10)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_host_wins_over_relay_when_both_are_offered(turn: Coturn) -> None:
+    cfg = turn_config(turn, relay_only=False)
+    a = IceConnection(True, bind="127.0.0.1", gather=cfg, agent_options=FAST)
+    b = IceConnection(False, bind="127.0.0.1", gather=cfg, agent_options=FAST)
+    try:
+        await connect(a, b, timeout=15)
+        types = {c.type for c in a.local_candidates}
+        assert {CandidateType.HOST, CandidateType.RELAYED} <= types
+        sel = a.transport().selected
+        assert sel is not None and sel[0].type is CandidateType.HOST
+        await exchange(a, b, n=5)
+    finally:
+        await a.close()
+        await b.close()
