@@ -426,14 +426,13 @@ class RtpSession:
         return source
 
     def _accept(self, source: _Source, packet: RtpPacket, now: float) -> None:
+        fmt = self._rx_formats.get(packet.payload_type)
+        if fmt is not None and _DECODABLE[fmt.encoding] != self._rx_rate:
+            self._switch_rx_clock(_DECODABLE[fmt.encoding], source)
         source.stats.update(packet.sequence_number, packet.timestamp, now, len(packet.payload))
         self._rx_packets += 1
         self._rx_bytes += len(packet.payload)
-        fmt = self._rx_formats.get(packet.payload_type)
         if fmt is not None:
-            rate = _DECODABLE[fmt.encoding]
-            if rate != self._rx_rate:
-                self._switch_rx_clock(rate, source)
             self._jitter.push(
                 packet.payload,
                 packet.sequence_number,

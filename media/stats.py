@@ -27,6 +27,7 @@ __all__ = [
     "CODEC_IMPAIRMENTS",
     "MAX_DROPOUT",
     "MAX_MISORDER",
+    "MAX_TRANSIT_STEP_S",
     "MIN_SEQUENTIAL",
     "CodecImpairment",
     "ReceptionStats",
@@ -46,6 +47,8 @@ MIN_SEQUENTIAL = 2
 MAX_DROPOUT = 3000
 #: RFC 3550 §A.1: the largest backward step still taken as a late/duplicate packet.
 MAX_MISORDER = 100
+#: A change of relative transit above this (seconds) is a timestamp jump, not jitter.
+MAX_TRANSIT_STEP_S = 1.0
 _SEQ_MOD = 1 << 16
 _LOST_MIN = -(1 << 23)
 _LOST_MAX = (1 << 23) - 1
@@ -131,7 +134,8 @@ class ReceptionStats:
         """Account one RTP packet; returns True when it is valid per §A.1.
 
         Valid packets (reordered ones included, as in the RFC's sample code) also update the
-        interarrival jitter (§A.8) and the octet count.
+        interarrival jitter (§A.8; a transit step above ``MAX_TRANSIT_STEP_S`` is taken as a
+        timestamp jump and skipped) and the octet count.
         """
         valid = self.update_seq(seq)
         self.last_arrival = arrival
@@ -140,13 +144,13 @@ class ReceptionStats:
         self.octets += payload_size
         transit = arrival * self.clock_rate - rtp_timestamp
         if self._transit is not None:
-            d = transit - self._transit
-            # timestamps wrap at 2**32: bring the difference back into range
-            if d > 1 << 31:
+            d = (transit - self._transit) % (1 << 32)  # timestamps wrap at 2**32
+            if d >= 1 << 31:
                 d -= 1 << 32
-            elif d < -(1 << 31):
-                d += 1 << 32
-            self._jitter += (abs(d) - self._jitter) / 16.0
+            # a timestamp jump (the sender restarted its timeline) is not network jitter:
+            # start again from the new transit rather than let one sample swamp the estimate
+            if abs(d) <= MAX_TRANSIT_STEP_S * self.clock_rate:
+                self._jitter += (abs(d) - self._jitter) / 16.0
         self._transit = transit
         return True
 

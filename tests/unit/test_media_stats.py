@@ -217,3 +217,14 @@ def test_arbitrary_sequences_never_raise(seqs: list[int]) -> None:
     block = s.report_block(10.0)
     block.serialize()
     assert 0 <= block.fraction_lost <= 255
+
+
+def test_timestamp_jump_does_not_swamp_jitter() -> None:
+    s = ReceptionStats(1, 0, RATE)
+    transit = [0.010 if i % 2 else 0.0 for i in range(200)]
+    feed(s, range(200), transit=transit)
+    before = s.jitter_ms
+    # the sender jumps its timestamps by an hour and goes on
+    for i in range(200, 220):
+        s.update(i, (i * FRAME + 3600 * RATE) & 0xFFFFFFFF, i * 0.02 + (0.01 if i % 2 else 0))
+    assert s.jitter_ms == pytest.approx(before, rel=0.05)
