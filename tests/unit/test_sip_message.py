@@ -288,3 +288,43 @@ def test_stream_framer_unusable_after_error():
         f.feed(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 1\r\nl: 2\r\n\r\nab")
     with pytest.raises(SipParseError):
         f.feed(b"OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\n")
+
+
+# --- tolerant parsing as a property: spelling, LWS and folding never change the values ---------
+
+KNOWN = {
+    "Call-ID": "i", "Contact": "m", "From": "f", "To": "t", "Via": "v", "Subject": "s",
+    "Supported": "k", "CSeq": None, "Max-Forwards": None, "User-Agent": None, "Route": None,
+}  # fmt: skip
+words = st.lists(st.text(alphabet="abcXYZ019<>@;=,.:/\"'", min_size=1, max_size=6), max_size=4)
+
+
+@st.composite
+def spelled_header(draw: st.DrawFn) -> tuple[str, str, str]:
+    """(wire text of one header, expected canonical name, expected value)."""
+    canonical = draw(st.sampled_from([*KNOWN, "X-Unknown-Header"]))
+    spellings = [canonical]
+    if canonical != "X-Unknown-Header":
+        spellings += [canonical.lower(), canonical.upper()]
+        compact = KNOWN[canonical]
+        if compact is not None:
+            spellings += [compact, compact.upper()]
+    name = draw(st.sampled_from(spellings))
+    value_words = draw(words)
+    lws = st.sampled_from(["", " ", "\t", "  ", " \t"])
+    text = name + draw(lws) + ":" + draw(lws)
+    for i, word in enumerate(value_words):
+        if i:
+            text += draw(st.sampled_from([" ", "\r\n ", "\r\n\t", "\r\n   "]))  # SP or a fold
+        text += word
+    text += draw(lws)
+    return text, canonical, " ".join(value_words)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(spelled_header(), max_size=8), st.sampled_from(["", "\r\n", "\r\n\r\n"]))
+def test_spelling_lws_and_folding_are_transparent(headers, leading):
+    data = leading + "OPTIONS sip:a@b SIP/2.0\r\n"
+    data += "".join(text + "\r\n" for text, _, _ in headers) + "\r\n"
+    msg = parse_message(data.encode())
+    assert msg.headers.items() == [(name, value) for _, name, value in headers]
