@@ -20,7 +20,14 @@ from ice import stun
 from ice.channeldata import StreamFramer
 from ice.credentials import long_term_key
 from ice.stun import StunClass, StunMessage, StunMethod, parse_message
-from ice.turn import Allocated, AllocationExpired, AllocationRefreshed, DataReceived, TurnEvent
+from ice.turn import (
+    Allocated,
+    AllocationExpired,
+    AllocationRefreshed,
+    DataReceived,
+    PermissionFailed,
+    TurnEvent,
+)
 from ice.turn_aio import TurnAllocation, TurnError, allocate_turn
 from tests.peers.coturn import Coturn, turnserver_binary
 
@@ -613,3 +620,16 @@ async def test_dual_allocation_refused_family_still_allocates_ipv4(turn_server: 
         assert allocated.additional_error.startswith("440")
     finally:
         await alloc.close()
+
+
+async def test_peer_of_the_wrong_family_is_refused(
+    allocation: tuple[TurnAllocation, Recorder, str],
+) -> None:
+    alloc, recorder, _ = allocation
+    assert alloc.sendto(b"nowhere", ("::1", 9))  # queued until the permission is decided
+    with pytest.raises(TurnError) as info:
+        await asyncio.wait_for(alloc.create_permission("::1"), 5.0)
+    assert info.value.code == 443  # Peer Address Family Mismatch (RFC 8656 §10.2)
+    failed = [e for e in recorder.events if isinstance(e, PermissionFailed)]
+    assert failed and failed[0].peer_ip == "::1" and failed[0].code == 443
+    assert not alloc.client.has_permission("::1")
