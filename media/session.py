@@ -275,6 +275,8 @@ class RtpSession:
         self._remote: _Source | None = None
         self.ssrc = self._new_ssrc()
         self.cname = cname or f"{self._rng.getrandbits(64):016x}@softphone"
+        if len(self.cname.encode()) > 255:
+            raise ValueError("CNAME longer than 255 octets (RFC 3550 §6.5)")
         self._seq = self._rng.getrandbits(16)
         self._timestamp = self._rng.getrandbits(32)
         self._sender = SenderStats()
@@ -512,6 +514,8 @@ class RtpSession:
         log.warning("SSRC collision on %08x: sending BYE and choosing a new SSRC", old)
         self._queue_rtcp(self._compound(now, bye=(old, "SSRC collision")))
         self.ssrc = self._new_ssrc()
+        self._sender = SenderStats()  # SR counts are per SSRC (RFC 3550 §6.4.1)
+        self._remote_report = RemoteReport()
         self._events.append(LocalSsrcChanged(old, self.ssrc, "collision"))
 
     def _new_ssrc(self) -> int:
@@ -618,7 +622,10 @@ class RtpSession:
             packets.append(ReceiverReport(ssrc, blocks))
         packets.append(SourceDescription.with_cname(ssrc, self.cname))
         if bye is not None:
-            packets.append(Goodbye([ssrc], bye[1]))
+            reason = bye[1]
+            if reason is not None:  # at most 255 octets (§6.6), whole characters
+                reason = reason.encode()[:255].decode("utf-8", "ignore")
+            packets.append(Goodbye([ssrc], reason))
         return serialize_rtcp(packets)
 
     def _queue_rtcp(self, data: bytes) -> None:

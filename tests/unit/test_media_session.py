@@ -683,3 +683,27 @@ def test_undecodable_receive_codec_is_ignored() -> None:
     b = RtpSession(PCMU, receive_codecs=[CodecDescription("G722", 9, 8000)])
     b.receive(RtpPacket(9, 1, 1, 7, b"x" * 160).serialize(), 0.0)
     assert b.unknown_payload_types == 1
+
+
+def test_long_bye_reason_is_truncated_and_long_cname_refused() -> None:
+    a = RtpSession(PCMU, rng=random.Random(80))
+    a.close(1.0, "é" * 300)
+    ((data, _),) = a.datagrams_to_send()
+    bye = parse_rtcp(data)[-1]
+    assert isinstance(bye, Goodbye) and bye.reason == "é" * 127
+    with pytest.raises(ValueError):
+        RtpSession(PCMU, cname="x" * 256)
+
+
+def test_collision_restarts_sender_counts() -> None:
+    b = RtpSession(PCMU, rng=random.Random(81))
+    for k in range(10):
+        b.send_frame(np.zeros(160, np.int16), 0.02 * k)
+    b.receive(RtpPacket(0, 1, 1, b.ssrc, b"\xff" * 160).serialize(), 0.3)
+    b.datagrams_to_send()
+    b.send_frame(np.zeros(160, np.int16), 0.32)
+    b.handle_timer(10.0)
+    ((data, _),) = b.datagrams_to_send()
+    sr = parse_rtcp(data)[0]
+    assert isinstance(sr, SenderReport)
+    assert sr.ssrc == b.ssrc and sr.packet_count == 1
