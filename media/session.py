@@ -811,7 +811,7 @@ class RtpSession:
                 effective_loss,
                 out.jitter_buffer_ms,
                 out.rtt_ms,
-                self.codec.encoding,
+                self._rx_encoding,  # the quality of what we hear
                 float(self.ptime_ms),
             )
         return out
