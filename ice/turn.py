@@ -51,6 +51,7 @@ from ice.stun import (
     ALTERNATE_SERVER,
     CHANNEL_NUMBER,
     DATA,
+    ICMP,
     LIFETIME,
     NONCE,
     PASSWORD_ALGORITHM,
@@ -93,6 +94,7 @@ __all__ = [
     "DataReceived",
     "Deallocated",
     "PermissionCreated",
+    "PeerUnreachable",
     "PermissionFailed",
     "TurnClient",
     "TurnEvent",
@@ -221,6 +223,16 @@ class DataReceived:
     channel: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PeerUnreachable:
+    """The relay reported an ICMP error (``icmp_type``/``icmp_code``, e.g. 3/3 port unreachable)
+    for ``peer`` in a Data indication carrying an ICMP attribute (RFC 8656 §11.6)."""
+
+    peer: Address
+    icmp_type: int
+    icmp_code: int
+
+
 TurnEvent = (
     Allocated
     | AllocationFailed
@@ -232,6 +244,7 @@ TurnEvent = (
     | ChannelBound
     | ChannelBindFailed
     | DataReceived
+    | PeerUnreachable
 )
 
 
@@ -597,9 +610,14 @@ class TurnClient:
         try:
             peer = message.get(XOR_PEER_ADDRESS)
             payload = message.get(DATA)
+            icmp = message.get(ICMP) if payload is None else None
         except StunParseError as exc:
             logger.debug("TURN: malformed Data indication dropped: %s", exc)
             return False
+        if peer is not None and icmp is not None:
+            # the relay got an ICMP error from the peer (RFC 8656 §11.5, §11.6)
+            self._events.append(PeerUnreachable(peer, icmp.type, icmp.code))
+            return True
         if peer is None or payload is None:
             logger.debug("TURN: Data indication without XOR-PEER-ADDRESS or DATA dropped")
             return False

@@ -36,6 +36,7 @@ from ice.turn import (
     DataReceived,
     Deallocated,
     PermissionCreated,
+    PeerUnreachable,
     PermissionFailed,
     TurnClient,
     TurnEvent,
@@ -758,7 +759,7 @@ def test_arbitrary_datagrams_never_raise(datagrams: list[bytes]) -> None:
         client.receive(b"\x40\x00" + data, SERVER, 1.0)
         client.receive(b"\x01\x17" + len(data).to_bytes(2, "big") + data, SERVER, 1.0)
     while (event := client.next_event()) is not None:
-        assert isinstance(event, DataReceived)
+        assert isinstance(event, DataReceived | PeerUnreachable)
 
 
 @settings(max_examples=200, deadline=None)
@@ -1238,3 +1239,17 @@ def test_refused_additional_family_is_reported(code_point: int) -> None:
 def test_ipv6_relay_and_dual_allocation_exclude_each_other() -> None:
     with pytest.raises(ValueError):
         TurnClient(SERVER, USER, PASSWORD, ipv6_relay=True, additional_ipv6=True)
+
+
+def test_icmp_in_a_data_indication_reports_the_peer_unreachable() -> None:
+    from ice.stun import IcmpInfo
+
+    client, net = allocated()
+    msg = StunMessage(StunMethod.DATA, StunClass.INDICATION).add(stun.XOR_PEER_ADDRESS, PEER)
+    msg.add(stun.ICMP, IcmpInfo(3, 3))
+    assert client.receive(msg.encode(), SERVER, 1.0)
+    assert client.next_event() == PeerUnreachable(PEER, 3, 3)
+    bad = StunMessage(StunMethod.DATA, StunClass.INDICATION).add(stun.XOR_PEER_ADDRESS, PEER)
+    bad.add_raw(stun.ICMP.type, b"\x00\x00\x03")
+    assert not client.receive(bad.encode(), SERVER, 1.0)
+    assert client.next_event() is None
