@@ -401,9 +401,9 @@ class Agent:
                 rc.component == candidate.component and rc.transport == candidate.transport
             ):
                 if rc.type is CandidateType.PEER_REFLEXIVE:
-                    # §7.3.1.3: the signalled candidate replaces the peer-reflexive one;
-                    # keep the pairs (they refer to the old object, same address)
+                    # §7.3.1.3: the signalled candidate replaces the peer-reflexive one
                     self._remotes[i] = candidate
+                    self._checklist.replace_remote(rc, candidate)
                 return
         self._remotes.append(candidate)
         self._form_pairs()
@@ -507,11 +507,18 @@ class Agent:
             t = check.tx.get_timer()
             if t is not None:
                 times.append(t)
+        if self._remote is not None and (
+            (self.state is AgentState.RUNNING and self._checklist.has_check())
+            or (self.state is AgentState.COMPLETED and self._checklist.has_triggered())
+        ):
+            times.append(self._pace_at())
         if self.state is AgentState.RUNNING:
-            if self._remote is not None and self._checklist.has_check():
-                times.append(self._pace_at())
             for component, first in self._first_valid_at.items():
-                if component not in self._nominating and component not in self._selected:
+                if (
+                    self.controlling
+                    and component not in self._nominating
+                    and self._selected_generation(component) != self._generation
+                ):
                     times.append(first + self.nomination_delay)
             if self._generation_started is not None and self.timeout > 0:
                 times.append(self._generation_started + self.timeout)
@@ -542,15 +549,16 @@ class Agent:
                     self._on_result(check, result, None, None, now)
         if self.state is AgentState.RUNNING:
             self._nominate_due(now)
-            if (
-                self._remote is not None
-                and now >= self._pace_at()
-                and self.state is AgentState.RUNNING
-            ):
+        if self._remote is not None and now >= self._pace_at():
+            pair = None
+            if self.state is AgentState.RUNNING:
                 pair = self._checklist.next_check()
-                if pair is not None:
-                    self._send_check(pair, now)
-            self._check_failure(now)
+            elif self.state is AgentState.COMPLETED:
+                # §8.3: after completion only triggered checks (a late nomination may need one)
+                pair = self._checklist.next_triggered()
+            if pair is not None:
+                self._send_check(pair, now)
+        self._check_failure(now)
         self._run_consent(now)
 
     # -- sending checks (§7.2.4) --------------------------------------------------------------

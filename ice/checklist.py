@@ -338,6 +338,26 @@ class CheckList:
                 return pair
         return None
 
+    def next_triggered(self) -> CandidatePair | None:
+        """The next pair of the triggered FIFO only (after completion, §8.3)."""
+        while self.triggered:
+            pair = self.triggered.popleft()
+            if pair.state is PairState.WAITING and pair.key in self._by_key:
+                return pair
+        return None
+
+    def has_triggered(self) -> bool:
+        return any(p.state is PairState.WAITING for p in self.triggered)
+
+    def replace_remote(self, old: Candidate, new: Candidate) -> None:
+        """A signalled candidate replaces a peer-reflexive one learnt earlier (§7.3.1.3)."""
+        for pair in self.pairs + self.valid:
+            if pair.remote is old:
+                pair.remote = new
+                pair.compute_priority(self.controlling)
+        self._sort()
+        self.valid.sort(key=lambda p: p.priority, reverse=True)
+
     def has_check(self) -> bool:
         """Would :meth:`next_check` find something (without consuming the FIFO)?"""
         if any(p.state is PairState.WAITING for p in self.triggered):

@@ -1,0 +1,639 @@
+"""The ICE agent against a scripted peer: the wire format of checks and answers (RFC 8445 §7),
+role conflicts, peer-reflexive candidates, nomination, pacing, RTO, consent, and fuzzing."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Hashable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ice.agent import (
+    Agent,
+    AgentEvent,
+    AgentState,
+    Completed,
+    ConsentLost,
+    Failed,
+    PairChecked,
+    PairNominated,
+    RoleChanged,
+)
+from ice.candidate import Candidate, CandidateType
+from ice.checklist import PairState, prflx_priority
+from ice.stun import (
+    ERROR_CODE,
+    ICE_CONTROLLED,
+    ICE_CONTROLLING,
+    PRIORITY,
+    UNKNOWN_ATTRIBUTES,
+    USE_CANDIDATE,
+    USERNAME,
+    XOR_MAPPED_ADDRESS,
+    StunClass,
+    StunMessage,
+    StunMethod,
+    parse_message,
+)
+
+Address = tuple[str, int]
+LOCAL: Address = ("10.0.0.1", 1000)
+REMOTE: Address = ("192.0.2.1", 2000)
+VIA = "sock1"
+
+
+class Peer:
+    """The other agent, scripted by hand."""
+
+    ufrag = "peerufrag"
+    pwd = "peerpasswordpeerpassword"
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def request(
+        self,
+        *,
+        controlling: bool = False,
+        tie: int = 5,
+        priority: int | None = 1845501695,
+        use_candidate: bool = False,
+        ufrag: str | None = None,
+        key: bytes | None = None,
+        integrity: bool = True,
+        extra: list[tuple[int, bytes]] | None = None,
+    ) -> bytes:
+        msg = StunMessage(StunMethod.BINDING, StunClass.REQUEST)
+        msg.add(USERNAME, f"{ufrag or self.agent.local_ufrag}:{self.ufrag}")
+        if priority is not None:
+            msg.add(PRIORITY, priority)
+        msg.add(ICE_CONTROLLING if controlling else ICE_CONTROLLED, tie)
+        if use_candidate:
+            msg.add(USE_CANDIDATE, True)
+        for t, v in extra or []:
+            msg.add_raw(t, v)
+        if not integrity:
+            return msg.encode(fingerprint=True)
+        return msg.encode(key or self.agent.local_pwd.encode(), fingerprint=True)
+
+    def answer(
+        self,
+        request: bytes,
+        mapped: Address = LOCAL,
+        *,
+        error: int | None = None,
+        key: bytes | None = None,
+    ) -> bytes:
+        req = parse_message(request)
+        if error is not None:
+            resp = req.error_response(error)
+        else:
+            resp = req.response().add(XOR_MAPPED_ADDRESS, mapped)
+        return resp.encode(key or self.pwd.encode(), fingerprint=True)
+
+
+def make_agent(
+    controlling: bool = True,
+    remotes: tuple[Address, ...] = (REMOTE,),
+    *,
+    start: bool = True,
+    **kw: object,
+) -> tuple[Agent, Peer]:
+    kw.setdefault("ta", 0.02)
+    agent = Agent(
+        controlling,
+        tie_breaker=100,
+        rng=random.Random(1),
+        **kw,  # type: ignore[arg-type]
+    )
+    agent.add_local_candidate(Candidate.make(CandidateType.HOST, *LOCAL), VIA)
+    peer = Peer(agent)
+    agent.set_remote_parameters(peer.ufrag, peer.pwd)
+    for i, addr in enumerate(remotes):
+        agent.add_remote_candidate(
+            Candidate.make(CandidateType.HOST, *addr, local_preference=65535 - i)
+        )
+    agent.end_of_candidates()
+    if start:
+        agent.start(0.0)
+    return agent, peer
+
+
+def sent(agent: Agent) -> list[tuple[StunMessage, bytes, Hashable, Address]]:
+    return [(parse_message(d), d, via, addr) for d, via, addr in agent.datagrams_to_send()]
+
+
+def events(agent: Agent) -> list[AgentEvent]:
+    out = []
+    while (e := agent.next_event()) is not None:
+        out.append(e)
+    return out
+
+
+def tick(agent: Agent, now: float) -> list[tuple[StunMessage, bytes, Hashable, Address]]:
+    agent.handle_timer(now)
+    return sent(agent)
+
+
+# -- sending checks (§7.2.4) -----------------------------------------------------------------
+
+
+def test_check_request_contents() -> None:
+    agent, peer = make_agent()
+    assert agent.get_timer() == 0.0
+    ((msg, raw, via, addr),) = tick(agent, 0.0)
+    assert (via, addr) == (VIA, REMOTE)
+    assert msg.cls == StunClass.REQUEST and msg.method == StunMethod.BINDING
+    assert msg.get(USERNAME) == f"{peer.ufrag}:{agent.local_ufrag}"
+    local = agent.local_candidates()[0]
+    assert msg.get(PRIORITY) == prflx_priority(local)
+    assert msg.get(ICE_CONTROLLING) == 100
+    assert ICE_CONTROLLED.type not in msg and USE_CANDIDATE.type not in msg
+    assert msg.check_integrity(peer.pwd.encode())
+    assert msg.has_fingerprint
+    assert agent.stats().checks_sent == 1
+
+
+def test_same_foundation_checked_one_at_a_time() -> None:
+    remotes = tuple(("192.0.2.1", 2000 + i) for i in range(3))
+    agent, peer = make_agent(remotes=remotes)
+    ((_, raw, _, addr),) = tick(agent, 0.0)
+    assert addr == remotes[0]
+    assert tick(agent, 0.02) == [], "the other pairs of the foundation stay Frozen"
+    agent.receive(peer.answer(raw), VIA, addr, 0.03)
+    # §7.2.5.3.3: the success unfreezes the rest of the foundation
+    states = {p.remote_address: p.state for p in agent.checklist}
+    assert states[remotes[1]] is PairState.WAITING and states[remotes[2]] is PairState.WAITING
+
+
+def test_checks_paced_by_ta() -> None:
+    # different IPs: different foundations, so all three start Waiting (§6.1.2.6)
+    remotes = tuple((f"192.0.2.{1 + i}", 2000) for i in range(3))
+    agent, _ = make_agent(remotes=remotes)
+    times: list[float] = []
+    dests: list[Address] = []
+    now = 0.0
+    while len(times) < 3:
+        timer = agent.get_timer()
+        assert timer is not None
+        now = timer
+        for _, _, _, addr in tick(agent, now):
+            times.append(now)
+            dests.append(addr)
+    assert times == pytest.approx([0.0, 0.02, 0.04])
+    assert dests == list(remotes), "highest priority first"
+
+
+def test_check_rto_and_failure() -> None:
+    agent, _ = make_agent(check_rc=3, check_rm=2, timeout=100.0)
+    sends = []
+    now = 0.0
+    while agent.state is AgentState.RUNNING and now < 50:
+        timer = agent.get_timer()
+        assert timer is not None
+        now = timer
+        sends += [now for _ in tick(agent, now)]
+    # RTO = max(500 ms, Ta * N) (§14.3): sends at 0, 0.5, 1.5; gives up 2 RTO later
+    assert sends == pytest.approx([0.0, 0.5, 1.5])
+    evs = events(agent)
+    assert any(isinstance(e, PairChecked) and not e.succeeded for e in evs)
+    failed = [e for e in evs if isinstance(e, Failed)]
+    assert failed and "failed" in failed[0].reason
+    assert now == pytest.approx(2.5)
+
+
+def test_success_then_regular_nomination_completes() -> None:
+    agent, peer = make_agent()
+    ((_, raw, _, _),) = tick(agent, 0.0)
+    assert agent.receive(peer.answer(raw), VIA, REMOTE, 0.03)
+    evs = events(agent)
+    assert isinstance(evs[0], PairChecked) and evs[0].succeeded
+    assert evs[0].rtt == pytest.approx(0.03)
+    # the only pair is the best possible: nominate at once, after Ta
+    assert agent.get_timer() == pytest.approx(0.02)
+    ((msg, raw2, _, _),) = tick(agent, 0.03)
+    assert USE_CANDIDATE.type in msg
+    assert agent.selected_pair(1) is None
+    agent.receive(peer.answer(raw2), VIA, REMOTE, 0.06)
+    evs = events(agent)
+    nominated = [e for e in evs if isinstance(e, PairNominated)]
+    assert nominated and nominated[0].via == VIA and nominated[0].remote_address == REMOTE
+    done = [e for e in evs if isinstance(e, Completed)]
+    assert done and done[0].connect_time == pytest.approx(0.06)
+    assert agent.state is AgentState.COMPLETED
+    assert agent.send_target(1) == (VIA, REMOTE)
+    assert agent.is_from_selected(1, REMOTE) and agent.is_from_selected(1, REMOTE, VIA)
+    assert not agent.is_from_selected(1, ("192.0.2.66", 2000))
+    assert not agent.is_from_selected(1, REMOTE, "other-socket")
+    assert agent.component_of(VIA, REMOTE) == 1
+    assert agent.component_of(VIA, ("192.0.2.66", 1)) is None
+    stats = agent.stats()
+    assert stats.state == "completed" and stats.selected[1]["local"]["type"] == "host"  # type: ignore[index]
+
+
+def test_nomination_waits_briefly_for_a_better_pair() -> None:
+    remotes = (REMOTE, ("192.0.2.2", 2001))
+    agent, peer = make_agent(remotes=remotes, nomination_delay=0.3)
+    checks = tick(agent, 0.0) + tick(agent, 0.02)
+    low = next(raw for msg, raw, _, addr in checks if addr == remotes[1])
+    agent.receive(peer.answer(low), VIA, remotes[1], 0.05)
+    # the better pair is still in progress: no nomination before 0.05 + 0.3
+    for now in (0.06, 0.2, 0.34):
+        assert all(USE_CANDIDATE.type not in m for m, *_ in tick(agent, now))
+    out = tick(agent, 0.36)
+    assert [addr for m, _, _, addr in out if USE_CANDIDATE.type in m] == [remotes[1]]
+
+
+def test_better_pair_success_is_nominated_without_waiting() -> None:
+    remotes = (REMOTE, ("192.0.2.2", 2001))
+    agent, peer = make_agent(remotes=remotes, nomination_delay=5.0)
+    checks = tick(agent, 0.0) + tick(agent, 0.02)
+    high = next(raw for msg, raw, _, addr in checks if addr == REMOTE)
+    agent.receive(peer.answer(high), VIA, REMOTE, 0.05)
+    out = tick(agent, 0.05)
+    assert [addr for m, _, _, addr in out if USE_CANDIDATE.type in m] == [REMOTE]
+
+
+def test_non_symmetric_response_fails_the_pair() -> None:
+    agent, peer = make_agent()
+    ((_, raw, _, _),) = tick(agent, 0.0)
+    assert agent.receive(peer.answer(raw), VIA, ("192.0.2.99", 2000), 0.03)
+    evs = events(agent)
+    assert any(isinstance(e, PairChecked) and not e.succeeded for e in evs)
+    assert any(isinstance(e, Failed) for e in evs), "the only pair failed"
+    assert agent.state is AgentState.FAILED
+    assert agent.selected_pair(1) is None
+
+
+def test_error_response_fails_the_pair() -> None:
+    agent, peer = make_agent()
+    ((_, raw, _, _),) = tick(agent, 0.0)
+    agent.receive(peer.answer(raw, error=400), VIA, REMOTE, 0.03)
+    assert list(agent.checklist)[0].state is PairState.FAILED
+
+
+def test_unauthenticated_response_is_ignored() -> None:
+    agent, peer = make_agent()
+    ((_, raw, _, _),) = tick(agent, 0.0)
+    forged = peer.answer(raw, key=b"not the password")
+    assert agent.receive(forged, VIA, REMOTE, 0.03)
+    assert events(agent) == []
+    assert list(agent.checklist)[0].state is PairState.IN_PROGRESS
+    # and it keeps retransmitting
+    assert len(tick(agent, 0.5)) == 1
+
+
+def test_role_conflict_response_switches_role_and_retries() -> None:
+    agent, peer = make_agent()
+    ((_, raw, _, _),) = tick(agent, 0.0)
+    agent.receive(peer.answer(raw, error=487), VIA, REMOTE, 0.03)
+    evs = events(agent)
+    assert any(isinstance(e, RoleChanged) and not e.controlling for e in evs)
+    assert not agent.controlling
+    ((msg, _, _, _),) = tick(agent, 0.03)
+    assert msg.get(ICE_CONTROLLED) == 100 and ICE_CONTROLLING.type not in msg
+    assert agent.stats().role_conflicts == 1
+
+
+def test_peer_reflexive_local_candidate_from_mapped_address() -> None:
+    agent, peer = make_agent()
+    ((msg, raw, _, _),) = tick(agent, 0.0)
+    agent.receive(peer.answer(raw, mapped=("203.0.113.7", 4000)), VIA, REMOTE, 0.03)
+    (checked,) = [e for e in events(agent) if isinstance(e, PairChecked)]
+    assert checked.local.type is CandidateType.PEER_REFLEXIVE
+    assert checked.local.transport_address == ("203.0.113.7", 4000)
+    assert checked.local.priority == msg.get(PRIORITY)
+    # never signalled
+    assert all(c.type is not CandidateType.PEER_REFLEXIVE for c in agent.local_candidates())
+    valid = agent.checklist.best_valid(1)
+    assert valid is not None and valid.via == VIA and valid.remote_address == REMOTE
+
+
+# -- answering checks (§7.3) -----------------------------------------------------------------
+
+
+def answer_of(agent: Agent) -> StunMessage:
+    out = sent(agent)
+    responses = [m for m, *_ in out if m.cls != StunClass.REQUEST]
+    assert len(responses) == 1, out
+    return responses[0]
+
+
+def test_answer_carries_mapped_address_and_integrity() -> None:
+    agent, peer = make_agent(controlling=False)
+    src = ("203.0.113.50", 6000)
+    assert agent.receive(peer.request(controlling=True), VIA, src, 0.0)
+    out = sent(agent)
+    (resp, raw, via, addr) = next(x for x in out if x[0].cls == StunClass.SUCCESS)
+    assert (via, addr) == (VIA, src)
+    assert resp.get(XOR_MAPPED_ADDRESS) == src
+    assert resp.check_integrity(agent.local_pwd.encode()) and resp.has_fingerprint
+    assert agent.stats().checks_received == 1
+
+
+def test_peer_reflexive_remote_and_triggered_check_first() -> None:
+    remotes = (REMOTE, ("192.0.2.2", 2001))
+    agent, peer = make_agent(controlling=False, remotes=remotes)
+    tick(agent, 0.0)  # an ordinary check to REMOTE
+    src = ("203.0.113.50", 6000)
+    agent.receive(peer.request(controlling=True, priority=1234567), VIA, src, 0.005)
+    answer_of(agent)
+    prflx = [c for c in agent.remote_candidates() if c.type is CandidateType.PEER_REFLEXIVE]
+    assert len(prflx) == 1 and prflx[0].transport_address == src
+    assert prflx[0].priority == 1234567
+    # the triggered check goes out at the next Ta tick, ahead of the waiting ordinary pair
+    assert agent.get_timer() == pytest.approx(0.02)
+    ((msg, _, _, addr),) = tick(agent, 0.02)
+    assert addr == src and msg.cls == StunClass.REQUEST
+    ((_, _, _, addr2),) = tick(agent, 0.04)
+    assert addr2 == remotes[1]
+
+
+def error_code(msg: StunMessage) -> int | None:
+    err = msg.get(ERROR_CODE)
+    return None if err is None else err.code
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"integrity": False}, 400),
+        ({"ufrag": "wrongufrag"}, 401),
+        ({"key": b"wrong password"}, 401),
+        ({"priority": None}, 400),
+        ({"extra": [(0x7FF0, b"abcd")]}, 420),
+    ],
+)
+def test_bad_requests_are_rejected(kwargs: dict, code: int) -> None:
+    agent, peer = make_agent(controlling=False)
+    assert agent.receive(peer.request(**kwargs), VIA, REMOTE, 0.0)
+    resp = answer_of(agent)
+    assert resp.cls == StunClass.ERROR and error_code(resp) == code
+    if code == 420:
+        assert resp.get(UNKNOWN_ATTRIBUTES) == (0x7FF0,)
+        assert resp.check_integrity(agent.local_pwd.encode())
+    if code in (400, 401) and "priority" not in kwargs:
+        assert not resp.has_integrity
+    assert agent.remote_candidates() == list(agent.remote_candidates())
+    assert agent.stats().errors_sent == 1
+    assert not any(c.type is CandidateType.PEER_REFLEXIVE for c in agent.remote_candidates())
+
+
+@pytest.mark.parametrize(
+    ("we_control", "they_control", "their_tie", "expect_487", "we_end_controlling"),
+    [
+        (True, True, 50, True, True),  # ours larger: they must switch
+        (True, True, 500, False, False),  # theirs larger: we switch to controlled
+        (False, False, 50, False, True),  # ours larger: we switch to controlling
+        (False, False, 500, True, False),  # theirs larger: they must switch
+        (True, False, 50, False, True),  # no conflict
+    ],
+)
+def test_incoming_role_conflict(
+    we_control: bool, they_control: bool, their_tie: int, expect_487: bool, we_end_controlling: bool
+) -> None:
+    agent, peer = make_agent(controlling=we_control)
+    agent.receive(peer.request(controlling=they_control, tie=their_tie), VIA, REMOTE, 0.0)
+    resp = answer_of(agent)
+    if expect_487:
+        assert error_code(resp) == 487 and resp.check_integrity(agent.local_pwd.encode())
+    else:
+        assert resp.cls == StunClass.SUCCESS
+    assert agent.controlling is we_end_controlling
+    changed = [e for e in events(agent) if isinstance(e, RoleChanged)]
+    assert bool(changed) == (we_control != we_end_controlling)
+
+
+def test_aggressive_nomination_on_first_check() -> None:
+    agent, peer = make_agent(controlling=False, start=False)
+    agent.start(0.0)
+    src = REMOTE
+    agent.receive(peer.request(controlling=True, use_candidate=True), VIA, src, 0.0)
+    out = sent(agent)
+    assert any(m.cls == StunClass.SUCCESS for m, *_ in out)
+    assert agent.selected_pair(1) is None, "not before our own check succeeded"
+    trig = [x for x in out if x[0].cls == StunClass.REQUEST] or tick(agent, 0.0)
+    (msg, raw, _, addr) = trig[0]
+    assert addr == src and USE_CANDIDATE.type not in msg
+    agent.receive(peer.answer(raw), VIA, src, 0.02)
+    evs = events(agent)
+    assert any(isinstance(e, PairNominated) for e in evs)
+    assert any(isinstance(e, Completed) for e in evs)
+    assert agent.send_target(1) == (VIA, src)
+
+
+def test_use_candidate_on_succeeded_pair_selects_at_once() -> None:
+    agent, peer = make_agent(controlling=False)
+    ((_, raw, _, _),) = tick(agent, 0.0)
+    agent.receive(peer.answer(raw), VIA, REMOTE, 0.02)
+    events(agent)
+    assert agent.selected_pair(1) is None
+    agent.receive(peer.request(controlling=True, use_candidate=True), VIA, REMOTE, 0.03)
+    assert any(isinstance(e, PairNominated) for e in events(agent))
+    assert agent.state is AgentState.COMPLETED
+    # no check needed: only the answer went out
+    assert [m.cls for m, *_ in sent(agent)] == [StunClass.SUCCESS]
+
+
+def test_indications_and_other_packets() -> None:
+    agent, _ = make_agent()
+    ind = StunMessage(StunMethod.BINDING, StunClass.INDICATION).encode(fingerprint=True)
+    assert agent.receive(ind, VIA, REMOTE, 0.0)
+    assert not agent.receive(b"\x80\x00" + bytes(170), VIA, REMOTE, 0.0)  # RTP
+    stray = StunMessage(StunMethod.BINDING, StunClass.SUCCESS).encode()
+    assert not agent.receive(stray, VIA, REMOTE, 0.0)  # not ours (e.g. a STUN server's)
+    alloc = StunMessage(StunMethod.ALLOCATE, StunClass.SUCCESS).encode()
+    assert not agent.receive(alloc, VIA, REMOTE, 0.0)
+    assert sent(agent) == []
+
+
+# -- lifecycle -------------------------------------------------------------------------------
+
+
+def complete(agent: Agent, peer: Peer, now: float = 0.0) -> float:
+    """Drive a controlling agent with one pair to completion; returns the time."""
+    for _ in range(10):
+        timer = agent.get_timer()
+        if timer is None:
+            break
+        now = max(now, timer)
+        for msg, raw, via, addr in tick(agent, now):
+            if msg.cls == StunClass.REQUEST:
+                agent.receive(peer.answer(raw), via, addr, now + 0.01)
+        if agent.state is AgentState.COMPLETED:
+            return now
+    raise AssertionError("did not complete")
+
+
+def test_consent_checks_and_loss() -> None:
+    agent, peer = make_agent()
+    now = complete(agent, peer)
+    events(agent)
+    consent_times = []
+    # the peer answers consent checks for a minute
+    while now < 60:
+        timer = agent.get_timer()
+        assert timer is not None
+        now = timer
+        for msg, raw, via, addr in tick(agent, now):
+            consent_times.append(now)
+            assert USE_CANDIDATE.type not in msg and msg.check_integrity(peer.pwd.encode())
+            agent.receive(peer.answer(raw), via, addr, now + 0.01)
+    gaps = [b - a for a, b in zip(consent_times, consent_times[1:], strict=False)]
+    assert gaps and all(4.0 - 1e-9 <= g <= 6.0 + 1e-9 for g in gaps)
+    assert events(agent) == []
+    # then it goes silent
+    silent_from = consent_times[-1]
+    while not any(isinstance(e, ConsentLost) for e in events(agent)):
+        timer = agent.get_timer()
+        assert timer is not None and timer < 200
+        now = timer
+        tick(agent, now)
+    assert 30.0 <= now - silent_from + 6.0 and now - consent_times[-1] <= 30.0 + 6.0
+    assert agent.send_target(1) is None and not agent.has_consent(1)
+
+
+def test_restart_answers_old_credentials_until_new_selection() -> None:
+    agent, peer = make_agent()
+    now = complete(agent, peer)
+    old_ufrag = agent.local_ufrag
+    agent.restart(now + 1)
+    assert agent.local_ufrag != old_ufrag and agent.local_pwd
+    assert agent.send_target(1) == (VIA, REMOTE)
+    # a peer that has not restarted yet still uses the old credentials: answered
+    old_pwd_key = agent.local_pwd  # the new one
+    msg = StunMessage(StunMethod.BINDING, StunClass.REQUEST)
+    msg.add(USERNAME, f"{old_ufrag}:{peer.ufrag}").add(PRIORITY, 1).add(ICE_CONTROLLED, 1)
+    assert old_pwd_key != ""
+    agent.receive(peer.request(ufrag=old_ufrag, key=None), VIA, REMOTE, now + 1.1)
+    out = sent(agent)
+    assert any(m.cls == StunClass.ERROR for m, *_ in out), "signed with the new pwd: rejected"
+    assert agent.stats().restarts == 1
+    # new parameters, new candidates: the new check list runs and selects again
+    peer.ufrag, peer.pwd = "newpeerufrag", "newpeerpasswordnewpeerpw"
+    agent.set_remote_parameters(peer.ufrag, peer.pwd)
+    agent.add_remote_candidate(Candidate.make(CandidateType.HOST, *REMOTE))
+    agent.end_of_candidates()
+    events(agent)
+    complete(agent, peer, now + 2)
+    evs = events(agent)
+    assert any(isinstance(e, PairNominated) for e in evs)
+    assert any(isinstance(e, Completed) for e in evs)
+    assert agent.send_target(1) == (VIA, REMOTE)
+
+
+def test_close_stops_everything() -> None:
+    agent, _ = make_agent()
+    tick(agent, 0.0)
+    agent.close()
+    assert agent.get_timer() is None and sent(agent) == []
+    agent.handle_timer(1.0)
+    assert sent(agent) == []
+
+
+def test_reflexive_candidate_without_host_gets_a_base() -> None:
+    agent = Agent(True, ta=0.02)
+    srflx = Candidate.make(
+        CandidateType.SERVER_REFLEXIVE,
+        "203.0.113.1",
+        40000,
+        base_address="10.0.0.1",
+        related=LOCAL,
+    )
+    agent.add_local_candidate(srflx, VIA)
+    agent.add_remote_candidate(Candidate.make(CandidateType.HOST, *REMOTE))
+    (pair,) = list(agent.checklist)
+    assert pair.local.candidate.type is CandidateType.HOST and pair.local.base == LOCAL
+    with pytest.raises(ValueError):
+        agent.add_local_candidate(
+            Candidate.make(CandidateType.SERVER_REFLEXIVE, "203.0.113.1", 1), "other"
+        )
+    with pytest.raises(ValueError):
+        agent.add_local_candidate(Candidate.make(CandidateType.HOST, *LOCAL, component=2), VIA)
+
+
+def test_signalled_candidate_replaces_peer_reflexive() -> None:
+    agent, peer = make_agent(controlling=False, remotes=())
+    src = ("203.0.113.50", 6000)
+    agent.receive(peer.request(controlling=True), VIA, src, 0.0)
+    (pair,) = list(agent.checklist)
+    assert pair.remote.type is CandidateType.PEER_REFLEXIVE
+    agent.add_remote_candidate(
+        Candidate.make(CandidateType.SERVER_REFLEXIVE, *src, base_address="10.9.9.9")
+    )
+    assert pair.remote.type is CandidateType.SERVER_REFLEXIVE
+    assert len(agent.remote_candidates()) == 1
+
+
+def test_remote_lite_makes_us_controlling() -> None:
+    agent = Agent(False, ta=0.02)
+    agent.set_remote_parameters("liteufrag", "litepasswordlitepassword", lite=True)
+    assert agent.controlling
+    assert isinstance(agent.next_event(), RoleChanged)
+
+
+# -- fuzzing: malformed STUN never raises ----------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(min_size=0, max_size=200))
+def test_fuzz_random_bytes(data: bytes) -> None:
+    agent, _ = make_agent(controlling=False)
+    agent.receive(data, VIA, REMOTE, 0.0)
+    # with a valid STUN header in front too
+    agent.receive(
+        b"\x00\x01" + len(data).to_bytes(2, "big") + b"\x21\x12\xa4\x42" + bytes(12) + data,
+        VIA,
+        REMOTE,
+        0.0,
+    )
+    agent.handle_timer(0.1)
+    agent.datagrams_to_send()
+
+
+_ATTR_TYPES = [
+    USERNAME.type,
+    PRIORITY.type,
+    ICE_CONTROLLING.type,
+    ICE_CONTROLLED.type,
+    USE_CANDIDATE.type,
+    XOR_MAPPED_ADDRESS.type,
+    ERROR_CODE.type,
+    UNKNOWN_ATTRIBUTES.type,
+    0x7FFF,
+    0xC000,
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.sampled_from(_ATTR_TYPES), st.binary(max_size=24)), max_size=6),
+    st.sampled_from([StunClass.REQUEST, StunClass.SUCCESS, StunClass.ERROR]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_fuzz_authentic_messages_with_arbitrary_attributes(
+    attrs: list[tuple[int, bytes]], cls: StunClass, as_response: bool, controlling: bool
+) -> None:
+    """Correctly signed messages whose attributes are garbage reach deep into the agent."""
+    agent, peer = make_agent(controlling=controlling)
+    checks = tick(agent, 0.0)
+    if as_response and checks and cls != StunClass.REQUEST:
+        tid = checks[0][0].transaction_id
+        msg = StunMessage(StunMethod.BINDING, cls, tid)
+        key = peer.pwd.encode()
+    else:
+        msg = StunMessage(StunMethod.BINDING, cls)
+        key = agent.local_pwd.encode()
+        if cls == StunClass.REQUEST:
+            msg.add(USERNAME, f"{agent.local_ufrag}:{peer.ufrag}")
+    for t, v in attrs:
+        msg.add_raw(t, v)
+    data = msg.encode(key, fingerprint=True)
+    agent.receive(data, VIA, REMOTE, 0.01)
+    for now in (0.02, 0.5, 1.0):
+        agent.handle_timer(now)
+        agent.datagrams_to_send()
+        events(agent)
