@@ -35,7 +35,7 @@ from sip.dialog import Dialog, DialogState
 from sip.message import Request, Response, make_response, new_tag
 from sip.timers import TimerConfig
 from sip.transaction import ServerTransaction as ServerTx
-from sip.transaction import build_cancel
+from sip.transaction import State, build_cancel
 from sip.uri import SipURI
 
 log = logging.getLogger("sip.invite")
@@ -251,6 +251,7 @@ class Call:
         self._glare_method: str = "INVITE"
         self._glare_sdp: bytes = b""
         self._bye_sent = False
+        self._bye_after_ack = False
         self._bye_request: Request | None = None
 
     def __repr__(self) -> str:
@@ -527,10 +528,15 @@ class Call:
 
     def receive_cancel(self, now: float) -> None:
         """§9.2: the INVITE was cancelled (the host already sent 200 to the CANCEL)."""
-        if self._stx is not None and self.state in (CallState.INCOMING, CallState.EARLY):
+        if self._stx is None:
+            return
+        if self.state in (CallState.INCOMING, CallState.EARLY):
             self.final_status = 487
             self.host.respond(self._stx, self._uas_response(487), now)
             self._terminate("remote-cancel")
+        elif self._stx.state is State.PROCEEDING:
+            # The call ended otherwise but the INVITE never got its final response.
+            self.host.respond(self._stx, self._uas_response(487), now)
 
     def _start_2xx_retransmit(
         self, resp: Response, stx: ServerTx, now: float, *, reinvite: bool
@@ -568,6 +574,8 @@ class Call:
             if self.dialog is not None:
                 self.dialog.state = DialogState.CONFIRMED
             self.host.emit(CallConfirmed(self, sdp))
+            if self._bye_after_ack:
+                self._send_bye(now)
 
     # ================================================================== in-dialog: BYE
 
@@ -583,7 +591,11 @@ class Call:
             self.cancel(now)
         elif self.state in (CallState.INCOMING, CallState.EARLY):
             self.reject(now, 603, "Decline")
-        elif self.state in (CallState.CONNECTED, CallState.ANSWERED):
+        elif self.state is CallState.ANSWERED:
+            # §15: the callee must not send BYE before the ACK for its 2xx arrived (or the
+            # 2xx retransmissions gave up): the BYE could overtake the lost 2xx.
+            self._bye_after_ack = True
+        elif self.state is CallState.CONNECTED:
             self._send_bye(now)
 
     def bye(self, now: float) -> None:
@@ -591,6 +603,10 @@ class Call:
 
     def _send_bye(self, now: float, reason: str = "local-bye") -> None:
         if self.dialog is None or self._bye_sent:
+            return
+        if self._stx is not None and self._stx.state is State.PROCEEDING:
+            # A callee may not BYE a dialog whose INVITE it has not answered (§15): reject.
+            self.reject(now, 480, "Temporarily Unavailable")
             return
         self._bye_sent = True
         self.state = CallState.TERMINATING
@@ -705,7 +721,11 @@ class Call:
             return
         self.host.emit(CallUpdateFailed(self, status, response.reason, method))
         if status in (408, 481):
-            self._send_bye(now, reason="timeout" if status == 408 else "remote-gone")
+            # §14.1 / RFC 3311 §5.1: the dialog is gone; end the call as its state allows.
+            if self.state is CallState.CONNECTED:
+                self._send_bye(now, reason="timeout" if status == 408 else "remote-gone")
+            else:
+                self.hangup(now)
 
     def receive_reinvite(self, req: Request, stx: ServerTx, now: float) -> None:
         """§14.2: a re-INVITE from the peer."""
@@ -800,7 +820,7 @@ class Call:
             self._reinvite_in = None
             if not reinvite and self.state is CallState.ANSWERED:
                 self.state = CallState.CONNECTED
-            self._send_bye(now, reason="no-ack")
+            self._send_bye(now, reason="local-bye" if self._bye_after_ack else "no-ack")
         elif self._ok_next is not None and now >= self._ok_next and self._ok is not None:
             assert self._ok_stx is not None
             self.host.retransmit_response(self._ok_stx, self._ok, now)

@@ -690,3 +690,60 @@ def test_call_and_registration_over_reliable_transport():
     net.run()
     assert [e.reason for e in net.of(b, inv.CallEnded)] == ["remote-bye"]
     assert not [w for w in net.wire if w[3].startswith("INVITE") and w[0] > 0.1]  # no retransmit
+
+
+# ---------------------------------------------------------------------------------- chaos
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_call_scenarios_always_settle(seed):
+    """Random actions (answer, reject, ring, cancel, re-INVITE, UPDATE, BYE from either side)
+    on a lossy network: every call ends exactly once on both sides, nothing raises, both
+    cores end idle."""
+    rng = random.Random(seed)
+    net = SimNet(loss=rng.choice([0.0, 0.1, 0.3]), delay=0.02, jitter=0.02, seed=seed)
+    a = make_ua("10.0.0.1", "alice")
+    b = make_ua("10.0.0.2", "bob")
+
+    def on_b(ev: Any) -> None:
+        if isinstance(ev, inv.IncomingCall):
+            choice = rng.random()
+            if choice < 0.2:
+                ev.call.reject(net.now, rng.choice([486, 603, 480]))
+            elif choice < 0.4:
+                ev.call.ringing(net.now)
+            else:
+                ev.call.ringing(net.now, sdp=SDP_B if rng.random() < 0.3 else None)
+                ev.call.answer(SDP_B, net.now)
+
+    net.add(a)
+    net.add(b, on_b)
+    calls = [a.invite("sip:bob@10.0.0.2", SDP_A, net.now) for _ in range(rng.randint(1, 3))]
+    for _ in range(rng.randint(3, 10)):
+        net.run(max_time=rng.uniform(0.05, 3))
+        everyone = calls + [e.call for e in net.of(b, inv.IncomingCall)]
+        call = rng.choice(everyone)
+        action = rng.choice(["hangup", "reinvite", "update", "none", "none"])
+        try:
+            if action == "hangup":
+                call.hangup(net.now)
+            elif action == "reinvite":
+                call.reinvite(SDP_A + b"a=sendonly\r\n", net.now)
+            elif action == "update":
+                call.update(SDP_A + b"a=inactive\r\n", net.now)
+        except ValueError:
+            pass  # not allowed in this state / offer pending: the API says so
+    net.run(max_time=5)
+    for call in calls + [e.call for e in net.of(b, inv.IncomingCall)]:
+        call.hangup(net.now)
+    net.run(max_time=200)
+    for ua in (a, b):
+        ended: dict[str, int] = {}
+        for ev in net.events[id(ua)]:
+            if isinstance(ev, (inv.CallEnded, inv.CallFailed)):
+                key = f"{ev.call.call_id}/{id(ev.call)}"
+                ended[key] = ended.get(key, 0) + 1
+        assert all(n == 1 for n in ended.values()), ended
+        assert ua.idle, [c for c in ua.calls if c.state is not inv.CallState.TERMINATED]
+    for call in calls:
+        assert call.state is inv.CallState.TERMINATED
