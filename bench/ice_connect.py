@@ -1,0 +1,212 @@
+"""Benchmark: ICE connect time on loopback, ours vs aioice, in the same run.
+
+Run: ``.venv/bin/python -m bench.ice_connect [--runs 20]``.
+
+The clock starts when both agents hold each other's parameters and candidates (gathering is
+done and not timed) and stops when both report the nominated pair usable (our
+``IceConnection.connect()`` / aioice's ``Connection.connect()`` returned on both sides); one
+datagram each way then checks that the pair really carries data (not timed).  Median, min and
+max of ``--runs`` runs per case.
+
+Cases:
+
+* ``1 host each``: one host candidate per side on 127.0.0.1 - the floor: one check each way
+  plus nomination.
+* ``4 hosts + 4 black holes``: each side gathers on 127.0.0.1-4 (16 real pairs) and is also
+  given four remote candidates with a higher priority than any real one that lead to UDP
+  sockets that never answer (a firewalled path: no ICMP either).  The best pairs are checked
+  first and go nowhere, so the pair that gets nominated is not the first one checked.
+
+Agents: ours with its default Ta (50 ms, RFC 8445 §14.2) and with Ta = 20 ms (aioice's
+pacing); aioice with its defaults; and ours against aioice (ours controlling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+if __package__ in (None, ""):  # allow ``python bench/ice_connect.py``
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ice.aio import IceConnection
+from ice.candidate import Candidate, CandidateType
+from ice.sdp import format_candidate, parse_candidate
+
+try:
+    import aioice
+    import aioice.ice
+except ImportError:  # pragma: no cover - aioice is a dev-only peer
+    aioice = None  # type: ignore[assignment]
+
+TIMEOUT = 20.0
+Run = Callable[[list[str], list[Candidate]], Awaitable[float]]
+
+
+def _decoys(sockets: list[socket.socket]) -> list[Candidate]:
+    """Remote candidates ranked above every real one, leading to silent sockets."""
+    out = []
+    for i, s in enumerate(sockets):
+        host, port = s.getsockname()
+        out.append(
+            Candidate(
+                foundation=f"decoy{i}",
+                component=1,
+                transport="udp",
+                priority=0x7FFFFFFF - i,
+                address=host,
+                port=port,
+                type=CandidateType.HOST,
+            )
+        )
+    return out
+
+
+async def _ours_pair(addresses: list[str], decoys: list[Candidate], ta: float) -> float:
+    opts = {"ta": ta}
+    a = IceConnection(True, addresses=addresses, agent_options=opts)
+    b = IceConnection(False, addresses=addresses, agent_options=opts)
+    try:
+        await asyncio.gather(a.gather(), b.gather())
+        a.set_remote(b.local_ufrag, b.local_pwd, b.local_candidates + decoys)
+        b.set_remote(a.local_ufrag, a.local_pwd, a.local_candidates + decoys)
+        t0 = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), TIMEOUT)
+        elapsed = time.perf_counter() - t0
+        assert a.transport().send(b"\x80ping") and b.transport().send(b"\x80pong")
+        assert await asyncio.wait_for(b.transport().recv(), 2) == b"\x80ping"
+        assert await asyncio.wait_for(a.transport().recv(), 2) == b"\x80pong"
+        return elapsed
+    finally:
+        await a.close()
+        await b.close()
+
+
+def _aioice_candidates(candidates: list[Candidate]) -> list[Any]:
+    assert aioice is not None
+    return [aioice.Candidate.from_sdp(format_candidate(c)) for c in candidates]
+
+
+async def _aioice_pair(addresses: list[str], decoys: list[Candidate]) -> float:
+    assert aioice is not None
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(addresses)
+    a = aioice.Connection(ice_controlling=True, use_ipv6=False)
+    b = aioice.Connection(ice_controlling=False, use_ipv6=False)
+    try:
+        await asyncio.gather(a.gather_candidates(), b.gather_candidates())
+        for x, y in ((a, b), (b, a)):
+            x.remote_username, x.remote_password = y.local_username, y.local_password
+            remote = [parse_candidate(c.to_sdp()) for c in y.local_candidates] + decoys
+            for c in _aioice_candidates(remote):
+                await x.add_remote_candidate(c)
+            await x.add_remote_candidate(None)
+        t0 = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), TIMEOUT)
+        elapsed = time.perf_counter() - t0
+        await a.send(b"\x80ping")
+        await b.send(b"\x80pong")
+        assert await asyncio.wait_for(b.recv(), 2) == b"\x80ping"
+        assert await asyncio.wait_for(a.recv(), 2) == b"\x80pong"
+        return elapsed
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _mixed_pair(addresses: list[str], decoys: list[Candidate]) -> float:
+    assert aioice is not None
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(addresses)
+    a = IceConnection(True, addresses=addresses, agent_options={"ta": 0.02})
+    b = aioice.Connection(ice_controlling=False, use_ipv6=False)
+    try:
+        await asyncio.gather(a.gather(), b.gather_candidates())
+        remote = [parse_candidate(c.to_sdp()) for c in b.local_candidates]
+        a.set_remote(b.local_username, b.local_password, remote + decoys)
+        b.remote_username, b.remote_password = a.local_ufrag, a.local_pwd
+        for c in _aioice_candidates(a.local_candidates + decoys):
+            await b.add_remote_candidate(c)
+        await b.add_remote_candidate(None)
+        t0 = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), TIMEOUT)
+        elapsed = time.perf_counter() - t0
+        assert a.transport().send(b"\x80ping")
+        await b.send(b"\x80pong")
+        assert await asyncio.wait_for(b.recv(), 2) == b"\x80ping"
+        assert await asyncio.wait_for(a.transport().recv(), 2) == b"\x80pong"
+        return elapsed
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _measure(run: Run, addresses: list[str], decoys: list[Candidate], n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        try:
+            times.append(await run(addresses, decoys))
+        except (TimeoutError, AssertionError, OSError, ConnectionError) as exc:
+            logging.getLogger("bench").warning("run failed: %r", exc)
+            times.append(float("nan"))
+    return times
+
+
+def _fmt(times: list[float]) -> str:
+    ok = [t for t in times if t == t]
+    if not ok:
+        return f"{'failed':>10} {'':>8} {'':>8} {len(times):>6}"
+    failed = len(times) - len(ok)
+    return (
+        f"{statistics.median(ok) * 1000:9.1f}  {min(ok) * 1000:7.1f}  {max(ok) * 1000:7.1f}"
+        f"  {failed:>5}"
+    )
+
+
+async def main_async(runs: int) -> None:
+    cases: list[tuple[str, list[str], int]] = [
+        ("1 host each", ["127.0.0.1"], 0),
+        ("4 hosts + 4 black holes", [f"127.0.0.{i}" for i in range(1, 5)], 4),
+    ]
+    agents: list[tuple[str, Run]] = [
+        ("ours (Ta 50 ms)", lambda ad, de: _ours_pair(ad, de, 0.05)),
+        ("ours (Ta 20 ms)", lambda ad, de: _ours_pair(ad, de, 0.02)),
+    ]
+    if aioice is not None:
+        agents.append(("aioice-aioice", _aioice_pair))
+        agents.append(("ours-aioice (Ta 20 ms)", _mixed_pair))
+    header = f"{'case':26} {'agents':24} {'median ms':>10} {'min':>8} {'max':>8} {'fail':>6}"
+    print(header)
+    print("-" * len(header))
+    for case, addresses, n_decoys in cases:
+        silent = []
+        for i in range(n_decoys):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((f"127.0.0.{100 + i}", 0))
+            silent.append(s)
+        decoys = _decoys(silent)
+        try:
+            for name, run in agents:
+                times = await _measure(run, addresses, decoys, runs)
+                print(f"{case:26} {name:24} {_fmt(times)}", flush=True)
+        finally:
+            for s in silent:
+                s.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(main_async(args.runs))
+
+
+if __name__ == "__main__":
+    main()
