@@ -689,3 +689,22 @@ def test_netns_partial_loss_drops_some_not_all(nat_lab: NatLab) -> None:
     # binomial(200, 0.5): outside [40, 160] has a probability below 1e-17
     assert 40 <= len(got) <= 160
     assert site.router.dropped_packets() == 200 - len(got)
+
+
+def test_kamailio_unregistered_and_unreachable_callees(
+    kamailio_factory: Callable[..., Kamailio],
+) -> None:
+    from tests.peers.ports import free_port
+    from tests.peers.rawsip import build_request
+
+    k = kamailio_factory(fr_timer_ms=1000, tls=False)
+    with SipClient(*k.address("udp"), timeout=10.0) as client:
+        # nobody registered as carol: 404 (no authentication needed from a non-local caller)
+        req = build_request(client, "OPTIONS", k.uri("carol"), "sip:x@example.net", k.uri("carol"))
+        assert client.request(req).status == 404
+        # carol registered at a dead address: tm gives up after fr_timer with 408
+        dead = f"sip:carol@127.0.0.1:{free_port()}"
+        k.add_contact("carol", dead)
+        assert k.contacts("carol") == [dead]
+        req = build_request(client, "OPTIONS", k.uri("carol"), "sip:x@example.net", k.uri("carol"))
+        assert client.request(req).status == 408

@@ -62,6 +62,8 @@ class Kamailio:
         algorithm: str = "MD5",
         tls: bool = True,
         min_expires: int = 1,
+        fr_timer_ms: int = 5000,
+        fr_inv_timer_ms: int = 60000,
         natping_interval: int | None = None,
         natping_all: bool = False,
         host: str = "127.0.0.1",
@@ -80,6 +82,7 @@ class Kamailio:
         self.algorithm = algorithm
         self.tls = tls
         self.min_expires = min_expires
+        self.fr_timer_ms, self.fr_inv_timer_ms = fr_timer_ms, fr_inv_timer_ms
         self.natping_interval = natping_interval
         self.natping_all = natping_all
         self.extra_defines = dict(extra_defines or {})
@@ -184,6 +187,8 @@ class Kamailio:
             "AUTH_SECRET": f'"{self.secret}"',
             "AUTH_ALGORITHM": f'"{self.algorithm}"',
             "MIN_EXPIRES": str(self.min_expires),
+            "FR_TIMER": str(self.fr_timer_ms),
+            "FR_INV_TIMER": str(self.fr_inv_timer_ms),
             "CTL_SOCKET": f'"unix:{self.ctl_socket}"',
             **self.extra_defines,
         }
@@ -295,6 +300,12 @@ class Kamailio:
                 return []
             raise
         return re.findall(r"Address:\s*(\S+)", out)
+
+    def add_contact(self, user: str, contact: str, expires: int = 60) -> None:
+        """Register ``contact`` for ``user`` directly in usrloc (no REGISTER needed)."""
+        # table, AOR, contact, expires, q (a float), path ('.': none), flags, cflags, methods
+        self.rpc("ul.add", "location", user, contact, str(expires), "1.0", ".", "0", "0",
+                 "4294967295")  # fmt: skip
 
     def add_user(self, user: str, password: str) -> None:
         """Add or change a user's password at run time (htable RPC); kept across restart()."""
