@@ -495,16 +495,25 @@ class TurnClient:
         """Release the allocation: a Refresh with LIFETIME 0 (RFC 8656 §8.1).
 
         :class:`Deallocated` follows when the server answers (or the transaction times out).
+        While the Allocate is still running the client just stops (no event); if it had
+        already sent credentials, one unanswered Refresh with LIFETIME 0 goes out in case the
+        server allocated.
         """
         if self.state in (TurnState.CLOSING, TurnState.CLOSED):
             return
-        allocated = self.state is TurnState.ALLOCATED
+        state = self.state
+        authenticated_allocate = state is TurnState.ALLOCATING and self._key is not None
         self._cancel_all()
-        if allocated:
+        if state is TurnState.ALLOCATED:
             self.state = TurnState.CLOSING
             self._send_refresh(now, 0, 0)
-        else:
-            self.state = TurnState.CLOSED
+            return
+        self.state = TurnState.CLOSED
+        if authenticated_allocate:
+            # the server may have allocated already (the answer in flight): release it,
+            # without waiting for an answer
+            refresh = self._new_request(StunMethod.REFRESH).add(LIFETIME, 0)
+            self._outbox.append((self._sign(refresh), self._server))
 
     # -- I/O ------------------------------------------------------------------------------------
 
@@ -638,6 +647,20 @@ class TurnClient:
 
     def _start(self, msg: StunMessage, kind: _Kind, now: float, auth_retries: int) -> _Request:
         """Add the credentials, encode and start the transaction for ``msg``."""
+        tx = StunClientTransaction(
+            self._sign(msg),
+            now,
+            rto=self._rto,
+            reliable=self.reliable,
+            integrity_key=self._key,
+        )
+        request = _Request(kind, tx, auth_retries)
+        self._requests[tx.transaction_id] = request
+        logger.debug("TURN %s request %s", kind.value, tx.transaction_id.hex())
+        return request
+
+    def _sign(self, msg: StunMessage) -> bytes:
+        """Encode ``msg`` with the long-term credentials, once we have them."""
         sha256 = False
         if self._key is not None and self._realm is not None and self._nonce is not None:
             msg.add(USERNAME, self.username)
@@ -648,20 +671,8 @@ class TurnClient:
                 msg.add(PASSWORD_ALGORITHMS, self._algorithms)
                 msg.add(PASSWORD_ALGORITHM, self._algorithm)
                 sha256 = self._algorithm.algorithm == PasswordAlgorithm.SHA256
-            data = msg.encode(self._key, fingerprint=True, sha256=sha256)
-        else:
-            data = msg.encode(fingerprint=True)
-        tx = StunClientTransaction(
-            data,
-            now,
-            rto=self._rto,
-            reliable=self.reliable,
-            integrity_key=self._key,
-        )
-        request = _Request(kind, tx, auth_retries)
-        self._requests[tx.transaction_id] = request
-        logger.debug("TURN %s request %s", kind.value, tx.transaction_id.hex())
-        return request
+            return msg.encode(self._key, fingerprint=True, sha256=sha256)
+        return msg.encode(fingerprint=True)
 
     def _send_allocate(self, now: float, auth_retries: int) -> None:
         msg = self._new_request(StunMethod.ALLOCATE)

@@ -351,6 +351,7 @@ class TurnAllocation:
                 confirmed = False
         else:
             self.client.close(self._loop.time())
+            self._pump()  # a blind release of an allocation that may exist already
         self._shutdown()
         if self._redirect_task is not None:
             self._redirect_task.cancel()

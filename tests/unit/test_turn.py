@@ -1253,3 +1253,31 @@ def test_icmp_in_a_data_indication_reports_the_peer_unreachable() -> None:
     bad.add_raw(stun.ICMP.type, b"\x00\x00\x03")
     assert not client.receive(bad.encode(), SERVER, 1.0)
     assert client.next_event() is None
+
+
+def test_close_during_an_authenticated_allocate_releases_blindly() -> None:
+    server = FakeTurnServer()
+    client = TurnClient(SERVER, USER, PASSWORD)
+    client.allocate(0.0)
+    ((first, _),) = client.datagrams_to_send()
+    (challenge,) = server.handle(first)
+    client.receive(challenge, SERVER, 0.0)
+    ((second, _),) = client.datagrams_to_send()
+    (success,) = server.handle(second)  # the server allocated; its answer is still in flight
+    client.close(0.1)
+    assert client.state is TurnState.CLOSED and client.get_timer() is None
+    ((release, addr),) = client.datagrams_to_send()
+    assert addr == SERVER
+    server.handle(release)
+    assert not server.allocated
+    assert server.requests(StunMethod.REFRESH)[-1].get(stun.LIFETIME) == 0
+    assert client.receive(success, SERVER, 0.2)  # the late answer is absorbed
+    assert client.next_event() is None
+
+
+def test_close_before_any_credentials_sends_nothing() -> None:
+    client = TurnClient(SERVER, USER, PASSWORD)
+    client.allocate(0.0)
+    client.datagrams_to_send()
+    client.close(0.1)
+    assert client.datagrams_to_send() == [] and client.next_event() is None
