@@ -708,3 +708,38 @@ def test_kamailio_unregistered_and_unreachable_callees(
         assert k.contacts("carol") == [dead]
         req = build_request(client, "OPTIONS", k.uri("carol"), "sip:x@example.net", k.uri("carol"))
         assert client.request(req).status == 408
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_kamailio_reaches_a_stream_registered_user_over_its_connection(
+    kamailio: Kamailio, transport: str
+) -> None:
+    """Requests to a UA registered over TCP/TLS reuse the UA's own connection (nathelper)."""
+    import threading
+
+    from tests.peers.rawsip import build_request, read_request, response_to, send
+
+    ctx = kamailio.ssl_context() if transport == "tls" else None
+    bob = SipClient(*kamailio.address(transport), transport, ssl_context=ctx, timeout=10.0)
+    seen: list[str] = []
+    try:
+        _, ok = register(bob, kamailio.domain, "bob", kamailio.users["bob"])
+        assert ok is not None and ok.status == 200
+
+        def answer() -> None:
+            request = read_request(bob)
+            seen.append(request)
+            send(bob, response_to(request, 200, "OK"))
+
+        responder = threading.Thread(target=answer, daemon=True)
+        responder.start()
+        with SipClient(*kamailio.address("udp"), timeout=10.0) as caller:
+            req = build_request(
+                caller, "MESSAGE", kamailio.uri("bob"), "sip:x@example.net", kamailio.uri("bob")
+            )
+            assert caller.request(req).status == 200
+        responder.join(5.0)
+    finally:
+        bob.close()
+    assert seen and seen[0].startswith("MESSAGE sip:bob@127.0.0.1:")
+    assert f"SIP/2.0/{transport.upper()} 127.0.0.1:{kamailio.address(transport)[1]}" in seen[0]

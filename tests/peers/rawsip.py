@@ -136,6 +136,36 @@ class SipClient:
                 return resp
 
 
+def read_request(client: SipClient) -> str:
+    """The next message the server sends on ``client``'s socket (e.g. a request to us)."""
+    if client.transport == "udp":
+        return client.sock.recv(65535).decode(errors="replace")
+    return _read_stream_message(client.sock, client._buf)
+
+
+def response_to(request: str, status: int, reason: str, to_tag: str | None = None) -> str:
+    """A response to ``request`` (RFC 3261 8.2.6: Via, From, To (+tag), Call-ID, CSeq copied)."""
+    head = request.replace("\r\n", "\n").split("\n\n", 1)[0].split("\n")
+    lines = [f"SIP/2.0 {status} {reason}"]
+    for line in head[1:]:
+        name = line.split(":", 1)[0].strip().lower()
+        if name in ("via", "v", "from", "f", "call-id", "i", "cseq", "record-route"):
+            lines.append(line)
+        elif name in ("to", "t"):
+            tag = "" if ";tag=" in line or status == 100 else f";tag={to_tag or new_token()}"
+            lines.append(line + tag)
+    lines += ["Content-Length: 0", "", ""]
+    return "\r\n".join(lines)
+
+
+def send(client: SipClient, message: str) -> None:
+    data = message.encode()
+    if client.transport == "udp":
+        client.sock.send(data)
+    else:
+        client.sock.sendall(data)
+
+
 def new_token() -> str:
     return secrets.token_hex(8)
 
