@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -203,7 +204,8 @@ class IceConnection:
         self._started_at: float | None = None
         self.connect_time: float | None = None
         self._closed = False
-        self.events: list[AgentEvent] = []
+        self.events: deque[AgentEvent] = deque(maxlen=256)
+        """The latest agent events (for diagnostics and tests)."""
 
     # -- parameters ---------------------------------------------------------------------------
 
@@ -414,6 +416,7 @@ class IceConnection:
         elif isinstance(event, Failed):
             if self._connected is not None and not self._connected.done():
                 self._connected.set_exception(IceError(event.reason))
+                self._connected.exception()  # retrieved here; awaiting it still raises
         elif isinstance(event, ConsentLost):
             logger.warning("ICE consent lost on component %d", event.component)
 

@@ -11,7 +11,7 @@ import pytest
 
 from ice.aio import IceConnection, IceError, connect
 from ice.candidate import Candidate, CandidateType
-from ice.gather import GatherConfig, TurnServer
+from ice.gather import GatherConfig, GatherEvent, ServerFailed, TurnServer
 from tests.peers.coturn import Coturn
 
 FAST = {"ta": 0.02, "timeout": 8.0}
@@ -215,3 +215,60 @@ async def test_host_wins_over_relay_when_both_are_offered(turn: Coturn) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_ipv6_loopback_host_pair() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("::1 not configured")
+    a = IceConnection(True, bind="::1", agent_options=FAST)
+    b = IceConnection(False, bind="[::1]", agent_options=FAST)
+    try:
+        await connect(a, b, timeout=10)
+        sel = a.transport().selected
+        assert sel is not None and sel[0].address == "::1" and sel[1].address == "::1"
+        await exchange(a, b, n=5)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_gathering_with_coturn_stun_and_turn(turn: Coturn) -> None:
+    # loopback has no NAT: the server-reflexive address equals the host candidate and is
+    # dropped as redundant (RFC 8445 §5.1.3); TURN adds a relayed candidate; a dead STUN
+    # server is given up at its own deadline without holding the others back
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        dead = silent.getsockname()
+        user = "alice"
+        cfg = GatherConfig(
+            stun_servers=[turn.stun_address, dead],
+            turn_servers=[TurnServer(turn.turn_address(), user, turn.users[user])],
+            stun_timeout=1.0,
+        )
+        failures: list[ServerFailed] = []
+        conn = IceConnection(True, bind="127.0.0.1", gather=cfg)
+        forward = conn.gatherer.on_event
+        assert forward is not None
+
+        def spy(event: GatherEvent) -> None:
+            if isinstance(event, ServerFailed):
+                failures.append(event)
+            forward(event)
+
+        conn.gatherer.on_event = spy
+        try:
+            candidates = await conn.gather(timeout=10)
+        finally:
+            await conn.close()
+    types = sorted(c.type.value for c in candidates)
+    assert types == ["host", "relay"]
+    relay = next(c for c in candidates if c.type is CandidateType.RELAYED)
+    host = next(c for c in candidates if c.type is CandidateType.HOST)
+    assert (relay.related_address, relay.related_port) == host.transport_address
+    assert relay.priority < host.priority
+    assert [(f.kind, f.server) for f in failures] == [("stun", dead)]
