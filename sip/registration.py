@@ -101,6 +101,7 @@ class Registration:
         self.refresh_at: float | None = None
         self.retry_at: float | None = None
         self._old_contact: str | None = None  # contact to remove after a NAT rewrite
+        self._rewrites = 0  # consecutive rewrites (a NAT that keeps changing must not loop us)
         self._events: list[RegistrationEvent] = []
         self._want_registered = False
         self.last_status = 0
@@ -210,9 +211,10 @@ class Registration:
             granted = self.expires_requested
         self._old_contact = None
         # NAT: the registrar saw us at Via received/rport (RFC 3581) -> rewrite our contact.
-        if self.config.rewrite_contact:
+        if self.config.rewrite_contact and self._rewrites < 3:
             new_contact = _public_contact(response, ours)
             if new_contact is not None:
+                self._rewrites += 1
                 log.info("registrar sees us at %s: re-registering contact", new_contact)
                 self._old_contact = self.contact
                 self.contact = new_contact
@@ -222,6 +224,7 @@ class Registration:
             self._fail(response.status, "binding not kept", now)
             return None
         self.state = RegistrationState.REGISTERED
+        self._rewrites = 0
         self.expires_granted = granted
         self.expires_at = now + granted
         self.refresh_at = now + max(min(granted / 2, granted - self.config.refresh_margin), 1.0)

@@ -341,3 +341,20 @@ def test_request_fields():
     assert a.to_addr.tag is None
     assert a.headers.get("Expires") == "77"
     assert r.unregister(1.0) is not None
+
+
+def test_nat_rewrite_does_not_loop_when_the_mapping_keeps_changing():
+    net, ua, reg = setup(nat=("203.0.113.7", 40000))
+    original = reg._answer
+
+    def changing(req: Request) -> Response:
+        resp = original(req)
+        assert reg.nat is not None
+        reg.nat = (reg.nat[0], reg.nat[1] + 1)  # a new mapping for every request
+        return resp
+
+    reg._answer = changing  # type: ignore[method-assign]
+    ua.register(net.now, expires=600)
+    net.run(lambda: bool(net.of(ua, Registered) or net.of(ua, RegistrationFailed)), max_time=60)
+    assert net.of(ua, Registered)
+    assert len(reg.requests) <= 2 + 4  # challenge round trip + at most 3 rewrites

@@ -701,9 +701,11 @@ def test_random_call_scenarios_always_settle(seed):
     on a lossy network: every call ends exactly once on both sides, nothing raises, both
     cores end idle."""
     rng = random.Random(seed)
-    net = SimNet(loss=rng.choice([0.0, 0.1, 0.3]), delay=0.02, jitter=0.02, seed=seed)
-    a = make_ua("10.0.0.1", "alice")
-    b = make_ua("10.0.0.2", "bob")
+    transport = "tcp" if rng.random() < 0.25 else "udp"  # reliable: no loss, no retransmission
+    loss = 0.0 if transport == "tcp" else rng.choice([0.0, 0.1, 0.3])
+    net = SimNet(loss=loss, delay=0.02, jitter=0.02, seed=seed)
+    a = make_ua("10.0.0.1", "alice", transport=transport)
+    b = make_ua("10.0.0.2", "bob", transport=transport)
 
     def on_b(ev: Any) -> None:
         if isinstance(ev, inv.IncomingCall):
@@ -723,10 +725,14 @@ def test_random_call_scenarios_always_settle(seed):
         net.run(max_time=rng.uniform(0.05, 3))
         everyone = calls + [e.call for e in net.of(b, inv.IncomingCall)]
         call = rng.choice(everyone)
-        action = rng.choice(["hangup", "reinvite", "update", "none", "none"])
+        action = rng.choice(["hangup", "reinvite", "update", "answer", "info", "none"])
         try:
             if action == "hangup":
                 call.hangup(net.now)
+            elif action == "answer":
+                call.answer(SDP_B, net.now)
+            elif action == "info":
+                call.info(b"Signal=1\r\n", "application/dtmf-relay", net.now)
             elif action == "reinvite":
                 call.reinvite(SDP_A + b"a=sendonly\r\n", net.now)
             elif action == "update":
