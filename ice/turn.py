@@ -307,6 +307,17 @@ def _announces_password_algorithms(nonce: str) -> bool:
     return bool(features and features[0] & 0x80)
 
 
+def _describe(data: bytes) -> str:
+    """One line for the wire trace (integrity values are not shown; passwords never travel)."""
+    try:
+        if is_channel_data(data):
+            cd = parse_channel_data(data)
+            return f"ChannelData {cd.channel:#06x} {len(cd.data)} bytes"
+        return repr(parse_message(data, check_fingerprint=False))
+    except StunParseError:
+        return f"{len(data)} unparsable bytes"
+
+
 def _peer_key(peer: Address) -> Address:
     return (peer[0], int(peer[1]))
 
@@ -523,8 +534,9 @@ class TurnClient:
             for data in req.transaction.datagrams_to_send():
                 self._outbox.append((data, self._server))
         out, self._outbox = self._outbox, []
-        for data, _ in out:
-            trace.debug("TURN -> %s %d bytes", self._server, len(data))
+        if trace.isEnabledFor(logging.DEBUG):
+            for data, addr in out:
+                trace.debug("TURN -> %s %s", addr, _describe(data))
         return out
 
     def next_event(self) -> TurnEvent | None:
@@ -577,7 +589,8 @@ class TurnClient:
         """
         if addr is not None and _peer_key(addr) != self._server:
             return False
-        trace.debug("TURN <- %s %d bytes", self._server, len(data))
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug("TURN <- %s %s", self._server, _describe(data))
         if is_channel_data(data):
             return self._receive_channel_data(data)
         try:

@@ -1281,3 +1281,19 @@ def test_close_before_any_credentials_sends_nothing() -> None:
     client.datagrams_to_send()
     client.close(0.1)
     assert client.datagrams_to_send() == [] and client.next_event() is None
+
+
+def test_wire_trace_never_shows_the_password(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="ice.trace"):
+        client, net = allocated()
+        client.bind_channel(PEER, 1.0)
+        net.flush()
+        client.send(b"hello", PEER, 2.0)
+        net.flush()
+        client.receive(b"\x40\x00\x00", SERVER, 3.0)  # unparsable
+    trace = [r.getMessage() for r in caplog.records if r.name == "ice.trace"]
+    assert any("ALLOCATE REQUEST" in line for line in trace)
+    assert any("ChannelData 0x4000 5 bytes" in line for line in trace)
+    assert all(PASSWORD not in line for line in caplog.text.splitlines())
