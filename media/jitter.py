@@ -19,7 +19,11 @@ is compared with the smallest transit of the last second; the difference is its 
 variation. The target delay is a high percentile (97 % by default) of the recent variations
 plus a margin, plus ``lookahead_frames`` whole frames when the caller wants the packet after
 a lost one in hand (Opus FEC), bounded by ``min_delay_ms``/``max_delay_ms``; it grows with
-the first late packets and shrinks slowly (the history spans about ten seconds). The delay
+the first late packets and shrinks slowly (the history spans about ten seconds). Sparse,
+recurring delay peaks (a stall every few seconds, as Wi-Fi scans cause) would slip past a
+percentile: once two or more have been seen within ``peak_window_s`` the target covers the
+highest (the idea of WebRTC NetEQ's peak detector), unless they are frequent enough to be
+ordinary jitter. The delay
 actually applied is ``now - slot_timestamp / clock_rate`` minus that minimum transit. When it
 falls more than half a frame short of the target the buffer inserts a frame (silence before
 a marked talkspurt start, concealment inside a talkspurt); when it exceeds the target by
@@ -111,6 +115,10 @@ class JitterBufferConfig:
     transit_window_packets: int = 50  # window of the minimum transit (~1 s)
     max_packets: int = 100  # capacity; the oldest packet is discarded beyond it
     resync_threshold_s: float = 1.0
+    peak_threshold_ms: float = 40.0  # a variation this far above the median is a peak
+    peak_window_s: float = 20.0  # peaks are remembered this long
+    min_peaks: int = 2  # recurring peaks: the target covers the highest one ...
+    max_peaks: int = 15  # ... unless they are so frequent that they are just wide jitter
     drop_after_frames: int = 10  # a delay excess must last this long before a frame is dropped
     lookahead_frames: int = 0  # extra delay so the packet after a lost one is here (Opus FEC)
     max_lost_run: int = 3  # frames concealed with nothing buffered before the stream is paused
@@ -197,6 +205,7 @@ class JitterBuffer:
         self._transits: deque[float] = deque(maxlen=self.config.transit_window_packets)
         self._variations: deque[float] = deque()
         self._sorted_variations: list[float] = []
+        self._peaks: deque[tuple[float, float]] = deque()  # (arrival, height) of delay peaks
         self._dirty = True
         self._playing = False
         self._playout_ts = 0  # extended timestamp of the next slot (while playing)
@@ -318,6 +327,7 @@ class JitterBuffer:
             old = self._variations.popleft()
             del self._sorted_variations[bisect.bisect_left(self._sorted_variations, old)]
         self._dirty = True
+        self._note_peak(variation, arrival)
         if self._floor is not None and ext < self._floor:
             self.stats.late += 1
             log.debug("late packet seq %d dropped", entry.seq)
@@ -330,15 +340,36 @@ class JitterBuffer:
 
     # --- adaptation ----------------------------------------------------------------------
 
+    def _percentile_variation(self) -> float:
+        ordered = self._sorted_variations
+        if not ordered:
+            return 0.0
+        return ordered[min(len(ordered) - 1, int(self.config.percentile * len(ordered)))]
+
+    def _note_peak(self, variation: float, arrival: float) -> None:
+        """Delay peaks: sparse, recurring spikes well above the usual variation (a Wi-Fi scan,
+        a periodic stall) that the percentile would let through as late packets."""
+        c = self.config
+        peaks = self._peaks
+        while peaks and arrival - peaks[0][0] > c.peak_window_s:
+            peaks.popleft()
+            self._dirty = True
+        ordered = self._sorted_variations
+        if variation <= ordered[len(ordered) // 2] + c.peak_threshold_ms / 1000:
+            return
+        if peaks and arrival - peaks[-1][0] < 0.5:  # the same stall
+            peaks[-1] = (peaks[-1][0], max(peaks[-1][1], variation))
+        else:
+            peaks.append((arrival, variation))
+        self._dirty = True
+
     def _target_delay(self) -> float:
         if self._dirty:
             c = self.config
-            ordered = self._sorted_variations
-            if ordered:
-                index = min(len(ordered) - 1, int(c.percentile * len(ordered)))
-                wanted = ordered[index] + c.margin_ms / 1000
-            else:
-                wanted = 0.0
+            wanted = self._percentile_variation()
+            if c.min_peaks <= len(self._peaks) <= c.max_peaks:
+                wanted = max(wanted, max(height for _, height in self._peaks))
+            wanted += c.margin_ms / 1000 if self._sorted_variations else 0.0
             wanted += c.lookahead_frames * self.frame_s
             self._target = min(max(wanted, c.min_delay_ms / 1000), c.max_delay_ms / 1000)
             self._dirty = False

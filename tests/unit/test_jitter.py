@@ -564,3 +564,35 @@ def test_packets_longer_than_a_frame() -> None:
     assert all(f.duration == 480 for f in frames if f.kind is not FrameKind.SILENCE)
     assert lost_inside(frames) == len(lost)
     assert jb.stats.inserted + jb.stats.dropped <= 2
+
+
+def test_heavy_tailed_delay() -> None:
+    # Pareto-distributed queueing delay (median ~6 ms, rare 100 ms+ outliers)
+    jb = new_jb()
+
+    def pareto(p: Sent, rng: random.Random) -> float:
+        return min(0.3, 0.005 * (rng.paretovariate(2.0) - 1) * 5)
+
+    frames = run(jb, network(make_stream(5000), extra=pareto, seed=17)[0])
+    played = audio_indices(frames)
+    assert played == sorted(played)
+    assert jb.stats.late + jb.stats.underruns < 0.04 * 5000
+    assert jb.target_delay_ms < 200
+    assert len(played) > 0.96 * 5000
+
+
+def test_periodic_stalls_like_wifi_scans() -> None:
+    # every 2 s the link stalls for 120 ms and then delivers the backlog at once
+    jb = new_jb()
+
+    def stall(p: Sent, rng: random.Random) -> float:
+        phase = p.send_time % 2.0
+        return 0.12 - phase if phase < 0.12 else 0.0
+
+    frames = run(jb, network(make_stream(3000), extra=stall, seed=18)[0])
+    played = audio_indices(frames)
+    assert played == sorted(played)
+    # the first stalls teach the buffer; then it rides them out
+    late_frames = [f for f in frames[1000:2900] if f.kind is not FrameKind.AUDIO]
+    assert len(late_frames) <= 5
+    assert 100 <= jb.target_delay_ms <= 200
