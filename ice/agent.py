@@ -42,7 +42,9 @@ also emitted again when it changes), :class:`Completed`, :class:`Failed`, :class
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import ipaddress
 import logging
 import random
 import secrets
@@ -99,12 +101,14 @@ __all__ = [
     "PairChecked",
     "PairNominated",
     "RoleChanged",
+    "normalize_address",
 ]
 
 logger = logging.getLogger("ice.agent")
 trace = logging.getLogger("ice.trace")
 
 Via = Hashable
+SockAddr = tuple[str, int] | tuple[str, int, int, int]
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,8 +265,8 @@ class Agent:
         nomination_delay: float = 0.1,
         timeout: float = 30.0,
         min_rto: float = 0.5,
-        check_rc: int = 7,
-        check_rm: int = 16,
+        check_rc: int = 6,
+        check_rm: int = 8,
         max_pairs: int = DEFAULT_MAX_PAIRS,
         consent_interval: float = CONSENT_INTERVAL,
         consent_timeout: float = CONSENT_TIMEOUT,
@@ -357,6 +361,9 @@ class Agent:
         """
         if not 1 <= candidate.component <= self.components:
             raise ValueError(f"component {candidate.component} out of range")
+        candidate = _normalized(candidate)
+        if base is not None:
+            base = normalize_address(base)
         if base is None:
             if candidate.type in (CandidateType.HOST, CandidateType.RELAYED):
                 base = candidate.transport_address
@@ -382,11 +389,23 @@ class Agent:
             self._locals.append(LocalCandidate(made, via, base))
         self._form_pairs()
 
-    def set_remote_parameters(self, ufrag: str, pwd: str, lite: bool = False) -> None:
+    def set_remote_parameters(
+        self, ufrag: str, pwd: str, lite: bool = False, *, now: float | None = None
+    ) -> None:
         """The peer's ``a=ice-ufrag``/``a=ice-pwd`` and whether it is ``a=ice-lite``.
 
-        A full agent facing a lite peer takes the controlling role (§6.1.1).
+        A full agent facing a lite peer takes the controlling role (§6.1.1).  New credentials
+        after the agent has started, without a :meth:`restart` in between, are the peer's ICE
+        restart (§9): the agent restarts too (read :attr:`local_ufrag`/:attr:`local_pwd`
+        again for the answer) and the peer's candidates must be added again.
         """
+        if (
+            self._remote is not None
+            and self.state is not AgentState.NEW
+            and (ufrag, pwd) != (self._remote.ufrag, self._remote.pwd)
+        ):
+            logger.info("the peer restarted ICE")
+            self.restart(self._now if now is None else now)
         self._remote = _credentials(ufrag, pwd)
         self.remote_lite = lite
         if lite and not self.controlling:
@@ -396,6 +415,7 @@ class Agent:
         """Add a remote candidate (from the SDP or trickled, RFC 8838)."""
         if not 1 <= candidate.component <= self.components:
             return
+        candidate = _normalized(candidate)
         for i, rc in enumerate(self._remotes):
             if rc.transport_address == candidate.transport_address and (
                 rc.component == candidate.component and rc.transport == candidate.transport
@@ -611,8 +631,9 @@ class Agent:
 
     # -- receiving ----------------------------------------------------------------------------
 
-    def receive(self, data: bytes, via: Via, remote_addr: Address, now: float) -> bool:
-        """Feed a datagram that arrived on ``via`` from ``remote_addr``.
+    def receive(self, data: bytes, via: Via, remote_addr: SockAddr, now: float) -> bool:
+        """Feed a datagram that arrived on ``via`` from ``remote_addr`` (as ``recvfrom``
+        reports it; IPv6 4-tuples are fine).
 
         Returns True if it was a STUN message for ICE (consumed), False otherwise.  Never
         raises on malformed input.
@@ -620,6 +641,7 @@ class Agent:
         self._now = now
         if self.state is AgentState.CLOSED or not is_stun(data):
             return False
+        addr = normalize_address(remote_addr)
         try:
             msg = parse_message(data)
         except StunParseError:
@@ -628,7 +650,7 @@ class Agent:
             return False
         try:
             if msg.cls == StunClass.REQUEST:
-                self._on_request(msg, via, remote_addr, now)
+                self._on_request(msg, via, addr, now)
                 return True
             if msg.cls == StunClass.INDICATION:
                 return True  # keepalive (RFC 8445 §11)
@@ -640,7 +662,7 @@ class Agent:
             result = check.tx.next_event()
             if result is not None:
                 del self._checks[msg.transaction_id]
-                self._on_result(check, result, via, remote_addr, now)
+                self._on_result(check, result, via, addr, now)
             return True
         except StunParseError as exc:
             logger.debug("malformed STUN from %s: %s", remote_addr, exc)
@@ -1151,7 +1173,7 @@ class Agent:
         return pair.via, pair.remote_address
 
     def is_from_selected(
-        self, component: int, remote_addr: Address, via: Via | None = None
+        self, component: int, remote_addr: SockAddr, via: Via | None = None
     ) -> bool:
         """Does a datagram from ``remote_addr`` (on ``via``) belong to ``component``'s
         selected pair?  Use it to drop media from anyone else."""
@@ -1160,11 +1182,11 @@ class Agent:
             return False
         if via is not None and via != pair.via:
             return False
-        return pair.remote_address == (remote_addr[0], remote_addr[1])
+        return pair.remote_address == normalize_address(remote_addr)
 
-    def component_of(self, via: Via, remote_addr: Address) -> int | None:
+    def component_of(self, via: Via, remote_addr: SockAddr) -> int | None:
         """The component whose selected pair is ``via`` -> ``remote_addr``, else None."""
-        addr = (remote_addr[0], remote_addr[1])
+        addr = normalize_address(remote_addr)
         for component, pair in self._selected.items():
             if pair.via == via and pair.remote_address == addr:
                 return component
@@ -1185,6 +1207,26 @@ class Agent:
                 "rtt_ms": None if pair.rtt is None else round(pair.rtt * 1000, 1),
             }
         return s
+
+
+def normalize_address(addr: SockAddr) -> Address:
+    """``(host, port)`` with an IPv6 host in ``inet_ntop`` spelling (a scope id kept), whatever
+    ``recvfrom`` or the SDP gave (4-tuples, upper case, leading zeros)."""
+    host, port = addr[0], addr[1]
+    if ":" in host:
+        ip, sep, scope = host.partition("%")
+        try:
+            host = ipaddress.IPv6Address(ip).compressed + sep + scope
+        except ValueError:
+            pass
+    return host, port
+
+
+def _normalized(c: Candidate) -> Candidate:
+    addr = normalize_address(c.transport_address)
+    if addr[0] == c.address:
+        return c
+    return dataclasses.replace(c, address=addr[0])
 
 
 def _describe(c: Candidate) -> dict[str, object]:

@@ -637,3 +637,19 @@ def test_fuzz_authentic_messages_with_arbitrary_attributes(
         agent.handle_timer(now)
         agent.datagrams_to_send()
         events(agent)
+
+
+def test_ipv6_addresses_are_normalized() -> None:
+    agent = Agent(False, ta=0.02, tie_breaker=1)
+    agent.add_local_candidate(Candidate.make(CandidateType.HOST, "2001:DB8::0:1", 1000), "v6")
+    peer = Peer(agent)
+    agent.set_remote_parameters(peer.ufrag, peer.pwd)
+    agent.add_remote_candidate(Candidate.make(CandidateType.HOST, "2001:0db8:0:0::2", 2000))
+    agent.start(0.0)
+    assert agent.remote_candidates()[0].address == "2001:db8::2"
+    assert agent.local_candidates()[0].address == "2001:db8::1"
+    # recvfrom on an IPv6 socket reports 4-tuples
+    agent.receive(peer.request(controlling=True), "v6", ("2001:db8::2", 2000, 0, 0), 0.0)
+    assert not any(c.type is CandidateType.PEER_REFLEXIVE for c in agent.remote_candidates())
+    resp = answer_of(agent)
+    assert resp.get(XOR_MAPPED_ADDRESS) == ("2001:db8::2", 2000)

@@ -623,3 +623,31 @@ def test_failure_bounded_by_timeout_without_end_of_candidates() -> None:
     net.run(30.0, lambda: first(a, Failed) is not None)
     failed = first(a, Failed)
     assert failed is not None and failed[0] == pytest.approx(5.0)
+
+
+def test_peer_initiated_restart_is_followed() -> None:
+    """New remote credentials without a local restart() are the peer's ICE restart (§9)."""
+    net = Network(delay=0.02)
+    a = net.add_host("a", make(True, seed=1), "10.0.1.2", nat=Nat("203.0.113.1"))
+    b = net.add_host("b", make(False, seed=2), "10.0.2.2", nat=Nat("203.0.113.2"))
+    connect(net, a, b)
+    b_ufrag = b.agent.local_ufrag
+    a.events.clear()
+    b.events.clear()
+    a.agent.restart(net.now)
+    # the offer reaches b: new credentials, so b restarts by itself
+    b.agent.set_remote_parameters(a.agent.local_ufrag, a.agent.local_pwd)
+    assert b.agent.local_ufrag != b_ufrag
+    for c in a.agent.local_candidates():
+        b.agent.add_remote_candidate(c)
+    b.agent.end_of_candidates()
+    assert b.agent.send_target(1) is not None
+    net.run(net.now + 0.3)
+    # the answer reaches a
+    a.agent.set_remote_parameters(b.agent.local_ufrag, b.agent.local_pwd)
+    for c in b.agent.local_candidates():
+        a.agent.add_remote_candidate(c)
+    a.agent.end_of_candidates()
+    net.run(net.now + 10.0, completed(a, b))
+    assert completed(a, b)()
+    assert a.agent.stats().restarts == 1 and b.agent.stats().restarts == 1
