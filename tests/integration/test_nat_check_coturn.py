@@ -7,11 +7,15 @@ Loopback has no NAT and no filtering, so the verdict must be "no NAT", endpoint-
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable
 
+import pytest
+
 from ice.nat import FilteringBehavior, MappingBehavior, describe, discover_nat
 from tests.peers.coturn import Coturn
+from tests.peers.netns import Lab, build_nat_lab
 
 
 async def test_loopback_is_no_nat_endpoint_independent(coturn: Coturn) -> None:
@@ -53,3 +57,42 @@ async def test_dead_server_reports_no_answer() -> None:
     assert result.nat is None
     assert result.error is not None
     assert "blocked" in describe(result)
+
+
+# -- behind real NATs: network namespaces (root) ---------------------------------------------
+
+NAT_CHECK_CODE = """
+import asyncio, json, sys
+from ice.nat import discover_nat
+result = asyncio.run(discover_nat((sys.argv[1], int(sys.argv[2])), timeout=2.0, filter_timeout=1.0))
+print(json.dumps(result.as_dict()))
+"""
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("symmetric", [False, True], ids=["masquerade", "random-fully"])
+def test_nat_check_behind_iptables_nat(
+    netns_lab: Lab, coturn_factory: Callable[..., Coturn], symmetric: bool
+) -> None:
+    """MASQUERADE keeps one mapping per internal address and port: endpoint-independent
+    mapping; ``--random-fully`` picks a new port per destination: symmetric.  The router's
+    conntrack lets in only replies from the exact address and port that was contacted, so
+    the filtering is address-and-port-dependent in both cases."""
+    lab = build_nat_lab(netns_lab, symmetric=(symmetric,))
+    server = coturn_factory(
+        host=lab.server_ip, alt_host=lab.server_ip2, netns=lab.public.name, tls=False
+    )
+    site = lab.sites[0]
+    out = site.laptop.python(NAT_CHECK_CODE, server.host, str(server.port), timeout=60)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["nat"] is True
+    assert result["rfc5780"] is True
+    assert result["mapped"].split(":")[0] == site.router_wan_ip
+    assert result["local"].split(":")[0] == site.laptop_ip
+    if symmetric:
+        assert result["mapping"] == "address-and-port-dependent"
+        assert result["summary"].startswith("symmetric NAT")
+    else:
+        assert result["mapping"] == "endpoint-independent"
+        assert result["summary"].startswith("port-restricted-cone NAT")
+    assert result["filtering"] == "address-and-port-dependent"
