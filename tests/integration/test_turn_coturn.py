@@ -633,3 +633,40 @@ async def test_peer_of_the_wrong_family_is_refused(
     failed = [e for e in recorder.events if isinstance(e, PermissionFailed)]
     assert failed and failed[0].peer_ip == "::1" and failed[0].code == 443
     assert not alloc.client.has_permission("::1")
+
+
+# -- many allocations at once ----------------------------------------------------------------------
+
+
+async def test_many_allocations_do_not_cross_talk(turn_server: Coturn, peer: socket.socket) -> None:
+    count = 20
+    allocations = await asyncio.gather(
+        *(
+            allocate_turn(
+                turn_server.turn_address(),
+                USER,
+                turn_server.users[USER],
+                local_addr=("127.0.0.1", 0),
+                timeout=10.0,
+            )
+            for _ in range(count)
+        )
+    )
+    try:
+        relayed = {a.relayed_address for a in allocations}
+        assert len(relayed) == count
+        for i, alloc in enumerate(allocations):
+            assert alloc.sendto(f"from {i}".encode(), peer.getsockname())
+        seen: dict[tuple[str, int], bytes] = {}
+        for _ in range(count):
+            data, source = await peer_recv(peer)
+            seen[source] = data
+            peer.sendto(b"echo " + data, source)
+        assert set(seen) == relayed
+        for i, alloc in enumerate(allocations):
+            assert seen[alloc.relayed_address] == f"from {i}".encode()
+            data, source = await asyncio.wait_for(alloc.recv(), 5.0)
+            assert (data, source) == (f"echo from {i}".encode(), peer.getsockname())
+    finally:
+        closed = await asyncio.gather(*(a.close() for a in allocations))
+        assert all(closed)
