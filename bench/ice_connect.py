@@ -19,6 +19,11 @@ Cases:
 
 Agents: ours with its default Ta (50 ms, RFC 8445 §14.2) and with Ta = 20 ms (aioice's
 pacing); aioice with its defaults; and ours against aioice (ours controlling).
+
+``--virtual`` runs our sans-I/O agents instead through the simulated network of
+``tests/unit/test_ice_sim.py`` (NATs, relays, delay, loss) on a virtual clock: connect times
+there are in virtual milliseconds (deterministic per seed), and the CPU time per connection
+is measured for real.
 """
 
 from __future__ import annotations
@@ -200,12 +205,67 @@ async def main_async(runs: int) -> None:
                 s.close()
 
 
+def main_virtual(runs: int) -> None:
+    """Connect times on the simulated network (virtual ms) and CPU time per connection."""
+    import random
+
+    from ice.agent import Agent, Completed
+    from tests.unit.test_ice_sim import Nat, Network, connect, first
+
+    def agent(controlling: bool, seed: int, ta: float) -> Agent:
+        return Agent(controlling, ta=ta, rng=random.Random(seed), tie_breaker=seed + 1)
+
+    # name, (nat a, nat b) as (mapping, filtering) or None for a public host, relays, delay
+    cases: list[tuple[str, tuple[str, str] | None, tuple[str, str] | None, bool, float, float]] = [
+        ("public host/host, RTT 50 ms", None, None, False, 0.025, 0.0),
+        ("eim/eim, RTT 40 ms", ("eim", "port"), ("eim", "port"), True, 0.02, 0.0),
+        (
+            "sym/sym via relay, RTT 40 ms",
+            ("symmetric", "port"),
+            ("symmetric", "port"),
+            True,
+            0.02,
+            0.0,
+        ),
+        ("eim/eim, RTT 40 ms, 10% loss", ("eim", "port"), ("eim", "port"), True, 0.02, 0.1),
+    ]
+    header = f"{'case (virtual clock)':34} {'Ta':>5} {'median ms':>10} {'max ms':>8} {'cpu ms':>7}"
+    print(header)
+    print("-" * len(header))
+    for name, nat_a, nat_b, relay, delay, loss in cases:
+        for ta in (0.05, 0.02):
+            times, cpu = [], []
+            for seed in range(runs):
+                net = Network(delay=delay, loss=loss, seed=seed)
+                na = None if nat_a is None else Nat("203.0.113.1", nat_a[0], nat_a[1])
+                nb = None if nat_b is None else Nat("203.0.113.2", nat_b[0], nat_b[1])
+                ip_a = "203.0.113.5" if na is None else "10.0.1.2"
+                ip_b = "198.51.100.7" if nb is None else "10.0.2.2"
+                a = net.add_host("a", agent(True, seed, ta), ip_a, nat=na, relay=relay)
+                b = net.add_host("b", agent(False, seed + 100, ta), ip_b, nat=nb, relay=relay)
+                t0 = time.process_time()
+                connect(net, a, b)
+                cpu.append(time.process_time() - t0)
+                done = first(a, Completed)
+                assert done is not None
+                times.append(done[0])
+            print(
+                f"{name:34} {ta * 1000:4.0f}  {statistics.median(times) * 1000:9.1f}"
+                f"  {max(times) * 1000:7.1f}  {statistics.median(cpu) * 1000:6.2f}",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--virtual", action="store_true", help="simulated network, virtual clock")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(main_async(args.runs))
+    if args.virtual:
+        main_virtual(args.runs)
+    else:
+        asyncio.run(main_async(args.runs))
 
 
 if __name__ == "__main__":
