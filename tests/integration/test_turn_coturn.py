@@ -670,3 +670,21 @@ async def test_many_allocations_do_not_cross_talk(turn_server: Coturn, peer: soc
     finally:
         closed = await asyncio.gather(*(a.close() for a in allocations))
         assert all(closed)
+
+
+async def test_unanswered_allocate_is_retransmitted_by_the_shell() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.settimeout(10.0)
+        task = asyncio.create_task(allocate_turn(blackhole.getsockname(), USER, "x", timeout=60.0))
+        try:
+            first, source = await asyncio.to_thread(blackhole.recvfrom, 2048)
+            for _ in range(2):  # the timer fires again and again: identical retransmissions
+                again, again_source = await asyncio.to_thread(blackhole.recvfrom, 2048)
+                assert (again, again_source) == (first, source)
+            request = parse_message(first)
+            assert request.method == StunMethod.ALLOCATE and request.cls == StunClass.REQUEST
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
