@@ -67,11 +67,12 @@ from .rtcp import (
     parse_rtcp,
     serialize_rtcp,
 )
-from .rtp import RtpPacket, RtpParseError
+from .rtp import RtpPacket, RtpParseError, timestamp_diff
 from .stats import ReceptionStats, RemoteReport, SenderStats, Stats, estimate_mos
 from .telephone_event import TelephoneEventReceiver, TelephoneEventSender
 
 __all__ = [
+    "CN_PAYLOAD_TYPE",
     "RTCP_COMPONENT",
     "RTP_COMPONENT",
     "ByeReceived",
@@ -92,6 +93,8 @@ RTCP_COMPONENT = 2
 Int16Array = npt.NDArray[np.int16]
 
 _MAX_PENDING = 16  # packets kept from a new source while it is on probation
+#: RFC 3551 static payload type of RFC 3389 comfort noise.
+CN_PAYLOAD_TYPE = 13
 _DECODABLE = {"pcmu": 8000, "pcma": 8000, "opus": 48000}  # encoding -> RTP clock rate
 _COLLISION_LOOP_S = 10.0
 
@@ -306,6 +309,8 @@ class RtpSession:
         self._concealed_samples = 0
         self._fifo: deque[Int16Array] = deque()
         self._pending_samples = 0
+        self._comfort: tuple[int, int] | None = None  # (timestamp, -dBov) of the last CN
+        self._noise = np.random.default_rng(self._rng.getrandbits(32))
 
     # --- properties ------------------------------------------------------------------------
 
@@ -403,8 +408,7 @@ class RtpSession:
             log.debug("dropping malformed RTP packet: %s", exc)
             return
         if packet.payload_type not in self._rx_formats and packet.payload_type != self._te_pt:
-            self.unknown_payload_types += 1
-            log.debug("dropping RTP packet with payload type %d", packet.payload_type)
+            self._other_payload(packet, now)
             return
         if packet.ssrc == self.ssrc:
             self._collision(now)
@@ -416,6 +420,21 @@ class RtpSession:
             self._from_candidate(packet, now)
             return
         self._accept(source, packet, now)
+
+    def _other_payload(self, packet: RtpPacket, now: float) -> None:
+        """A packet we do not play. From the current source it still used a sequence number,
+        so its gap is not a loss; RFC 3389 comfort noise (static type 13) sets the level of
+        the noise played until speech resumes."""
+        source = self._remote
+        if source is not None and packet.ssrc == source.ssrc:
+            source.stats.update(packet.sequence_number, packet.timestamp, now, 0)
+            self._jitter.note_sequence(packet.sequence_number)
+            if packet.payload_type == CN_PAYLOAD_TYPE and packet.payload:
+                # -dBov (RFC 3389 §3), for the pause that starts at this timestamp
+                self._comfort = (packet.timestamp, packet.payload[0] & 0x7F)
+                return
+        self.unknown_payload_types += 1
+        log.debug("dropping RTP packet with payload type %d", packet.payload_type)
 
     def _adopt(self, ssrc: int, seq: int, old: int | None) -> _Source:
         source = _Source(ssrc, ReceptionStats(ssrc, seq, self._rx_rate))
@@ -679,13 +698,24 @@ class RtpSession:
                 self._rx_encoding = fmt.encoding
                 self._last_frame = pcm
                 self._concealed_samples = 0
+                if self._comfort and timestamp_diff(frame.timestamp, self._comfort[0]) > 0:
+                    self._comfort = None  # speech after the pause
         elif frame.kind is FrameKind.LOST:
             pcm = self._conceal(frame.next_payload, samples, count=not frame.inserted)
         else:
             self._concealed_samples = 0
             self._last_frame = None
-            pcm = np.zeros(samples, dtype=np.int16)
+            pcm = self._comfort_noise(samples)
         self._append(self._to_output(pcm, rate))
+
+    def _comfort_noise(self, samples: int) -> Int16Array:
+        """Silence, or white noise at the level of the last RFC 3389 CN packet."""
+        if self._comfort is None:
+            return np.zeros(samples, dtype=np.int16)
+        level = self._comfort[1]
+        rms = 32768 * 10 ** (-level / 20)
+        noise = self._noise.normal(0.0, rms, samples)
+        return np.clip(noise, -32768, 32767).astype(np.int16)
 
     def _to_output(self, pcm: Int16Array, rate: int) -> Int16Array:
         """Match our channel count and sample rate."""

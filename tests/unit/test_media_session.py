@@ -707,3 +707,48 @@ def test_collision_restarts_sender_counts() -> None:
     sr = parse_rtcp(data)[0]
     assert isinstance(sr, SenderReport)
     assert sr.ssrc == b.ssrc and sr.packet_count == 1
+
+
+def test_comfort_noise_fills_the_pause_and_is_not_a_loss() -> None:
+    # a G.711 sender with VAD: speech, one CN packet (RFC 3389, -60 dBov), a 1 s pause, speech
+    a = RtpSession(PCMU, rng=random.Random(90))
+    b = RtpSession(PCMU, rng=random.Random(91))
+    packets: list[tuple[float, bytes]] = []
+    seq, ts = 100, 5000
+    for k in range(150):
+        now = k * 0.02
+        if 50 <= k < 100:
+            if k == 50:
+                cn = RtpPacket(13, seq, ts, 0xCAFE, bytes([60])).serialize()
+                packets.append((now + 0.03, cn))
+                seq += 1
+        else:
+            payload = a._encode(tone(440, 8000, 160, 160 * k))
+            packet = RtpPacket(0, seq, ts, 0xCAFE, payload, marker=k in (0, 100))
+            packets.append((now + 0.03, packet.serialize()))
+            seq += 1
+        ts += 160
+    out = []
+    for k in range(170):
+        now = k * 0.02 + 0.011
+        while packets and packets[0][0] <= now:
+            b.receive(packets.pop(0)[1], now)
+        out.append(b.playout(now))
+    sb = b.stats(3.4)
+    assert sb.packets_lost == 0 and b.unknown_payload_types == 0
+    assert b.concealed_frames <= 3  # the start of the pause is not known at once
+    pause = np.concatenate(out[60:95]).astype(float)
+    rms = float(np.sqrt(np.mean(pause**2)))
+    assert 20 < rms < 50  # -60 dBov is an RMS of about 33
+    assert dominant_frequency(out[110:150], 8000, 0.8) == pytest.approx(440, abs=3)
+
+
+def test_unknown_payload_from_the_current_source_keeps_its_sequence_number() -> None:
+    b = RtpSession(PCMU, rng=random.Random(92))
+    payload = b"\xff" * 160
+    for k in range(60):
+        pt = 96 if k == 30 else 0  # something we do not play, in the middle
+        b.receive(RtpPacket(pt, k, 160 * k, 7, payload).serialize(), 0.02 * k)
+        b.playout(0.02 * k + 0.01)
+    assert b.unknown_payload_types == 1
+    assert b.stats(1.3).packets_lost == 0
