@@ -158,7 +158,7 @@ class Coturn:
             self.pki = make_pki(self.workdir / "pki", list(dict.fromkeys(names)))
         self._process = ManagedProcess("turnserver", self.argv(), self.log_path)
         self._process.start()
-        self._process.wait_until(self._ready, timeout, "STUN Binding answered")
+        self._process.wait_ready(self._ready, timeout, "STUN Binding answered")
 
     def _ready(self) -> bool:
         if not probe_in_netns(self.netns, "stun", self.host, self.port):

@@ -128,7 +128,7 @@ class Dnsmasq:
         self._process = ManagedProcess("dnsmasq", self.argv(), self.log_path)
         self._process.start()
         probe_name = next(iter(self.records.hosts), "probe.invalid")
-        self._process.wait_until(
+        self._process.wait_ready(
             lambda: probe_in_netns(self.netns, "dns", self.host, self.port, probe_name),
             timeout,
             "DNS query answered",

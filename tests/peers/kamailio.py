@@ -221,7 +221,7 @@ class Kamailio:
         self.ctl_socket = short_socket_dir(self.workdir, "ctl") / "kamailio_ctl"
         self._process = ManagedProcess("kamailio", self.argv(), self.log_path, cwd=self.workdir)
         self._process.start()
-        self._process.wait_until(self._answers, timeout, "SIP OPTIONS answered on UDP, TCP, TLS")
+        self._process.wait_ready(self._answers, timeout, "SIP OPTIONS answered on UDP, TCP, TLS")
 
     def _answers(self) -> bool:
         if not probe_in_netns(self.netns, "tcp", self.host, self.port):

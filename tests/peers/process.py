@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -11,6 +12,16 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+_running: set[ManagedProcess] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """A test run that dies half-way (Ctrl-C, an error in a fixture) leaves no peer behind."""
+    for proc in list(_running):
+        with contextlib.suppress(Exception):
+            proc.stop(timeout=2.0)
 
 
 class PeerError(RuntimeError):
@@ -63,6 +74,7 @@ class ManagedProcess:
                 cwd=self.cwd,
                 start_new_session=True,
             )
+        _running.add(self)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -97,6 +109,14 @@ class ManagedProcess:
                 raise self.fail(f"not ready after {timeout:.0f}s: {what}")
             time.sleep(0.05)
 
+    def wait_ready(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        """:meth:`wait_until` for a peer's start: a peer that never gets ready is stopped."""
+        try:
+            self.wait_until(ready, timeout, what)
+        except BaseException:
+            self.stop(timeout=2.0)
+            raise
+
     def wait_for_log(self, pattern: str, timeout: float = 10.0, start: int = 0) -> re.Match[str]:
         """Wait until the log (from character offset ``start``) matches the regex ``pattern``."""
         found: list[re.Match[str]] = []
@@ -124,6 +144,7 @@ class ManagedProcess:
         proc = self.proc
         if proc is None:
             return None
+        _running.discard(self)
         pgid = proc.pid  # session leader: its process group id is its PID
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):

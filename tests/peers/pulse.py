@@ -81,7 +81,7 @@ class PulseAudio:
         env.pop("PULSE_SERVER")  # the daemon itself must not try to connect anywhere
         self._process = ManagedProcess("pulseaudio", self.argv(), self.log_path, env=env)
         self._process.start()
-        self._process.wait_until(self._answers, timeout, "pactl info")
+        self._process.wait_ready(self._answers, timeout, "pactl info")
         self.pactl("set-default-sink", SINK)
         self.pactl("set-default-source", SOURCE)
 

@@ -209,9 +209,9 @@ class Sipp:
             return self  # a client sends at once; its result tells how it went
         proc = self._process
         if self.transport == "tcp":
-            proc.wait_until(lambda: tcp_accepts(self.host, self.port), ready_timeout, "TCP listen")
+            proc.wait_ready(lambda: tcp_accepts(self.host, self.port), ready_timeout, "TCP listen")
         else:
-            proc.wait_until(
+            proc.wait_ready(
                 lambda: not is_free(self.port, self.host, udp=True, tcp=False),
                 ready_timeout,
                 "UDP socket bound",
