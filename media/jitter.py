@@ -23,11 +23,13 @@ the first late packets and shrinks slowly (the history spans about ten seconds).
 recurring delay peaks (a stall every few seconds, as Wi-Fi scans cause) would slip past a
 percentile: once two or more have been seen within ``peak_window_s`` the target covers the
 highest (the idea of WebRTC NetEQ's peak detector), unless they are frequent enough to be
-ordinary jitter. The delay
-actually applied is ``now - slot_timestamp / clock_rate`` minus that minimum transit. When it
-falls more than half a frame short of the target the buffer inserts a frame (silence before
-a marked talkspurt start, concealment inside a talkspurt); when it exceeds the target by
-more than 1.5 frames for ``drop_after_frames`` frames it drops one. At a talkspurt start
+ordinary jitter.
+
+The delay actually applied is ``now - slot_timestamp / clock_rate`` minus that minimum
+transit. When it falls more than half a frame short of the target the buffer inserts a frame
+(silence before a marked talkspurt start, concealment inside a talkspurt); when it exceeds
+the target by more than 1.5 frames for ``drop_after_frames`` frames it drops one (a missing
+packet's slot first, where that costs no audio). At a talkspurt start
 (after a DTX gap; RFC 3551 §4.1 marks it with the marker bit) the first packet is simply
 scheduled at the target delay, which lengthens or shortens the pause instead of the speech.
 This also absorbs a sender clock a few per mille fast or slow: the buffer neither grows nor
