@@ -28,8 +28,8 @@ ordinary jitter.
 The delay actually applied is ``now - slot_timestamp / clock_rate`` minus that minimum
 transit. When it falls more than half a frame short of the target the buffer inserts a frame
 (silence before a marked talkspurt start, concealment inside a talkspurt); when it exceeds
-the target by more than 1.5 frames for ``drop_after_frames`` frames it drops one (a missing
-packet's slot first, where that costs no audio). At a talkspurt start
+the target by more than 1.5 frames for ``drop_after_frames`` frames it drops one (free when
+that slot's packet is missing anyway). At a talkspurt start
 (after a DTX gap; RFC 3551 §4.1 marks it with the marker bit) the first packet is simply
 scheduled at the target delay, which lengthens or shortens the pause instead of the speech.
 This also absorbs a sender clock a few per mille fast or slow: the buffer neither grows nor
