@@ -24,7 +24,6 @@ URI, name-addr and Via parsers likewise try one regex for the plain form before 
 from __future__ import annotations
 
 import enum
-import operator
 import re
 import secrets
 from collections.abc import Iterable, Iterator
@@ -109,10 +108,6 @@ _LIST_HEADERS = frozenset(
 )  # fmt: skip
 
 
-_item_key = operator.itemgetter(0)
-_item_value = operator.itemgetter(2)
-
-
 def _name_info(name: str) -> tuple[str, str]:
     key = _KEYS.get(name)
     if key is not None:
@@ -142,20 +137,19 @@ class Headers:
             self.add(name, value)
 
     @classmethod
-    def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
+    def _from_parsed(
+        cls, items: list[tuple[str, str, str]], first: dict[str, str] | None = None
+    ) -> Headers:
         headers = cls.__new__(cls)
         headers._items = items
-        headers._first = None
+        headers._first = first
         return headers
 
     def _first_values(self) -> dict[str, str]:
         first = self._first
         if first is None:
-            # built in C: reversed, so the first line of each name is the one that stays
-            items = self._items[::-1]
-            first = self._first = dict(
-                zip(map(_item_key, items), map(_item_value, items), strict=True)
-            )
+            # reversed, so the first line of each name is the one that stays
+            first = self._first = {key: value for key, _, value in reversed(self._items)}
         return first
 
     def _values(self, key: str) -> list[str]:
@@ -278,22 +272,26 @@ class _MessageFields:
 
     headers: Headers
 
-    def _single(self, name: str) -> str:
-        value = self.headers.get(name)
-        if value is None:
-            raise SipParseError(f"missing {name} header")
+    def _single(self, key: str, name: str) -> str:
+        """The first value of a header (``key`` is its lookup key); SipParseError if missing."""
+        headers = self.headers
+        value = headers._first_values().get(key)
+        if value is None or (key in _LIST_HEADERS and ("," in value or not value)):
+            value = headers.get(name)
+            if value is None:
+                raise SipParseError(f"missing {name} header")
         return value
 
     @property
     def call_id(self) -> str:
-        value = self._single("Call-ID")
+        value = self._single("call-id", "Call-ID")
         if not value:
             raise SipParseError("empty Call-ID")
         return value
 
     @property
     def cseq(self) -> CSeq:
-        return CSeq.parse(self._single("CSeq"))
+        return CSeq.parse(self._single("cseq", "CSeq"))
 
     @property
     def vias(self) -> list[Via]:
@@ -301,15 +299,15 @@ class _MessageFields:
 
     @property
     def top_via(self) -> Via:
-        return Via.parse(self._single("Via"))
+        return Via.parse(self._single("via", "Via"))
 
     @property
     def from_addr(self) -> NameAddr:
-        return NameAddr.parse(self._single("From"))
+        return NameAddr.parse(self._single("from", "From"))
 
     @property
     def to_addr(self) -> NameAddr:
-        return NameAddr.parse(self._single("To"))
+        return NameAddr.parse(self._single("to", "To"))
 
     @property
     def contacts(self) -> list[NameAddr]:
@@ -392,10 +390,13 @@ def _split_head(data: bytes) -> tuple[int, int, int]:
 _HEADER_SPLIT_RE = re.compile(r"\r\n([^:\r\n]+):[ \t]*")
 
 
-def _parse_header_section(head: str) -> tuple[str, list[tuple[str, str, str]]] | None:
-    """Fast path: (start line, items) for a CRLF header section without folding or trailing LWS.
+def _parse_header_section(
+    head: str,
+) -> tuple[str, list[tuple[str, str, str]], dict[str, str], list[str]] | None:
+    """Fast path for a CRLF header section without folding or trailing LWS.
 
-    None when the section needs the general line-by-line parser.
+    Returns (start line, items, first value per key, Content-Length values), or None when the
+    section needs the general line-by-line parser.
     """
     if " \r\n" in head or "\t\r\n" in head or head[-1] in " \t\r\n":
         return None  # trailing LWS to strip
@@ -418,7 +419,19 @@ def _parse_header_section(head: str) -> tuple[str, list[tuple[str, str, str]]] |
                     raise SipParseError(f"bad header name {name!r}")
                 keys[i] = key
                 canonical[i] = canonical_name
-    return parts[0], list(zip(keys, canonical, parts[2::2], strict=True))  # type: ignore[arg-type]
+    values = parts[2::2]
+    items = list(zip(keys, canonical, values, strict=True))
+    first = dict(zip(keys[::-1], values[::-1], strict=True))  # the first line of a name wins
+    cl_count = keys.count("content-length")
+    if cl_count == 0:
+        cl_values = []
+    elif cl_count == 1:
+        cl_values = [first["content-length"]]
+    else:
+        cl_values = [
+            value for key, value in zip(keys, values, strict=True) if key == "content-length"
+        ]
+    return parts[0], items, first, cl_values  # type: ignore[return-value]
 
 
 def _parse_header_lines(lines: list[str]) -> list[tuple[str, str, str]]:
@@ -476,7 +489,8 @@ def parse_message(data: bytes) -> Request | Response:
         # Fast path; it accepts only a section without bare LFs, so the CRLFCRLF found is the end.
         parsed = _parse_header_section(data[start:head_end].decode("utf-8", "surrogateescape"))
     if parsed is not None:
-        first, items = parsed
+        first, items, first_values, cl_values = parsed
+        headers = Headers._from_parsed(items, first_values)
         body_start = head_end + 4
     else:
         start, head_end, body_start = _split_head(data)
@@ -490,8 +504,8 @@ def parse_message(data: bytes) -> Request | Response:
         if first[-1:] == "\r":
             first = first[:-1]
         items = _parse_header_lines(lines[1:])
-    headers = Headers._from_parsed(items)
-    cl_values = [value for key, _, value in items if key == "content-length"]
+        headers = Headers._from_parsed(items)
+        cl_values = [value for key, _, value in items if key == "content-length"]
     rest = data[body_start:]
     if cl_values:
         length = _parse_content_length(cl_values)

@@ -88,8 +88,8 @@ def split_quoted(text: str, sep: str) -> list[str]:
         segments = text.split('"')
         if (
             len(segments) & 1
-            and not any(sep in quoted for quoted in segments[1::2])
-            and not any("<" in plain for plain in segments[0::2])
+            and sep not in "".join(segments[1::2])
+            and "<" not in "".join(segments[0::2])
         ):
             return text.split(sep)
     match = _ELEMENT_RES.get(sep) or _element_re(sep).match
