@@ -743,3 +743,26 @@ def test_kamailio_reaches_a_stream_registered_user_over_its_connection(
         bob.close()
     assert seen and seen[0].startswith("MESSAGE sip:bob@127.0.0.1:")
     assert f"SIP/2.0/{transport.upper()} 127.0.0.1:{kamailio.address(transport)[1]}" in seen[0]
+
+
+@pytest.mark.parametrize("via_proxy", [False, True])
+def test_sipp_callee_hangs_up(
+    sipp_factory: SippFactory, kamailio_factory: Callable[..., Kamailio], via_proxy: bool
+) -> None:
+    uas = sipp_factory("uas_hangup", calls=1, call_duration_ms=200).start()
+    if via_proxy:
+        k = kamailio_factory(tls=False)
+        k.add_contact("bob", f"sip:bob@{uas.uri_host}")
+        uac = sipp_factory("uac_wait_bye", k.server(), domain=k.domain, service="bob", calls=1)
+    else:
+        uac = sipp_factory("uac_wait_bye", uas.uri_host, service="bob", calls=1)
+    result = uac.run(timeout=30)
+    assert result.ok, result.describe()
+    assert uas.wait(timeout=15).ok
+    bye = next(m for m in uac.traced("received") if m.first_line.startswith("BYE "))
+    assert bye.first_line == f"BYE {uac.contact} SIP/2.0"
+    assert bye.headers("From")[0].startswith("<sip:bob@")  # the callee's identity
+    assert bye.headers("To")[0].startswith("<sip:sipp@")
+    assert not bye.headers("Record-Route")  # a request, not a dialog-forming one
+    if via_proxy:
+        assert f"127.0.0.1:{k.port}" in " ".join(bye.headers("Via"))

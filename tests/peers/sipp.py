@@ -4,6 +4,17 @@
 (``-sn uac``/``uas``) or one of the XML files in ``tests/peers/sipp/``, and reads its
 statistics CSV (``-trace_stat``) to count successful and failed calls.
 
+Scenarios in ``sipp/`` (all use the keys ``user``, ``domain``, ``contact``; callee ``-s``):
+
+- ``uac_sdp``: INVITE with SDP (answers one 401/407), ACK, hold ``-d`` ms, BYE
+- ``uac_wait_bye``: like ``uac_sdp`` but waits for the callee's BYE
+- ``uac_invite_retrans``: sends its INVITE twice, delays the ACK so the 2xx is retransmitted
+- ``uac_cancel``: CANCEL after 180; expects 200 (CANCEL) then 487, ACKs it
+- ``uas_sdp``: 100, 180, 200 with SDP; absorbs INVITE retransmissions; BYE from the caller
+- ``uas_hangup``: answers, holds ``-d`` ms, sends BYE itself
+- ``uas_ring_wait``: 100, 180, then waits for CANCEL: 200 + 487
+- ``register_auth`` / ``register_rejected``: REGISTER, 401, credentials: 200 / 401 or 403
+
 sipp exit codes: 0 all calls successful, 1 at least one failed, 97 exit on internal
 command, 99 normal exit without calls processed, 255/254 fatal error (bind failure).
 """
