@@ -752,3 +752,53 @@ def test_unknown_payload_from_the_current_source_keeps_its_sequence_number() -> 
         b.playout(0.02 * k + 0.01)
     assert b.unknown_payload_types == 1
     assert b.stats(1.3).packets_lost == 0
+
+
+class _DupLink(Link):
+    """A link that also duplicates packets."""
+
+    def __init__(self, *args, dup: float = 0.0, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.dup = dup
+
+    def send(self, data: bytes, now: float, component: int = RTP_COMPONENT) -> None:
+        super().send(data, now, component)
+        if self.dup and self.rng.random() < self.dup:
+            super().send(data, now + self.rng.uniform(0, 0.05), component)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    codec=st.sampled_from([PCMU, OPUS]),
+    delay=st.floats(0.0, 0.2),
+    jitter=st.floats(0.0, 0.1),
+    loss=st.floats(0.0, 0.3),
+    dup=st.floats(0.0, 0.2),
+    digits=st.text("0123456789*#", max_size=4),
+    seed=st.integers(0, 1000),
+)
+def test_random_network_conditions(codec, delay, jitter, loss, dup, digits, seed) -> None:
+    """Whatever the network does: frames keep coming, digits arrive at most once and in
+    order, the counters add up."""
+    te = TE48 if codec is OPUS else TE8
+    call = make_call(
+        codec,
+        te=te,
+        ab=_DupLink(delay, jitter, loss, seed=seed, dup=dup),
+        ba=_DupLink(delay, jitter, loss, seed=seed + 1, dup=dup),
+        seed=seed,
+    )
+    call.run(0.3)
+    if digits:
+        call.a.send_dtmf(digits)
+    call.run(2.5)
+    assert all(f.shape == (call.b.frame_samples,) for f in call.heard_by_b)
+    got = "".join(e.digit or "?" for e in call.events_b if isinstance(e, DtmfReceived))
+    it = iter(digits)
+    assert all(d in it for d in got)  # a subsequence: in order, none twice
+    sb, sa = call.b.stats(call.now), call.a.stats(call.now)
+    assert sb.packets_received <= call.ab.sent * 2
+    assert sb.packets_received + sb.packets_lost <= sa.packets_sent + sb.duplicate_packets + 1
+    assert sb.parse_errors == 0 and call.b.unknown_payload_types == 0
+    if sb.mos is not None:
+        assert 1.0 <= sb.mos <= 4.5
