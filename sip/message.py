@@ -398,8 +398,8 @@ def _parse_header_section(
     Returns (start line, items, first value per key, Content-Length values), or None when the
     section needs the general line-by-line parser.
     """
-    if " \r\n" in head or "\t\r\n" in head or head[-1] in " \t\r\n":
-        return None  # trailing LWS to strip
+    if " \r\n" in head or ("\t" in head and "\t\r\n" in head) or head[-1] in " \t\r\n":
+        return None  # trailing LWS to strip (a one-character search for TAB is cheap)
     parts = _HEADER_SPLIT_RE.split(head)
     if len(parts) != 2 * head.count("\n") + 1:
         return None  # a line without a colon, or bare LF line ends
