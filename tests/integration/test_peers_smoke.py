@@ -766,3 +766,41 @@ def test_sipp_callee_hangs_up(
     assert not bye.headers("Record-Route")  # a request, not a dialog-forming one
     if via_proxy:
         assert f"127.0.0.1:{k.port}" in " ".join(bye.headers("Via"))
+
+
+TURN_CLIENT = """
+import asyncio, sys
+from aioice.turn import create_turn_endpoint
+
+async def main(server, port, password, unreachable, target, target_port):
+    turn, _ = await create_turn_endpoint(
+        asyncio.DatagramProtocol, server_addr=(server, int(port)), username="alice",
+        password=password)
+    print("relayed", *turn.get_extra_info("sockname"), flush=True)
+    turn.sendto(b"lost", (unreachable, 5000))  # a private address: no route from the public net
+    await asyncio.sleep(0.5)
+    turn.sendto(b"after", (target, int(target_port)))  # the allocation must still work
+    await asyncio.sleep(0.5)
+    turn.close()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def test_lab_turn_allocation_survives_relaying_to_an_unroutable_address(
+    lab_services: LabServices,
+) -> None:
+    import time
+
+    lab = lab_services.lab
+    receiver = lab.public.popen_python(UDP_RECEIVER, "9999", "30", name="receiver")
+    receiver.wait_for_log(r"(?m)^ready$")
+    out = lab.sites[0].laptop.python(
+        TURN_CLIENT, lab.server_ip, str(lab_services.coturn.port),
+        lab_services.coturn.users["alice"], lab.sites[1].laptop_ip, lab.server_ip, "9999",
+    )  # fmt: skip
+    time.sleep(0.3)
+    receiver.stop()
+    relayed = out.stdout.split()[1:3]
+    got = [line.split()[1:] for line in receiver.log().splitlines() if line.startswith("got ")]
+    assert got == [[*relayed, "after"]]
