@@ -225,6 +225,8 @@ class RtpSession:
         encoding = codec.encoding
         self._opus_encoder: OpusEncoder | None = None
         self._g711: G711Codec | None = None
+        if not 10 <= ptime_ms <= 120 or ptime_ms % 10:
+            raise ValueError("ptime_ms must be a multiple of 10 ms up to 120")
         if encoding in ("pcmu", "pcma"):
             if codec.clock_rate != 8000 or channels != 1:
                 raise ValueError("G.711 is 8000 Hz mono")
@@ -232,7 +234,9 @@ class RtpSession:
             self.clock_rate = 8000
         elif encoding == "opus":
             if ptime_ms != 20:
-                raise ValueError("this Opus session sends 20 ms frames")
+                # a=ptime is a preference (RFC 7587 §7); our Opus frames are 20 ms
+                log.info("sending 20 ms Opus packets, not the %d ms asked for", ptime_ms)
+                ptime_ms = self.ptime_ms = 20
             self.clock_rate = 48000  # RFC 7587 §4.1, whatever the SDP says
             self._opus_encoder = OpusEncoder(channels, bitrate=opus_bitrate)
             OpusParams.from_fmtp(dict(codec.fmtp)).apply_to_encoder(self._opus_encoder)

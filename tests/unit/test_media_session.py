@@ -489,6 +489,13 @@ def test_opus_dtx_sends_little_in_silence_and_receiver_hears_silence() -> None:
     assert max(float(np.abs(f).max()) for f in call.heard_by_b[-100:]) < 500
 
 
+def test_opus_sends_20_ms_whatever_ptime_asks() -> None:
+    a = RtpSession(OPUS, ptime_ms=40)
+    assert a.frame_samples == 960 and a.ptime_ms == 20
+    with pytest.raises(ValueError):
+        RtpSession(PCMU, ptime_ms=25)
+
+
 def test_unsupported_codec() -> None:
     with pytest.raises(ValueError):
         RtpSession(CodecDescription("G722", 9, 8000))
