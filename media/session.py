@@ -234,7 +234,7 @@ class RtpSession:
             self.clock_rate = 8000
         elif encoding == "opus":
             if ptime_ms != 20:
-                # a=ptime is a preference (RFC 7587 §7); our Opus frames are 20 ms
+                # a=ptime is a recommendation (RFC 8866 §6.4); our Opus frames are 20 ms
                 log.info("sending 20 ms Opus packets, not the %d ms asked for", ptime_ms)
                 ptime_ms = self.ptime_ms = 20
             self.clock_rate = 48000  # RFC 7587 §4.1, whatever the SDP says
