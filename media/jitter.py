@@ -245,9 +245,10 @@ class JitterBuffer:
     def note_sequence(self, seq: int) -> None:
         """Tell the buffer a sequence number was used by a non-audio packet (e.g. RFC 4733
         telephone-events on the same SSRC) so its absence is not taken for a loss."""
-        self._skip.add(seq & 0xFFFF)
-        if len(self._skip) > 256:
-            self._skip = {s for s in self._skip if seq_diff(s, self._expected_seq) >= -128}
+        seq &= 0xFFFF
+        self._skip.add(seq)
+        if len(self._skip) > 256:  # keep the newest few: a bound whatever the peer sends
+            self._skip = {s for s in self._skip if -128 < seq_diff(s, seq) <= 0}
 
     # --- input ---------------------------------------------------------------------------
 

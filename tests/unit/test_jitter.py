@@ -596,3 +596,10 @@ def test_periodic_stalls_like_wifi_scans() -> None:
     late_frames = [f for f in frames[1000:2900] if f.kind is not FrameKind.AUDIO]
     assert len(late_frames) <= 5
     assert 100 <= jb.target_delay_ms <= 200
+
+
+def test_noted_sequence_numbers_stay_bounded() -> None:
+    jb = new_jb()
+    for seq in range(100000):
+        jb.note_sequence(seq)
+    assert len(jb._skip) <= 257
