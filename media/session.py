@@ -296,7 +296,7 @@ class RtpSession:
         self._last_collision: float | None = None
 
         self._queue: list[tuple[bytes, int]] = []
-        self._events: deque[SessionEvent] = deque()
+        self._events: deque[SessionEvent] = deque(maxlen=1000)  # bounded if never drained
         self._next_rtcp: float | None = now + self._interval(initial=True)
         self._reports_sent = 0
         self._sent_since: list[bool] = [False, False]  # sent RTP in the current/previous interval
