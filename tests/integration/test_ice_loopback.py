@@ -4,6 +4,7 @@ coturn on loopback (force relay), two components, strangers dropped, failure rep
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator, Callable
 
@@ -13,6 +14,7 @@ from ice.aio import IceConnection, IceError, connect
 from ice.candidate import Candidate, CandidateType
 from ice.gather import GatherConfig, GatherEvent, ServerFailed, TurnServer
 from tests.peers.coturn import Coturn
+from tests.peers.netns import Lab, build_nat_lab
 
 FAST = {"ta": 0.02, "timeout": 8.0}
 
@@ -272,3 +274,117 @@ async def test_gathering_with_coturn_stun_and_turn(turn: Coturn) -> None:
     assert (relay.related_address, relay.related_port) == host.transport_address
     assert relay.priority < host.priority
     assert [(f.kind, f.server) for f in failures] == [("stun", dead)]
+
+
+# -- through real NATs: two laptops in network namespaces (root) -----------------------------
+
+LAPTOP_CODE = """
+import asyncio, json, os, sys, time
+from pathlib import Path
+from ice.aio import IceConnection
+from ice.gather import GatherConfig, TurnServer
+from ice.sdp import format_candidate, parse_candidate
+
+role, me, peer, host, port, user, password, relay_only = sys.argv[1:]
+server = (host, int(port))
+
+async def main():
+    cfg = GatherConfig(
+        stun_servers=[server], turn_servers=[TurnServer(server, user, password)],
+        relay_only=relay_only == "1",
+    )
+    conn = IceConnection(role == "controlling", gather=cfg,
+                         agent_options={"ta": 0.02, "timeout": 15.0})
+    candidates = await conn.gather(timeout=10)
+    mine = {"ufrag": conn.local_ufrag, "pwd": conn.local_pwd,
+            "candidates": [format_candidate(c) for c in candidates]}
+    Path(me + ".tmp").write_text(json.dumps(mine))
+    os.rename(me + ".tmp", me)
+    while not Path(peer).exists():
+        await asyncio.sleep(0.02)
+    theirs = json.loads(Path(peer).read_text())
+    conn.set_remote(theirs["ufrag"], theirs["pwd"],
+                    [parse_candidate(c) for c in theirs["candidates"]])
+    await conn.connect(timeout=20)
+    t = conn.transport()
+    received = set()
+    deadline = time.monotonic() + 5
+    i = 0
+    while time.monotonic() < deadline and len(received) < 10:
+        t.send(b"\\x80" + role.encode() + b" %d" % i)
+        i += 1
+        try:
+            received.add(await asyncio.wait_for(t.recv(), 0.05))
+        except TimeoutError:
+            pass
+    for _ in range(20):  # let the peer collect its share too
+        t.send(b"\\x80" + role.encode() + b" tail")
+        await asyncio.sleep(0.02)
+    local, remote = t.selected
+    print(json.dumps({"local": local.type.value, "remote": remote.type.value,
+                      "received": sorted(r[1:].decode() for r in received),
+                      "candidates": sorted({c.type.value for c in candidates}),
+                      "events": [repr(e) for e in conn.events]}))
+    await conn.close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize(
+    ("symmetric", "relay_only", "expected"),
+    [
+        ((False, False), False, ("srflx", "srflx")),
+        ((True, True), False, None),
+        ((False, False), True, ("relay", "relay")),
+    ],
+    ids=["cone-cone-direct", "symmetric-symmetric-relay", "cone-cone-forced-relay"],
+)
+def test_two_laptops_behind_nats(
+    netns_lab: Lab,
+    coturn_factory: Callable[..., Coturn],
+    symmetric: tuple[bool, bool],
+    relay_only: bool,
+    expected: tuple[str, str] | None,
+) -> None:
+    """Endpoint-independent NATs (MASQUERADE) let the checks punch through: a direct
+    server-reflexive pair.  Two symmetric NATs (--random-fully) need the TURN relay."""
+    lab = build_nat_lab(netns_lab, symmetric=symmetric)
+    for site in lab.sites:
+        # like a home router, drop unsolicited packets for the router itself too: accepted
+        # (and answered with ICMP), a check that arrives before the peer's own first packet
+        # leaves a conntrack entry behind that makes MASQUERADE pick another port for the
+        # peer's flow - and hole punching fails
+        site.router.iptables(
+            "-A", "INPUT", "-i", "wan0", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"
+        )
+    server = coturn_factory(
+        host=lab.server_ip, alt_host=lab.server_ip2, netns=lab.public.name, tls=False
+    )
+    user = "alice"
+    files = [str(netns_lab.workdir / f"laptop{i}.json") for i in (1, 2)]
+    procs = []
+    for i, role in enumerate(("controlling", "controlled")):
+        args = [role, files[i], files[1 - i], server.host, str(server.port), user]
+        args += [server.users[user], "1" if relay_only else "0"]
+        procs.append(lab.sites[i].laptop.popen_python(LAPTOP_CODE, *args, name=role))
+    results = []
+    for proc in procs:
+        assert proc.wait(60) == 0, proc.log_tail()
+        results.append(json.loads(proc.log().strip().splitlines()[-1]))
+    for i, r in enumerate(results):
+        other = "controlled" if i == 0 else "controlling"
+        assert len(r["received"]) >= 5 and all(m.startswith(other) for m in r["received"])
+        if relay_only:
+            assert r["candidates"] == ["relay"]
+    selected = (results[0]["local"], results[0]["remote"])
+    if expected is None:
+        # two symmetric NATs: no direct path; one end of the selected pair is a relay
+        assert "relay" in selected
+    else:
+        assert selected == expected
+    # both ends agree on the path: the peer sees the mirror image (as far as types go;
+    # a relay or server-reflexive address can be peer-reflexive to the other side)
+    mirror = (results[1]["local"], results[0]["remote"])
+    assert mirror[0] == mirror[1] or "prflx" in mirror
