@@ -1,0 +1,157 @@
+"""Two media streams talking RTP/RTCP over real UDP sockets on 127.0.0.1 (media.aio)."""
+
+import asyncio
+import random
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from media.aio import MediaStream, UdpTransport, open_udp_transport
+from media.analysis import cross_correlate, dominant_frequency, rms_dbfs
+from media.session import ByeReceived, CodecDescription, RemoteSsrcChanged, RtpSession
+from media.sources import ToneSource, WavFileSink, WavFileSource, load_wav, save_wav
+
+OPUS = CodecDescription("opus", 111, 48000, 2, {"useinbandfec": "1"})
+PCMU = CodecDescription("PCMU", 0, 8000)
+
+
+def new_session(codec: CodecDescription, seed: int) -> RtpSession:
+    return RtpSession(
+        codec,
+        rtcp_interval=1.0,  # several reports in a short test
+        rng=random.Random(seed),
+        ntp_offset=time.time() - time.monotonic(),
+        now=time.monotonic(),
+    )
+
+
+async def run_call(tmp_path, codec, seconds, source_a, source_b):
+    """A and B exchange audio for ``seconds``; A learns B's address from B's packets."""
+    ta = await open_udp_transport(("127.0.0.1", 0))
+    tb = await open_udp_transport(("127.0.0.1", 0), remote=ta.local_address)
+    sa, sb = new_session(codec, 1), new_session(codec, 2)
+    rate = sa.sample_rate
+    sink_a = WavFileSink(tmp_path / f"a-{codec.name}.wav", rate)
+    sink_b = WavFileSink(tmp_path / f"b-{codec.name}.wav", rate)
+    a = MediaStream(sa, ta, source_a(rate), sink_a)
+    b = MediaStream(sb, tb, source_b(rate), sink_b)
+    try:
+        a.start()
+        b.start()
+        await asyncio.sleep(seconds)
+        stats_a = await a.stop("bye from A")
+        await asyncio.sleep(0.1)  # B hears the BYE
+        stats_b = await b.stop()
+    finally:
+        ta.close()
+        tb.close()
+    assert ta.remote == tb.local_address  # symmetric RTP: learnt from B's packets
+    events_b = []
+    while not b.events.empty():
+        events_b.append(b.events.get_nowait())
+    rec_a, _ = load_wav(sink_a.path)
+    rec_b, _ = load_wav(sink_b.path)
+    return stats_a, stats_b, rec_a, rec_b, events_b, sa.ssrc
+
+
+@pytest.mark.parametrize("codec", [OPUS, PCMU], ids=["opus", "pcmu"])
+async def test_tones_both_ways(tmp_path, codec):
+    stats_a, stats_b, rec_a, rec_b, events_b, ssrc_a = await run_call(
+        tmp_path,
+        codec,
+        3.0,
+        lambda r: ToneSource(440, r),
+        lambda r: ToneSource(880, r),
+    )
+    rate = codec.clock_rate
+    # each side recorded the other's tone
+    assert dominant_frequency(rec_b, rate) == pytest.approx(440, abs=3)
+    assert dominant_frequency(rec_a, rate) == pytest.approx(880, abs=3)
+    for rec in (rec_a, rec_b):
+        audible = rec[len(rec) // 3 :]  # past the start-up of the jitter buffer
+        assert rms_dbfs(audible) == pytest.approx(-15, abs=2)  # the tone's level
+    for stats in (stats_a, stats_b):
+        assert stats.codec == str(codec)
+        assert stats.packets_sent > 100 and stats.packets_received > 100
+        # RTCP: round-trip time from SR/RR exchange, loss as seen by both ends
+        assert stats.rtt_ms is not None and stats.rtt_ms >= 0
+        assert stats.packets_lost == 0 and stats.loss_percent == 0
+        assert stats.remote_loss_percent == 0
+        assert stats.parse_errors == 0
+    assert RemoteSsrcChanged(None, ssrc_a) in events_b
+    assert events_b[-1] == ByeReceived(ssrc_a, "bye from A")
+
+
+async def test_speech_like_signal_correlates_with_what_was_sent(tmp_path):
+    """A chirp goes through PCMU and comes back in shape: high correlation, a sane delay."""
+    rate = 8000
+    t = np.arange(int(2.0 * rate)) / rate
+    chirp = np.rint(8000 * np.sin(2 * np.pi * (200 * t + 400 * t * t))).astype(np.int16)
+    path = tmp_path / "chirp.wav"
+    save_wav(path, chirp, rate)
+    stats_a, _, _, rec_b, _, _ = await run_call(
+        tmp_path,
+        PCMU,
+        2.5,
+        lambda r: WavFileSource(path, r),
+        lambda r: ToneSource(1000, r),
+    )
+    c = cross_correlate(chirp, rec_b, max_lag=rate)
+    assert c.coefficient > 0.9
+    assert 0 <= c.lag_seconds(rate) < 1.0
+    assert stats_a.packets_sent > 100
+
+
+async def test_udp_transport_latches_once_then_drops_foreign_packets():
+    got: list[bytes] = []
+    t = await open_udp_transport(("127.0.0.1", 0), remote=("127.0.0.1", 9))  # "SDP" address
+    t.on_receive = got.append
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    stranger.bind(("127.0.0.1", 0))
+    try:
+        peer.sendto(b"\x80hello", t.local_address)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if got:
+                break
+        assert got == [b"\x80hello"]
+        assert t.remote == peer.getsockname()  # latched onto the real source (a NAT)
+        stranger.sendto(b"\x80spoof", t.local_address)
+        peer.sendto(b"\x80again", t.local_address)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(got) == 2:
+                break
+        assert got == [b"\x80hello", b"\x80again"]
+        assert t.foreign == 1
+        t.send(b"\x80reply")
+        peer.settimeout(5)
+        assert peer.recvfrom(100)[0] == b"\x80reply"
+    finally:
+        t.close()
+        peer.close()
+        stranger.close()
+
+
+async def test_unconnected_transport_sends_nothing_and_survives_a_bad_handler():
+    t = UdpTransport()
+    t.send(b"x")  # no socket, no remote
+    assert t.unsent == 1
+
+    def broken(data: bytes) -> None:
+        raise RuntimeError("boom")
+
+    t.on_receive = broken
+    t.datagram_received(b"\x80", ("127.0.0.1", 5004))  # logged, not raised
+    assert t.received == 1 and t.remote == ("127.0.0.1", 5004)
+
+
+async def test_rate_mismatch_is_refused():
+    s = new_session(PCMU, 3)
+    t = UdpTransport()
+    with pytest.raises(ValueError, match="8000 Hz"):
+        MediaStream(s, t, ToneSource(440, 48000), WavFileSink("/dev/null", 8000))
