@@ -414,6 +414,22 @@ class Stats:
                 out[key] = round(value, 1) if key != "mos" else round(value, 2)
         return out
 
+    def rtp_json(self) -> dict[str, Any]:
+        """The ``"rtp"`` object of the CLI's ``--json`` output (DESIGN.md): ``codec``,
+        ``sent``, ``received``, ``lost``, ``jitter_ms``, ``rtt_ms``, then a few extras."""
+        return {
+            "codec": self.codec,
+            "sent": self.packets_sent,
+            "received": self.packets_received,
+            "lost": self.packets_lost,
+            "jitter_ms": round(self.jitter_ms, 1),
+            "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 1),
+            "loss_percent": round(self.loss_percent, 1),
+            "concealed_frames": self.concealed_frames,
+            "fec_frames": self.fec_frames,
+            "mos": None if self.mos is None else round(self.mos, 2),
+        }
+
     def __str__(self) -> str:
         rtt = "-" if self.rtt_ms is None else f"{self.rtt_ms:.0f} ms"
         mos = "-" if self.mos is None else f"{self.mos:.2f}"

@@ -809,3 +809,13 @@ def test_random_network_conditions(codec, delay, jitter, loss, dup, digits, seed
     assert sb.parse_errors == 0 and call.b.unknown_payload_types == 0
     if sb.mos is not None:
         assert 1.0 <= sb.mos <= 4.5
+
+
+def test_opus_loss_feedback_decays_when_the_loss_stops() -> None:
+    call = make_call(OPUS, ab=Link(0.02, 0.0, 0.15, seed=95))
+    call.run(12.0)
+    assert call.a.opus_encoder is not None
+    assert call.a.opus_encoder.packet_loss_perc >= 5
+    call.ab.loss = 0.0
+    call.run(25.0)
+    assert call.a.opus_encoder.packet_loss_perc <= 1

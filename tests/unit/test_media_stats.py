@@ -228,3 +228,13 @@ def test_timestamp_jump_does_not_swamp_jitter() -> None:
     for i in range(200, 220):
         s.update(i, (i * FRAME + 3600 * RATE) & 0xFFFFFFFF, i * 0.02 + (0.01 if i % 2 else 0))
     assert s.jitter_ms == pytest.approx(before, rel=0.05)
+
+
+def test_rtp_json_matches_the_cli_contract() -> None:
+    s = Stats("opus/48000/2", packets_sent=250, packets_received=249, packets_lost=1)
+    s.jitter_ms, s.rtt_ms = 2.14, 18.04
+    out = s.rtp_json()
+    assert list(out)[:6] == ["codec", "sent", "received", "lost", "jitter_ms", "rtt_ms"]
+    assert out["codec"] == "opus/48000/2" and out["sent"] == 250 and out["lost"] == 1
+    assert out["jitter_ms"] == 2.1 and out["rtt_ms"] == 18.0
+    assert Stats().rtp_json()["rtt_ms"] is None
