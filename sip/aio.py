@@ -31,7 +31,7 @@ from sip.invite import SDP, Call, CallState
 from sip.locate import DnsLookup, LocateError, Target, is_ip_address, locate
 from sip.message import Request, Response
 from sip.registration import Registered, RegistrationExpired, RegistrationFailed, Unregistered
-from sip.transport import Source, TlsConfig, TransportLayer
+from sip.transport import KeepaliveHandle, Source, TlsConfig, TransportLayer
 from sip.ua import OptionsResult, Outgoing, Peer, UAConfig, UserAgent, peer_for_uri
 from sip.uri import SipURI
 
@@ -426,6 +426,24 @@ class AsyncUserAgent:
         self.ua.receive_unparseable(data, peer, self.now())
         self._flush()
 
+    async def _watch_flow(self, handle: KeepaliveHandle) -> None:
+        """RFC 5626 §4.4.1: when the flow to the registrar dies (no pong, or the connection
+        closed), register again at once over a new flow so incoming calls still reach us."""
+        await handle.failed.wait()
+        if self._closed:
+            return
+        log.warning("flow to the registrar failed; registering again")
+        self._keepalive_started = False
+        delay = 0.5
+        while not self._closed and self.ua.registrations:
+            try:
+                await self.register()  # the same binding; starts a new keepalive and watcher
+                return
+            except (RegistrationError, TimeoutError) as exc:
+                log.info("re-registration failed (%s); retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
     def _on_timer(self) -> None:
         self._timer = None
         if self._closed:
@@ -495,8 +513,10 @@ class AsyncUserAgent:
             return
         try:
             target = await self._target(peer_for_uri(SipURI.parse(proxy), self.config.transport))
-            await self.transport.start_keepalive(target, self.keepalive_interval)
+            handle = await self.transport.start_keepalive(target, self.keepalive_interval)
             self._keepalive_started = True
+            if target.transport != "UDP":
+                self._spawn(self._watch_flow(handle))
         except (OSError, LocateError, ValueError) as exc:
             log.info("keepalive not started: %r", exc)
 

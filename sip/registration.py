@@ -296,10 +296,16 @@ def _public_contact(response: Response, ours: SipURI) -> str | None:
         return None
     received = via.received
     rport = via.rport
+    if via.transport.upper() in ("TCP", "TLS"):
+        # Over a connection the rport is our ephemeral source port, which accepts nothing;
+        # the registrar reaches us over the connection itself. Only a new address counts.
+        rport = None
+        if received is None or received.lower() == ours.host.lower():
+            return None
     if received is None and rport is None:
         return None
     host = received or ours.host
-    port = rport if rport is not None else (via.port or ours.port)
+    port = rport if rport is not None else ours.port
     if host.lower() == ours.host.lower() and (port or 5060) == (ours.port or 5060):
         return None
     if received is None and via.host.lower() != ours.host.lower():

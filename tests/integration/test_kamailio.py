@@ -377,3 +377,24 @@ async def test_peer_to_peer_call_without_proxy(transport):
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_dead_tcp_flow_triggers_reregistration(kamailio):
+    """The registrar restarts (losing its in-memory bindings and our connection): the
+    keepalive notices the dead flow and we register again over a new connection."""
+    host, port = kamailio.address("tcp")
+    ua = make_ua(kamailio, "alice", "tcp")
+    ua.keepalive_interval = 0.5
+    await ua.start()
+    try:
+        await ua.register(expires=300)
+        assert kamailio.contacts("alice")
+        await asyncio.to_thread(kamailio.restart)
+        assert kamailio.contacts("alice") == []
+        for _ in range(100):
+            if kamailio.contacts("alice"):
+                break
+            await asyncio.sleep(0.1)
+        assert kamailio.contacts("alice")
+    finally:
+        await ua.close()

@@ -358,3 +358,32 @@ def test_nat_rewrite_does_not_loop_when_the_mapping_keeps_changing():
     net.run(lambda: bool(net.of(ua, Registered) or net.of(ua, RegistrationFailed)), max_time=60)
     assert net.of(ua, Registered)
     assert len(reg.requests) <= 2 * (1 + 3)  # (challenge + answer) x (first + 3 rewrites)
+
+
+def test_no_contact_rewrite_from_the_rport_of_a_connection():
+    """Over TCP/TLS the rport is an ephemeral source port: only a new address counts."""
+    r = Registration(config(expires=300))
+    req = r.start(0.0)
+    resp = ok_response(req, "300", None)
+    resp.headers.set("Via", "SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bKx;rport=49153")
+    assert r.handle_response(resp, 0.0) is None
+    assert isinstance(r.next_event(), Registered)
+    req = r.build_request()
+    resp = ok_response(req, "300", None)
+    resp.headers.set(
+        "Via", "SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bKx;rport=49153;received=203.0.113.9"
+    )
+    again = r.handle_response(resp, 1.0)
+    assert again is not None  # a NAT: the public address, with our listening port
+    assert r.contact == "sip:alice@203.0.113.9:5060"
+
+
+def test_udp_contact_rewrite_uses_received_and_rport():
+    r = Registration(config(expires=300))
+    req = r.start(0.0)
+    resp = ok_response(req, "300", None)
+    resp.headers.set(
+        "Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx;rport=40001;received=203.0.113.9"
+    )
+    assert r.handle_response(resp, 0.0) is not None
+    assert r.contact == "sip:alice@203.0.113.9:40001"
