@@ -335,3 +335,56 @@ def test_spelling_lws_and_folding_are_transparent(headers, leading):
     data += "".join(text + "\r\n" for text, _, _ in headers) + "\r\n"
     msg = parse_message(data.encode())
     assert msg.headers.items() == [(name, value) for _, name, value in headers]
+
+
+# --- messages as common stacks format them ------------------------------------------------------
+
+KAMAILIO_200 = (
+    b"SIP/2.0 200 OK\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5062;rport=5062;received=127.0.0.1;branch=z9hG4bK-1\r\n"
+    b"Record-Route: <sip:127.0.0.1:5060;lr;ftag=a1b2;did=8c1.ab1>\r\n"
+    b"From: <sip:alice@example.test>;tag=a1b2\r\n"
+    b"To: <sip:bob@example.test>;tag=as7d8f6\r\n"
+    b"Call-ID: 42-1@127.0.0.1\r\n"
+    b"CSeq: 2 INVITE\r\n"
+    b"Contact: <sip:bob@127.0.0.1:5064;transport=udp>;expires=3600\r\n"
+    b"Server: kamailio (5.6.3 (x86_64/linux))\r\n"
+    b"Allow: INVITE,ACK,BYE,CANCEL,OPTIONS\r\n"
+    b"Supported: replaces,timer\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+SIPP_INVITE = (
+    b"INVITE sip:service@127.0.0.1:5060 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-1-0\r\n"
+    b"From: sipp <sip:sipp@127.0.0.1:5061>;tag=4242SIPpTag001\r\n"
+    b"To: service <sip:service@127.0.0.1:5060>\r\n"
+    b"Call-ID: 1-4242@127.0.0.1\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Contact: sip:sipp@127.0.0.1:5061\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Subject: Performance Test\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length:   129\r\n\r\n"
+    b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+    b"t=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+def test_stack_formatted_messages():
+    ok = parse_message(KAMAILIO_200)
+    assert isinstance(ok, Response) and ok.status == 200
+    assert ok.to_bytes() == KAMAILIO_200  # canonical input comes back byte for byte
+    assert ok.top_via.rport == 5062 and ok.top_via.received == "127.0.0.1"
+    assert ok.headers.get_all("Allow") == ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"]
+    assert ok.contacts[0].params == {"expires": "3600"}
+    assert ok.contacts[0].uri.transport == "udp"
+    assert ok.to_addr.tag == "as7d8f6"
+    invite = parse_message(SIPP_INVITE)
+    assert isinstance(invite, Request)
+    assert len(invite.body) == 129 and invite.body.endswith(b"PCMU/8000\r\n")
+    assert invite.from_addr.display_name == "sipp"
+    assert invite.contacts[0].uri.port == 5061
+    assert invite.request_uri.hostport == "127.0.0.1:5060"
+    again = invite.to_bytes()
+    assert b"\r\nContent-Length: 129\r\n\r\n" in again
+    assert parse_message(again) == invite

@@ -267,6 +267,7 @@ def test_generated_message_round_trip(msg):
         assert isinstance(parsed, Response)
         assert (parsed.status, parsed.reason) == (msg.status, msg.reason)
     assert parse_message(parsed.to_bytes()) == parsed
+    assert parsed.to_bytes() == data  # what we emit is a fixed point: byte-identical again
 
 
 @FUZZ
