@@ -603,3 +603,32 @@ def test_noted_sequence_numbers_stay_bounded() -> None:
     for seq in range(100000):
         jb.note_sequence(seq)
     assert len(jb._skip) <= 257
+
+
+def test_delay_growth_inserts_silence_before_a_talkspurt_start() -> None:
+    jb = new_jb()
+    stream = make_stream(120)
+    stream[60].marker = True  # a talkspurt starts here without a pause (VAD, no CN)
+    pending = sorted(network(stream)[0], key=lambda a: a[0])
+    frames: list[PlayoutFrame] = []
+    for k in range(200):
+        now = 0.007 + k * FRAME_S
+        while pending and pending[0][0] <= now:
+            t, p = pending.pop(0)
+            jb.push(p.payload, p.seq, p.ts, p.marker, t)
+        if frames and frames[-1].payload == (59).to_bytes(4, "big"):
+            jb.config.min_delay_ms = 120.0  # more delay wanted, just before the talkspurt
+            jb._dirty = True
+        frames.append(jb.pop(now))
+    inserted = [f for f in frames if f.inserted]
+    assert 1 <= len(inserted) <= 6
+    before_marker = [
+        frames[i] for i in range(1, len(frames)) if frames[i].marker and frames[i - 1].inserted
+    ]
+    silence_inserts = [f for f in inserted if f.kind is FrameKind.SILENCE]
+    assert len(silence_inserts) == 1  # the pause before the talkspurt is stretched ...
+    assert silence_inserts[0].timestamp == stream[60].ts
+    assert before_marker
+    # ... and the rest of the growth is concealment inserted inside the talkspurt
+    assert all(f.kind is FrameKind.LOST for f in inserted if f is not silence_inserts[0])
+    assert audio_indices(frames) == list(range(120))
