@@ -1,0 +1,178 @@
+"""The real PortAudio path, headless: sounddevice streams through a private PulseAudio.
+
+A PulseAudio daemon with a null sink (tests/peers/pulse.py) stands in for the sound card:
+what we play to ``nullsink`` comes back on ``nullsink.monitor``. PortAudio reaches it through
+ALSA's pulse plugin (libasound2-plugins). sounddevice loads PortAudio once per process, with
+the environment of that moment, so the sounddevice part runs in a subprocess started with the
+daemon's client environment. A ``parec`` reader keeps the monitor busy the whole time (and
+gives an independent recording of what reached the sink).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from media.analysis import dominant_frequency, rms_dbfs
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("parec") is None, reason="parec not installed (Debian pulseaudio-utils)"
+)
+
+# Runs in the subprocess: a speaker and a microphone on the "pulse" device; the microphone's
+# clock paces the loop (one tone frame written per frame captured), as it paces sending in a
+# call. Prints a JSON summary; the captured audio goes to an .npy file.
+LOOP = r"""
+import asyncio, json, sys, time
+import numpy as np
+from media.audio import Microphone, Speaker, find_device, format_devices, list_devices
+from media.sources import ToneSource
+
+device, seconds, freq, rate, out = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), \
+    int(sys.argv[4]), sys.argv[5]
+
+async def main():
+    devices = list_devices()
+    mic = Microphone(rate, device=device, latency=0.06)
+    spk = Speaker(rate, device=device, latency=0.06)
+    mic.start()
+    spk.start()
+    tone = ToneSource(freq, rate, level_dbfs=-12)
+    captured = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        captured.append(await asyncio.wait_for(mic.read(), 2.0))
+        spk.write(tone.next_frame())
+    elapsed = time.monotonic() - t0
+    mic.close()
+    spk.close()
+    np.save(out, np.concatenate(captured))
+    print(json.dumps({
+        "devices": format_devices(devices),
+        "input_index": find_device(device, "input", devices),
+        "elapsed": elapsed,
+        "frames": len(captured),
+        "mic": {"callbacks": mic.callbacks, "device_rate": mic.device_rate,
+                "blocksize": mic.device_frame, "xruns": mic.xruns,
+                "overruns": mic.ring.overruns, "bad_blocks": mic.bad_blocks},
+        "spk": {"callbacks": spk.callbacks, "device_rate": spk.device_rate,
+                "blocksize": spk.device_frame, "xruns": spk.xruns, "gaps": spk.gaps,
+                "overruns": spk.ring.overruns, "bad_blocks": spk.bad_blocks},
+    }))
+
+asyncio.run(main())
+"""
+
+
+def run_loop(env: dict[str, str], tmp_path: Path, freq: float, rate: int, seconds: float = 3.0):
+    out = tmp_path / f"captured-{rate}.npy"
+    proc = subprocess.run(
+        [sys.executable, "-c", LOOP, "pulse", str(seconds), str(freq), str(rate), str(out)],
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(json.dumps(report, indent=1))
+    return report, np.load(out)
+
+
+@pytest.fixture
+def monitor_reader(pulse, tmp_path):
+    """``parec`` recording the null sink's monitor for the whole test, then ~2 s to settle."""
+    path = tmp_path / "parec.raw"
+    with path.open("wb") as f:
+        proc = subprocess.Popen(
+            [
+                "parec",
+                "--raw",
+                "--format=s16le",
+                "--rate=48000",
+                "--channels=1",
+                "--latency-msec=20",
+                "-d",
+                "nullsink.monitor",
+            ],
+            env=pulse.env(),
+            stdout=f,
+            stderr=subprocess.DEVNULL,
+        )
+    try:
+        time.sleep(2.0)
+        assert proc.poll() is None, "parec exited"
+        yield path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_tone_through_the_null_sink_comes_back_on_the_monitor(pulse, monitor_reader, tmp_path):
+    seconds = 3.0
+    report, captured = run_loop(pulse.env(), tmp_path, 1000.0, 48000, seconds)
+    assert "pulse" in report["devices"]
+    assert report["input_index"] is not None
+    for side in ("mic", "spk"):
+        info = report[side]
+        assert info["device_rate"] == 48000 and info["blocksize"] == 960
+        assert info["bad_blocks"] == 0
+        # 20 ms blocks: about 50 callbacks a second (loose bounds: the machine is noisy)
+        per_second = info["callbacks"] / report["elapsed"]
+        assert 25 <= per_second <= 75, info
+    assert report["frames"] >= 0.5 * 50 * seconds
+    # what the speaker played came back through the monitor into the microphone
+    tail = captured[len(captured) // 2 :]
+    assert dominant_frequency(tail, 48000) == pytest.approx(1000, abs=3)
+    assert rms_dbfs(tail) > -30
+    # and parec heard the same tone at the sink
+    time.sleep(0.3)
+    recorded = np.frombuffer(monitor_reader.read_bytes(), dtype="<i2")
+    assert len(recorded) > 48000
+    assert dominant_frequency(recorded, 48000) == pytest.approx(1000, abs=3)
+
+
+def test_codec_rate_frames_are_resampled_to_the_device(pulse, monitor_reader, tmp_path):
+    """An 8 kHz (G.711) stream: 160-sample frames in and out, 48 kHz blocks at the device."""
+    report, captured = run_loop(pulse.env(), tmp_path, 700.0, 8000, 2.5)
+    assert report["mic"]["device_rate"] == 48000 and report["mic"]["blocksize"] == 960
+    assert captured.dtype == np.int16 and len(captured) == 160 * report["frames"]
+    tail = captured[len(captured) // 2 :]
+    assert dominant_frequency(tail, 8000) == pytest.approx(700, abs=3)
+
+
+def test_no_sound_server_gives_audio_device_errors(tmp_path):
+    """Without a sound server or card: listing works, opening a device is an AudioDeviceError."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE")}
+    env["XDG_RUNTIME_DIR"] = str(tmp_path)  # no PulseAudio socket here
+    env["PYTHONPATH"] = str(REPO)
+    code = (
+        "from media.audio import AudioDeviceError, Microphone, Speaker, list_devices\n"
+        "print('devices', len(list_devices()))\n"
+        "for cls in (Microphone, Speaker):\n"
+        "    try:\n"
+        "        cls(8000, device='no such device').start()\n"
+        "        print('opened')\n"
+        "    except AudioDeviceError as e:\n"
+        "        print('refused', e)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("devices ")
+    assert [line.split()[0] for line in lines[1:]] == ["refused", "refused"]
+    assert "no such device" in lines[1]
