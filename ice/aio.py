@@ -37,6 +37,7 @@ parameters by other means (tests, benchmarks).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -170,17 +171,7 @@ class IceConnection:
     ) -> None:
         config = gather or GatherConfig()
         if config.components != components:
-            config = GatherConfig(
-                stun_servers=config.stun_servers,
-                turn_servers=config.turn_servers,
-                components=components,
-                stun_timeout=config.stun_timeout,
-                turn_timeout=config.turn_timeout,
-                stun_rto=config.stun_rto,
-                ta=config.ta,
-                relay_only=config.relay_only,
-                software=config.software,
-            )
+            config = dataclasses.replace(config, components=components)
         self.components = components
         self.agent = Agent(controlling, components, **(agent_options or {}))
         self.gatherer = AsyncGatherer(

@@ -28,10 +28,13 @@ Rules implemented:
   candidate of higher or equal priority - e.g. a server-reflexive candidate equal to its host
   candidate when there is no NAT, or the same mapping learnt from two servers;
 * a TURN allocation also yields a server-reflexive candidate from its XOR-MAPPED-ADDRESS
-  (§5.1.1.2).  TURN here runs over UDP on the host candidate's own socket, so a relayed
-  candidate's traffic leaves through that socket (the TURN client is :class:`ice.turn.
-  TurnClient`); TURN over TCP/TLS would plug in through the same ``relay_send`` /
-  :class:`RelayedDataReceived` seam.
+  (§5.1.1.2).  TURN over UDP runs on the host candidate's own socket, so a relayed
+  candidate's traffic leaves through that socket (the TURN client is
+  :class:`ice.turn.TurnClient`, driven by the core).  TURN over TCP or TLS (for networks that
+  block UDP) runs on a connection of its own (:func:`ice.turn_aio.allocate_turn`, opened by
+  :class:`AsyncGatherer`) and reports to the core through
+  :meth:`CandidateGatherer.external_relay_done`; both kinds are used through
+  ``relay_send`` / ``on_relayed`` alike.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +69,7 @@ from ice.turn import (
     TurnClient,
     TurnState,
 )
+from ice.turn_aio import TurnAllocation, TurnError, allocate_turn
 
 __all__ = [
     "AsyncGatherer",
@@ -90,11 +95,21 @@ DEFAULT_TA = 0.05  # RFC 8445 §14.2: pacing of new STUN/TURN transactions
 
 @dataclass(frozen=True, slots=True)
 class TurnServer:
-    """A TURN server and the long-term credentials for it (UDP to the server)."""
+    """A TURN server and the long-term credentials for it.
+
+    ``transport`` is how we reach the server (RFC 8656 §3.1): ``"udp"`` (from the host
+    candidate's own socket, driven by the sans-I/O core), ``"tcp"`` or ``"tls"`` (a
+    connection of its own, :func:`ice.turn_aio.allocate_turn`, opened by
+    :class:`AsyncGatherer`).  The relayed address is UDP in every case.  ``ssl_context`` and
+    ``server_hostname`` are for TLS (default: the system trust store, the server's host).
+    """
 
     address: Address
     username: str
     password: str = field(repr=False)
+    transport: str = "udp"
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    server_hostname: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +264,7 @@ class CandidateGatherer:
         self._outbox: list[tuple[bytes, Address, Address]] = []
         self._started = False
         self._complete = False
+        self._external_pending: set[object] = set()
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -284,7 +300,7 @@ class CandidateGatherer:
                         self._bindings.append(b)
                         self._pending_starts.append(b)
             for index, turn in enumerate(cfg.turn_servers):
-                if _same_family(turn.address[0], sock.local[0]):
+                if turn.transport == "udp" and _same_family(turn.address[0], sock.local[0]):
                     client = TurnClient(
                         turn.address, turn.username, turn.password, software=cfg.software
                     )
@@ -433,6 +449,51 @@ class CandidateGatherer:
             tu.done = True
             tu.client.close(now)
 
+    # -- relays run by the shell (TURN over TCP/TLS) -----------------------------------------
+
+    def external_relay_started(self, key: object) -> None:
+        """The shell started an allocation it runs itself (``key`` names it): gathering is
+        not complete until :meth:`external_relay_done` is called with the same key."""
+        self._external_pending.add(key)
+
+    def external_relay_done(
+        self,
+        key: object,
+        *,
+        local: Address,
+        server: TurnServer,
+        component: int = 1,
+        relayed: Address | None = None,
+        mapped: Address | None = None,
+        reason: str = "",
+        preference: int = 65535,
+    ) -> GatheredCandidate | None:
+        """Report how an external allocation ended: a relayed candidate at ``relayed``
+        (``local`` is the shell's end of the connection, ``mapped`` the server-reflexive
+        address the server saw) or, with ``relayed`` None, a :class:`ServerFailed`."""
+        self._external_pending.discard(key)
+        result = None
+        if relayed is None:
+            logger.info("TURN server %s (%s) failed: %s", server.address, server.transport, reason)
+            self._events.append(ServerFailed("turn", server.address, local, reason))
+        else:
+            index = list(self.config.turn_servers).index(server)
+            cand = Candidate.make(
+                CandidateType.RELAYED,
+                relayed[0],
+                relayed[1],
+                component=component,
+                transport="udp",
+                base_address=local[0],
+                server_address=server.address[0],
+                related=mapped or local,
+                local_preference=max(0, preference - index),
+            )
+            result = GatheredCandidate(cand, local, server.address)
+            self._add_candidate(result)
+        self._check_complete()
+        return result
+
     # -- internals -------------------------------------------------------------------------
 
     def _start_due(self, now: float) -> None:
@@ -554,6 +615,8 @@ class CandidateGatherer:
     def _check_complete(self) -> None:
         if self._complete or not self._started or self._pending_starts:
             return
+        if self._external_pending:
+            return
         if all(b.done for b in self._bindings) and all(t.done for t in self._turns):
             self._complete = True
             self._events.append(GatheringComplete(tuple(self.signalled_candidates)))
@@ -616,6 +679,8 @@ class AsyncGatherer:
         self._timer_at: float | None = None
         self._complete: asyncio.Event | None = None
         self._closed = False
+        self._stream_allocs: dict[Address, TurnAllocation] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def local_addresses(self) -> list[Address]:
@@ -637,8 +702,75 @@ class AsyncGatherer:
                 self.core.add_socket(local, component, prefs[a.address])
         if not self._transports:
             raise OSError("no usable local address to gather candidates on")
+        streams = []
+        for server in self.config.turn_servers:
+            if server.transport == "udp":
+                continue
+            family = [
+                a.address for a in self._addresses if _same_family(a.address, server.address[0])
+            ]
+            if not family:
+                continue
+            for component in range(1, self.config.components + 1):
+                key = (server, component)
+                self.core.external_relay_started(key)
+                # below the UDP relays of the same address (RFC 8445 §5.1.2.1 leaves it to us)
+                pref = max(0, prefs[family[0]] - 128)
+                streams.append((key, server, component, family[0], pref))
         self.core.start(self._loop.time())
+        for stream in streams:
+            task = self._loop.create_task(self._stream_turn(*stream))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         self._pump()
+
+    async def _stream_turn(
+        self, key: object, server: TurnServer, component: int, local_ip: str, pref: int
+    ) -> None:
+        """Allocate over TCP/TLS (RFC 8656 §3.1) and report the relayed candidate."""
+        try:
+            alloc = await allocate_turn(
+                server.address,
+                server.username,
+                server.password,
+                transport="tls" if server.transport == "tls" else "tcp",
+                ssl_context=server.ssl_context,
+                server_hostname=server.server_hostname,
+                local_addr=(local_ip, 0),
+                software=self.config.software,
+                timeout=self.config.turn_timeout,
+            )
+        except (TurnError, OSError, ssl.SSLError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            self.core.external_relay_done(key, local=(local_ip, 0), server=server, reason=reason)
+            self._pump()
+            return
+        if self._closed:
+            await alloc.close()
+            return
+        relayed = alloc.relayed_address
+        self._stream_allocs[relayed] = alloc
+        alloc.on_data = lambda data, peer: self._stream_data(data, relayed, peer)
+        alloc.on_event = lambda event: self._stream_event(event, relayed)
+        assert alloc.local_address is not None
+        self.core.external_relay_done(
+            key,
+            local=alloc.local_address,
+            server=server,
+            component=component,
+            relayed=relayed,
+            mapped=alloc.mapped_address,
+            preference=pref,
+        )
+        self._pump()
+
+    def _stream_data(self, data: bytes, relayed: Address, peer: Address) -> None:
+        if not self._closed and self.on_relayed is not None:
+            self.on_relayed(data, relayed, peer)
+
+    def _stream_event(self, event: object, relayed: Address) -> None:
+        if isinstance(event, AllocationExpired) and self.on_event is not None:
+            self.on_event(RelayLost(relayed, event.reason))
 
     async def _open(self, a: LocalAddress) -> Address:
         assert self._loop is not None
@@ -681,14 +813,31 @@ class AsyncGatherer:
     def relay_send(self, relayed: Address, data: bytes, peer: Address) -> bool:
         """Send ``data`` to ``peer`` through the TURN allocation ``relayed``."""
         assert self._loop is not None
+        stream = self._stream_allocs.get(relayed)
+        if stream is not None:
+            return stream.sendto(data, peer)
         ok = self.core.relay_send(relayed, data, peer, self._loop.time())
         self._pump()
         return ok
 
     def bind_channel(self, relayed: Address, peer: Address) -> None:
+        """Bind a TURN channel to ``peer`` on ``relayed`` (ChannelData from then on)."""
         assert self._loop is not None
+        stream = self._stream_allocs.get(relayed)
+        if stream is not None:
+            task = self._loop.create_task(self._bind_stream_channel(stream, peer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
         self.core.bind_channel(relayed, peer, self._loop.time())
         self._pump()
+
+    @staticmethod
+    async def _bind_stream_channel(alloc: TurnAllocation, peer: Address) -> None:
+        try:
+            await alloc.bind_channel(peer, timeout=10.0)
+        except (TurnError, TimeoutError) as exc:
+            logger.debug("ChannelBind to %s failed: %s", peer, exc)
 
     async def close(self, timeout: float = 2.0) -> None:
         """Release TURN allocations (waiting up to ``timeout``) and close the sockets."""
@@ -705,6 +854,12 @@ class AsyncGatherer:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._stream_allocs:
+            await asyncio.gather(
+                *(a.close(timeout) for a in self._stream_allocs.values()), return_exceptions=True
+            )
         for transport in self._transports.values():
             transport.close()
         await asyncio.sleep(0)

@@ -388,3 +388,62 @@ def test_two_laptops_behind_nats(
     # a relay or server-reflexive address can be peer-reflexive to the other side)
     mirror = (results[1]["local"], results[0]["remote"])
     assert mirror[0] == mirror[1] or "prflx" in mirror
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_force_relay_over_turn_tcp_and_tls(coturn: Coturn, transport: str) -> None:
+    """TURN over a stream (RFC 8656 §3.1): the relayed address is still UDP, the path to the
+    server is TCP or TLS; data flows both ways and ChannelData is framed on the stream."""
+    user = "alice"
+    server = TurnServer(
+        coturn.turn_address(transport),
+        user,
+        coturn.users[user],
+        transport=transport,
+        ssl_context=coturn.ssl_context() if transport == "tls" else None,
+    )
+    cfg = GatherConfig(turn_servers=[server], relay_only=True)
+    a = IceConnection(True, bind="127.0.0.1", gather=cfg, agent_options=FAST)
+    b = IceConnection(False, bind="127.0.0.1", gather=cfg, agent_options=FAST)
+    try:
+        await connect(a, b, timeout=15)
+        for conn in (a, b):
+            assert [c.type for c in conn.local_candidates] == [CandidateType.RELAYED]
+            sel = conn.transport().selected
+            assert sel is not None and sel[0].type is CandidateType.RELAYED
+            assert sel[0].transport == "udp"
+        await exchange(a, b, n=10)
+        await asyncio.sleep(0.2)  # channel bound by now
+        await exchange(a, b, n=10)
+        allocs = list(a.gatherer._stream_allocs.values())
+        assert len(allocs) == 1
+        sel = a.transport().selected
+        assert sel is not None
+        assert allocs[0].client.channel_for(sel[1].transport_address) is not None
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_stream_turn_failure_is_reported_and_gathering_completes() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connection refused
+        dead = closed.getsockname()
+        cfg = GatherConfig(turn_servers=[TurnServer(dead, "u", "p", transport="tcp")])
+        failures: list[ServerFailed] = []
+        conn = IceConnection(True, bind="127.0.0.1", gather=cfg)
+        forward = conn.gatherer.on_event
+        assert forward is not None
+
+        def spy(event: GatherEvent) -> None:
+            if isinstance(event, ServerFailed):
+                failures.append(event)
+            forward(event)
+
+        conn.gatherer.on_event = spy
+        try:
+            candidates = await conn.gather(timeout=10)
+        finally:
+            await conn.close()
+    assert [c.type for c in candidates] == [CandidateType.HOST]
+    assert [(f.kind, f.server) for f in failures] == [("turn", dead)]

@@ -18,9 +18,9 @@ from ice.gather import (
     CandidateGathered,
     CandidateGatherer,
     GatherConfig,
+    GatheredCandidate,
     GatherEvent,
     GatheringComplete,
-    GatheredCandidate,
     RelayedDataReceived,
     ServerFailed,
     TurnServer,
@@ -521,3 +521,52 @@ def test_real_system_has_loopback() -> None:
     found = interfaces.local_addresses(loopback=True, exclude=())
     assert "127.0.0.1" in {a.address for a in found}
     assert all(not a.is_loopback for a in interfaces.local_addresses())
+
+
+def test_external_relay_holds_completion_until_reported() -> None:
+    tcp = TurnServer(TURN, "alice", "secret", transport="tcp")
+    cfg = GatherConfig(turn_servers=[tcp])
+    g = CandidateGatherer(cfg)
+    g.add_socket(HOST4, 1, 65535)
+    g.external_relay_started("k")
+    g.start(0.0)
+    # a TCP TURN server is not the core's to contact
+    assert g.datagrams_to_send(0.0) == []
+    assert not g.complete
+    gc = g.external_relay_done(
+        "k",
+        local=("192.168.1.10", 50123),
+        server=tcp,
+        relayed=(TURN[0], 61000),
+        mapped=(PUBLIC_IP, 50123),
+        preference=65535 - 128,
+    )
+    assert gc is not None and g.complete
+    assert gc.candidate.type is CandidateType.RELAYED
+    assert gc.candidate.local_preference == 65535 - 128
+    assert (gc.candidate.related_address, gc.candidate.related_port) == (PUBLIC_IP, 50123)
+    events = []
+    while (e := g.next_event()) is not None:
+        events.append(e)
+    assert isinstance(events[-1], GatheringComplete)
+    assert [c.candidate.type for c in events[-1].candidates] == [
+        CandidateType.HOST,
+        CandidateType.RELAYED,
+    ]
+
+
+def test_external_relay_failure_is_a_server_failure() -> None:
+    tcp = TurnServer(TURN, "alice", "secret", transport="tls")
+    g = CandidateGatherer(GatherConfig(turn_servers=[tcp]))
+    g.add_socket(HOST4, 1, 65535)
+    g.external_relay_started(1)
+    g.external_relay_started(2)
+    g.start(0.0)
+    assert g.external_relay_done(1, local=(HOST4[0], 0), server=tcp, reason="refused") is None
+    assert not g.complete  # the other one is still running
+    g.external_relay_done(2, local=(HOST4[0], 0), server=tcp, reason="refused")
+    assert g.complete
+    kinds = []
+    while (e := g.next_event()) is not None:
+        kinds.append(type(e).__name__)
+    assert kinds == ["CandidateGathered", "ServerFailed", "ServerFailed", "GatheringComplete"]
