@@ -290,6 +290,17 @@ class IceConnection:
         except TimeoutError as exc:
             raise IceError("ICE did not complete in time") from exc
 
+    def restart(self, *, controlling: bool | None = None) -> None:
+        """ICE restart (RFC 8445 §9): new local ufrag/pwd (signal them again with the
+        candidates, then :meth:`set_remote` with the peer's new ones and :meth:`connect`).
+        Data keeps flowing on the current selected pairs until the new checks nominate."""
+        if self._loop is None:
+            raise RuntimeError("restart() before gathering")
+        self.agent.restart(self._loop.time(), controlling=controlling)
+        self._connected = self._loop.create_future()
+        self._started_at = self._loop.time()
+        self._pump()
+
     def transport(self, component: int = 1) -> ComponentTransport:
         return self._transports[component]
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from ice.agent import Completed
 from ice.aio import IceConnection, IceError, connect
 from ice.candidate import Candidate, CandidateType
 from ice.gather import GatherConfig, GatherEvent, ServerFailed, TurnServer
@@ -447,3 +448,41 @@ async def test_stream_turn_failure_is_reported_and_gathering_completes() -> None
             await conn.close()
     assert [c.type for c in candidates] == [CandidateType.HOST]
     assert [(f.kind, f.server) for f in failures] == [("turn", dead)]
+
+
+async def test_ice_restart_keeps_data_flowing(pair: tuple[IceConnection, IceConnection]) -> None:
+    a, b = pair
+    await connect(a, b, timeout=10)
+    old_ufrags = (a.local_ufrag, b.local_ufrag)
+    a.restart()
+    b.restart()
+    assert (a.local_ufrag, b.local_ufrag) != old_ufrags
+    # the old pair still carries data while the new parameters are being exchanged
+    await exchange(a, b, n=5)
+    a.set_remote(b.local_ufrag, b.local_pwd, b.local_candidates)
+    b.set_remote(a.local_ufrag, a.local_pwd, a.local_candidates)
+    await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 10)
+    assert a.stats().restarts == 1
+    for conn in (a, b):  # a second completion: the new generation nominated its pair
+        assert sum(isinstance(e, Completed) for e in conn.events) == 2
+    await exchange(a, b, n=5)
+
+
+async def test_trickled_candidates(pair: tuple[IceConnection, IceConnection]) -> None:
+    a, b = pair
+    await asyncio.gather(a.gather(), b.gather())
+    # parameters first, candidates later (RFC 8838): checks start with nothing to check
+    a.set_remote(b.local_ufrag, b.local_pwd, end_of_candidates=False)
+    b.set_remote(a.local_ufrag, a.local_pwd, end_of_candidates=False)
+    a.start()
+    b.start()
+    await asyncio.sleep(0.1)
+    assert a.transport().selected is None
+    for c in b.local_candidates:
+        a.add_remote_candidate(c)
+    for c in a.local_candidates:
+        b.add_remote_candidate(c)
+    a.end_of_candidates()
+    b.end_of_candidates()
+    await asyncio.wait_for(asyncio.gather(a.connected(), b.connected()), 10)
+    await exchange(a, b, n=5)
