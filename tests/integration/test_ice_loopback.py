@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from ice.agent import Completed
+from ice.agent import Completed, ConsentLost
 from ice.aio import IceConnection, IceError, connect
 from ice.candidate import Candidate, CandidateType
 from ice.gather import GatherConfig, GatherEvent, ServerFailed, TurnServer
@@ -486,3 +486,23 @@ async def test_trickled_candidates(pair: tuple[IceConnection, IceConnection]) ->
     b.end_of_candidates()
     await asyncio.wait_for(asyncio.gather(a.connected(), b.connected()), 10)
     await exchange(a, b, n=5)
+
+
+async def test_consent_loss_stops_sending() -> None:
+    opts = {"ta": 0.02, "consent_interval": 0.1, "consent_timeout": 0.6}
+    a = IceConnection(True, bind="127.0.0.1", agent_options=opts)
+    b = IceConnection(False, bind="127.0.0.1", agent_options=opts)
+    try:
+        await connect(a, b, timeout=10)
+        await asyncio.sleep(0.3)  # consent checks answered: still allowed to send
+        assert a.transport().send(b"\x80still here")
+        await b.close()  # the peer goes silent
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if any(isinstance(e, ConsentLost) for e in a.events):
+                break
+        assert any(isinstance(e, ConsentLost) for e in a.events)
+        assert not a.transport().send(b"\x80nobody listens")  # RFC 7675 §5.1
+    finally:
+        await a.close()
+        await b.close()
