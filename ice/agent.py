@@ -108,6 +108,7 @@ logger = logging.getLogger("ice.agent")
 trace = logging.getLogger("ice.trace")
 
 Via = Hashable
+NOMINATION_ATTEMPTS = 3  # USE-CANDIDATE transactions on one valid pair before trying another
 SockAddr = tuple[str, int] | tuple[str, int, int, int]
 
 
@@ -247,10 +248,12 @@ def _credentials(ufrag: str, pwd: str) -> _Credentials:
 class Agent:
     """A full ICE agent (RFC 8445) for one data stream; see the module docstring.
 
-    Tunables: ``ta`` (pacing, §14.2), ``min_rto`` with ``check_rc``/``check_rm`` (check
-    retransmissions, §14.3), ``nomination_delay`` (how long the controlling agent waits for a
-    higher-priority pair after the first valid one), ``timeout`` (overall failure bound),
-    ``max_pairs`` (§6.1.2.5), ``consent_interval``/``consent_timeout`` (RFC 7675).
+    Tunables: ``ta`` (pacing, §14.2), ``min_rto`` with ``check_rc``/``check_rm`` and
+    ``check_max_rto`` (check retransmissions: the RTO of §14.3 doubles up to that cap, so a
+    dead pair fails after about 10 s by default), ``nomination_delay`` (how long the
+    controlling agent waits for a higher-priority pair after the first valid one), ``timeout``
+    (overall failure bound), ``max_pairs`` (§6.1.2.5), ``consent_interval`` /
+    ``consent_timeout`` (RFC 7675).
     """
 
     def __init__(
@@ -267,6 +270,7 @@ class Agent:
         min_rto: float = 0.5,
         check_rc: int = 6,
         check_rm: int = 8,
+        check_max_rto: float = 1.6,
         max_pairs: int = DEFAULT_MAX_PAIRS,
         consent_interval: float = CONSENT_INTERVAL,
         consent_timeout: float = CONSENT_TIMEOUT,
@@ -288,6 +292,7 @@ class Agent:
         self.min_rto = min_rto
         self.check_rc = check_rc
         self.check_rm = check_rm
+        self.check_max_rto = check_max_rto
         self.max_pairs = max_pairs
         self.consent_interval = consent_interval
         self.consent_timeout = consent_timeout
@@ -610,6 +615,7 @@ class Agent:
             rto=rto,
             rc=self.check_rc,
             rm=self.check_rm,
+            max_rto=max(rto, self.check_max_rto),
             integrity_key=self._remote.key,
             unauthenticated_errors=(),
         )
@@ -823,6 +829,16 @@ class Agent:
         if isinstance(result, StunTransactionTimedOut):
             if check.cancelled:
                 return
+            if check.use_candidate and pair.valid_pair is not None and self.controlling:
+                # the pair worked a moment ago and the peer may well have seen the
+                # nomination (only the answers got lost): nominate it again rather than
+                # another pair, which the peer might not prefer (§8.1.1)
+                tries = pair.extra.get("nominations", 0)
+                assert isinstance(tries, int)
+                if tries + 1 < NOMINATION_ATTEMPTS:
+                    pair.extra["nominations"] = tries + 1
+                    self._checklist.enqueue_triggered(pair)
+                    return
             self._fail_pair(pair, "timeout", now)
             return
         self._stats.responses_received += 1
@@ -915,8 +931,13 @@ class Agent:
         consent = self._consent.get(component)
         if consent is not None and self._selected.get(component) is valid:
             consent.refresh(now)
+        if pair.use_candidate and self.controlling and not check.use_candidate:
+            # an older check answered while the nomination check waits in the triggered
+            # queue: the nomination check must still go out
+            self._checklist.enqueue_triggered(pair)
         # §7.2.5.3.4 nomination
         if check.use_candidate and check.controlling:
+            pair.use_candidate = False
             self._nominate_valid(valid, now)
         elif pair.nominate_on_success and not self.controlling:
             pair.nominate_on_success = False

@@ -653,3 +653,39 @@ def test_ipv6_addresses_are_normalized() -> None:
     assert not any(c.type is CandidateType.PEER_REFLEXIVE for c in agent.remote_candidates())
     resp = answer_of(agent)
     assert resp.get(XOR_MAPPED_ADDRESS) == ("2001:db8::2", 2000)
+
+
+def test_check_retransmissions_capped() -> None:
+    """The §14.3 RTO doubles up to ``check_max_rto``: a dead pair fails in ~10 s."""
+    agent, _ = make_agent(timeout=100.0)
+    sends = []
+    now = 0.0
+    while agent.state is AgentState.RUNNING and now < 50:
+        timer = agent.get_timer()
+        assert timer is not None
+        now = timer
+        sends += [now for _ in tick(agent, now)]
+    assert sends == pytest.approx([0.0, 0.5, 1.5, 3.1, 4.7, 6.3])
+    assert now == pytest.approx(6.3 + 8 * 0.5)
+
+
+def test_lost_nomination_answers_nominate_the_same_pair_again() -> None:
+    remotes = (REMOTE, ("192.0.2.2", 2001))
+    agent, peer = make_agent(remotes=remotes, check_rc=2, check_rm=2, timeout=100.0)
+    checks = tick(agent, 0.0) + tick(agent, 0.02)
+    for _, raw, via, addr in checks:
+        agent.receive(peer.answer(raw), via, addr, 0.03)
+    nominations: list[tuple[Address, bytes]] = []
+    now = 0.03
+    while agent.state is AgentState.RUNNING and now < 60:
+        timer = agent.get_timer()
+        assert timer is not None
+        now = timer
+        for msg, _, _, addr in tick(agent, now):  # the peer never answers again
+            if USE_CANDIDATE.type in msg:
+                nominations.append((addr, msg.transaction_id))
+    # three nomination transactions (2 sends each) on the best pair, then the other pair
+    on_best = [tid for addr, tid in nominations if addr == REMOTE]
+    assert len(on_best) == 6 and len(set(on_best)) == 3
+    assert [addr for addr, _ in nominations[:6]] == [REMOTE] * 6
+    assert any(addr == remotes[1] for addr, _ in nominations[6:])

@@ -18,6 +18,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ice.agent import (
     Agent,
@@ -91,11 +93,22 @@ class Host:
     sockets: dict[int, Address] = field(default_factory=dict)  # component -> local address
     relays: dict[int, Address] = field(default_factory=dict)  # component -> relayed address
     events: list[tuple[float, AgentEvent]] = field(default_factory=list)
+    media: list[tuple[Hashable, Address, bytes]] = field(default_factory=list)
 
 
 class Network:
-    def __init__(self, *, delay: float = 0.010, loss: float = 0.0, seed: int = 1) -> None:
-        self.delay = delay
+    def __init__(
+        self,
+        *,
+        delay: float = 0.010,
+        loss: float = 0.0,
+        seed: int = 1,
+        jitter: float = 0.0,
+        duplicate: float = 0.0,
+    ) -> None:
+        self.base_delay = delay
+        self.jitter = jitter
+        self.duplicate = duplicate
         self.loss = loss
         self.rng = random.Random(seed)
         self.now = 0.0
@@ -165,6 +178,13 @@ class Network:
 
     # -- packets -------------------------------------------------------------------------
 
+    @property
+    def delay(self) -> float:
+        """One hop's delay: the base delay plus uniform jitter (which reorders packets)."""
+        if self.jitter:
+            return self.base_delay + self.rng.uniform(0, self.jitter)
+        return self.base_delay
+
     def _lose(self) -> bool:
         return self.blocked or (self.loss > 0 and self.rng.random() < self.loss)
 
@@ -173,6 +193,19 @@ class Network:
         if self._lose():
             self.dropped += 1
             return
+        if self.duplicate and self.rng.random() < self.duplicate:
+            self._send(host, data, via, dst)
+        self._send(host, data, via, dst)
+
+    def send_media(self, host: Host, component: int, payload: bytes) -> bool:
+        """What the shell does with application data: send on the selected pair."""
+        target = host.agent.send_target(component)
+        if target is None:
+            return False
+        self.send(host, payload, target[0], target[1])
+        return True
+
+    def _send(self, host: Host, data: bytes, via: Hashable, dst: Address) -> None:
         if isinstance(via, tuple) and via and via[0] == "relay":
             relay_addr = via[1]
             # client -> TURN server -> peer: one more hop
@@ -238,12 +271,13 @@ class Network:
             self.now = t
             while self._queue and self._queue[0][0] <= t:
                 _, _, dst, src, data, relay_owner = heapq.heappop(self._queue)
-                if relay_owner is not None:
-                    relay_owner.agent.receive(data, ("relay", dst), src, t)
-                else:
+                receiver: Host | None = relay_owner
+                via: Hashable = ("relay", dst)
+                if receiver is None:
                     owner = self._sockets.get(dst)
-                    if owner is not None:
-                        owner[0].agent.receive(data, dst, src, t)
+                    receiver, via = (owner[0], dst) if owner is not None else (None, None)
+                if receiver is not None and not receiver.agent.receive(data, via, src, t):
+                    receiver.media.append((via, src, data))
             for host in self.hosts:
                 timer = host.agent.get_timer()
                 if timer is not None and timer <= t:
@@ -297,6 +331,22 @@ def agents_agree(a: Agent, b: Agent, component: int = 1) -> None:
     assert pb.remote_address == pa.local.address or pb.remote.type is CandidateType.PEER_REFLEXIVE
 
 
+def media_flows(net: Network, a: Host, b: Host, component: int = 1) -> None:
+    """Application data sent on each side's selected pair arrives on the other side's selected
+    pair (the 5-tuples match through the NATs and relays) and passes its filter."""
+    tag = f"{component}:{net.now}".encode()
+    for _ in range(3):  # a few packets, in case the network loses some
+        assert net.send_media(a, component, b"\x80A" + tag)
+        assert net.send_media(b, component, b"\x80B" + tag)
+    net.run(net.now + 1.0)
+    for receiver, payload in ((b, b"\x80A" + tag), (a, b"\x80B" + tag)):
+        got = [(via, src) for via, src, data in receiver.media if data == payload]
+        assert got, f"{receiver.name} received no media on component {component}"
+        for via, src in got:
+            assert receiver.agent.is_from_selected(component, src, via)
+            assert receiver.agent.component_of(via, src) == component
+
+
 def make(controlling: bool, components: int = 1, seed: int = 0, **kw: object) -> Agent:
     return Agent(
         controlling,
@@ -323,6 +373,7 @@ def test_host_host_same_lan_picks_host_pair() -> None:
     assert pair_types(a.agent) == ("host", "host")
     assert pair_types(b.agent) == ("host", "host")
     agents_agree(a.agent, b.agent)
+    media_flows(net, a, b)
     print(f"host/host connect {t * 1000:.1f} ms (RTT 2 ms, Ta 20 ms)")
 
 
@@ -348,6 +399,7 @@ def test_eim_eim_picks_reflexive_direct_pair() -> None:
         local, remote = pair_types(agent)
         assert local in ("srflx", "prflx") and remote in ("srflx", "prflx"), (local, remote)
     agents_agree(a.agent, b.agent)
+    media_flows(net, a, b)
     print(f"eim/eim connect {t * 1000:.1f} ms (RTT 40 ms)")
 
 
@@ -363,6 +415,7 @@ def test_symmetric_symmetric_picks_relay_pair() -> None:
     types_b = pair_types(b.agent)
     assert "relay" in types_a, types_a
     assert "relay" in types_b or types_b[1] == "prflx", types_b
+    media_flows(net, a, b)
     print(f"sym/sym connect {t * 1000:.1f} ms via {types_a}")
 
 
@@ -396,6 +449,7 @@ def test_eim_address_restricted_vs_symmetric_uses_prflx() -> None:
     assert a.agent.selected_pair(1) is not None
     types = {pair_types(a.agent)[1], pair_types(b.agent)[0]}
     assert "prflx" in types
+    media_flows(net, a, b)
 
 
 @pytest.mark.parametrize("both", ["controlling", "controlled"])
@@ -436,6 +490,7 @@ def test_aggressive_nomination_accepted() -> None:
     agents_agree(a.agent, b.agent)
     nominations = [e for _, e in b.events if isinstance(e, PairNominated)]
     assert nominations
+    media_flows(net, a, b)
 
 
 class LitePeer:
@@ -519,6 +574,7 @@ def test_ten_percent_loss_still_connects(seed: int) -> None:
     t = connect(net, a, b)
     net.run(net.now + 3.0, completed(a, b))
     assert completed(a, b)()
+    media_flows(net, a, b)
     print(f"10% loss seed {seed}: connect {t * 1000:.1f} ms, {net.dropped}/{net.sent} lost")
 
 
@@ -539,6 +595,7 @@ def test_components(components: int) -> None:
             assert pair is not None and pair.component == component
             assert pair.local.candidate.component == component
         agents_agree(a.agent, b.agent, component)
+        media_flows(net, a, b, component)
     # each component travels on its own socket
     vias = {a.agent.selected_pair(c).via for c in range(1, components + 1)}  # type: ignore[union-attr]
     assert len(vias) == components
@@ -585,6 +642,7 @@ def test_restart_keeps_old_pair_until_new_nomination() -> None:
     targets.append(a.agent.send_target(1))
     b.agent.restart(net.now)
     targets.append(b.agent.send_target(1))
+    media_flows(net, a, b)  # both restarted, nothing new checked yet: the old pair carries media
     exchange(a.agent, b.agent)
     net.run(t0 + 20.0, completed(a, b))
     assert all(t is not None for t in targets)
@@ -592,9 +650,11 @@ def test_restart_keeps_old_pair_until_new_nomination() -> None:
     assert first(a, PairNominated) is not None
     assert a.agent.send_target(1) is not None
     assert a.agent.stats().restarts == 1
+    media_flows(net, a, b)
     # consent on the new pair works with the new credentials
     net.run(net.now + 40.0)
     assert first(a, ConsentLost) is None and first(b, ConsentLost) is None
+    media_flows(net, a, b)
 
 
 def test_connect_time_within_two_rtts_and_ta() -> None:
@@ -651,3 +711,66 @@ def test_peer_initiated_restart_is_followed() -> None:
     net.run(net.now + 10.0, completed(a, b))
     assert completed(a, b)()
     assert a.agent.stats().restarts == 1 and b.agent.stats().restarts == 1
+
+
+_NATS = st.sampled_from(
+    [
+        None,
+        ("eim", "none"),
+        ("eim", "address"),
+        ("eim", "port"),
+        ("symmetric", "port"),
+    ]
+)
+
+
+@settings(
+    max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    nat_a=_NATS,
+    nat_b=_NATS,
+    controlling=st.tuples(st.booleans(), st.booleans()),
+    components=st.sampled_from([1, 2]),
+    delay=st.floats(0.001, 0.15),
+    jitter=st.floats(0.0, 0.05),
+    loss=st.sampled_from([0.0, 0.05, 0.1, 0.2, 0.3]),
+    duplicate=st.sampled_from([0.0, 0.1]),
+    ta=st.sampled_from([0.005, 0.02, 0.05]),
+    seed=st.integers(0, 2**16),
+)
+def test_chaos_always_connects_with_relays(
+    nat_a: tuple[str, str] | None,
+    nat_b: tuple[str, str] | None,
+    controlling: tuple[bool, bool],
+    components: int,
+    delay: float,
+    jitter: float,
+    loss: float,
+    duplicate: float,
+    ta: float,
+    seed: int,
+) -> None:
+    """Any NATs, roles (conflicts included), delay, reordering, loss and duplication: with
+    relays available both sides complete, agree on the pairs, and media flows on them."""
+    net = Network(delay=delay, jitter=jitter, loss=loss, duplicate=duplicate, seed=seed)
+
+    def host(name: str, ip: str, public: str, nat: tuple[str, str] | None, c: bool, n: int) -> Host:
+        agent = Agent(c, components, ta=ta, rng=random.Random(seed + n), tie_breaker=seed + n)
+        box = None if nat is None else Nat(public, nat[0], nat[1])
+        return net.add_host(name, agent, ip if box else public, nat=box, relay=True)
+
+    a = host("a", "10.0.1.2", "203.0.113.1", nat_a, controlling[0], 1)
+    b = host("b", "10.0.2.2", "203.0.113.2", nat_b, controlling[1], 2)
+    exchange(a.agent, b.agent)
+    a.agent.start(0.0)
+    b.agent.start(0.0)
+    net.run(30.0, completed(a, b))
+    assert completed(a, b)(), (a.events[-3:], b.events[-3:])
+    assert a.agent.controlling != b.agent.controlling
+    net.loss = 0.0
+    net.duplicate = 0.0
+    net.run(net.now + 2.0)  # let late aggressive/regular nominations settle
+    for component in range(1, components + 1):
+        agents_agree(a.agent, b.agent, component)
+        media_flows(net, a, b, component)
