@@ -13,8 +13,8 @@ transport per component.
   hide whether the selected pair is direct or relayed.
 
 Demultiplexing on the shared port follows RFC 7983 §7: first byte 0-3 is STUN (to the
-gatherer, then the agent), 64-79 is TURN ChannelData (only ever from a TURN server: the
-gatherer), 128-191 RTP/RTCP, and anything else that is not STUN is application data too
+gatherer, then the agent; dropped if neither wants it), 64-79 from a TURN server is TURN
+ChannelData (the gatherer), 128-191 RTP/RTCP, and anything else is application data too
 (DTLS/ZRTP would be, in a later version).  Application data is delivered only if it comes
 from the selected pair's remote address on the selected pair's socket or allocation; anything
 else is dropped (RFC 8445 §12.1 wants media from the selected pair only; it also keeps
@@ -351,10 +351,12 @@ class IceConnection:
         if self._closed or self._loop is None:
             return
         if data and data[0] < 4:
-            # STUN (RFC 7983): connectivity checks and consent
+            # STUN (RFC 7983): connectivity checks and consent; never application data
             if self.agent.receive(data, via, addr, self._loop.time()):
                 self._pump()
-                return
+            else:
+                trace.debug("dropped a STUN packet from %s that is not for ICE", addr)
+            return
         component = self.agent.component_of(via, addr)
         if component is None:
             trace.debug(

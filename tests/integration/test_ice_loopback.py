@@ -14,6 +14,7 @@ from ice.agent import Completed, ConsentLost
 from ice.aio import IceConnection, IceError, connect
 from ice.candidate import Candidate, CandidateType
 from ice.gather import GatherConfig, GatherEvent, ServerFailed, TurnServer
+from ice.stun import StunClass, StunMessage, StunMethod
 from tests.peers.coturn import Coturn
 from tests.peers.netns import Lab, build_nat_lab
 
@@ -82,6 +83,11 @@ async def test_strangers_are_dropped(pair: tuple[IceConnection, IceConnection]) 
         stranger.sendto(b"\x80from a stranger", target)
         stranger.sendto(b"\x17not stun either", target)
         await asyncio.sleep(0.05)
+        # a STUN packet from the peer itself that ICE does not want is not data either
+        sel_a = a.transport().selected
+        assert sel_a is not None
+        stray = StunMessage(StunMethod.BINDING, StunClass.SUCCESS).encode(fingerprint=True)
+        a.gatherer.send(sel_a[0].transport_address, stray, target)
         a.transport().send(b"\x80from the peer")
         assert await asyncio.wait_for(b.transport().recv(), 5) == b"\x80from the peer"
         await asyncio.sleep(0.05)
@@ -283,6 +289,7 @@ LAPTOP_CODE = """
 import asyncio, json, os, sys, time
 from pathlib import Path
 from ice.aio import IceConnection
+from ice.stun import StunClass, StunMessage, StunMethod
 from ice.gather import GatherConfig, TurnServer
 from ice.sdp import format_candidate, parse_candidate
 
