@@ -1135,8 +1135,10 @@ class Agent:
             tx = StunClientTransaction(
                 data,
                 now,
-                rto=self.consent_interval,
-                rc=1,
+                # a few retransmissions within the interval (0, 0.5, 1.5, 3.5 s by default)
+                # so that one lost datagram does not cost a whole consent interval
+                rto=min(self.min_rto, self.consent_interval / 10),
+                rc=4,
                 rm=1,
                 integrity_key=self._remote.key,
                 unauthenticated_errors=(),

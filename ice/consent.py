@@ -1,8 +1,9 @@
 """Consent freshness (RFC 7675) for one selected candidate pair: when to check, when it expires.
 
 The agent sends a Binding request on the selected pair every ``interval`` seconds randomized by
-a factor in [0.8, 1.2] (RFC 7675 §5.1: 5 s by default) with a fresh transaction ID each time, and
-every authenticated success response from the pair's remote address refreshes consent.  Without
+a factor in [0.8, 1.2] (RFC 7675 §5.1: 5 s by default) with a fresh transaction ID each time
+(the agent retransmits it a few times within the interval), and every authenticated success
+response from the pair's remote address refreshes consent.  Without
 such a response for ``timeout`` seconds (30 s, §5.1) consent is lost: the agent stops sending on
 the pair.  The same checks are the keepalives of RFC 8445 §11 (sent far more often than 15 s).
 

@@ -622,6 +622,16 @@ def test_consent_lost_after_30_seconds() -> None:
     print(f"consent lost {lost[0] - cut:.1f} s after the cut")
 
 
+def test_consent_survives_loss() -> None:
+    net = Network(delay=0.03, loss=0.15, seed=7)
+    a = net.add_host("a", make(True, seed=1), "10.0.1.2", nat=Nat("203.0.113.1"))
+    b = net.add_host("b", make(False, seed=2), "10.0.2.2", nat=Nat("203.0.113.2"))
+    connect(net, a, b)
+    net.run(net.now + 600.0)
+    assert first(a, ConsentLost) is None and first(b, ConsentLost) is None
+    assert a.agent.stats().consent_requests_sent > 100
+
+
 def test_restart_keeps_old_pair_until_new_nomination() -> None:
     net = Network(delay=0.02)
     a = net.add_host("a", make(True, seed=1), "10.0.1.2", nat=Nat("203.0.113.1"))
