@@ -103,6 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         account = load_account(args)
         if args.command == "register":
             status = asyncio.run(run_register(account, args.once, reporter))
+        elif args.command in ("call", "answer"):
+            from softphone.commands import run_answer, run_call
+
+            runner = run_call if args.command == "call" else run_answer
+            status = asyncio.run(runner(account, args, reporter))
         else:
             print(f"softphone: '{args.command}' is not available yet", file=sys.stderr)
             return EXIT_USAGE

@@ -1,0 +1,579 @@
+"""One call: a SIP session, (optionally) an ICE agent and an RTP media session, tied together.
+
+Caller (shared/DESIGN.md "One call, end to end")::
+
+    gather (host/srflx/relay)  ->  offer (codecs, rtcp-mux, ICE, default candidate)  ->  INVITE
+    ->  200 OK with the answer  ->  ICE checks as controlling agent  ->  media on the nominated
+    pair's component transport
+
+Callee: offer (from the INVITE)  ->  gather (one component with rtcp-mux, else two)  ->  answer
+->  ICE as controlled agent  ->  media.
+
+Without ICE (``--no-ice``, or a peer whose SDP has no ``a=ice-ufrag``) media runs over plain UDP
+with symmetric RTP (RFC 4961) at the ``c=``/``m=`` address (RFC 8445 fallback). When we offered
+ICE and the answer has none, the peer sends to our default candidate, so media stays on that
+candidate's socket (:class:`_DefaultCandidatePath`).
+
+Hang-up (:meth:`Call.hangup`) tears everything down in order: the media session (its RTCP BYE,
+RFC 3550 §6.6), the SIP session (BYE), then the ICE connection (which releases TURN allocations,
+RFC 8656 §8.1). :meth:`Call.report` gives the ``--json`` sections ``call``, ``ice`` and ``rtp``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from asyncio import FIRST_COMPLETED
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ice.aio import IceConnection, IceError
+from ice.candidate import Candidate, CandidateType
+from ice.gather import GatherConfig, TurnServer
+from media.aio import MediaStream, UdpTransport, open_udp_transport
+from media.session import DtmfReceived, RtpSession, SessionEvent
+from media.sources import open_sink, open_source
+from media.stats import Stats
+from sip.aio import AsyncCall, AsyncUserAgent, CallError
+from sip.invite import CallRinging
+from sip.offer_answer import OfferAnswer, OfferAnswerError
+from sip.sdp import SdpParseError
+from softphone.config import Account, HostPort
+from softphone.sdp_glue import (
+    LocalTransport,
+    RemoteMedia,
+    SdpGlueError,
+    inspect_offer,
+    local_media,
+    new_offer_answer,
+    read_negotiation,
+)
+
+__all__ = ["Call", "CallFailed", "MediaOptions"]
+
+log = logging.getLogger("softphone.call")
+
+Address = tuple[str, int]
+Progress = Callable[[str], None]
+
+STUN_PORT = 3478
+
+
+class CallFailed(Exception):
+    """The call could not be set up; ``status`` is the SIP status (0: not a SIP failure)."""
+
+    def __init__(self, reason: str, status: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass
+class MediaOptions:
+    """What the call plays and records (``--play SRC`` / ``--record SINK``) and its limits."""
+
+    play: str = "mic"
+    record: str = "speaker"
+    input_device: str | None = None
+    output_device: str | None = None
+    gather_timeout: float = 5.0
+    ice_timeout: float = 15.0
+    answer_timeout: float = 120.0
+
+
+class _DefaultCandidatePath:
+    """Plain symmetric RTP (RFC 4961) on the socket of our default candidate, for a peer that
+    did not answer with ICE (RFC 8445 §1): it sends to our ``c=``/``m=`` address, which is
+    that candidate. Taps the ICE gatherer's socket callback; everything else is dropped."""
+
+    def __init__(self, connection: IceConnection, local: Address, remote: Address) -> None:
+        self.connection = connection
+        self.local = local
+        self.remote = remote
+        self.on_receive: Callable[[bytes], None] | None = None
+        self._latched = False
+        connection.gatherer.on_datagram = self._datagram
+
+    def _datagram(self, data: bytes, local: Address, addr: Address) -> None:
+        if local != self.local or not data or data[0] < 4:  # not ours, or STUN
+            return
+        if addr != self.remote:
+            if self._latched:
+                return
+            log.info("RTP peer at %s:%d (signalled %s:%d)", *addr, *self.remote)
+            self.remote = addr
+        self._latched = True
+        if self.on_receive is not None:
+            self.on_receive(data)
+
+    def send(self, data: bytes) -> None:
+        self.connection.gatherer.send(self.local, data, self.remote)
+
+
+class Call:
+    """A call being set up, in progress or over (see the module docstring).
+
+    ``progress`` receives one line per step (ringing, ICE checking, connected via ..., hang-up
+    reason). Use :meth:`dial` (outgoing) or :meth:`accept` (incoming), then :meth:`run`.
+    """
+
+    def __init__(
+        self,
+        ua: AsyncUserAgent,
+        account: Account,
+        media: MediaOptions | None = None,
+        *,
+        progress: Progress | None = None,
+        media_host: str | None = None,
+    ) -> None:
+        self.ua = ua
+        self.account = account
+        self.options = media or MediaOptions()
+        self.progress: Progress = progress or (lambda text: None)
+        self.media_host = media_host
+        self.sip: AsyncCall | None = None
+        self.ice: IceConnection | None = None
+        self.stream: MediaStream | None = None
+        self.remote: RemoteMedia | None = None
+        self.oa: OfferAnswer | None = None
+        self.role = "caller"
+        self.sip_status: int | None = None
+        self.setup_ms: float | None = None
+        self.end_reason: str | None = None
+        self.final_stats: Stats | None = None
+        self.dtmf_received: list[str] = []
+        self._plain: list[UdpTransport] = []
+        self._started = time.monotonic()
+        self._answered_at: float | None = None
+        self._ended_at: float | None = None
+        self._closed = False
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def answered(self) -> bool:
+        return self._answered_at is not None
+
+    @property
+    def duration_s(self) -> float:
+        if self._answered_at is None:
+            return 0.0
+        end = self._ended_at if self._ended_at is not None else time.monotonic()
+        return end - self._answered_at
+
+    @property
+    def stats(self) -> Stats | None:
+        """The media statistics (final after hang-up)."""
+        if self.final_stats is not None:
+            return self.final_stats
+        return self.stream.stats() if self.stream is not None else None
+
+    @property
+    def audio_both_ways(self) -> bool:
+        """We sent RTP and received RTP from the peer (each side can only count what reached
+        it; the peer's RTCP reports would tell about the other direction)."""
+        s = self.stats
+        return s is not None and s.packets_sent > 0 and s.packets_received > 0
+
+    @property
+    def succeeded(self) -> bool:
+        """Answered, and audio flowed both ways (the exit status of ``call`` / ``answer``)."""
+        return self.answered and self.audio_both_ways
+
+    # -- outgoing -------------------------------------------------------------------------------
+
+    async def dial(self, target: str) -> None:
+        """Gather, offer, INVITE, wait for the answer, connect ICE, start the media.
+
+        Raises :class:`CallFailed` (everything is torn down by then)."""
+        self.role = "caller"
+        self._started = time.monotonic()
+        try:
+            transport = await self._local_transport(controlling=True, components=1)
+            self.oa = new_offer_answer(local_media(self.account.codecs, transport), transport)
+            offer = self.oa.create_offer().to_bytes()
+            self.sip = self.ua.start_call(target, offer)
+            self.progress(f"calling {target}")
+            answer = await self._wait_answer(self.sip)
+            self._answered_at = time.monotonic()
+            self.setup_ms = (self._answered_at - self._started) * 1000
+            self.sip_status = 200
+            self.progress(f"answered (200) after {self.setup_ms:.0f} ms")
+            try:
+                negotiation = self.oa.process_answer(answer or b"")
+                audio = negotiation.audio
+                if audio is None:
+                    raise SdpGlueError("the answer accepted no audio stream")
+                self.remote = read_negotiation(audio)
+            except (OfferAnswerError, SdpGlueError, SdpParseError) as exc:
+                raise CallFailed(f"unusable answer: {exc}", 488) from exc
+            await self._connect_media(transport)
+        except BaseException as exc:
+            reason = exc.reason if isinstance(exc, CallFailed) else "failed"
+            await self._teardown(reason, send_bye=True)
+            if isinstance(exc, (CallFailed, asyncio.CancelledError, KeyboardInterrupt)):
+                raise
+            if isinstance(exc, IceError):
+                raise CallFailed(f"ICE failed: {exc}") from exc
+            if isinstance(exc, (OSError, ValueError)):
+                raise CallFailed(str(exc)) from exc
+            raise
+
+    async def _wait_answer(self, call: AsyncCall) -> bytes | None:
+        ringing: asyncio.Future[Any] = asyncio.ensure_future(call.ringing.wait())
+        answered: asyncio.Future[Any] = asyncio.ensure_future(asyncio.shield(call.answered))
+        try:
+            waits: set[asyncio.Future[Any]] = {ringing, answered}
+            limit = self.options.answer_timeout
+            done, _ = await asyncio.wait(waits, timeout=limit, return_when=FIRST_COMPLETED)
+            if ringing in done and answered not in done:
+                status = next((e.status for e in call.events if isinstance(e, CallRinging)), 180)
+                self.progress(f"ringing ({status})")
+                done, _ = await asyncio.wait({answered}, timeout=limit)
+            if answered not in done:
+                raise CallFailed("no answer", 408)
+            try:
+                result: bytes | None = answered.result()
+                return result
+            except CallError as exc:
+                self.sip_status = exc.status
+                raise CallFailed(f"{exc.status} {exc.reason}", exc.status) from exc
+        finally:
+            ringing.cancel()
+            answered.cancel()
+
+    # -- incoming -------------------------------------------------------------------------------
+
+    async def accept(self, incoming: AsyncCall) -> None:
+        """Answer an incoming call: read its offer, gather, answer, connect ICE, start media.
+
+        Rejects the call (488) when its offer is unusable and raises :class:`CallFailed`."""
+        self.role = "callee"
+        self.sip = incoming
+        self._started = time.monotonic()
+        offer = incoming.offer or b""
+        try:
+            info = inspect_offer(offer)
+        except (SdpGlueError, SdpParseError) as exc:
+            incoming.reject(488)
+            self.sip_status = 488
+            self._ended("rejected")
+            raise CallFailed(f"unusable offer: {exc}", 488) from exc
+        try:
+            use_ice = self.account.ice and info.ice is not None
+            transport = await self._local_transport(
+                controlling=False, components=info.components, ice=use_ice
+            )
+            transport.mismatch = info.mismatch
+            self.oa = new_offer_answer(local_media(self.account.codecs, transport), transport)
+            try:
+                answer, negotiation = self.oa.process_offer(offer)
+                audio = negotiation.audio
+                if audio is None:
+                    raise SdpGlueError("no common codec")
+                self.remote = read_negotiation(audio)
+            except (OfferAnswerError, SdpGlueError, SdpParseError) as exc:
+                incoming.reject(488)
+                self.sip_status = 488
+                raise CallFailed(f"cannot answer the offer: {exc}", 488) from exc
+            await incoming.answer(answer.to_bytes())
+            self.sip_status = 200
+            self._answered_at = time.monotonic()
+            self.setup_ms = (self._answered_at - self._started) * 1000
+            self.progress("answered")
+            await self._connect_media(transport)
+        except BaseException as exc:
+            reason = exc.reason if isinstance(exc, CallFailed) else "failed"
+            await self._teardown(reason, send_bye=True)
+            if isinstance(exc, (CallFailed, asyncio.CancelledError, KeyboardInterrupt)):
+                raise
+            if isinstance(exc, IceError):
+                raise CallFailed(f"ICE failed: {exc}") from exc
+            if isinstance(exc, (OSError, ValueError)):
+                raise CallFailed(str(exc)) from exc
+            raise
+
+    # -- transports -----------------------------------------------------------------------------
+
+    def _host(self) -> str:
+        if self.media_host:
+            return self.media_host
+        bind = self.account.bind
+        if bind is not None and bind.host not in ("0.0.0.0", "::"):
+            return bind.host
+        return self.ua.config.local_host
+
+    async def _local_transport(
+        self, *, controlling: bool, components: int, ice: bool | None = None
+    ) -> LocalTransport:
+        """Gather ICE candidates, or open plain RTP (and RTCP) sockets."""
+        use_ice = self.account.ice if ice is None else ice
+        host = self._host()
+        if not use_ice:
+            bind_host = self.account.bind.host if self.account.bind else "0.0.0.0"
+            rtp = await open_udp_transport((bind_host, 0))
+            rtcp = await open_udp_transport((bind_host, 0))
+            self._plain = [rtp, rtcp]
+            return LocalTransport(host, rtp.local_address[1], rtcp=(host, rtcp.local_address[1]))
+        bind = self.account.bind.host if self.account.bind else None
+        self.ice = IceConnection(
+            controlling, components=components, gather=await self._gather_config(), bind=bind
+        )
+        self.progress("gathering candidates")
+        candidates = await self.ice.gather(self.options.gather_timeout)
+        kinds = sorted({c.type.value for c in candidates})
+        self.progress(f"{len(candidates)} candidates ({', '.join(kinds) or 'none'})")
+        return LocalTransport.from_ice(
+            self.ice.local_ufrag, self.ice.local_pwd, candidates, components
+        )
+
+    async def _gather_config(self) -> GatherConfig:
+        stun: list[Address] = []
+        turn: list[TurnServer] = []
+        if self.account.stun is not None:
+            stun.append(await _resolve(self.account.stun))
+        if self.account.turn is not None:
+            user = self.account.turn_user or ""
+            turn.append(
+                TurnServer(
+                    await _resolve(self.account.turn), user, self.account.turn_password or ""
+                )
+            )
+        return GatherConfig(stun_servers=stun, turn_servers=turn)
+
+    async def _connect_media(self, local: LocalTransport) -> None:
+        """ICE checks (or none), then the RTP session on the resulting transport."""
+        remote = self.remote
+        assert remote is not None
+        rtp_path: Any
+        rtcp_path: Any = None
+        if self.ice is not None and remote.ice is not None:
+            params = remote.ice.parameters
+            assert params is not None
+            self.ice.set_remote(params.ufrag, params.pwd, remote.ice.candidates, lite=params.lite)
+            self.progress(
+                f"ICE checking ({self.ice.stats().role}, "
+                f"{len(remote.ice.candidates)} remote candidates)"
+            )
+            await self.ice.connect(self.options.ice_timeout)
+            rtp_path = self.ice.transport(1)
+            if not remote.rtcp_mux and self.ice.components > 1:
+                rtcp_path = self.ice.transport(2)
+            selected = self.ice.transport(1).selected
+            if selected is not None:
+                lc, rc = selected
+                self.progress(
+                    f"connected via {lc.type.value}/{rc.type.value} pair "
+                    f"{_addr(lc)} -> {_addr(rc)} in {self._connect_ms():.0f} ms"
+                )
+        elif self.ice is not None:
+            default = local.default_candidate
+            if default is None or default.type is CandidateType.RELAYED:
+                raise CallFailed("the peer has no ICE and our default candidate is relayed")
+            base = _base(default)
+            rtp_path = _DefaultCandidatePath(self.ice, base, remote.rtp)
+            self.progress(f"peer without ICE: plain RTP {_addr2(base)} <-> {_addr2(remote.rtp)}")
+        else:
+            rtp, rtcp = self._plain
+            rtp.remote = remote.rtp
+            rtp_path = rtp
+            if remote.rtcp_mux:
+                rtcp.close()
+            else:
+                rtcp.remote = remote.rtcp
+                rtcp_path = rtcp
+            self.progress(f"plain RTP {_addr2(rtp.local_address)} <-> {_addr2(remote.rtp)}")
+        self._start_media(rtp_path, rtcp_path)
+
+    def _connect_ms(self) -> float:
+        if self.ice is None or self.ice.connect_time is None:
+            return 0.0
+        return self.ice.connect_time * 1000
+
+    def _start_media(self, rtp_path: Any, rtcp_path: Any) -> None:
+        remote = self.remote
+        assert remote is not None
+        session = RtpSession(
+            remote.codec,
+            telephone_event=remote.telephone_event,
+            rtcp_mux=remote.rtcp_mux,
+            channels=1,
+            ptime_ms=remote.ptime_ms,
+            receive_codecs=remote.receive_codecs,
+            ntp_offset=time.time() - time.monotonic(),
+            now=time.monotonic(),
+        )
+        source = open_source(
+            self.options.play,
+            session.sample_rate,
+            session.frame_samples,
+            device=self.options.input_device,
+        )
+        sink = open_sink(
+            self.options.record,
+            session.sample_rate,
+            session.frame_samples,
+            device=self.options.output_device,
+        )
+        self.stream = MediaStream(
+            session, rtp_path, source, sink, rtcp_transport=rtcp_path, on_event=self._on_media
+        )
+        self.stream.start()
+        self.progress(f"media: {remote.codec_name}, {remote.ptime_ms} ms packets")
+
+    def _on_media(self, event: SessionEvent) -> None:
+        if isinstance(event, DtmfReceived) and event.digit is not None:
+            self.dtmf_received.append(event.digit)
+            self.progress(f"DTMF {event.digit} received")
+
+    # -- during the call ----------------------------------------------------------------------
+
+    def send_dtmf(self, digits: str) -> bool:
+        """Queue RFC 4733 digits; False when no telephone-event was negotiated."""
+        if self.stream is None or self.remote is None or self.remote.telephone_event is None:
+            self.progress("cannot send DTMF: no telephone-event negotiated")
+            return False
+        self.stream.send_dtmf(digits)
+        self.progress(f"sending DTMF {digits}")
+        return True
+
+    async def run(
+        self,
+        duration: float | None = None,
+        dtmf: str | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> str:
+        """Wait until the peer hangs up, ``duration`` seconds after the answer pass, or ``stop``
+        is set; hang up (if we end it) and return the end reason."""
+        assert self.sip is not None and self._answered_at is not None
+        if dtmf:
+            self.send_dtmf(dtmf)
+        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(asyncio.shield(self.sip.ended))}
+        stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        if stopper is not None:
+            waits.add(stopper)
+        timeout = None
+        if duration is not None:
+            timeout = max(0.0, self._answered_at + duration - time.monotonic())
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in waits:
+                fut.cancel()
+        if self.sip.ended.done():
+            reason = self.sip.ended.result() if not self.sip.ended.cancelled() else "ended"
+            self.progress(f"the peer hung up ({reason})")
+            await self._teardown(reason, send_bye=False)
+        else:
+            why = "duration reached" if stopper is None or not stopper.done() else "interrupted"
+            self.progress(f"hanging up ({why})")
+            await self._teardown("local-bye", send_bye=True)
+        return self.end_reason or "local-bye"
+
+    async def hangup(self, reason: str = "local-bye") -> None:
+        """Hang up now (BYE, or CANCEL while ringing) and release everything."""
+        await self._teardown(reason, send_bye=True)
+
+    async def _teardown(self, reason: str, *, send_bye: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.stream is not None:
+            with contextlib.suppress(Exception):
+                self.final_stats = await self.stream.stop(
+                    "bye" if reason == "local-bye" else reason
+                )
+        if send_bye and self.sip is not None and not self.sip.ended.done():
+            try:
+                ended = await self.sip.bye(timeout=10.0)
+                log.debug("SIP session ended: %s", ended)
+            except (TimeoutError, CallError) as exc:
+                log.info("BYE: %r", exc)
+        if self.ice is not None:
+            with contextlib.suppress(Exception):
+                await self.ice.close()
+        for t in self._plain:
+            t.close()
+        self._ended(reason)
+        if self.final_stats is not None:
+            self.progress(f"call ended ({self.end_reason}); {self.final_stats}")
+        else:
+            self.progress(f"call ended ({self.end_reason})")
+
+    def _ended(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+        if self._ended_at is None:
+            self._ended_at = time.monotonic()
+
+    # -- report -------------------------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        """The ``call``, ``ice`` and ``rtp`` sections of the ``--json`` report (DESIGN.md)."""
+        out: dict[str, Any] = {
+            "call": {
+                "sip_status": self.sip_status,
+                "setup_ms": None if self.setup_ms is None else round(self.setup_ms),
+                "duration_s": round(self.duration_s, 1),
+                "end_reason": self.end_reason,
+            }
+        }
+        if self.ice is not None and (self.remote is None or self.remote.ice is not None):
+            stats = self.ice.stats()
+            selected = stats.selected.get(1)
+            out["ice"] = {
+                "role": stats.role,
+                "connect_ms": (
+                    None if self.ice.connect_time is None else round(self.ice.connect_time * 1000)
+                ),
+                "selected": (
+                    None
+                    if selected is None
+                    else {"local": selected["local"], "remote": selected["remote"]}
+                ),
+            }
+        else:
+            out["ice"] = None
+        s = self.stats
+        if s is not None:
+            out["rtp"] = {
+                "codec": self.remote.codec_name if self.remote else s.codec,
+                "sent": s.packets_sent,
+                "received": s.packets_received,
+                "lost": s.packets_lost,
+                "jitter_ms": round(s.jitter_ms, 1),
+                "rtt_ms": None if s.rtt_ms is None else round(s.rtt_ms, 1),
+            }
+        else:
+            out["rtp"] = None
+        return out
+
+
+def _base(candidate: Candidate) -> Address:
+    """A host or server-reflexive candidate's socket (its base, RFC 8445 §5.1.1)."""
+    if candidate.type is CandidateType.SERVER_REFLEXIVE and candidate.related_address:
+        return candidate.related_address, candidate.related_port or 0
+    return candidate.transport_address
+
+
+def _addr(c: Candidate) -> str:
+    return _addr2(c.transport_address)
+
+
+def _addr2(a: Address) -> str:
+    return f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}"
+
+
+async def _resolve(server: HostPort) -> Address:
+    """A STUN/TURN server's IP address and port (default 3478, RFC 8489 §18.9)."""
+    port = server.port or STUN_PORT
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(server.host, port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise CallFailed(f"cannot resolve {server.host}")
+    host, resolved_port = infos[0][4][:2]
+    return str(host), int(resolved_port)
