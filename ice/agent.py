@@ -300,6 +300,7 @@ class Agent:
         self._rng = rng if rng is not None else random.Random()
         self._local = _credentials(ufrag or generate_ufrag(), pwd or generate_pwd())
         self._previous_local: _Credentials | None = None
+        self._previous_remote: _Credentials | None = None
         self._remote: _Credentials | None = None
         self.remote_lite = False
         self._remote_eoc = False
@@ -411,6 +412,10 @@ class Agent:
         ):
             logger.info("the peer restarted ICE")
             self.restart(self._now if now is None else now)
+        if self._remote is None and self.state is AgentState.RUNNING:
+            # started (or restarted) before the peer's parameters were known: the checks, the
+            # overall timeout and the connect time start now
+            self._generation_started = self._now if now is None else now
         self._remote = _credentials(ufrag, pwd)
         self.remote_lite = lite
         if lite and not self.controlling:
@@ -474,6 +479,8 @@ class Agent:
         self._stats.restarts += 1
         self._generation += 1
         self._previous_local = self._local
+        if self._remote is not None:
+            self._previous_remote = self._remote
         self._local = _credentials(generate_ufrag(), generate_pwd())
         self._remote = None
         self._remote_eoc = False
@@ -545,7 +552,7 @@ class Agent:
                     and self._selected_generation(component) != self._generation
                 ):
                     times.append(first + self.nomination_delay)
-            if self._generation_started is not None and self.timeout > 0:
+            if self._generation_started is not None and self.timeout > 0 and self._remote:
                 times.append(self._generation_started + self.timeout)
         for consent in self._consent.values():
             t = consent.get_timer()
@@ -588,10 +595,18 @@ class Agent:
 
     # -- sending checks (§7.2.4) --------------------------------------------------------------
 
-    def _request(self, local: Candidate, use_candidate: bool) -> tuple[StunMessage, int]:
-        assert self._remote is not None
+    def _request(
+        self,
+        local: Candidate,
+        use_candidate: bool,
+        *,
+        remote: _Credentials | None = None,
+        ours: _Credentials | None = None,
+    ) -> tuple[StunMessage, int]:
+        remote = remote or self._remote
+        assert remote is not None
         msg = StunMessage(StunMethod.BINDING, StunClass.REQUEST)
-        msg.add(USERNAME, f"{self._remote.ufrag}:{self._local.ufrag}")
+        msg.add(USERNAME, f"{remote.ufrag}:{(ours or self._local).ufrag}")
         priority = prflx_priority(local)
         msg.add(PRIORITY, priority)
         if self.controlling:
@@ -1048,6 +1063,7 @@ class Agent:
             self.state = AgentState.COMPLETED
             self._restarting = False
             self._previous_local = None
+            self._previous_remote = None
             start = self._generation_started if self._generation_started is not None else now
             connect = now - start
             if self._stats.connect_time is None:
@@ -1056,8 +1072,8 @@ class Agent:
             self._events.append(Completed(connect))
 
     def _check_failure(self, now: float) -> None:
-        if self.state is not AgentState.RUNNING:
-            return
+        if self.state is not AgentState.RUNNING or self._remote is None:
+            return  # waiting for the peer's parameters is the signalling's business
         start = self._generation_started if self._generation_started is not None else now
         missing = [
             c
@@ -1127,11 +1143,16 @@ class Agent:
             if not consent.due(now):
                 continue
             pair = self._selected.get(component)
-            if pair is None or self._remote is None:
+            # during a restart, until the peer's new credentials arrive, the old ones (which
+            # the peer keeps accepting until the new pairs are selected) refresh the old pair
+            remote, ours = self._remote, self._local
+            if remote is None and self._previous_remote is not None:
+                remote, ours = self._previous_remote, self._previous_local or self._local
+            if pair is None or remote is None:
                 consent.postpone(now)  # nothing to send with; try at the next interval
                 continue
-            msg, priority = self._request(pair.local.candidate, False)
-            data = msg.encode(self._remote.key, fingerprint=True)
+            msg, priority = self._request(pair.local.candidate, False, remote=remote, ours=ours)
+            data = msg.encode(remote.key, fingerprint=True)
             tx = StunClientTransaction(
                 data,
                 now,
@@ -1140,7 +1161,7 @@ class Agent:
                 rto=min(self.min_rto, self.consent_interval / 10),
                 rc=4,
                 rm=1,
-                integrity_key=self._remote.key,
+                integrity_key=remote.key,
                 unauthenticated_errors=(),
             )
             self._checks[tx.transaction_id] = _Check(

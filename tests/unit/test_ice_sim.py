@@ -16,6 +16,7 @@ import itertools
 import random
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -472,8 +473,8 @@ def test_role_conflict_resolved(both: str) -> None:
 class AggressiveAgent(Agent):
     """A pjnath/Asterisk-like controlling peer: USE-CANDIDATE on every check."""
 
-    def _request(self, local: Candidate, use_candidate: bool) -> tuple[StunMessage, int]:
-        return super()._request(local, self.controlling)
+    def _request(self, local: Candidate, use_candidate: bool, **kw: Any) -> tuple[StunMessage, int]:
+        return super()._request(local, self.controlling, **kw)
 
 
 def test_aggressive_nomination_accepted() -> None:
@@ -620,6 +621,35 @@ def test_consent_lost_after_30_seconds() -> None:
     assert a.agent.send_target(1) is None
     assert not a.agent.has_consent(1)
     print(f"consent lost {lost[0] - cut:.1f} s after the cut")
+
+
+def test_restart_with_a_slow_answer_keeps_consent_on_the_old_pair() -> None:
+    """The re-offer takes a minute to get through (signalling trouble): the old pair keeps
+    consent with the old credentials, which both sides still accept, and carries media."""
+    net = Network(delay=0.02)
+    a = net.add_host("a", make(True, seed=1), "10.0.1.2", nat=Nat("203.0.113.1"))
+    b = net.add_host("b", make(False, seed=2), "10.0.2.2", nat=Nat("203.0.113.2"))
+    connect(net, a, b)
+    a.agent.restart(net.now)
+    net.run(net.now + 60.0)
+    assert first(a, ConsentLost) is None and first(b, ConsentLost) is None
+    assert first(a, Failed) is None
+    media_flows(net, a, b)
+    # the offer reaches b, which restarts too; the answer comes straight back
+    b.agent.set_remote_parameters(a.agent.local_ufrag, a.agent.local_pwd)
+    for c in a.agent.local_candidates():
+        b.agent.add_remote_candidate(c)
+    b.agent.end_of_candidates()
+    net.run(net.now + 0.1)
+    a.agent.set_remote_parameters(b.agent.local_ufrag, b.agent.local_pwd)
+    for c in b.agent.local_candidates():
+        a.agent.add_remote_candidate(c)
+    a.agent.end_of_candidates()
+    a.events.clear()
+    b.events.clear()
+    net.run(net.now + 10.0, completed(a, b))
+    assert completed(a, b)()
+    media_flows(net, a, b)
 
 
 def test_consent_survives_loss() -> None:
