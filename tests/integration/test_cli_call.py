@@ -1,0 +1,196 @@
+"""``softphone call`` / ``softphone answer`` as users run them: two processes peer to peer on
+127.0.0.1, with and without ICE, Opus and PCMU; audio checked by its dominant frequency."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from media.analysis import dominant_frequency
+from media.sources import load_wav
+from tests.peers.ports import free_port
+
+CALLER_TONE, CALLEE_TONE = 440.0, 660.0
+
+
+def softphone(*args: str) -> list[str]:
+    return [sys.executable, "-m", "softphone", *args]
+
+
+class Answerer:
+    """A ``softphone answer`` process; a thread collects its progress lines (stderr)."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            softphone(*args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+        )
+        self.lines: list[str] = []
+        self.listening = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if "waiting for calls" in line:
+                self.listening.set()
+
+    def wait_listening(self, timeout: float = 20.0) -> None:
+        if not self.listening.wait(timeout):
+            self.stop()
+            raise AssertionError("answerer did not start:\n" + "".join(self.lines))
+
+    def finish(self, timeout: float = 30.0) -> tuple[int, dict[str, Any], str]:
+        assert self.proc.stdout is not None
+        self.proc.wait(timeout)
+        out = self.proc.stdout.read()
+        self._reader.join(5)
+        stderr = "".join(self.lines)
+        assert out.strip(), stderr
+        return self.proc.returncode, json.loads(out), stderr
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def dominant(path: Path) -> float:
+    samples, rate = load_wav(path)
+    assert len(samples) > rate // 2, f"{path} holds only {len(samples)} samples"
+    # skip the first 200 ms (jitter-buffer fill, codec start-up)
+    return dominant_frequency(samples[rate // 5 :], rate)
+
+
+def run_call(
+    tmp_path: Path,
+    caller_opts: list[str],
+    callee_opts: list[str],
+    extra_call: list[str] | None = None,
+) -> tuple[subprocess.CompletedProcess[str], tuple[int, dict[str, Any], str]]:
+    port = free_port()
+    callee_wav, caller_wav = tmp_path / "callee.wav", tmp_path / "caller.wav"
+    answerer = Answerer(
+        "--json", "--bind", f"127.0.0.1:{port}", *callee_opts,
+        "answer", "--auto", "--count", "1",
+        "--record", str(callee_wav), "--play", f"tone:{CALLEE_TONE:g}",
+    )  # fmt: skip
+    try:
+        answerer.wait_listening()
+        caller = subprocess.run(
+            softphone(
+                "--json", "--bind", "127.0.0.1:0", *caller_opts,
+                "call", f"sip:bob@127.0.0.1:{port}",
+                "--play", f"tone:{CALLER_TONE:g}", "--record", str(caller_wav),
+                "--duration", "3", *(extra_call or []),
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+        callee = answerer.finish()
+    finally:
+        answerer.stop()
+    assert caller.returncode == 0, caller.stderr
+    assert callee[0] == 0, callee[2]
+    assert abs(dominant(callee_wav) - CALLER_TONE) < 5
+    assert abs(dominant(caller_wav) - CALLEE_TONE) < 5
+    return caller, callee
+
+
+def _check_rtp(report: dict[str, Any], codec: str) -> None:
+    rtp = report["rtp"]
+    assert rtp["codec"] == codec
+    assert rtp["sent"] > 0 and rtp["received"] > 0
+    assert rtp["lost"] >= 0 and rtp["jitter_ms"] >= 0
+    assert set(rtp) == {"codec", "sent", "received", "lost", "jitter_ms", "rtt_ms"}
+
+
+CODECS = {"opus": "opus/48000/2", "pcmu": "PCMU/8000"}
+
+
+@pytest.mark.parametrize("codec", ["opus", "pcmu"])
+def test_peer_to_peer_call_with_ice(tmp_path: Path, codec: str) -> None:
+    caller, (_, callee_report, callee_err) = run_call(
+        tmp_path, ["--codecs", codec], ["--codecs", "opus,pcmu,pcma"]
+    )
+    report = json.loads(caller.stdout)
+    assert report["call"]["sip_status"] == 200
+    assert report["call"]["end_reason"] == "local-bye"
+    assert report["call"]["duration_s"] > 0 and report["call"]["setup_ms"] >= 0
+    ice = report["ice"]
+    assert ice["role"] == "controlling" and ice["connect_ms"] >= 0
+    for side in ("local", "remote"):
+        assert ice["selected"][side]["type"] == "host"
+        assert ice["selected"][side]["protocol"] == "udp"
+        assert ice["selected"][side]["address"] == "127.0.0.1"
+    _check_rtp(report, CODECS[codec])
+    assert "connected via host/host pair" in caller.stderr
+    assert "hanging up (duration reached)" in caller.stderr
+    # the callee's view of the same call
+    assert callee_report["call"]["end_reason"] == "remote-bye"
+    assert callee_report["ice"]["role"] == "controlled"
+    assert callee_report["ice"]["selected"]["local"] == ice["selected"]["remote"]
+    _check_rtp(callee_report, CODECS[codec])
+    assert callee_report["answer"] == {"calls": 1, "succeeded": 1}
+    assert "the peer hung up" in callee_err
+
+
+@pytest.mark.parametrize("codec", ["opus", "pcmu"])
+def test_peer_to_peer_call_without_ice(tmp_path: Path, codec: str) -> None:
+    caller, (_, callee_report, _) = run_call(
+        tmp_path, ["--no-ice", "--codecs", codec], ["--no-ice"]
+    )
+    report = json.loads(caller.stdout)
+    assert report["ice"] is None and callee_report["ice"] is None
+    _check_rtp(report, CODECS[codec])
+    _check_rtp(callee_report, CODECS[codec])
+    assert "plain RTP 127.0.0.1:" in caller.stderr
+
+
+@pytest.mark.parametrize("side", ["caller", "callee"])
+def test_ice_meets_a_peer_without_ice(tmp_path: Path, side: str) -> None:
+    """RFC 8445 fallback: the ICE side reaches the other at its c=/m= address."""
+    no_ice = ["--no-ice"]
+    caller, (_, callee_report, _) = run_call(
+        tmp_path, no_ice if side == "caller" else [], no_ice if side == "callee" else []
+    )
+    report = json.loads(caller.stdout)
+    assert report["ice"] is None and callee_report["ice"] is None
+    _check_rtp(report, "opus/48000/2")
+
+
+def test_dtmf_is_sent_once_connected(tmp_path: Path) -> None:
+    _, (_, _, callee_err) = run_call(tmp_path, [], [], extra_call=["--dtmf", "15#"])
+    received = [line for line in callee_err.splitlines() if "DTMF" in line and "received" in line]
+    assert [line.split("DTMF ")[1][0] for line in received] == ["1", "5", "#"]
+
+
+def test_call_to_nobody_fails(tmp_path: Path) -> None:
+    port = free_port()
+    result = subprocess.run(
+        softphone(
+            "--json", "--bind", "127.0.0.1:0", "--transport", "tcp",
+            "call", f"sip:bob@127.0.0.1:{port}", "--play", "tone:440", "--record", "none",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["call"]["sip_status"] not in (None, 200)
+    assert report["rtp"] is None
+    assert "call failed" in result.stderr
