@@ -804,3 +804,22 @@ def test_lab_turn_allocation_survives_relaying_to_an_unroutable_address(
     relayed = out.stdout.split()[1:3]
     got = [line.split()[1:] for line in receiver.log().splitlines() if line.startswith("got ")]
     assert got == [[*relayed, "after"]]
+
+
+def test_netns_labs_of_dead_runs_are_removed(netns_lab: Lab) -> None:
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from tests.peers.netns import remove_stale_labs
+
+    dead_pid = next(p for p in range(4_000_000, 4_100_000) if not Path(f"/proc/{p}").exists())
+    name = f"spt{dead_pid}x0a0b-leftover"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        assert name in remove_stale_labs()
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert name not in listed
+    assert netns_lab.prefix.startswith(f"spt{os.getpid()}x")  # ours is alive: kept
