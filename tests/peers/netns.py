@@ -221,8 +221,9 @@ class Lab:
     def __getitem__(self, short: str) -> Namespace:
         return self.namespaces[short]
 
-    def namespace(self, short: str) -> Namespace:
-        """Create namespace ``short`` (loopback up, IPv6 off so only IPv4 paths exist)."""
+    def namespace(self, short: str, ipv6: bool = False) -> Namespace:
+        """Create namespace ``short`` with loopback up; IPv6 stays off unless ``ipv6`` (so
+        only the IPv4 paths the test builds exist)."""
         if short in self.namespaces:
             raise NetnsError(f"namespace {short} exists")
         name = self.prefix + short
@@ -230,8 +231,9 @@ class Lab:
         ns = Namespace(name, short, self)
         self.namespaces[short] = ns
         ns.ip("link", "set", "lo", "up")
-        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")
-        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+        if not ipv6:
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")
+            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
         return ns
 
     def link(
