@@ -1,0 +1,222 @@
+"""Benchmark: CPU cost of the media path and how many calls one core carries in real time.
+
+Run: ``.venv/bin/python -m bench.media_cpu`` (about 40 s; ``--quick`` for a shorter run).
+
+1. Per 20 ms frame, in µs of CPU (best of several repeats), for Opus (32 kbit/s mono) and
+   PCMU: *send* = ``RtpSession.send_frame`` (encode + packetize) and *receive* =
+   ``RtpSession.receive`` + ``playout`` (depacketize + jitter buffer + decode), on a virtual
+   clock; plus the share of one core a call would use for the codec path alone.
+2. Real time: pairs of :class:`media.aio.MediaStream` over UDP sockets on 127.0.0.1 in one
+   asyncio loop (one core), each stream playing a looping WAV file and discarding what it
+   receives. A run with 8 streams measures the CPU per stream; the next run aims at 80 % of a
+   core and the count then moves up or down. A count is *sustained* when the process used
+   under 90 % of a core, every stream sent at least 97 % of its frames and the receivers saw
+   at most 0.5 % late packets. Each stream is one end of a full-duplex call, i.e. what one
+   softphone process does per call. Other load on the machine lowers the result: when the
+   process gets less than a core, streams fall behind at a low "CPU %" (the load average is
+   printed for that reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # allow ``python bench/media_cpu.py``
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from media.aio import MediaStream, UdpTransport, open_udp_transport
+from media.session import CodecDescription, RtpSession
+from media.sources import NullSink, WavFileSource, save_wav
+
+CODECS = {
+    "opus": CodecDescription("opus", 111, 48000, 2, {"useinbandfec": "1"}),
+    "pcmu": CodecDescription("PCMU", 0, 8000),
+}
+FRAME_S = 0.02
+MAX_PAIRS = 200
+
+
+def speech_like(rate: int, seconds: float, seed: int = 7) -> np.ndarray:
+    """Harmonics of a gliding pitch, syllable-like amplitude modulation, a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rate * seconds)) / rate
+    pitch = 140 + 40 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    voice = sum(np.sin(k * phase) / k for k in range(1, 12) if k * 180 < rate / 2)
+    envelope = np.clip(np.sin(2 * np.pi * 3.0 * t), 0, None) ** 0.5
+    x = 6000 * envelope * voice + rng.normal(0, 300, len(t))
+    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+
+
+# --- 1. CPU per frame -----------------------------------------------------------------------
+
+
+def per_frame_us(codec: CodecDescription, frames: int, repeat: int) -> tuple[float, float]:
+    rate = codec.clock_rate
+    n = rate // 50
+    audio = speech_like(rate, frames * FRAME_S + 0.1)
+    pcm = [audio[i * n : (i + 1) * n] for i in range(frames)]
+    best_send = best_recv = float("inf")
+    for r in range(repeat):
+        tx = RtpSession(codec, rng=random.Random(r))
+        rx = RtpSession(codec, rng=random.Random(r + 100))
+        t0 = time.process_time()
+        packets = [tx.send_frame(frame, i * FRAME_S) for i, frame in enumerate(pcm)]
+        t1 = time.process_time()
+        for i, datagrams in enumerate(packets):
+            now = i * FRAME_S + 0.001
+            for d in datagrams:
+                rx.receive(d, now)
+            rx.playout(now)
+        t2 = time.process_time()
+        best_send = min(best_send, (t1 - t0) / frames * 1e6)
+        best_recv = min(best_recv, (t2 - t1) / frames * 1e6)
+    return best_send, best_recv
+
+
+# --- 2. real time ---------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    streams: int
+    cpu_share: float  # of one core
+    min_sent_ratio: float
+    late_packets: int
+    concealed: int
+    pacer_skips: int
+    received: int
+
+    @property
+    def sustained(self) -> bool:
+        return (
+            self.cpu_share < 0.9
+            and self.min_sent_ratio >= 0.97
+            and self.late_packets <= 0.005 * self.received
+        )
+
+
+async def real_time(codec: CodecDescription, pairs: int, seconds: float, wav: Path) -> RunResult:
+    transports: list[UdpTransport] = []
+    streams: list[MediaStream] = []
+    for p in range(pairs):
+        ta = await open_udp_transport(("127.0.0.1", 0))
+        tb = await open_udp_transport(("127.0.0.1", 0), remote=ta.local_address)
+        ta.remote = tb.local_address
+        transports += [ta, tb]
+        for k, t in enumerate((ta, tb)):
+            session = RtpSession(codec, rng=random.Random(2 * p + k), now=time.monotonic())
+            rate = session.sample_rate
+            streams.append(
+                MediaStream(session, t, WavFileSource(wav, rate, loop=True), NullSink(rate))
+            )
+    wall0, cpu0 = time.monotonic(), time.process_time()
+    for s in streams:
+        s.start()
+    await asyncio.sleep(seconds)
+    wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
+    stats = [await s.stop() for s in streams]
+    for t in transports:
+        t.close()
+    expected = wall / FRAME_S
+    skips = sum(s.playout_pacer.skipped for s in streams)
+    skips += sum(getattr(getattr(s.source, "pacer", None), "skipped", 0) for s in streams)
+    return RunResult(
+        streams=len(streams),
+        cpu_share=cpu / wall,
+        min_sent_ratio=min(s.frames_sent for s in streams) / expected,
+        late_packets=sum(st.late_packets for st in stats),
+        concealed=sum(st.concealed_frames for st in stats),
+        pacer_skips=skips,
+        received=sum(st.packets_received for st in stats),
+    )
+
+
+def find_capacity(codec: CodecDescription, seconds: float, wav: Path, runs: int) -> list[RunResult]:
+    """Calibrate with a few streams, aim at 80 % of a core, then step up or down."""
+    calibration = asyncio.run(real_time(codec, 4, seconds, wav))
+    results = [calibration]
+    per_stream = max(calibration.cpu_share / calibration.streams, 1e-4)
+    pairs = max(1, min(MAX_PAIRS, round(0.8 / per_stream / 2)))
+    tried: dict[int, bool] = {4: calibration.sustained}
+    for _ in range(runs - 1):
+        if pairs in tried:
+            break
+        result = asyncio.run(real_time(codec, pairs, seconds, wav))
+        results.append(result)
+        tried[pairs] = result.sustained
+        good = [p for p, ok in tried.items() if ok]
+        bad = [p for p, ok in tried.items() if not ok]
+        if result.sustained:
+            upper = min((p for p in bad if p > pairs), default=None)
+            pairs = (
+                (pairs + upper) // 2 if upper else min(MAX_PAIRS, max(pairs + 1, pairs * 5 // 4))
+            )
+        else:
+            lower = max((p for p in good if p < pairs), default=None)
+            pairs = (pairs + lower) // 2 if lower else max(1, pairs * 3 // 4)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer frames, shorter runs")
+    parser.add_argument("--codecs", default="opus,pcmu")
+    args = parser.parse_args(argv)
+    frames, repeat = (250, 2) if args.quick else (1000, 3)
+    seconds, runs = (2.0, 2) if args.quick else (3.0, 4)
+
+    print(f"CPU per 20 ms frame (best of {repeat} x {frames} frames, process time)")
+    print(f"{'codec':<8}{'send µs':>10}{'receive µs':>12}{'call % core':>13}{'calls/core':>12}")
+    estimates: dict[str, float] = {}
+    for name in args.codecs.split(","):
+        send_us, recv_us = per_frame_us(CODECS[name], frames, repeat)
+        per_call = send_us + recv_us
+        estimates[name] = 20000 / per_call
+        print(
+            f"{name:<8}{send_us:>10.1f}{recv_us:>12.1f}{100 * per_call / 20000:>12.2f}%"
+            f"{estimates[name]:>12.0f}"
+        )
+    print("(codec path only: the upper bound for the calls one core could carry)\n")
+
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"Real time: stream pairs over UDP on 127.0.0.1, one asyncio loop, {seconds:g} s each")
+    print(f"(load average {load} on {os.cpu_count()} CPUs)")
+    print(
+        f"{'codec':<8}{'streams':>8}{'CPU %':>8}{'sent %':>8}{'late':>6}{'PLC':>6}"
+        f"{'skips':>7}  verdict"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        best: dict[str, int] = {}
+        for name in args.codecs.split(","):
+            codec = CODECS[name]
+            wav = Path(tmp) / f"{name}.wav"
+            save_wav(wav, speech_like(codec.clock_rate, 5.0), codec.clock_rate)
+            for r in find_capacity(codec, seconds, wav, runs):
+                verdict = "sustained" if r.sustained else "overloaded"
+                print(
+                    f"{name:<8}{r.streams:>8}{100 * r.cpu_share:>8.0f}"
+                    f"{100 * r.min_sent_ratio:>8.1f}{r.late_packets:>6}{r.concealed:>6}"
+                    f"{r.pacer_skips:>7}  {verdict}"
+                )
+                if r.sustained:
+                    best[name] = max(best.get(name, 0), r.streams)
+    print()
+    for name in args.codecs.split(","):
+        n = best.get(name)
+        text = f"{n} concurrent full-duplex calls" if n else "not even the smallest run"
+        print(f"{name}: one core sustained {text} (one stream = one end of a call)")
+
+
+if __name__ == "__main__":
+    main()
