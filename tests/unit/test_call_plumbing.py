@@ -1,0 +1,246 @@
+"""softphone.call / softphone.commands plumbing: two in-process calls on 127.0.0.1 (real
+sockets, short calls), URI completion, the report shape, teardown and failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from sip.aio import AsyncCall, AsyncUserAgent
+from sip.ua import UAConfig
+from softphone.call import Call, CallFailed, MediaOptions, _DefaultCandidatePath
+from softphone.commands import complete_uri, peer_account
+from softphone.config import Account, ConfigError, HostPort
+
+LOOPBACK = HostPort("127.0.0.1", 0)
+
+
+# --- URIs and accounts -------------------------------------------------------------------
+
+
+def test_uri_completion_with_the_account_domain() -> None:
+    account = Account(user="alice", domain="example.org")
+    assert complete_uri("bob", account) == "sip:bob@example.org"
+    assert complete_uri("sip:bob", account) == "sip:bob@example.org"
+    assert complete_uri("bob@10.0.0.1:5070", account) == "sip:bob@10.0.0.1:5070"
+    assert complete_uri("sip:bob@host.example;transport=tcp", account) == (
+        "sip:bob@host.example;transport=tcp"
+    )
+    assert complete_uri("sip:127.0.0.1:5070", account) == "sip:127.0.0.1:5070"
+    assert complete_uri("sips:carol", account) == "sips:carol@example.org"
+    with pytest.raises(ConfigError):
+        complete_uri("bob", Account())
+    with pytest.raises(ConfigError):
+        complete_uri("  ", account)
+
+
+def test_server_host_is_the_domain_without_user_domain() -> None:
+    account = Account(user="alice", server=HostPort("pbx.example.net", 5060))
+    assert complete_uri("bob", account) == "sip:bob@pbx.example.net"
+
+
+def test_peer_account_fills_user_and_domain_for_peer_to_peer() -> None:
+    filled = peer_account(Account(bind=HostPort("127.0.0.1", 5070)))
+    assert filled.user and filled.aor_domain == "127.0.0.1"
+    assert peer_account(Account()).aor_domain == "localhost"
+    given = Account(user="alice", domain="example.org")
+    assert peer_account(given) is given
+
+
+# --- two user agents ---------------------------------------------------------------------
+
+
+@dataclass
+class Pair:
+    alice: AsyncUserAgent
+    bob: AsyncUserAgent
+
+    @property
+    def bob_uri(self) -> str:
+        return f"sip:bob@127.0.0.1:{self.bob.config.local_port}"
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[Pair]:
+    uas = []
+    for user in ("alice", "bob"):
+        ua = AsyncUserAgent(UAConfig(user=user, domain="127.0.0.1", local_port=0))
+        await ua.start("127.0.0.1", 0, transports=("UDP",))
+        uas.append(ua)
+    yield Pair(*uas)
+    for ua in uas:
+        await ua.close(timeout=1.0)
+
+
+def _account(**changes: Any) -> Account:
+    return Account(bind=LOOPBACK, **changes)
+
+
+def _options(tone: str) -> MediaOptions:
+    return MediaOptions(play=tone, record="none", ice_timeout=5.0, answer_timeout=5.0)
+
+
+class Callee:
+    """Bob: accepts the next incoming call with a :class:`Call` and keeps it."""
+
+    def __init__(self, ua: AsyncUserAgent, account: Account, tone: str = "tone:660") -> None:
+        self.call: Call | None = None
+        self.error: CallFailed | None = None
+        self.accepted = asyncio.Event()
+        self.lines: list[str] = []
+        self._account = account
+        self._tone = tone
+        ua.on_incoming = self._incoming
+        self._ua = ua
+
+    async def _incoming(self, incoming: AsyncCall) -> None:
+        self.call = Call(self._ua, self._account, _options(self._tone), progress=self.lines.append)
+        try:
+            await self.call.accept(incoming)
+        except CallFailed as exc:
+            self.error = exc
+        self.accepted.set()
+
+
+async def _dial(pair: Pair, account: Account, **kw: Any) -> tuple[Call, list[str]]:
+    lines: list[str] = []
+    call = Call(pair.alice, account, _options("tone:440"), progress=lines.append, **kw)
+    await call.dial(pair.bob_uri)
+    return call, lines
+
+
+@pytest.mark.parametrize("ice", [True, False])
+async def test_call_both_ways_then_local_hangup_tears_everything_down(
+    pair: Pair, ice: bool
+) -> None:
+    callee = Callee(pair.bob, _account(ice=ice))
+    caller, lines = await _dial(pair, _account(ice=ice, codecs=("pcmu", "opus")))
+    await asyncio.wait_for(callee.accepted.wait(), 5)
+    assert callee.call is not None and callee.error is None
+    reason = await caller.run(duration=0.6)
+    assert reason == "local-bye"
+    bob_reason = await asyncio.wait_for(callee.call.run(), 5)
+    assert bob_reason == "remote-bye"
+    for call in (caller, callee.call):
+        assert call.succeeded, call.report()
+        report = call.report()
+        assert report["call"]["sip_status"] == 200
+        assert report["rtp"]["codec"] == "PCMU/8000"  # the caller's first choice
+        assert set(report["call"]) == {"sip_status", "setup_ms", "duration_s", "end_reason"}
+        if ice:
+            assert call.ice is not None
+            assert call.ice.agent.stats().state == "closed"  # closed (TURN released)
+            assert report["ice"]["selected"]["local"]["type"] == "host"
+        else:
+            assert report["ice"] is None and call.ice is None
+            assert all(t.sent > 0 for t in call._plain[:1])
+    if ice:
+        assert caller.report()["ice"]["role"] == "controlling"
+        assert callee.call.report()["ice"]["role"] == "controlled"
+        assert any(line.startswith("connected via host/host pair") for line in lines)
+    # the media session was closed (its RTCP BYE queued and sent) before the SIP BYE
+    assert caller.stream is not None and caller.stream.session.closed
+
+
+async def test_remote_hangup_ends_the_call(pair: Pair) -> None:
+    callee = Callee(pair.bob, _account())
+    caller, _ = await _dial(pair, _account())
+    await asyncio.wait_for(callee.accepted.wait(), 5)
+    assert callee.call is not None
+    running = asyncio.ensure_future(caller.run())
+    await asyncio.sleep(0.4)
+    await callee.call.hangup()
+    assert await asyncio.wait_for(running, 5) == "remote-bye"
+    assert caller.report()["call"]["end_reason"] == "remote-bye"
+    assert callee.call.report()["call"]["end_reason"] == "local-bye"
+
+
+async def test_dtmf_reaches_the_peer(pair: Pair) -> None:
+    callee = Callee(pair.bob, _account())
+    caller, _ = await _dial(pair, _account())
+    await asyncio.wait_for(callee.accepted.wait(), 5)
+    assert callee.call is not None
+    assert caller.send_dtmf("7*")
+    for _ in range(100):
+        if len(callee.call.dtmf_received) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert callee.call.dtmf_received == ["7", "*"]
+    await caller.hangup()
+    await callee.call.run()
+
+
+async def test_rejected_call_fails_with_its_status_and_releases_ice(pair: Pair) -> None:
+    pair.bob.on_incoming = lambda incoming: incoming.reject(486)
+    call = Call(pair.alice, _account(), _options("tone:440"))
+    with pytest.raises(CallFailed) as info:
+        await call.dial(pair.bob_uri)
+    assert info.value.status == 486
+    report = call.report()
+    assert report["call"]["sip_status"] == 486 and report["rtp"] is None
+    assert not call.succeeded
+    assert call.ice is not None and call.ice.agent.stats().state == "closed"
+
+
+async def test_offer_without_audio_is_refused_with_488(pair: Pair) -> None:
+    callee = Callee(pair.bob, _account())
+    offer = (
+        b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        b"m=video 40000 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n"
+    )
+    outgoing = pair.alice.start_call(pair.bob_uri, offer)
+    with pytest.raises(Exception) as info:
+        await outgoing.wait_answered(5)
+    assert getattr(info.value, "status", None) == 488
+    await asyncio.wait_for(callee.accepted.wait(), 5)
+    assert callee.error is not None and callee.error.status == 488
+
+
+async def test_no_common_codec_is_refused_with_488(pair: Pair) -> None:
+    callee = Callee(pair.bob, _account(codecs=("pcma",)))
+    call = Call(pair.alice, _account(codecs=("opus",)), _options("tone:440"))
+    with pytest.raises(CallFailed) as info:
+        await call.dial(pair.bob_uri)
+    assert info.value.status == 488
+    await asyncio.wait_for(callee.accepted.wait(), 5)
+    assert callee.error is not None
+
+
+# --- plain RTP on the default candidate's socket -----------------------------------------
+
+
+class _FakeGatherer:
+    def __init__(self) -> None:
+        self.on_datagram: Any = None
+        self.sent: list[tuple[tuple[str, int], bytes, tuple[str, int]]] = []
+
+    def send(self, local: tuple[str, int], data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((local, data, addr))
+
+
+class _FakeConnection:
+    def __init__(self) -> None:
+        self.gatherer = _FakeGatherer()
+
+
+def test_default_candidate_path_is_symmetric_rtp() -> None:
+    conn = _FakeConnection()
+    path = _DefaultCandidatePath(conn, ("10.0.0.1", 4000), ("192.0.2.5", 5000))  # type: ignore[arg-type]
+    got: list[bytes] = []
+    path.on_receive = got.append
+    path.send(b"\x80a")
+    assert conn.gatherer.sent == [(("10.0.0.1", 4000), b"\x80a", ("192.0.2.5", 5000))]
+    deliver = conn.gatherer.on_datagram
+    deliver(b"\x00\x01stun", ("10.0.0.1", 4000), ("192.0.2.5", 5000))  # STUN: not media
+    deliver(b"\x80x", ("10.0.0.9", 4000), ("192.0.2.5", 5000))  # another socket
+    assert got == []
+    # the first packet from elsewhere (a NAT) is latched onto once
+    deliver(b"\x80b", ("10.0.0.1", 4000), ("198.51.100.7", 6000))
+    deliver(b"\x80c", ("10.0.0.1", 4000), ("192.0.2.5", 5000))  # the old address: dropped
+    assert got == [b"\x80b"]
+    path.send(b"\x80d")
+    assert conn.gatherer.sent[-1][2] == ("198.51.100.7", 6000)
