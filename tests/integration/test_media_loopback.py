@@ -10,7 +10,13 @@ import pytest
 
 from media.aio import MediaStream, UdpTransport, open_udp_transport
 from media.analysis import cross_correlate, dominant_frequency, rms_dbfs
-from media.session import ByeReceived, CodecDescription, RemoteSsrcChanged, RtpSession
+from media.session import (
+    ByeReceived,
+    CodecDescription,
+    DtmfReceived,
+    RemoteSsrcChanged,
+    RtpSession,
+)
 from media.sources import ToneSource, WavFileSink, WavFileSource, load_wav, save_wav
 
 OPUS = CodecDescription("opus", 111, 48000, 2, {"useinbandfec": "1"})
@@ -155,3 +161,59 @@ async def test_rate_mismatch_is_refused():
     t = UdpTransport()
     with pytest.raises(ValueError, match="8000 Hz"):
         MediaStream(s, t, ToneSource(440, 48000), WavFileSink("/dev/null", 8000))
+
+
+async def test_dtmf_and_rtcp_on_its_own_port(tmp_path):
+    """PCMU without rtcp-mux (RTCP on a second socket pair) and RFC 4733 digits A -> B."""
+    te = CodecDescription("telephone-event", 101, 8000)
+    ports = [await open_udp_transport(("127.0.0.1", 0)) for _ in range(4)]
+    a_rtp, a_rtcp, b_rtp, b_rtcp = ports
+    a_rtp.remote, b_rtp.remote = b_rtp.local_address, a_rtp.local_address
+    a_rtcp.remote, b_rtcp.remote = b_rtcp.local_address, a_rtcp.local_address
+    sessions = [
+        RtpSession(
+            PCMU,
+            telephone_event=te,
+            rtcp_mux=False,
+            rtcp_interval=0.6,
+            rng=random.Random(seed),
+            ntp_offset=time.time() - time.monotonic(),
+            now=time.monotonic(),
+        )
+        for seed in (5, 6)
+    ]
+    digits: list[str | None] = []
+    a = MediaStream(
+        sessions[0],
+        a_rtp,
+        ToneSource(440, 8000),
+        WavFileSink(tmp_path / "a.wav", 8000),
+        rtcp_transport=a_rtcp,
+    )
+    b = MediaStream(
+        sessions[1],
+        b_rtp,
+        ToneSource(880, 8000),
+        WavFileSink(tmp_path / "b.wav", 8000),
+        rtcp_transport=b_rtcp,
+        on_event=lambda e: digits.append(e.digit) if isinstance(e, DtmfReceived) else None,
+    )
+    try:
+        a.start()
+        b.start()
+        await asyncio.sleep(0.3)
+        a.send_dtmf("1#9")
+        await asyncio.sleep(2.2)
+        stats_a = await a.stop()
+        stats_b = await b.stop()
+    finally:
+        for t in ports:
+            t.close()
+    assert digits == ["1", "#", "9"]
+    assert not sessions[0].dtmf_pending
+    # RTCP went over the RTCP sockets only, and gave both sides a round-trip time
+    assert a_rtcp.sent >= 2 and b_rtcp.received >= 2 and a_rtcp.received >= 2
+    assert stats_a.rtt_ms is not None and stats_b.rtt_ms is not None
+    assert stats_a.parse_errors == stats_b.parse_errors == 0
+    rec_b, _ = load_wav(tmp_path / "b.wav")
+    assert dominant_frequency(rec_b, 8000) == pytest.approx(440, abs=3)
