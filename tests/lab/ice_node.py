@@ -1,0 +1,247 @@
+"""One ICE endpoint of the lab, run inside a network namespace and steered over stdin/stdout.
+
+    ip netns exec NS python -m tests.lab.ice_node --role controlling \\
+        --stun 203.0.113.1:3478 --turn 203.0.113.1:3478 --user alice --password ...
+
+It runs one :class:`ice.aio.IceConnection` (our agent, gathering on the namespace's own
+interfaces) and talks to the test in JSON lines: one object per line, commands on stdin
+(``"cmd"``), reports on stdout (``"event"``).  Logs go to stderr.  The conversation:
+
+1. node: ``candidates`` (ufrag, pwd, candidates as ``a=candidate`` values, gather_time),
+   by itself once gathering is complete;
+2. test: ``remote`` (the peer's ufrag, pwd, candidates) -> node: ``connected`` (local and
+   remote of the selected pair: type, address, port; relayed; connect_time from the agent's
+   start to Completed; wall_time) or ``failed`` (reason, last agent events);
+3. test: ``exchange`` (tag, want) -> the node sends ``0x80 "tag i"`` every ``interval``
+   seconds until ``stop`` and reports ``received`` (messages) once ``want`` distinct packets
+   came in (or after ``timeout``);
+4. test: ``stop`` -> node: ``stopped`` (sent and received counts);
+5. test: ``close`` -> node: ``closed`` (TURN allocations released), exit status 0.
+
+Any command the node cannot carry out is answered with ``error``: message.  End of input
+closes the connection and exits, so a test that dies never leaves a node behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from ice.aio import IceConnection, IceError
+from ice.candidate import Candidate
+from ice.gather import GatherConfig, TurnServer
+from ice.sdp import format_candidate, parse_candidate
+from ice.stun import Address
+
+logger = logging.getLogger("tests.lab.ice_node")
+
+DATA_MARK = b"\x80"  # RFC 7983: 128-191 is RTP/RTCP, i.e. application data, never STUN
+
+
+def _address(text: str) -> Address:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+def _describe(c: Candidate) -> dict[str, Any]:
+    return {"type": c.type.value, "address": c.address, "port": c.port}
+
+
+def emit(event: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+class Node:
+    def __init__(self, args: argparse.Namespace) -> None:
+        turn = [
+            TurnServer(_address(t), args.user or "", args.password or "") for t in args.turn or []
+        ]
+        config = GatherConfig(
+            stun_servers=[_address(s) for s in args.stun or []],
+            turn_servers=turn,
+            relay_only=args.relay_only,
+            stun_timeout=args.gather_timeout,
+            turn_timeout=args.gather_timeout,
+        )
+        options: dict[str, Any] = {"ta": args.ta, "timeout": args.ice_timeout}
+        if args.nomination_delay is not None:
+            options["nomination_delay"] = args.nomination_delay
+        self.args = args
+        self.conn = IceConnection(
+            args.role == "controlling",
+            gather=config,
+            agent_options=options,
+        )
+        self._sender: asyncio.Task[None] | None = None
+        self._collector: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.received: set[bytes] = set()
+        self.strangers = 0
+
+    async def gather(self) -> None:
+        started = time.monotonic()
+        candidates = await self.conn.gather(timeout=self.args.gather_timeout + 5)
+        emit(
+            "candidates",
+            ufrag=self.conn.local_ufrag,
+            pwd=self.conn.local_pwd,
+            candidates=[format_candidate(c) for c in candidates],
+            gather_time=round(time.monotonic() - started, 3),
+        )
+
+    async def remote(self, cmd: dict[str, Any]) -> None:
+        candidates = [parse_candidate(c) for c in cmd["candidates"]]
+        self.conn.set_remote(cmd["ufrag"], cmd["pwd"], candidates)
+        started = time.monotonic()
+        try:
+            await self.conn.connect(timeout=self.args.ice_timeout + 2)
+        except IceError as exc:
+            emit("failed", reason=str(exc), events=[repr(e) for e in self.conn.events][-20:])
+            return
+        t = self.conn.transport()
+        selected = t.selected
+        assert selected is not None
+        local, remote = selected
+        emit(
+            "connected",
+            local=_describe(local),
+            remote=_describe(remote),
+            relayed=t.relayed,
+            connect_time=self.conn.connect_time,
+            wall_time=round(time.monotonic() - started, 3),
+        )
+
+    async def exchange(self, cmd: dict[str, Any]) -> None:
+        tag: str = cmd["tag"]
+        want = int(cmd.get("want", 10))
+        timeout = float(cmd.get("timeout", 8.0))
+        interval = float(cmd.get("interval", 0.02))
+        t = self.conn.transport()
+
+        async def send_loop() -> None:
+            while True:
+                if t.send(DATA_MARK + f"{tag} {self.sent}".encode()):
+                    self.sent += 1
+                await asyncio.sleep(interval)
+
+        async def collect() -> None:
+            deadline = time.monotonic() + timeout
+            while len(self.received) < want and time.monotonic() < deadline:
+                try:
+                    data = await asyncio.wait_for(t.recv(), deadline - time.monotonic())
+                except TimeoutError:
+                    break
+                if data.startswith(DATA_MARK):
+                    self.received.add(data)
+                else:
+                    self.strangers += 1
+            emit(
+                "received",
+                messages=sorted(d[1:].decode(errors="replace") for d in self.received),
+            )
+
+        self._sender = asyncio.create_task(send_loop())
+        self._collector = asyncio.create_task(collect())
+
+    async def stop(self) -> None:
+        for task in (self._sender, self._collector):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        t = self.conn.transport()
+        emit(
+            "stopped",
+            sent=self.sent,
+            received=len(self.received),
+            transport_sent=t.packets_sent,
+            transport_received=t.packets_received,
+        )
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+async def read_commands() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def run(args: argparse.Namespace) -> int:
+    reader = await read_commands()
+    node = Node(args)
+    pending: set[asyncio.Task[None]] = set()
+    try:
+        gathering = asyncio.create_task(node.gather())
+        pending.add(gathering)
+        gathering.add_done_callback(pending.discard)
+        while True:
+            line = await reader.readline()
+            if not line:
+                logger.info("end of input: closing")
+                return 0
+            try:
+                cmd = json.loads(line)
+                name = cmd["cmd"]
+            except (ValueError, KeyError, TypeError):
+                emit("error", message=f"bad command line {line!r}")
+                continue
+            if name == "remote":
+                await gathering  # set_remote needs the agent started by gathering
+                task = asyncio.create_task(node.remote(cmd))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            elif name == "exchange":
+                await node.exchange(cmd)
+            elif name == "stop":
+                await node.stop()
+            elif name == "close":
+                await node.close()
+                emit("closed")
+                return 0
+            else:
+                emit("error", message=f"unknown command {name!r}")
+    finally:
+        for task in list(pending):
+            task.cancel()
+        await node.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.lab.ice_node", description=__doc__)
+    parser.add_argument("--role", choices=["controlling", "controlled"], required=True)
+    parser.add_argument("--stun", action="append", help="HOST:PORT (repeatable)")
+    parser.add_argument("--turn", action="append", help="HOST:PORT, TURN over UDP (repeatable)")
+    parser.add_argument("--user")
+    parser.add_argument("--password")
+    parser.add_argument("--relay-only", action="store_true")
+    parser.add_argument("--ta", type=float, default=0.02)
+    parser.add_argument("--ice-timeout", type=float, default=15.0)
+    parser.add_argument(
+        "--nomination-delay",
+        type=float,
+        help="how long the controlling agent waits for a better pair (Agent option)",
+    )
+    parser.add_argument("--gather-timeout", type=float, default=4.0)
+    parser.add_argument("--verbose", action="store_true", help="debug logs (ice.trace too)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
