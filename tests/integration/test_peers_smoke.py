@@ -823,3 +823,86 @@ def test_netns_labs_of_dead_runs_are_removed(netns_lab: Lab) -> None:
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert name not in listed
     assert netns_lab.prefix.startswith(f"spt{os.getpid()}x")  # ours is alive: kept
+
+
+# ---- the helpers themselves (no peer needed) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "expected"),
+    [
+        ("MD5", "8ca523f5e9506fed4657c9700eebdbec"),
+        ("SHA-256", "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"),
+    ],
+)
+def test_rawsip_digest_matches_rfc7616_vectors(algorithm: str, expected: str) -> None:
+    from tests.peers.rawsip import digest_authorization
+
+    challenge = {
+        "realm": "http-auth@example.org",
+        "nonce": "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+        "qop": "auth",
+        "algorithm": algorithm,
+    }
+    cnonce = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ"
+    value = digest_authorization(
+        challenge, "GET", "/dir/index.html", "Mufasa", "Circle of Life", cnonce=cnonce
+    )
+    assert f'response="{expected}"' in value
+
+
+def test_stunprobe_parses_rfc5769_ipv4_response() -> None:
+    from tests.peers.stunprobe import SOFTWARE, parse_response
+
+    vector = bytes.fromhex(
+        "0101003c2112a442b7e7a701bc34d686fa87dfae"
+        "8022000b7465737420766563746f7220"
+        "002000080001a147e112a643"
+        "000800142b91f599fd9e90c38c7489f92af9ba53f06be7d7"
+        "80280004c07d4c96"
+    )
+    resp = parse_response(vector)
+    assert resp.is_success
+    assert resp.transaction_id == bytes.fromhex("b7e7a701bc34d686fa87dfae")
+    assert resp.xor_mapped == ("192.0.2.1", 32853)
+    assert resp.attributes[SOFTWARE] == b"test vector"
+
+
+def test_sipp_stats_and_trace_parsing(tmp_path) -> None:
+    from tests.peers.sipp import parse_trace, read_stats
+
+    stat = tmp_path / "stat.csv"
+    stat.write_text("StartTime;SuccessfulCall(C);FailedCall(C);\nt0;0;0;\nt1;19;1;\n")
+    assert read_stats(stat)["SuccessfulCall(C)"] == "19"
+    assert read_stats(stat)["FailedCall(C)"] == "1"
+    assert read_stats(tmp_path / "missing.csv") == {}
+    trace = (
+        "----------------------------------------------- 2026-01-01 00:00:00.000000\n"
+        "UDP message sent (10 bytes):\n\n"
+        "INVITE sip:bob@example.org SIP/2.0\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\n"
+        "Record-Route: <sip:p1;lr>, <sip:p2;lr>\n\nv=0\n\n"
+        "----------------------------------------------- 2026-01-01 00:00:00.000001\n"
+        "UDP message received [10] bytes :\n\n"
+        "SIP/2.0 200 OK\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\n\n"
+        "-----------------------------------------------\n"
+        "Unexpected UDP message received:\n\nSIP/2.0 200 OK\n\n"
+    )
+    msgs = parse_trace(trace)
+    assert [(m.direction, m.first_line) for m in msgs] == [
+        ("sent", "INVITE sip:bob@example.org SIP/2.0"),
+        ("received", "SIP/2.0 200 OK"),
+    ]
+    assert msgs[0].headers("Record-Route") == ["<sip:p1;lr>, <sip:p2;lr>"]
+
+
+def test_ports_are_free_and_never_handed_out_twice() -> None:
+    import socket
+
+    from tests.peers.ports import HIGH, LOW, free_port, free_port_range
+
+    ports = {free_port() for _ in range(20)}
+    assert len(ports) == 20 and all(LOW <= p < HIGH for p in ports)
+    base = free_port_range(10)
+    assert not ports & set(range(base, base + 10))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", base + 9))  # really free

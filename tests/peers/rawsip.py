@@ -212,7 +212,12 @@ _HASHES = {"md5": hashlib.md5, "sha-256": hashlib.sha256}
 
 
 def digest_authorization(
-    challenge: dict[str, str], method: str, uri: str, user: str, password: str
+    challenge: dict[str, str],
+    method: str,
+    uri: str,
+    user: str,
+    password: str,
+    cnonce: str | None = None,
 ) -> str:
     """The credentials (header value) answering ``challenge`` (RFC 7616 section 3.4)."""
     algorithm = challenge.get("algorithm", "MD5")
@@ -233,7 +238,7 @@ def digest_authorization(
         f"algorithm={algorithm}",
     ]
     if "auth" in qops:
-        cnonce, nc = new_token(), "00000001"
+        cnonce, nc = cnonce or new_token(), "00000001"
         response = h(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
         parts += [f'response="{response}"', "qop=auth", f"nc={nc}", f'cnonce="{cnonce}"']
     else:
