@@ -20,11 +20,13 @@ import numpy as np
 import pytest
 
 from media.analysis import dominant_frequency, rms_dbfs
+from media.sources import ToneSource, load_wav, save_wav
 
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("parec") is None, reason="parec not installed (Debian pulseaudio-utils)"
+    shutil.which("parec") is None or shutil.which("paplay") is None,
+    reason="parec/paplay not installed (Debian pulseaudio-utils)",
 )
 
 # Runs in the subprocess: a speaker and a microphone on the "pulse" device; the microphone's
@@ -176,3 +178,92 @@ def test_no_sound_server_gives_audio_device_errors(tmp_path):
     assert lines[0].startswith("devices ")
     assert [line.split()[0] for line in lines[1:]] == ["refused", "refused"]
     assert "no such device" in lines[1]
+
+
+# Runs in the subprocess: a call between A (microphone and speaker on the "pulse" device)
+# and B (a tone, recorded to a file) over UDP on 127.0.0.1, with Opus.
+CALL = r"""
+import asyncio, json, random, sys, time
+from media.aio import MediaStream, open_udp_transport
+from media.audio import Microphone, Speaker
+from media.session import CodecDescription, RtpSession
+from media.sources import ToneSource, WavFileSink
+
+seconds, record = float(sys.argv[1]), sys.argv[2]
+OPUS = CodecDescription("opus", 111, 48000, 2)
+
+async def main():
+    ta = await open_udp_transport(("127.0.0.1", 0))
+    tb = await open_udp_transport(("127.0.0.1", 0), remote=ta.local_address)
+    ta.remote = tb.local_address
+    offset = time.time() - time.monotonic()
+    sa, sb = (RtpSession(OPUS, rtcp_interval=1.0, rng=random.Random(i), ntp_offset=offset,
+                         now=time.monotonic()) for i in (1, 2))
+    mic = Microphone(48000, device="pulse")
+    spk = Speaker(48000, device="pulse")
+    a = MediaStream(sa, ta, mic, spk)
+    b = MediaStream(sb, tb, ToneSource(880, 48000), WavFileSink(record, 48000))
+    a.start()
+    b.start()
+    await asyncio.sleep(seconds)
+    stats_a, stats_b = await a.stop(), await b.stop()
+    print(json.dumps({
+        "a": stats_a.as_dict(), "b": stats_b.as_dict(), "a_sent": a.frames_sent,
+        "mic_callbacks": mic.callbacks, "spk_callbacks": spk.callbacks, "spk_gaps": spk.gaps,
+    }))
+
+asyncio.run(main())
+"""
+
+
+def test_call_with_microphone_and_speaker(pulse, monitor_reader, tmp_path):
+    """A's microphone hears a tone played into a second null sink (440 Hz) and sends it;
+    B sends 880 Hz, which A's speaker plays into ``nullsink`` where parec listens."""
+    pulse.add_null_sink("micsink")
+    tone = tmp_path / "440.wav"
+    save_wav(tone, _tone(440), 48000)
+    player = subprocess.Popen(
+        ["paplay", "--device=micsink", str(tone)], env=pulse.env(), stderr=subprocess.DEVNULL
+    )
+    # a fresh monitor source takes a while before it delivers: keep a reader on it, settle
+    reader = subprocess.Popen(
+        ["parec", "--raw", "-d", "micsink.monitor"],
+        env=pulse.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    record = tmp_path / "b.wav"
+    env = {**pulse.env(), "PULSE_SOURCE": "micsink.monitor", "PYTHONPATH": str(REPO)}
+    try:
+        time.sleep(2.0)
+        proc = subprocess.run(
+            [sys.executable, "-c", CALL, "3.0", str(record)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        for p in (player, reader):
+            p.terminate()
+            p.wait(5)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(json.dumps(report, indent=1))
+    # the microphone's clock paced A's sending: one frame per capture block
+    assert abs(report["a_sent"] - report["mic_callbacks"]) <= 3
+    assert report["mic_callbacks"] > 100  # about 150 in 3 s
+    assert report["a"]["packets_received"] > 50 and report["b"]["packets_received"] > 50
+    # B heard A's microphone ...
+    received, _ = load_wav(record)
+    tail = received[len(received) // 2 :]
+    assert dominant_frequency(tail, 48000) == pytest.approx(440, abs=3)
+    # ... and A's speaker played B's tone into the sink parec records
+    time.sleep(0.3)
+    heard = np.frombuffer(monitor_reader.read_bytes(), dtype="<i2")
+    assert dominant_frequency(heard, 48000) == pytest.approx(880, abs=3)
+
+
+def _tone(freq: float, seconds: float = 8.0) -> np.ndarray:
+    source = ToneSource(freq, 48000, level_dbfs=-12)
+    return np.concatenate([source.next_frame() for _ in range(int(seconds * 50))])
