@@ -109,6 +109,7 @@ trace = logging.getLogger("ice.trace")
 
 Via = Hashable
 NOMINATION_ATTEMPTS = 3  # USE-CANDIDATE transactions on one valid pair before trying another
+NOMINATION_RC = 10  # sends per USE-CANDIDATE transaction, one RTO apart
 SockAddr = tuple[str, int] | tuple[str, int, int, int]
 
 
@@ -624,13 +625,21 @@ class Agent:
         data = msg.encode(self._remote.key, fingerprint=True)
         active = self._checklist.count(PairState.WAITING, PairState.IN_PROGRESS)
         rto = max(self.min_rto, self.ta * max(1, active))  # §14.3
+        rc, rm, max_rto = self.check_rc, self.check_rm, max(rto, self.check_max_rto)
+        if (use_candidate and pair.valid_pair is not None) or (
+            pair.nominate_on_success and not self.controlling
+        ):
+            # the pair is known to work (our check succeeded, or the peer's nominated it):
+            # lost datagrams are the likely trouble, so repeat at a steady RTO (no backoff)
+            # for about as long as an ordinary check lasts
+            rc, rm, max_rto = NOMINATION_RC, 2, rto
         tx = StunClientTransaction(
             data,
             now,
             rto=rto,
-            rc=self.check_rc,
-            rm=self.check_rm,
-            max_rto=max(rto, self.check_max_rto),
+            rc=rc,
+            rm=rm,
+            max_rto=max_rto,
             integrity_key=self._remote.key,
             unauthenticated_errors=(),
         )

@@ -675,7 +675,7 @@ def test_lost_nomination_answers_nominate_the_same_pair_again() -> None:
     checks = tick(agent, 0.0) + tick(agent, 0.02)
     for _, raw, via, addr in checks:
         agent.receive(peer.answer(raw), via, addr, 0.03)
-    nominations: list[tuple[Address, bytes]] = []
+    nominations: list[tuple[float, Address, bytes]] = []
     now = 0.03
     while agent.state is AgentState.RUNNING and now < 60:
         timer = agent.get_timer()
@@ -683,12 +683,16 @@ def test_lost_nomination_answers_nominate_the_same_pair_again() -> None:
         now = timer
         for msg, _, _, addr in tick(agent, now):  # the peer never answers again
             if USE_CANDIDATE.type in msg:
-                nominations.append((addr, msg.transaction_id))
-    # three nomination transactions (2 sends each) on the best pair, then the other pair
-    on_best = [tid for addr, tid in nominations if addr == REMOTE]
-    assert len(on_best) == 6 and len(set(on_best)) == 3
-    assert [addr for addr, _ in nominations[:6]] == [REMOTE] * 6
-    assert any(addr == remotes[1] for addr, _ in nominations[6:])
+                nominations.append((now, addr, msg.transaction_id))
+    # three nomination transactions on the best pair, each sent 10 times 0.5 s apart (no
+    # backoff: the pair worked, answers are getting lost), then the other pair
+    on_best = [(t, tid) for t, addr, tid in nominations if addr == REMOTE]
+    assert len(on_best) == 30 and len({tid for _, tid in on_best}) == 3
+    first_tx = [t for t, tid in on_best if tid == on_best[0][1]]
+    gaps = [b - a for a, b in zip(first_tx, first_tx[1:], strict=False)]
+    assert gaps == pytest.approx([0.5] * 9)
+    assert [addr for _, addr, _ in nominations[:30]] == [REMOTE] * 30
+    assert any(addr == remotes[1] for _, addr, _ in nominations[30:])
 
 
 def test_consent_request_retransmitted_when_lost() -> None:
