@@ -22,6 +22,7 @@ command, 99 normal exit without calls processed, 255/254 fatal error (bind failu
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 import shutil
 import signal
@@ -34,6 +35,7 @@ from tests.peers.ports import free_port, free_port_range, is_free
 from tests.peers.process import ManagedProcess, PeerError, tcp_accepts
 
 SCENARIO_DIR = Path(__file__).parent / "sipp"
+_run_numbers = itertools.count(1)
 BUILTIN = ("uac", "uas", "regexp", "branchc", "branchs", "uac_pcap", "ooc_default")
 TRANSPORTS = {"udp": "u1", "tcp": "t1"}
 # options an XML scenario of ours cannot work without
@@ -123,7 +125,7 @@ class Sipp:
             raise ValueError(f"sipp transport must be one of {sorted(TRANSPORTS)} (no TLS build)")
         self.scenario = scenario
         self.name = name or (Path(scenario).stem if not _is_builtin(scenario) else str(scenario))
-        self.workdir = workdir / f"sipp-{self.name}-{id(self):x}"
+        self.workdir = workdir / f"sipp-{self.name}-{next(_run_numbers)}"
         self.remote = remote
         self.host = host
         self.transport = transport
