@@ -1,7 +1,7 @@
 """The ICE lab: real NAT routers in network namespaces, coturn on the "public" net, and
 laptops that each run one of our agents (:mod:`tests.lab.ice_node`).
 
-Topology (built once per module by :func:`ice_lab`; documentation addresses only, and only
+Topology (built once for tests/lab by :func:`ice_lab`; documentation addresses only, and only
 inside the namespaces)::
 
                    public: bridge 203.0.113.0/24, coturn on .1:3478 and .2:3479
@@ -151,9 +151,10 @@ def build_ice_lab(lab: Lab, workdir: Path) -> IceLab:
     return IceLab(lab, public, coturn, laptops, routers)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def ice_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IceLab]:
-    """The whole lab (root, iproute2, iptables, coturn); deleted at the end of the module,
+    """The whole lab (root, iproute2, iptables, coturn), shared by the tests of tests/lab;
+    deleted after the last of them,
     failures included: processes by PID, namespaces and /etc/netns by the names it made."""
     reason = netns_available()
     if reason:
@@ -168,16 +169,12 @@ def ice_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IceLab]:
             yield built
         finally:
             built.coturn.stop()
-            _print_times(built)
     finally:
         lab.cleanup()
 
 
 _ALL_TIMES: list[tuple[str, dict[str, Any]]] = []
-
-
-def _print_times(built: IceLab) -> None:
-    _ALL_TIMES.extend(built.times)
+"""(case, times) of every pair run in this session, for the terminal summary."""
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -303,10 +300,12 @@ class PairResult:
         return r["local"]["type"], r["remote"]["type"]
 
 
-def node_args(ice_lab: IceLab, relay_only: bool = False) -> list[str]:
+def node_args(ice_lab: IceLab, relay_only: bool = False, turn: bool = True) -> list[str]:
     server = ice_lab.coturn.server()
-    args = ["--stun", server, "--turn", server]
-    args += ["--user", TURN_USER, "--password", ice_lab.coturn.users[TURN_USER]]
+    args = ["--stun", server]
+    if turn:
+        args += ["--turn", server]
+        args += ["--user", TURN_USER, "--password", ice_lab.coturn.users[TURN_USER]]
     if relay_only:
         args.append("--relay-only")
     return args
@@ -321,16 +320,25 @@ def run_pair(
     timeout: float = 30.0,
     relay_only: bool = False,
     extra_args: Sequence[str] = (),
+    extra_args_b: Sequence[str] | None = None,
+    turn: bool = True,
+    expect_failure: bool = False,
 ) -> PairResult:
     """Laptop ``a`` (controlling) and ``b`` (controlled) gather, swap candidates out of band,
-    connect, then send tagged packets both ways until each got ``want`` distinct ones."""
+    connect, then send tagged packets both ways until each got ``want`` distinct ones.
+    ``extra_args`` go to both nodes, or to ``a`` only when ``extra_args_b`` is given.
+    ``turn=False``: STUN only.  ``expect_failure``: ICE must fail on both sides (the result
+    then holds the two ``failed`` reports and no data)."""
     logdir = ice_lab.lab.workdir / "nodes"
-    args = [*node_args(ice_lab, relay_only), *extra_args]
+    base = node_args(ice_lab, relay_only, turn)
+    args = [*base, *extra_args]
+    args_b = args if extra_args_b is None else [*base, *extra_args_b]
     started = time.monotonic()
-    na = IceNode(ice_lab[a], "controlling", args, logdir / f"{case}-{a}.log")
+    stem = "".join(ch if ch.isalnum() else "_" for ch in case)
+    na = IceNode(ice_lab[a], "controlling", args, logdir / f"{stem}-{a}.log")
     nb: IceNode | None = None
     try:
-        nb = IceNode(ice_lab[b], "controlled", args, logdir / f"{case}-{b}.log")
+        nb = IceNode(ice_lab[b], "controlled", args_b, logdir / f"{stem}-{b}.log")
         ca = na.expect("candidates", timeout=timeout)
         cb = nb.expect("candidates", timeout=timeout)
         signalled = time.monotonic()
@@ -339,6 +347,12 @@ def run_pair(
         ra = na.expect("connected", "failed", timeout=timeout)
         rb = nb.expect("connected", "failed", timeout=timeout)
         wall = time.monotonic() - signalled
+        if expect_failure:
+            for node, r in ((na, ra), (nb, rb)):
+                if r["event"] != "failed":
+                    raise NodeError(f"{node.laptop.name} ({case}): connected, expected failure {r}")
+            print(f"[ice-lab] {case}: failed as expected after {wall:.2f}s: {ra['reason']}")
+            return PairResult(ra, rb, [], [], ca["candidates"], cb["candidates"])
         for node, r in ((na, ra), (nb, rb)):
             if r["event"] == "failed":
                 raise NodeError(
@@ -369,5 +383,6 @@ def run_pair(
         "pair": f"{'/'.join(result.pair('a'))} | {'/'.join(result.pair('b'))}",
     }
     ice_lab.times.append((case, times))
+    _ALL_TIMES.append((case, times))
     print(f"[ice-lab] {case}: {times}")
     return result

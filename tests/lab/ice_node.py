@@ -170,6 +170,112 @@ class Node:
         await self.conn.close()
 
 
+class AioiceNode:
+    """The same conversation with aioice (a dev-only dependency) as the ICE agent: the
+    interop peer of tests/lab/test_ice_lab_aioice.py."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        import aioice
+
+        self.aioice: Any = aioice
+        stun = _address(args.stun[0]) if args.stun else None
+        turn = _address(args.turn[0]) if args.turn else None
+        self.args = args
+        self.conn: Any = aioice.Connection(
+            ice_controlling=args.role == "controlling",
+            components=1,
+            stun_server=stun,
+            turn_server=turn,
+            turn_username=args.user,
+            turn_password=args.password,
+            use_ipv6=False,
+            transport_policy=(
+                aioice.TransportPolicy.RELAY if args.relay_only else aioice.TransportPolicy.ALL
+            ),
+        )
+        self._sender: asyncio.Task[None] | None = None
+        self._collector: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.received: set[bytes] = set()
+
+    async def gather(self) -> None:
+        started = time.monotonic()
+        await asyncio.wait_for(self.conn.gather_candidates(), self.args.gather_timeout + 5)
+        emit(
+            "candidates",
+            ufrag=self.conn.local_username,
+            pwd=self.conn.local_password,
+            candidates=[c.to_sdp() for c in self.conn.local_candidates],
+            gather_time=round(time.monotonic() - started, 3),
+        )
+
+    async def remote(self, cmd: dict[str, Any]) -> None:
+        self.conn.remote_username = cmd["ufrag"]
+        self.conn.remote_password = cmd["pwd"]
+        for c in cmd["candidates"]:
+            await self.conn.add_remote_candidate(self.aioice.Candidate.from_sdp(c))
+        await self.conn.add_remote_candidate(None)
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(self.conn.connect(), self.args.ice_timeout + 2)
+        except (ConnectionError, TimeoutError) as exc:
+            emit("failed", reason=repr(exc), events=[])
+            return
+        pair = self.conn._nominated[1]  # aioice has no public accessor for the pair
+        local, remote = pair.local_candidate, pair.remote_candidate
+        wall = round(time.monotonic() - started, 3)
+        emit(
+            "connected",
+            local={"type": local.type, "address": local.host, "port": local.port},
+            remote={"type": remote.type, "address": remote.host, "port": remote.port},
+            relayed="relay" in (local.type, remote.type),
+            connect_time=wall,
+            wall_time=wall,
+        )
+
+    async def exchange(self, cmd: dict[str, Any]) -> None:
+        tag: str = cmd["tag"]
+        want = int(cmd.get("want", 10))
+        timeout = float(cmd.get("timeout", 8.0))
+        interval = float(cmd.get("interval", 0.02))
+
+        async def send_loop() -> None:
+            while True:
+                await self.conn.send(DATA_MARK + f"{tag} {self.sent}".encode())
+                self.sent += 1
+                await asyncio.sleep(interval)
+
+        async def collect() -> None:
+            deadline = time.monotonic() + timeout
+            while len(self.received) < want and time.monotonic() < deadline:
+                try:
+                    data = await asyncio.wait_for(self.conn.recv(), deadline - time.monotonic())
+                except TimeoutError:
+                    break
+                if data.startswith(DATA_MARK):
+                    self.received.add(data)
+            emit(
+                "received",
+                messages=sorted(d[1:].decode(errors="replace") for d in self.received),
+            )
+
+        self._sender = asyncio.create_task(send_loop())
+        self._collector = asyncio.create_task(collect())
+
+    async def stop(self) -> None:
+        for task in (self._sender, self._collector):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        emit("stopped", sent=self.sent, received=len(self.received))
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
 async def read_commands() -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -179,7 +285,7 @@ async def read_commands() -> asyncio.StreamReader:
 
 async def run(args: argparse.Namespace) -> int:
     reader = await read_commands()
-    node = Node(args)
+    node: Node | AioiceNode = AioiceNode(args) if args.impl == "aioice" else Node(args)
     pending: set[asyncio.Task[None]] = set()
     try:
         gathering = asyncio.create_task(node.gather())
@@ -220,6 +326,9 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.lab.ice_node", description=__doc__)
     parser.add_argument("--role", choices=["controlling", "controlled"], required=True)
+    parser.add_argument(
+        "--impl", choices=["ours", "aioice"], default="ours", help="which ICE implementation"
+    )
     parser.add_argument("--stun", action="append", help="HOST:PORT (repeatable)")
     parser.add_argument("--turn", action="append", help="HOST:PORT, TURN over UDP (repeatable)")
     parser.add_argument("--user")

@@ -75,6 +75,29 @@ def test_sym_sym_relayed_pair(ice_lab: IceLab) -> None:
     assert_data_both_ways(r)
 
 
+@pytest.mark.parametrize(
+    ("a", "b"), [("sym1l", "sym2l"), ("eim2l", "sym1l")], ids=["sym-sym", "eim-sym"]
+)
+def test_without_turn_symmetric_nat_fails(ice_lab: IceLab, a: str, b: str) -> None:
+    """The control for the two relay cases: with STUN only, a symmetric NAT against a
+    symmetric or port-restricted one has no working pair, and ICE reports failure (the lab's
+    NATs really are what their names say)."""
+    r = run_pair(
+        ice_lab,
+        f"no-turn/{a}-{b}",
+        a,
+        b,
+        turn=False,
+        expect_failure=True,
+        extra_args=["--ice-timeout", "3"],
+        timeout=15,
+    )
+    for cands in (r.candidates_a, r.candidates_b):
+        assert not any("typ relay" in c for c in cands)
+        assert any("typ srflx" in c for c in cands)  # STUN worked: only the path is missing
+    assert r.a["event"] == r.b["event"] == "failed"
+
+
 def test_eim_sym_connects(ice_lab: IceLab) -> None:
     """Port-restricted cone against symmetric: the symmetric side's checks come from a
     port the cone's filter never saw; ICE still finds a working pair (through the relay)."""
