@@ -86,17 +86,27 @@ class MediaOptions:
 
 
 class _DefaultCandidatePath:
-    """Plain symmetric RTP (RFC 4961) on the socket of our default candidate, for a peer that
-    did not answer with ICE (RFC 8445 §1): it sends to our ``c=``/``m=`` address, which is
-    that candidate. Taps the ICE gatherer's socket callback; everything else is dropped."""
+    """Plain symmetric RTP (RFC 4961) on our default candidate, for a peer that did not answer
+    with ICE (RFC 8445 §1): it sends to our ``c=``/``m=`` address, which is that candidate.
 
-    def __init__(self, connection: IceConnection, local: Address, remote: Address) -> None:
+    For a host or server-reflexive default the data goes through the candidate's socket (its
+    base); for a relayed one through the TURN allocation (Send indications, then a channel,
+    RFC 8656 §11-12; the TURN client installs the permission). Taps the ICE gatherer's
+    callbacks; STUN and anything from elsewhere is dropped.
+    """
+
+    def __init__(self, connection: IceConnection, default: Candidate, remote: Address) -> None:
         self.connection = connection
-        self.local = local
+        self.relayed = default.type is CandidateType.RELAYED
+        self.local = default.transport_address if self.relayed else _base(default)
         self.remote = remote
         self.on_receive: Callable[[bytes], None] | None = None
         self._latched = False
-        connection.gatherer.on_datagram = self._datagram
+        if self.relayed:
+            connection.gatherer.on_relayed = self._datagram
+            connection.gatherer.bind_channel(self.local, remote)
+        else:
+            connection.gatherer.on_datagram = self._datagram
 
     def _datagram(self, data: bytes, local: Address, addr: Address) -> None:
         if local != self.local or not data or data[0] < 4:  # not ours, or STUN
@@ -106,12 +116,17 @@ class _DefaultCandidatePath:
                 return
             log.info("RTP peer at %s:%d (signalled %s:%d)", *addr, *self.remote)
             self.remote = addr
+            if self.relayed:
+                self.connection.gatherer.bind_channel(self.local, addr)
         self._latched = True
         if self.on_receive is not None:
             self.on_receive(data)
 
     def send(self, data: bytes) -> None:
-        self.connection.gatherer.send(self.local, data, self.remote)
+        if self.relayed:
+            self.connection.gatherer.relay_send(self.local, data, self.remote)
+        else:
+            self.connection.gatherer.send(self.local, data, self.remote)
 
 
 class Call:
@@ -372,11 +387,14 @@ class Call:
                 )
         elif self.ice is not None:
             default = local.default_candidate
-            if default is None or default.type is CandidateType.RELAYED:
-                raise CallFailed("the peer has no ICE and our default candidate is relayed")
-            base = _base(default)
-            rtp_path = _DefaultCandidatePath(self.ice, base, remote.rtp)
-            self.progress(f"peer without ICE: plain RTP {_addr2(base)} <-> {_addr2(remote.rtp)}")
+            if default is None:
+                raise CallFailed("no default candidate")
+            path = _DefaultCandidatePath(self.ice, default, remote.rtp)
+            rtp_path = path
+            self.progress(
+                f"peer without ICE: plain RTP {_addr2(path.local)} "
+                f"({default.type.value}) <-> {_addr2(remote.rtp)}"
+            )
         else:
             rtp, rtcp = self._plain
             rtp.remote = remote.rtp

@@ -15,6 +15,7 @@ import pytest
 
 from media.analysis import dominant_frequency
 from media.sources import load_wav
+from tests.peers.coturn import Coturn
 from tests.peers.ports import free_port
 
 CALLER_TONE, CALLEE_TONE = 440.0, 660.0
@@ -194,3 +195,26 @@ def test_call_to_nobody_fails(tmp_path: Path) -> None:
     assert report["call"]["sip_status"] not in (None, 200)
     assert report["rtp"] is None
     assert "call failed" in result.stderr
+
+
+def test_turn_relay_reaches_a_peer_without_ice(
+    tmp_path: Path, coturn: Coturn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a TURN server our default candidate is the relayed one (RFC 8839 §4.2): a peer
+    without ICE sends there, and we answer through the allocation."""
+    host, port = coturn.turn_address()
+    monkeypatch.setenv("TEST_TURN_PASSWORD", coturn.users["alice"])
+    caller, (_, callee_report, _) = run_call(
+        tmp_path,
+        ["--turn", f"{host}:{port}", "--turn-user", "alice",
+         "--turn-password-env", "TEST_TURN_PASSWORD"],
+        ["--no-ice"],
+    )  # fmt: skip
+    assert "(relay) <->" in caller.stderr, caller.stderr
+    assert "relay" in next(line for line in caller.stderr.splitlines() if "candidates (" in line)
+    report = json.loads(caller.stdout)
+    _check_rtp(report, "opus/48000/2")
+    _check_rtp(callee_report, "opus/48000/2")
+    assert coturn.users["alice"] not in caller.stderr + caller.stdout
+    # hang-up released the allocation (RFC 8656 §8: Refresh with lifetime 0)
+    assert coturn.wait_for_log(r"refreshed, realm=<example\.org>, username=<alice>, lifetime=0")

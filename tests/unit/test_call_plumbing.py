@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ice.candidate import Candidate, CandidateType
 from sip.aio import AsyncCall, AsyncUserAgent
 from sip.ua import UAConfig
 from softphone.call import Call, CallFailed, MediaOptions, _DefaultCandidatePath
@@ -216,10 +217,20 @@ async def test_no_common_codec_is_refused_with_488(pair: Pair) -> None:
 class _FakeGatherer:
     def __init__(self) -> None:
         self.on_datagram: Any = None
+        self.on_relayed: Any = None
         self.sent: list[tuple[tuple[str, int], bytes, tuple[str, int]]] = []
+        self.relayed: list[tuple[tuple[str, int], bytes, tuple[str, int]]] = []
+        self.channels: list[tuple[tuple[str, int], tuple[str, int]]] = []
 
     def send(self, local: tuple[str, int], data: bytes, addr: tuple[str, int]) -> None:
         self.sent.append((local, data, addr))
+
+    def relay_send(self, relayed: tuple[str, int], data: bytes, peer: tuple[str, int]) -> bool:
+        self.relayed.append((relayed, data, peer))
+        return True
+
+    def bind_channel(self, relayed: tuple[str, int], peer: tuple[str, int]) -> None:
+        self.channels.append((relayed, peer))
 
 
 class _FakeConnection:
@@ -227,9 +238,16 @@ class _FakeConnection:
         self.gatherer = _FakeGatherer()
 
 
-def test_default_candidate_path_is_symmetric_rtp() -> None:
+def test_default_candidate_path_is_symmetric_rtp_on_the_base_socket() -> None:
     conn = _FakeConnection()
-    path = _DefaultCandidatePath(conn, ("10.0.0.1", 4000), ("192.0.2.5", 5000))  # type: ignore[arg-type]
+    srflx = Candidate.make(
+        CandidateType.SERVER_REFLEXIVE,
+        "203.0.113.4",
+        62000,
+        base_address="10.0.0.1",
+        related=("10.0.0.1", 4000),
+    )
+    path = _DefaultCandidatePath(conn, srflx, ("192.0.2.5", 5000))  # type: ignore[arg-type]
     got: list[bytes] = []
     path.on_receive = got.append
     path.send(b"\x80a")
@@ -244,3 +262,20 @@ def test_default_candidate_path_is_symmetric_rtp() -> None:
     assert got == [b"\x80b"]
     path.send(b"\x80d")
     assert conn.gatherer.sent[-1][2] == ("198.51.100.7", 6000)
+    assert conn.gatherer.relayed == []
+
+
+def test_default_candidate_path_through_the_turn_relay() -> None:
+    conn = _FakeConnection()
+    relay = Candidate.make(
+        CandidateType.RELAYED, "198.51.100.1", 49152, related=("203.0.113.4", 62000)
+    )
+    path = _DefaultCandidatePath(conn, relay, ("192.0.2.5", 5000))  # type: ignore[arg-type]
+    got: list[bytes] = []
+    path.on_receive = got.append
+    assert conn.gatherer.channels == [(("198.51.100.1", 49152), ("192.0.2.5", 5000))]
+    path.send(b"\x80a")
+    assert conn.gatherer.relayed == [(("198.51.100.1", 49152), b"\x80a", ("192.0.2.5", 5000))]
+    assert conn.gatherer.on_datagram is None
+    conn.gatherer.on_relayed(b"\x80b", ("198.51.100.1", 49152), ("192.0.2.5", 5000))
+    assert got == [b"\x80b"] and conn.gatherer.sent == []
