@@ -348,7 +348,8 @@ class AsyncUserAgent:
         result = await asyncio.wait_for(fut, timeout)
         if isinstance(result, RegistrationFailed):
             raise RegistrationError(result.status, result.reason)
-        assert isinstance(result, Registered)
+        if not isinstance(result, Registered):  # unregistered meanwhile (closing)
+            raise RegistrationError(487, "unregistered while registering")
         await self._start_keepalive()
         return result
 

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 
 LOSS = 0.3
 REGISTRAR_HOST = "10.0.0.6"
+PROXY_PORT = 5060  # inside the test's own network namespace
 
 
 def _settled(net: SimNet, ua: Any, kinds: tuple[type, ...]) -> bool:
@@ -100,7 +101,7 @@ SCRIPT = textwrap.dedent(
         out["seconds"] = round(time.monotonic() - t0, 1)
         print(json.dumps(out))
 
-    k = Kamailio(Path(sys.argv[1]), tls=False)
+    k = Kamailio(Path(sys.argv[1]), tls=False, port=int(sys.argv[2]))
     k.start(timeout=30)
     try:
         asyncio.run(main(k))
@@ -114,14 +115,22 @@ def test_register_and_call_survive_iptables_loss(netns_lab):
     if shutil.which("kamailio") is None:
         pytest.skip("kamailio not installed (Debian package kamailio)")
     ns = netns_lab.namespace("sipl")
-    # Drop on the receiving side only (``-i lo`` never matches in OUTPUT): a drop in OUTPUT
-    # would make sendto() fail with EPERM, which the sender sees, unlike real loss (Kamailio
-    # turns it into a 500 reply).
-    ns.set_loss(LOSS, protocol="udp", interface="lo")
-    res = ns.python(SCRIPT, str(netns_lab.workdir / "kamailio"), timeout=240, check=False)
+    # Every UA<->UA message crosses two hops (UA -> Kamailio -> UA), and the proxy does not
+    # retransmit what is end to end (a 2xx and its ACK). Drop LOSS of the datagrams going to
+    # Kamailio: each message between the UAs is lost with probability LOSS, as on a lossy
+    # access link. The drop is on INPUT: a drop in OUTPUT makes sendto() fail with EPERM,
+    # which the sender sees (Kamailio then answers 500), unlike real loss.
+    ns.iptables(
+        "-A", "INPUT", "-p", "udp", "--dport", str(PROXY_PORT),
+        "-m", "statistic", "--mode", "random", "--probability", f"{LOSS}", "-j", "DROP",
+    )  # fmt: skip
+    workdir = str(netns_lab.workdir / "kamailio")
+    res = ns.python(SCRIPT, workdir, str(PROXY_PORT), timeout=240, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["alice_reg"] > 0 and out["bob_reg"] > 0
     assert out["answered"] == 200
     assert out["bye"] == "local-bye" and out["bob_end"] == "remote-bye"
-    assert ns.dropped_packets() > 0
+    counters = ns.iptables("-L", "INPUT", "-n", "-v", "-x").splitlines()
+    dropped = sum(int(line.split()[0]) for line in counters if "DROP" in line)
+    assert dropped > 0
