@@ -252,6 +252,7 @@ class Call:
         self._glare_sdp: bytes = b""
         self._bye_sent = False
         self._bye_after_ack = False
+        self._cancel_deadline: float | None = None
         self._bye_request: Request | None = None
 
     def __repr__(self) -> str:
@@ -462,6 +463,8 @@ class Call:
         self._cancelled = True
         self.state = CallState.TERMINATING
         # §9.1: same Request-URI, Call-ID, From, To, CSeq number, Route and top Via (branch).
+        # Without a final response to the INVITE 64*T1 after the CANCEL, give up on it.
+        self._cancel_deadline = now + self.host.timers.timeout
         cancel = build_cancel(self.invite)
         self.host.send_request(cancel, self._on_cancel_response, now)
 
@@ -806,10 +809,22 @@ class Call:
     # ================================================================== timers
 
     def get_timer(self) -> float | None:
-        times = [t for t in (self._ok_next, self._ok_deadline, self._glare_retry_at) if t]
+        cancel = self._cancel_deadline if self.state is CallState.TERMINATING else None
+        times = [t for t in (self._ok_next, self._ok_deadline, self._glare_retry_at, cancel) if t]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
+        if (
+            self._cancel_deadline is not None
+            and now >= self._cancel_deadline
+            and self.state is CallState.TERMINATING
+            and self._cancelled
+            and not self._bye_sent
+        ):
+            # §9.1: the INVITE never got its final response after our CANCEL.
+            self._cancel_deadline = None
+            self.final_status = self.final_status or 487
+            self._terminate("local-cancel")
         if self._ok_deadline is not None and now >= self._ok_deadline:
             # §13.3.1.4: no ACK within 64*T1 -> confirm then end the session with BYE.
             reinvite = self._ok_is_reinvite

@@ -427,3 +427,24 @@ def test_2xx_after_cancel_is_acked_and_byed():
     assert call.state is inv.CallState.TERMINATED
     assert not net.of(a, inv.CallAnswered)
     assert [e.reason for e in net.of(a, inv.CallEnded)] == ["local-cancel"]
+
+
+def test_cancelled_invite_without_final_response_is_given_up():
+    """§9.1: a UAS that answers the CANCEL but never the INVITE: the call ends 64*T1 later."""
+    net = SimNet()
+    a = net.add(make_ua("10.0.0.1", "alice"))
+
+    def rude(msg: Any, src: Peer, n: SimNet) -> list[Any]:
+        if isinstance(msg, Request) and msg.method == "INVITE":
+            return [(make_response(msg, 180, to_tag="t"), src)]
+        if isinstance(msg, Request) and msg.method == "CANCEL":
+            return [(make_response(msg, 200), src)]
+        return []
+
+    net.add_peer(FakePeer("10.0.0.2", 5060, rude))
+    call = a.invite("sip:bob@10.0.0.2", SDP_A, net.now)
+    net.run(lambda: bool(net.of(a, inv.CallRinging)))
+    call.cancel(net.now)
+    net.run(lambda: call.state is inv.CallState.TERMINATED, max_time=100)
+    assert call.state is inv.CallState.TERMINATED
+    assert [e.reason for e in net.of(a, inv.CallEnded)] == ["local-cancel"]
