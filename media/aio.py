@@ -5,8 +5,9 @@
 * the send task awaits the source's next frame (a microphone's capture clock, or the
   :class:`~media.sources.Pacer` of a file or tone), hands it to ``send_frame`` and sends the
   RTP datagrams;
-* the playout task ticks on its own drift-free 20 ms pacer, takes ``playout(now)`` from the
-  jitter buffer and writes it to the sink;
+* the playout task takes ``playout(now)`` from the jitter buffer and writes it to the sink
+  whenever a sound card sink (:class:`~media.sources.ClockedSink`) wants a frame, or else
+  on its own drift-free 20 ms pacer (files, null sink);
 * the RTCP task sleeps until ``get_timer()`` and runs ``handle_timer``; queued RTCP goes out
   at once (component 1 with rtcp-mux, else the RTCP transport, RFC 5761);
 * received datagrams go straight to ``receive``; session events (DTMF, SSRC changes, BYE)
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from .session import RTCP_COMPONENT, RtpSession, SessionEvent
-from .sources import AudioSink, AudioSource, Pacer
+from .sources import AudioSink, AudioSource, ClockedSink, Pacer
 from .stats import Stats
 
 __all__ = [
@@ -213,8 +214,13 @@ class MediaStream:
 
     async def _playout_loop(self) -> None:
         pacer = self.playout_pacer
+        sink = self.sink
+        clocked = sink if isinstance(sink, ClockedSink) else None
         while True:
-            await pacer.wait()
+            if clocked is not None:
+                await clocked.wait_for_space()
+            else:
+                await pacer.wait()
             self.sink.write(self.session.playout(self.clock()))
             self.frames_played += 1
 

@@ -11,10 +11,12 @@ loop side converts between the device rate and the codec rate with
 * :class:`Microphone` is an :class:`~media.sources.AudioSource` paced by the capture clock:
   ``await read()`` returns as soon as the device has delivered the next block (the event loop
   polls the ring every few milliseconds), so the sender follows the sound card's clock.
-* :class:`Speaker` is an :class:`~media.sources.AudioSink`: ``write(frame)`` queues a frame
-  for the device; the callback starts playing once ``prefill`` frames are queued and starts
-  over (re-primes) after running dry, so a slightly slow writer causes an occasional short gap
-  instead of continuous crackle; a fast writer loses its oldest frames (ring overrun).
+* :class:`Speaker` is a :class:`~media.sources.ClockedSink`: ``write(frame)`` queues a frame
+  for the device and ``await wait_for_space()`` paces the writer by the output clock (so the
+  jitter buffer is drained at the sound card's rate). The callback starts playing once
+  ``prefill`` frames are queued and starts over (re-primes) after running dry, so a late
+  writer causes an occasional short gap instead of continuous crackle; a writer that ignores
+  ``wait_for_space`` and runs fast loses its oldest frames (ring overrun).
 * :func:`list_devices`, :func:`find_device`, :func:`format_devices` serve ``softphone
   devices`` and device choice by index or by (case-insensitive) name substring.
 
@@ -380,6 +382,8 @@ class Speaker(_DeviceStream):
         self._playing = False
         #: times the speaker ran dry mid-stream and re-primed
         self.gaps = 0
+        #: times wait_for_space gave up on a device that took no frames
+        self.stalls = 0
 
     def start(self) -> None:
         if self._stream is not None:
@@ -410,6 +414,24 @@ class Speaker(_DeviceStream):
         if not ring.read_into(out):
             self._playing = False
             self.gaps += 1
+
+    async def wait_for_space(self) -> None:
+        """Wait until the device has played its queue down to ``prefill + 1`` frames.
+
+        Paces playout by the output device's clock: the queue stays ``prefill + 1`` to
+        ``prefill + 2`` frames deep, one frame more than the priming level because PortAudio
+        sometimes pulls two blocks back to back. If the device stops taking frames, this
+        returns after about three frame times anyway (the ring then drops its oldest)."""
+        ring = self.ring
+        if ring is None:
+            return
+        give_up = 3 * self.frame_ms / 1000
+        waited = 0.0
+        while len(ring) > self.prefill + 1 and waited < give_up:
+            await asyncio.sleep(_POLL_S)
+            waited += _POLL_S
+        if waited >= give_up:
+            self.stalls += 1
 
     def write(self, frame: Int16Array) -> None:
         """Queue one codec-rate frame for playing (never blocks)."""

@@ -9,7 +9,9 @@ sound devices in :mod:`media.audio`:
   :class:`Pacer`, a monotonic clock with absolute deadlines (``start + n·interval``), so a
   late wake-up never pushes the following frames back and no drift accumulates. They also
   have ``next_frame()``, which returns the next frame at once (tests, benchmarks).
-* :class:`AudioSink`: ``start()``, ``write(frame)`` (never blocks), ``close()``.
+* :class:`AudioSink`: ``start()``, ``write(frame)`` (never blocks), ``close()``. A sink with
+  a clock of its own (a speaker) is a :class:`ClockedSink`: ``await wait_for_space()`` tells
+  when it wants the next frame, so playout follows the sound card rather than a timer.
 
 The CLI contract (DESIGN.md): ``SRC: mic | PATH.wav | tone:FREQ`` and
 ``SINK: speaker | PATH.wav | none``; :func:`parse_source` / :func:`parse_sink` read them and
@@ -37,6 +39,7 @@ __all__ = [
     "AudioFileError",
     "AudioSink",
     "AudioSource",
+    "ClockedSink",
     "NullSink",
     "Pacer",
     "SilenceSource",
@@ -89,6 +92,15 @@ class AudioSink(Protocol):
     def write(self, frame: Int16Array) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ClockedSink(AudioSink, Protocol):
+    """A sink with its own clock (a sound card): playout follows it instead of a timer."""
+
+    async def wait_for_space(self) -> None:
+        """Return when the sink is ready for the next frame."""
+        ...
 
 
 def frame_samples_for(sample_rate: int, frame_ms: int = FRAME_MS) -> int:

@@ -25,6 +25,7 @@ from media.sources import (
     AudioFileError,
     AudioSink,
     AudioSource,
+    ClockedSink,
     NullSink,
     Pacer,
     SilenceSource,
@@ -605,3 +606,31 @@ def test_tone_level_is_in_dbfs():
     x = np.concatenate([tone.next_frame() for _ in range(50)])
     assert rms_dbfs(x) == pytest.approx(-20, abs=0.05)
     assert peak_dbfs(x) == pytest.approx(-20 + 20 * math.log10(math.sqrt(2)), abs=0.05)
+
+
+async def test_speaker_paces_its_writer_by_the_device_clock():
+    spk = Speaker(48000, stream_factory=FakeStream, prefill=2, ring_frames=5)
+    spk.start()
+    stream = FakeStream.instances[-1]
+    assert isinstance(spk, ClockedSink)
+    assert not isinstance(NullSink(8000), ClockedSink)
+    frame = np.zeros(960, dtype=np.int16)
+    for _ in range(4):
+        await asyncio.wait_for(spk.wait_for_space(), 1)  # room: returns at once
+        spk.write(frame)
+    assert spk.ring is not None and len(spk.ring) == 4
+    waiter = asyncio.ensure_future(spk.wait_for_space())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # the queue is full until the device takes a frame
+    stream.callback(np.zeros((960, 1), dtype=np.int16), 960, None, Flags())
+    await asyncio.wait_for(waiter, 1)
+    assert spk.stalls == 0
+
+
+async def test_speaker_wait_gives_up_on_a_dead_device():
+    spk = Speaker(48000, stream_factory=FakeStream, prefill=1, ring_frames=5)
+    spk.start()
+    for _ in range(3):
+        spk.write(np.zeros(960, dtype=np.int16))
+    await asyncio.wait_for(spk.wait_for_space(), 1)  # no callbacks at all: returns anyway
+    assert spk.stalls == 1
