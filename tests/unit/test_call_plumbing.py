@@ -10,12 +10,15 @@ from typing import Any
 
 import pytest
 
+from ice.aio import IceConnection
 from ice.candidate import Candidate, CandidateType
+from media.rtcp import Goodbye, parse_rtcp
 from sip.aio import AsyncCall, AsyncUserAgent
 from sip.ua import UAConfig
 from softphone.call import Call, CallFailed, MediaOptions, _DefaultCandidatePath
 from softphone.commands import complete_uri, peer_account
 from softphone.config import Account, ConfigError, HostPort
+from softphone.sdp_glue import LocalTransport, local_media, new_offer_answer, read_negotiation
 
 LOOPBACK = HostPort("127.0.0.1", 0)
 
@@ -279,3 +282,40 @@ def test_default_candidate_path_through_the_turn_relay() -> None:
     assert conn.gatherer.on_datagram is None
     conn.gatherer.on_relayed(b"\x80b", ("198.51.100.1", 49152), ("192.0.2.5", 5000))
     assert got == [b"\x80b"] and conn.gatherer.sent == []
+
+
+async def test_callee_answers_an_offer_without_rtcp_mux_with_two_components(pair: Pair) -> None:
+    """A pjsua-like caller (ICE, no rtcp-mux): we gather and answer two components, RTP runs
+    on component 1 and RTCP (here: the BYE at hang-up) on component 2."""
+    callee = Callee(pair.bob, _account())
+    conn = IceConnection(True, components=2, bind="127.0.0.1")
+    try:
+        candidates = await conn.gather(5)
+        transport = LocalTransport.from_ice(
+            conn.local_ufrag, conn.local_pwd, candidates, components=2
+        )
+        oa = new_offer_answer(local_media(["pcmu"], transport, rtcp_mux=False), transport)
+        outgoing = pair.alice.start_call(pair.bob_uri, oa.create_offer().to_bytes())
+        answer = await outgoing.wait_answered(5)
+        negotiation = oa.process_answer(answer or b"")
+        assert negotiation.audio is not None and not negotiation.audio.rtcp_mux
+        remote = read_negotiation(negotiation.audio)
+        assert remote.ice is not None
+        assert {c.component for c in remote.ice.candidates} == {1, 2}
+        params = remote.ice.parameters
+        assert params is not None
+        conn.set_remote(params.ufrag, params.pwd, remote.ice.candidates)
+        await conn.connect(5)
+        await asyncio.wait_for(callee.accepted.wait(), 5)
+        assert callee.call is not None and callee.call.stream is not None
+        assert callee.call.stream.rtcp_transport is callee.call.ice.transport(2)  # type: ignore[union-attr]
+        rtp = await asyncio.wait_for(conn.transport(1).recv(), 5)
+        assert 128 <= rtp[0] < 192 and rtp[1] & 0x7F == 0  # RTP, PCMU
+        await callee.call.hangup()
+        while True:  # the RTCP BYE arrives on component 2
+            rtcp = parse_rtcp(await asyncio.wait_for(conn.transport(2).recv(), 5))
+            if any(isinstance(packet, Goodbye) for packet in rtcp):
+                break
+        await outgoing.wait_ended(5)
+    finally:
+        await conn.close()
