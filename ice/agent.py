@@ -12,7 +12,7 @@ API summary (all times are ``now: float`` seconds on any monotonic clock)::
     agent.add_local_candidate(srflx, via, base=(ip, port))    # same via as its host base
     agent.add_local_candidate(relay, turn_alloc_id)           # relayed: via = the allocation
     agent.local_candidates(component=None) -> list[Candidate] # for the SDP (no prflx)
-    agent.set_remote_parameters(ufrag, pwd, lite=False)
+    agent.set_remote_parameters(ufrag, pwd, lite=False)       # new ones later = peer restart
     agent.add_remote_candidate(cand); agent.end_of_candidates()   # trickle-friendly
     agent.start(now)
     agent.receive(data, via, remote_addr, now) -> bool        # True: a STUN packet ICE consumed
@@ -23,21 +23,28 @@ API summary (all times are ``now: float`` seconds on any monotonic clock)::
     agent.send_target(component) -> (via, remote_addr) | None # None if unselected or consent lost
     agent.is_from_selected(component, remote_addr, via=None) -> bool   # filter for media packets
     agent.component_of(via, remote_addr) -> int | None        # which component a datagram is for
+    agent.has_consent(component) -> bool
     agent.restart(now)                                        # new ufrag/pwd; media stays on
                                                               # the old pair until the new one
     agent.close()                                             # stop everything (no more sends)
-    agent.stats() -> AgentStats
+    agent.stats() -> AgentStats                               # connect time, checks, pair types
 
 ``via`` is any hashable the shell chooses to name where a datagram leaves from or arrived on: a
 host socket (host and server-reflexive candidates on that socket share it) or a TURN allocation
 (relayed candidates; the shell wraps the data in Send/ChannelData towards ``remote_addr`` and
 passes what the allocation delivers to :meth:`Agent.receive` with that allocation's ``via`` and
 the peer address).  ``receive`` returns False for anything that is not for ICE (not STUN, or a
-STUN response the agent did not ask for, e.g. a TURN response): offer it elsewhere.
+STUN response the agent did not ask for, e.g. a TURN response): offer it elsewhere.  Remote
+addresses may be given as ``recvfrom`` reports them (IPv6 4-tuples); FQDN (mDNS) remote
+candidates are not paired - resolve them first.
 
 Events (dataclasses): :class:`PairChecked`, :class:`PairNominated` (a component's selected pair,
 also emitted again when it changes), :class:`Completed`, :class:`Failed`, :class:`RoleChanged`,
-:class:`ConsentLost`.
+:class:`ConsentLost` (final: stop sending on that component; an ICE restart may recover).
+
+Failure: ``Failed`` once every pair of a component has failed after the peer's
+:meth:`Agent.end_of_candidates`, or ``timeout`` seconds after the checks could start (the
+peer's parameters known).  A failed restart keeps the previous pairs (``Failed("restart: ...")``).
 """
 
 from __future__ import annotations

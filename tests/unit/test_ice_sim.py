@@ -579,6 +579,30 @@ def test_ten_percent_loss_still_connects(seed: int) -> None:
     print(f"10% loss seed {seed}: connect {t * 1000:.1f} ms, {net.dropped}/{net.sent} lost")
 
 
+def test_heavy_loss_connects_within_the_timeout() -> None:
+    """36% loss each way (20% at each of two lossy laptops) between a cone and a symmetric NAT
+    with relays: every run connects inside a 15 s overall timeout."""
+    times = []
+    for seed in range(30):
+        net = Network(delay=0.005, loss=0.36, seed=seed)
+        a_agent = Agent(True, ta=0.02, timeout=15.0, rng=random.Random(seed))
+        b_agent = Agent(False, ta=0.02, timeout=15.0, rng=random.Random(seed + 1000))
+        a = net.add_host("a", a_agent, "10.0.1.2", nat=Nat("203.0.113.1"), relay=True)
+        b = net.add_host(
+            "b", b_agent, "10.0.2.2", nat=Nat("203.0.113.2", mapping="symmetric"), relay=True
+        )
+        exchange(a_agent, b_agent)
+        a_agent.start(0.0)
+        b_agent.start(0.0)
+        net.run(20.0, completed(a, b))
+        assert completed(a, b)(), f"seed {seed}: {a.events[-2:]} {b.events[-2:]}"
+        done_a, done_b = first(a, Completed), first(b, Completed)
+        assert done_a is not None and done_b is not None
+        times.append(max(done_a[0], done_b[0]))
+    times.sort()
+    print(f"36% loss: median {times[15]:.2f} s, worst {times[-1]:.2f} s (virtual)")
+
+
 @pytest.mark.parametrize("components", [1, 2])
 def test_components(components: int) -> None:
     net = Network(delay=0.01)
