@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -301,8 +302,6 @@ class AsyncUserAgent:
             return None
 
     def _route_source(self) -> str:
-        import socket
-
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             try:
                 s.connect(("192.0.2.1", 9))
