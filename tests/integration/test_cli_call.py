@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ class Answerer:
             softphone(*args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE,
             text=True,
             env=dict(os.environ),
         )
@@ -47,6 +49,14 @@ class Answerer:
             self.lines.append(line)
             if "waiting for calls" in line:
                 self.listening.set()
+
+    def wait_for(self, text: str, timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return True
+            time.sleep(0.05)
+        return False
 
     def wait_listening(self, timeout: float = 20.0) -> None:
         if not self.listening.wait(timeout):
@@ -218,3 +228,75 @@ def test_turn_relay_reaches_a_peer_without_ice(
     assert coturn.users["alice"] not in caller.stderr + caller.stdout
     # hang-up released the allocation (RFC 8656 §8: Refresh with lifetime 0)
     assert coturn.wait_for_log(r"refreshed, realm=<example\.org>, username=<alice>, lifetime=0")
+
+
+def test_answer_without_auto_rings_until_enter(tmp_path: Path) -> None:
+    port = free_port()
+    answerer = Answerer(
+        "--json", "--bind", f"127.0.0.1:{port}",
+        "answer", "--count", "1", "--record", "none", "--play", "tone:660",
+    )  # fmt: skip
+    try:
+        answerer.wait_listening()
+        caller = subprocess.Popen(
+            softphone(
+                "--json", "--bind", "127.0.0.1:0", "call", f"sip:bob@127.0.0.1:{port}",
+                "--play", "tone:440", "--record", "none", "--duration", "1",
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert answerer.wait_for("press Enter to answer"), "".join(answerer.lines)
+        assert answerer.proc.stdin is not None
+        answerer.proc.stdin.write("\n")
+        answerer.proc.stdin.flush()
+        out, err = caller.communicate(timeout=60)
+        status, report, callee_err = answerer.finish()
+    finally:
+        answerer.stop()
+    assert caller.returncode == 0, err
+    assert status == 0, callee_err
+    assert "ringing (180)" in err
+    assert json.loads(out)["call"]["sip_status"] == 200
+    assert report["answer"] == {"calls": 1, "succeeded": 1}
+
+
+def test_answer_keeps_answering_until_count(tmp_path: Path) -> None:
+    port = free_port()
+    answerer = Answerer(
+        "--json", "--bind", f"127.0.0.1:{port}", "--codecs", "pcmu",
+        "answer", "--auto", "--count", "2", "--record", "none", "--play", "tone:660",
+    )  # fmt: skip
+    try:
+        answerer.wait_listening()
+        for _ in range(2):
+            caller = subprocess.run(
+                softphone(
+                    "--bind", "127.0.0.1:0", "call", f"sip:bob@127.0.0.1:{port}",
+                    "--play", "tone:440", "--record", "none", "--duration", "1",
+                ),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )  # fmt: skip
+            assert caller.returncode == 0, caller.stderr
+            assert caller.stdout == ""  # no --json: no report
+        status, report, err = answerer.finish()
+    finally:
+        answerer.stop()
+    assert status == 0, err
+    assert report["answer"] == {"calls": 2, "succeeded": 2}
+    assert err.count("incoming call from") == 2
+
+
+def test_answer_without_count_stops_on_sigterm(tmp_path: Path) -> None:
+    answerer = Answerer("--json", "--bind", "127.0.0.1:0", "answer", "--auto", "--record", "none")
+    try:
+        answerer.wait_listening()
+        answerer.proc.terminate()
+        status, report, _ = answerer.finish()
+    finally:
+        answerer.stop()
+    assert status == 1  # no call answered: it did not do what it says
+    assert report["answer"] == {"calls": 0, "succeeded": 0}
