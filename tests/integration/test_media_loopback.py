@@ -17,7 +17,7 @@ from media.session import (
     RemoteSsrcChanged,
     RtpSession,
 )
-from media.sources import ToneSource, WavFileSink, WavFileSource, load_wav, save_wav
+from media.sources import NullSink, ToneSource, WavFileSink, WavFileSource, load_wav, save_wav
 
 OPUS = CodecDescription("opus", 111, 48000, 2, {"useinbandfec": "1"})
 PCMU = CodecDescription("PCMU", 0, 8000)
@@ -160,7 +160,7 @@ async def test_rate_mismatch_is_refused():
     s = new_session(PCMU, 3)
     t = UdpTransport()
     with pytest.raises(ValueError, match="8000 Hz"):
-        MediaStream(s, t, ToneSource(440, 48000), WavFileSink("/dev/null", 8000))
+        MediaStream(s, t, ToneSource(440, 48000), NullSink(8000))
 
 
 async def test_dtmf_and_rtcp_on_its_own_port(tmp_path):
@@ -217,3 +217,28 @@ async def test_dtmf_and_rtcp_on_its_own_port(tmp_path):
     assert stats_a.parse_errors == stats_b.parse_errors == 0
     rec_b, _ = load_wav(tmp_path / "b.wav")
     assert dominant_frequency(rec_b, 8000) == pytest.approx(440, abs=3)
+
+
+async def test_garbage_from_the_peer_does_not_stop_the_stream(tmp_path):
+    ta = await open_udp_transport(("127.0.0.1", 0))
+    tb = await open_udp_transport(("127.0.0.1", 0), remote=ta.local_address)
+    ta.remote = tb.local_address
+    sink = WavFileSink(tmp_path / "a.wav", 8000)
+    a = MediaStream(new_session(PCMU, 7), ta, ToneSource(300, 8000), sink)
+    b = MediaStream(new_session(PCMU, 8), tb, ToneSource(1200, 8000), NullSink(8000))
+    try:
+        a.start()
+        b.start()
+        await asyncio.sleep(0.5)
+        for junk in (b"", b"\x80", b"\x80\x00" + bytes(10), b"\xc9" * 3, bytes(range(256))):
+            tb.send(junk)  # from the peer's own address: it reaches the session
+        await asyncio.sleep(1.0)
+        stats = await a.stop()
+        await b.stop()
+    finally:
+        ta.close()
+        tb.close()
+    assert stats.parse_errors >= 3
+    assert stats.packets_received > 50
+    rec, _ = load_wav(sink.path)
+    assert dominant_frequency(rec, 8000) == pytest.approx(1200, abs=3)

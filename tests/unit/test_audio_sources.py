@@ -634,3 +634,14 @@ async def test_speaker_wait_gives_up_on_a_dead_device():
         spk.write(np.zeros(960, dtype=np.int16))
     await asyncio.wait_for(spk.wait_for_space(), 1)  # no callbacks at all: returns anyway
     assert spk.stalls == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_parsers_raise_only_value_error(text):
+    for parse in (parse_source, parse_sink):
+        try:
+            spec = parse(text)
+        except ValueError:
+            continue
+        assert parse(str(spec)) == spec
