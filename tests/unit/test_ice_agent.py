@@ -708,3 +708,72 @@ def test_consent_request_retransmitted_when_lost() -> None:
     assert tick(agent, timer + 1.5) == []
     stats = agent.stats()
     assert stats.consent_requests_sent == 1
+
+
+def test_incoming_check_on_in_progress_pair_cancels_and_rechecks() -> None:
+    """§7.3.1.4: the transaction in progress stops retransmitting (its answer still counts)
+    and a triggered check of the pair goes out."""
+    agent, peer = make_agent(controlling=False)
+    ((old, old_raw, _, _),) = tick(agent, 0.0)
+    agent.receive(peer.request(controlling=True), VIA, REMOTE, 0.01)
+    out = sent(agent)
+    assert [m.cls for m, *_ in out] == [StunClass.SUCCESS]
+    ((new, _, _, addr),) = tick(agent, 0.02)
+    assert addr == REMOTE and new.transaction_id != old.transaction_id
+    # the old transaction is not retransmitted any more, the new one is
+    later = tick(agent, 0.52)
+    assert [m.transaction_id for m, *_ in later] == [new.transaction_id]
+    # but the answer to the old one still makes the pair succeed
+    agent.receive(peer.answer(old_raw), VIA, REMOTE, 0.6)
+    assert any(isinstance(e, PairChecked) and e.succeeded for e in events(agent))
+
+
+def test_response_on_another_socket_is_not_symmetric() -> None:
+    agent, peer = make_agent()
+    ((_, raw, _, _),) = tick(agent, 0.0)
+    agent.receive(peer.answer(raw), "another-socket", REMOTE, 0.03)
+    assert list(agent.checklist)[0].state is PairState.FAILED
+
+
+def test_pair_limit() -> None:
+    agent = Agent(True, ta=0.02, max_pairs=100)
+    for i in range(12):
+        agent.add_local_candidate(
+            Candidate.make(CandidateType.HOST, f"10.0.0.{i + 1}", 1000, local_preference=60000 - i),
+            f"s{i}",
+        )
+    for i in range(12):
+        agent.add_remote_candidate(
+            Candidate.make(CandidateType.HOST, f"192.0.2.{i + 1}", 2000, local_preference=60000 - i)
+        )
+    pairs = list(agent.checklist)
+    assert len(pairs) == 100
+    # the 44 dropped are the lowest-priority ones
+    worst_kept = min(p.priority for p in pairs)
+    assert all(p.priority >= worst_kept for p in pairs)
+    assert any(p.local.via == "s0" and p.remote.address == "192.0.2.1" for p in pairs)
+    assert not any(p.local.via == "s11" and p.remote.address == "192.0.2.12" for p in pairs)
+
+
+def test_two_components_unfreeze_after_component_one() -> None:
+    agent = Agent(True, components=2, ta=0.02, tie_breaker=1)
+    peer = Peer(agent)
+    for component, port in ((1, 1000), (2, 1001)):
+        agent.add_local_candidate(
+            Candidate.make(CandidateType.HOST, "10.0.0.1", port, component=component),
+            f"c{component}",
+        )
+        agent.add_remote_candidate(
+            Candidate.make(CandidateType.HOST, "192.0.2.1", 2000 + component, component=component)
+        )
+    agent.set_remote_parameters(peer.ufrag, peer.pwd)
+    agent.start(0.0)
+    ((_, raw, via, addr),) = tick(agent, 0.0)
+    assert via == "c1"
+    assert tick(agent, 0.02) == [], "component 2 waits for component 1 (same foundation)"
+    agent.receive(peer.answer(raw, mapped=("10.0.0.1", 1000)), via, addr, 0.03)
+    # §7.2.5.3.3: the success unfroze component 2's pair of the same foundation
+    (c2_pair,) = [p for p in agent.checklist if p.component == 2]
+    assert c2_pair.state is PairState.WAITING
+    vias = {v for _, _, v, _ in tick(agent, 0.04) + tick(agent, 0.06) + tick(agent, 0.08)}
+    assert "c2" in vias
