@@ -1,6 +1,7 @@
 """Shared fixtures: the real peers of tests/peers (Kamailio, sipp, coturn, namespaces, audio)."""
 
 from tests.peers.fixtures import (  # noqa: F401  (fixtures are found by name)
+    baresip_factory,
     coturn,
     coturn_factory,
     dns_factory,

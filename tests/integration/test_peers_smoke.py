@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.peers.baresip import Baresip
 from tests.peers.coturn import Coturn
 from tests.peers.dnsmasq import Dnsmasq, DnsRecords
 from tests.peers.kamailio import Kamailio
@@ -906,3 +907,40 @@ def test_ports_are_free_and_never_handed_out_twice() -> None:
     assert not ports & set(range(base, base + 10))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", base + 9))  # really free
+
+
+# ---- baresip ---------------------------------------------------------------------------------
+
+
+def test_baresip_registers_and_answers_through_kamailio(
+    kamailio: Kamailio,
+    baresip_factory: Callable[..., Baresip],
+    sipp_factory: SippFactory,
+) -> None:
+    bob = baresip_factory(user="bob", password=kamailio.users["bob"], registrar=kamailio.server())
+    assert any(c.startswith("sip:bob") for c in kamailio.contacts("bob"))
+    uac = sipp_factory(
+        "uac_sdp", kamailio.server(), domain=kamailio.domain, service="bob", calls=1,
+        call_duration_ms=1000, rtp_echo=True,
+    )  # fmt: skip
+    result = uac.run(timeout=30)
+    assert result.ok, result.describe()
+    answer = next(m for m in uac.traced("received") if "v=0" in m.text)
+    assert "c=IN IP4 127.0.0.1" in answer.text  # media bound to loopback only
+    # baresip's sine went to sipp, whose RTP echo sent it back: baresip decoded audio
+    bob.wait_for_log(r"audio: destroyed", timeout=10)
+    assert bob.received_audio_frames() > 1000
+
+
+def test_baresip_dials_and_hangs_up(
+    baresip_factory: Callable[..., Baresip], sipp_factory: SippFactory
+) -> None:
+    import time
+
+    uas = sipp_factory("uas_sdp", calls=1, rtp_echo=True).start()
+    alice = baresip_factory(user="alice")
+    assert alice.dial(f"sip:bob@{uas.uri_host}")["ok"]
+    alice.wait_for_log(r"Call established: sip:bob@", timeout=10)
+    time.sleep(0.5)
+    assert alice.hangup()["ok"]
+    assert uas.wait(timeout=15).ok

@@ -13,12 +13,15 @@ Modules:
 - ``netns``: :class:`Lab` of namespaces, veth links, NAT routers, packet loss;
   :func:`build_nat_lab` for the public net + NATed laptops topology
 - ``pulse``: :class:`PulseAudio` private daemon with a null sink
+- ``baresip``: :class:`Baresip` user agent (auto-answer, sine source, sndfile dumps, ctrl_tcp)
+- ``lab_services``: Kamailio + coturn + dnsmasq in the lab's public namespace
 - ``rawsip`` / ``stunprobe``: hand-built SIP requests (digest) and STUN Binding probes
 - ``certs``: throw-away CA + server certificate (openssl); ``ports``: free ports
 
 Fixtures (``tests/peers/fixtures.py``, visible to every test through ``tests/conftest.py``):
 ``kamailio``, ``kamailio_factory(**opts)``, ``sipp_factory(scenario, remote, **opts)``,
 ``coturn``, ``coturn_factory(**opts)``, ``dns_factory(records, **opts)``, ``netns_lab``,
-``nat_lab``, ``pulse``, ``peer_dir``. They skip with the reason when a binary or root is
-missing, and stop everything they started at teardown.
+``nat_lab``, ``lab_services``, ``pulse``, ``baresip_factory(**opts)``, ``peer_dir``.
+They skip with the reason when a binary or root is missing, and stop everything they
+started at teardown.
 """

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.peers.baresip import Baresip
 from tests.peers.coturn import Coturn
 from tests.peers.dnsmasq import Dnsmasq, DnsRecords
 from tests.peers.kamailio import Kamailio
@@ -196,3 +197,24 @@ def dns_factory(peer_dir: Path) -> Iterator[Callable[..., Dnsmasq]]:
     yield make
     for d in started:
         d.stop()
+
+
+# ---- baresip -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def baresip_factory(peer_dir: Path) -> Iterator[Callable[..., Baresip]]:
+    """``baresip_factory(**options)`` starts a :class:`Baresip` user agent (auto-answer; it
+    registers first when given ``registrar="HOST:PORT"`` and ``password``)."""
+    require_binary("baresip")
+    started: list[Baresip] = []
+
+    def make(**options: Any) -> Baresip:
+        b = Baresip(peer_dir / f"baresip{len(started)}", **options)
+        started.append(b)
+        b.start()
+        return b
+
+    yield make
+    for b in started:
+        b.stop()

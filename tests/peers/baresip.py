@@ -1,0 +1,211 @@
+"""baresip (Debian ``baresip``, v1.0) as a complete SIP user agent peer.
+
+One account, registering to ``registrar`` (if given) or not, answering automatically,
+sending a 440 Hz sine (``ausine``) and playing to a null device (``aubridge``); the
+``sndfile`` module dumps every call's encoded and decoded audio to WAV files in the work
+directory, so a test can tell that audio arrived. ``ctrl_tcp`` gives a JSON command channel
+(``dial``, ``hangup``, ``accept`` ...). Media candidates are bound to ``host`` only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shutil
+import socket
+import wave
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.peers.ports import free_port
+from tests.peers.probe import probe_in_netns
+from tests.peers.process import ManagedProcess, PeerError
+
+MODULES = ["g711.so", "opus.so", "ausine.so", "aufile.so", "aubridge.so", "sndfile.so"]
+NAT_MODULES = ["ice.so", "stun.so", "turn.so"]
+_tokens = itertools.count(1)
+
+
+def baresip_binary() -> str | None:
+    return shutil.which("baresip")
+
+
+class Baresip:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        user: str = "bob",
+        domain: str = "example.org",
+        password: str | None = None,
+        registrar: str | None = None,
+        transport: str = "udp",
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        answermode: str = "auto",
+        audio_codecs: str = "opus/48000/2,PCMU/8000/1,PCMA/8000/1",
+        medianat: str | None = None,
+        stun_server: str | None = None,
+        regint: int = 600,
+        netns: str | None = None,
+        extra_account_params: Sequence[str] = (),
+    ) -> None:
+        self.workdir = workdir
+        self.confdir = workdir / "conf"
+        self.user, self.domain, self.password = user, domain, password
+        self.registrar = registrar
+        self.transport = transport
+        self.host = host
+        self.netns = netns
+        if netns is None:
+            self.port = port or free_port(host, udp=True, tcp=True)
+            self.ctrl_port = free_port(host, udp=False, tcp=True)
+        else:
+            self.port, self.ctrl_port = port or 5060, 4444
+        self.answermode = answermode
+        self.audio_codecs = audio_codecs
+        self.medianat, self.stun_server = medianat, stun_server
+        self.regint = regint
+        self.extra_account_params = list(extra_account_params)
+        self.log_path = workdir / "baresip.log"
+        self._process: ManagedProcess | None = None
+
+    @property
+    def aor(self) -> str:
+        return f"sip:{self.user}@{self.domain}"
+
+    @property
+    def contact_uri(self) -> str:
+        """Where it can be reached directly, without a registrar."""
+        return f"sip:{self.user}@{self.host}:{self.port}"
+
+    def _write_config(self) -> None:
+        self.confdir.mkdir(parents=True, exist_ok=True)
+        modules = MODULES + (NAT_MODULES if self.medianat else [])
+        lines = [
+            "poll_method\t\tepoll",
+            f"net_interface\t\t{self.host}",
+            f"sip_listen\t\t{self.host}:{self.port}",
+            "call_local_timeout\t120",
+            "call_max_calls\t\t4",
+            "audio_player\t\taubridge,nowhere",
+            "audio_source\t\tausine,440",
+            "audio_alert\t\taubridge,nowhere",
+            # ausine makes 48 kHz stereo only; baresip resamples to the codec
+            "ausrc_srate\t\t48000",
+            "ausrc_channels\t\t2",
+            "auplay_srate\t\t48000",
+            "auplay_channels\t\t1",
+            "module_path\t\t/usr/lib/baresip/modules",
+            *(f"module\t\t\t{m}" for m in modules),
+            f"snd_path\t\t{self.workdir}",
+            "module_app\t\taccount.so",
+            "module_app\t\tmenu.so",
+            "module_app\t\tctrl_tcp.so",
+            f"ctrl_tcp_listen\t\t{self.host}:{self.ctrl_port}",
+        ]
+        (self.confdir / "config").write_text("\n".join(lines) + "\n")
+        params = [f"answermode={self.answermode}", f"audio_codecs={self.audio_codecs}"]
+        if self.password is not None:
+            params.append(f"auth_pass={self.password}")
+        if self.registrar:
+            params += [f'outbound="sip:{self.registrar};transport={self.transport}"',
+                       f"regint={self.regint}"]  # fmt: skip
+        else:
+            params.append("regint=0")
+        if self.medianat:
+            params.append(f"medianat={self.medianat}")
+        if self.stun_server:
+            params.append(f'stunserver="{self.stun_server}"')
+        params += self.extra_account_params
+        uri = f"<sip:{self.user}@{self.domain};transport={self.transport}>"
+        (self.confdir / "accounts").write_text(";".join([uri, *params]) + "\n")
+        (self.confdir / "contacts").write_text("")
+
+    def argv(self) -> list[str]:
+        binary = baresip_binary()
+        if binary is None:
+            raise PeerError("baresip not installed")
+        argv = [binary, "-f", str(self.confdir), "-v"]
+        return ["ip", "netns", "exec", self.netns, *argv] if self.netns else argv
+
+    def start(self, timeout: float = 15.0) -> None:
+        self._write_config()
+        self._process = ManagedProcess("baresip", self.argv(), self.log_path)
+        self._process.start()
+        self._process.wait_ready(
+            lambda: probe_in_netns(self.netns, "tcp", self.host, self.ctrl_port),
+            timeout,
+            "ctrl_tcp listening",
+        )
+        if self.registrar:
+            try:
+                self.wait_for_log(r"\{0/\w+/v4\} 200 OK .*binding", timeout)
+            except PeerError:
+                self.stop()
+                raise
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.running()
+
+    def __enter__(self) -> Baresip:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- control -------------------------------------------------------------------------
+    def command(self, command: str, params: str = "", timeout: float = 5.0) -> dict[str, Any]:
+        """Send a ctrl_tcp command (netstring JSON); its response (``ok``, ``data``)."""
+        token = f"t{next(_tokens)}"
+        body = json.dumps({"command": command, "params": params, "token": token}).encode()
+        with socket.create_connection((self.host, self.ctrl_port), timeout=timeout) as s:
+            s.sendall(b"%d:%s," % (len(body), body))
+            buf = b""
+            while True:
+                while True:
+                    m = re.match(rb"(\d+):", buf)
+                    if m and len(buf) >= m.end() + int(m.group(1)) + 1:
+                        break
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise PeerError(f"baresip closed the control connection ({command})")
+                    buf += chunk
+                start, length = m.end(), int(m.group(1))
+                message = json.loads(buf[start : start + length])
+                buf = buf[start + length + 1 :]
+                if message.get("response") and message.get("token") == token:
+                    return dict(message)
+
+    def dial(self, uri: str) -> dict[str, Any]:
+        return self.command("dial", uri)
+
+    def hangup(self) -> dict[str, Any]:
+        return self.command("hangup")
+
+    # ---- inspection ----------------------------------------------------------------------
+    def log(self) -> str:
+        return self._process.log() if self._process else ""
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0, start: int = 0) -> str:
+        if self._process is None:
+            raise PeerError("baresip not started")
+        return self._process.wait_for_log(pattern, timeout, start).group(0)
+
+    def received_audio_frames(self) -> int:
+        """Audio frames baresip decoded from the network, over all calls (sndfile dumps)."""
+        total = 0
+        for path in sorted(self.workdir.glob("dump-*-dec.wav")):
+            try:
+                with wave.open(str(path)) as w:
+                    total += w.getnframes()
+            except (wave.Error, EOFError):
+                total += max(0, path.stat().st_size - 44) // 2  # still being written
+        return total
