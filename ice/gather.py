@@ -797,7 +797,8 @@ class AsyncGatherer:
         return local
 
     async def wait_complete(self, timeout: float | None = None) -> list[GatheredCandidate]:
-        """Wait for :class:`GatheringComplete`; returns the signalled candidates."""
+        """Wait for :class:`GatheringComplete` (or :meth:`close`); returns the signalled
+        candidates."""
         assert self._complete is not None, "start() first"
         await asyncio.wait_for(self._complete.wait(), timeout)
         return self.core.signalled_candidates
@@ -862,6 +863,8 @@ class AsyncGatherer:
             )
         for transport in self._transports.values():
             transport.close()
+        if self._complete is not None:
+            self._complete.set()  # wake wait_complete(): it returns what was gathered
         await asyncio.sleep(0)
 
     # -- driving the core -------------------------------------------------------------------

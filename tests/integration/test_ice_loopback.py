@@ -522,3 +522,18 @@ async def test_consent_loss_stops_sending() -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_close_during_gathering_wakes_the_gatherer() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        cfg = GatherConfig(stun_servers=[silent.getsockname()], stun_timeout=30.0)
+        conn = IceConnection(True, bind="127.0.0.1", gather=cfg)
+        task = asyncio.ensure_future(conn.gather())
+        await asyncio.sleep(0.1)
+        assert not task.done()
+        await conn.close()
+        candidates = await asyncio.wait_for(task, 2)
+        assert [c.type for c in candidates] == [CandidateType.HOST]
+        with pytest.raises(IceError):
+            await conn.connected(1)
