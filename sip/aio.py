@@ -107,7 +107,12 @@ class AsyncCall:
         self.ua._flush()
 
     async def answer(self, sdp: bytes, *, wait_ack: bool = False, timeout: float = 40.0) -> None:
-        """Send 200 OK; with ``wait_ack`` wait until the ACK arrives."""
+        """Send 200 OK; with ``wait_ack`` wait until the ACK arrives.
+
+        Raises :class:`CallError` when the call is already over (e.g. the caller cancelled).
+        """
+        if self.call.state not in (CallState.INCOMING, CallState.EARLY):
+            raise CallError(self.call.final_status or 487, f"call is {self.call.state.value}")
         self.call.answer(sdp, self.ua.now())
         self.ua._flush()
         if wait_ack:

@@ -741,13 +741,19 @@ class Call:
             resp.headers.add("Retry-After", str(self.rng.randint(0, 10)))
             self.host.respond(stx, resp, now)
             return
-        self.dialog.refresh_target(req)
         offer, ctype = self._body(req)
         if offer is not None:
+            try:
+                body = self.host.answer_offer(self, offer, ctype)
+            except ValueError as exc:
+                # RFC 3261 §14.2: an offer we cannot accept; the session stays as it was.
+                log.info("call %s: re-INVITE offer rejected: %s", self.call_id, exc)
+                self.host.respond(stx, make_response(req, 488), now)
+                return
             self.remote_sdp, self.remote_content_type = offer, ctype
-            body = self.host.answer_offer(self, offer, ctype)
         else:
             body = self.local_sdp  # offer-less re-INVITE: our offer goes in the 2xx
+        self.dialog.refresh_target(req)
         self._reinvite_in = req
         if body:
             self.local_sdp = body
@@ -772,13 +778,20 @@ class Call:
             resp.headers.add("Retry-After", str(self.rng.randint(0, 10)))
             self.host.respond(stx, resp, now)
             return
-        self.dialog.refresh_target(req)
         offer, ctype = self._body(req)
+        answer = b""
+        if offer is not None:
+            try:
+                answer = self.host.answer_offer(self, offer, ctype)
+            except ValueError as exc:
+                log.info("call %s: UPDATE offer rejected: %s", self.call_id, exc)
+                self.host.respond(stx, make_response(req, 488), now)
+                return
+        self.dialog.refresh_target(req)
         resp = make_response(req, 200)
         resp.headers.add("Contact", self.host.contact())
         if offer is not None:
             self.remote_sdp, self.remote_content_type = offer, ctype
-            answer = self.host.answer_offer(self, offer, ctype)
             self.local_sdp = answer
             resp.body = answer
             resp.headers.set("Content-Type", self.local_content_type or SDP)

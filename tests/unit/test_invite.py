@@ -448,3 +448,22 @@ def test_cancelled_invite_without_final_response_is_given_up():
     net.run(lambda: call.state is inv.CallState.TERMINATED, max_time=100)
     assert call.state is inv.CallState.TERMINATED
     assert [e.reason for e in net.of(a, inv.CallEnded)] == ["local-cancel"]
+
+
+@pytest.mark.parametrize("method", ["INVITE", "UPDATE"])
+def test_unacceptable_reoffer_gets_488_and_session_stays(method):
+    net, a, b, proxy = topology(record_route=False)
+    call, bcall = connect(net, a, b)
+
+    def refuse(c: inv.Call, offer: bytes, ctype: str | None) -> bytes:
+        raise ValueError("no common codec")
+
+    b.config.offer_handler = refuse
+    if method == "INVITE":
+        call.reinvite(SDP_A + b"a=sendonly\r\n", net.now)
+    else:
+        call.update(SDP_A + b"a=sendonly\r\n", net.now)
+    net.run(lambda: bool(net.of(a, inv.CallUpdateFailed)))
+    assert [(f.status, f.method) for f in net.of(a, inv.CallUpdateFailed)] == [(488, method)]
+    assert call.state is inv.CallState.CONNECTED and bcall.state is inv.CallState.CONNECTED
+    assert bcall.remote_sdp == SDP_A  # unchanged
