@@ -1,6 +1,7 @@
 """Benchmark: CPU cost of the media path and how many calls one core carries in real time.
 
-Run: ``.venv/bin/python -m bench.media_cpu`` (about 40 s; ``--quick`` for a shorter run).
+Run: ``.venv/bin/python -m bench.media_cpu`` (about 40 s; ``--quick`` for a shorter run,
+``--baresip`` to add a side-by-side measurement of baresip, about 15 s more).
 
 1. Per 20 ms frame, in µs of CPU (best of several repeats), for Opus (32 kbit/s mono) and
    PCMU: *send* = ``RtpSession.send_frame`` (encode + packetize) and *receive* =
@@ -15,6 +16,8 @@ Run: ``.venv/bin/python -m bench.media_cpu`` (about 40 s; ``--quick`` for a shor
    softphone process does per call. Other load on the machine lowers the result: when the
    process gets less than a core, streams fall behind at a low "CPU %" (the load average is
    printed for that reason).
+3. ``--baresip``: two baresip processes in a call on 127.0.0.1; CPU per 20 ms frame for one
+   end next to ours (from the 8-stream run). Not like for like: see the printed notes.
 """
 
 from __future__ import annotations
@@ -121,9 +124,10 @@ async def real_time(codec: CodecDescription, pairs: int, seconds: float, wav: Pa
                 MediaStream(session, t, WavFileSource(wav, rate, loop=True), NullSink(rate))
             )
     wall0, cpu0 = time.monotonic(), time.process_time()
-    for s in streams:
+    for s in streams:  # calls start at random moments: spread their 20 ms phases
         s.start()
-    await asyncio.sleep(seconds)
+        await asyncio.sleep(FRAME_S / len(streams))
+    await asyncio.sleep(seconds - FRAME_S)
     wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
     stats = [await s.stop() for s in streams]
     for t in transports:
@@ -168,10 +172,57 @@ def find_capacity(codec: CodecDescription, seconds: float, wav: Path, runs: int)
     return results
 
 
+# --- 3. baresip side by side ----------------------------------------------------------------
+
+
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def baresip_us_per_frame(name: str, seconds: float) -> float | None:
+    """CPU µs per 20 ms frame of one baresip endpoint in a call with another (or None).
+
+    Two baresip processes (the test peer of tests/peers/baresip.py: ausine source, aubridge
+    null player, sndfile WAV dumps, verbose log) call each other on 127.0.0.1."""
+    try:
+        from tests.peers.baresip import Baresip, baresip_binary
+    except ImportError:
+        return None
+    if baresip_binary() is None:
+        return None
+    codecs = {"opus": "opus/48000/2", "pcmu": "PCMU/8000/1"}[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        bob = Baresip(Path(tmp) / "bob", user="bob", audio_codecs=codecs)
+        alice = Baresip(Path(tmp) / "alice", user="alice", audio_codecs=codecs)
+        bob.start()
+        try:
+            alice.start()
+            try:
+                alice.dial(f"sip:bob@127.0.0.1:{bob.port}")
+                alice.wait_for_log(r"call established|Call established", timeout=10)
+                time.sleep(1.0)
+                pids = [p._process.pid for p in (alice, bob) if p._process is not None]
+                cpu0, t0 = [_process_cpu(pid) for pid in pids], time.monotonic()
+                time.sleep(seconds)
+                cpu1, wall = [_process_cpu(pid) for pid in pids], time.monotonic() - t0
+                alice.hangup()
+            finally:
+                alice.stop()
+        finally:
+            bob.stop()
+    per_endpoint = sum(b - a for a, b in zip(cpu0, cpu1, strict=True)) / len(pids)
+    return per_endpoint / (wall / FRAME_S) * 1e6
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer frames, shorter runs")
     parser.add_argument("--codecs", default="opus,pcmu")
+    parser.add_argument(
+        "--baresip", action="store_true", help="also measure two baresip processes in a call"
+    )
     args = parser.parse_args(argv)
     frames, repeat = (250, 2) if args.quick else (1000, 3)
     seconds, runs = (2.0, 2) if args.quick else (3.0, 4)
@@ -196,13 +247,15 @@ def main(argv: list[str] | None = None) -> None:
         f"{'codec':<8}{'streams':>8}{'CPU %':>8}{'sent %':>8}{'late':>6}{'PLC':>6}"
         f"{'skips':>7}  verdict"
     )
+    calibration: dict[str, RunResult] = {}
     with tempfile.TemporaryDirectory() as tmp:
         best: dict[str, int] = {}
         for name in args.codecs.split(","):
             codec = CODECS[name]
             wav = Path(tmp) / f"{name}.wav"
             save_wav(wav, speech_like(codec.clock_rate, 5.0), codec.clock_rate)
-            for r in find_capacity(codec, seconds, wav, runs):
+            runs_of = find_capacity(codec, seconds, wav, runs)
+            for r in runs_of:
                 verdict = "sustained" if r.sustained else "overloaded"
                 print(
                     f"{name:<8}{r.streams:>8}{100 * r.cpu_share:>8.0f}"
@@ -211,11 +264,23 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 if r.sustained:
                     best[name] = max(best.get(name, 0), r.streams)
+            calibration[name] = runs_of[0]
     print()
     for name in args.codecs.split(","):
         n = best.get(name)
         text = f"{n} concurrent full-duplex calls" if n else "not even the smallest run"
         print(f"{name}: one core sustained {text} (one stream = one end of a call)")
+
+    if args.baresip:
+        print("\nSide by side: CPU µs per 20 ms frame for one call end (send + receive)")
+        print(f"{'codec':<8}{'softphone':>11}{'baresip':>10}")
+        for name in args.codecs.split(","):
+            ours = calibration[name].cpu_share / calibration[name].streams * FRAME_S * 1e6
+            theirs = baresip_us_per_frame(name, seconds)
+            text = "-" if theirs is None else f"{theirs:.0f}"
+            print(f"{name:<8}{ours:>11.0f}{text:>10}")
+        print("(softphone: a stream of the 8-stream run, WAV source, null sink, one shared loop;")
+        print(" baresip: one process per end, sine source, null player, WAV dumps, -v log)")
 
 
 if __name__ == "__main__":
