@@ -30,6 +30,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ice.aio import IceConnection, IceError
@@ -58,6 +59,11 @@ def emit(event: str, **fields: Any) -> None:
 
 
 class Node:
+    """Our agent (:class:`ice.aio.IceConnection`) with ``--components`` components.
+
+    With one component the data is ``tag i``; with more, ``tag cN i`` sent on component N,
+    and each received message is reported with `` @cK``, K the component it arrived on."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         turn = [
             TurnServer(_address(t), args.user or "", args.password or "") for t in args.turn or []
@@ -73,16 +79,35 @@ class Node:
         if args.nomination_delay is not None:
             options["nomination_delay"] = args.nomination_delay
         self.args = args
+        self.components: int = args.components
         self.conn = IceConnection(
             args.role == "controlling",
+            components=self.components,
             gather=config,
             agent_options=options,
         )
         self._sender: asyncio.Task[None] | None = None
         self._collector: asyncio.Task[None] | None = None
         self.sent = 0
-        self.received: set[bytes] = set()
-        self.strangers = 0
+        self.received: dict[int, set[bytes]] = {c: set() for c in range(1, self.components + 1)}
+        self._want: int | None = None
+        self._enough = asyncio.Event()
+        for component in range(1, self.components + 1):
+            # from the start: the peer may begin sending before our exchange command comes
+            self.conn.transport(component).on_receive = self._receiver(component)
+
+    def _receiver(self, component: int) -> Callable[[bytes], None]:
+        def on_receive(data: bytes) -> None:
+            if data.startswith(DATA_MARK):
+                self.received[component].add(data)
+                self._check_enough()
+
+        return on_receive
+
+    def _check_enough(self) -> None:
+        want = self._want
+        if want is not None and all(len(got) >= want for got in self.received.values()):
+            self._enough.set()
 
     async def gather(self) -> None:
         started = time.monotonic()
@@ -104,47 +129,66 @@ class Node:
         except IceError as exc:
             emit("failed", reason=str(exc), events=[repr(e) for e in self.conn.events][-20:])
             return
-        t = self.conn.transport()
-        selected = t.selected
-        assert selected is not None
-        local, remote = selected
+        pairs = []
+        for component in range(1, self.components + 1):
+            t = self.conn.transport(component)
+            selected = t.selected
+            assert selected is not None
+            local, remote = selected
+            pairs.append(
+                {
+                    "component": component,
+                    "local": _describe(local),
+                    "remote": _describe(remote),
+                    "relayed": t.relayed,
+                }
+            )
         emit(
             "connected",
-            local=_describe(local),
-            remote=_describe(remote),
-            relayed=t.relayed,
+            local=pairs[0]["local"],
+            remote=pairs[0]["remote"],
+            relayed=pairs[0]["relayed"],
+            pairs=pairs,
             connect_time=self.conn.connect_time,
             wall_time=round(time.monotonic() - started, 3),
         )
+
+    def _text(self, tag: str, component: int, i: int) -> bytes:
+        if self.components == 1:
+            return DATA_MARK + f"{tag} {i}".encode()
+        return DATA_MARK + f"{tag} c{component} {i}".encode()
+
+    def _messages(self) -> list[str]:
+        out = []
+        for component, got in self.received.items():
+            for data in got:
+                text = data[1:].decode(errors="replace")
+                out.append(text if self.components == 1 else f"{text} @c{component}")
+        return sorted(out)
 
     async def exchange(self, cmd: dict[str, Any]) -> None:
         tag: str = cmd["tag"]
         want = int(cmd.get("want", 10))
         timeout = float(cmd.get("timeout", 8.0))
         interval = float(cmd.get("interval", 0.02))
-        t = self.conn.transport()
+        self._want = want
+        self._check_enough()
 
         async def send_loop() -> None:
+            i = 0
             while True:
-                if t.send(DATA_MARK + f"{tag} {self.sent}".encode()):
-                    self.sent += 1
+                for component in range(1, self.components + 1):
+                    if self.conn.transport(component).send(self._text(tag, component, i)):
+                        self.sent += 1
+                i += 1
                 await asyncio.sleep(interval)
 
         async def collect() -> None:
-            deadline = time.monotonic() + timeout
-            while len(self.received) < want and time.monotonic() < deadline:
-                try:
-                    data = await asyncio.wait_for(t.recv(), deadline - time.monotonic())
-                except TimeoutError:
-                    break
-                if data.startswith(DATA_MARK):
-                    self.received.add(data)
-                else:
-                    self.strangers += 1
-            emit(
-                "received",
-                messages=sorted(d[1:].decode(errors="replace") for d in self.received),
-            )
+            try:
+                await asyncio.wait_for(self._enough.wait(), timeout)
+            except TimeoutError:
+                pass
+            emit("received", messages=self._messages())
 
         self._sender = asyncio.create_task(send_loop())
         self._collector = asyncio.create_task(collect())
@@ -157,13 +201,13 @@ class Node:
                     await task
                 except asyncio.CancelledError:
                     pass
-        t = self.conn.transport()
+        transports = [self.conn.transport(c) for c in range(1, self.components + 1)]
         emit(
             "stopped",
             sent=self.sent,
-            received=len(self.received),
-            transport_sent=t.packets_sent,
-            transport_received=t.packets_received,
+            received=sum(len(got) for got in self.received.values()),
+            transport_sent=sum(t.packets_sent for t in transports),
+            transport_received=sum(t.packets_received for t in transports),
         )
 
     async def close(self) -> None:
@@ -334,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--user")
     parser.add_argument("--password")
     parser.add_argument("--relay-only", action="store_true")
+    parser.add_argument("--components", type=int, default=1, help="(ours only)")
     parser.add_argument("--ta", type=float, default=0.02)
     parser.add_argument("--ice-timeout", type=float, default=15.0)
     parser.add_argument(

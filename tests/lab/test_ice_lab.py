@@ -152,7 +152,8 @@ def test_connects_with_ten_percent_loss(
         for name in routers:
             ice_lab.routers[name].set_loss(0)
     print(f"[ice-lab] dropped by the loss rules: {dropped}")
-    assert all(n > 0 for n in dropped.values()), dropped  # the loss was really there
+    # the loss was really there (one router alone may, rarely, drop none of ~50 packets)
+    assert sum(dropped.values()) > 0, dropped
     if a.startswith("sym"):
         assert r.a["relayed"] and r.b["relayed"]
     # eim/eim may settle for the relay here: see test_loss_patient_nomination_goes_direct
@@ -179,3 +180,32 @@ def test_loss_patient_nomination_goes_direct(ice_lab: IceLab) -> None:
     assert_direct(r, ice_lab, "lan1a", "eim2l")
     assert_mirrored(r, ice_lab, "lan1a", "eim2l")
     assert_data_both_ways(r)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "relayed"),
+    [("lan1a", "eim2l", False), ("sym1l", "sym2l", True)],
+    ids=["eim-eim", "sym-sym"],
+)
+def test_two_components_through_nats(ice_lab: IceLab, a: str, b: str, relayed: bool) -> None:
+    """RTP and RTCP on separate components (no rtcp-mux): each component has its own socket,
+    NAT mapping (and allocation), and gets its own pair; data never crosses components."""
+    r = run_pair(ice_lab, f"2comp/{a}-{b}", a, b, extra_args=["--components", "2"])
+    for report in (r.a, r.b):
+        pairs = report["pairs"]
+        assert [p["component"] for p in pairs] == [1, 2], report
+        assert all(p["relayed"] is relayed for p in pairs), report
+        remote = [(p["remote"]["address"], p["remote"]["port"]) for p in pairs]
+        local = [(p["local"]["address"], p["local"]["port"]) for p in pairs]
+        assert remote[0] != remote[1] and local[0] != local[1], report
+    if not relayed:
+        for report, peer in ((r.a, ice_lab[b]), (r.b, ice_lab[a])):
+            assert {p["remote"]["address"] for p in report["pairs"]} == {peer.public_ip}
+    for got, sender in ((r.received_a, "from-b"), (r.received_b, "from-a")):
+        per_component = {1: 0, 2: 0}
+        for message in got:
+            tag, sent_on, _, received_on = message.split()
+            assert tag == sender, message
+            assert received_on == "@" + sent_on, message  # arrived on the component it was sent on
+            per_component[int(sent_on[1:])] += 1
+        assert min(per_component.values()) >= 10, per_component
