@@ -944,3 +944,34 @@ def test_baresip_dials_and_hangs_up(
     time.sleep(0.5)
     assert alice.hangup()["ok"]
     assert uas.wait(timeout=15).ok
+
+
+def test_lab_baresips_call_each_other_across_nats(lab_services: LabServices, peer_dir) -> None:
+    lab, kam = lab_services.lab, lab_services.kamailio
+    phones = []
+    try:
+        for site, user in zip(lab.sites, ("alice", "bob"), strict=True):
+            phone = Baresip(
+                peer_dir / f"baresip-{user}", user=user, password=kam.users[user],
+                registrar=f"{lab.server_ip}:{kam.port}", host=site.laptop_ip,
+                netns=site.laptop.name, medianat="ice",
+                stun_server=f"stun:{lab.server_ip}:{lab_services.coturn.port}",
+            )  # fmt: skip
+            phones.append(phone)
+            phone.start()
+        alice, bob = phones
+        assert alice.dial(f"sip:bob@{lab_services.domain}")["ok"]
+        alice.wait_for_log(r"Call established: sip:bob@", timeout=15)
+        bob.wait_for_log(r"Call established: sip:alice@", timeout=15)
+        # STUN through coturn found each laptop's public (router) address
+        for phone, site in zip(phones, lab.sites, strict=True):
+            assert f"Default local candidates: {site.router_wan_ip}:" in phone.log()
+        assert alice.hangup()["ok"]
+    finally:
+        for phone in phones:
+            phone.stop()
+
+
+def test_baresip_refuses_ice_on_loopback(peer_dir) -> None:
+    with pytest.raises(ValueError, match="namespace"):
+        Baresip(peer_dir / "b", medianat="ice")

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import wave
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tests.peers.ports import free_port
-from tests.peers.probe import probe_in_netns
+from tests.peers.probe import REPO_ROOT, probe_in_netns
 from tests.peers.process import ManagedProcess, PeerError
 
 MODULES = ["g711.so", "opus.so", "ausine.so", "aufile.so", "aubridge.so", "sndfile.so"]
@@ -52,6 +55,10 @@ class Baresip:
         netns: str | None = None,
         extra_account_params: Sequence[str] = (),
     ) -> None:
+        if medianat and netns is None:
+            # baresip's ICE gathers on every interface of the host, not only ``host``: on
+            # loopback that would leak media onto the machine's real addresses
+            raise ValueError("medianat (ICE/STUN/TURN) only inside a lab namespace (netns=)")
         self.workdir = workdir
         self.confdir = workdir / "conf"
         self.user, self.domain, self.password = user, domain, password
@@ -163,26 +170,19 @@ class Baresip:
 
     # ---- control -------------------------------------------------------------------------
     def command(self, command: str, params: str = "", timeout: float = 5.0) -> dict[str, Any]:
-        """Send a ctrl_tcp command (netstring JSON); its response (``ok``, ``data``)."""
-        token = f"t{next(_tokens)}"
-        body = json.dumps({"command": command, "params": params, "token": token}).encode()
-        with socket.create_connection((self.host, self.ctrl_port), timeout=timeout) as s:
-            s.sendall(b"%d:%s," % (len(body), body))
-            buf = b""
-            while True:
-                while True:
-                    m = re.match(rb"(\d+):", buf)
-                    if m and len(buf) >= m.end() + int(m.group(1)) + 1:
-                        break
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        raise PeerError(f"baresip closed the control connection ({command})")
-                    buf += chunk
-                start, length = m.end(), int(m.group(1))
-                message = json.loads(buf[start : start + length])
-                buf = buf[start + length + 1 :]
-                if message.get("response") and message.get("token") == token:
-                    return dict(message)
+        """Send a ctrl_tcp command (netstring JSON); its response (``ok``, ``data``).
+
+        Inside a namespace the command is sent from a helper process in that namespace:
+        the lab's addresses must never be reached from the host's own network stack."""
+        if self.netns is None:
+            return ctrl_command(self.host, self.ctrl_port, command, params, timeout)
+        argv = ["ip", "netns", "exec", self.netns, sys.executable, "-m", "tests.peers.baresip"]
+        argv += [self.host, str(self.ctrl_port), command, params]
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout + 10)
+        if res.returncode != 0:
+            raise PeerError(f"baresip {command} failed: {res.stderr.strip()}")
+        return dict(json.loads(res.stdout))
 
     def dial(self, uri: str) -> dict[str, Any]:
         return self.command("dial", uri)
@@ -209,3 +209,34 @@ class Baresip:
             except (wave.Error, EOFError):
                 total += max(0, path.stat().st_size - 44) // 2  # still being written
         return total
+
+
+def ctrl_command(
+    host: str, port: int, command: str, params: str = "", timeout: float = 5.0
+) -> dict[str, Any]:
+    """One ctrl_tcp command: send ``{"command", "params", "token"}`` as a netstring and
+    return the response with that token (events on the same connection are skipped)."""
+    token = f"t{next(_tokens)}"
+    body = json.dumps({"command": command, "params": params, "token": token}).encode()
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(b"%d:%s," % (len(body), body))
+        buf = b""
+        while True:
+            while True:
+                m = re.match(rb"(\d+):", buf)
+                if m and len(buf) >= m.end() + int(m.group(1)) + 1:
+                    break
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise PeerError(f"baresip closed the control connection ({command})")
+                buf += chunk
+            start, length = m.end(), int(m.group(1))
+            message = json.loads(buf[start : start + length])
+            buf = buf[start + length + 1 :]
+            if message.get("response") and message.get("token") == token:
+                return dict(message)
+
+
+if __name__ == "__main__":  # python -m tests.peers.baresip HOST PORT COMMAND [PARAMS]
+    _host, _port, _command, *_params = sys.argv[1:]
+    print(json.dumps(ctrl_command(_host, int(_port), _command, " ".join(_params))))

@@ -145,8 +145,12 @@ class Dnsmasq:
         return self._process.log() if self._process else ""
 
     def resolver(self) -> Any:
-        """A dnspython Resolver that asks only this server."""
+        """A dnspython Resolver that asks only this server (not for one in a namespace:
+        the host must never send to the lab's addresses)."""
         import dns.resolver
+
+        if self.netns:
+            raise PeerError("query a namespaced dnsmasq from inside the namespace")
 
         r = dns.resolver.Resolver(configure=False)
         r.nameservers = [self.host]
