@@ -570,3 +570,41 @@ def test_external_relay_failure_is_a_server_failure() -> None:
     while (e := g.next_event()) is not None:
         kinds.append(type(e).__name__)
     assert kinds == ["CandidateGathered", "ServerFailed", "ServerFailed", "GatheringComplete"]
+
+
+def test_ipv6_server_is_asked_from_ipv6_sockets_only() -> None:
+    stun6: Address = ("2001:db8::53", 3478)
+    g = started(GatherConfig(stun_servers=[STUN1, stun6]), (HOST4, 1, 65535), (HOST6, 1, 65279))
+    sent: list[tuple[Address, Address]] = []
+    for _ in range(5):
+        sent += [(local, dst) for _, local, dst in g.datagrams_to_send(0.0)]
+        g.handle_timer(g.get_timer() or 0.0)
+    assert (HOST4, STUN1) in sent and (HOST6, stun6) in sent
+    assert (HOST4, stun6) not in sent and (HOST6, STUN1) not in sent
+    events, _ = drive(g, Net(nat=True))
+    srflx = [c for c in g.candidates if c.candidate.type is CandidateType.SERVER_REFLEXIVE]
+    # IPv4 is NATed, IPv6 is not (the simulated net maps only IPv4): one srflx, from IPv4
+    assert [c.local for c in srflx] == [HOST4]
+
+
+def test_two_turn_servers_give_distinct_relay_priorities() -> None:
+    turn2: Address = ("198.51.100.4", 3478)
+    fake1, fake2 = FakeTurn(), FakeTurn(address=turn2, relay_port=61000)
+
+    class TwoTurns(Net):
+        def reply(self, data: bytes, local: Address, dst: Address) -> bytes | None:
+            if dst == turn2:
+                return fake2.handle(data, self.public(local))
+            return super().reply(data, local, dst)
+
+    cfg = GatherConfig(
+        turn_servers=[TurnServer(TURN, "alice", "secret"), TurnServer(turn2, "alice", "secret")]
+    )
+    g = started(cfg, (HOST4, 1, 65535))
+    events, _ = drive(g, TwoTurns(nat=True, turn=fake1))
+    relays = [c.candidate for c in gathered(events) if c.candidate.type is CandidateType.RELAYED]
+    assert len(relays) == 2
+    assert relays[0].priority != relays[1].priority
+    assert relays[0].foundation != relays[1].foundation  # different server IPs (§5.1.1.3)
+    srflx = [c for c in gathered(events) if c.candidate.type is CandidateType.SERVER_REFLEXIVE]
+    assert len(srflx) == 1  # the same mapping from both allocations: redundant

@@ -275,3 +275,12 @@ def test_receive_never_raises(data: bytes) -> None:
     spliced = data[:8] + request[8:20] + data[20:] if len(data) >= 20 else data
     for candidate in (data, b"\x01\x01" + spliced[2:4] + request[4:8] + spliced[8:]):
         d.receive(candidate, PRIMARY, 0.0)
+
+
+def test_ipv6_without_nat() -> None:
+    local6: Address = ("2001:db8::10", 40000)
+    server = SimServer(primary=("2001:db8:1::1", 3478), alt_ip="2001:db8:1::2")
+    result, _ = run(SimNat(None, None), server, local=local6)
+    assert result.nat is False
+    assert result.mapped == local6
+    assert result.filtering is FilteringBehavior.ENDPOINT_INDEPENDENT
