@@ -17,6 +17,11 @@ Cases:
   sockets that never answer (a firewalled path: no ICMP either).  The best pairs are checked
   first and go nowhere, so the pair that gets nominated is not the first one checked.
 
+* ``relay only (coturn)``: both sides offer only a relayed candidate from a coturn on
+  127.0.0.1 (started by the benchmark when ``turnserver`` is installed): permissions and
+  Send/Data indications through the relay; ours forced with ``relay_only``, aioice with
+  ``TransportPolicy.RELAY``.
+
 Agents: ours with its default Ta (50 ms, RFC 8445 §14.2) and with Ta = 20 ms (aioice's
 pacing); aioice with its defaults; and ours against aioice (ours controlling).
 
@@ -44,6 +49,7 @@ if __package__ in (None, ""):  # allow ``python bench/ice_connect.py``
 
 from ice.aio import IceConnection
 from ice.candidate import Candidate, CandidateType
+from ice.gather import GatherConfig, TurnServer
 from ice.sdp import format_candidate, parse_candidate
 
 try:
@@ -152,6 +158,92 @@ async def _mixed_pair(addresses: list[str], decoys: list[Candidate]) -> float:
         await b.close()
 
 
+async def _ours_relay_pair(turn: TurnServer) -> float:
+    cfg = GatherConfig(turn_servers=[turn], relay_only=True)
+    opts = {"ta": 0.02}
+    a = IceConnection(True, bind="127.0.0.1", gather=cfg, agent_options=opts)
+    b = IceConnection(False, bind="127.0.0.1", gather=cfg, agent_options=opts)
+    try:
+        await asyncio.gather(a.gather(), b.gather())
+        a.set_remote(b.local_ufrag, b.local_pwd, b.local_candidates)
+        b.set_remote(a.local_ufrag, a.local_pwd, a.local_candidates)
+        t0 = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), TIMEOUT)
+        elapsed = time.perf_counter() - t0
+        assert a.transport().relayed and b.transport().relayed
+        assert a.transport().send(b"\x80ping") and b.transport().send(b"\x80pong")
+        assert await asyncio.wait_for(b.transport().recv(), 2) == b"\x80ping"
+        assert await asyncio.wait_for(a.transport().recv(), 2) == b"\x80pong"
+        return elapsed
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _aioice_relay_pair(turn: TurnServer) -> float:
+    assert aioice is not None
+    kwargs: dict[str, Any] = {
+        "turn_server": turn.address,
+        "turn_username": turn.username,
+        "turn_password": turn.password,
+        "transport_policy": aioice.TransportPolicy.RELAY,
+        "use_ipv6": False,
+    }
+    a = aioice.Connection(ice_controlling=True, **kwargs)
+    b = aioice.Connection(ice_controlling=False, **kwargs)
+    try:
+        await asyncio.gather(a.gather_candidates(), b.gather_candidates())
+        for x, y in ((a, b), (b, a)):
+            x.remote_username, x.remote_password = y.local_username, y.local_password
+            for c in y.local_candidates:
+                await x.add_remote_candidate(c)
+            await x.add_remote_candidate(None)
+        t0 = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), TIMEOUT)
+        elapsed = time.perf_counter() - t0
+        await a.send(b"\x80ping")
+        await b.send(b"\x80pong")
+        assert await asyncio.wait_for(b.recv(), 2) == b"\x80ping"
+        assert await asyncio.wait_for(a.recv(), 2) == b"\x80pong"
+        return elapsed
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _relay_rows(runs: int) -> None:
+    """Relayed candidates only, both sides, through a coturn on 127.0.0.1 (if installed)."""
+    import tempfile
+    from pathlib import Path
+
+    from tests.peers.coturn import Coturn, turnserver_binary
+
+    if turnserver_binary() is None:
+        print(f"{'relay only (coturn)':26} skipped: turnserver not installed")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Coturn(Path(tmp), alt_host=None, tls=False)
+        server.start()
+        try:
+            turn = TurnServer(server.turn_address(), "alice", server.users["alice"])
+            rows: list[tuple[str, Callable[[TurnServer], Awaitable[float]]]] = [
+                ("ours (Ta 20 ms)", _ours_relay_pair)
+            ]
+            if aioice is not None:
+                rows.append(("aioice-aioice", _aioice_relay_pair))
+            for name, run in rows:
+                times = []
+                for _ in range(runs):
+                    try:
+                        times.append(await run(turn))
+                    except (TimeoutError, AssertionError, OSError, ConnectionError) as exc:
+                        logging.getLogger("bench").warning("run failed: %r", exc)
+                        times.append(float("nan"))
+                print(f"{'relay only (coturn)':26} {name:24} {_fmt(times)}", flush=True)
+        finally:
+            server.stop()
+
+
 async def _measure(run: Run, addresses: list[str], decoys: list[Candidate], n: int) -> list[float]:
     times = []
     for _ in range(n):
@@ -203,6 +295,7 @@ async def main_async(runs: int) -> None:
         finally:
             for s in silent:
                 s.close()
+    await _relay_rows(runs)
 
 
 def main_virtual(runs: int) -> None:
