@@ -12,6 +12,8 @@
   at once (component 1 with rtcp-mux, else the RTCP transport, RFC 5761);
 * received datagrams go straight to ``receive``; session events (DTMF, SSRC changes, BYE)
   are put on :attr:`MediaStream.events` and passed to ``on_event``;
+* :attr:`MediaStream.sent_level` / :attr:`~MediaStream.played_level` meter both directions
+  (:class:`~media.analysis.LevelMeter`; ``active_frames`` tells that sound flowed);
 * :meth:`MediaStream.stop` sends the RTCP BYE (RFC 3550 §6.6) and closes source and sink.
 
 A transport is anything with ``send(data)`` and a settable ``on_receive`` callback (the
@@ -33,6 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
+from .analysis import LevelMeter
 from .session import RTCP_COMPONENT, RtpSession, SessionEvent
 from .sources import AudioSink, AudioSource, ClockedSink, Pacer
 from .stats import Stats
@@ -174,6 +177,10 @@ class MediaStream:
         self._stopped = False
         self.frames_sent = 0
         self.frames_played = 0
+        #: levels of what is sent and what is played (meters, "did audio flow" checks)
+        self.sent_level = LevelMeter()
+        self.played_level = LevelMeter()
+        self._frame_s = session.frame_samples / session.sample_rate
         self.started_at: float | None = None
 
     @property
@@ -211,6 +218,7 @@ class MediaStream:
             for datagram in self.session.send_frame(frame, self.clock()):
                 self.transport.send(datagram)
             self.frames_sent += 1
+            self.sent_level.update(frame, self._frame_s)
 
     async def _playout_loop(self) -> None:
         pacer = self.playout_pacer
@@ -221,8 +229,10 @@ class MediaStream:
                 await clocked.wait_for_space()
             else:
                 await pacer.wait()
-            self.sink.write(self.session.playout(self.clock()))
+            frame = self.session.playout(self.clock())
+            self.sink.write(frame)
             self.frames_played += 1
+            self.played_level.update(frame, self._frame_s)
 
     async def _rtcp_loop(self) -> None:
         while True:

@@ -4,6 +4,8 @@
   interpolation between bins, so a 1 s signal resolves well below 1 Hz);
 * :func:`rms`, :func:`rms_dbfs`, :func:`peak_dbfs`: levels; dBFS here is relative to a
   full-scale square wave (``20·log10(rms / 32768)``), so a full-scale sine reads -3 dBFS;
+* :class:`LevelMeter`: a level display (fast attack, slow release) that also counts the
+  frames carrying sound, e.g. to tell that audio flowed in a call;
 * :func:`cross_correlate`: normalised cross-correlation between what was sent and what came
   back, searching the lag (delay) that matches best, e.g. to check that audio went through a
   call and how long it took.
@@ -20,6 +22,7 @@ import numpy.typing as npt
 __all__ = [
     "FULL_SCALE",
     "Correlation",
+    "LevelMeter",
     "cross_correlate",
     "dominant_frequency",
     "peak_dbfs",
@@ -89,6 +92,37 @@ def peak_dbfs(samples: npt.ArrayLike, floor: float = _FLOOR_DB) -> float:
     """Peak level in dBFS, at least ``floor``."""
     x = _mono(samples)
     return _db(float(np.max(np.abs(x))) if len(x) else 0.0, floor)
+
+
+class LevelMeter:
+    """Level of a stream of frames for a meter: rises at once to a louder frame and falls
+    by at most ``release_db_per_s``; :attr:`active_frames` counts frames louder than
+    ``active_dbfs`` (sound, not silence or comfort noise)."""
+
+    def __init__(
+        self,
+        *,
+        release_db_per_s: float = 24.0,
+        floor: float = -60.0,
+        active_dbfs: float = -50.0,
+    ) -> None:
+        self.release_db_per_s = release_db_per_s
+        self.floor = floor
+        self.active_dbfs = active_dbfs
+        self.level = floor
+        self.last = floor
+        self.frames = 0
+        self.active_frames = 0
+
+    def update(self, frame: npt.ArrayLike, seconds: float = 0.02) -> float:
+        """Feed one frame lasting ``seconds``; returns the displayed level in dBFS."""
+        db = rms_dbfs(frame, self.floor)
+        self.last = db
+        self.frames += 1
+        if db > self.active_dbfs:
+            self.active_frames += 1
+        self.level = max(db, self.level - self.release_db_per_s * seconds, self.floor)
+        return self.level
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ import asyncio
 import random
 import socket
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -18,9 +19,21 @@ from media.session import (
     RtpSession,
 )
 from media.sources import NullSink, ToneSource, WavFileSink, WavFileSource, load_wav, save_wav
+from media.stats import Stats
 
 OPUS = CodecDescription("opus", 111, 48000, 2, {"useinbandfec": "1"})
 PCMU = CodecDescription("PCMU", 0, 8000)
+
+
+@dataclass
+class CallResult:
+    stats_a: Stats
+    stats_b: Stats
+    rec_a: np.ndarray  # what A played out
+    rec_b: np.ndarray
+    events_b: list
+    ssrc_a: int
+    streams: tuple[MediaStream, MediaStream]
 
 
 def new_session(codec: CodecDescription, seed: int) -> RtpSession:
@@ -59,18 +72,20 @@ async def run_call(tmp_path, codec, seconds, source_a, source_b):
         events_b.append(b.events.get_nowait())
     rec_a, _ = load_wav(sink_a.path)
     rec_b, _ = load_wav(sink_b.path)
-    return stats_a, stats_b, rec_a, rec_b, events_b, sa.ssrc
+    return CallResult(stats_a, stats_b, rec_a, rec_b, events_b, sa.ssrc, (a, b))
 
 
 @pytest.mark.parametrize("codec", [OPUS, PCMU], ids=["opus", "pcmu"])
 async def test_tones_both_ways(tmp_path, codec):
-    stats_a, stats_b, rec_a, rec_b, events_b, ssrc_a = await run_call(
+    call = await run_call(
         tmp_path,
         codec,
         3.0,
         lambda r: ToneSource(440, r),
         lambda r: ToneSource(880, r),
     )
+    stats_a, stats_b, rec_a, rec_b = call.stats_a, call.stats_b, call.rec_a, call.rec_b
+    events_b, ssrc_a = call.events_b, call.ssrc_a
     rate = codec.clock_rate
     # each side recorded the other's tone
     assert dominant_frequency(rec_b, rate) == pytest.approx(440, abs=3)
@@ -86,6 +101,9 @@ async def test_tones_both_ways(tmp_path, codec):
         assert stats.packets_lost == 0 and stats.loss_percent == 0
         assert stats.remote_loss_percent == 0
         assert stats.parse_errors == 0
+    for stream in call.streams:  # audio flowed both ways, as the meters saw it
+        assert stream.sent_level.active_frames > 0.9 * stream.frames_sent
+        assert stream.played_level.active_frames > 0.5 * stream.frames_played
     assert RemoteSsrcChanged(None, ssrc_a) in events_b
     assert events_b[-1] == ByeReceived(ssrc_a, "bye from A")
 
@@ -97,17 +115,17 @@ async def test_speech_like_signal_correlates_with_what_was_sent(tmp_path):
     chirp = np.rint(8000 * np.sin(2 * np.pi * (200 * t + 400 * t * t))).astype(np.int16)
     path = tmp_path / "chirp.wav"
     save_wav(path, chirp, rate)
-    stats_a, _, _, rec_b, _, _ = await run_call(
+    call = await run_call(
         tmp_path,
         PCMU,
         2.5,
         lambda r: WavFileSource(path, r),
         lambda r: ToneSource(1000, r),
     )
-    c = cross_correlate(chirp, rec_b, max_lag=rate)
+    c = cross_correlate(chirp, call.rec_b, max_lag=rate)
     assert c.coefficient > 0.9
     assert 0 <= c.lag_seconds(rate) < 1.0
-    assert stats_a.packets_sent > 100
+    assert call.stats_a.packets_sent > 100
 
 
 async def test_udp_transport_latches_once_then_drops_foreign_packets():

@@ -12,7 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from media.analysis import cross_correlate, dominant_frequency, peak_dbfs, rms, rms_dbfs
+from media.analysis import (
+    LevelMeter,
+    cross_correlate,
+    dominant_frequency,
+    peak_dbfs,
+    rms,
+    rms_dbfs,
+)
 from media.audio import (
     AudioDevice,
     AudioDeviceError,
@@ -645,3 +652,21 @@ def test_parsers_raise_only_value_error(text):
         except ValueError:
             continue
         assert parse(str(spec)) == spec
+
+
+def test_level_meter_attack_release_and_activity():
+    meter = LevelMeter(release_db_per_s=20, floor=-60, active_dbfs=-50)
+    assert meter.level == -60
+    loud = ToneSource(1000, 8000, level_dbfs=-10)
+    assert meter.update(loud.next_frame()) == pytest.approx(-10, abs=0.2)  # instant attack
+    silence = np.zeros(160, dtype=np.int16)
+    levels = [meter.update(silence) for _ in range(10)]  # 200 ms: falls 4 dB, not to -60
+    assert levels[-1] == pytest.approx(-14, abs=0.3)
+    assert all(b < a for a, b in zip(levels, levels[1:], strict=False))
+    for _ in range(200):
+        meter.update(silence)
+    assert meter.level == -60 and meter.last == -60
+    assert (meter.frames, meter.active_frames) == (211, 1)
+    quiet = ToneSource(1000, 8000, level_dbfs=-55)
+    meter.update(quiet.next_frame())
+    assert meter.active_frames == 1  # below the activity threshold
