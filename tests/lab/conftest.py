@@ -311,6 +311,15 @@ def node_args(ice_lab: IceLab, relay_only: bool = False, turn: bool = True) -> l
     return args
 
 
+@dataclass
+class Session:
+    """Two connected nodes (``a`` controlling) and what they reported so far."""
+
+    a: IceNode
+    b: IceNode
+    result: PairResult
+
+
 def run_pair(
     ice_lab: IceLab,
     case: str,
@@ -329,6 +338,29 @@ def run_pair(
     ``extra_args`` go to both nodes, or to ``a`` only when ``extra_args_b`` is given.
     ``turn=False``: STUN only.  ``expect_failure``: ICE must fail on both sides (the result
     then holds the two ``failed`` reports and no data)."""
+    with pair_session(
+        ice_lab, case, a, b, want, timeout, relay_only, extra_args, extra_args_b, turn,
+        expect_failure,
+    ) as session:  # fmt: skip
+        return session.result
+
+
+@contextlib.contextmanager
+def pair_session(
+    ice_lab: IceLab,
+    case: str,
+    a: str,
+    b: str,
+    want: int = 10,
+    timeout: float = 30.0,
+    relay_only: bool = False,
+    extra_args: Sequence[str] = (),
+    extra_args_b: Sequence[str] | None = None,
+    turn: bool = True,
+    expect_failure: bool = False,
+) -> Iterator[Session]:
+    """:func:`run_pair`, keeping the two nodes running (connected, data exchanged) for the
+    ``with`` block; they are closed (and killed if need be) when it ends."""
     logdir = ice_lab.lab.workdir / "nodes"
     base = node_args(ice_lab, relay_only, turn)
     args = [*base, *extra_args]
@@ -352,7 +384,8 @@ def run_pair(
                 if r["event"] != "failed":
                     raise NodeError(f"{node.laptop.name} ({case}): connected, expected failure {r}")
             print(f"[ice-lab] {case}: failed as expected after {wall:.2f}s: {ra['reason']}")
-            return PairResult(ra, rb, [], [], ca["candidates"], cb["candidates"])
+            yield Session(na, nb, PairResult(ra, rb, [], [], ca["candidates"], cb["candidates"]))
+            return
         for node, r in ((na, ra), (nb, rb)):
             if r["event"] == "failed":
                 raise NodeError(
@@ -368,21 +401,21 @@ def run_pair(
         nb.send(cmd="stop")
         na.expect("stopped")
         nb.expect("stopped")
+        result = PairResult(ra, rb, got_a, got_b, ca["candidates"], cb["candidates"])
+        times = {
+            "gather": ca["gather_time"],
+            "gather_b": cb["gather_time"],
+            "connect": ra.get("connect_time"),
+            "connect_b": rb.get("connect_time"),
+            "wall": wall,
+            "total": time.monotonic() - started,
+            "pair": f"{'/'.join(result.pair('a'))} | {'/'.join(result.pair('b'))}",
+        }
+        ice_lab.times.append((case, times))
+        _ALL_TIMES.append((case, times))
+        print(f"[ice-lab] {case}: {times}")
+        yield Session(na, nb, result)
     finally:
         na.stop()
         if nb is not None:
             nb.stop()
-    result = PairResult(ra, rb, got_a, got_b, ca["candidates"], cb["candidates"])
-    times = {
-        "gather": ca["gather_time"],
-        "gather_b": cb["gather_time"],
-        "connect": ra.get("connect_time"),
-        "connect_b": rb.get("connect_time"),
-        "wall": wall,
-        "total": time.monotonic() - started,
-        "pair": f"{'/'.join(result.pair('a'))} | {'/'.join(result.pair('b'))}",
-    }
-    ice_lab.times.append((case, times))
-    _ALL_TIMES.append((case, times))
-    print(f"[ice-lab] {case}: {times}")
-    return result

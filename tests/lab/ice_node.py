@@ -78,6 +78,9 @@ class Node:
         options: dict[str, Any] = {"ta": args.ta, "timeout": args.ice_timeout}
         if args.nomination_delay is not None:
             options["nomination_delay"] = args.nomination_delay
+        for option in args.agent_option or []:
+            key, _, value = option.partition("=")
+            options[key] = float(value)
         self.args = args
         self.components: int = args.components
         self.conn = IceConnection(
@@ -208,6 +211,35 @@ class Node:
             received=sum(len(got) for got in self.received.values()),
             transport_sent=sum(t.packets_sent for t in transports),
             transport_received=sum(t.packets_received for t in transports),
+        )
+
+    async def wait_event(self, cmd: dict[str, Any]) -> None:
+        """Wait up to ``timeout`` s for an agent event of class ``name`` (e.g. ConsentLost)
+        that happens after this command; report whether data can still be sent then."""
+        name: str = cmd["name"]
+        timeout = float(cmd.get("timeout", 10.0))
+        events = self.conn.events
+        seen = len(events)
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            # a bounded deque: once full, positions shift, so look at all of it
+            fresh = list(events)[seen:] if len(events) != events.maxlen else list(events)
+            match = next((e for e in fresh if type(e).__name__ == name), None)
+            if match is not None:
+                emit(
+                    "agent_event",
+                    name=name,
+                    repr=repr(match),
+                    after=round(time.monotonic() - started, 3),
+                    send_ok=self.conn.transport().send(DATA_MARK + b"after"),
+                )
+                return
+            await asyncio.sleep(0.05)
+        emit(
+            "no_agent_event",
+            name=name,
+            send_ok=self.conn.transport().send(DATA_MARK + b"after"),
+            stats=repr(self.conn.stats()),
         )
 
     async def close(self) -> None:
@@ -353,6 +385,8 @@ async def run(args: argparse.Namespace) -> int:
                 task.add_done_callback(pending.discard)
             elif name == "exchange":
                 await node.exchange(cmd)
+            elif name == "wait_event" and isinstance(node, Node):
+                await node.wait_event(cmd)
             elif name == "stop":
                 await node.stop()
             elif name == "close":
@@ -385,6 +419,12 @@ def main(argv: list[str] | None = None) -> int:
         "--nomination-delay",
         type=float,
         help="how long the controlling agent waits for a better pair (Agent option)",
+    )
+    parser.add_argument(
+        "--agent-option",
+        action="append",
+        metavar="NAME=SECONDS",
+        help="another float option of ice.agent.Agent, e.g. consent_timeout=2 (repeatable)",
     )
     parser.add_argument("--gather-timeout", type=float, default=4.0)
     parser.add_argument("--verbose", action="store_true", help="debug logs (ice.trace too)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.lab.conftest import IceLab, PairResult, run_pair
+from tests.lab.conftest import IceLab, PairResult, pair_session, run_pair
 
 pytestmark = pytest.mark.lab
 
@@ -209,3 +209,37 @@ def test_two_components_through_nats(ice_lab: IceLab, a: str, b: str, relayed: b
             assert received_on == "@" + sent_on, message  # arrived on the component it was sent on
             per_component[int(sent_on[1:])] += 1
         assert min(per_component.values()) >= 10, per_component
+
+
+CONSENT = ["--agent-option", "consent_interval=0.3", "--agent-option", "consent_timeout=2"]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "router"),
+    [("lan1a", "eim2l", "eim2"), ("sym1l", "sym2l", "sym2")],
+    ids=["eim-eim", "sym-sym"],
+)
+def test_consent_through_nats(ice_lab: IceLab, a: str, b: str, router: str) -> None:
+    """Consent freshness (RFC 7675) on the selected pair through the NATs (and the relay):
+    with a 2 s consent timeout nothing is lost over 3 quiet seconds - the refreshes and their
+    responses get through; once one router drops everything both ends lose consent and stop
+    sending (§5.1)."""
+    with pair_session(ice_lab, f"consent/{a}-{b}", a, b, extra_args=CONSENT) as s:
+        assert_data_both_ways(s.result)
+        for node in (s.a, s.b):
+            node.send(cmd="wait_event", name="ConsentLost", timeout=3)
+        for node in (s.a, s.b):
+            quiet = node.expect("agent_event", "no_agent_event", timeout=10)
+            assert quiet["event"] == "no_agent_event", quiet
+            assert quiet["send_ok"], quiet
+        ice_lab.routers[router].set_loss(1.0)
+        try:
+            for node in (s.a, s.b):
+                node.send(cmd="wait_event", name="ConsentLost", timeout=8)
+            lost = [node.expect("agent_event", "no_agent_event", timeout=15) for node in (s.a, s.b)]
+        finally:
+            ice_lab.routers[router].set_loss(0)
+    print(f"[ice-lab] consent lost after {[x.get('after') for x in lost]} s")
+    for report in lost:
+        assert report["event"] == "agent_event", report
+        assert not report["send_ok"], report  # no more data on a pair without consent
