@@ -28,7 +28,7 @@ from sip.validate import check_request, parse_strict, response_for_unparseable
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "sip-torture"
 CORPUS = sorted(p.read_bytes() for p in DATA.glob("*/*.dat"))
-# SIP_FUZZ_EXAMPLES=20000 for a deep run; the default keeps the unit suite fast.
+# SIP_FUZZ_EXAMPLES=20000 (with --timeout=0) for a deep run; the default keeps the suite fast.
 FUZZ = settings(
     max_examples=int(os.environ.get("SIP_FUZZ_EXAMPLES", "300")),
     deadline=None,
