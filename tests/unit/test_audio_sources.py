@@ -670,3 +670,41 @@ def test_level_meter_attack_release_and_activity():
     quiet = ToneSource(1000, 8000, level_dbfs=-55)
     meter.update(quiet.next_frame())
     assert meter.active_frames == 1  # below the activity threshold
+
+
+def _riff(fmt: bytes, data: bytes) -> bytes:
+    body = b"WAVE" + b"fmt " + len(fmt).to_bytes(4, "little") + fmt
+    body += b"data" + len(data).to_bytes(4, "little") + data
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fmt=st.one_of(
+        st.binary(max_size=24),
+        st.builds(
+            lambda tag, ch, rate, width: (
+                tag.to_bytes(2, "little")
+                + ch.to_bytes(2, "little")
+                + rate.to_bytes(4, "little")
+                + (rate * ch * width).to_bytes(4, "little")
+                + (ch * width).to_bytes(2, "little")
+                + (8 * width).to_bytes(2, "little")
+            ),
+            st.sampled_from([1, 3, 0xFFFE, 0]),
+            st.integers(min_value=0, max_value=9),
+            st.integers(min_value=0, max_value=200000),
+            st.integers(min_value=0, max_value=8),
+        ),
+    ),
+    data=st.binary(max_size=64),
+    raw=st.booleans(),
+)
+def test_load_wav_of_junk_raises_only_audio_file_error(tmp_path_factory, fmt, data, raw):
+    path = tmp_path_factory.mktemp("fuzz") / "x.wav"
+    path.write_bytes(fmt + data if raw else _riff(fmt, data))
+    try:
+        samples, rate = load_wav(path, 8000)
+    except AudioFileError:
+        return
+    assert samples.dtype == np.int16 and rate == 8000
