@@ -223,10 +223,15 @@ class IceConnection:
         """Open the sockets and gather until complete (every server answered or timed out).
 
         Host candidates are available (and passed to ``on_candidate``) at once; returns every
-        candidate to signal.
+        candidate to signal.  After ``timeout`` seconds the candidates gathered so far are
+        returned (servers still answering later add theirs, trickle-style, via
+        ``on_candidate``).
         """
         await self.start_gathering()
-        await self.gatherer.wait_complete(timeout)
+        try:
+            await self.gatherer.wait_complete(timeout)
+        except TimeoutError:
+            logger.info("gathering not complete after %s s; going on with what we have", timeout)
         return self.local_candidates
 
     async def start_gathering(self) -> None:

@@ -537,3 +537,16 @@ async def test_close_during_gathering_wakes_the_gatherer() -> None:
         assert [c.type for c in candidates] == [CandidateType.HOST]
         with pytest.raises(IceError):
             await conn.connected(1)
+
+
+async def test_gather_timeout_returns_what_is_there() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        cfg = GatherConfig(stun_servers=[silent.getsockname()], stun_timeout=30.0)
+        conn = IceConnection(True, bind="127.0.0.1", gather=cfg)
+        try:
+            candidates = await asyncio.wait_for(conn.gather(timeout=0.3), 5)
+            assert [c.type for c in candidates] == [CandidateType.HOST]
+            assert not conn.gatherer.core.complete
+        finally:
+            await conn.close()
