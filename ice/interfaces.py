@@ -20,6 +20,8 @@ What is left out, and how to change it:
   interface; ``include`` (globs) keeps only the interfaces it names (and wins over
   ``exclude`` for them).
 
+The system is asked at most every :data:`CACHE_SECONDS` seconds.
+
 ``bind`` pins gathering to one address, as ``--bind`` does (DESIGN.md: a UA bound to
 127.0.0.1 works on loopback): an explicit address is returned as the only entry, whatever
 the filters say; the wildcards ``0.0.0.0`` and ``::`` select every usable address of that
@@ -37,6 +39,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -251,13 +254,23 @@ def _default_route_addresses() -> list[LocalAddress]:
     return out
 
 
+CACHE_SECONDS = 5.0
+"""How long one look at the system's addresses is reused (``ip`` takes a few ms to run)."""
+_cache: tuple[float, list[LocalAddress]] | None = None
+
+
 def _system_addresses() -> list[LocalAddress]:
+    global _cache
+    now = time.monotonic()
+    if _cache is not None and now - _cache[0] < CACHE_SECONDS:
+        return list(_cache[1])
     found = _from_iproute2()
     if found is None:
         found = _from_proc_and_ioctl()
     if not [a for a in found if not a.is_loopback]:
         found = found + _default_route_addresses()
-    return found
+    _cache = (now, found)
+    return list(found)
 
 
 # -- filtering -------------------------------------------------------------------------------

@@ -512,6 +512,7 @@ def test_bind_address_is_the_only_one(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_fallbacks_without_iproute2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(interfaces, "_cache", None)
     monkeypatch.setattr(interfaces, "_from_iproute2", lambda: None)
     found = interfaces.local_addresses(loopback=True)
     assert "127.0.0.1" in {a.address for a in found}  # SIOCGIFCONF sees lo on any Linux
@@ -608,3 +609,20 @@ def test_two_turn_servers_give_distinct_relay_priorities() -> None:
     assert relays[0].foundation != relays[1].foundation  # different server IPs (§5.1.1.3)
     srflx = [c for c in gathered(events) if c.candidate.type is CandidateType.SERVER_REFLEXIVE]
     assert len(srflx) == 1  # the same mapping from both allocations: redundant
+
+
+def test_system_addresses_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def fake() -> list[LocalAddress]:
+        calls.append(1)
+        return parse_ip_json(IP_JSON)
+
+    monkeypatch.setattr(interfaces, "_cache", None)
+    monkeypatch.setattr(interfaces, "_from_iproute2", fake)
+    first = interfaces.local_addresses()
+    first.clear()  # callers get copies
+    assert interfaces.local_addresses() and len(calls) == 1
+    monkeypatch.setattr(interfaces, "CACHE_SECONDS", 0.0)
+    interfaces.local_addresses()
+    assert len(calls) == 2
