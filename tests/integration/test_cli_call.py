@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -26,40 +27,52 @@ def softphone(*args: str) -> list[str]:
     return [sys.executable, "-m", "softphone", *args]
 
 
-class Answerer:
-    """A ``softphone answer`` process; a thread collects its progress lines (stderr)."""
+class Process:
+    """A child process whose output lines a thread collects (to wait for a line)."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, argv: list[str], *, merge_stdout: bool = False) -> None:
         self.proc = subprocess.Popen(
-            softphone(*args),
+            argv,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stdout else subprocess.PIPE,
             stdin=subprocess.PIPE,
             text=True,
             env=dict(os.environ),
         )
         self.lines: list[str] = []
-        self.listening = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
+        stream = self.proc.stdout if merge_stdout else self.proc.stderr
+        self._reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self._reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
+    def _read(self, stream: Any) -> None:
+        for line in stream:
             self.lines.append(line)
-            if "waiting for calls" in line:
-                self.listening.set()
 
     def wait_for(self, text: str, timeout: float = 20.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if any(text in line for line in self.lines):
                 return True
+            if self.proc.poll() is not None:
+                self._reader.join(2)
+                return any(text in line for line in self.lines)
             time.sleep(0.05)
         return False
 
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Answerer(Process):
+    """A ``softphone answer`` process (progress lines on stderr, the report on stdout)."""
+
+    def __init__(self, *args: str) -> None:
+        super().__init__(softphone(*args))
+
     def wait_listening(self, timeout: float = 20.0) -> None:
-        if not self.listening.wait(timeout):
+        if not self.wait_for("waiting for calls", timeout):
             self.stop()
             raise AssertionError("answerer did not start:\n" + "".join(self.lines))
 
@@ -71,11 +84,6 @@ class Answerer:
         stderr = "".join(self.lines)
         assert out.strip(), stderr
         return self.proc.returncode, json.loads(out), stderr
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def dominant(path: Path) -> float:
@@ -300,3 +308,103 @@ def test_answer_without_count_stops_on_sigterm(tmp_path: Path) -> None:
         answerer.stop()
     assert status == 1  # no call answered: it did not do what it says
     assert report["answer"] == {"calls": 0, "succeeded": 0}
+
+
+# --- interop with baresip (plain RTP: its ICE module gathers on every interface, not only
+# on loopback, so ICE interop is left to the lab tests) ------------------------------------
+
+
+def baresip_config(directory: Path, sip_port: int, tone: float, codecs: str = "opus") -> Path:
+    """A baresip 1.0 config: auto-answer, a sine source, received audio dumped to WAV."""
+    modules = {"opus": ["opus.so", "g711.so"], "pcmu": ["g711.so", "opus.so"]}[codecs]
+    (directory / "snd").mkdir(parents=True, exist_ok=True)
+    lines = [
+        "poll_method epoll",
+        f"sip_listen 127.0.0.1:{sip_port}",
+        "net_interface 127.0.0.1",
+        "audio_player alsa,null",
+        "audio_alert alsa,null",
+        f"audio_source ausine,{tone:g}",
+        "ausrc_srate 48000",  # ausine: 48 kHz stereo only
+        "ausrc_channels 2",
+        "module_path /usr/lib/baresip/modules",
+        *(f"module {m}" for m in [*modules, "ausine.so", "alsa.so", "sndfile.so"]),
+        "module_app account.so",
+        "module_app menu.so",
+        f"snd_path {directory / 'snd'}",
+    ]
+    (directory / "config").write_text("\n".join(lines) + "\n")
+    (directory / "accounts").write_text("<sip:carol@127.0.0.1>;regint=0;answermode=auto\n")
+    (directory / "contacts").write_text("")
+    return directory
+
+
+def baresip_heard(directory: Path) -> float:
+    dumps = sorted((directory / "snd").glob("dump-*-dec.wav"))
+    assert dumps, "baresip dumped no received audio"
+    return dominant(dumps[-1])
+
+
+needs_baresip = pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip not installed")
+
+
+@needs_baresip
+@pytest.mark.parametrize("codec", ["opus", "pcmu"])
+def test_softphone_calls_baresip(tmp_path: Path, codec: str) -> None:
+    port = free_port()
+    conf = baresip_config(tmp_path / "baresip", port, 550.0)
+    baresip = Process(["baresip", "-f", str(conf)], merge_stdout=True)
+    try:
+        assert baresip.wait_for("baresip is ready"), "".join(baresip.lines)
+        ours = tmp_path / "ours.wav"
+        result = subprocess.run(
+            softphone(
+                "--json", "--bind", "127.0.0.1:0", "--codecs", codec,
+                "call", f"sip:carol@127.0.0.1:{port}",
+                "--play", "tone:440", "--record", str(ours), "--duration", "3",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+    finally:
+        baresip.proc.terminate()
+        baresip.proc.wait(10)
+        baresip.stop()
+    assert result.returncode == 0, result.stderr + "".join(baresip.lines)
+    report = json.loads(result.stdout)
+    assert report["ice"] is None  # baresip without ICE: RFC 8445 fallback to c=/m=
+    _check_rtp(report, CODECS[codec])
+    assert "peer without ICE" in result.stderr
+    assert abs(dominant(ours) - 550) < 5
+    assert abs(baresip_heard(tmp_path / "baresip") - 440) < 5
+
+
+@needs_baresip
+def test_baresip_calls_softphone(tmp_path: Path) -> None:
+    port = free_port()
+    conf = baresip_config(tmp_path / "baresip", free_port(), 550.0, codecs="pcmu")
+    ours = tmp_path / "ours.wav"
+    answerer = Answerer(
+        "--json", "--bind", f"127.0.0.1:{port}",
+        "answer", "--auto", "--count", "1", "--duration", "3",
+        "--record", str(ours), "--play", "tone:660",
+    )  # fmt: skip
+    try:
+        answerer.wait_listening()
+        baresip = subprocess.run(
+            ["baresip", "-f", str(conf), "-e", f"/dial sip:bob@127.0.0.1:{port}", "-t", "8"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        status, report, err = answerer.finish()
+    finally:
+        answerer.stop()
+    assert status == 0, err + baresip.stdout + baresip.stderr
+    assert report["call"]["end_reason"] == "local-bye"
+    assert report["ice"] is None
+    _check_rtp(report, "PCMU/8000")  # the offerer's first codec
+    assert abs(dominant(ours) - 550) < 5
+    assert abs(baresip_heard(tmp_path / "baresip") - 660) < 5
