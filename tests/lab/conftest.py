@@ -294,6 +294,7 @@ class PairResult:
     received_b: list[str]
     candidates_a: list[str]
     candidates_b: list[str]
+    ufrags: tuple[str, str] = ("", "")
 
     def pair(self, side: str = "a") -> tuple[str, str]:
         r = self.a if side == "a" else self.b
@@ -384,7 +385,13 @@ def pair_session(
                 if r["event"] != "failed":
                     raise NodeError(f"{node.laptop.name} ({case}): connected, expected failure {r}")
             print(f"[ice-lab] {case}: failed as expected after {wall:.2f}s: {ra['reason']}")
-            yield Session(na, nb, PairResult(ra, rb, [], [], ca["candidates"], cb["candidates"]))
+            yield Session(
+                na,
+                nb,
+                PairResult(
+                    ra, rb, [], [], ca["candidates"], cb["candidates"], (ca["ufrag"], cb["ufrag"])
+                ),
+            )
             return
         for node, r in ((na, ra), (nb, rb)):
             if r["event"] == "failed":
@@ -401,7 +408,8 @@ def pair_session(
         nb.send(cmd="stop")
         na.expect("stopped")
         nb.expect("stopped")
-        result = PairResult(ra, rb, got_a, got_b, ca["candidates"], cb["candidates"])
+        ufrags = (ca["ufrag"], cb["ufrag"])
+        result = PairResult(ra, rb, got_a, got_b, ca["candidates"], cb["candidates"], ufrags)
         times = {
             "gather": ca["gather_time"],
             "gather_b": cb["gather_time"],

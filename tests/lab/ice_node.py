@@ -16,6 +16,10 @@ interfaces) and talks to the test in JSON lines: one object per line, commands o
    seconds until ``stop`` and reports ``received`` (messages) once ``want`` distinct packets
    came in (or after ``timeout``);
 4. test: ``stop`` -> node: ``stopped`` (sent and received counts);
+   (ours only) test: ``restart`` -> node: ``candidates`` again, with a new ufrag and pwd
+   (ICE restart: continue at 2); test: ``wait_event`` (name of an agent event class,
+   timeout) -> node: ``agent_event`` or ``no_agent_event`` (with send_ok: whether data can
+   still be sent);
 5. test: ``close`` -> node: ``closed`` (TURN allocations released), exit status 0.
 
 Any command the node cannot carry out is answered with ``error``: message.  End of input
@@ -174,6 +178,9 @@ class Node:
         want = int(cmd.get("want", 10))
         timeout = float(cmd.get("timeout", 8.0))
         interval = float(cmd.get("interval", 0.02))
+        for got in self.received.values():
+            got.clear()  # a new exchange (e.g. after an ICE restart) counts afresh
+        self._enough.clear()
         self._want = want
         self._check_enough()
 
@@ -211,6 +218,17 @@ class Node:
             received=sum(len(got) for got in self.received.values()),
             transport_sent=sum(t.packets_sent for t in transports),
             transport_received=sum(t.packets_received for t in transports),
+        )
+
+    async def restart(self) -> None:
+        """ICE restart (RFC 8445 §9): new ufrag/pwd, reported like the first gathering."""
+        self.conn.restart()
+        emit(
+            "candidates",
+            ufrag=self.conn.local_ufrag,
+            pwd=self.conn.local_pwd,
+            candidates=[format_candidate(c) for c in self.conn.local_candidates],
+            gather_time=0.0,
         )
 
     async def wait_event(self, cmd: dict[str, Any]) -> None:
@@ -385,6 +403,8 @@ async def run(args: argparse.Namespace) -> int:
                 task.add_done_callback(pending.discard)
             elif name == "exchange":
                 await node.exchange(cmd)
+            elif name == "restart" and isinstance(node, Node):
+                await node.restart()
             elif name == "wait_event" and isinstance(node, Node):
                 await node.wait_event(cmd)
             elif name == "stop":

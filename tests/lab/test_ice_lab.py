@@ -243,3 +243,37 @@ def test_consent_through_nats(ice_lab: IceLab, a: str, b: str, router: str) -> N
     for report in lost:
         assert report["event"] == "agent_event", report
         assert not report["send_ok"], report  # no more data on a pair without consent
+
+
+@pytest.mark.parametrize(
+    ("a", "b"), [("lan1a", "eim2l"), ("eim2l", "sym1l")], ids=["eim-eim", "eim-sym"]
+)
+def test_ice_restart_through_nats(ice_lab: IceLab, a: str, b: str) -> None:
+    """ICE restart (RFC 8445 §9) after connecting: new credentials both ways, new checks
+    through the same NATs, a new selected pair of the same kind, data both ways again."""
+    with pair_session(ice_lab, f"restart/{a}-{b}", a, b) as s:
+        first = s.result
+        s.a.send(cmd="restart")
+        offer = s.a.expect("candidates")
+        s.b.send(cmd="restart")
+        answer = s.b.expect("candidates")
+        assert offer["ufrag"] != first.ufrags[0] and answer["ufrag"] != first.ufrags[1]
+        s.b.send(
+            cmd="remote", ufrag=offer["ufrag"], pwd=offer["pwd"], candidates=offer["candidates"]
+        )
+        s.a.send(
+            cmd="remote", ufrag=answer["ufrag"], pwd=answer["pwd"], candidates=answer["candidates"]
+        )
+        again = [node.expect("connected", "failed", timeout=20) for node in (s.a, s.b)]
+        assert [r["event"] for r in again] == ["connected", "connected"], again
+        for before, after in ((first.a, again[0]), (first.b, again[1])):
+            assert after["relayed"] == before["relayed"], (before, after)
+            if not before["relayed"]:  # (a relayed path may come back via the other relay)
+                assert after["remote"]["address"] == before["remote"]["address"], (before, after)
+        s.a.send(cmd="exchange", tag="again-a", want=10)
+        s.b.send(cmd="exchange", tag="again-b", want=10)
+        got_a = s.a.expect("received", timeout=15)["messages"]
+        got_b = s.b.expect("received", timeout=15)["messages"]
+        print(f"[ice-lab] restart/{a}-{b}: connect after restart {again[0].get('connect_time')}")
+    assert len(got_a) >= 10 and all(m.startswith("again-b ") for m in got_a), got_a
+    assert len(got_b) >= 10 and all(m.startswith("again-a ") for m in got_b), got_b
