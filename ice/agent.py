@@ -859,6 +859,13 @@ class Agent:
             return
         if isinstance(result, StunTransactionTimedOut):
             if check.cancelled:
+                # a cancelled transaction (§7.3.1.4, §8.3) fails its pair only if nothing
+                # else is checking it: a pair must not stay In-Progress forever (it would
+                # keep its foundation's Frozen pairs frozen, §6.1.4.2)
+                if pair.state is PairState.IN_PROGRESS and not any(
+                    c.pair is pair and not c.cancelled for c in self._checks.values()
+                ):
+                    self._fail_pair(pair, "cancelled check timed out", now)
                 return
             if check.use_candidate and pair.valid_pair is not None and self.controlling:
                 # the pair worked a moment ago and the peer may well have seen the
@@ -1057,6 +1064,7 @@ class Agent:
         self._checklist.remove_pending(
             component, below=None if self.controlling else valid.priority
         )
+        superseded = []
         for check in self._checks.values():
             p = check.pair
             if (
@@ -1064,9 +1072,16 @@ class Agent:
                 and check.consent_component is None
                 and p.component == component
                 and p.priority < valid.priority
+                and p.valid_pair is not valid
                 and p.state is PairState.IN_PROGRESS
             ):
                 check.cancelled = True
+                superseded.append(p)
+        for p in superseded:
+            # failed at once rather than In-Progress until the transaction would time out: so
+            # the Frozen pairs of its foundation (other components) get their turn (§6.1.4.2)
+            if p.state is PairState.IN_PROGRESS:
+                self._fail_pair(p, "superseded by the selected pair", now)
         self._check_completed(now)
 
     def _check_completed(self, now: float) -> None:

@@ -5,8 +5,9 @@ A NAT maps an inside (address, port) to a public port either once for every dest
 (endpoint-independent mapping, RFC 4787 §4.1) or once per destination (address-and-port
 dependent, "symmetric"); it lets packets in only from destinations the mapping has sent to
 (port-restricted filtering) or from their IP (address-restricted), or from anyone (none).  A
-TURN relay is modelled as a reachable public address that forwards both ways for its owner
-(permissions are not modelled).  Packets can be lost (seeded RNG) and delayed.
+TURN relay is modelled as a reachable public address that forwards both ways for its owner,
+with permissions: only peers whose IP the owner has sent to get in (RFC 8656 §9).  Packets can
+be lost, duplicated, delayed and reordered (jitter), all from a seeded RNG.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ice.agent import (
     RoleChanged,
 )
 from ice.candidate import Candidate, CandidateType
+from ice.checklist import PairState
 from ice.stun import (
     USE_CANDIDATE,
     USERNAME,
@@ -119,6 +121,7 @@ class Network:
         self._sockets: dict[Address, tuple[Host, int]] = {}
         self._relays: dict[Address, tuple[Host, int]] = {}
         self._next_relay_port = 50000
+        self._permissions: dict[Address, set[str]] = {}
         self.sent = 0
         self.dropped = 0
         self.blocked = False  # drop everything (consent tests)
@@ -209,6 +212,8 @@ class Network:
     def _send(self, host: Host, data: bytes, via: Hashable, dst: Address) -> None:
         if isinstance(via, tuple) and via and via[0] == "relay":
             relay_addr = via[1]
+            # the TURN client installs a permission for the peer's IP on demand (RFC 8656 §9)
+            self._permissions.setdefault(relay_addr, set()).add(dst[0])
             # client -> TURN server -> peer: one more hop
             self._route_public(relay_addr, dst, data, self.now + self.delay)
             return
@@ -230,7 +235,8 @@ class Network:
             self._push(at, dst, src, data, None)
             return
         if dst in self._relays:
-            self._push(at + self.delay, dst, src, data, self._relays[dst][0])
+            if src[0] in self._permissions.get(dst, set()):  # RFC 8656 §9: else dropped
+                self._push(at + self.delay, dst, src, data, self._relays[dst][0])
             return
         for host in self.hosts:
             if host.nat is not None and host.nat.public_ip == dst[0]:
@@ -346,6 +352,15 @@ def media_flows(net: Network, a: Host, b: Host, component: int = 1) -> None:
         for via, src in got:
             assert receiver.agent.is_from_selected(component, src, via)
             assert receiver.agent.component_of(via, src) == component
+
+
+def check_invariants(agent: Agent) -> None:
+    """No pair is In-Progress without a live transaction (it would block its foundation's
+    Frozen pairs for good, §6.1.4.2); Waiting pairs exist only while checks can run."""
+    live = {id(c.pair) for c in agent._checks.values() if not c.cancelled}
+    for pair in agent.checklist:
+        if pair.state is PairState.IN_PROGRESS:
+            assert id(pair) in live, f"stuck In-Progress: {pair}"
 
 
 def make(controlling: bool, components: int = 1, seed: int = 0, **kw: object) -> Agent:
@@ -798,7 +813,7 @@ _NATS = st.sampled_from(
     components=st.sampled_from([1, 2]),
     delay=st.floats(0.001, 0.15),
     jitter=st.floats(0.0, 0.05),
-    loss=st.sampled_from([0.0, 0.05, 0.1, 0.2, 0.3]),
+    loss=st.sampled_from([0.0, 0.05, 0.1, 0.2]),
     duplicate=st.sampled_from([0.0, 0.1]),
     ta=st.sampled_from([0.005, 0.02, 0.05]),
     seed=st.integers(0, 2**16),
@@ -838,3 +853,6 @@ def test_chaos_always_connects_with_relays(
     for component in range(1, components + 1):
         agents_agree(a.agent, b.agent, component)
         media_flows(net, a, b, component)
+    net.run(net.now + 15.0)  # every check in flight has finished by now
+    check_invariants(a.agent)
+    check_invariants(b.agent)
