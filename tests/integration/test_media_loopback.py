@@ -4,6 +4,7 @@ import asyncio
 import random
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 
 from media.aio import MediaStream, UdpTransport, open_udp_transport
 from media.analysis import cross_correlate, dominant_frequency, rms_dbfs
+from media.audio import Microphone
+from media.rtcp import is_rtcp
 from media.session import (
     ByeReceived,
     CodecDescription,
@@ -263,3 +266,51 @@ async def test_garbage_from_the_peer_does_not_stop_the_stream(tmp_path):
     assert stats.packets_received > 50
     rec, _ = load_wav(sink.path)
     assert dominant_frequency(rec, 8000) == pytest.approx(1200, abs=3)
+
+
+class MemoryTransport:
+    """A DatagramTransport that just collects what is sent."""
+
+    def __init__(self) -> None:
+        self.on_receive: Callable[[bytes], None] | None = None
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+class FakeInputStream:
+    def __init__(self, **kwargs) -> None:
+        self.callback = kwargs["callback"]
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def test_the_capture_clock_paces_sending():
+    """One RTP packet per block the (fake) sound card delivers, whatever the wall clock."""
+    streams: list[FakeInputStream] = []
+
+    def factory(**kwargs):
+        streams.append(FakeInputStream(**kwargs))
+        return streams[-1]
+
+    mic = Microphone(8000, stream_factory=factory, ring_frames=50)
+    transport = MemoryTransport()
+    stream = MediaStream(new_session(PCMU, 9), transport, mic, NullSink(8000))
+    stream.start()
+    block = np.zeros((960, 1), dtype=np.int16)
+    for burst in (7, 0, 13):  # the device delivers in bursts, with a pause
+        for _ in range(burst):
+            streams[0].callback(block, 960, None, None)
+        await asyncio.sleep(0.1)
+    await stream.stop()
+    rtp = [d for d in transport.sent if not is_rtcp(d)]
+    assert len(rtp) == stream.frames_sent == 20
+    assert mic.callbacks == 20
