@@ -708,3 +708,28 @@ def test_load_wav_of_junk_raises_only_audio_file_error(tmp_path_factory, fmt, da
     except AudioFileError:
         return
     assert samples.dtype == np.int16 and rate == 8000
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    oversleeps=st.lists(st.floats(min_value=0, max_value=0.5), min_size=1, max_size=300),
+    interval=st.sampled_from([0.01, 0.02, 0.03]),
+)
+def test_pacer_stays_on_its_grid_whatever_the_oversleep(oversleeps, interval):
+    clock = VirtualClock()
+    it = iter(oversleeps)
+
+    async def sleep(delay: float) -> None:
+        clock.t += delay + next(it, 0.0)
+
+    pacer = Pacer(interval, clock=clock, sleep=sleep, max_lag=0.1)
+
+    async def run() -> list[float]:
+        return [await pacer.wait() for _ in range(len(oversleeps))]
+
+    deadlines = asyncio.run(run())
+    ticks = [round((d - 1000.0) / interval, 6) for d in deadlines]
+    assert all(t == int(t) for t in ticks)  # every tick on the grid t0 + n * interval
+    assert ticks == sorted(set(ticks))  # strictly increasing, never repeated
+    assert int(ticks[-1]) + 1 == pacer.ticks == len(deadlines) + pacer.skipped
+    assert pacer.max_late <= 0.1 + interval  # never further behind than the skip threshold
