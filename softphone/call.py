@@ -129,6 +129,32 @@ class _DefaultCandidatePath:
             self.connection.gatherer.send(self.local, data, self.remote)
 
 
+class _SendGate:
+    """The RTP path with a switch: while the peer holds the call (our direction recvonly or
+    inactive) RTP is not sent, RTCP still is (RFC 3264 §5.1; told apart by the packet type
+    octet, RFC 5761 §4)."""
+
+    def __init__(self, path: Any) -> None:
+        self.path = path
+        self.paused = False
+        self.held_back = 0
+
+    @property
+    def on_receive(self) -> Callable[[bytes], None] | None:
+        handler: Callable[[bytes], None] | None = self.path.on_receive
+        return handler
+
+    @on_receive.setter
+    def on_receive(self, handler: Callable[[bytes], None] | None) -> None:
+        self.path.on_receive = handler
+
+    def send(self, data: bytes) -> None:
+        if self.paused and not (len(data) > 1 and 192 <= data[1] <= 223):
+            self.held_back += 1
+            return
+        self.path.send(data)
+
+
 class Call:
     """A call being set up, in progress or over (see the module docstring).
 
@@ -162,6 +188,10 @@ class Call:
         self.final_stats: Stats | None = None
         self.dtmf_received: list[str] = []
         self._plain: list[UdpTransport] = []
+        self._paths: tuple[Any, Any] = (None, None)
+        self._gate: _SendGate | None = None
+        self._restore_offer_handler: Callable[[], None] | None = None
+        self.on_hold = False
         self._started = time.monotonic()
         self._answered_at: float | None = None
         self._ended_at: float | None = None
@@ -212,6 +242,7 @@ class Call:
             self.oa = new_offer_answer(local_media(self.account.codecs, transport), transport)
             offer = self.oa.create_offer().to_bytes()
             self.sip = self.ua.start_call(target, offer)
+            self._handle_reoffers()
             self.progress(f"calling {target}")
             answer = await self._wait_answer(self.sip)
             self._answered_at = time.monotonic()
@@ -269,6 +300,7 @@ class Call:
         Rejects the call (488) when its offer is unusable and raises :class:`CallFailed`."""
         self.role = "callee"
         self.sip = incoming
+        self._handle_reoffers()
         self._started = time.monotonic()
         offer = incoming.offer or b""
         try:
@@ -405,6 +437,7 @@ class Call:
                 rtcp.remote = remote.rtcp
                 rtcp_path = rtcp
             self.progress(f"plain RTP {_addr2(rtp.local_address)} <-> {_addr2(remote.rtp)}")
+        self._paths = (rtp_path, rtcp_path)
         self._start_media(rtp_path, rtcp_path)
 
     def _connect_ms(self) -> float:
@@ -437,8 +470,9 @@ class Call:
             session.frame_samples,
             device=self.options.output_device,
         )
+        self._gate = _SendGate(rtp_path)
         self.stream = MediaStream(
-            session, rtp_path, source, sink, rtcp_transport=rtcp_path, on_event=self._on_media
+            session, self._gate, source, sink, rtcp_transport=rtcp_path, on_event=self._on_media
         )
         self.stream.start()
         self.progress(f"media: {remote.codec_name}, {remote.ptime_ms} ms packets")
@@ -447,6 +481,79 @@ class Call:
         if isinstance(event, DtmfReceived) and event.digit is not None:
             self.dtmf_received.append(event.digit)
             self.progress(f"DTMF {event.digit} received")
+
+    # -- offers during the call (re-INVITE / UPDATE) -------------------------------------------
+
+    def _handle_reoffers(self) -> None:
+        """Answer the peer's re-offers (hold, a new address) through our offer/answer state,
+        RFC 3264 §8; other calls on the user agent keep the previous handler."""
+        assert self.sip is not None
+        core = self.sip.call
+        config = self.ua.config
+        previous = config.offer_handler
+
+        def handler(call: Any, offer: bytes, content_type: str | None) -> bytes:
+            if call is core and not self._closed:
+                answer = self._answer_reoffer(offer)
+                if answer is not None:
+                    return answer
+            if previous is not None:
+                return previous(call, offer, content_type)
+            local: bytes = call.local_sdp
+            return local
+
+        config.offer_handler = handler
+
+        def restore() -> None:
+            if config.offer_handler is handler:
+                config.offer_handler = previous
+
+        self._restore_offer_handler = restore
+
+    def _answer_reoffer(self, offer: bytes) -> bytes | None:
+        """Our answer to a re-offer, with its effect applied to the media (None: keep the
+        previous description, e.g. when the offer cannot be used)."""
+        if self.oa is None:
+            return None
+        try:
+            answer, negotiation = self.oa.process_offer(offer)
+            audio = negotiation.audio
+            remote = read_negotiation(audio) if audio is not None else None
+        except (OfferAnswerError, SdpGlueError, SdpParseError) as exc:
+            log.warning("cannot answer the re-offer: %s", exc)
+            with contextlib.suppress(OfferAnswerError):
+                self.oa.reject_offer()
+            return None
+        if remote is not None and audio is not None:
+            self._apply_reoffer(remote, audio.direction.receives, audio.direction.sends)
+        return answer.to_bytes()
+
+    def _apply_reoffer(self, remote: RemoteMedia, receives: bool, sends: bool) -> None:
+        old = self.remote
+        self.remote = remote
+        hold = not sends  # the peer does not want our media (sendonly/inactive, RFC 3264 §8.4)
+        if hold != self.on_hold:
+            self.on_hold = hold
+            if self._gate is not None:
+                self._gate.paused = hold
+            self.progress("on hold by the peer" if hold else "resumed by the peer")
+        if old is None:
+            return
+        if str(remote.codec) != str(old.codec):
+            log.warning("the peer switched to %s; still sending %s", remote.codec, old.codec)
+        rtp_path, rtcp_path = self._paths
+        if remote.rtp != old.rtp and isinstance(rtp_path, (UdpTransport, _DefaultCandidatePath)):
+            self.progress(f"the peer moved its media to {_addr2(remote.rtp)}")
+            rtp_path.remote = remote.rtp
+            if isinstance(rtcp_path, UdpTransport):
+                rtcp_path.remote = remote.rtcp
+        if (
+            self.ice is not None
+            and remote.ice is not None
+            and old.ice is not None
+            and remote.ice.ufrag != old.ice.ufrag
+        ):
+            log.warning("the peer restarted ICE; not followed (media stays on the old pair)")
 
     # -- during the call ----------------------------------------------------------------------
 
@@ -516,6 +623,9 @@ class Call:
                 await self.ice.close()
         for t in self._plain:
             t.close()
+        if self._restore_offer_handler is not None:
+            self._restore_offer_handler()
+            self._restore_offer_handler = None
         self._ended(reason)
         if self.final_stats is not None:
             self.progress(f"call ended ({self.end_reason}); {self.final_stats}")

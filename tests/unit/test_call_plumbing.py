@@ -12,6 +12,7 @@ import pytest
 
 from ice.aio import IceConnection
 from ice.candidate import Candidate, CandidateType
+from media.aio import open_udp_transport
 from media.rtcp import Goodbye, parse_rtcp
 from sip.aio import AsyncCall, AsyncUserAgent
 from sip.ua import UAConfig
@@ -319,3 +320,46 @@ async def test_callee_answers_an_offer_without_rtcp_mux_with_two_components(pair
         await outgoing.wait_ended(5)
     finally:
         await conn.close()
+
+
+async def test_reoffers_hold_resume_and_move_the_media(pair: Pair) -> None:
+    """re-INVITEs (RFC 3264 §8): hold stops our RTP (RTCP goes on), resume restarts it, and a
+    new address in a re-offer moves where we send."""
+    callee = Callee(pair.bob, _account(ice=False))
+    caller, _ = await _dial(pair, _account(ice=False))
+    await asyncio.wait_for(callee.accepted.wait(), 5)
+    bob = callee.call
+    assert bob is not None and bob.stream is not None and caller.oa is not None
+    assert caller.sip is not None
+
+    async def reoffer(offer: bytes) -> None:
+        assert caller.oa is not None and caller.sip is not None
+        answer = await caller.sip.reinvite(offer, timeout=5)
+        caller.oa.process_answer(answer or b"")
+
+    await reoffer(caller.oa.hold().to_bytes())  # a=sendonly: bob must stop sending
+    assert bob.on_hold and "on hold by the peer" in callee.lines
+    assert caller.oa.local_description is not None
+    assert bob._gate is not None
+    before = bob._gate.held_back
+    await asyncio.sleep(0.2)
+    assert bob._gate.held_back > before  # frames held back while on hold
+    await reoffer(caller.oa.resume().to_bytes())
+    assert not bob.on_hold and "resumed by the peer" in callee.lines
+
+    # move the caller's media to a new socket: bob follows the re-offer's c=/m=
+    moved = await open_udp_transport(("127.0.0.1", 0))
+    try:
+        caller.oa.media[0].port = moved.local_address[1]
+        await reoffer(caller.oa.create_offer().to_bytes())
+        got = asyncio.get_running_loop().create_future()
+        moved.on_receive = lambda data: got.done() or got.set_result(data)
+        data = await asyncio.wait_for(got, 5)
+        assert 128 <= data[0] < 192
+        assert any("moved its media" in line for line in callee.lines)
+    finally:
+        moved.close()
+    await caller.hangup()
+    await bob.run()
+    # the handler for re-offers is gone with the call
+    assert pair.bob.config.offer_handler is None and pair.alice.config.offer_handler is None
