@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tests.peers.certs import TestPki, make_pki
-from tests.peers.ports import free_port_range, is_free
+from tests.peers.ports import free_port_range, is_free, release_port_range
 from tests.peers.probe import probe_in_netns
 from tests.peers.process import ManagedProcess, PeerError
 
@@ -64,10 +64,14 @@ class Coturn:
             self.port = port or _free_pair(hosts, tcp=True)
             self.tls_port = (tls_port or _free_pair(hosts, tcp=True, udp=False)) if tls else None
             self.min_port = min_port or free_port_range(relay_port_count, self.relay_ip, udp=True)
+            self._relay_range: tuple[int, int] | None = (
+                None if min_port else (self.min_port, relay_port_count)
+            )
         else:  # a fresh namespace has every port free
             self.port = port or 3478
             self.tls_port = (tls_port or 5349) if tls else None
             self.min_port = min_port or 49152
+            self._relay_range = None
         self.max_port = self.min_port + relay_port_count - 1
         self.pki: TestPki | None = None
         self.log_path = workdir / "turnserver.log"
@@ -171,6 +175,13 @@ class Coturn:
         if self._process is not None:
             self._process.stop()
 
+    def close(self) -> None:
+        """Stop for good and give the relay port range back for later peers."""
+        self.stop()
+        if self._relay_range is not None:
+            release_port_range(*self._relay_range)
+            self._relay_range = None
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -183,7 +194,7 @@ class Coturn:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
     # ---- inspection ------------------------------------------------------------------
     def log(self) -> str:

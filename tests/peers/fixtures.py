@@ -108,7 +108,7 @@ def coturn_factory(peer_dir: Path) -> Iterator[Callable[..., Coturn]]:
 
     yield make
     for c in started:
-        c.stop()
+        c.close()
 
 
 @pytest.fixture

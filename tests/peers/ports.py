@@ -57,3 +57,10 @@ def free_port_range(
                 _handed_out.update(range(base, base + count * step))
                 return base
     raise RuntimeError(f"no {count} free consecutive ports on {host}")
+
+
+def release_port_range(base: int, count: int, step: int = 1) -> None:
+    """Give back a range from :func:`free_port_range` once its peer has stopped, so that a long
+    run starting many peers with large ranges (coturn's relay ports) does not run out."""
+    with _lock:
+        _handed_out.difference_update(range(base, base + count * step))
