@@ -78,6 +78,7 @@ from ice.stun import (
     MESSAGE_INTEGRITY,
     MESSAGE_INTEGRITY_SHA256,
     PRIORITY,
+    SOFTWARE,
     UNKNOWN_ATTRIBUTES,
     USE_CANDIDATE,
     USERNAME,
@@ -772,8 +773,6 @@ class Agent:
         response = msg.response()
         response.add(XOR_MAPPED_ADDRESS, addr)
         if self.software:
-            from ice.stun import SOFTWARE
-
             response.add(SOFTWARE, self.software)
         self._outbox.append((response.encode(creds.key, fingerprint=True), via, addr))
         trace.debug("answered check from %s via %r", addr, via)
@@ -905,8 +904,6 @@ class Agent:
         self._on_success(pair, check, mapped, result.rtt, now)
 
     def _fail_pair(self, pair: CandidatePair, reason: str, now: float) -> None:
-        if pair.state is PairState.SUCCEEDED and reason == "timeout":
-            return
         pair.state = PairState.FAILED
         self._stats.pairs_failed += 1
         logger.debug("pair failed (%s): %s", reason, pair.describe())
@@ -942,13 +939,11 @@ class Agent:
         if local is pair.local or local.address == pair.local.address:
             valid = pair
         else:
-            found = self._checklist.find(local.via, local.base, pair.remote_address)
-            if found is not None and found.local.address == local.address:
-                valid = found
-            else:
-                valid = CandidatePair(local, pair.remote, 0, PairState.SUCCEEDED)
-                valid.in_check_list = False
-                valid.compute_priority(self.controlling)
+            # a server- or peer-reflexive local candidate: never in the check list (it was
+            # replaced by its base, §6.1.2.4), so the valid pair is a new one
+            valid = CandidatePair(local, pair.remote, 0, PairState.SUCCEEDED)
+            valid.in_check_list = False
+            valid.compute_priority(self.controlling)
         valid = self._checklist.add_valid(valid)
         if valid.state is not PairState.FAILED:
             valid.state = PairState.SUCCEEDED

@@ -28,6 +28,7 @@ from ice.stun import (
     ICE_CONTROLLED,
     ICE_CONTROLLING,
     PRIORITY,
+    SOFTWARE,
     UNKNOWN_ATTRIBUTES,
     USE_CANDIDATE,
     USERNAME,
@@ -777,3 +778,55 @@ def test_two_components_unfreeze_after_component_one() -> None:
     assert c2_pair.state is PairState.WAITING
     vias = {v for _, _, v, _ in tick(agent, 0.04) + tick(agent, 0.06) + tick(agent, 0.08)}
     assert "c2" in vias
+
+
+def test_failed_restart_keeps_the_old_pair() -> None:
+    agent, peer = make_agent(check_rc=2, check_rm=2)
+    now = complete(agent, peer)
+    events(agent)
+    agent.restart(now, controlling=True)
+    agent.set_remote_parameters("newufrag", "newpasswordnewpassword00")
+    agent.add_remote_candidate(Candidate.make(CandidateType.HOST, "192.0.2.77", 9))
+    agent.end_of_candidates()
+    while agent.state is AgentState.RUNNING:
+        timer = agent.get_timer()
+        assert timer is not None
+        now = timer
+        tick(agent, now)  # nobody answers at the new address
+    evs = events(agent)
+    failed = [e for e in evs if isinstance(e, Failed)]
+    assert failed and failed[0].reason.startswith("restart:")
+    assert agent.state is AgentState.COMPLETED
+    assert agent.send_target(1) == (VIA, REMOTE)
+
+
+def test_role_conflict_on_a_consent_check() -> None:
+    agent, peer = make_agent()
+    complete(agent, peer)
+    events(agent)
+    timer = agent.get_timer()
+    assert timer is not None
+    ((_, raw, via, addr),) = tick(agent, timer)
+    agent.receive(peer.answer(raw, error=487), via, addr, timer + 0.01)
+    assert [type(e) for e in events(agent)] == [RoleChanged]
+    assert not agent.controlling
+    assert agent.send_target(1) == (VIA, REMOTE)
+
+
+def test_software_attribute_in_answers() -> None:
+    agent, peer = make_agent(controlling=False, software="softphone test")
+    agent.receive(peer.request(controlling=True), VIA, REMOTE, 0.0)
+    assert answer_of(agent).get(SOFTWARE) == "softphone test"
+
+
+def test_checks_arriving_before_start_are_answered_and_remembered() -> None:
+    agent, peer = make_agent(controlling=False, remotes=(), start=False)
+    src = ("203.0.113.50", 6000)
+    agent.receive(peer.request(controlling=True, use_candidate=True), VIA, src, 0.0)
+    assert answer_of(agent).cls == StunClass.SUCCESS
+    assert agent.get_timer() is None  # nothing runs before start()
+    agent.start(1.0)
+    ((msg, raw, _, addr),) = tick(agent, 1.0)
+    assert addr == src
+    agent.receive(peer.answer(raw), VIA, src, 1.01)
+    assert any(isinstance(e, Completed) for e in events(agent))
