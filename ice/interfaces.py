@@ -133,7 +133,10 @@ def parse_ip_json(text: str) -> list[LocalAddress]:
         flags = link.get("flags") or []
         if not isinstance(flags, list) or "UP" not in flags:
             continue
-        for info in link.get("addr_info") or []:
+        infos = link.get("addr_info")
+        if not isinstance(infos, list):
+            continue
+        for info in infos:
             if not isinstance(info, dict) or info.get("family") not in ("inet", "inet6"):
                 continue
             if info.get("tentative") or info.get("dadfailed"):

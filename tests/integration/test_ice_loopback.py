@@ -550,3 +550,35 @@ async def test_gather_timeout_returns_what_is_there() -> None:
             assert not conn.gatherer.core.complete
         finally:
             await conn.close()
+
+
+async def test_multihomed_agents_pick_the_best_pair() -> None:
+    addresses = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    a = IceConnection(True, addresses=addresses, agent_options=FAST)
+    b = IceConnection(False, addresses=addresses, agent_options=FAST)
+    try:
+        await connect(a, b, timeout=10)
+        cands = a.local_candidates
+        assert sorted(c.address for c in cands) == addresses
+        assert len({c.priority for c in cands}) == 3  # a local preference per address
+        assert len({c.foundation for c in cands}) == 3  # a foundation per base IP
+        sel = a.transport().selected
+        assert sel is not None
+        best_local = max(cands, key=lambda c: c.priority)
+        best_remote = max(b.local_candidates, key=lambda c: c.priority)
+        assert sel[0] == best_local and sel[1].transport_address == best_remote.transport_address
+        await exchange(a, b, n=5)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_receive_queue_keeps_the_newest(pair: tuple[IceConnection, IceConnection]) -> None:
+    a, _ = pair
+    t = a.transport()
+    t._queue = asyncio.Queue(maxsize=4)
+    for i in range(10):
+        t._deliver(b"\x80%d" % i)
+    got = [t._queue.get_nowait() for _ in range(4)]
+    assert got == [b"\x806", b"\x807", b"\x808", b"\x809"]
+    assert t.packets_dropped == 6 and t.packets_received == 10

@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ice import interfaces
@@ -626,3 +626,37 @@ def test_system_addresses_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(interfaces, "CACHE_SECONDS", 0.0)
     interfaces.local_addresses()
     assert len(calls) == 2
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=8)
+    | st.sampled_from(["UP", "inet", "inet6", "127.0.0.1", "fe80::1", "::1"]),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["ifname", "flags", "addr_info", "family", "local", "prefixlen", "x"]),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json)
+@example({"ifname": "x", "flags": ["UP"], "addr_info": 5})
+@example({"ifname": "x", "flags": ["UP"], "addr_info": [{"family": "inet", "local": 7}]})
+def test_parse_ip_json_never_raises(value: object) -> None:
+    for found in (parse_ip_json(json.dumps(value)), parse_ip_json(json.dumps([value]))):
+        assert all(isinstance(a, LocalAddress) for a in found)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_parse_if_inet6_never_raises(text: str) -> None:
+    for a in parse_if_inet6(text):
+        assert a.is_ipv6
