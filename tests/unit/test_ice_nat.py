@@ -284,3 +284,41 @@ def test_ipv6_without_nat() -> None:
     assert result.nat is False
     assert result.mapped == local6
     assert result.filtering is FilteringBehavior.ENDPOINT_INDEPENDENT
+
+
+_MAPPING = {
+    EI: MappingBehavior.ENDPOINT_INDEPENDENT,
+    AD: MappingBehavior.ADDRESS_DEPENDENT,
+    APD: MappingBehavior.ADDRESS_AND_PORT_DEPENDENT,
+}
+_FILTERING_ORDER = [EI, AD, APD]  # from most open to most restrictive
+_FILTERING = {
+    EI: FilteringBehavior.ENDPOINT_INDEPENDENT,
+    AD: FilteringBehavior.ADDRESS_DEPENDENT,
+    APD: FilteringBehavior.ADDRESS_AND_PORT_DEPENDENT,
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from([EI, AD, APD]),
+    st.sampled_from([EI, AD, APD]),
+    st.integers(0, 10_000),
+    st.sampled_from([0.0, 0.1, 0.3]),
+)
+def test_loss_can_hide_but_never_invent_behaviour(
+    mapping: str, filtering: str, seed: int, loss: float
+) -> None:
+    """Lost packets may leave the mapping unknown or make the filtering look stricter than
+    it is (a lost answer looks like a filtered one), never anything else."""
+    result, _ = run(SimNat(mapping, filtering), SimServer(), loss=loss, seed=seed)
+    assert result.nat in (True, None)
+    if result.nat is None:
+        return
+    assert result.mapping in (_MAPPING[mapping], MappingBehavior.UNKNOWN)
+    allowed = {FilteringBehavior.UNKNOWN}
+    allowed |= {_FILTERING[f] for f in _FILTERING_ORDER[_FILTERING_ORDER.index(filtering) :]}
+    assert result.filtering in allowed
+    if loss == 0.0:
+        assert result.mapping is _MAPPING[mapping]
+        assert result.filtering is _FILTERING[filtering]
