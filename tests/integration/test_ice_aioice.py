@@ -109,3 +109,24 @@ async def test_aioice_reaches_our_relayed_candidate(turn: Coturn) -> None:
     finally:
         await ours.close()
         await theirs.close()
+
+
+async def test_two_components_with_aioice() -> None:
+    ours = IceConnection(True, bind="127.0.0.1", components=2, agent_options={"ta": 0.02})
+    theirs = aioice.Connection(ice_controlling=False, components=2, use_ipv6=False)
+    try:
+        await signal(ours, theirs)
+        assert sorted(c.component for c in ours.local_candidates) == [1, 2]
+        await asyncio.wait_for(asyncio.gather(ours.connect(), theirs.connect()), 15)
+        for component in (1, 2):
+            assert ours.transport(component).send(b"\x80to %d" % component)
+        got = {await asyncio.wait_for(theirs.recvfrom(), 5) for _ in range(2)}
+        assert got == {(b"\x80to 1", 1), (b"\x80to 2", 2)}
+        for component in (1, 2):
+            await theirs.sendto(b"\x80from %d" % component, component)
+        for component in (1, 2):
+            data = await asyncio.wait_for(ours.transport(component).recv(), 5)
+            assert data == b"\x80from %d" % component
+    finally:
+        await ours.close()
+        await theirs.close()
