@@ -74,7 +74,8 @@ def dominant_frequency(
 def rms(samples: npt.ArrayLike) -> float:
     """Root mean square in sample units (0 for an empty signal)."""
     x = _mono(samples)
-    return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
+    n = len(x)
+    return math.sqrt(float(np.dot(x, x)) / n) if n else 0.0
 
 
 def _db(value: float, floor: float) -> float:
