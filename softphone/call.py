@@ -28,7 +28,7 @@ import socket
 import time
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ice.aio import IceConnection, IceError
@@ -66,10 +66,12 @@ STUN_PORT = 3478
 class CallFailed(Exception):
     """The call could not be set up; ``status`` is the SIP status (0: not a SIP failure)."""
 
-    def __init__(self, reason: str, status: int = 0) -> None:
+    def __init__(self, reason: str, status: int = 0, kind: str = "failed") -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.kind = kind
+        """The report's ``end_reason``: rejected, no-answer, bad-answer, ice-failed, failed."""
 
 
 @dataclass
@@ -83,6 +85,8 @@ class MediaOptions:
     gather_timeout: float = 5.0
     ice_timeout: float = 15.0
     answer_timeout: float = 120.0
+    #: Passed to :class:`ice.agent.Agent` (``consent_interval``, ``timeout`` ...).
+    ice_agent_options: dict[str, Any] = field(default_factory=dict)
 
 
 class _DefaultCandidatePath:
@@ -256,15 +260,15 @@ class Call:
                     raise SdpGlueError("the answer accepted no audio stream")
                 self.remote = read_negotiation(audio)
             except (OfferAnswerError, SdpGlueError, SdpParseError) as exc:
-                raise CallFailed(f"unusable answer: {exc}", 488) from exc
+                raise CallFailed(f"unusable answer: {exc}", 488, "bad-answer") from exc
             await self._connect_media(transport)
         except BaseException as exc:
-            reason = exc.reason if isinstance(exc, CallFailed) else "failed"
+            reason = _end_reason(exc)
             await self._teardown(reason, send_bye=True)
             if isinstance(exc, (CallFailed, asyncio.CancelledError, KeyboardInterrupt)):
                 raise
             if isinstance(exc, IceError):
-                raise CallFailed(f"ICE failed: {exc}") from exc
+                raise CallFailed(f"ICE failed: {exc}", kind="ice-failed") from exc
             if isinstance(exc, (OSError, ValueError)):
                 raise CallFailed(str(exc)) from exc
             raise
@@ -281,13 +285,13 @@ class Call:
                 self.progress(f"ringing ({status})")
                 done, _ = await asyncio.wait({answered}, timeout=limit)
             if answered not in done:
-                raise CallFailed("no answer", 408)
+                raise CallFailed("no answer", 408, "no-answer")
             try:
                 result: bytes | None = answered.result()
                 return result
             except CallError as exc:
                 self.sip_status = exc.status
-                raise CallFailed(f"{exc.status} {exc.reason}", exc.status) from exc
+                raise CallFailed(f"{exc.status} {exc.reason}", exc.status, "rejected") from exc
         finally:
             ringing.cancel()
             answered.cancel()
@@ -309,7 +313,7 @@ class Call:
             incoming.reject(488)
             self.sip_status = 488
             self._ended("rejected")
-            raise CallFailed(f"unusable offer: {exc}", 488) from exc
+            raise CallFailed(f"unusable offer: {exc}", 488, "rejected") from exc
         try:
             use_ice = self.account.ice and info.ice is not None
             transport = await self._local_transport(
@@ -326,7 +330,7 @@ class Call:
             except (OfferAnswerError, SdpGlueError, SdpParseError) as exc:
                 incoming.reject(488)
                 self.sip_status = 488
-                raise CallFailed(f"cannot answer the offer: {exc}", 488) from exc
+                raise CallFailed(f"cannot answer the offer: {exc}", 488, "rejected") from exc
             await incoming.answer(answer.to_bytes())
             self.sip_status = 200
             self._answered_at = time.monotonic()
@@ -334,12 +338,12 @@ class Call:
             self.progress("answered")
             await self._connect_media(transport)
         except BaseException as exc:
-            reason = exc.reason if isinstance(exc, CallFailed) else "failed"
+            reason = _end_reason(exc)
             await self._teardown(reason, send_bye=True)
             if isinstance(exc, (CallFailed, asyncio.CancelledError, KeyboardInterrupt)):
                 raise
             if isinstance(exc, IceError):
-                raise CallFailed(f"ICE failed: {exc}") from exc
+                raise CallFailed(f"ICE failed: {exc}", kind="ice-failed") from exc
             if isinstance(exc, (OSError, ValueError)):
                 raise CallFailed(str(exc)) from exc
             raise
@@ -368,7 +372,11 @@ class Call:
             return LocalTransport(host, rtp.local_address[1], rtcp=(host, rtcp.local_address[1]))
         bind = self.account.bind.host if self.account.bind else None
         self.ice = IceConnection(
-            controlling, components=components, gather=await self._gather_config(), bind=bind
+            controlling,
+            components=components,
+            gather=await self._gather_config(),
+            bind=bind,
+            agent_options=dict(self.options.ice_agent_options) or None,
         )
         self.progress("gathering candidates")
         candidates = await self.ice.gather(self.options.gather_timeout)
@@ -581,6 +589,8 @@ class Call:
         stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
         if stopper is not None:
             waits.add(stopper)
+        consent = asyncio.ensure_future(self._consent_lost())
+        waits.add(consent)
         timeout = None
         if duration is not None:
             timeout = max(0.0, self._answered_at + duration - time.monotonic())
@@ -589,7 +599,12 @@ class Call:
         finally:
             for fut in waits:
                 fut.cancel()
-        if self.sip.ended.done():
+        if self._closed:
+            pass
+        elif consent.done() and not consent.cancelled() and not self.sip.ended.done():
+            self.progress("ICE consent lost (RFC 7675): the peer is gone; hanging up")
+            await self._teardown("ice-consent-lost", send_bye=True)
+        elif self.sip.ended.done():
             reason = self.sip.ended.result() if not self.sip.ended.cancelled() else "ended"
             self.progress(f"the peer hung up ({reason})")
             await self._teardown(reason, send_bye=False)
@@ -598,6 +613,16 @@ class Call:
             self.progress(f"hanging up ({why})")
             await self._teardown("local-bye", send_bye=True)
         return self.end_reason or "local-bye"
+
+    async def _consent_lost(self) -> None:
+        """Returns when the selected pair lost consent (no answer to consent checks for
+        ``consent_timeout``, RFC 7675 §5.1); never without ICE."""
+        ice = self.ice
+        if ice is None or self.remote is None or self.remote.ice is None:
+            await asyncio.Event().wait()
+            return
+        while ice.agent.has_consent(1) or ice.agent.selected_pair(1) is None:
+            await asyncio.sleep(0.25)
 
     async def hangup(self, reason: str = "local-bye") -> None:
         """Hang up now (BYE, or CANCEL while ringing) and release everything."""
@@ -705,3 +730,14 @@ async def _resolve(server: HostPort) -> Address:
         raise CallFailed(f"cannot resolve {server.host}")
     host, resolved_port = infos[0][4][:2]
     return str(host), int(resolved_port)
+
+
+def _end_reason(exc: BaseException) -> str:
+    """The report's ``end_reason`` for a call that could not be set up."""
+    if isinstance(exc, CallFailed):
+        return exc.kind
+    if isinstance(exc, IceError):
+        return "ice-failed"
+    if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
+        return "interrupted"
+    return "failed"

@@ -363,3 +363,55 @@ async def test_reoffers_hold_resume_and_move_the_media(pair: Pair) -> None:
     await bob.run()
     # the handler for re-offers is gone with the call
     assert pair.bob.config.offer_handler is None and pair.alice.config.offer_handler is None
+
+
+def _fast_consent() -> MediaOptions:
+    options = _options("tone:440")
+    options.ice_agent_options = {"consent_interval": 0.1, "consent_timeout": 0.8}
+    return options
+
+
+async def test_lost_consent_hangs_up(pair: Pair) -> None:
+    callee = Callee(pair.bob, _account())
+    caller = Call(pair.alice, _account(), _fast_consent())
+    await caller.dial(pair.bob_uri)
+    await asyncio.wait_for(callee.accepted.wait(), 5)
+    assert callee.call is not None and callee.call.ice is not None
+    running = asyncio.ensure_future(caller.run())
+    await asyncio.sleep(0.3)
+    await callee.call.ice.close()  # the peer's network is gone: no consent responses
+    assert await asyncio.wait_for(running, 10) == "ice-consent-lost"
+    assert caller.report()["call"]["end_reason"] == "ice-consent-lost"
+    assert await asyncio.wait_for(callee.call.run(), 5) == "remote-bye"  # our BYE got there
+
+
+async def test_ice_that_cannot_connect_fails_the_call(pair: Pair) -> None:
+    """The offer's only candidate is a port nobody answers on: ICE fails, the callee hangs up."""
+    callee_options = _options("tone:660")
+    callee_options.ice_timeout = 1.0
+    ua = pair.bob
+    result: dict[str, Any] = {}
+    done = asyncio.Event()
+
+    async def accept(incoming: AsyncCall) -> None:
+        call = Call(ua, _account(), callee_options)
+        result["call"] = call
+        try:
+            await call.accept(incoming)
+        except CallFailed as exc:
+            result["error"] = exc
+        finally:
+            done.set()
+
+    ua.on_incoming = accept
+    dead = Candidate.make(CandidateType.HOST, "127.0.0.1", 9)
+    transport = LocalTransport.from_ice("deadbeef", "0123456789abcdefghijkl", [dead])
+    oa = new_offer_answer(local_media(["pcmu"], transport), transport)
+    outgoing = pair.alice.start_call(pair.bob_uri, oa.create_offer().to_bytes())
+    await outgoing.wait_answered(5)
+    assert await outgoing.wait_ended(10) == "remote-bye"
+    await asyncio.wait_for(done.wait(), 5)
+    error = result.get("error")
+    assert isinstance(error, CallFailed) and error.kind == "ice-failed"
+    report = result["call"].report()
+    assert report["call"]["end_reason"] == "ice-failed" and report["rtp"] is None
