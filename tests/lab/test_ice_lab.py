@@ -100,9 +100,12 @@ def test_without_turn_symmetric_nat_fails(ice_lab: IceLab, a: str, b: str) -> No
 
 def test_eim_sym_connects(ice_lab: IceLab) -> None:
     """Port-restricted cone against symmetric: the symmetric side's checks come from a
-    port the cone's filter never saw; ICE still finds a working pair (through the relay)."""
+    port the cone's filter never saw, and the cone's checks go to a port the symmetric NAT
+    never opened for it (test_without_turn_symmetric_nat_fails); ICE still connects,
+    through a relay."""
     r = run_pair(ice_lab, "eim/sym", "eim2l", "sym1l")
     assert_mirrored(r, ice_lab, "eim2l", "sym1l")
+    assert r.a["relayed"] and r.b["relayed"], r
     assert_data_both_ways(r)
 
 
