@@ -645,7 +645,8 @@ class AsyncGatherer:
     :class:`CandidateGatherer` on the running loop.
 
     ``addresses`` defaults to :func:`ice.interfaces.local_addresses` (with ``bind``,
-    ``include``, ``exclude``); ``port`` binds every socket to that port (0: any).
+    ``include``, ``exclude``); ``port`` binds component 1's sockets to that port, component
+    ``c`` to ``port + c - 1`` (0: any free port).
     ``on_event`` sees every :class:`GatherEvent`; ``on_datagram`` gets what the gatherer does
     not consume; ``on_relayed`` gets data that came through a TURN allocation as
     ``(data, relayed address, peer)``.
@@ -695,7 +696,7 @@ class AsyncGatherer:
         for a in self._addresses:
             for component in range(1, self.config.components + 1):
                 try:
-                    local = await self._open(a)
+                    local = await self._open(a, component)
                 except OSError as exc:
                     logger.warning("cannot bind UDP on %s: %s", a.address, exc)
                     continue
@@ -772,13 +773,14 @@ class AsyncGatherer:
         if isinstance(event, AllocationExpired) and self.on_event is not None:
             self.on_event(RelayLost(relayed, event.reason))
 
-    async def _open(self, a: LocalAddress) -> Address:
+    async def _open(self, a: LocalAddress, component: int = 1) -> Address:
         assert self._loop is not None
         host: Any = a.address
         family = a.family
-        local_addr: tuple[Any, ...] = (host, self._port)
+        port = self._port + component - 1 if self._port else 0
+        local_addr: tuple[Any, ...] = (host, port)
         if a.is_ipv6 and a.is_link_local and a.interface:
-            local_addr = (host, self._port, 0, socket.if_nametoindex(a.interface))
+            local_addr = (host, port, 0, socket.if_nametoindex(a.interface))
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)

@@ -582,3 +582,24 @@ async def test_receive_queue_keeps_the_newest(pair: tuple[IceConnection, IceConn
     got = [t._queue.get_nowait() for _ in range(4)]
     assert got == [b"\x806", b"\x807", b"\x808", b"\x809"]
     assert t.packets_dropped == 6 and t.packets_received == 10
+
+
+async def test_fixed_port_per_component() -> None:
+    for _ in range(20):  # find two free consecutive ports
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base >= 65535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe2:
+                probe2.bind(("127.0.0.1", base + 1))
+        except OSError:
+            continue
+        break
+    conn = IceConnection(True, bind="127.0.0.1", components=2, port=base)
+    try:
+        candidates = await conn.gather()
+        assert sorted((c.component, c.port) for c in candidates) == [(1, base), (2, base + 1)]
+    finally:
+        await conn.close()
