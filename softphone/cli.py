@@ -108,6 +108,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             runner = run_call if args.command == "call" else run_answer
             status = asyncio.run(runner(account, args, reporter))
+        elif args.command == "nat-check":
+            from softphone.natcheck import run_nat_check
+
+            status = asyncio.run(run_nat_check(account, args.nat_stun, reporter))
+        elif args.command == "devices":
+            from softphone.devices import run_devices
+
+            status = run_devices(reporter)
+        elif args.command == "demo":
+            from softphone.demo import run_demo
+
+            status = asyncio.run(run_demo(account, args, reporter))
+        elif args.command == "tui":
+            from softphone.tui import run_tui
+
+            status = run_tui(account, args, reporter)
         else:
             print(f"softphone: '{args.command}' is not available yet", file=sys.stderr)
             return EXIT_USAGE
