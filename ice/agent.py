@@ -560,7 +560,10 @@ class Agent:
                     and component not in self._nominating
                     and self._selected_generation(component) != self._generation
                 ):
-                    times.append(first + self.nomination_delay)
+                    best = self._checklist.best_valid(component)
+                    if best is not None:
+                        wait = self._nomination_wait(component, best, first)
+                        times.append(self._now if wait is None else wait)
             if self._generation_started is not None and self.timeout > 0 and self._remote:
                 times.append(self._generation_started + self.timeout)
         for consent in self._consent.values():
@@ -662,6 +665,7 @@ class Agent:
             generation=self._generation,
         )
         pair.state = PairState.IN_PROGRESS
+        pair.extra["sent_at"] = float(now)
         pair.checks_sent += 1
         self._last_check_at = now
         self._stats.checks_sent += 1
@@ -997,13 +1001,8 @@ class Agent:
             if best is None:
                 continue
             first = self._first_valid_at.setdefault(component, now)
-            better_pending = any(
-                p.component == component
-                and p.priority > best.priority
-                and p.state in (PairState.FROZEN, PairState.WAITING, PairState.IN_PROGRESS)
-                for p in self._checklist
-            )
-            if better_pending and now < first + self.nomination_delay:
+            wait_until = self._nomination_wait(component, best, first)
+            if wait_until is not None and now < wait_until:
                 continue
             # the check-list pair whose checks produced ``best``
             generator = next((p for p in self._checklist if p.valid_pair is best), None)
@@ -1013,6 +1012,29 @@ class Agent:
             self._nominating[component] = best
             self._checklist.enqueue_triggered(generator)
             logger.debug("nominating %s", best.describe())
+
+    def _nomination_wait(
+        self, component: int, best: CandidatePair, first_valid: float
+    ) -> float | None:
+        """Until when to wait for a pair better than ``best`` (None: nominate now).
+
+        At most ``nomination_delay`` after the first valid pair; less when every better pair
+        has been in progress for longer than two of ``best``'s round trips plus Ta, which an
+        answer would not have taken (e.g. host pairs between two private networks).
+        """
+        deadline = first_valid + self.nomination_delay
+        patience = 2 * (best.rtt if best.rtt is not None else self.min_rto) + self.ta
+        until: float | None = None
+        for p in self._checklist:
+            if p.component != component or p.priority <= best.priority:
+                continue
+            if p.state in (PairState.FROZEN, PairState.WAITING):
+                return deadline  # not tried yet
+            if p.state is PairState.IN_PROGRESS:
+                sent = p.extra.get("sent_at")
+                t = sent + patience if isinstance(sent, float) else deadline
+                until = t if until is None else max(until, t)
+        return None if until is None else min(until, deadline)
 
     def _selected_generation(self, component: int) -> int:
         pair = self._selected.get(component)

@@ -234,17 +234,55 @@ def test_success_then_regular_nomination_completes() -> None:
     assert stats.state == "completed" and stats.selected[1]["local"]["type"] == "host"  # type: ignore[index]
 
 
-def test_nomination_waits_briefly_for_a_better_pair() -> None:
+def _nominations(agent: Agent, times: list[float]) -> list[tuple[float, Address]]:
+    out = []
+    for now in times:
+        out += [(now, addr) for m, _, _, addr in tick(agent, now) if USE_CANDIDATE.type in m]
+    return out
+
+
+def test_nomination_waits_for_a_better_pair_that_may_still_answer() -> None:
     remotes = (REMOTE, ("192.0.2.2", 2001))
     agent, peer = make_agent(remotes=remotes, nomination_delay=0.3)
     checks = tick(agent, 0.0) + tick(agent, 0.02)
-    low = next(raw for msg, raw, _, addr in checks if addr == remotes[1])
-    agent.receive(peer.answer(low), VIA, remotes[1], 0.05)
-    # the better pair is still in progress: no nomination before 0.05 + 0.3
-    for now in (0.06, 0.2, 0.34):
-        assert all(USE_CANDIDATE.type not in m for m, *_ in tick(agent, now))
-    out = tick(agent, 0.36)
-    assert [addr for m, _, _, addr in out if USE_CANDIDATE.type in m] == [remotes[1]]
+    high = next(raw for _, raw, _, addr in checks if addr == REMOTE)
+    low = next(raw for _, raw, _, addr in checks if addr == remotes[1])
+    agent.receive(peer.answer(low), VIA, remotes[1], 0.05)  # RTT 30 ms
+    assert _nominations(agent, [0.05, 0.06]) == []
+    agent.receive(peer.answer(high), VIA, REMOTE, 0.07)  # the better pair, in time
+    assert [addr for _, addr in _nominations(agent, [0.07, 0.09, 0.11])] == [REMOTE]
+
+
+def test_nomination_does_not_wait_for_a_pair_that_stays_silent() -> None:
+    """The better pair has been in progress for longer than two round trips of the valid one
+    plus Ta: nominate without waiting for the whole ``nomination_delay``."""
+    remotes = (REMOTE, ("192.0.2.2", 2001))
+    agent, peer = make_agent(remotes=remotes, nomination_delay=0.3)
+    checks = tick(agent, 0.0) + tick(agent, 0.02)
+    low = next(raw for _, raw, _, addr in checks if addr == remotes[1])
+    agent.receive(peer.answer(low), VIA, remotes[1], 0.05)  # RTT 30 ms: patience 80 ms
+    assert _nominations(agent, [0.05, 0.07]) == []
+    timer = agent.get_timer()
+    assert timer == pytest.approx(0.08), "the silent pair (sent at 0) is given up at 0.08"
+    assert _nominations(agent, [0.08]) == [(0.08, remotes[1])]
+
+
+def test_nomination_waits_for_untried_better_pairs() -> None:
+    remotes = (REMOTE, ("192.0.2.2", 2001))
+    agent, peer = make_agent(controlling=True, remotes=remotes, nomination_delay=0.3, start=False)
+    # the peer's check on the worse pair arrives first: its triggered check goes first
+    agent.receive(peer.request(controlling=False), VIA, remotes[1], 0.0)
+    sent(agent)
+    agent.start(0.0)
+    ((_, raw, _, addr),) = tick(agent, 0.0)
+    assert addr == remotes[1]
+    agent.receive(peer.answer(raw), VIA, addr, 0.001)
+    # REMOTE (better) has not been tried: no nomination before it is, and had its chance
+    out = _nominations(agent, [0.001, 0.01])
+    assert out == []
+    ((_, _, _, addr2),) = tick(agent, 0.02)
+    assert addr2 == REMOTE
+    assert _nominations(agent, [0.021, 0.03]) == []
 
 
 def test_better_pair_success_is_nominated_without_waiting() -> None:
