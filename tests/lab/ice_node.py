@@ -70,7 +70,8 @@ class Node:
 
     def __init__(self, args: argparse.Namespace) -> None:
         turn = [
-            TurnServer(_address(t), args.user or "", args.password or "") for t in args.turn or []
+            TurnServer(_address(t), args.user or "", args.password or "", args.turn_transport)
+            for t in args.turn or []
         ]
         config = GatherConfig(
             stun_servers=[_address(s) for s in args.stun or []],
@@ -429,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--stun", action="append", help="HOST:PORT (repeatable)")
     parser.add_argument("--turn", action="append", help="HOST:PORT, TURN over UDP (repeatable)")
+    parser.add_argument(
+        "--turn-transport", choices=["udp", "tcp"], default="udp", help="(ours only)"
+    )
     parser.add_argument("--user")
     parser.add_argument("--password")
     parser.add_argument("--relay-only", action="store_true")

@@ -280,3 +280,36 @@ def test_ice_restart_through_nats(ice_lab: IceLab, a: str, b: str) -> None:
         print(f"[ice-lab] restart/{a}-{b}: connect after restart {again[0].get('connect_time')}")
     assert len(got_a) >= 10 and all(m.startswith("again-b ") for m in got_a), got_a
     assert len(got_b) >= 10 and all(m.startswith("again-a ") for m in got_b), got_b
+
+
+def test_udp_blocked_turn_over_tcp(ice_lab: IceLab) -> None:
+    """A network that lets no UDP out (the router drops it): STUN and TURN over UDP give
+    nothing, TURN over TCP (RFC 8656 §3.1) still allocates a (UDP) relayed address, and the
+    call connects through it, data both ways."""
+    router = ice_lab.routers["sym1"]
+    block = ["FORWARD", "-o", "wan0", "-p", "udp", "-j", "DROP"]
+    router.iptables("-I", *block)
+    try:
+        r = run_pair(
+            ice_lab,
+            "udp-blocked/tcp-turn",
+            "eim2l",
+            "sym1l",
+            extra_args=[],
+            extra_args_b=["--turn-transport", "tcp", "--gather-timeout", "1.5"],
+        )
+        listing = router.iptables("-L", "FORWARD", "-n", "-v", "-x")
+    finally:
+        router.iptables("-D", *block)
+    rule = next(
+        line
+        for line in listing.splitlines()
+        if line.split()[2:4] in (["DROP", "udp"], ["DROP", "17"]) and "wan0" in line.split()
+    )
+    assert int(rule.split()[0]) > 0, listing  # UDP really tried to get out, and was dropped
+    types_b = {c.split(" typ ")[1].split()[0] for c in r.candidates_b}
+    assert types_b == {"host", "relay"}, r.candidates_b  # no srflx: STUN got no answer
+    assert r.b["local"]["type"] == "relay" and r.b["relayed"], r.b
+    assert r.a["relayed"], r.a
+    assert_mirrored(r, ice_lab, "eim2l", "sym1l")
+    assert_data_both_ways(r)
