@@ -301,6 +301,10 @@ class Lab:
         router.iptables("-A", "FORWARD", "-i", wan_if, "-m", "conntrack", "--ctstate",
                         "ESTABLISHED,RELATED", "-j", "ACCEPT")  # fmt: skip
         router.iptables("-A", "FORWARD", "-i", wan_if, "-j", "DROP")
+        # ... nor the router itself: an early check that the router accepted would leave a
+        # conntrack entry behind, and MASQUERADE would then give the LAN's flow another port
+        router.iptables("-A", "INPUT", "-i", wan_if, "-m", "conntrack", "--ctstate", "NEW",
+                        "-j", "DROP")  # fmt: skip
 
     def cleanup(self) -> None:
         """Stop processes started in the namespaces, delete the namespaces and /etc/netns."""
