@@ -14,6 +14,7 @@ API summary (all times are ``now: float`` seconds on any monotonic clock)::
     agent.local_candidates(component=None) -> list[Candidate] # for the SDP (no prflx)
     agent.set_remote_parameters(ufrag, pwd, lite=False)       # new ones later = peer restart
     agent.add_remote_candidate(cand); agent.end_of_candidates()   # trickle-friendly
+    agent.limit_components(1)                                 # the answer accepted rtcp-mux
     agent.start(now)
     agent.receive(data, via, remote_addr, now) -> bool        # True: a STUN packet ICE consumed
     agent.datagrams_to_send() -> [(data, via, remote_addr)]   # send from socket/allocation via
@@ -450,6 +451,37 @@ class Agent:
     def end_of_candidates(self) -> None:
         """The peer has signalled all its candidates (RFC 8838 §13): ICE may now fail."""
         self._remote_eoc = True
+
+    def limit_components(self, count: int) -> None:
+        """Keep only components ``1..count`` - e.g. the answer accepted ``a=rtcp-mux``
+        (RFC 5761) after we offered RTCP candidates: component 2's candidates, pairs, checks
+        and consent are dropped.  The shell may close the sockets only it used."""
+        if not 1 <= count <= self.components:
+            raise ValueError(f"count must be 1..{self.components}")
+        if count == self.components:
+            return
+        self.components = count
+        self._locals = [lc for lc in self._locals if lc.component <= count]
+        self._remotes = [rc for rc in self._remotes if rc.component <= count]
+        cl = self._checklist
+        cl.pairs = [p for p in cl.pairs if p.component <= count]
+        cl.valid = [p for p in cl.valid if p.component <= count]
+        cl.triggered = deque(p for p in cl.triggered if p.component <= count)
+        cl.reindex()
+        for tid, check in list(self._checks.items()):
+            component = (
+                check.consent_component
+                if check.consent_component is not None
+                else (check.pair.component if check.pair is not None else 1)
+            )
+            if component > count:
+                del self._checks[tid]
+        for table in (self._first_valid_at, self._nominating, self._selected, self._consent):
+            for component in [c for c in table if c > count]:
+                del table[component]
+        self._consent_lost = {c for c in self._consent_lost if c <= count}
+        if self.state is AgentState.RUNNING:
+            self._check_completed(self._now)
 
     def _form_pairs(self) -> None:
         added = self._checklist.add_pairs(self._locals, self._remotes)

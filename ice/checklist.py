@@ -185,6 +185,10 @@ class CheckList:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def reindex(self) -> None:
+        """Rebuild the lookup table after :attr:`pairs` was edited in place."""
+        self._by_key = {p.key: p for p in self.pairs}
+
     def find(self, via: Hashable, base: Address, remote: Address) -> CandidatePair | None:
         """The check-list pair sent from ``base`` on ``via`` to ``remote``."""
         return self._by_key.get((via, base, remote))

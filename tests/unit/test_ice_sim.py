@@ -856,3 +856,46 @@ def test_chaos_always_connects_with_relays(
     net.run(net.now + 15.0)  # every check in flight has finished by now
     check_invariants(a.agent)
     check_invariants(b.agent)
+
+
+def test_offer_two_components_answer_with_rtcp_mux() -> None:
+    """We offered RTP and RTCP candidates; the answer accepted rtcp-mux: one component."""
+    net = Network(delay=0.01)
+    a = net.add_host("a", make(True, 2, seed=1), "10.0.1.2", nat=Nat("203.0.113.1"))
+    b = net.add_host("b", make(False, 1, seed=2), "10.0.2.2", nat=Nat("203.0.113.2"))
+    # b only takes our component-1 candidates (an answerer ignores the RTCP ones)
+    b.agent.set_remote_parameters(a.agent.local_ufrag, a.agent.local_pwd)
+    for c in a.agent.local_candidates(component=1):
+        b.agent.add_remote_candidate(c)
+    b.agent.end_of_candidates()
+    a.agent.limit_components(1)
+    assert a.agent.local_candidates(component=2) == []
+    assert all(p.component == 1 for p in a.agent.checklist)
+    a.agent.set_remote_parameters(b.agent.local_ufrag, b.agent.local_pwd)
+    for c in b.agent.local_candidates():
+        a.agent.add_remote_candidate(c)
+    a.agent.end_of_candidates()
+    a.agent.start(net.now)
+    b.agent.start(net.now)
+    net.run(10.0, completed(a, b))
+    assert completed(a, b)()
+    media_flows(net, a, b)
+    with pytest.raises(ValueError):
+        a.agent.limit_components(2)
+
+
+def test_limit_components_after_start_completes_with_the_rest() -> None:
+    net = Network(delay=0.01)
+    a = net.add_host("a", make(True, 2, seed=1), "203.0.113.5")
+    b = net.add_host("b", make(False, 2, seed=2), "198.51.100.7")
+    exchange(a.agent, b.agent)
+    a.agent.start(0.0)
+    b.agent.start(0.0)
+    net.blocked = True  # nothing gets through yet
+    net.run(0.5)
+    for host in (a, b):
+        host.agent.limit_components(1)
+    net.blocked = False
+    net.run(10.0, completed(a, b))
+    assert completed(a, b)()
+    assert a.agent.selected_pair(2) is None and a.agent.send_target(2) is None
