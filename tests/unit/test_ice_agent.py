@@ -868,3 +868,23 @@ def test_checks_arriving_before_start_are_answered_and_remembered() -> None:
     assert addr == src
     agent.receive(peer.answer(raw), VIA, src, 1.01)
     assert any(isinstance(e, Completed) for e in events(agent))
+
+
+def test_consent_needs_answers_from_the_selected_address() -> None:
+    """RFC 7675 §5.1: only an authenticated answer from the pair's remote address on the
+    pair's socket refreshes consent."""
+    agent, peer = make_agent()
+    now = complete(agent, peer)
+    selected_at = now + 0.01  # complete() answers 10 ms after each send
+    events(agent)
+    answered_from = ("192.0.2.66", 2000)
+    lost_at = None
+    while lost_at is None and now < 100:
+        timer = agent.get_timer()
+        assert timer is not None
+        now = timer
+        for _, raw, via, _ in tick(agent, now):
+            agent.receive(peer.answer(raw), via, answered_from, now + 0.01)
+        if any(isinstance(e, ConsentLost) for e in events(agent)):
+            lost_at = now
+    assert lost_at is not None and lost_at == pytest.approx(selected_at + 30.0)
