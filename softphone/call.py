@@ -643,6 +643,8 @@ class Call:
                 log.debug("SIP session ended: %s", ended)
             except (TimeoutError, CallError) as exc:
                 log.info("BYE: %r", exc)
+        if self.sip_status is None and self.sip is not None and self.sip.call.final_status:
+            self.sip_status = self.sip.call.final_status  # e.g. 487 after our CANCEL
         if self.ice is not None:
             with contextlib.suppress(Exception):
                 await self.ice.close()

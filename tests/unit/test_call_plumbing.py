@@ -415,3 +415,30 @@ async def test_ice_that_cannot_connect_fails_the_call(pair: Pair) -> None:
     assert isinstance(error, CallFailed) and error.kind == "ice-failed"
     report = result["call"].report()
     assert report["call"]["end_reason"] == "ice-failed" and report["rtp"] is None
+
+
+async def test_hanging_up_while_ringing_cancels(pair: Pair) -> None:
+    rang = asyncio.Event()
+    incoming: list[AsyncCall] = []
+
+    def ring(call: AsyncCall) -> None:
+        incoming.append(call)
+        call.ring()
+        rang.set()
+
+    pair.bob.on_incoming = ring
+    lines: list[str] = []
+    call = Call(pair.alice, _account(), _options("tone:440"), progress=lines.append)
+    dialing = asyncio.ensure_future(call.dial(pair.bob_uri))
+    await asyncio.wait_for(rang.wait(), 5)
+    for _ in range(100):
+        if any(line.startswith("ringing (180)") for line in lines):
+            break
+        await asyncio.sleep(0.02)
+    dialing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await dialing
+    report = call.report()
+    assert report["call"]["end_reason"] == "interrupted"
+    assert report["call"]["sip_status"] == 487  # Request Terminated by our CANCEL
+    assert await incoming[0].wait_ended(5) in ("remote-cancel", "local-cancel")
