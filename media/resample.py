@@ -1,4 +1,4 @@
-"""Frame-by-frame resampling between 8, 16 and 48 kHz int16 audio with soxr.
+"""Frame-by-frame resampling of int16 audio between 8, 16, 24, 32, 44.1 and 48 kHz with soxr.
 
 Why not ``soxr.ResampleStream``: libsoxr's streaming mode hands its output back in large
 bursts (measured with python-soxr: HQ 8 -> 48 kHz emits ~140 ms at a time, MQ/LQ 40-120 ms),
@@ -12,7 +12,7 @@ frames join seamlessly because each output sample is computed from the same cont
 
 from __future__ import annotations
 
-from math import gcd
+from math import ceil, gcd
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +21,10 @@ import soxr
 __all__ = ["Resampler", "resample_once"]
 
 Int16Array = npt.NDArray[np.int16]
-SUPPORTED_RATES = (8000, 16000, 48000)
+#: the rates :class:`Resampler` converts between: the G.711 and Opus clocks (RFC 7587 §4.1),
+#: Opus's internal bandwidths, and 44.1 kHz sound cards (any pair works: 20 ms is a whole
+#: number of ``in_rate / gcd`` steps for each of them)
+SUPPORTED_RATES = (8000, 16000, 24000, 32000, 44100, 48000)
 
 
 def _to_int16(x: npt.NDArray[np.float32]) -> Int16Array:
@@ -41,10 +44,11 @@ class Resampler:
     """A stateful resampler for consecutive frames of one stream.
 
     ``process(frame)`` takes int16 frames of shape (n,) or (n, channels) where ``n`` is a
-    multiple of ``in_rate / gcd(in_rate, out_rate)`` (any 10/20 ms frame qualifies) and returns
-    exactly ``n * out_rate / in_rate`` samples. Output lags input by ``delay_samples`` (at
-    ``out_rate``) which is ``lookahead_ms`` rounded; 8 ms keeps the seam error of the HQ filter
-    around one LSB.
+    multiple of ``in_rate / gcd(in_rate, out_rate)`` (any 10/20 ms frame qualifies: 441
+    samples is the largest step, 44.1 <-> 8/16/32 kHz) and returns exactly
+    ``n * out_rate / in_rate`` samples. Output lags input by ``delay_samples`` (at
+    ``out_rate``), which is ``lookahead_ms`` rounded up to a whole step (8 ms -> 8.8 ms between
+    44.1 and 48 kHz); 8 ms keeps the seam error of the HQ filter around one LSB.
     """
 
     def __init__(
@@ -68,8 +72,9 @@ class Resampler:
         g = gcd(in_rate, out_rate)
         self._in_step = in_rate // g
         self._out_step = out_rate // g
-        # lookahead in input steps, so the output region is aligned to whole input samples
-        steps = max(1, round(lookahead_ms / 1000 * g))
+        # lookahead in whole input steps (so the output region is aligned to whole input
+        # samples), at least lookahead_ms: 44.1 <-> 48 kHz has 300 steps a second, 3.3 ms each
+        steps = max(1, ceil(lookahead_ms / 1000 * g - 1e-9))
         self._delay_in = steps * self._in_step
         self.delay_samples = 0 if in_rate == out_rate else steps * self._out_step
         # history: the lookahead region plus as much again of filter support before it

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from media.g711 import G711Codec, alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
-from media.resample import Resampler, resample_once
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -209,98 +208,3 @@ def test_tone_round_trip(law: str) -> None:
     noise = out.astype(float) - tone
     snr = 10 * np.log10(np.sum(tone.astype(float) ** 2) / np.sum(noise**2))
     assert snr > 30  # G.711 gives ~38 dB SNR at this level
-
-
-# --- resampling between the 8 kHz G.711 clock and the 16/48 kHz audio path --------------------
-# (media/resample.py; kept here because it serves the G.711 path)
-
-PAIRS = [(8000, 48000), (48000, 8000), (16000, 48000), (48000, 16000), (8000, 16000), (16000, 8000)]
-
-
-def sine(freq: float, rate: int, seconds: float, amplitude: float = 10000) -> np.ndarray:
-    t = np.arange(int(rate * seconds)) / rate
-    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.int16)
-
-
-@pytest.mark.parametrize("in_rate,out_rate", PAIRS)
-def test_resampler_frames_join_seamlessly(in_rate: int, out_rate: int) -> None:
-    signal = sine(440, in_rate, 0.5)
-    resampler = Resampler(in_rate, out_rate)
-    n = in_rate // 50
-    chunks = [resampler.process(signal[i : i + n]) for i in range(0, len(signal), n)]
-    assert all(c.dtype == np.int16 and len(c) == n * out_rate // in_rate for c in chunks)
-    out = np.concatenate(chunks)
-    whole = resample_once(signal, in_rate, out_rate)
-    delay = resampler.delay_samples
-    assert 0 < delay <= out_rate * 0.01
-    settled = out_rate // 20  # skip the first 50 ms (start-up from silence)
-    diff = out[delay + settled :].astype(int) - whole[settled : len(out) - delay].astype(int)
-    assert np.abs(diff).max() <= 4  # the frame-by-frame output is the one-shot output
-    assert abs(dominant_frequency(out, out_rate) - 440) <= 3
-
-
-def test_resampler_no_clicks_at_frame_edges() -> None:
-    signal = sine(1000, 8000, 0.4)
-    resampler = Resampler(8000, 48000)
-    out = np.concatenate([resampler.process(signal[i : i + 160]) for i in range(0, 3200, 160)])
-    settled = out[4800:].astype(float)
-    # the second difference of a sine A*sin(wt) is bounded by A*w**2; a discontinuity at a
-    # frame edge (e.g. resampling each frame on its own) roughly doubles it
-    bound = 10000 * (2 * np.pi * 1000 / 48000) ** 2
-    assert np.abs(np.diff(settled, 2)).max() < bound * 1.1
-
-
-def test_resampler_downsampling_rejects_aliases() -> None:
-    # a 6 kHz tone cannot exist at 8 kHz: it must be filtered, not folded to 2 kHz
-    signal = sine(6000, 48000, 0.3)
-    resampler = Resampler(48000, 8000)
-    out = np.concatenate([resampler.process(signal[i : i + 960]) for i in range(0, 14400, 960)])
-    assert np.sqrt(np.mean(out[400:].astype(float) ** 2)) < 30
-
-
-def test_resampler_stereo_and_passthrough() -> None:
-    left, right = sine(440, 16000, 0.2), sine(700, 16000, 0.2)
-    resampler = Resampler(16000, 48000, channels=2)
-    out = np.concatenate(
-        [resampler.process(np.stack([left, right], 1)[i : i + 320]) for i in range(0, 3200, 320)]
-    )
-    assert out.shape == (9600, 2)
-    assert abs(dominant_frequency(out[:, 0], 48000) - 440) <= 5
-    assert abs(dominant_frequency(out[:, 1], 48000) - 700) <= 5
-    same = Resampler(48000, 48000)
-    frame = sine(440, 48000, 0.02)
-    assert np.array_equal(same.process(frame), frame) and same.delay_samples == 0
-
-
-def test_resampler_rejects_bad_input() -> None:
-    with pytest.raises(ValueError):
-        Resampler(44100, 48000)
-    with pytest.raises(ValueError):
-        Resampler(8000, 48000, channels=3)
-    with pytest.raises(ValueError):
-        Resampler(48000, 8000).process(np.zeros(961, np.int16))  # not a multiple of 6
-    with pytest.raises(ValueError):
-        Resampler(8000, 48000, channels=2).process(np.zeros(160, np.int16))
-    with pytest.raises(ValueError):
-        Resampler(8000, 48000).process(np.zeros((160, 2), np.int16))
-
-
-def test_resampler_reset_returns_to_silence() -> None:
-    resampler = Resampler(8000, 48000)
-    resampler.process(sine(440, 8000, 0.02))
-    resampler.reset()
-    assert not resampler.process(np.zeros(160, np.int16)).any()
-
-
-def test_g711_over_the_48k_audio_path() -> None:
-    down, up = Resampler(48000, 8000), Resampler(8000, 48000)
-    codec = G711Codec("pcmu")
-    signal = sine(440, 48000, 1.0, amplitude=8000)
-    out = np.concatenate(
-        [
-            up.process(codec.decode(codec.encode(down.process(signal[i : i + 960]))))
-            for i in range(0, 48000, 960)
-        ]
-    )
-    assert len(out) == 48000
-    assert abs(dominant_frequency(out[4800:], 48000) - 440) <= 2
