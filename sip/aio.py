@@ -442,7 +442,9 @@ class AsyncUserAgent:
         delay = 0.5
         while not self._closed and self.ua.registrations:
             try:
-                await self.register()  # the same binding; starts a new keepalive and watcher
+                # the same binding; starts a new keepalive and watcher. A short timeout: a
+                # REGISTER lost in a half-started server must not hold the retries up.
+                await self.register(timeout=5.0)
                 return
             except (RegistrationError, TimeoutError) as exc:
                 log.info("re-registration failed (%s); retrying in %.1f s", exc, delay)

@@ -855,13 +855,15 @@ class UserAgent:
                 self._send_register(reg, req, now)
 
     def _send_register(self, reg: Registration, request: Request, now: float) -> None:
-        self._add_outbound_route(request)
-        challenged_once: list[bool] = []
+        if "Route" not in request.headers:  # a challenged retry keeps the copied Route
+            self._add_outbound_route(request)
+        seq = request.cseq.seq
 
         def on_response(resp: Response | None, t: float) -> None:
             if resp is None:
-                reg.handle_timeout(t)
-                self._drain_registration(reg)
+                if seq == reg.cseq:  # not a REGISTER superseded by a newer one
+                    reg.handle_timeout(t)
+                    self._drain_registration(reg)
                 return
             if resp.status < 200:
                 return
@@ -871,7 +873,6 @@ class UserAgent:
                 retry = self.authorize(request, resp)
                 if retry is not None:
                     reg.cseq = retry.cseq.seq
-                    challenged_once.append(True)
                     self._send_register(reg, retry, t)
                     return
             nxt = reg.handle_response(resp, t)

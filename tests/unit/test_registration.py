@@ -387,3 +387,19 @@ def test_udp_contact_rewrite_uses_received_and_rport():
     )
     assert r.handle_response(resp, 0.0) is not None
     assert r.contact == "sip:alice@203.0.113.9:40001"
+
+
+def test_challenged_retry_has_one_route_and_stale_timeouts_are_ignored():
+    net, ua, reg = setup()
+    ua.register(net.now, expires=600)
+    net.run(lambda: bool(net.of(ua, Registered)))
+    assert [len(r.headers.get_all("Route")) for r in reg.requests] == [1, 1]
+    # a REGISTER that times out after a newer one succeeded does not undo the registration
+    reg.silent = True
+    ua.register(net.now)  # first refresh: will time out
+    net.run(max_time=1)
+    reg.silent = False
+    ua.register(net.now)  # newer refresh: succeeds
+    net.run(max_time=60)
+    assert ua.registrations[0].registered
+    assert not net.of(ua, RegistrationFailed)
