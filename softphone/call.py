@@ -34,6 +34,7 @@ from typing import Any
 from ice.aio import IceConnection, IceError
 from ice.candidate import Candidate, CandidateType
 from ice.gather import GatherConfig, TurnServer
+from ice.sdp import choose_default_candidate
 from media.aio import MediaStream, UdpTransport, open_udp_transport
 from media.session import DtmfReceived, RtpSession, SessionEvent
 from media.sources import open_sink, open_source
@@ -85,6 +86,8 @@ class MediaOptions:
     gather_timeout: float = 5.0
     ice_timeout: float = 15.0
     answer_timeout: float = 120.0
+    #: ICE components in our offers: 2 (RTP and RTCP candidates, with a=rtcp-mux) or 1.
+    offer_components: int = 2
     #: Passed to :class:`ice.agent.Agent` (``consent_interval``, ``timeout`` ...).
     ice_agent_options: dict[str, Any] = field(default_factory=dict)
 
@@ -106,14 +109,19 @@ class _DefaultCandidatePath:
         self.remote = remote
         self.on_receive: Callable[[bytes], None] | None = None
         self._latched = False
+        self._next: Callable[[bytes, Address, Address], None] | None
         if self.relayed:
+            self._next = connection.gatherer.on_relayed
             connection.gatherer.on_relayed = self._datagram
             connection.gatherer.bind_channel(self.local, remote)
         else:
+            self._next = connection.gatherer.on_datagram
             connection.gatherer.on_datagram = self._datagram
 
     def _datagram(self, data: bytes, local: Address, addr: Address) -> None:
         if local != self.local or not data or data[0] < 4:  # not ours, or STUN
+            if self._next is not None:  # another path's socket (RTCP), or the ICE agent
+                self._next(data, local, addr)
             return
         if addr != self.remote:
             if self._latched:
@@ -242,7 +250,11 @@ class Call:
         self.role = "caller"
         self._started = time.monotonic()
         try:
-            transport = await self._local_transport(controlling=True, components=1)
+            # RTP and RTCP candidates with a=rtcp-mux: an answerer without rtcp-mux still finds
+            # an RTCP candidate (RFC 5761 §5.1.3); one that accepts it drops component 2.
+            transport = await self._local_transport(
+                controlling=True, components=self.options.offer_components
+            )
             self.oa = new_offer_answer(local_media(self.account.codecs, transport), transport)
             offer = self.oa.create_offer().to_bytes()
             self.sip = self.ua.start_call(target, offer)
@@ -409,6 +421,8 @@ class Call:
         if self.ice is not None and remote.ice is not None:
             params = remote.ice.parameters
             assert params is not None
+            if remote.rtcp_mux and self.ice.agent.components > 1:
+                self.ice.agent.limit_components(1)  # RFC 5761: RTCP rides on component 1
             self.ice.set_remote(params.ufrag, params.pwd, remote.ice.candidates, lite=params.lite)
             self.progress(
                 f"ICE checking ({self.ice.stats().role}, "
@@ -416,7 +430,7 @@ class Call:
             )
             await self.ice.connect(self.options.ice_timeout)
             rtp_path = self.ice.transport(1)
-            if not remote.rtcp_mux and self.ice.components > 1:
+            if not remote.rtcp_mux and self.ice.agent.components > 1:
                 rtcp_path = self.ice.transport(2)
             selected = self.ice.transport(1).selected
             if selected is not None:
@@ -431,6 +445,9 @@ class Call:
                 raise CallFailed("no default candidate")
             path = _DefaultCandidatePath(self.ice, default, remote.rtp)
             rtp_path = path
+            rtcp_default = choose_default_candidate(local.candidates, 2)
+            if not remote.rtcp_mux and rtcp_default is not None:
+                rtcp_path = _DefaultCandidatePath(self.ice, rtcp_default, remote.rtcp)
             self.progress(
                 f"peer without ICE: plain RTP {_addr2(path.local)} "
                 f"({default.type.value}) <-> {_addr2(remote.rtp)}"
