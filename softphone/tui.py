@@ -1,16 +1,744 @@
-"""``softphone tui`` (work in progress)."""
+"""``softphone tui``: a full-screen phone (textual).
+
+The screen shows the account and its registration state, a dialer (a SIP URI and a Call
+button), a prompt for an incoming call (Answer / Reject), and the call in progress: its state
+and timer, live send/receive level meters in dBFS, the codec, the ICE pair (candidate types and
+addresses), and loss, jitter, round-trip time and MOS. Keys: ``a`` answer, ``r`` reject,
+``h`` hang up, ``m`` mute, ``o`` hold, ``0``-``9`` ``*`` ``#`` DTMF (RFC 4733) during a call,
+``q`` quit; Enter in the URI field dials.
+
+The UI never touches SIP, ICE or media itself: it talks to a :class:`PhoneEngine` (a small
+interface of commands and read-only snapshots, :class:`AccountView` and :class:`CallView`)
+and redraws when the engine says something changed (and a few times a second for the timer
+and the meters). :class:`SoftphoneEngine` is the real engine (``sip.aio`` user agent +
+:class:`softphone.call.Call`); tests drive :class:`PhoneApp` with a fake one.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import enum
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Protocol
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, Footer, Header, Input, RichLog, Static
 
 from softphone.config import Account
 from softphone.report import Reporter
 
+__all__ = [
+    "AccountView",
+    "CallState",
+    "CallView",
+    "LevelBar",
+    "PhoneApp",
+    "PhoneEngine",
+    "SoftphoneEngine",
+    "format_level",
+    "run_tui",
+]
+
+log = logging.getLogger("softphone.tui")
+
 EXIT_OK, EXIT_FAILED = 0, 1
+METER_FLOOR_DB = -60.0
+DTMF_KEYS = "0123456789*#"
+
+
+# == the interface between the UI and a call engine ==========================================
+
+
+class CallState(enum.StrEnum):
+    IDLE = "idle"
+    CALLING = "calling"  # INVITE sent, no answer yet
+    RINGING = "ringing"  # the far end rings (180)
+    INCOMING = "incoming"  # someone calls us; answer or reject
+    CONNECTING = "connecting"  # answered; ICE checks
+    ACTIVE = "active"  # media flowing
+    ENDED = "ended"
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """One account as the UI shows it."""
+
+    name: str
+    aor: str
+    state: str  # "registered", "registering", "not registered", "failed", "peer-to-peer"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class CallView:
+    """A snapshot of the current call (or of none: ``state`` IDLE)."""
+
+    state: CallState = CallState.IDLE
+    remote: str = ""
+    outgoing: bool = True
+    connected_at: float | None = None  # time.monotonic() of the answer
+    ended_at: float | None = None
+    codec: str = ""
+    ice_pair: str = ""  # "host/srflx" (local/remote candidate types)
+    local_address: str = ""
+    remote_address: str = ""
+    send_dbfs: float = METER_FLOOR_DB
+    receive_dbfs: float = METER_FLOOR_DB
+    loss_percent: float = 0.0
+    jitter_ms: float = 0.0
+    rtt_ms: float | None = None
+    mos: float | None = None
+    muted: bool = False
+    held: bool = False
+    end_reason: str | None = None
+    dtmf_sent: str = ""
+
+    def elapsed(self, now: float | None = None) -> float:
+        if self.connected_at is None:
+            return 0.0
+        end = self.ended_at if self.ended_at is not None else (now or time.monotonic())
+        return max(0.0, end - self.connected_at)
+
+
+class PhoneEngine(Protocol):
+    """What the UI needs from a phone. ``on_change`` (set by the UI) is called, in the event
+    loop, whenever the views changed; ``on_log`` with a line for the event log."""
+
+    on_change: Callable[[], None] | None
+    on_log: Callable[[str], None] | None
+
+    def accounts(self) -> list[AccountView]: ...
+
+    def call_view(self) -> CallView: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def dial(self, uri: str) -> None:
+        """Start an outgoing call (returns once it is under way or has failed)."""
+        ...
+
+    async def answer(self) -> None: ...
+
+    async def reject(self) -> None: ...
+
+    async def hangup(self) -> None: ...
+
+    async def set_hold(self, on: bool) -> None: ...
+
+    def set_mute(self, on: bool) -> None: ...
+
+    def send_dtmf(self, digits: str) -> None: ...
+
+
+# == widgets =================================================================================
+
+
+def format_level(dbfs: float, width: int = 30, floor: float = METER_FLOOR_DB) -> str:
+    """A text meter: ``███████░░░░░  -20.0 dBFS`` (``floor`` .. 0 dBFS over ``width``)."""
+    clamped = min(0.0, max(floor, dbfs))
+    filled = round(width * (clamped - floor) / -floor)
+    shown = f"{dbfs:6.1f} dBFS" if dbfs > floor else "  silent  "
+    return "█" * filled + "░" * (width - filled) + f" {shown}"
+
+
+class LevelBar(Static):
+    """A labelled dBFS meter."""
+
+    def __init__(self, label: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.label = label
+        self.level = METER_FLOOR_DB
+
+    def set_level(self, dbfs: float) -> None:
+        self.level = dbfs
+        text = format_level(dbfs)
+        filled = text.count("█")
+        color = "green" if dbfs < -12 else "yellow" if dbfs < -3 else "red"
+        bar = f"[{color}]{text[:filled]}[/{color}][dim]{text[filled:]}[/dim]"
+        self.update(f"{self.label:<8}{bar}")
+
+
+# == the app =================================================================================
+
+
+_STATE_TEXT = {
+    CallState.IDLE: "no call",
+    CallState.CALLING: "calling",
+    CallState.RINGING: "ringing",
+    CallState.INCOMING: "incoming call",
+    CallState.CONNECTING: "connecting (ICE)",
+    CallState.ACTIVE: "in call",
+    CallState.ENDED: "call ended",
+}
+
+_IN_CALL = (CallState.CONNECTING, CallState.ACTIVE)
+
+
+class PhoneApp(App[int]):
+    """The full-screen phone; give it a :class:`PhoneEngine`."""
+
+    TITLE = "softphone"
+    CSS = """
+    Screen { layout: vertical; }
+    #top { height: auto; }
+    .panel { border: round $primary; padding: 0 1; height: auto; }
+    #accounts { width: 1fr; }
+    #dialer { width: 2fr; }
+    #dialer Horizontal { height: auto; }
+    #uri { width: 1fr; }
+    #incoming { border: heavy $warning; padding: 0 1; height: auto; }
+    #incoming Horizontal { height: auto; }
+    #incoming.hidden { display: none; }
+    #call { height: auto; }
+    #call-state { text-style: bold; }
+    #log { height: 1fr; min-height: 4; border: round $secondary; }
+    Button { margin: 0 1; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("a", "answer", "Answer"),
+        Binding("r", "reject", "Reject"),
+        Binding("h", "hangup", "Hang up"),
+        Binding("m", "mute", "Mute"),
+        Binding("o", "hold", "Hold"),
+        Binding("q", "quit_phone", "Quit"),
+        *[
+            Binding(key, f"dtmf('{digit}')", "DTMF", show=False)
+            for key, digit in [(d, d) for d in "0123456789"]
+            + [("asterisk", "*"), ("number_sign", "#")]
+        ],
+    ]
+
+    def __init__(self, engine: PhoneEngine, *, refresh_interval: float = 0.2) -> None:
+        super().__init__()
+        self.engine = engine
+        self.refresh_interval = refresh_interval
+        self.view = CallView()
+        self._last_state = CallState.IDLE
+
+    # -- layout -------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=True)
+        with Horizontal(id="top"):
+            yield Static("", id="accounts", classes="panel")
+            with Vertical(id="dialer", classes="panel"):
+                yield Static("Dial a SIP URI (Enter calls)")
+                with Horizontal():
+                    yield Input(placeholder="sip:bob@example.org", id="uri")
+                    yield Button("Call", id="call-button", variant="success")
+                    yield Button("Hang up", id="hangup-button", variant="error")
+        with Vertical(id="incoming", classes="hidden"):
+            yield Static("", id="incoming-text")
+            with Horizontal():
+                yield Button("Answer (a)", id="answer-button", variant="success")
+                yield Button("Reject (r)", id="reject-button", variant="error")
+        with Vertical(id="call", classes="panel"):
+            yield Static("no call", id="call-state")
+            yield LevelBar("send", id="send-meter")
+            yield LevelBar("receive", id="receive-meter")
+            yield Static("", id="media")
+            yield Static("", id="quality")
+        yield RichLog(id="log", wrap=True, markup=False)
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self.engine.on_change = self.refresh_view
+        self.engine.on_log = self.log_line
+        self.query_one("#send-meter", LevelBar).set_level(METER_FLOOR_DB)
+        self.query_one("#receive-meter", LevelBar).set_level(METER_FLOOR_DB)
+        self.set_interval(self.refresh_interval, self.refresh_view)
+        self.refresh_view()
+        self.run_worker(self._start_engine(), group="engine")
+
+    async def _start_engine(self) -> None:
+        try:
+            await self.engine.start()
+        except Exception as exc:  # shown to the user, the phone stays up for peer calls
+            self.log_line(f"cannot start: {exc}")
+        self.refresh_view()
+
+    # -- drawing ------------------------------------------------------------------------------
+
+    def log_line(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self.query_one("#log", RichLog).write(f"{stamp} {text}")
+
+    def refresh_view(self) -> None:
+        """Redraw everything from the engine's snapshots."""
+        if not self.is_running:
+            return
+        view = self.engine.call_view()
+        self.view = view
+        lines = ["[b]Accounts[/b]"]
+        for acct in self.engine.accounts():
+            detail = f" ({acct.detail})" if acct.detail else ""
+            lines.append(f"{acct.name}: {acct.aor}\n  {acct.state}{detail}")
+        self.query_one("#accounts", Static).update("\n".join(lines))
+        incoming = self.query_one("#incoming")
+        if view.state is CallState.INCOMING:
+            self.query_one("#incoming-text", Static).update(
+                f"[b]Incoming call[/b] from {view.remote}"
+            )
+            incoming.remove_class("hidden")
+        else:
+            incoming.add_class("hidden")
+        self._draw_call(view)
+        if view.state is not self._last_state:
+            self._state_changed(view)
+
+    def _state_changed(self, view: CallView) -> None:
+        self._last_state = view.state
+        if view.state in (CallState.INCOMING, *_IN_CALL, CallState.CALLING, CallState.RINGING):
+            # keys (a/r/h/m/o/digits) reach the app, not the URI field
+            self.set_focus(None)
+
+    def _draw_call(self, view: CallView) -> None:
+        state = _STATE_TEXT[view.state]
+        parts = [state]
+        if view.remote and view.state is not CallState.IDLE:
+            parts.append(("to " if view.outgoing else "from ") + view.remote)
+        if view.connected_at is not None:
+            secs = int(view.elapsed())
+            parts.append(f"{secs // 60:02d}:{secs % 60:02d}")
+        if view.muted:
+            parts.append("[reverse] MUTED [/reverse]")
+        if view.held:
+            parts.append("[reverse] ON HOLD [/reverse]")
+        if view.state is CallState.ENDED and view.end_reason:
+            parts.append(f"({view.end_reason})")
+        self.query_one("#call-state", Static).update("  ".join(parts))
+        active = view.state in _IN_CALL
+        send = view.send_dbfs if active else METER_FLOOR_DB
+        receive = view.receive_dbfs if active else METER_FLOOR_DB
+        self.query_one("#send-meter", LevelBar).set_level(send)
+        self.query_one("#receive-meter", LevelBar).set_level(receive)
+        if view.codec or view.ice_pair:
+            ice = f"ICE {view.ice_pair} " if view.ice_pair else "plain RTP "
+            media = (
+                f"codec {view.codec or '-'}   {ice}{view.local_address} <-> {view.remote_address}"
+            )
+        else:
+            media = "codec -   ICE -"
+        self.query_one("#media", Static).update(media)
+        rtt = "-" if view.rtt_ms is None else f"{view.rtt_ms:.0f} ms"
+        mos = "-" if view.mos is None else f"{view.mos:.2f}"
+        dtmf = f"   DTMF sent {view.dtmf_sent}" if view.dtmf_sent else ""
+        self.query_one("#quality", Static).update(
+            f"loss {view.loss_percent:.1f}%   jitter {view.jitter_ms:.1f} ms   "
+            f"RTT {rtt}   MOS {mos}{dtmf}"
+        )
+
+    # -- input --------------------------------------------------------------------------------
+
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "uri":
+            await self.action_dial()
+
+    async def on_button_pressed(self, event: Button.Pressed) -> None:
+        actions = {
+            "call-button": self.action_dial,
+            "hangup-button": self.action_hangup,
+            "answer-button": self.action_answer,
+            "reject-button": self.action_reject,
+        }
+        handler = actions.get(event.button.id or "")
+        if handler is not None:
+            await handler()
+
+    async def action_dial(self) -> None:
+        uri = self.query_one("#uri", Input).value.strip()
+        if not uri:
+            self.log_line("enter a SIP URI to call")
+            return
+        if self.view.state not in (CallState.IDLE, CallState.ENDED):
+            self.log_line("already in a call")
+            return
+        self.log_line(f"calling {uri}")
+        self.run_worker(self._guard(self.engine.dial(uri)), group="call")
+
+    async def _guard(self, coro: Any) -> None:
+        try:
+            await coro
+        except Exception as exc:
+            self.log_line(f"error: {exc}")
+        self.refresh_view()
+
+    async def action_answer(self) -> None:
+        if self.view.state is CallState.INCOMING:
+            self.run_worker(self._guard(self.engine.answer()), group="call")
+
+    async def action_reject(self) -> None:
+        if self.view.state is CallState.INCOMING:
+            await self._guard(self.engine.reject())
+
+    async def action_hangup(self) -> None:
+        if self.view.state in (CallState.CALLING, CallState.RINGING, *_IN_CALL):
+            await self._guard(self.engine.hangup())
+        elif self.view.state is CallState.INCOMING:
+            await self._guard(self.engine.reject())
+
+    async def action_mute(self) -> None:
+        if self.view.state in _IN_CALL:
+            self.engine.set_mute(not self.view.muted)
+            self.refresh_view()
+
+    async def action_hold(self) -> None:
+        if self.view.state in _IN_CALL:
+            await self._guard(self.engine.set_hold(not self.view.held))
+
+    async def action_dtmf(self, digit: str) -> None:
+        if self.view.state in _IN_CALL and digit in DTMF_KEYS:
+            self.engine.send_dtmf(digit)
+            self.refresh_view()
+
+    async def action_quit_phone(self) -> None:
+        self.exit(EXIT_OK)
+
+    async def on_unmount(self) -> None:
+        """Hang up and close the engine however the app ends."""
+        with contextlib.suppress(Exception):
+            if self.view.state in (CallState.CALLING, CallState.RINGING, *_IN_CALL):
+                await self.engine.hangup()
+        with contextlib.suppress(Exception):
+            await self.engine.close()
+
+
+# == the real engine: sip.aio + softphone.call ===============================================
+
+
+class _MutableSource:
+    """Wraps the call's audio source: silence instead of its frames while muted (the source
+    keeps running, so a microphone stays paced by its clock)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.muted = False
+        self.sample_rate = inner.sample_rate
+        self.frame_samples = inner.frame_samples
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    async def read(self) -> Any:
+        frame = await self.inner.read()
+        return frame * 0 if self.muted else frame
+
+
+@dataclass
+class _EngineState:
+    view: CallView = field(default_factory=CallView)
+    registration: str = "not registered"
+    detail: str = ""
+
+
+class SoftphoneEngine:
+    """The phone on a real SIP user agent: registers when the account has a server, places
+    calls with :class:`softphone.call.Call`, accepts one incoming call at a time (others get
+    486 Busy Here), answers/rejects on command; hold re-offers sendonly (RFC 3264 §8.4)."""
+
+    def __init__(self, account: Account, *, play: str | None = None, record: str | None = None):
+        from softphone.commands import peer_account
+
+        self.account = peer_account(account)
+        self.play = play
+        self.record = record
+        self.on_change: Callable[[], None] | None = None
+        self.on_log: Callable[[str], None] | None = None
+        self.ua: Any = None
+        self.call: Any = None
+        self._incoming: Any = None
+        self._source: _MutableSource | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._state = _EngineState()
+        self._state.registration = (
+            "registering" if self.account.server is not None else "peer-to-peer"
+        )
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def _log(self, text: str) -> None:
+        log.info("%s", text)
+        if self.on_log is not None:
+            self.on_log(text)
+
+    def _set(self, **changes: Any) -> None:
+        self._state.view = replace(self._state.view, **changes)
+        self._changed()
+
+    def _media_options(self) -> Any:
+        from softphone.call import MediaOptions
+
+        play, record = self.play, self.record
+        if play is None or record is None:
+            try:
+                from media.audio import list_devices
+
+                devices = list_devices()
+            except Exception:
+                devices = []
+            has_in = any(d.is_input for d in devices)
+            has_out = any(d.is_output for d in devices)
+            if play is None:
+                play = "mic" if has_in else "tone:440"
+            if record is None:
+                record = "speaker" if has_out else "none"
+            if not has_in or not has_out:
+                self._log(
+                    f"no audio device for some directions: playing {play}, recording {record}"
+                )
+        return MediaOptions(
+            play=play,
+            record=record,
+            input_device=self.account.input_device,
+            output_device=self.account.output_device,
+        )
+
+    # -- PhoneEngine --------------------------------------------------------------------------
+
+    def accounts(self) -> list[AccountView]:
+        aor = self.ua.config.aor if self.ua is not None else f"{self.account.user}"
+        return [AccountView(self.account.name, aor, self._state.registration, self._state.detail)]
+
+    def call_view(self) -> CallView:
+        view = self._state.view
+        call = self.call
+        if call is None or view.state not in (CallState.CONNECTING, CallState.ACTIVE):
+            return view
+        stream = call.stream
+        changes: dict[str, Any] = {}
+        if stream is not None:
+            changes["send_dbfs"] = stream.sent_level.level
+            changes["receive_dbfs"] = stream.played_level.level
+            stats = stream.stats()
+            changes.update(
+                codec=call.remote.codec_name if call.remote else stats.codec,
+                loss_percent=stats.loss_percent,
+                jitter_ms=stats.jitter_ms,
+                rtt_ms=stats.rtt_ms,
+                mos=stats.mos,
+            )
+        if call.ice is not None and call.ice.components:
+            with contextlib.suppress(Exception):
+                selected = call.ice.transport(1).selected
+                if selected is not None:
+                    lc, rc = selected
+                    changes["ice_pair"] = f"{lc.type.value}/{rc.type.value}"
+                    changes["local_address"] = _fmt(lc.transport_address)
+                    changes["remote_address"] = _fmt(rc.transport_address)
+        return replace(view, **changes)
+
+    async def start(self) -> None:
+        from sip.registration import Registered, RegistrationExpired, RegistrationFailed
+        from softphone.useragent import listen_transports, make_user_agent
+
+        self.ua = make_user_agent(self.account)
+        await self.ua.start(transports=listen_transports(self.account))
+        self._log(f"listening on {self.ua.config.local_host}:{self.ua.config.local_port}")
+        self.ua.on_incoming = self._on_incoming
+
+        def on_event(ev: object) -> None:
+            if isinstance(ev, Registered):
+                self._state.registration, self._state.detail = "registered", f"{ev.expires} s"
+            elif isinstance(ev, RegistrationFailed):
+                self._state.registration = "failed"
+                self._state.detail = f"{ev.status} {ev.reason}"
+            elif isinstance(ev, RegistrationExpired):
+                self._state.registration, self._state.detail = "not registered", "expired"
+            else:
+                return
+            self._changed()
+
+        self.ua.on_event = on_event
+        self._changed()
+        if self.account.server is not None:
+            from sip.aio import RegistrationError
+
+            try:
+                reg = await self.ua.register()
+                self._log(f"registered for {reg.expires} s")
+            except (RegistrationError, TimeoutError) as exc:
+                self._state.registration, self._state.detail = "failed", str(exc) or "timeout"
+                self._log(f"registration failed: {exc}")
+            self._changed()
+
+    async def close(self) -> None:
+        if self.call is not None:
+            with contextlib.suppress(Exception):
+                await self.call.hangup()
+        if self.ua is not None:
+            if self.ua.registered is not None:
+                with contextlib.suppress(Exception):
+                    await self.ua.unregister(timeout=3.0)
+            await self.ua.close()
+            self.ua = None
+
+    def _progress(self, text: str) -> None:
+        self._log(text)
+        if text.startswith("ringing"):
+            self._set(state=CallState.RINGING)
+        elif text.startswith("answered"):
+            self._set(state=CallState.CONNECTING, connected_at=time.monotonic())
+        elif text.startswith("media:"):
+            self._wrap_source()
+            self._set(state=CallState.ACTIVE)
+        elif text.startswith(("on hold by the peer", "resumed by the peer")):
+            self._changed()
+
+    def _wrap_source(self) -> None:
+        stream = self.call.stream if self.call is not None else None
+        if stream is not None and not isinstance(stream.source, _MutableSource):
+            self._source = _MutableSource(stream.source)
+            stream.source = self._source
+
+    async def dial(self, uri: str) -> None:
+        from softphone.call import Call, CallFailed
+        from softphone.commands import complete_uri
+
+        if self.ua is None:
+            raise RuntimeError("the user agent is not running")
+        target = complete_uri(uri, self.account)
+        self.call = Call(self.ua, self.account, self._media_options(), progress=self._progress)
+        self._state.view = CallView(state=CallState.CALLING, remote=target, outgoing=True)
+        self._changed()
+        try:
+            await self.call.dial(target)
+        except CallFailed as exc:
+            self._ended(exc.kind if exc.kind != "failed" else exc.reason)
+            self._log(f"call failed: {exc.reason}")
+            return
+        self._task = asyncio.create_task(self._run_call())
+
+    async def _run_call(self) -> None:
+        call = self.call
+        try:
+            reason = await call.run(None)
+        except Exception as exc:  # keep the phone up
+            reason = f"error: {exc}"
+        if self.call is call:
+            self._ended(reason)
+
+    def _ended(self, reason: str | None) -> None:
+        self._set(state=CallState.ENDED, end_reason=reason, ended_at=time.monotonic())
+
+    def _on_incoming(self, incoming: Any) -> None:
+        busy = self._state.view.state in (
+            CallState.CALLING,
+            CallState.RINGING,
+            CallState.INCOMING,
+            CallState.CONNECTING,
+            CallState.ACTIVE,
+        )
+        if busy:
+            incoming.reject(486)
+            self._log(f"busy: rejected a call from {incoming.call.remote_uri}")
+            return
+        self._incoming = incoming
+        incoming.ring()
+        remote = str(incoming.call.remote_uri)
+        self._state.view = CallView(state=CallState.INCOMING, remote=remote, outgoing=False)
+        self._log(f"incoming call from {remote}")
+        self._changed()
+        asyncio.ensure_future(self._watch_incoming(incoming))
+
+    async def _watch_incoming(self, incoming: Any) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(incoming.ended)
+        if self._incoming is incoming and self._state.view.state is CallState.INCOMING:
+            self._incoming = None
+            self._log("the caller gave up")
+            self._ended("cancelled")
+
+    async def answer(self) -> None:
+        from softphone.call import Call, CallFailed
+
+        incoming, self._incoming = self._incoming, None
+        if incoming is None:
+            return
+        self.call = Call(self.ua, self.account, self._media_options(), progress=self._progress)
+        try:
+            await self.call.accept(incoming)
+        except CallFailed as exc:
+            self._ended(exc.kind)
+            self._log(f"call failed: {exc.reason}")
+            return
+        self._task = asyncio.create_task(self._run_call())
+
+    async def reject(self) -> None:
+        incoming, self._incoming = self._incoming, None
+        if incoming is not None:
+            incoming.reject(603)
+            self._log("rejected (603 Decline)")
+            self._ended("rejected")
+
+    async def hangup(self) -> None:
+        call = self.call
+        if call is None:
+            return
+        self._log("hanging up")
+        await call.hangup()
+        self._ended(call.end_reason or "local-bye")
+
+    async def set_hold(self, on: bool) -> None:
+        call = self.call
+        if call is None or call.oa is None or call.sip is None:
+            return
+        offer = call.oa.hold() if on else call.oa.resume()
+        answer = await call.sip.reinvite(offer.to_bytes())
+        if answer:
+            call.oa.process_answer(answer)
+        if self._source is not None:
+            self._source.muted = on or self._state.view.muted
+        self._log("call on hold" if on else "call resumed")
+        self._set(held=on)
+
+    def set_mute(self, on: bool) -> None:
+        if self._source is not None:
+            self._source.muted = on or self._state.view.held
+        self._log("muted" if on else "unmuted")
+        self._set(muted=on)
+
+    def send_dtmf(self, digits: str) -> None:
+        if self.call is not None and self.call.send_dtmf(digits):
+            self._set(dtmf_sent=self._state.view.dtmf_sent + digits)
+
+
+def _fmt(addr: tuple[str, int]) -> str:
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
 
 def run_tui(account: Account, args: argparse.Namespace, reporter: Reporter) -> int:
-    """Run the full-screen phone; returns the exit status."""
-    reporter.progress("tui: not ready yet")
-    return EXIT_FAILED
+    """``softphone tui``: run the full-screen phone until the user quits."""
+    if account.server is None and not account.user:
+        reporter.progress("no account configured: peer-to-peer calls only (give --server/--user)")
+    engine = SoftphoneEngine(account)
+    app = PhoneApp(engine)
+    # log lines on stderr would scribble over the screen: the app's log panel shows progress
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [
+        h
+        for h in saved
+        if not (isinstance(h, logging.StreamHandler) and h.stream in (sys.stderr, sys.stdout))
+    ]
+    try:
+        result = app.run()
+    finally:
+        root.handlers = saved
+    return EXIT_OK if result in (None, EXIT_OK) else EXIT_FAILED
