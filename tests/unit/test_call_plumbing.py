@@ -19,7 +19,13 @@ from sip.ua import UAConfig
 from softphone.call import Call, CallFailed, MediaOptions, _DefaultCandidatePath
 from softphone.commands import complete_uri, peer_account
 from softphone.config import Account, ConfigError, HostPort
-from softphone.sdp_glue import LocalTransport, local_media, new_offer_answer, read_negotiation
+from softphone.sdp_glue import (
+    LocalTransport,
+    inspect_offer,
+    local_media,
+    new_offer_answer,
+    read_negotiation,
+)
 
 LOOPBACK = HostPort("127.0.0.1", 0)
 
@@ -138,6 +144,7 @@ async def test_call_both_ways_then_local_hangup_tears_everything_down(
         assert set(report["call"]) == {"sip_status", "setup_ms", "duration_s", "end_reason"}
         if ice:
             assert call.ice is not None
+            assert call.ice.agent.components == 1  # the answer accepted rtcp-mux
             assert call.ice.agent.stats().state == "closed"  # closed (TURN released)
             assert report["ice"]["selected"]["local"]["type"] == "host"
         else:
@@ -442,3 +449,45 @@ async def test_hanging_up_while_ringing_cancels(pair: Pair) -> None:
     assert report["call"]["end_reason"] == "interrupted"
     assert report["call"]["sip_status"] == 487  # Request Terminated by our CANCEL
     assert await incoming[0].wait_ended(5) in ("remote-cancel", "local-cancel")
+
+
+async def test_caller_offers_rtcp_candidates_and_uses_them_without_mux(pair: Pair) -> None:
+    """Our offer carries component 2 (RFC 5761 §5.1.3): a callee without rtcp-mux gets RTCP
+    (here the BYE at hang-up) on component 2; RTP on component 1."""
+    conn = IceConnection(False, components=2, bind="127.0.0.1")
+    answered = asyncio.Event()
+    offers: list[bytes] = []
+
+    async def answer(incoming: AsyncCall) -> None:
+        offers.append(incoming.offer or b"")
+        info = inspect_offer(incoming.offer or b"")
+        assert info.ice is not None
+        assert {c.component for c in info.ice.candidates} == {1, 2}
+        candidates = await conn.gather(5)
+        transport = LocalTransport.from_ice(
+            conn.local_ufrag, conn.local_pwd, candidates, components=2
+        )
+        oa = new_offer_answer(local_media(["pcmu"], transport, rtcp_mux=False), transport)
+        sdp, _ = oa.process_offer(incoming.offer or b"")
+        conn.set_remote(info.ice.ufrag or "", info.ice.pwd or "", info.ice.candidates)
+        await incoming.answer(sdp.to_bytes())
+        await conn.connect(5)
+        answered.set()
+
+    pair.bob.on_incoming = answer
+    try:
+        caller, _ = await _dial(pair, _account())
+        await asyncio.wait_for(answered.wait(), 5)
+        assert b"a=rtcp-mux" in offers[0] and b"a=rtcp:" in offers[0]
+        assert caller.ice is not None and caller.ice.agent.components == 2
+        assert caller.stream is not None
+        assert caller.stream.rtcp_transport is caller.ice.transport(2)
+        rtp = await asyncio.wait_for(conn.transport(1).recv(), 5)
+        assert 128 <= rtp[0] < 192
+        await caller.hangup()
+        while True:
+            rtcp = parse_rtcp(await asyncio.wait_for(conn.transport(2).recv(), 5))
+            if any(isinstance(packet, Goodbye) for packet in rtcp):
+                break
+    finally:
+        await conn.close()
