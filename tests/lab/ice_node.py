@@ -46,6 +46,7 @@ from ice.stun import Address
 logger = logging.getLogger("tests.lab.ice_node")
 
 DATA_MARK = b"\x80"  # RFC 7983: 128-191 is RTP/RTCP, i.e. application data, never STUN
+PROBE = b"\x81probe"  # data too, but not counted by an exchange
 
 
 def _address(text: str) -> Address:
@@ -250,14 +251,14 @@ class Node:
                     name=name,
                     repr=repr(match),
                     after=round(time.monotonic() - started, 3),
-                    send_ok=self.conn.transport().send(DATA_MARK + b"after"),
+                    send_ok=self.conn.transport().send(PROBE),
                 )
                 return
             await asyncio.sleep(0.05)
         emit(
             "no_agent_event",
             name=name,
-            send_ok=self.conn.transport().send(DATA_MARK + b"after"),
+            send_ok=self.conn.transport().send(PROBE),
             stats=repr(self.conn.stats()),
         )
 

@@ -313,3 +313,62 @@ def test_udp_blocked_turn_over_tcp(ice_lab: IceLab) -> None:
     assert r.a["relayed"], r.a
     assert_mirrored(r, ice_lab, "eim2l", "sym1l")
     assert_data_both_ways(r)
+
+
+UDP_TIMEOUTS = (
+    "net.netfilter.nf_conntrack_udp_timeout",
+    "net.netfilter.nf_conntrack_udp_timeout_stream",
+)
+
+
+@pytest.mark.parametrize(
+    ("interval", "nat_timeout", "kept"),
+    [(0.3, "1", True), (3.0, "1", False), (3.0, None, True)],
+    ids=["frequent-checks-keep-mapping", "rare-checks-mapping-expires", "rare-checks-default-nat"],
+)
+def test_consent_keeps_nat_mappings_alive(
+    ice_lab: IceLab, interval: float, nat_timeout: str | None, kept: bool
+) -> None:
+    """RFC 8445 §11 / RFC 7675: the consent checks are the keepalives that hold the NAT
+    mappings open.  With ``nat_timeout`` the symmetric routers forget an idle UDP mapping
+    after 1 s; the relayed pair depends on each laptop's mapping towards coturn (a new one
+    gets a new port, which coturn does not know: RFC 8656 §2.2 5-tuple).  Checks every 0.3 s
+    keep the path through idle seconds; checks every 3 s (consent timeout 5 s, which they
+    would satisfy - as the default-NAT case shows) let the mappings die: consent is lost.
+    (Either side's checks and their responses refresh a mapping; with two streams every
+    2.4-3.6 s at least one gap per period is well over 1 s.)"""
+    routers = [ice_lab.routers["sym1"], ice_lab.routers["sym2"]]
+    saved = [[r.run(["sysctl", "-n", k]).stdout.strip() for k in UDP_TIMEOUTS] for r in routers]
+    options = ["--agent-option", f"consent_interval={interval}"]
+    options += ["--agent-option", f"consent_timeout={5.0 if interval > 1 else 3.0}"]
+    case = f"keepalive/{interval}/{nat_timeout}"
+    try:
+        if nat_timeout is not None:
+            for router in routers:
+                for key in UDP_TIMEOUTS:
+                    router.sysctl(key, nat_timeout)
+        with pair_session(ice_lab, case, "sym1l", "sym2l", extra_args=options) as s:
+            assert s.result.a["relayed"]
+            idle = 7.0 if interval > 1 else 4.0  # > consent timeout (+ one interval)
+            for node in (s.a, s.b):
+                node.send(cmd="wait_event", name="ConsentLost", timeout=idle)
+            reports = [
+                node.expect("agent_event", "no_agent_event", timeout=idle + 5)
+                for node in (s.a, s.b)
+            ]
+            if kept:
+                s.a.send(cmd="exchange", tag="later-a", want=10)
+                s.b.send(cmd="exchange", tag="later-b", want=10)
+                later = [node.expect("received", timeout=10)["messages"] for node in (s.a, s.b)]
+    finally:
+        for router, values in zip(routers, saved, strict=True):
+            for key, value in zip(UDP_TIMEOUTS, values, strict=True):
+                router.sysctl(key, value)
+    events = [(r["event"], r.get("after")) for r in reports]
+    print(f"[ice-lab] {case}: {events}")
+    if kept:
+        assert [r["event"] for r in reports] == ["no_agent_event"] * 2, reports
+        assert len(later[0]) >= 10 and all(m.startswith("later-b ") for m in later[0])
+        assert len(later[1]) >= 10 and all(m.startswith("later-a ") for m in later[1])
+    else:
+        assert any(r["event"] == "agent_event" for r in reports), reports
