@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ice.candidate import Candidate, CandidateType
 from ice.sdp import parse_ice_attributes
@@ -261,3 +263,85 @@ def test_inspect_offer_rejects_what_we_cannot_use() -> None:
     with pytest.raises(ValueError):
         inspect_offer("garbage")
     assert parse_sdp(ASTERISK_ANSWER).media[0].port == 17170
+
+
+# --- fuzzing: a remote description never raises anything but a ValueError ------------------
+
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_REAL = [PJSUA_OFFER, ASTERISK_ANSWER, BARESIP_ANSWER]
+_JUNK_LINES = [
+    "a=candidate:x 1 UDP notanumber 1.2.3.4 5 typ host",
+    "a=candidate:1 1 UDP 1 ::zz 5 typ host",
+    "a=ice-ufrag:",
+    "a=ice-pwd:short",
+    "a=rtcp:99999",
+    "a=rtcp:abc IN IP4",
+    "a=rtpmap:96 opus",
+    "a=fmtp:101 0-99999",
+    "a=ptime:0",
+    "a=ptime:7",
+    "a=maxptime:x",
+    "c=IN IP4 ",
+    "c=IN IP6 ::1",
+    "m=audio 0 RTP/AVP 0",
+    "m=audio 70000 RTP/AVP 0",
+    "a=rtcp-mux",
+    "a=ice-mismatch",
+    "a=ice-lite",
+    "a=sendonly",
+    "a=inactive",
+    "\x00\xff",
+]
+
+
+@st.composite
+def mutated_sdp(draw: st.DrawFn) -> str:
+    lines = draw(st.sampled_from(_REAL)).split("\r\n")
+    for _ in range(draw(st.integers(0, 6))):
+        action = draw(st.sampled_from(["drop", "dup", "junk", "swap"]))
+        if not lines:
+            break
+        i = draw(st.integers(0, len(lines) - 1))
+        if action == "drop":
+            del lines[i]
+        elif action == "dup":
+            lines.insert(i, lines[i])
+        elif action == "junk":
+            junk = draw(st.one_of(st.sampled_from(_JUNK_LINES), st.text(max_size=40)))
+            lines.insert(i, junk)
+        else:
+            j = draw(st.integers(0, len(lines) - 1))
+            lines[i], lines[j] = lines[j], lines[i]
+    return "\r\n".join(lines)
+
+
+@FUZZ
+@given(mutated_sdp())
+def test_fuzzed_offers_raise_only_value_errors(sdp: str) -> None:
+    try:
+        info = inspect_offer(sdp)
+    except ValueError:
+        return
+    assert info.components in (1, 2)
+    transport = LocalTransport.from_ice(UFRAG, PWD, _candidates(info.components), info.components)
+    oa = new_offer_answer(local_media(["opus", "pcmu", "pcma"], transport), transport)
+    try:
+        _, negotiation = oa.process_offer(sdp)
+        if negotiation.audio is not None:
+            remote = read_negotiation(negotiation.audio)
+            assert 10 <= remote.ptime_ms <= 120
+    except ValueError:
+        pass
+
+
+@FUZZ
+@given(mutated_sdp())
+def test_fuzzed_answers_raise_only_value_errors(sdp: str) -> None:
+    transport = LocalTransport.from_ice(UFRAG, PWD, _candidates(2), components=2)
+    oa, _ = _offer_with(transport)
+    try:
+        negotiation = oa.process_answer(sdp)
+        if negotiation.audio is not None:
+            read_negotiation(negotiation.audio)
+    except ValueError:
+        pass
