@@ -293,6 +293,7 @@ class Agent:
             raise ValueError("Ta must be positive")
         self.controlling = controlling
         self.components = components
+        self._created_components = components
         self.ta = ta
         self.tie_breaker = (
             tie_breaker if tie_breaker is not None else secrets.randbits(64)
@@ -376,6 +377,8 @@ class Agent:
         defaults to ``related_address:related_port``, else to the host candidate on ``via``.
         """
         if not 1 <= candidate.component <= self.components:
+            if 1 <= candidate.component <= self._created_components:
+                return  # a component dropped by limit_components(): gathered too late
             raise ValueError(f"component {candidate.component} out of range")
         candidate = _normalized(candidate)
         if base is not None:

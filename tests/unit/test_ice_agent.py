@@ -888,3 +888,110 @@ def test_consent_needs_answers_from_the_selected_address() -> None:
         if any(isinstance(e, ConsentLost) for e in events(agent)):
             lost_at = now
     assert lost_at is not None and lost_at == pytest.approx(selected_at + 30.0)
+
+
+# -- any sequence of API calls and packets keeps the agent consistent ------------------------
+
+_SOURCES = [REMOTE, ("192.0.2.2", 2001), ("203.0.113.9", 7000)]
+_TIMER = st.tuples(st.just("timer"), st.floats(0.0, 0.2) | st.floats(0.0, 40.0))
+_ANSWER = st.tuples(
+    st.just("answer"), st.integers(0, 2), st.sampled_from([None, None, None, 400, 487, 500])
+)
+_OPS = st.one_of(
+    _TIMER,
+    _ANSWER,
+    _TIMER,
+    _ANSWER,
+    _TIMER,
+    _ANSWER,
+    st.tuples(st.just("local"), st.integers(0, 3), st.integers(1, 2)),
+    st.tuples(st.just("remote"), st.integers(0, 2), st.integers(1, 2)),
+    st.tuples(st.just("params"), st.booleans()),
+    st.tuples(st.just("start")),
+    st.tuples(
+        st.just("request"), st.integers(0, 2), st.booleans(), st.booleans(), st.integers(0, 200)
+    ),
+    st.tuples(st.just("restart"), st.booleans()),
+    st.tuples(st.just("eoc")),
+    st.tuples(st.just("limit")),
+    st.tuples(st.just("close")),
+    st.tuples(st.just("garbage"), st.binary(max_size=40)),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.booleans(), st.booleans(), st.lists(_OPS, max_size=40))
+def test_any_sequence_of_calls_keeps_the_agent_consistent(
+    controlling: bool, set_up: bool, ops: list
+) -> None:
+    agent = Agent(controlling, components=2, ta=0.02, tie_breaker=100, rng=random.Random(1))
+    peer = Peer(agent)
+    if set_up:  # a working start, so that the random part also hits later states
+        ops = [
+            ("local", 0, 1),
+            ("local", 1, 2),
+            ("remote", 0, 1),
+            ("remote", 0, 2),
+            ("params", False),
+            ("start",),
+        ] + ops
+    now = 0.0
+    requests: list[tuple[bytes, Hashable, Address]] = []
+    for op in ops:
+        kind = op[0]
+        if kind == "local":
+            agent.add_local_candidate(
+                Candidate.make(CandidateType.HOST, f"10.0.0.{op[1] + 1}", 1000, component=op[2]),
+                f"s{op[1]}-{op[2]}",
+            )
+        elif kind == "remote":
+            addr = _SOURCES[op[1]]
+            agent.add_remote_candidate(Candidate.make(CandidateType.HOST, *addr, component=op[2]))
+        elif kind == "params":
+            if op[1]:
+                peer.ufrag, peer.pwd = peer.ufrag + "x", peer.pwd + "x"
+            agent.set_remote_parameters(peer.ufrag, peer.pwd, now=now)
+        elif kind == "start":
+            agent.start(now)
+        elif kind == "timer":
+            now += op[1]
+            agent.handle_timer(now)
+        elif kind == "request":
+            src = _SOURCES[op[1]]
+            data = peer.request(controlling=op[2], use_candidate=op[3], tie=op[4])
+            for via in ("s0-1", "s1-2", "s0-2", "unknown"):
+                agent.receive(data, via, src, now)
+        elif kind == "answer":
+            for raw, via, addr in requests:  # everything outstanding, in order
+                host = f"10.0.0.{int(str(via)[1]) + 1}" if str(via).startswith("s") else "x"
+                mapped = (host, 1000) if op[1] == 0 else _SOURCES[op[1]]
+                agent.receive(peer.answer(raw, mapped, error=op[2]), via, addr, now)
+            requests.clear()
+        elif kind == "restart":
+            agent.restart(now, controlling=op[1])
+        elif kind == "eoc":
+            agent.end_of_candidates()
+        elif kind == "limit":
+            agent.limit_components(1)
+        elif kind == "close":
+            agent.close()
+        elif kind == "garbage":
+            agent.receive(op[1], "s0-1", REMOTE, now)
+        for data, via, addr in agent.datagrams_to_send():
+            msg = parse_message(data)
+            if msg.cls == StunClass.REQUEST:
+                requests.append((data, via, addr))
+        events(agent)
+        timer = agent.get_timer()
+        assert timer is None or timer >= 0
+        for component in (1, 2):
+            target = agent.send_target(component)
+            if target is not None:
+                assert component <= agent.components
+                assert agent.is_from_selected(component, target[1], target[0])
+        live = {id(c.pair) for c in agent._checks.values() if not c.cancelled}
+        for pair in agent.checklist:
+            assert pair.component <= agent.components
+            if pair.state is PairState.IN_PROGRESS and agent.state is not AgentState.CLOSED:
+                assert id(pair) in live or agent.state is AgentState.FAILED, pair
+    agent.stats()
