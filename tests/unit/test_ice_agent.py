@@ -959,13 +959,13 @@ def test_any_sequence_of_calls_keeps_the_agent_consistent(
         elif kind == "request":
             src = _SOURCES[op[1]]
             data = peer.request(controlling=op[2], use_candidate=op[3], tie=op[4])
-            for via in ("s0-1", "s1-2", "s0-2", "unknown"):
-                agent.receive(data, via, src, now)
+            for name in ("s0-1", "s1-2", "s0-2", "unknown"):
+                agent.receive(data, name, src, now)
         elif kind == "answer":
-            for raw, via, addr in requests:  # everything outstanding, in order
-                host = f"10.0.0.{int(str(via)[1]) + 1}" if str(via).startswith("s") else "x"
+            for raw, sock, addr in requests:  # everything outstanding, in order
+                host = f"10.0.0.{int(str(sock)[1]) + 1}"
                 mapped = (host, 1000) if op[1] == 0 else _SOURCES[op[1]]
-                agent.receive(peer.answer(raw, mapped, error=op[2]), via, addr, now)
+                agent.receive(peer.answer(raw, mapped, error=op[2]), sock, addr, now)
             requests.clear()
         elif kind == "restart":
             agent.restart(now, controlling=op[1])
