@@ -119,6 +119,7 @@ class Network:
         self._queue: list[tuple[float, int, Address, Address, bytes, Host | None]] = []
         self._seq = itertools.count()
         self._sockets: dict[Address, tuple[Host, int]] = {}
+        self._socket_nat: dict[Address, Nat | None] = {}
         self._relays: dict[Address, tuple[Host, int]] = {}
         self._next_relay_port = 50000
         self._permissions: dict[Address, set[str]] = {}
@@ -138,16 +139,33 @@ class Network:
         nat: Nat | None = None,
         relay: bool = False,
         stun: bool = True,
+        ip6: str | None = None,
     ) -> Host:
+        """``ip6``: also a public (un-NATed) IPv6 address, a second socket per component."""
         host = Host(name, agent, ip, nat, relay)
         self.hosts.append(host)
         for component in range(1, agent.components + 1):
             addr = (ip, 5000 + 2 * len(self._sockets) + component)
             host.sockets[component] = addr
             self._sockets[addr] = (host, component)
+            self._socket_nat[addr] = nat
             agent.add_local_candidate(
                 Candidate.make(CandidateType.HOST, addr[0], addr[1], component=component), addr
             )
+            if ip6 is not None:
+                addr6 = (ip6, addr[1])
+                self._sockets[addr6] = (host, component)
+                self._socket_nat[addr6] = None
+                agent.add_local_candidate(
+                    Candidate.make(
+                        CandidateType.HOST,
+                        ip6,
+                        addr[1],
+                        component=component,
+                        local_preference=65534,  # RFC 8421: one preference per interface
+                    ),
+                    addr6,
+                )
             if nat is not None and stun:
                 mapped = nat.outbound(addr, STUN_SERVER)
                 agent.add_local_candidate(
@@ -219,10 +237,12 @@ class Network:
             return
         src = via
         assert isinstance(src, tuple) and src in self._sockets
-        nat = host.nat
+        if (":" in src[0]) != (":" in dst[0]):
+            return  # no route between address families
+        nat = self._socket_nat[src]
         target = self._sockets.get(dst)
         if nat is not None:
-            if target is not None and target[0].nat is nat:
+            if target is not None and self._socket_nat[dst] is nat:
                 self._push(self.now + self.delay, dst, src, data, None)  # same LAN
                 return
             src = nat.outbound(src, dst)
@@ -231,7 +251,7 @@ class Network:
     def _route_public(self, src: Address, dst: Address, data: bytes, t: float) -> None:
         at = t + self.delay
         target = self._sockets.get(dst)
-        if target is not None and target[0].nat is None:
+        if target is not None and self._socket_nat[dst] is None:
             self._push(at, dst, src, data, None)
             return
         if dst in self._relays:
@@ -391,6 +411,26 @@ def test_host_host_same_lan_picks_host_pair() -> None:
     agents_agree(a.agent, b.agent)
     media_flows(net, a, b)
     print(f"host/host connect {t * 1000:.1f} ms (RTT 2 ms, Ta 20 ms)")
+
+
+def test_dual_stack_prefers_the_working_ipv6_host_pair() -> None:
+    """IPv4 behind NATs, IPv6 public: pairs only within a family (§6.1.2.2), the direct IPv6
+    host pair wins over the IPv4 reflexive ones."""
+    net = Network(delay=0.01)
+    a = net.add_host(
+        "a", make(True, seed=1), "10.0.1.2", nat=Nat("203.0.113.1"), ip6="2001:db8:1::2"
+    )
+    b = net.add_host(
+        "b", make(False, seed=2), "10.0.2.2", nat=Nat("203.0.113.2"), ip6="2001:db8:2::2"
+    )
+    connect(net, a, b)
+    assert completed(a, b)()
+    for pair in a.agent.checklist:
+        assert pair.local.candidate.is_ipv6 == pair.remote.is_ipv6
+    selected = a.agent.selected_pair(1)
+    assert selected is not None and selected.remote.is_ipv6
+    assert pair_types(a.agent) == ("host", "host")
+    media_flows(net, a, b)
 
 
 def test_public_hosts_connect_fast() -> None:
