@@ -418,6 +418,9 @@ class Agent:
         restart (§9): the agent restarts too (read :attr:`local_ufrag`/:attr:`local_pwd`
         again for the answer) and the peer's candidates must be added again.
         """
+        if not ufrag or not pwd or len(f"{ufrag}:{self._local.ufrag}".encode()) > 509:
+            # USERNAME holds at most 513 bytes (RFC 8489 §14.3); our ufrag is 8 characters
+            raise ValueError("the remote ufrag or pwd is empty or too long")
         if (
             self._remote is not None
             and self.state is not AgentState.NEW

@@ -995,3 +995,16 @@ def test_any_sequence_of_calls_keeps_the_agent_consistent(
             if pair.state is PairState.IN_PROGRESS and agent.state is not AgentState.CLOSED:
                 assert id(pair) in live or agent.state is AgentState.FAILED, pair
     agent.stats()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=600), st.text(max_size=300))
+def test_remote_credentials_never_break_the_timer(ufrag: str, pwd: str) -> None:
+    agent, _ = make_agent(start=False)
+    try:
+        agent.set_remote_parameters(ufrag, pwd)
+    except ValueError:
+        return
+    agent.start(0.0)
+    agent.handle_timer(0.0)
+    assert len(agent.datagrams_to_send()) == 1
