@@ -939,3 +939,25 @@ def test_limit_components_after_start_completes_with_the_rest() -> None:
     net.run(10.0, completed(a, b))
     assert completed(a, b)()
     assert a.agent.selected_pair(2) is None and a.agent.send_target(2) is None
+
+
+def test_restart_recovers_after_consent_loss() -> None:
+    net = Network(delay=0.01)
+    a = net.add_host("a", make(True, seed=1), "10.0.1.2", nat=Nat("203.0.113.1"), relay=True)
+    b = net.add_host("b", make(False, seed=2), "10.0.2.2", nat=Nat("203.0.113.2"), relay=True)
+    connect(net, a, b)
+    net.blocked = True
+    net.run(net.now + 40.0, lambda: first(a, ConsentLost) is not None)
+    assert first(a, ConsentLost) is not None and a.agent.send_target(1) is None
+    net.blocked = False
+    a.events.clear()
+    b.events.clear()
+    a.agent.restart(net.now)
+    b.agent.restart(net.now)
+    exchange(a.agent, b.agent)
+    net.run(net.now + 10.0, completed(a, b))
+    assert completed(a, b)()
+    assert a.agent.send_target(1) is not None and a.agent.has_consent(1)
+    media_flows(net, a, b)
+    net.run(net.now + 60.0)
+    assert first(a, ConsentLost) is None and first(b, ConsentLost) is None
