@@ -408,3 +408,34 @@ def test_baresip_calls_softphone(tmp_path: Path) -> None:
     _check_rtp(report, "PCMU/8000")  # the offerer's first codec
     assert abs(dominant(ours) - 550) < 5
     assert abs(baresip_heard(tmp_path / "baresip") - 660) < 5
+
+
+def test_a_second_call_gets_busy_here(tmp_path: Path) -> None:
+    port = free_port()
+    answerer = Answerer(
+        "--json", "--bind", f"127.0.0.1:{port}",
+        "answer", "--auto", "--count", "1", "--record", "none", "--play", "tone:660",
+    )  # fmt: skip
+    call = [
+        "--json", "--bind", "127.0.0.1:0", "call", f"sip:bob@127.0.0.1:{port}",
+        "--play", "tone:440", "--record", "none",
+    ]  # fmt: skip
+    try:
+        answerer.wait_listening()
+        first = Process(softphone(*call, "--duration", "4"))
+        try:
+            assert answerer.wait_for("media:"), "".join(answerer.lines)
+            second = subprocess.run(
+                softphone(*call, "--duration", "1"), capture_output=True, text=True, timeout=60
+            )
+            first.proc.wait(30)
+        finally:
+            first.stop()
+        status, report, err = answerer.finish()
+    finally:
+        answerer.stop()
+    assert second.returncode == 1
+    busy = json.loads(second.stdout)["call"]
+    assert busy["sip_status"] == 486 and busy["end_reason"] == "rejected"
+    assert first.proc.returncode == 0, "".join(first.lines)
+    assert status == 0 and report["answer"] == {"calls": 1, "succeeded": 1}, err
