@@ -2,21 +2,26 @@
 
 Caller (shared/DESIGN.md "One call, end to end")::
 
-    gather (host/srflx/relay)  ->  offer (codecs, rtcp-mux, ICE, default candidate)  ->  INVITE
-    ->  200 OK with the answer  ->  ICE checks as controlling agent  ->  media on the nominated
-    pair's component transport
+    gather (host/srflx/relay, RTP and RTCP components)  ->  offer (codecs, a=rtcp-mux, ICE,
+    default candidates in c=/m= and a=rtcp)  ->  INVITE  ->  200 OK with the answer  ->  ICE
+    checks as controlling agent (component 2 dropped when the answer accepts rtcp-mux,
+    RFC 5761 §5.1.3)  ->  media on the nominated pair's component transport(s)
 
 Callee: offer (from the INVITE)  ->  gather (one component with rtcp-mux, else two)  ->  answer
-->  ICE as controlled agent  ->  media.
+(``a=ice-mismatch`` and no ICE when the offer's c=/m= is none of its candidates, RFC 8839
+§5.1)  ->  ICE as controlled agent  ->  media.
 
 Without ICE (``--no-ice``, or a peer whose SDP has no ``a=ice-ufrag``) media runs over plain UDP
 with symmetric RTP (RFC 4961) at the ``c=``/``m=`` address (RFC 8445 fallback). When we offered
-ICE and the answer has none, the peer sends to our default candidate, so media stays on that
-candidate's socket (:class:`_DefaultCandidatePath`).
+ICE and the answer has none, the peer sends to our default candidates, so media stays on them
+(:class:`_DefaultCandidatePath`: their sockets, or the TURN allocation for a relayed one).
 
-Hang-up (:meth:`Call.hangup`) tears everything down in order: the media session (its RTCP BYE,
-RFC 3550 §6.6), the SIP session (BYE), then the ICE connection (which releases TURN allocations,
-RFC 8656 §8.1). :meth:`Call.report` gives the ``--json`` sections ``call``, ``ice`` and ``rtp``.
+During the call, re-offers (re-INVITE/UPDATE) are answered through the call's offer/answer
+state (RFC 3264 §8): hold stops our RTP but not RTCP, a new address is followed. A selected
+pair that loses consent (RFC 7675) ends the call. Hang-up (:meth:`Call.hangup`) tears
+everything down in order: the media session (its RTCP BYE, RFC 3550 §6.6), the SIP session
+(BYE, or CANCEL while ringing), then the ICE connection (which releases TURN allocations,
+RFC 8656 §8). :meth:`Call.report` gives the ``--json`` sections ``call``, ``ice`` and ``rtp``.
 """
 
 from __future__ import annotations
