@@ -4,7 +4,10 @@
 
 * the send task awaits the source's next frame (a microphone's capture clock, or the
   :class:`~media.sources.Pacer` of a file or tone), hands it to ``send_frame`` and sends the
-  RTP datagrams;
+  RTP datagrams. Frames the source dropped meanwhile (the pacer skipped ticks after a stall,
+  the microphone's ring overflowed: :func:`source_dropped_frames`) become a gap in the RTP
+  timestamps with the marker bit on the next packet (``skip_frames``, RFC 3550 §5.1), so
+  the receiver conceals the gap instead of falling behind;
 * the playout task takes ``playout(now)`` from the jitter buffer and writes it to the sink
   whenever a sound card sink (:class:`~media.sources.ClockedSink`) wants a frame, or else
   on its own drift-free 20 ms pacer (files, null sink);
@@ -46,6 +49,7 @@ __all__ = [
     "MediaStream",
     "UdpTransport",
     "open_udp_transport",
+    "source_dropped_frames",
 ]
 
 log = logging.getLogger("media.aio")
@@ -140,6 +144,18 @@ async def open_udp_transport(
     return protocol
 
 
+def source_dropped_frames(source: AudioSource) -> int:
+    """How many frames ``source`` has dropped so far: its ``dropped_frames`` (paced file and
+    tone sources: ticks their :class:`~media.sources.Pacer` skipped after a stall), else the
+    overruns of its capture ring (:class:`~media.audio.Microphone`: frames overwritten
+    because the event loop did not read them in time), else 0."""
+    dropped = getattr(source, "dropped_frames", None)
+    if isinstance(dropped, int):
+        return dropped
+    overruns = getattr(getattr(source, "ring", None), "overruns", None)
+    return overruns if isinstance(overruns, int) else 0
+
+
 class MediaStream:
     """Runs an :class:`RtpSession` between a source, a sink and a transport (see module).
 
@@ -177,6 +193,9 @@ class MediaStream:
         self._stopped = False
         self.frames_sent = 0
         self.frames_played = 0
+        #: frames the source dropped, sent as gaps in the RTP timestamps (``skip_frames``)
+        self.frames_skipped = 0
+        self._source_dropped = 0
         #: levels of what is sent and what is played (meters, "did audio flow" checks)
         self.sent_level = LevelMeter()
         self.played_level = LevelMeter()
@@ -194,6 +213,7 @@ class MediaStream:
         self.started_at = self.clock()
         self.source.start()
         self.sink.start()
+        self._source_dropped = source_dropped_frames(self.source)
         self.transport.on_receive = self._on_rtp
         if self.rtcp_transport is not None:
             self.rtcp_transport.on_receive = self._on_rtcp
@@ -215,6 +235,13 @@ class MediaStream:
     async def _send_loop(self) -> None:
         while True:
             frame = await self.source.read()
+            dropped = source_dropped_frames(self.source)
+            if dropped > self._source_dropped:
+                gap = dropped - self._source_dropped
+                log.info("the audio source dropped %d frames; leaving a gap in the stream", gap)
+                self.session.skip_frames(gap)
+                self.frames_skipped += gap
+            self._source_dropped = dropped
             for datagram in self.session.send_frame(frame, self.clock()):
                 self.transport.send(datagram)
             self.frames_sent += 1

@@ -309,6 +309,8 @@ class RtpSession:
         self.looped_packets = 0
         self.concealed_frames = 0
         self.fec_frames = 0
+        #: packet times left out of the sent stream by :meth:`skip_frames`
+        self.skipped_frames = 0
         self._last_frame: Int16Array | None = None
         self._concealed_samples = 0
         self._fifo: deque[Int16Array] = deque()
@@ -348,6 +350,26 @@ class RtpSession:
     def dtmf_pending(self) -> bool:
         """True while queued digits have not all been sent."""
         return self._te_sender is not None and (self._te_sender.busy or self._te_sender.pending > 0)
+
+    def skip_frames(self, frames: int) -> None:
+        """Leave a gap of ``frames`` packet times in the sent stream (a stalled sender, a
+        capture ring that overflowed).
+
+        The RTP timestamp advances as if the frames had been sent, since it follows the
+        sampling instant (RFC 3550 §5.1), so the receiver plays the gap as a gap (concealment)
+        and stays in step with our clock instead of piling the late audio up in its jitter
+        buffer; the sequence number does not advance, as no packet was lost (§5.1). The next
+        audio packet carries the marker bit like the first packet after a silence (RFC 3551
+        §4.1), telling the receiver it may re-synchronise its playout there.
+        """
+        if frames < 0:
+            raise ValueError("frames must be >= 0")
+        if frames == 0 or self._closed:
+            return
+        self._timestamp = (self._timestamp + frames * self.frame_ts) & 0xFFFFFFFF
+        self._start_of_talkspurt = True
+        self.skipped_frames += frames
+        log.debug("skipping %d frames in the sent stream", frames)
 
     def send_frame(self, pcm: npt.ArrayLike, now: float) -> list[bytes]:
         """Encode one frame of int16 PCM at :attr:`sample_rate` and return the RTP datagrams.

@@ -238,6 +238,13 @@ class _PacedSource:
         if self.pacer.t0 is None:
             self.pacer.start()
 
+    @property
+    def dropped_frames(self) -> int:
+        """Frame times the pacer skipped after a stall (the frames themselves are not lost:
+        the next read continues the signal, but a gap of this many frames fell in its timing;
+        :class:`~media.aio.MediaStream` marks it in the RTP timestamps)."""
+        return self.pacer.skipped
+
     async def read(self) -> Int16Array:
         await self.pacer.wait()
         return self.next_frame()
