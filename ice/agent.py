@@ -1045,6 +1045,7 @@ class Agent:
             # the check-list pair whose checks produced ``best``
             generator = next((p for p in self._checklist if p.valid_pair is best), None)
             if generator is None:
+                best.state = PairState.FAILED  # nothing to nominate it with; try the next
                 continue
             generator.use_candidate = True
             self._nominating[component] = best

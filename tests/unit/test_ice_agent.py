@@ -956,6 +956,17 @@ def test_any_sequence_of_calls_keeps_the_agent_consistent(
         elif kind == "timer":
             now += op[1]
             agent.handle_timer(now)
+            # whatever is due now gets done: a timer in the past that does nothing would make
+            # the shell spin
+            for _ in range(200):
+                due = agent.get_timer()
+                if due is None or due > now:
+                    break
+                agent.handle_timer(now)
+                if not agent.datagrams_to_send() and not events(agent):
+                    assert agent.get_timer() != due, f"timer stuck at {due} (now {now})"
+            else:
+                raise AssertionError("the timer keeps firing")
         elif kind == "request":
             src = _SOURCES[op[1]]
             data = peer.request(controlling=op[2], use_candidate=op[3], tie=op[4])
