@@ -488,23 +488,31 @@ class Call:
             ntp_offset=time.time() - time.monotonic(),
             now=time.monotonic(),
         )
-        source = open_source(
-            self.options.play,
-            session.sample_rate,
-            session.frame_samples,
-            device=self.options.input_device,
-        )
-        sink = open_sink(
-            self.options.record,
-            session.sample_rate,
-            session.frame_samples,
-            device=self.options.output_device,
-        )
-        self._gate = _SendGate(rtp_path)
-        self.stream = MediaStream(
-            session, self._gate, source, sink, rtcp_transport=rtcp_path, on_event=self._on_media
-        )
-        self.stream.start()
+        try:
+            source = open_source(
+                self.options.play,
+                session.sample_rate,
+                session.frame_samples,
+                device=self.options.input_device,
+            )
+            sink = open_sink(
+                self.options.record,
+                session.sample_rate,
+                session.frame_samples,
+                device=self.options.output_device,
+            )
+            self._gate = _SendGate(rtp_path)
+            self.stream = MediaStream(
+                session,
+                self._gate,
+                source,
+                sink,
+                rtcp_transport=rtcp_path,
+                on_event=self._on_media,
+            )
+            self.stream.start()
+        except (RuntimeError, OSError, ValueError) as exc:  # media.audio.AudioDeviceError ...
+            raise CallFailed(f"audio: {exc}", kind="audio-failed") from exc
         self.progress(f"media: {remote.codec_name}, {remote.ptime_ms} ms packets")
 
     def _on_media(self, event: SessionEvent) -> None:

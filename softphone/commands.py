@@ -81,10 +81,12 @@ def _media_options(args: argparse.Namespace, account: Account) -> MediaOptions:
     from media.sources import parse_sink, parse_source
 
     try:
-        parse_source(args.play)
+        source = parse_source(args.play)
         parse_sink(args.record)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if source.path is not None and not source.path.is_file():
+        raise ConfigError(f"--play {args.play}: no such file")
     if args.duration is not None and args.duration <= 0:
         raise ConfigError("--duration must be positive")
     return MediaOptions(

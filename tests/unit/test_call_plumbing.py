@@ -491,3 +491,17 @@ async def test_caller_offers_rtcp_candidates_and_uses_them_without_mux(pair: Pai
                 break
     finally:
         await conn.close()
+
+
+async def test_audio_that_cannot_start_ends_the_call(pair: Pair) -> None:
+    callee = Callee(pair.bob, _account())
+    options = _options("tone:440")
+    options.play = "/nonexistent/hello.wav"
+    call = Call(pair.alice, _account(), options)
+    with pytest.raises(CallFailed) as info:
+        await call.dial(pair.bob_uri)
+    assert info.value.kind == "audio-failed"
+    assert call.report()["call"]["end_reason"] == "audio-failed"
+    await asyncio.wait_for(callee.accepted.wait(), 5)
+    assert callee.call is not None
+    assert await asyncio.wait_for(callee.call.run(), 5) == "remote-bye"  # we said BYE
