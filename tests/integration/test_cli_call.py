@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from media.analysis import dominant_frequency
+from media.analysis import dominant_frequency, rms_dbfs
 from media.sources import load_wav
 from tests.peers.coturn import Coturn
 from tests.peers.ports import free_port
@@ -439,3 +439,38 @@ def test_a_second_call_gets_busy_here(tmp_path: Path) -> None:
     assert busy["sip_status"] == 486 and busy["end_reason"] == "rejected"
     assert first.proc.returncode == 0, "".join(first.lines)
     assert status == 0 and report["answer"] == {"calls": 1, "succeeded": 1}, err
+
+
+def test_microphone_and_speaker_in_a_call(pulse: Any, tmp_path: Path) -> None:
+    """The sound-card path through a private PulseAudio: the caller's speaker plays the
+    callee's tone into the null sink, and its microphone (the sink's monitor) sends it back."""
+    config = tmp_path / "config.toml"
+    config.write_text('[accounts.sound]\ninput_device = "pulse"\noutput_device = "pulse"\n')
+    port = free_port()
+    callee_wav = tmp_path / "callee.wav"
+    answerer = Answerer(
+        "--json", "--bind", f"127.0.0.1:{port}", "--codecs", "pcmu",
+        "answer", "--auto", "--count", "1", "--record", str(callee_wav), "--play", "tone:660",
+    )  # fmt: skip
+    try:
+        answerer.wait_listening()
+        caller = subprocess.run(
+            softphone(
+                "--config", str(config), "--json", "--bind", "127.0.0.1:0",
+                "call", f"sip:bob@127.0.0.1:{port}",
+                "--play", "mic", "--record", "speaker", "--duration", "4",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+        status, _, err = answerer.finish()
+    finally:
+        answerer.stop()
+    assert caller.returncode == 0, caller.stderr
+    assert status == 0, err
+    samples, rate = load_wav(callee_wav)
+    # the callee hears its own tone, back through the caller's speaker and microphone
+    tail = samples[len(samples) // 2 :]
+    assert abs(dominant_frequency(tail, rate) - 660) < 5
+    assert rms_dbfs(tail) > -40  # a real signal, not noise
