@@ -218,9 +218,12 @@ class PhoneApp(App[int]):
         ],
     ]
 
-    def __init__(self, engine: PhoneEngine, *, refresh_interval: float = 0.2) -> None:
+    def __init__(
+        self, engine: PhoneEngine, *, refresh_interval: float = 0.2, clock: bool = True
+    ) -> None:
         super().__init__()
         self.engine = engine
+        self.show_clock = clock
         self.refresh_interval = refresh_interval
         self.view = CallView()
         self._last_state = CallState.IDLE
@@ -228,7 +231,7 @@ class PhoneApp(App[int]):
     # -- layout -------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Header(show_clock=True)
+        yield Header(show_clock=self.show_clock)
         with Horizontal(id="top"):
             yield Static("", id="accounts", classes="panel")
             with Vertical(id="dialer", classes="panel"):
@@ -548,8 +551,9 @@ class SoftphoneEngine:
         from sip.registration import Registered, RegistrationExpired, RegistrationFailed
         from softphone.useragent import listen_transports, make_user_agent
 
-        self.ua = make_user_agent(self.account)
-        await self.ua.start(transports=listen_transports(self.account))
+        ua = make_user_agent(self.account)
+        await ua.start(transports=listen_transports(self.account))
+        self.ua = ua  # set once listening: ua.config then holds the real port
         self._log(f"listening on {self.ua.config.local_host}:{self.ua.config.local_port}")
         self.ua.on_incoming = self._on_incoming
 
@@ -586,7 +590,8 @@ class SoftphoneEngine:
             if self.ua.registered is not None:
                 with contextlib.suppress(Exception):
                     await self.ua.unregister(timeout=3.0)
-            await self.ua.close()
+            # a short wait for transactions to finish: quitting should not hang for seconds
+            await self.ua.close(timeout=1.0)
             self.ua = None
 
     def _progress(self, text: str) -> None:

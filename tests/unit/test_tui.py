@@ -229,7 +229,7 @@ def test_format_level() -> None:
 
 async def test_active_call_screen_shows_media_and_is_saved() -> None:
     engine = FakeEngine()
-    app = PhoneApp(engine, refresh_interval=0.05)
+    app = PhoneApp(engine, refresh_interval=0.05, clock=False)
     async with app.run_test(size=(110, 34)) as pilot:
         await pilot.pause()
         app.query_one("#uri", Input).value = "sip:bob@example.org"
