@@ -112,7 +112,13 @@ class Run:
 
 
 def simulate(
-    codec: CodecDescription, clip: Clip, loss: float, *, seed: int = 7, **options: Any
+    codec: CodecDescription,
+    clip: Clip,
+    loss: float,
+    *,
+    seed: int = 7,
+    scored: bool = True,
+    **options: Any,
 ) -> Run:
     a = RtpSession(codec, rng=random.Random(seed), cname="a@quality", **options)
     b = RtpSession(codec, rng=random.Random(seed + 1), cname="b@quality", **options)
@@ -157,7 +163,7 @@ def simulate(
     return Run(
         label="",
         loss=loss,
-        pesq=score(clip, recorded, rate),
+        pesq=score(clip, recorded, rate) if scored else float("nan"),
         receiver=b.stats(now),
         sender=a.stats(now),
         dropped=int(passed.sum()),
@@ -275,6 +281,18 @@ def test_emodel_mos_decreases_with_loss(runs: dict[str, Run]) -> None:
     opus_mos = runs["opus+fec 10% loss"].receiver.mos
     pcmu_mos = runs["pcmu 10% loss"].receiver.mos
     assert opus_mos is not None and pcmu_mos is not None and opus_mos > pcmu_mos
+
+
+@pytest.mark.parametrize("codec", [OPUS_FEC, PCMU], ids=["opus", "pcmu"])
+def test_emodel_mos_falls_step_by_step_with_loss(clip: Clip, codec: CodecDescription) -> None:
+    short = Clip(clip.samples[: 3 * clip.rate], clip.rate, clip.path)
+    mos = []
+    for loss in (0.0, 0.03, 0.10, 0.20):
+        stats = simulate(codec, short, loss, seed=5, scored=False).receiver
+        assert stats.mos is not None
+        mos.append(stats.mos)
+    assert all(b < a for a, b in zip(mos, mos[1:], strict=False)), mos
+    assert mos[0] > 4.0 and mos[-1] < 3.5, mos
 
 
 def test_rtp_json_has_the_design_shape(runs: dict[str, Run]) -> None:
