@@ -14,6 +14,7 @@ from textual.widgets import Input, Static
 
 from softphone.config import Account, HostPort
 from softphone.tui import CallState, PhoneApp, SoftphoneEngine
+from tests.peers.kamailio import DEFAULT_USERS, Kamailio
 
 
 def account(user: str) -> Account:
@@ -100,3 +101,50 @@ async def test_incoming_call_rejected_from_the_app(tmp_path: Path) -> None:
             assert app.view.state is CallState.ENDED
     finally:
         await carol.close()
+
+
+async def test_tui_registers_and_calls_through_kamailio(kamailio: Kamailio) -> None:
+    """With a server the account registers (shown on screen) and a call to a bare user name
+    goes through the registrar to the callee's registered contact; a wrong password shows
+    the registration as failed."""
+
+    def registered(user: str, password: str) -> Account:
+        return Account(
+            name="office",
+            user=user,
+            domain="example.org",
+            server=HostPort.parse(kamailio.server("udp")),
+            password=password,
+            bind=HostPort("127.0.0.1", 0),
+        )
+
+    bob = SoftphoneEngine(registered("bob", DEFAULT_USERS["bob"]), play="tone:660", record="none")
+    await bob.start()
+    assert bob.accounts()[0].state == "registered"
+    alice = SoftphoneEngine(
+        registered("alice", DEFAULT_USERS["alice"]), play="tone:440", record="none"
+    )
+    app = PhoneApp(alice, refresh_interval=0.05)
+    try:
+        async with app.run_test(size=(110, 34)) as pilot:
+            accounts = app.query_one("#accounts", Static)
+            await until(pilot, lambda: "  registered (" in str(accounts.render()), "registration")
+            assert "office: sip:alice@example.org" in str(accounts.render())
+            app.query_one("#uri", Input).value = "bob"
+            await app.run_action("dial")
+            await until(pilot, lambda: bob.call_view().state is CallState.INCOMING, "bob rings")
+            assert app.view.remote == "sip:bob@example.org"
+            await bob.answer()
+            await until(pilot, lambda: app.view.state is CallState.ACTIVE, "the call")
+            await until(pilot, lambda: app.view.receive_dbfs > -30, "bob's tone at alice")
+            await app.run_action("hangup")
+            await until(pilot, lambda: bob.call_view().state is CallState.ENDED, "bob's end")
+    finally:
+        await bob.close()
+    wrong = SoftphoneEngine(registered("carol", "not-her-password"), record="none")
+    try:
+        await wrong.start()
+        view = wrong.accounts()[0]
+        assert view.state == "failed" and "401" in view.detail
+    finally:
+        await wrong.close()
