@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from media.audio import AudioDevice
+from softphone.devices import NO_DEVICES, device_lines
 from tests.peers.pulse import PulseAudio
 
 
@@ -69,3 +71,17 @@ def test_devices_none_found_message(tmp_path: Path) -> None:
     assert res.returncode == 0
     assert "PortAudio found no audio devices" in devices["message"]
     assert "PortAudio found no audio devices" in res.stderr
+
+
+def test_device_lines_mark_defaults_and_split_directions() -> None:
+    devices = [
+        AudioDevice(0, "USB headset", "ALSA", 1, 2, 48000.0, default_input=True),
+        AudioDevice(1, "HDMI", "ALSA", 0, 8, 44100.0, default_output=True),
+    ]
+    lines = device_lines(devices)
+    inputs = lines[1 : lines.index("output devices:")]
+    outputs = lines[lines.index("output devices:") + 1 : -1]
+    assert inputs == [">    0  USB headset  (ALSA; 1 in, 2 out; 48000 Hz)"]
+    assert outputs[0] == inputs[0]  # a device with both directions is listed twice
+    assert outputs[1] == " <   1  HDMI  (ALSA; 0 in, 8 out; 44100 Hz)"
+    assert device_lines([]) == [NO_DEVICES]

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 
+from ice.nat import FilteringBehavior, MappingBehavior, NatBehavior
+from softphone.natcheck import advice, nat_lines
 from tests.peers.coturn import Coturn
 
 
@@ -69,3 +71,66 @@ def test_nat_check_without_server_is_a_usage_error() -> None:
     res = softphone("nat-check")
     assert res.returncode == 2
     assert "--stun" in res.stderr
+
+
+# -- the plain-words report for NATs loopback cannot show -------------------------------------
+
+SERVER, LOCAL = ("198.51.100.1", 3478), ("192.168.1.5", 40000)
+
+
+def behind_nat(mapping: MappingBehavior, filtering: FilteringBehavior) -> NatBehavior:
+    return NatBehavior(
+        SERVER,
+        LOCAL,
+        mapped=("203.0.113.101", 40112),
+        other_address=("198.51.100.2", 3479),
+        nat=True,
+        mapping=mapping,
+        filtering=filtering,
+        rfc5780=True,
+    )
+
+
+def test_symmetric_nat_needs_a_relay() -> None:
+    result = behind_nat(
+        MappingBehavior.ADDRESS_AND_PORT_DEPENDENT, FilteringBehavior.ADDRESS_AND_PORT_DEPENDENT
+    )
+    assert advice(result).startswith(
+        "symmetric NAT: direct calls to other NATed peers will need a TURN relay"
+    )
+    lines = "\n".join(nat_lines(result))
+    assert "public address:  203.0.113.101:40112" in lines
+    assert "behind a NAT:    yes" in lines
+    assert "mapping:         address-and-port-dependent" in lines
+    assert "other address:   198.51.100.2:3479 (RFC 5780)" in lines
+    address_dependent = behind_nat(
+        MappingBehavior.ADDRESS_DEPENDENT, FilteringBehavior.ADDRESS_DEPENDENT
+    )
+    assert "TURN relay" in advice(address_dependent)
+
+
+def test_cone_nat_works_with_stun() -> None:
+    result = behind_nat(
+        MappingBehavior.ENDPOINT_INDEPENDENT, FilteringBehavior.ADDRESS_AND_PORT_DEPENDENT
+    )
+    assert "through ICE with STUN" in advice(result)
+    assert "port-restricted-cone" in nat_lines(result)[-2]
+
+
+def test_unknown_nat_and_old_server() -> None:
+    result = NatBehavior(SERVER, LOCAL, mapped=("203.0.113.101", 40112), nat=True)
+    assert "TURN" in advice(result)
+    assert "no RFC 5780 support" in nat_lines(result)[0]
+
+
+def test_firewall_without_nat() -> None:
+    result = NatBehavior(
+        SERVER,
+        SERVER,
+        mapped=SERVER,
+        nat=False,
+        mapping=MappingBehavior.ENDPOINT_INDEPENDENT,
+        filtering=FilteringBehavior.ADDRESS_AND_PORT_DEPENDENT,
+        rfc5780=True,
+    )
+    assert "firewall" in advice(result) and "ICE" in advice(result)
