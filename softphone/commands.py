@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -263,16 +264,55 @@ async def _wait_for_key(incoming: AsyncCall, stop: asyncio.Event, reporter: Repo
     """Ring (180) and wait for Enter on stdin; False when the caller gave up first."""
     incoming.ring()
     reporter.progress("ringing; press Enter to answer")
-    loop = asyncio.get_running_loop()
-    key = loop.run_in_executor(None, sys.stdin.readline)
+    key = _read_stdin()
     ended = asyncio.ensure_future(asyncio.shield(incoming.ended))
     stopper = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait({key, ended, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    waits: set[asyncio.Future[Any]] = {key, ended, stopper}
+    answer = False
+    while waits and not answer:
+        done, waits = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if ended in done or stopper in done:
+            break
+        if key in done:
+            if key.result():  # a line: answer
+                answer = True
+            else:  # end of input: no key will ever come; ring until the caller gives up
+                reporter.progress("no input to answer from (end of file); --auto answers")
     ended.cancel()
     stopper.cancel()
-    if key in done and not incoming.ended.done():
+    key.cancel()
+    if answer and not incoming.ended.done():
         return True
     if not incoming.ended.done():
         incoming.reject(480)
     reporter.progress("the caller gave up" if incoming.ended.done() else "not answered")
     return False
+
+
+def _read_stdin() -> asyncio.Future[str]:
+    """What the user types next on stdin ("" at end of input, or when stdin cannot be
+    watched, e.g. /dev/null). No thread: nothing is left blocked in read() at exit."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[str] = loop.create_future()
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        fut.set_result("")
+        return fut
+
+    def ready() -> None:
+        loop.remove_reader(fd)
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            data = b""
+        if not fut.done():
+            fut.set_result(data.decode(errors="replace"))
+
+    try:
+        loop.add_reader(fd, ready)
+    except (OSError, ValueError, NotImplementedError):
+        fut.set_result("")
+        return fut
+    fut.add_done_callback(lambda _: loop.remove_reader(fd))
+    return fut

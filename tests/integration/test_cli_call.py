@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -474,3 +475,34 @@ def test_microphone_and_speaker_in_a_call(pulse: Any, tmp_path: Path) -> None:
     tail = samples[len(samples) // 2 :]
     assert abs(dominant_frequency(tail, rate) - 660) < 5
     assert rms_dbfs(tail) > -40  # a real signal, not noise
+
+
+def test_answer_without_input_keeps_ringing_until_the_caller_gives_up(tmp_path: Path) -> None:
+    port = free_port()
+    answerer = Answerer("--bind", f"127.0.0.1:{port}", "answer", "--count", "1")
+    assert answerer.proc.stdin is not None
+    answerer.proc.stdin.close()  # end of input: nobody will ever press Enter
+    try:
+        answerer.wait_listening()
+        caller = Process(
+            softphone(
+                "--json", "--bind", "127.0.0.1:0", "call", f"sip:bob@127.0.0.1:{port}",
+                "--play", "tone:440", "--record", "none",
+            )
+        )  # fmt: skip
+        try:
+            assert answerer.wait_for("end of file"), "".join(answerer.lines)
+            assert caller.wait_for("ringing (180)"), "".join(caller.lines)
+            caller.proc.send_signal(signal.SIGINT)
+            assert caller.proc.wait(20) == 1
+            assert caller.proc.stdout is not None
+            report = json.loads(caller.proc.stdout.read())
+        finally:
+            caller.stop()
+        assert answerer.wait_for("the caller gave up"), "".join(answerer.lines)
+        answerer.proc.terminate()
+        assert answerer.proc.wait(20) == 1  # nothing answered
+    finally:
+        answerer.stop()
+    assert report["call"]["end_reason"] == "interrupted"
+    assert report["call"]["sip_status"] == 487
