@@ -10,7 +10,7 @@ RUNTIME_APT="python3 python3-venv libopus0 libportaudio2"
 DEMO_APT="kamailio openssl"
 # What the tests need: the real peers and tools they start themselves.
 TEST_APT="kamailio kamailio-tls-modules sip-tester dnsmasq-base coturn baresip iptables iproute2 \
-nftables pulseaudio libasound2-plugins espeak-ng sox openssl tmux procps"
+nftables pulseaudio libasound2-plugins espeak-ng sox openssl tmux procps librsvg2-bin"
 
 apt_install() {
     local missing=()
