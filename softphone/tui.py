@@ -224,6 +224,10 @@ class PhoneApp(App[int]):
         super().__init__()
         self.engine = engine
         self.show_clock = clock
+        #: the wall-clock stamp of log lines (replaceable, e.g. for reproducible screenshots)
+        self.timestamp: Callable[[], str] = lambda: time.strftime("%H:%M:%S")
+        #: the clock of the call timer (``CallView.connected_at`` is on this clock)
+        self.now: Callable[[], float] = time.monotonic
         self.refresh_interval = refresh_interval
         self.view = CallView()
         self._last_state = CallState.IDLE
@@ -273,7 +277,7 @@ class PhoneApp(App[int]):
     # -- drawing ------------------------------------------------------------------------------
 
     def log_line(self, text: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
+        stamp = self.timestamp()
         self.query_one("#log", RichLog).write(f"{stamp} {text}")
 
     def refresh_view(self) -> None:
@@ -311,7 +315,7 @@ class PhoneApp(App[int]):
         if view.remote and view.state is not CallState.IDLE:
             parts.append(("to " if view.outgoing else "from ") + view.remote)
         if view.connected_at is not None:
-            secs = int(view.elapsed())
+            secs = int(view.elapsed(self.now()))
             parts.append(f"{secs // 60:02d}:{secs % 60:02d}")
         if view.muted:
             parts.append("[reverse] MUTED [/reverse]")
