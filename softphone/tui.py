@@ -98,6 +98,7 @@ class CallView:
     mos: float | None = None
     muted: bool = False
     held: bool = False
+    held_by_peer: bool = False
     end_reason: str | None = None
     dtmf_sent: str = ""
 
@@ -321,6 +322,8 @@ class PhoneApp(App[int]):
             parts.append("[reverse] MUTED [/reverse]")
         if view.held:
             parts.append("[reverse] ON HOLD [/reverse]")
+        if view.held_by_peer:
+            parts.append("[reverse] HELD BY PEER [/reverse]")
         if view.state is CallState.ENDED and view.end_reason:
             parts.append(f"({view.end_reason})")
         self.query_one("#call-state", Static).update("  ".join(parts))
@@ -529,7 +532,7 @@ class SoftphoneEngine:
         if call is None or view.state not in (CallState.CONNECTING, CallState.ACTIVE):
             return view
         stream = call.stream
-        changes: dict[str, Any] = {}
+        changes: dict[str, Any] = {"held_by_peer": bool(call.on_hold)}
         if stream is not None:
             changes["send_dbfs"] = stream.sent_level.level
             changes["receive_dbfs"] = stream.played_level.level

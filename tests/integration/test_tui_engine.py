@@ -71,6 +71,13 @@ async def test_tui_calls_a_real_peer(tmp_path: Path) -> None:
             await app.run_action("hold")
             await until(pilot, lambda: not bob.call.on_hold, "bob sees the resume")
 
+            # bob holds alice: her screen says so
+            assert bob.ua is not None
+            await bob.set_hold(True)
+            await until(pilot, lambda: app.view.held_by_peer, "alice sees bob's hold")
+            await bob.set_hold(False)
+            await until(pilot, lambda: not app.view.held_by_peer, "alice sees bob's resume")
+
             await app.run_action("hangup")
             await until(pilot, lambda: app.view.state is CallState.ENDED, "alice's hang-up")
             await until(pilot, lambda: bob.call_view().state is CallState.ENDED, "bob's end")

@@ -213,6 +213,10 @@ async def test_mute_hold_and_dtmf_during_a_call() -> None:
         await pilot.press("o")
         await pilot.pause()
         assert engine.commands[-1] == "hold False"
+        assert "ON HOLD" not in text(app, "#call-state")
+        engine.push(held_by_peer=True)
+        await pilot.pause()
+        assert "HELD BY PEER" in text(app, "#call-state")
         await pilot.press("1", "2", "asterisk", "9", "number_sign")
         await pilot.pause()
         assert engine.dtmf == "12*9#"
