@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from media.aio import MediaStream, UdpTransport, open_udp_transport
 from media.analysis import cross_correlate
 from media.opus import OpusDecoder, OpusEncoder
 from media.resample import resample_once
+from media.rtp import RtpPacket
 from media.session import CodecDescription, RtpSession
 from media.sources import SilenceSource, WavFileSink, WavFileSource, load_wav, save_wav
 from media.stats import Stats
@@ -97,6 +98,16 @@ def align(sent: np.ndarray, received: np.ndarray, rate: int) -> np.ndarray:
 # --- the sans-I/O run on a virtual clock ----------------------------------------------------
 
 
+def carries_fec(payload: bytes) -> bool:
+    """Whether a one-frame 20 ms SILK/hybrid Opus packet has the LBRR flag set: after the TOC
+    the range coder starts with the VAD flag and then the LBRR flag, each of probability 1/2,
+    i.e. the two leading bits of the next byte (RFC 6716 §4.1, §4.2.3). For the test only:
+    whether in-band FEC data was really sent (libopus decides per frame)."""
+    config, code = payload[0] >> 3, payload[0] & 3
+    assert code == 0 and config in (1, 5, 9, 13, 15), "a 20 ms SILK or hybrid packet"
+    return bool(payload[1] & 0x40)
+
+
 @dataclass
 class Run:
     label: str
@@ -107,8 +118,7 @@ class Run:
     dropped: int  # RTP packets of the recorded pass the link dropped
     packets: int  # RTP packets of the recorded pass
     loss_perc_setting: int | None  # Opus encoder's expected loss when the pass began
-    skipped: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
+    fec_packets: int = 0  # Opus packets of the recorded pass that carry LBRR (FEC) data
 
 
 def simulate(
@@ -135,6 +145,7 @@ def simulate(
     order = 0
     heard: list[np.ndarray] = []
     loss_setting: int | None = None
+    fec_packets = 0
     for step in range(len(frames) * 20 + 8):
         now = step * TICK
         for queue, session in ((ab, b), (ba, a)):
@@ -152,6 +163,8 @@ def simulate(
             if k == first and a.opus_encoder is not None:
                 loss_setting = a.opus_encoder.packet_loss_perc
             for data in a.send_frame(frames[k], now):
+                if codec.encoding == "opus" and first <= k < 2 * first:
+                    fec_packets += carries_fec(RtpPacket.parse(data).payload)
                 if not drop[k]:
                     order += 1
                     heapq.heappush(ab, (now + 0.03 + net.uniform(0, 0.01), order, data))
@@ -169,6 +182,7 @@ def simulate(
         dropped=int(passed.sum()),
         packets=len(passed),
         loss_perc_setting=loss_setting,
+        fec_packets=fec_packets,
     )
 
 
@@ -197,9 +211,9 @@ def test_print_pesq_table(runs: dict[str, Run], capsys: pytest.CaptureFixture[st
         for run in runs.values():
             rx = run.receiver
             print(
-                f"  {run.label:24s} PESQ {run.pesq:.2f}  lost {run.dropped}/{run.packets} "
-                f"(both passes {rx.packets_lost}; fec {rx.fec_frames}, "
-                f"concealed {rx.concealed_frames})  "
+                f"  {run.label:24s} PESQ {run.pesq:.2f}  lost {run.dropped}/{run.packets}, "
+                f"{run.fec_packets} sent with FEC; both passes: lost {rx.packets_lost}, "
+                f"decoded via FEC {rx.fec_frames}, concealed {rx.concealed_frames};  "
                 f"E-model MOS {rx.mos:.2f}"
             )
     assert all(1.0 <= run.pesq <= 4.7 for run in runs.values())
@@ -238,7 +252,11 @@ def test_opus_fec_recovers_most_of_the_loss(runs: dict[str, Run]) -> None:
     # RTCP told the sender about the loss before the recorded pass began
     assert lossy.loss_perc_setting is not None and lossy.loss_perc_setting >= 5
     assert lossless.loss_perc_setting == 0
-    # most lost frames came back from the FEC data of the next packet
+    # the encoder really sent FEC data (not in silent frames: SILK codes LBRR for active
+    # speech only) ...
+    assert lossy.fec_packets > 0.6 * lossy.packets
+    assert lossless.fec_packets == 0  # no loss reported: no FEC spent
+    # ... and the receiver used the next packet for most lost frames
     assert lossy.receiver.fec_frames > 0.5 * lossy.dropped
     assert lossy.pesq >= lossless.pesq - 1.0
 
@@ -259,6 +277,7 @@ def test_opus_fec_keeps_pesq_within_half_a_point_at_10_percent_loss(
 
 def test_fec_does_better_than_concealment_alone(runs: dict[str, Run]) -> None:
     fec, plc = runs["opus+fec 10% loss"], runs["opus plc-only 10% loss"]
+    assert plc.fec_packets == 0  # useinbandfec=0: the encoder sends none
     assert fec.pesq >= plc.pesq - 0.05  # never worse ...
     assert fec.pesq >= plc.pesq + 0.3  # ... and clearly better (0.47-0.81 with other seeds)
 
