@@ -99,6 +99,7 @@ def run_call(
     caller_opts: list[str],
     callee_opts: list[str],
     extra_call: list[str] | None = None,
+    duration: float = 3.0,
 ) -> tuple[subprocess.CompletedProcess[str], tuple[int, dict[str, Any], str]]:
     port = free_port()
     callee_wav, caller_wav = tmp_path / "callee.wav", tmp_path / "caller.wav"
@@ -114,7 +115,7 @@ def run_call(
                 "--json", "--bind", "127.0.0.1:0", *caller_opts,
                 "call", f"sip:bob@127.0.0.1:{port}",
                 "--play", f"tone:{CALLER_TONE:g}", "--record", str(caller_wav),
-                "--duration", "3", *(extra_call or []),
+                "--duration", f"{duration:g}", *(extra_call or []),
             ),
             capture_output=True,
             text=True,
@@ -185,7 +186,10 @@ def test_ice_meets_a_peer_without_ice(tmp_path: Path, side: str) -> None:
     """RFC 8445 fallback: the ICE side reaches the other at its c=/m= address."""
     no_ice = ["--no-ice"]
     caller, (_, callee_report, _) = run_call(
-        tmp_path, no_ice if side == "caller" else [], no_ice if side == "callee" else []
+        tmp_path,
+        no_ice if side == "caller" else [],
+        no_ice if side == "callee" else [],
+        duration=2,
     )
     report = json.loads(caller.stdout)
     assert report["ice"] is None and callee_report["ice"] is None
@@ -193,7 +197,7 @@ def test_ice_meets_a_peer_without_ice(tmp_path: Path, side: str) -> None:
 
 
 def test_dtmf_is_sent_once_connected(tmp_path: Path) -> None:
-    _, (_, _, callee_err) = run_call(tmp_path, [], [], extra_call=["--dtmf", "15#"])
+    _, (_, _, callee_err) = run_call(tmp_path, [], [], extra_call=["--dtmf", "15#"], duration=2)
     received = [line for line in callee_err.splitlines() if "DTMF" in line and "received" in line]
     assert [line.split("DTMF ")[1][0] for line in received] == ["1", "5", "#"]
 
@@ -228,6 +232,7 @@ def test_turn_relay_reaches_a_peer_without_ice(
         ["--turn", f"{host}:{port}", "--turn-user", "alice",
          "--turn-password-env", "TEST_TURN_PASSWORD"],
         ["--no-ice"],
+        duration=2,
     )  # fmt: skip
     assert "(relay) <->" in caller.stderr, caller.stderr
     assert "relay" in next(line for line in caller.stderr.splitlines() if "candidates (" in line)
