@@ -5,12 +5,16 @@ The frame-by-frame output must be the one-shot (whole-signal) resampling delayed
 20 ms frames (882 samples) are not a whole number of 48 kHz-friendly steps.
 """
 
+from __future__ import annotations
+
+import asyncio
 import itertools
 
 import numpy as np
 import pytest
 
 from media.analysis import dominant_frequency, rms
+from media.audio import Microphone, Speaker
 from media.g711 import G711Codec
 from media.resample import SUPPORTED_RATES, Resampler, resample_once
 
@@ -161,3 +165,66 @@ def test_g711_over_the_sound_card_path(card_rate: int) -> None:
     )
     assert len(out) == card_rate
     assert abs(dominant_frequency(out[card_rate // 10 :], card_rate) - 440) <= 2
+
+
+# --- a 44.1 kHz sound card behind the 48 kHz Opus clock (media.audio) -------------------------
+
+
+class FakeStream:
+    """Stands in for a sounddevice stream: keeps the callback for the test to call."""
+
+    instances: list[FakeStream] = []
+
+    def __init__(self, **kwargs: object) -> None:
+        self.kwargs = kwargs
+        self.callback = kwargs["callback"]
+        FakeStream.instances.append(self)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def _capture_at_44100() -> np.ndarray:
+    mic = Microphone(48000, device_rate=44100, stream_factory=FakeStream)
+    mic.start()
+    stream = FakeStream.instances[-1]
+    assert stream.kwargs["samplerate"] == 44100 and stream.kwargs["blocksize"] == 882
+    block = sine(500, 44100, 1.0).reshape(-1, 1)
+    frames = []
+    for k in range(50):
+        stream.callback(block[k * 882 : (k + 1) * 882], 882, None, 0)  # type: ignore[operator]
+        frames.append(await mic.read())
+    mic.close()
+    return np.concatenate(frames)
+
+
+def test_microphone_at_44100_gives_48000_frames() -> None:
+
+    captured = asyncio.run(_capture_at_44100())
+    assert len(captured) == 48000
+    assert abs(dominant_frequency(captured[4800:], 48000) - 500) <= 2
+
+
+def test_speaker_at_44100_plays_48000_frames() -> None:
+    spk = Speaker(48000, device_rate=44100, stream_factory=FakeStream, prefill=1, ring_frames=60)
+    spk.start()
+    stream = FakeStream.instances[-1]
+    assert stream.kwargs["samplerate"] == 44100 and stream.kwargs["blocksize"] == 882
+    tone = sine(700, 48000, 1.0)
+    for k in range(50):
+        spk.write(tone[k * 960 : (k + 1) * 960])
+    blocks = []
+    for _ in range(50):
+        out = np.zeros((882, 1), dtype=np.int16)
+        stream.callback(out, 882, None, 0)  # type: ignore[operator]
+        blocks.append(out[:, 0].copy())
+    spk.close()
+    played = np.concatenate(blocks)
+    assert spk.gaps == 0
+    assert abs(dominant_frequency(played[4410:], 44100) - 700) <= 2
