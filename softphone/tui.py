@@ -472,6 +472,7 @@ class SoftphoneEngine:
         self._incoming: Any = None
         self._source: _MutableSource | None = None
         self._task: asyncio.Task[None] | None = None
+        self._watchers: set[asyncio.Future[None]] = set()
         self._state = _EngineState()
         self._state.registration = (
             "registering" if self.account.server is not None else "peer-to-peer"
@@ -635,6 +636,12 @@ class SoftphoneEngine:
             self._ended(exc.kind if exc.kind != "failed" else exc.reason)
             self._log(f"call failed: {exc.reason}")
             return
+        except Exception as exc:  # e.g. an audio device that cannot be opened
+            self._ended("failed")
+            self._log(f"call failed: {exc}")
+            with contextlib.suppress(Exception):
+                await self.call.hangup("failed")
+            return
         self._task = asyncio.create_task(self._run_call())
 
     async def _run_call(self) -> None:
@@ -667,7 +674,9 @@ class SoftphoneEngine:
         self._state.view = CallView(state=CallState.INCOMING, remote=remote, outgoing=False)
         self._log(f"incoming call from {remote}")
         self._changed()
-        asyncio.ensure_future(self._watch_incoming(incoming))
+        task = asyncio.ensure_future(self._watch_incoming(incoming))
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
 
     async def _watch_incoming(self, incoming: Any) -> None:
         with contextlib.suppress(Exception):
@@ -689,6 +698,12 @@ class SoftphoneEngine:
         except CallFailed as exc:
             self._ended(exc.kind)
             self._log(f"call failed: {exc.reason}")
+            return
+        except Exception as exc:  # e.g. an audio device that cannot be opened
+            self._ended("failed")
+            self._log(f"call failed: {exc}")
+            with contextlib.suppress(Exception):
+                await self.call.hangup("failed")
             return
         self._task = asyncio.create_task(self._run_call())
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from textual.pilot import Pilot
@@ -155,3 +156,31 @@ async def test_tui_registers_and_calls_through_kamailio(kamailio: Kamailio) -> N
         assert view.state == "failed" and "401" in view.detail
     finally:
         await wrong.close()
+
+
+async def test_a_call_whose_microphone_cannot_open_ends_cleanly() -> None:
+    bob = SoftphoneEngine(account("bob"), play="tone:660", record="none")
+    await bob.start()
+    broken = replace(account("alice"), input_device="no such microphone")
+    alice = SoftphoneEngine(broken, play="mic", record="none")
+    logs: list[str] = []
+    alice.on_log = logs.append
+    await alice.start()
+    try:
+        dial = asyncio.create_task(alice.dial(f"sip:bob@127.0.0.1:{bob.ua.config.local_port}"))
+        for _ in range(200):
+            if bob.call_view().state is CallState.INCOMING:
+                break
+            await asyncio.sleep(0.05)
+        await bob.answer()
+        await asyncio.wait_for(dial, 20)
+        assert alice.call_view().state is CallState.ENDED
+        assert any("call failed" in line and "no such microphone" in line for line in logs), logs
+        for _ in range(200):
+            if bob.call_view().state is CallState.ENDED:
+                break
+            await asyncio.sleep(0.05)
+        assert bob.call_view().state is CallState.ENDED  # alice said BYE
+    finally:
+        await alice.close()
+        await bob.close()
