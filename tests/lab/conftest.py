@@ -295,6 +295,7 @@ class PairResult:
     candidates_a: list[str]
     candidates_b: list[str]
     ufrags: tuple[str, str] = ("", "")
+    stopped: tuple[dict[str, Any], dict[str, Any]] = ({}, {})  # incl. the final pair
 
     def pair(self, side: str = "a") -> tuple[str, str]:
         r = self.a if side == "a" else self.b
@@ -406,10 +407,11 @@ def pair_session(
         got_b = nb.expect("received", timeout=timeout)["messages"]
         na.send(cmd="stop")
         nb.send(cmd="stop")
-        na.expect("stopped")
-        nb.expect("stopped")
+        stopped = (na.expect("stopped"), nb.expect("stopped"))
         ufrags = (ca["ufrag"], cb["ufrag"])
-        result = PairResult(ra, rb, got_a, got_b, ca["candidates"], cb["candidates"], ufrags)
+        result = PairResult(
+            ra, rb, got_a, got_b, ca["candidates"], cb["candidates"], ufrags, stopped
+        )
         times = {
             "gather": ca["gather_time"],
             "gather_b": cb["gather_time"],

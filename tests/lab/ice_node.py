@@ -214,8 +214,13 @@ class Node:
                 except asyncio.CancelledError:
                     pass
         transports = [self.conn.transport(c) for c in range(1, self.components + 1)]
+        selected = transports[0].selected
+        final = None
+        if selected is not None:
+            final = {"local": _describe(selected[0]), "remote": _describe(selected[1])}
         emit(
             "stopped",
+            final=final,
             sent=self.sent,
             received=sum(len(got) for got in self.received.values()),
             transport_sent=sum(t.packets_sent for t in transports),
@@ -366,7 +371,15 @@ class AioiceNode:
                     await task
                 except asyncio.CancelledError:
                     pass
-        emit("stopped", sent=self.sent, received=len(self.received))
+        pair = self.conn._nominated.get(1)
+        final = None
+        if pair is not None:  # aioice may nominate again after completing (see the tests)
+            local, remote = pair.local_candidate, pair.remote_candidate
+            final = {
+                "local": {"type": local.type, "address": local.host, "port": local.port},
+                "remote": {"type": remote.type, "address": remote.host, "port": remote.port},
+            }
+        emit("stopped", sent=self.sent, received=len(self.received), final=final)
 
     async def close(self) -> None:
         await self.conn.close()
