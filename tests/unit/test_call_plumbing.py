@@ -12,6 +12,7 @@ import pytest
 
 from ice.aio import IceConnection
 from ice.candidate import Candidate, CandidateType
+from ice.sdp import IceParameters
 from media.aio import open_udp_transport
 from media.rtcp import Goodbye, parse_rtcp
 from sip.aio import AsyncCall, AsyncUserAgent
@@ -505,3 +506,37 @@ async def test_audio_that_cannot_start_ends_the_call(pair: Pair) -> None:
     await asyncio.wait_for(callee.accepted.wait(), 5)
     assert callee.call is not None
     assert await asyncio.wait_for(callee.call.run(), 5) == "remote-bye"  # we said BYE
+
+
+async def test_offer_whose_default_is_no_candidate_gets_ice_mismatch_and_plain_rtp(
+    pair: Pair,
+) -> None:
+    """RFC 8839 §5.1: c=/m= matches none of the candidates (an ALG rewrote it): answer with
+    a=ice-mismatch, no ICE, and send to c=/m=."""
+    callee = Callee(pair.bob, _account())
+    plain = await open_udp_transport(("127.0.0.1", 0))
+    try:
+        elsewhere = Candidate.make(CandidateType.HOST, "127.0.0.1", 9)
+        transport = LocalTransport(
+            "127.0.0.1",
+            plain.local_address[1],
+            ice=IceParameters("abcd", "0123456789abcdefghijkl"),
+            candidates=[elsewhere],
+        )
+        oa = new_offer_answer(local_media(["pcmu"], transport), transport)
+        outgoing = pair.alice.start_call(pair.bob_uri, oa.create_offer().to_bytes())
+        answer = await outgoing.wait_answered(5) or b""
+        assert b"a=ice-mismatch" in answer and b"a=ice-ufrag" not in answer
+        got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        def first(data: bytes) -> None:
+            if not got.done():
+                got.set_result(data)
+
+        plain.on_receive = first
+        assert 128 <= (await asyncio.wait_for(got, 5))[0] < 192
+        await asyncio.wait_for(callee.accepted.wait(), 5)
+        assert callee.call is not None and callee.call.ice is None
+        await outgoing.bye(5)
+    finally:
+        plain.close()
