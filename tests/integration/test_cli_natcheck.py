@@ -7,10 +7,14 @@ import json
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
+
+import pytest
 
 from ice.nat import FilteringBehavior, MappingBehavior, NatBehavior
 from softphone.natcheck import advice, nat_lines
 from tests.peers.coturn import Coturn
+from tests.peers.netns import Lab, build_nat_lab
 
 
 def softphone(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -134,3 +138,36 @@ def test_firewall_without_nat() -> None:
         rfc5780=True,
     )
     assert "firewall" in advice(result) and "ICE" in advice(result)
+
+
+# -- behind real NATs: network namespaces (root; marked "lab" by tests/integration/conftest) --
+
+
+@pytest.mark.parametrize("symmetric", [False, True], ids=["masquerade", "random-fully"])
+def test_nat_check_cli_behind_iptables_nat(
+    netns_lab: Lab, coturn_factory: Callable[..., Coturn], symmetric: bool
+) -> None:
+    """The command on a laptop behind a NAT router: MASQUERADE is a port-restricted cone
+    (calls work with STUN), ``--random-fully`` a symmetric NAT (calls need a relay)."""
+    lab = build_nat_lab(netns_lab, symmetric=(symmetric,))
+    server = coturn_factory(
+        host=lab.server_ip, alt_host=lab.server_ip2, netns=lab.public.name, tls=False
+    )
+    site = lab.sites[0]
+    res = site.laptop.run(
+        [sys.executable, "-m", "softphone", "--json", "nat-check", "--stun",
+         f"{server.host}:{server.port}"],
+        check=False,
+        timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    nat = json.loads(res.stdout)["nat"]
+    assert nat["nat"] is True
+    assert nat["mapped"].split(":")[0] == site.router_wan_ip
+    if symmetric:
+        assert nat["advice"].startswith(
+            "symmetric NAT: direct calls to other NATed peers will need a TURN relay"
+        )
+    else:
+        assert nat["summary"].startswith("port-restricted-cone NAT")
+        assert "through ICE with STUN" in nat["advice"]
