@@ -33,12 +33,20 @@ import numpy as np
 import pytest
 
 from media.aio import MediaStream, UdpTransport, open_udp_transport
-from media.analysis import cross_correlate
+from media.analysis import cross_correlate, dominant_frequency, rms_dbfs
 from media.opus import OpusDecoder, OpusEncoder
 from media.resample import resample_once
 from media.rtp import RtpPacket
 from media.session import CodecDescription, RtpSession
-from media.sources import SilenceSource, WavFileSink, WavFileSource, load_wav, save_wav
+from media.sources import (
+    NullSink,
+    SilenceSource,
+    ToneSource,
+    WavFileSink,
+    WavFileSource,
+    load_wav,
+    save_wav,
+)
 from media.stats import Stats
 
 pesq_module = pytest.importorskip("pesq", reason="the pesq package is not installed")
@@ -352,6 +360,7 @@ class LossyTransport:
         self.rng = random.Random(seed)
         self.sent = 0
         self.dropped = 0
+        self.passed: list[bytes] = []  # the RTP datagrams that went out
 
     @property
     def on_receive(self) -> Callable[[bytes], None] | None:
@@ -368,6 +377,7 @@ class LossyTransport:
             if self.rng.random() < self.loss:
                 self.dropped += 1
                 return
+            self.passed.append(data)
         self.inner.send(data)
 
 
@@ -426,3 +436,53 @@ def test_real_sockets_with_loss_in_the_transport(
     # a shorter clip: a wide margin), and better than concealment alone there
     assert quality >= runs["opus+fec 10% loss"].pesq - 0.5
     assert quality > runs["opus plc-only 10% loss"].pesq
+
+
+# --- a stalled event loop on real sockets ---------------------------------------------------
+
+
+async def _stalled_call(record: Path) -> tuple[MediaStream, MediaStream, LossyTransport]:
+    ta = await open_udp_transport()
+    tb = await open_udp_transport()
+    ta.remote, tb.remote = tb.local_address, ta.local_address
+    spy = LossyTransport(ta, 0.0, seed=1)
+    now, offset = time.monotonic(), time.time() - time.monotonic()
+    a = RtpSession(PCMU, rng=random.Random(3), cname="a@", now=now, ntp_offset=offset)
+    b = RtpSession(PCMU, rng=random.Random(4), cname="b@", now=now, ntp_offset=offset)
+    sa = MediaStream(a, spy, ToneSource(440, 8000), NullSink(8000))
+    sb = MediaStream(b, tb, SilenceSource(8000), WavFileSink(record, 8000))
+    sb.start()
+    sa.start()
+    try:
+        await asyncio.sleep(1.0)
+        time.sleep(0.6)  # a blocking call stalls the event loop: no frame is sent meanwhile
+        await asyncio.sleep(1.2)
+    finally:
+        await sa.stop()
+        await sb.stop()
+        ta.close()
+        tb.close()
+    return sa, sb, spy
+
+
+def test_a_stalled_sender_leaves_a_marked_gap(tmp_path: Path) -> None:
+    record = tmp_path / "b.wav"
+    sa, sb, spy = asyncio.run(_stalled_call(record))
+    skipped = sa.frames_skipped
+    assert skipped >= 15  # 0.6 s stall, the pacer gives up on ticks more than 0.2 s late
+    assert sa.session.skipped_frames == skipped
+    rtp = [RtpPacket.parse(d) for d in spy.passed]
+    pairs = list(zip(rtp, rtp[1:], strict=False))
+    assert {(b.sequence_number - a.sequence_number) % 2**16 for a, b in pairs} == {1}
+    ts_steps = [(b.timestamp - a.timestamp) % 2**32 for a, b in pairs]
+    gaps = [i for i, step in enumerate(ts_steps) if step != 160]
+    # every skipped frame is in the timestamps, each gap ends with a marked packet
+    assert sum(ts_steps[i] // 160 - 1 for i in gaps) == skipped
+    assert [i for i, p in enumerate(rtp) if p.marker] == [0] + [i + 1 for i in gaps]
+    stats = sb.session.stats()
+    assert stats.packets_lost == 0 and stats.loss_percent == 0
+    # the tone plays on after the stall
+    recorded, _ = load_wav(record)
+    after = recorded[-6400:-800]  # the last second but the final 100 ms
+    assert abs(dominant_frequency(after, 8000) - 440) <= 3
+    assert rms_dbfs(after) > -20
