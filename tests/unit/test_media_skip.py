@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from media.aio import MediaStream, source_dropped_frames
 from media.ringbuffer import FrameRingBuffer
@@ -265,3 +267,22 @@ def test_source_dropped_frames_of_plain_sources() -> None:
         ring = "not a ring"
 
     assert source_dropped_frames(Odd()) == 0  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=3000), min_size=1, max_size=12),
+    st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_any_sequence_of_skips_keeps_the_timeline(skips: list[int], start: int) -> None:
+    s = RtpSession(PCMU, rng=random.Random(8))
+    s._timestamp = start
+    packets = [RtpPacket.parse(s.send_frame(np.zeros(160, np.int16), 0.0)[0])]
+    for n in skips:
+        s.skip_frames(n)
+        packets.append(RtpPacket.parse(s.send_frame(np.zeros(160, np.int16), 0.0)[0]))
+    for i, packet in enumerate(packets):
+        assert packet.timestamp == (start + 160 * (i + sum(skips[:i]))) % 2**32
+        assert (packet.sequence_number - packets[0].sequence_number) % 2**16 == i
+    assert [p.marker for p in packets] == [True] + [n > 0 for n in skips]
+    assert s.skipped_frames == sum(skips)
