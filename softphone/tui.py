@@ -5,7 +5,7 @@ button), a prompt for an incoming call (Answer / Reject), and the call in progre
 and timer, live send/receive level meters in dBFS, the codec, the ICE pair (candidate types and
 addresses), and loss, jitter, round-trip time and MOS. Keys: ``a`` answer, ``r`` reject,
 ``h`` hang up, ``m`` mute, ``o`` hold, ``0``-``9`` ``*`` ``#`` DTMF (RFC 4733) during a call,
-``q`` quit; Enter in the URI field dials.
+``n`` the next account for outgoing calls, ``q`` quit; Enter in the URI field dials.
 
 The UI never touches SIP, ICE or media itself: it talks to a :class:`PhoneEngine` (a small
 interface of commands and read-only snapshots, :class:`AccountView` and :class:`CallView`)
@@ -75,6 +75,7 @@ class AccountView:
     aor: str
     state: str  # "registered", "registering", "not registered", "failed", "peer-to-peer"
     detail: str = ""
+    active: bool = False  # outgoing calls use this account
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,10 @@ class PhoneEngine(Protocol):
     async def hangup(self) -> None: ...
 
     async def set_hold(self, on: bool) -> None: ...
+
+    def next_account(self) -> None:
+        """Select the next account for outgoing calls."""
+        ...
 
     def set_mute(self, on: bool) -> None: ...
 
@@ -211,6 +216,7 @@ class PhoneApp(App[int]):
         Binding("h", "hangup", "Hang up"),
         Binding("m", "mute", "Mute"),
         Binding("o", "hold", "Hold"),
+        Binding("n", "next_account", "Account"),
         Binding("q", "quit_phone", "Quit"),
         *[
             Binding(key, f"dtmf('{digit}')", "DTMF", show=False)
@@ -287,10 +293,12 @@ class PhoneApp(App[int]):
             return
         view = self.engine.call_view()
         self.view = view
-        lines = ["[b]Accounts[/b]"]
-        for acct in self.engine.accounts():
+        accounts = self.engine.accounts()
+        lines = ["[b]Accounts[/b]" + ("  (n: next)" if len(accounts) > 1 else "")]
+        for acct in accounts:
             detail = f" ({acct.detail})" if acct.detail else ""
-            lines.append(f"{acct.name}: {acct.aor}\n  {acct.state}{detail}")
+            mark = "▶ " if acct.active and len(accounts) > 1 else ""
+            lines.append(f"{mark}{acct.name}: {acct.aor}\n  {acct.state}{detail}")
         self.query_one("#accounts", Static).update("\n".join(lines))
         incoming = self.query_one("#incoming")
         if view.state is CallState.INCOMING:
@@ -406,6 +414,11 @@ class PhoneApp(App[int]):
         if self.view.state in _IN_CALL:
             await self._guard(self.engine.set_hold(not self.view.held))
 
+    async def action_next_account(self) -> None:
+        if self.view.state in (CallState.IDLE, CallState.ENDED):
+            self.engine.next_account()
+            self.refresh_view()
+
     async def action_dtmf(self, digit: str) -> None:
         if self.view.state in _IN_CALL and digit in DTMF_KEYS:
             self.engine.send_dtmf(digit)
@@ -448,35 +461,62 @@ class _MutableSource:
 
 
 @dataclass
-class _EngineState:
-    view: CallView = field(default_factory=CallView)
+class _Line:
+    """One account with its user agent and registration state."""
+
+    account: Account
+    ua: Any = None
     registration: str = "not registered"
     detail: str = ""
 
 
-class SoftphoneEngine:
-    """The phone on a real SIP user agent: registers when the account has a server, places
-    calls with :class:`softphone.call.Call`, accepts one incoming call at a time (others get
-    486 Busy Here), answers/rejects on command; hold re-offers sendonly (RFC 3264 §8.4)."""
+@dataclass
+class _EngineState:
+    view: CallView = field(default_factory=CallView)
 
-    def __init__(self, account: Account, *, play: str | None = None, record: str | None = None):
+
+class SoftphoneEngine:
+    """The phone on real SIP user agents, one per account (``account`` first, then
+    ``more_accounts``): each registers when it has a server; calls go out from the selected
+    account (:meth:`next_account`) with :class:`softphone.call.Call`; one incoming call at a
+    time is offered on any account (others get 486 Busy Here); hold re-offers sendonly
+    (RFC 3264 §8.4)."""
+
+    def __init__(
+        self,
+        account: Account,
+        *,
+        more_accounts: tuple[Account, ...] = (),
+        play: str | None = None,
+        record: str | None = None,
+    ) -> None:
         from softphone.commands import peer_account
 
-        self.account = peer_account(account)
+        self.lines = [_Line(peer_account(a)) for a in (account, *more_accounts)]
+        for line in self.lines:
+            line.registration = "registering" if line.account.server else "peer-to-peer"
+        self.active = 0
         self.play = play
         self.record = record
         self.on_change: Callable[[], None] | None = None
         self.on_log: Callable[[str], None] | None = None
-        self.ua: Any = None
         self.call: Any = None
         self._incoming: Any = None
+        self._incoming_line: _Line | None = None
         self._source: _MutableSource | None = None
         self._task: asyncio.Task[None] | None = None
         self._watchers: set[asyncio.Future[None]] = set()
         self._state = _EngineState()
-        self._state.registration = (
-            "registering" if self.account.server is not None else "peer-to-peer"
-        )
+
+    @property
+    def account(self) -> Account:
+        """The selected account (outgoing calls)."""
+        return self.lines[self.active].account
+
+    @property
+    def ua(self) -> Any:
+        """The selected account's user agent (None until it listens, and after close)."""
+        return self.lines[self.active].ua
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -493,7 +533,7 @@ class SoftphoneEngine:
         self._state.view = replace(self._state.view, **changes)
         self._changed()
 
-    def _media_options(self) -> Any:
+    def _media_options(self, account: Account) -> Any:
         from softphone.call import MediaOptions
 
         play, record = self.play, self.record
@@ -517,15 +557,28 @@ class SoftphoneEngine:
         return MediaOptions(
             play=play,
             record=record,
-            input_device=self.account.input_device,
-            output_device=self.account.output_device,
+            input_device=account.input_device,
+            output_device=account.output_device,
         )
 
     # -- PhoneEngine --------------------------------------------------------------------------
 
     def accounts(self) -> list[AccountView]:
-        aor = self.ua.config.aor if self.ua is not None else f"{self.account.user}"
-        return [AccountView(self.account.name, aor, self._state.registration, self._state.detail)]
+        out = []
+        for i, line in enumerate(self.lines):
+            acct = line.account
+            aor = (
+                line.ua.config.aor if line.ua is not None else f"sip:{acct.user}@{acct.aor_domain}"
+            )
+            out.append(
+                AccountView(acct.name, aor, line.registration, line.detail, i == self.active)
+            )
+        return out
+
+    def next_account(self) -> None:
+        self.active = (self.active + 1) % len(self.lines)
+        self._log(f"calls go out from {self.account.name}")
+        self._changed()
 
     def call_view(self) -> CallView:
         view = self._state.view
@@ -556,51 +609,67 @@ class SoftphoneEngine:
         return replace(view, **changes)
 
     async def start(self) -> None:
+        started = 0
+        errors = []
+        for line in self.lines:
+            try:
+                await self._start_line(line)
+                started += 1
+            except OSError as exc:
+                line.registration, line.detail = "failed", f"cannot listen: {exc}"
+                errors.append(f"{line.account.name}: {exc}")
+                self._log(f"{line.account.name}: cannot listen: {exc}")
+                self._changed()
+        if not started:
+            raise OSError("; ".join(errors))
+
+    async def _start_line(self, line: _Line) -> None:
+        from sip.aio import RegistrationError
         from sip.registration import Registered, RegistrationExpired, RegistrationFailed
         from softphone.useragent import listen_transports, make_user_agent
 
-        ua = make_user_agent(self.account)
-        await ua.start(transports=listen_transports(self.account))
-        self.ua = ua  # set once listening: ua.config then holds the real port
-        self._log(f"listening on {self.ua.config.local_host}:{self.ua.config.local_port}")
-        self.ua.on_incoming = self._on_incoming
+        account = line.account
+        ua = make_user_agent(account)
+        await ua.start(transports=listen_transports(account))
+        line.ua = ua  # set once listening: ua.config then holds the real port
+        self._log(f"{account.name}: listening on {ua.config.local_host}:{ua.config.local_port}")
+        ua.on_incoming = lambda incoming: self._on_incoming(line, incoming)
 
         def on_event(ev: object) -> None:
             if isinstance(ev, Registered):
-                self._state.registration, self._state.detail = "registered", f"{ev.expires} s"
+                line.registration, line.detail = "registered", f"{ev.expires} s"
             elif isinstance(ev, RegistrationFailed):
-                self._state.registration = "failed"
-                self._state.detail = f"{ev.status} {ev.reason}"
+                line.registration, line.detail = "failed", f"{ev.status} {ev.reason}"
             elif isinstance(ev, RegistrationExpired):
-                self._state.registration, self._state.detail = "not registered", "expired"
+                line.registration, line.detail = "not registered", "expired"
             else:
                 return
             self._changed()
 
-        self.ua.on_event = on_event
+        ua.on_event = on_event
         self._changed()
-        if self.account.server is not None:
-            from sip.aio import RegistrationError
-
+        if account.server is not None:
             try:
-                reg = await self.ua.register()
-                self._log(f"registered for {reg.expires} s")
+                reg = await ua.register()
+                self._log(f"{account.name}: registered for {reg.expires} s")
             except (RegistrationError, TimeoutError) as exc:
-                self._state.registration, self._state.detail = "failed", str(exc) or "timeout"
-                self._log(f"registration failed: {exc}")
+                line.registration, line.detail = "failed", str(exc) or "timeout"
+                self._log(f"{account.name}: registration failed: {exc}")
             self._changed()
 
     async def close(self) -> None:
         if self.call is not None:
             with contextlib.suppress(Exception):
                 await self.call.hangup()
-        if self.ua is not None:
-            if self.ua.registered is not None:
+        for line in self.lines:
+            ua, line.ua = line.ua, None
+            if ua is None:
+                continue
+            if ua.registered is not None:
                 with contextlib.suppress(Exception):
-                    await self.ua.unregister(timeout=3.0)
+                    await ua.unregister(timeout=3.0)
             # a short wait for transactions to finish: quitting should not hang for seconds
-            await self.ua.close(timeout=1.0)
-            self.ua = None
+            await ua.close(timeout=1.0)
 
     def _progress(self, text: str) -> None:
         self._log(text)
@@ -626,8 +695,10 @@ class SoftphoneEngine:
 
         if self.ua is None:
             raise RuntimeError("the user agent is not running")
-        target = complete_uri(uri, self.account)
-        self.call = Call(self.ua, self.account, self._media_options(), progress=self._progress)
+        account = self.account
+        target = complete_uri(uri, account)
+        options = self._media_options(account)
+        self.call = Call(self.ua, account, options, progress=self._progress)
         self._state.view = CallView(state=CallState.CALLING, remote=target, outgoing=True)
         self._changed()
         try:
@@ -656,7 +727,7 @@ class SoftphoneEngine:
     def _ended(self, reason: str | None) -> None:
         self._set(state=CallState.ENDED, end_reason=reason, ended_at=time.monotonic())
 
-    def _on_incoming(self, incoming: Any) -> None:
+    def _on_incoming(self, line: _Line, incoming: Any) -> None:
         busy = self._state.view.state in (
             CallState.CALLING,
             CallState.RINGING,
@@ -668,11 +739,11 @@ class SoftphoneEngine:
             incoming.reject(486)
             self._log(f"busy: rejected a call from {incoming.call.remote_uri}")
             return
-        self._incoming = incoming
+        self._incoming, self._incoming_line = incoming, line
         incoming.ring()
         remote = str(incoming.call.remote_uri)
         self._state.view = CallView(state=CallState.INCOMING, remote=remote, outgoing=False)
-        self._log(f"incoming call from {remote}")
+        self._log(f"incoming call from {remote} on {line.account.name}")
         self._changed()
         task = asyncio.ensure_future(self._watch_incoming(incoming))
         self._watchers.add(task)
@@ -690,9 +761,11 @@ class SoftphoneEngine:
         from softphone.call import Call, CallFailed
 
         incoming, self._incoming = self._incoming, None
-        if incoming is None:
+        line = self._incoming_line
+        if incoming is None or line is None:
             return
-        self.call = Call(self.ua, self.account, self._media_options(), progress=self._progress)
+        options = self._media_options(line.account)
+        self.call = Call(line.ua, line.account, options, progress=self._progress)
         try:
             await self.call.accept(incoming)
         except CallFailed as exc:
@@ -750,11 +823,27 @@ def _fmt(addr: tuple[str, int]) -> str:
     return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
 
+def _other_accounts(account: Account, args: argparse.Namespace) -> tuple[Account, ...]:
+    """The config file's other accounts with a registrar (shown and registered too)."""
+    from pathlib import Path
+
+    from softphone.config import ConfigError, load_config
+
+    config_path = getattr(args, "config", None)
+    try:
+        config = load_config(Path(config_path) if config_path else None)
+    except ConfigError:
+        return ()
+    return tuple(
+        a for name, a in config.accounts.items() if name != account.name and a.server is not None
+    )
+
+
 def run_tui(account: Account, args: argparse.Namespace, reporter: Reporter) -> int:
     """``softphone tui``: run the full-screen phone until the user quits."""
     if account.server is None and not account.user:
         reporter.progress("no account configured: peer-to-peer calls only (give --server/--user)")
-    engine = SoftphoneEngine(account)
+    engine = SoftphoneEngine(account, more_accounts=_other_accounts(account, args))
     app = PhoneApp(engine)
     # log lines on stderr would scribble over the screen: the app's log panel shows progress
     root = logging.getLogger()

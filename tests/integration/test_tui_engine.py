@@ -184,3 +184,51 @@ async def test_a_call_whose_microphone_cannot_open_ends_cleanly() -> None:
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_two_accounts_register_and_the_selected_one_calls(kamailio: Kamailio) -> None:
+    def office(user: str) -> Account:
+        return Account(
+            name=user,
+            user=user,
+            domain="example.org",
+            server=HostPort.parse(kamailio.server("udp")),
+            password=DEFAULT_USERS[user],
+            bind=HostPort("127.0.0.1", 0),
+        )
+
+    bob = SoftphoneEngine(office("bob"), play="tone:660", record="none")
+    await bob.start()
+    phone = SoftphoneEngine(
+        office("alice"), more_accounts=(office("carol"),), play="tone:440", record="none"
+    )
+    app = PhoneApp(phone, refresh_interval=0.05)
+    try:
+        async with app.run_test(size=(110, 34)) as pilot:
+            await until(
+                pilot,
+                lambda: [a.state for a in phone.accounts()] == ["registered", "registered"],
+                "both registrations",
+            )
+            shown = str(app.query_one("#accounts", Static).render())
+            assert "▶ alice: sip:alice@example.org" in shown
+            assert "carol: sip:carol@example.org" in shown
+            await app.run_action("next_account")
+            shown = str(app.query_one("#accounts", Static).render())
+            assert "▶ carol: sip:carol@example.org" in shown
+            app.query_one("#uri", Input).value = "bob"
+            await app.run_action("dial")
+            await until(pilot, lambda: bob.call_view().state is CallState.INCOMING, "bob rings")
+            assert bob.call_view().remote.startswith("sip:carol@example.org")
+            await bob.reject()
+            await until(pilot, lambda: app.view.state is CallState.ENDED, "the rejection")
+            assert app.view.end_reason == "rejected"
+            # a call to the first account reaches the phone too
+            dial = asyncio.create_task(bob.dial("alice"))
+            await until(pilot, lambda: app.view.state is CallState.INCOMING, "alice rings")
+            assert app.view.remote.startswith("sip:bob@example.org")
+            await app.run_action("reject")
+            await dial
+            assert bob.call_view().end_reason == "rejected"
+    finally:
+        await bob.close()

@@ -57,6 +57,9 @@ class FakeEngine:
     def call_view(self) -> CallView:
         return self.view
 
+    def next_account(self) -> None:
+        self.commands.append("next account")
+
     async def start(self) -> None:
         self.started = True
         self.registration = "registered"
@@ -276,3 +279,17 @@ async def test_active_call_screen_shows_media_and_is_saved() -> None:
         subprocess.run([converter, "-o", str(png), str(svg)], check=True, timeout=60)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     svg.unlink()
+
+
+async def test_next_account_key_only_between_calls() -> None:
+    engine = FakeEngine()
+    app = PhoneApp(engine)
+    async with app.run_test(size=(110, 34)) as pilot:
+        await pilot.press("n")
+        await pilot.pause()
+        assert engine.commands == ["next account"]
+        engine.ring_in("sip:bob@example.org")
+        await pilot.pause()
+        await pilot.press("a", "n")
+        await pilot.pause()
+        assert engine.commands == ["next account", "answer"]
