@@ -5,6 +5,7 @@ textual, converted with rsvg-convert when it is installed)."""
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 import time
@@ -14,12 +15,15 @@ from pathlib import Path
 
 from textual.widgets import Input, Static
 
+from softphone.config import load_config
 from softphone.tui import (
     AccountView,
     CallState,
     CallView,
     LevelBar,
     PhoneApp,
+    SoftphoneEngine,
+    _other_accounts,
     format_level,
 )
 
@@ -293,3 +297,26 @@ async def test_next_account_key_only_between_calls() -> None:
         await pilot.press("a", "n")
         await pilot.pause()
         assert engine.commands == ["next account", "answer"]
+
+
+def test_other_config_accounts_with_a_registrar(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'default_account = "office"\n'
+        '[accounts.office]\nserver = "pbx.example.org"\nuser = "alice@example.org"\n'
+        '[accounts.home]\nserver = "sip.example.net"\nuser = "alice@example.net"\n'
+        '[accounts.p2p]\nuser = "alice"\n'
+    )
+    args = argparse.Namespace(config=str(config))
+    selected = load_config(config).account("office")
+    others = _other_accounts(selected, args)
+    assert [a.name for a in others] == ["home"]  # not the selected one, not peer-to-peer
+    engine = SoftphoneEngine(selected, more_accounts=others)
+    views = engine.accounts()
+    assert [(v.name, v.active, v.state) for v in views] == [
+        ("office", True, "registering"),
+        ("home", False, "registering"),
+    ]
+    assert views[1].aor == "sip:alice@example.net"
+    engine.next_account()
+    assert engine.account.name == "home" and engine.accounts()[1].active
