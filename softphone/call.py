@@ -77,7 +77,8 @@ class CallFailed(Exception):
         self.reason = reason
         self.status = status
         self.kind = kind
-        """The report's ``end_reason``: rejected, no-answer, bad-answer, ice-failed, failed."""
+        """The report's ``end_reason``: rejected, cancelled, no-answer, bad-answer, ice-failed,
+        audio-failed or failed."""
 
 
 @dataclass
@@ -88,7 +89,7 @@ class MediaOptions:
     record: str = "speaker"
     input_device: str | None = None
     output_device: str | None = None
-    gather_timeout: float = 5.0
+    gather_timeout: float = 6.0  # every STUN/TURN server has its own deadline (3 s / 5 s)
     ice_timeout: float = 15.0
     answer_timeout: float = 120.0
     #: ICE components in our offers: 2 (RTP and RTCP candidates, with a=rtcp-mux) or 1.
@@ -327,7 +328,8 @@ class Call:
         try:
             info = inspect_offer(offer)
         except (SdpGlueError, SdpParseError) as exc:
-            incoming.reject(488)
+            with contextlib.suppress(ValueError):  # the caller may have given up already
+                incoming.reject(488)
             self.sip_status = 488
             self._ended("rejected")
             raise CallFailed(f"unusable offer: {exc}", 488, "rejected") from exc
@@ -345,9 +347,12 @@ class Call:
                     raise SdpGlueError("no common codec")
                 self.remote = read_negotiation(audio)
             except (OfferAnswerError, SdpGlueError, SdpParseError) as exc:
-                incoming.reject(488)
+                with contextlib.suppress(ValueError):
+                    incoming.reject(488)
                 self.sip_status = 488
                 raise CallFailed(f"cannot answer the offer: {exc}", 488, "rejected") from exc
+            if incoming.ended.done():
+                raise CallFailed("the caller gave up", 487, "cancelled")
             await incoming.answer(answer.to_bytes())
             self.sip_status = 200
             self._answered_at = time.monotonic()
@@ -396,6 +401,7 @@ class Call:
             agent_options=dict(self.options.ice_agent_options) or None,
         )
         self.progress("gathering candidates")
+        # after gather_timeout, whatever was gathered so far (a slow server adds nothing)
         candidates = await self.ice.gather(self.options.gather_timeout)
         kinds = sorted({c.type.value for c in candidates})
         self.progress(f"{len(candidates)} candidates ({', '.join(kinds) or 'none'})")

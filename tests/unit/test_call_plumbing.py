@@ -99,7 +99,14 @@ def _options(tone: str) -> MediaOptions:
 class Callee:
     """Bob: accepts the next incoming call with a :class:`Call` and keeps it."""
 
-    def __init__(self, ua: AsyncUserAgent, account: Account, tone: str = "tone:660") -> None:
+    def __init__(
+        self,
+        ua: AsyncUserAgent,
+        account: Account,
+        tone: str = "tone:660",
+        options: MediaOptions | None = None,
+    ) -> None:
+        self.options = options or _options(tone)
         self.call: Call | None = None
         self.error: CallFailed | None = None
         self.accepted = asyncio.Event()
@@ -110,7 +117,7 @@ class Callee:
         self._ua = ua
 
     async def _incoming(self, incoming: AsyncCall) -> None:
-        self.call = Call(self._ua, self._account, _options(self._tone), progress=self.lines.append)
+        self.call = Call(self._ua, self._account, self.options, progress=self.lines.append)
         try:
             await self.call.accept(incoming)
         except CallFailed as exc:
@@ -540,3 +547,26 @@ async def test_offer_whose_default_is_no_candidate_gets_ice_mismatch_and_plain_r
         await outgoing.bye(5)
     finally:
         plain.close()
+
+
+async def test_caller_giving_up_while_the_callee_gathers(pair: Pair) -> None:
+    """A STUN server that never answers keeps gathering busy; the caller cancels meanwhile:
+    the callee does not answer a call that is gone."""
+    silent = await open_udp_transport(("127.0.0.1", 0))  # a "STUN server" that never answers
+    try:
+        stun = HostPort("127.0.0.1", silent.local_address[1])
+        options = _options("tone:660")
+        options.gather_timeout = 1.0  # then go on with the host candidates
+        callee = Callee(pair.bob, _account(stun=stun), options=options)
+        host = Candidate.make(CandidateType.HOST, "127.0.0.1", 9)
+        transport = LocalTransport.from_ice("abcd", "0123456789abcdefghijkl", [host])
+        oa = new_offer_answer(local_media(["pcmu"], transport), transport)
+        outgoing = pair.alice.start_call(pair.bob_uri, oa.create_offer().to_bytes())
+        await asyncio.sleep(0.5)
+        assert not callee.accepted.is_set()  # still gathering
+        assert await outgoing.cancel(5) in ("local-cancel", "failed")
+        await asyncio.wait_for(callee.accepted.wait(), 10)
+        assert callee.error is not None and callee.error.kind == "cancelled"
+        assert callee.call is not None and callee.call.report()["call"]["end_reason"] == "cancelled"
+    finally:
+        silent.close()
