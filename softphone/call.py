@@ -92,6 +92,8 @@ class MediaOptions:
     gather_timeout: float = 6.0  # every STUN/TURN server has its own deadline (3 s / 5 s)
     ice_timeout: float = 15.0
     answer_timeout: float = 120.0
+    #: Hang up when nothing arrives from the peer for this long (not while on hold); None: never.
+    media_timeout: float | None = 30.0
     #: ICE components in our offers: 2 (RTP and RTCP candidates, with a=rtcp-mux) or 1.
     offer_components: int = 2
     #: Passed to :class:`ice.agent.Agent` (``consent_interval``, ``timeout`` ...).
@@ -156,15 +158,22 @@ class _SendGate:
         self.path = path
         self.paused = False
         self.held_back = 0
+        self.last_received = time.monotonic()
+        self._handler: Callable[[bytes], None] | None = None
 
     @property
     def on_receive(self) -> Callable[[bytes], None] | None:
-        handler: Callable[[bytes], None] | None = self.path.on_receive
-        return handler
+        return self._handler
 
     @on_receive.setter
     def on_receive(self, handler: Callable[[bytes], None] | None) -> None:
-        self.path.on_receive = handler
+        self._handler = handler
+        self.path.on_receive = None if handler is None else self._received
+
+    def _received(self, data: bytes) -> None:
+        self.last_received = time.monotonic()
+        if self._handler is not None:
+            self._handler(data)
 
     def send(self, data: bytes) -> None:
         if self.paused and not (len(data) > 1 and 192 <= data[1] <= 223):
@@ -210,6 +219,7 @@ class Call:
         self._gate: _SendGate | None = None
         self._restore_offer_handler: Callable[[], None] | None = None
         self.on_hold = False
+        self._sends = self._receives = True  # the negotiated direction, from our side
         self._started = time.monotonic()
         self._answered_at: float | None = None
         self._ended_at: float | None = None
@@ -277,6 +287,7 @@ class Call:
                 if audio is None:
                     raise SdpGlueError("the answer accepted no audio stream")
                 self.remote = read_negotiation(audio)
+                self._sends, self._receives = audio.direction.sends, audio.direction.receives
             except (OfferAnswerError, SdpGlueError, SdpParseError) as exc:
                 raise CallFailed(f"unusable answer: {exc}", 488, "bad-answer") from exc
             await self._connect_media(transport)
@@ -346,6 +357,7 @@ class Call:
                 if audio is None:
                     raise SdpGlueError("no common codec")
                 self.remote = read_negotiation(audio)
+                self._sends, self._receives = audio.direction.sends, audio.direction.receives
             except (OfferAnswerError, SdpGlueError, SdpParseError) as exc:
                 with contextlib.suppress(ValueError):
                     incoming.reject(488)
@@ -508,6 +520,7 @@ class Call:
                 device=self.options.output_device,
             )
             self._gate = _SendGate(rtp_path)
+            self._gate.paused = not self._sends  # e.g. answered recvonly
             self.stream = MediaStream(
                 session,
                 self._gate,
@@ -575,6 +588,7 @@ class Call:
     def _apply_reoffer(self, remote: RemoteMedia, receives: bool, sends: bool) -> None:
         old = self.remote
         self.remote = remote
+        self._sends, self._receives = sends, receives
         hold = not sends  # the peer does not want our media (sendonly/inactive, RFC 3264 §8.4)
         if hold != self.on_hold:
             self.on_hold = hold
@@ -626,7 +640,8 @@ class Call:
         if stopper is not None:
             waits.add(stopper)
         consent = asyncio.ensure_future(self._consent_lost())
-        waits.add(consent)
+        silence = asyncio.ensure_future(self._media_silent())
+        waits |= {consent, silence}
         timeout = None
         if duration is not None:
             timeout = max(0.0, self._answered_at + duration - time.monotonic())
@@ -637,6 +652,9 @@ class Call:
                 fut.cancel()
         if self._closed:
             pass
+        elif silence.done() and not silence.cancelled() and not self.sip.ended.done():
+            self.progress(f"nothing received for {self.options.media_timeout:g} s; hanging up")
+            await self._teardown("media-timeout", send_bye=True)
         elif consent.done() and not consent.cancelled() and not self.sip.ended.done():
             self.progress("ICE consent lost (RFC 7675): the peer is gone; hanging up")
             await self._teardown("ice-consent-lost", send_bye=True)
@@ -659,6 +677,21 @@ class Call:
             return
         while ice.agent.has_consent(1) or ice.agent.selected_pair(1) is None:
             await asyncio.sleep(0.25)
+
+    async def _media_silent(self) -> None:
+        """Returns when the peer sent nothing (RTP or muxed RTCP) for ``media_timeout`` while
+        not holding the call; never without a timeout."""
+        timeout = self.options.media_timeout
+        gate = self._gate
+        if timeout is None or gate is None:
+            await asyncio.Event().wait()
+            return
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            if self.on_hold or not self._receives:  # the peer is not meant to send
+                gate.last_received = time.monotonic()
+            elif time.monotonic() - gate.last_received > timeout:
+                return
 
     async def hangup(self, reason: str = "local-bye") -> None:
         """Hang up now (BYE, or CANCEL while ringing) and release everything."""

@@ -570,3 +570,21 @@ async def test_caller_giving_up_while_the_callee_gathers(pair: Pair) -> None:
         assert callee.call is not None and callee.call.report()["call"]["end_reason"] == "cancelled"
     finally:
         silent.close()
+
+
+async def test_a_silent_peer_is_hung_up_on(pair: Pair) -> None:
+    """Plain RTP has no consent checks: nothing from the peer for media_timeout ends the call."""
+    options = _options("tone:660")
+    options.media_timeout = 0.6
+    callee = Callee(pair.bob, _account(ice=False), options=options)
+    caller, _ = await _dial(pair, _account(ice=False))
+    await asyncio.wait_for(callee.accepted.wait(), 5)
+    assert callee.call is not None and caller.stream is not None and caller.sip is not None
+    running = asyncio.ensure_future(callee.call.run())
+    await asyncio.sleep(0.3)
+    assert not running.done()  # media flows: no timeout
+    await caller.stream.stop()  # the caller's media dies, its SIP does not say so
+    assert await asyncio.wait_for(running, 10) == "media-timeout"
+    assert any(line.startswith("nothing received for 0.6 s") for line in callee.lines)
+    assert await caller.sip.wait_ended(5) == "remote-bye"
+    await caller.hangup()
