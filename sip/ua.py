@@ -644,8 +644,8 @@ class UserAgent:
         resp.headers.add("Accept", ", ".join(self.config.accept))
         resp.headers.add("Accept-Encoding", "identity")
         resp.headers.add("Accept-Language", "en")
-        if self.config.supported:
-            resp.headers.add("Supported", ", ".join(self.config.supported))
+        # Always present: an empty Supported says we need no extension (§20.37).
+        resp.headers.add("Supported", ", ".join(self.config.supported))
         resp.headers.add("Contact", self.contact())
         self.respond(stx, resp, now)
 

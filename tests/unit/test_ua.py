@@ -340,6 +340,7 @@ def test_options_out_of_dialog():
     for m in ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE"):
         assert m in allow
     assert "application/sdp" in (resp.headers.get("Accept") or "")
+    assert "Supported" in resp.headers
 
 
 def _raw(method: str, *, to_tag: str | None = None, extra: str = "", body: bytes = b"") -> bytes:
