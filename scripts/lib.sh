@@ -6,8 +6,8 @@ VENV="$REPO/.venv"
 
 # Debian packages the product needs at run time (codec and audio libraries).
 RUNTIME_APT="python3 python3-venv libopus0 libportaudio2"
-# What the demo needs on top: a local Kamailio to register against.
-DEMO_APT="kamailio openssl"
+# What the demo needs on top: espeak-ng speaks its clip (it synthesizes one without).
+DEMO_APT="espeak-ng"
 # What the tests need: the real peers and tools they start themselves.
 TEST_APT="kamailio kamailio-tls-modules sip-tester dnsmasq-base coturn baresip iptables iproute2 \
 nftables pulseaudio libasound2-plugins espeak-ng sox openssl tmux procps librsvg2-bin"
