@@ -113,13 +113,21 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
 
 
 async def _start_ua(account: Account, reporter: Reporter) -> AsyncUserAgent:
+    """Open the SIP sockets and register when there is a server; closes what it opened and
+    re-raises on failure (RegistrationError, OSError, TimeoutError)."""
     ua = make_user_agent(account)
-    await ua.start(transports=listen_transports(account))
-    reporter.progress(f"{ua.config.aor} listening on {ua.config.local_host}:{ua.config.local_port}")
-    if account.server is not None:
-        reporter.progress(f"registering via {account.server}")
-        reg = await ua.register()
-        reporter.progress(f"registered for {reg.expires} s")
+    try:
+        await ua.start(transports=listen_transports(account))
+        reporter.progress(
+            f"{ua.config.aor} listening on {ua.config.local_host}:{ua.config.local_port}"
+        )
+        if account.server is not None:
+            reporter.progress(f"registering via {account.server}")
+            reg = await ua.register()
+            reporter.progress(f"registered for {reg.expires} s")
+    except BaseException:
+        await ua.close(timeout=1.0)
+        raise
     return ua
 
 
@@ -194,6 +202,10 @@ async def run_answer(account: Account, args: argparse.Namespace, reporter: Repor
         except RegistrationError as exc:
             reporter.progress(f"registration failed: {exc.status} {exc.reason}")
             reporter.section("answer").update(calls=0, succeeded=0, registered=False)
+            return EXIT_FAILED
+        except (OSError, TimeoutError) as exc:
+            reporter.progress(f"cannot start: {exc}")
+            reporter.section("answer").update(calls=0, succeeded=0)
             return EXIT_FAILED
         reporter.progress("waiting for calls" + ("" if args.auto else "; Enter answers"))
         try:

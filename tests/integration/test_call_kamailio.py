@@ -151,3 +151,23 @@ def test_call_between_two_natted_laptops(
     assert "candidates (host, relay, srflx)" in alice.stderr
     assert abs(dominant(bob_wav) - 440) < 5
     assert abs(dominant(alice_wav) - 880) < 5
+
+
+def test_call_with_a_wrong_password_fails_at_registration(
+    kamailio: Kamailio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALICE_PW", "not-the-password")
+    result = subprocess.run(
+        softphone(
+            "--json", "--server", kamailio.server(), "--user", "alice@example.org",
+            "--password-env", "ALICE_PW", "--bind", "127.0.0.1:0",
+            "call", "bob", "--play", "tone:440", "--record", "none",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    report = json.loads(result.stdout)["call"]
+    assert report["end_reason"] == "not-registered" and report["sip_status"] in (401, 403)
+    assert "registration failed" in result.stderr and "Traceback" not in result.stderr

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -511,3 +512,18 @@ def test_answer_without_input_keeps_ringing_until_the_caller_gives_up(tmp_path: 
         answerer.stop()
     assert report["call"]["end_reason"] == "interrupted"
     assert report["call"]["sip_status"] == 487
+
+
+def test_answer_on_a_port_in_use_fails_cleanly(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            softphone("--json", "--bind", f"127.0.0.1:{port}", "answer", "--auto"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr and "Traceback" not in result.stderr
+    assert json.loads(result.stdout)["answer"] == {"calls": 0, "succeeded": 0}
