@@ -99,6 +99,27 @@ _DECODABLE = {"pcmu": 8000, "pcma": 8000, "opus": 48000}  # encoding -> RTP cloc
 _COLLISION_LOOP_S = 10.0
 
 
+def _opus_has_fec(payload: bytes) -> bool:
+    """Whether an Opus packet carries in-band FEC (SILK LBRR data) for the frame before it.
+
+    The SILK layer (SILK-only and hybrid modes; CELT-only packets have none) starts right
+    after the TOC byte of a one- or two-frame packet (codes 0 and 1) with one VAD flag per
+    20 ms SILK frame and then the LBRR flag (RFC 6716 §4.2.3), each coded with probability
+    1/2, so they are the leading bits of the first range-coded byte (§4.1.1, §4.1.3.1).
+    Packets with code 2 or 3 are not looked into (True: libopus finds out).
+    """
+    if len(payload) < 2:
+        return False
+    config, code = payload[0] >> 3, payload[0] & 3
+    if config >= 16:
+        return False
+    if code > 1:
+        return True
+    frame_ms = (10, 20, 40, 60)[config % 4] if config < 12 else (10, 20)[config % 2]
+    vad_flags = max(1, frame_ms // 20)
+    return bool(payload[1] >> (7 - vad_flags) & 1)
+
+
 @dataclass(frozen=True)
 class CodecDescription:
     """A negotiated RTP payload format: ``opus/48000/2``, ``PCMU/8000``, ``telephone-event``.
@@ -800,9 +821,10 @@ class RtpSession:
         if isinstance(decoder, OpusDecoder):
             samples = max(120, samples - samples % 120)  # Opus: multiples of 2.5 ms
             try:
-                if next_payload is not None and count:
+                if next_payload is not None and count and _opus_has_fec(next_payload):
                     self.fec_frames += 1
                     return decoder.decode_fec(next_payload, samples)
+                # no next packet, or one without LBRR data (libopus would conceal anyway)
                 if count:
                     self.concealed_frames += 1
                 return decoder.conceal(samples)

@@ -104,6 +104,7 @@ class Call:
     samples_a: int = 0
     samples_b: int = 0
     silent_a: bool = False
+    speech_a: bool = False  # A sends the ``_speech_at`` signal instead of its tone
 
     def run(self, seconds: float) -> None:
         a, b = self.a, self.b
@@ -121,7 +122,10 @@ class Call:
                 for data, component in s.datagrams_to_send():
                     link.send(data, now, component)
             if step % 20 == 0:  # A's 20 ms tick
-                frame = tone(self.freq_a, a.sample_rate, a.frame_samples, self.samples_a)
+                if self.speech_a:
+                    frame = _speech_at(self.samples_a, a.frame_samples)
+                else:
+                    frame = tone(self.freq_a, a.sample_rate, a.frame_samples, self.samples_a)
                 if a.channels == 2:
                     frame = np.repeat(frame[:, None], 2, axis=1)
                 if self.silent_a:
@@ -270,13 +274,41 @@ def test_receiver_feeds_opus_loss_back_to_sender() -> None:
 
 
 def test_opus_fec_recovers_single_losses() -> None:
+    # speech, not a pure tone: SILK codes LBRR only for frames it finds active, and a steady
+    # 440 Hz tone is near-silence to it (almost no packet would carry FEC data)
     call = make_call(OPUS, ab=Link(0.02, 0.005, 0.08, seed=9))
+    call.speech_a = True
     call.run(20.0)
     sb = call.b.stats(call.now)
     assert sb.packets_lost > 50
     assert sb.fec_frames > 0.5 * sb.packets_lost
     assert sb.concealed_frames < sb.packets_lost
+    # every lost frame is counted once: recovered from FEC or concealed
+    assert sb.fec_frames + sb.concealed_frames <= sb.packets_lost + 3
+    heard = np.concatenate(call.heard_by_b).astype(np.float64)
+    assert np.sqrt(np.mean(heard[-48000:] ** 2)) > 1000  # the speech plays on
+
+
+def test_opus_fec_is_not_counted_for_packets_without_lbrr() -> None:
+    # a tone that SILK treats as inactive: the next packets carry no LBRR data, so the lost
+    # frames are concealed (and counted as such), not "recovered"
+    call = make_call(OPUS, ab=Link(0.02, 0.005, 0.08, seed=9))
+    call.run(10.0)
+    sb = call.b.stats(call.now)
+    assert sb.packets_lost > 20
+    assert sb.fec_frames < 0.2 * sb.packets_lost
+    assert sb.concealed_frames > 0.5 * sb.packets_lost
     assert dominant_frequency(call.heard_by_b, 48000) == pytest.approx(440, abs=3)
+
+
+def _speech_at(start: int, n: int, rate: int = 48000) -> np.ndarray:
+    """``n`` samples of a voiced, syllable-modulated signal from sample ``start`` on."""
+    t = (start + np.arange(n)) / rate
+    # the phase of the gliding pitch 150 + 30 sin(2 pi 1.3 t) in closed form, so frames join up
+    phase = 2 * np.pi * (150 * t - 30 / (2 * np.pi * 1.3) * np.cos(2 * np.pi * 1.3 * t))
+    x = sum(np.sin(k * phase) / k for k in range(1, 20))
+    x = 6000 * x * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t)) / 2
+    return x.astype(np.int16)
 
 
 def _speech(n_frames: int) -> list[np.ndarray]:
