@@ -573,10 +573,11 @@ class Call:
         if self.oa is None:
             return None
         try:
+            self._follow_ice_restart(offer)
             answer, negotiation = self.oa.process_offer(offer)
             audio = negotiation.audio
             remote = read_negotiation(audio) if audio is not None else None
-        except (OfferAnswerError, SdpGlueError, SdpParseError) as exc:
+        except ValueError as exc:  # OfferAnswerError, SdpGlueError, SdpParseError, IceSdpError
             log.warning("cannot answer the re-offer: %s", exc)
             with contextlib.suppress(OfferAnswerError):
                 self.oa.reject_offer()
@@ -584,6 +585,32 @@ class Call:
         if remote is not None and audio is not None:
             self._apply_reoffer(remote, audio.direction.receives, audio.direction.sends)
         return answer.to_bytes()
+
+    def _follow_ice_restart(self, offer: bytes) -> None:
+        """New ICE credentials in a re-offer are the peer's ICE restart (RFC 8445 §9): the
+        agent restarts with the peer's new candidates, and our answer carries our new
+        credentials (RFC 8839 §4.4.1.1.1). Media stays on the old pair until a new one is
+        nominated."""
+        ice, old = self.ice, self.remote
+        if ice is None or old is None or old.ice is None or self.oa is None:
+            return
+        info = inspect_offer(offer)
+        if info.ice is None or (info.ice.ufrag, info.ice.pwd) == (old.ice.ufrag, old.ice.pwd):
+            return
+        params = info.ice.parameters
+        assert params is not None
+        components = ice.agent.components
+        candidates = [c for c in info.ice.candidates if c.component <= components]
+        ice.set_remote(params.ufrag, params.pwd, candidates, lite=params.lite)
+        ours = LocalTransport.from_ice(
+            ice.local_ufrag, ice.local_pwd, ice.local_candidates, components
+        )
+        media = self.oa.media[0]
+        media.attributes = local_media(self.account.codecs, ours).attributes
+        media.address, media.port = ours.address, ours.port
+        if ours.rtcp is not None:
+            media.rtcp_address, media.rtcp_port = ours.rtcp
+        self.progress("the peer restarted ICE")
 
     def _apply_reoffer(self, remote: RemoteMedia, receives: bool, sends: bool) -> None:
         old = self.remote
@@ -605,13 +632,6 @@ class Call:
             rtp_path.remote = remote.rtp
             if isinstance(rtcp_path, UdpTransport):
                 rtcp_path.remote = remote.rtcp
-        if (
-            self.ice is not None
-            and remote.ice is not None
-            and old.ice is not None
-            and remote.ice.ufrag != old.ice.ufrag
-        ):
-            log.warning("the peer restarted ICE; not followed (media stays on the old pair)")
 
     # -- during the call ----------------------------------------------------------------------
 

@@ -588,3 +588,46 @@ async def test_a_silent_peer_is_hung_up_on(pair: Pair) -> None:
     assert any(line.startswith("nothing received for 0.6 s") for line in callee.lines)
     assert await caller.sip.wait_ended(5) == "remote-bye"
     await caller.hangup()
+
+
+async def test_callee_follows_an_ice_restart_in_a_reoffer(pair: Pair) -> None:
+    """RFC 8445 §9: new credentials in a re-INVITE restart ICE; the answer carries new ones
+    of ours, the checks run again and media keeps flowing."""
+    callee = Callee(pair.bob, _account())
+    conn = IceConnection(True, bind="127.0.0.1")
+    try:
+        candidates = await conn.gather(5)
+        transport = LocalTransport.from_ice(conn.local_ufrag, conn.local_pwd, candidates)
+        oa = new_offer_answer(local_media(["pcmu"], transport), transport)
+        outgoing = pair.alice.start_call(pair.bob_uri, oa.create_offer().to_bytes())
+        first = oa.process_answer(await outgoing.wait_answered(5) or b"")
+        assert first.audio is not None
+        remote = read_negotiation(first.audio)
+        assert remote.ice is not None and remote.ice.parameters is not None
+        conn.set_remote(remote.ice.ufrag or "", remote.ice.pwd or "", remote.ice.candidates)
+        await conn.connect(5)
+        await asyncio.wait_for(conn.transport(1).recv(), 5)  # bob's RTP
+        # restart: new credentials of ours in a re-offer
+        loop = asyncio.get_running_loop()
+        conn.agent.restart(loop.time())
+        restarted = LocalTransport.from_ice(conn.local_ufrag, conn.local_pwd, candidates)
+        oa.media[0].attributes = local_media(["pcmu"], restarted).attributes
+        answer = await outgoing.reinvite(oa.create_offer().to_bytes(), timeout=5)
+        second = oa.process_answer(answer or b"")
+        assert second.audio is not None
+        again = read_negotiation(second.audio)
+        assert again.ice is not None and again.ice.ufrag != remote.ice.ufrag  # bob's are new
+        conn.set_remote(again.ice.ufrag or "", again.ice.pwd or "", again.ice.candidates)
+        for _ in range(100):  # the new generation nominates a pair
+            if conn.agent.stats().state == "completed":
+                break
+            await asyncio.sleep(0.05)
+        assert conn.agent.stats().state == "completed"
+        assert callee.call is not None and "the peer restarted ICE" in callee.lines
+        assert callee.call.ice is not None and callee.call.ice.agent.stats().restarts == 1
+        while not conn.transport(1)._queue.empty():
+            conn.transport(1)._queue.get_nowait()
+        assert 128 <= (await asyncio.wait_for(conn.transport(1).recv(), 5))[0] < 192
+        await outgoing.bye(5)
+    finally:
+        await conn.close()
