@@ -2,10 +2,15 @@
 :mod:`tests.lab.ice_node`, exchange candidates out of band (the test relays them), connect,
 and carry data both ways; the selected pair's candidate types and addresses are checked.
 
-The lab (``ice_lab`` in conftest.py, built once for the module): coturn on the public net,
+The lab (``ice_lab`` in conftest.py, built once for tests/lab): coturn on the public net,
 laptops behind MASQUERADE ("eim": endpoint-independent mapping) and MASQUERADE
 --random-fully ("sym": symmetric) routers, two laptops on one LAN, one laptop on the public
-net.  The RFC 5780 classification of these NAT types is tested in
+net.  Cases: eim/eim direct, sym/sym and eim/sym relayed (and failing without TURN), public
+laptop against either NAT, same LAN, 10% loss, two components, consent freshness and NAT
+keepalive, ICE restart, UDP blocked (TURN over TCP).  Connect times are printed and
+summarised at the end of the run (no timing assertions).
+
+The RFC 5780 classification of these NAT types is tested in
 tests/integration/test_nat_check_coturn.py (test_nat_check_behind_iptables_nat) and is not
 repeated here.
 """
