@@ -17,11 +17,14 @@ ICE and the answer has none, the peer sends to our default candidates, so media 
 (:class:`_DefaultCandidatePath`: their sockets, or the TURN allocation for a relayed one).
 
 During the call, re-offers (re-INVITE/UPDATE) are answered through the call's offer/answer
-state (RFC 3264 §8): hold stops our RTP but not RTCP, a new address is followed. A selected
-pair that loses consent (RFC 7675) ends the call. Hang-up (:meth:`Call.hangup`) tears
-everything down in order: the media session (its RTCP BYE, RFC 3550 §6.6), the SIP session
-(BYE, or CANCEL while ringing), then the ICE connection (which releases TURN allocations,
-RFC 8656 §8). :meth:`Call.report` gives the ``--json`` sections ``call``, ``ice`` and ``rtp``.
+state (RFC 3264 §8): hold stops our RTP but not RTCP, a new address is followed, new ICE
+credentials restart ICE (RFC 8445 §9). A selected pair that loses consent (RFC 7675), or a
+peer that sends nothing for ``media_timeout`` seconds, ends the call.
+
+Hang-up (:meth:`Call.hangup`) tears everything down in order: the media session (its RTCP
+BYE, RFC 3550 §6.6), the SIP session (BYE, or CANCEL while ringing), then the ICE connection
+(which releases TURN allocations, RFC 8656 §8). :meth:`Call.report` gives the ``--json``
+sections ``call``, ``ice`` and ``rtp``.
 """
 
 from __future__ import annotations
