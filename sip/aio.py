@@ -234,6 +234,7 @@ class AsyncUserAgent:
         self.lookup = lookup
         self.keepalive_interval = keepalive_interval
         self.transport: TransportLayer | None = None
+        #: Called with each incoming call (sync or async); see also :attr:`incoming`.
         self.on_incoming: IncomingHandler | None = None
         self.on_event: Callable[[Any], None] | None = None
         self.incoming: asyncio.Queue[AsyncCall] = asyncio.Queue()
@@ -533,11 +534,14 @@ class AsyncUserAgent:
         if isinstance(ev, inv.IncomingCall):
             acall = AsyncCall(self, ev.call)
             acall._event(ev)
-            self.incoming.put_nowait(acall)
             if self.on_incoming is not None:
                 result = self.on_incoming(acall)
                 if result is not None:
                     self._spawn(result)
+            # Every incoming call is queued too, unless a synchronous handler already ended
+            # it (e.g. rejected it as busy): nobody should pick that one up later.
+            if ev.call.state is not CallState.TERMINATED:
+                self.incoming.put_nowait(acall)
         elif isinstance(call, Call) and isinstance(call.user_data, AsyncCall):
             call.user_data._event(ev)
         elif isinstance(ev, (Registered, RegistrationFailed, Unregistered)):
