@@ -51,13 +51,14 @@ class SdpParseError(ValueError):
 
 def _uint(text: str, what: str) -> int:
     """Parse a non-negative decimal integer (ASCII digits only, unlike :func:`int`)."""
-    if not _UINT.fullmatch(text):
+    # same set as _UINT: str.isdigit() alone would also accept non-ASCII digits
+    if not (text.isdigit() and text.isascii() and len(text) <= 30):
         raise SdpParseError(f"{what}: expected a non-negative integer, got {text[:40]!r}")
     return int(text)
 
 
 def _opt_uint(text: str) -> int | None:
-    return int(text) if _UINT.fullmatch(text) else None
+    return int(text) if text.isdigit() and text.isascii() and len(text) <= 30 else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -105,7 +106,7 @@ class Direction(StrEnum):
 _DIRECTIONS = frozenset(d.value for d in Direction)
 
 
-@dataclass
+@dataclass(slots=True)
 class SdpLine:
     """A line kept verbatim (``<type>=<value>``): an unknown type letter or a misplaced line."""
 
@@ -116,7 +117,7 @@ class SdpLine:
         return f"{self.type}={self.value}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Attribute:
     """``a=<name>[:<value>]`` (RFC 8866 §5.13). ``value`` is ``None`` for a property attribute."""
 
@@ -132,7 +133,7 @@ class Attribute:
         return cls(name, value if sep else None)
 
 
-@dataclass
+@dataclass(slots=True)
 class Origin:
     """``o=<username> <sess-id> <sess-version> <nettype> <addrtype> <unicast-address>`` (§5.2)."""
 
@@ -161,7 +162,7 @@ class Origin:
         return cls(username, session_id, number, nettype, addrtype, address)
 
 
-@dataclass
+@dataclass(slots=True)
 class Connection:
     """``c=<nettype> <addrtype> <connection-address>`` (RFC 8866 §5.7).
 
@@ -222,7 +223,7 @@ class Connection:
         return cls(address, addrtype, nettype, ttl, count)
 
 
-@dataclass
+@dataclass(slots=True)
 class Bandwidth:
     """``b=<bwtype>:<bandwidth>`` (RFC 8866 §5.8), e.g. ``AS`` in kbit/s or ``TIAS`` in bit/s."""
 
@@ -240,7 +241,7 @@ class Bandwidth:
         return cls(bwtype, _uint(value, "b= bandwidth"))
 
 
-@dataclass
+@dataclass(slots=True)
 class Timing:
     """``t=<start-time> <stop-time>`` with its ``r=`` repeat lines kept as text (§5.9, §5.10)."""
 
@@ -723,18 +724,55 @@ class SessionDescription(_AttributeList):
         return self.to_str()
 
 
+# Attribute lists are materialised lazily.  ``attributes`` of both classes is a property over
+# ``_attributes`` in the instance dict: a list of Attribute, or None while the parser's texts
+# (``name[:value]``, the line after ``a=``) wait in ``_attribute_texts``.  Equality, repr,
+# dataclasses.replace and every method go through the property, so only the cost moves.
+
+
+def _get_attributes(self: _AttributeList) -> list[Attribute]:
+    state = self.__dict__
+    attributes: list[Attribute] | None = state["_attributes"]
+    if attributes is None:
+        parse = Attribute.parse
+        attributes = state["_attributes"] = [parse(t) for t in state.pop("_attribute_texts")]
+    return attributes
+
+
+def _set_attributes(self: _AttributeList, value: list[Attribute]) -> None:
+    state = self.__dict__
+    state["_attributes"] = value
+    if "_attribute_texts" in state:
+        del state["_attribute_texts"]
+
+
+def _defer_attributes(owner: _AttributeList, texts: list[str]) -> None:
+    state = owner.__dict__
+    state["_attributes"] = None
+    state["_attribute_texts"] = texts
+
+
+for _cls in (MediaDescription, SessionDescription):
+    setattr(_cls, "attributes", property(_get_attributes, _set_attributes))  # noqa: B010
+
+_NO_ORIGIN = Origin()  # placeholder while parsing; a description without o= is rejected
+
+
 # --------------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------------
 
 
-def _split_lines(data: str | bytes) -> list[tuple[str, str]]:
+def _decode(data: str | bytes) -> str:
     if isinstance(data, bytes | bytearray | memoryview):
-        text = bytes(data).decode("utf-8", "surrogateescape")
-    elif isinstance(data, str):
-        text = data
-    else:
-        raise SdpParseError(f"SDP must be str or bytes, not {type(data).__name__}")
+        return bytes(data).decode("utf-8", "surrogateescape")
+    if isinstance(data, str):
+        return data
+    raise SdpParseError(f"SDP must be str or bytes, not {type(data).__name__}")
+
+
+def _split_lines(data: str | bytes) -> list[tuple[str, str]]:
+    text = _decode(data)
     result: list[tuple[str, str]] = []
     for number, line in enumerate(_LINE_SPLIT.split(text), start=1):
         if not line.strip():
@@ -755,7 +793,8 @@ def _parse_media_line(value: str) -> MediaDescription:
     if port > 65535:
         raise SdpParseError(f"m= port out of range: {port}")
     count = _uint(count_part, "m= port count") if sep else None
-    return MediaDescription(media, port, proto, parts[3:], count)
+    del parts[:3]
+    return MediaDescription(media, port, proto, parts, count)
 
 
 def parse_sdp(data: str | bytes) -> SessionDescription:
@@ -764,14 +803,119 @@ def parse_sdp(data: str | bytes) -> SessionDescription:
     CRLF, LF or CR end lines; blank lines are skipped. Unknown attributes are kept in order;
     lines with an unknown type letter, and repeated or misplaced single-valued lines, are kept as
     :class:`SdpLine` in the section where they appeared. Raises only :class:`SdpParseError`.
+
+    ``a=`` lines are split into :class:`Attribute` objects when an attribute list is first used
+    (an attribute line cannot be malformed, so this changes nothing but the cost of a parse whose
+    attributes are never read).
     """
-    lines = _split_lines(data)
+    text = _decode(data)
+    if text[:2] == "v=":
+        try:
+            session = _parse_plain(text)
+        except SdpParseError:
+            session = None  # let the general parser report the error it meets first
+        if session is not None:
+            return session
+    return _parse_lines(_split_lines(text))
+
+
+# The usual head lines of a section in one match each (ASCII fields separated by single spaces, a
+# unicast c= address).  Whatever they match, the line-by-line code parses to the same values.
+_F = r"([!-~]++)"  # a field: visible ASCII, so str.split() would cut the line at the same places
+_N = r"([0-9]{1,30}+)"  # what _uint accepts
+_C = r"c=" + _F + " " + _F + r" ([!-.0-~]++)"  # address without "/": no TTL or count
+_SESSION_HEAD_RE = re.compile(
+    rf"v={_N}\r\no={_F} {_F} {_N} {_F} {_F} {_F}\r\ns=([^\r\n]*+)\r\n(?:{_C}\r\n)?t={_N} {_N}"
+)
+_MEDIA_HEAD_RE = re.compile(rf"{_F} ([0-9]{{1,5}}+) {_F}((?: [!-~]++)*+)(?:\r\n{_C})?")
+
+
+def _parse_plain(text: str) -> SessionDescription | None:
+    """Fast path for CRLF lines, no blank lines, each section's ``a=`` lines after its others.
+
+    That is how user agents write SDP.  Whole sections are cut with C-level splits (at
+    ``CRLF m=`` and then ``CRLF a=``); the usual session head (v o s [c] t) and media head
+    (m [c]) are read by one regex match each, other head lines one by one.  Returns None for
+    anything else; the general parser then gives what this one would have
+    (tests/unit/test_parse_fastpaths.py checks that they agree).
+    """
+    lf = text.count("\n")
+    if text.count("\r") != lf:
+        return None
+    if text[-2:] == "\r\n":
+        text = text[:-2]
+        lf -= 1
+    sections = [section.split("\r\na=") for section in text.split("\r\nm=")]
+    # Lines if every line ends in CRLF and no a= line is followed by another kind in its section;
+    # equal to the number of LFs + 1 exactly when so (a bare CR/LF or a misplaced line lowers it).
+    lines = 0
+    for texts in sections:
+        lines += len(texts) + texts[0].count("\r\n")
+    if lines != lf + 1:
+        return None
+    texts = sections[0]
+    m = _SESSION_HEAD_RE.fullmatch(texts[0])
+    if m is not None:
+        v, user, sid, sver, net, addrtype, addr, name, cnet, ctype, caddr, start, stop = m.groups()
+        session = SessionDescription(
+            Origin(user, sid, int(sver), net, addrtype, addr),
+            name,
+            int(v),
+            connection=None if cnet is None else Connection(caddr, ctype, cnet, None, None),
+            timing=[Timing(int(start), int(stop), [])],
+        )
+        seen_origin = True
+    else:
+        head = texts[0].split("\r\n")
+        session = SessionDescription(_NO_ORIGIN, version=_uint(head[0][2:], "v="), timing=[])
+        seen_origin = seen_name = False
+        for line in head[1:]:
+            if line[1:2] != "=":
+                return None  # a blank line, or not <type>=<value>
+            kind = line[0]
+            if kind == "o" and not seen_origin:
+                session.origin = Origin.parse(line[2:])
+                seen_origin = True
+            elif kind == "s" and not seen_name:
+                session.session_name = line[2:]
+                seen_name = True
+            else:
+                _session_line(session, kind, line[2:])
+    if len(texts) > 1:
+        del texts[0]
+        _defer_attributes(session, texts)
+    for texts in sections[1:]:
+        m = _MEDIA_HEAD_RE.fullmatch(texts[0])
+        if m is not None:
+            kind, port, proto, formats, cnet, ctype, caddr = m.groups()
+            number = int(port)
+            if number > 65535:
+                return None
+            media = MediaDescription(kind, number, proto, formats.split(), None)
+            if cnet is not None:
+                media.connection = Connection(caddr, ctype, cnet, None, None)
+        else:
+            head = texts[0].split("\r\n")
+            media = _parse_media_line(head[0])
+            for line in head[1:]:
+                if line[1:2] != "=":
+                    return None
+                _media_line(media, line[0], line[2:])
+        if len(texts) > 1:
+            del texts[0]
+            _defer_attributes(media, texts)
+        session.media.append(media)
+    return _finish(session, seen_origin)
+
+
+def _parse_lines(lines: list[tuple[str, str]]) -> SessionDescription:
+    """The general parser, over (type letter, value) pairs."""
     if not lines:
         raise SdpParseError("empty session description")
     kind, value = lines[0]
     if kind != "v":
         raise SdpParseError("a session description must start with v=")
-    session = SessionDescription(version=_uint(value, "v="), timing=[])
+    session = SessionDescription(_NO_ORIGIN, version=_uint(value, "v="), timing=[])
     seen_origin = seen_name = False
     current: MediaDescription | None = None
     for kind, value in lines[1:]:
@@ -788,9 +932,13 @@ def parse_sdp(data: str | bytes) -> SessionDescription:
             seen_name = True
         else:
             _session_line(session, kind, value)
+    return _finish(session, seen_origin)
+
+
+def _finish(session: SessionDescription, seen_origin: bool) -> SessionDescription:
     if not seen_origin:
         raise SdpParseError("missing o= line")
-    if session.timing:
+    if session.timing and session.other_lines:
         # r= lines seen before any t= belong to the first timing (keeps re-parsing stable).
         stray = [line.value for line in session.other_lines if line.type == "r"]
         session.timing[0].repeats[:0] = stray

@@ -232,36 +232,29 @@ def format_host(host: str) -> str:
 
 
 # Fast paths for the common, plain forms (no escapes, quotes, LWS or URI headers).  Whatever they
-# accept, the general parser below accepts with the same result (tests/unit/test_sip_uri.py checks
-# this); everything else takes the general path.
+# accept, the general parser below accepts with the same result (tests/unit/test_sip_uri.py and
+# tests/unit/test_parse_fastpaths.py check this); everything else takes the general path.  The
+# quantifiers are possessive (``++``, ``*+``): each character class excludes the character that
+# follows it in the pattern, so giving up characters could never lead to a match, and possessive
+# matching just skips the useless backtracking (e.g. a host-only URI first read as a user part).
 _SIP_FAST = (
     r"(sips?):"
-    r"(?:([A-Za-z0-9\-_.!~*'()&=+$,/]+)(?::([A-Za-z0-9\-_.!~*'()&=+$,]*))?@)?"
-    r"([A-Za-z0-9\-_.]+|\[[0-9A-Fa-f:.]+\])"
-    r"(?::([0-9]{1,5}))?"
-    r"((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$=]*)*)"
+    r"(?:([A-Za-z0-9\-_.!~*'()&=+$,/]++)(?::([A-Za-z0-9\-_.!~*'()&=+$,]*+))?@)?"
+    r"([A-Za-z0-9\-_.]++|\[[0-9A-Fa-f:.]++\])"
+    r"(?::([0-9]{1,5}+))?"
+    r"((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$=]*+)*+)"
 )
-_DISPLAY_FAST = r'(?:"([^"\\\r\n]*)" *|([A-Za-z0-9\-.!%*_+`\'~]+(?: [A-Za-z0-9\-.!%*_+`\'~]+)*) *)?'
+_DISPLAY_FAST = (
+    r'(?:"([^"\\\r\n]*+)" *+'
+    r"|([A-Za-z0-9\-.!%*_+`'~]++(?: [A-Za-z0-9\-.!%*_+`'~]++)*+) *+)?"
+)
 _SIP_FAST_RE = re.compile(_SIP_FAST)
-# a name-addr around a plain SIP URI, in one match; then one around any URI
-_NAME_ADDR_SIP_FAST_RE = re.compile(_DISPLAY_FAST + "<" + _SIP_FAST + ">((?:;.*)?)", re.S)
-_NAME_ADDR_FAST_RE = re.compile(_DISPLAY_FAST + r"<([^<>\"\s]+)>((?:;.*)?)", re.S)
-
-
-def _fast_sip_uri(
-    scheme: str, user: str | None, password: str | None, host: str, port: str | None, params: str
-) -> SipURI:
-    """A SipURI from the groups of ``_SIP_FAST``."""
-    if host[0] == "[":
-        host = host[1:-1]
-    port_number = None
-    if port is not None:
-        port_number = int(port)
-        if port_number > 65535:
-            raise SipParseError(f"port {port_number} out of range")
-    return SipURI(
-        scheme, user, password, host, port_number, parse_params(params[1:]) if params else {}, {}
-    )
+# A name-addr around a plain SIP URI, in one match: a lone ``;tag=`` parameter (From/To) is
+# captured by itself, any other header parameters as one tail.  Then a name-addr around any URI.
+_NAME_ADDR_SIP_FAST_RE = re.compile(
+    _DISPLAY_FAST + "<" + _SIP_FAST + r'>(?:;tag=([^;\s"]*+)|((?:;.*)?))', re.S
+)
+_NAME_ADDR_FAST_RE = re.compile(_DISPLAY_FAST + r"<([^<>\"\s]++)>((?:;.*)?)", re.S)
 
 
 # --- SipURI ---------------------------------------------------------------------------------------
@@ -288,7 +281,31 @@ class SipURI:
         """Parse a URI (RFC 3261 §19.1.1, §25.1; RFC 5118 §4 IPv6 references)."""
         m = _SIP_FAST_RE.fullmatch(text)
         if m is not None:
-            return _fast_sip_uri(*m.groups())
+            scheme, user, password, host, port, params = m.groups()
+            if host[0] == "[":
+                host = host[1:-1]
+            if port is None:
+                return cls(
+                    scheme,
+                    user,
+                    password,
+                    host,
+                    None,
+                    parse_params(params[1:]) if params else {},
+                    {},
+                )
+            port_number = int(port)
+            if port_number > 65535:
+                raise SipParseError(f"port {port_number} out of range")
+            return cls(
+                scheme,
+                user,
+                password,
+                host,
+                port_number,
+                parse_params(params[1:]) if params else {},
+                {},
+            )
         return cls._parse_general(text)
 
     @classmethod
@@ -416,11 +433,26 @@ class NameAddr:
     def parse(cls, text: str) -> NameAddr:
         m = _NAME_ADDR_SIP_FAST_RE.fullmatch(text)
         if m is not None:
-            quoted, plain, scheme, user, password, host, port, uri_params, tail = m.groups()
+            quoted, plain, scheme, user, password, host, port, uri_params, tag, tail = m.groups()
+            if host[0] == "[":
+                host = host[1:-1]
+            port_number = None
+            if port is not None:
+                port_number = int(port)
+                if port_number > 65535:
+                    raise SipParseError(f"port {port_number} out of range")
             return cls(
-                _fast_sip_uri(scheme, user, password, host, port, uri_params),
+                SipURI(
+                    scheme,
+                    user,
+                    password,
+                    host,
+                    port_number,
+                    parse_params(uri_params[1:]) if uri_params else {},
+                    {},
+                ),
                 quoted if quoted is not None else plain,
-                parse_params(tail[1:]) if tail else {},
+                {"tag": tag} if tag is not None else parse_params(tail[1:]) if tail else {},
             )
         m = _NAME_ADDR_FAST_RE.fullmatch(text)
         if m is not None:
