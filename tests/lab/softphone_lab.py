@@ -1,0 +1,269 @@
+"""Helpers for the softphone lab: the real ``softphone`` CLI on laptops of the ICE lab
+(:mod:`tests.lab.conftest`), registering with Kamailio on the lab's public net and calling
+each other across the NAT routers with coturn for STUN and TURN.
+
+A call is one ``softphone answer --auto --count 1`` (the callee, started first and awaited
+until it says it waits for calls) and one ``softphone call`` (the caller), each run with
+``ip netns exec`` in its laptop's namespace, each with a timeout and ended by its PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from media.analysis import dominant_frequency
+from media.sources import load_wav
+from tests.lab.conftest import SERVER_IP, TURN_USER, IceLab, Laptop
+from tests.peers.kamailio import DEFAULT_USERS, Kamailio
+from tests.peers.netns import REPO_ROOT
+
+DOMAIN = "example.org"
+CALLER_TONE, CALLEE_TONE = 440.0, 880.0
+PASSWORD_ENV = {"alice": "ALICE_SIP_PW", "bob": "BOB_SIP_PW"}
+TURN_PASSWORD_ENV = "LAB_TURN_PW"
+
+
+@dataclass
+class SoftphoneLab:
+    """The ICE lab plus Kamailio (registrar + proxy, digest auth, record-route, nathelper)
+    on the public net next to its coturn."""
+
+    ice: IceLab
+    kamailio: Kamailio
+
+    @property
+    def sip_server(self) -> str:
+        return f"{SERVER_IP}:{self.kamailio.port}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        for user, var in PASSWORD_ENV.items():
+            env[var] = self.kamailio.users[user]
+        env[TURN_PASSWORD_ENV] = self.ice.coturn.users[TURN_USER]
+        return env
+
+    def common_args(self, user: str, transport: str = "udp") -> list[str]:
+        server = self.ice.coturn.server()
+        return [
+            "--json", "--server", self.sip_server, "--transport", transport,
+            "--user", f"{user}@{DOMAIN}", "--password-env", PASSWORD_ENV[user],
+            "--stun", server, "--turn", server,
+            "--turn-user", TURN_USER, "--turn-password-env", TURN_PASSWORD_ENV,
+        ]  # fmt: skip
+
+
+def start_kamailio(ice: IceLab, workdir: Path) -> Kamailio:
+    users = {u: DEFAULT_USERS[u] for u in ("alice", "bob")}
+    kamailio = Kamailio(
+        workdir, host=SERVER_IP, domain=DOMAIN, users=users, tls=False, netns=ice.public.name
+    )
+    kamailio.start()
+    return kamailio
+
+
+def softphone_argv(laptop: Laptop, *args: str) -> list[str]:
+    return laptop.ns.exec_argv([sys.executable, "-m", "softphone", *args])
+
+
+class Softphone:
+    """One ``softphone`` process in a laptop's namespace; stderr lines collected by a
+    thread (to wait for a progress line), stdout (the JSON report) read at the end."""
+
+    def __init__(self, lab: SoftphoneLab, laptop: Laptop, args: list[str], log: Path) -> None:
+        self.laptop = laptop
+        self.log_path = log
+        self.proc = subprocess.Popen(
+            softphone_argv(laptop, *args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=lab.env(),
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self.stdout = ""
+        assert self.proc.stderr is not None and self.proc.stdout is not None
+        self._err = threading.Thread(target=self._read, args=(self.proc.stderr,), daemon=True)
+        self._out = threading.Thread(target=self._read_out, args=(self.proc.stdout,), daemon=True)
+        self._err.start()
+        self._out.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def _read_out(self, stream: IO[str]) -> None:
+        self.stdout = stream.read()
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return True
+            if self.proc.poll() is not None:
+                self._err.join(2)
+                return any(text in line for line in self.lines)
+            time.sleep(0.05)
+        return False
+
+    def finish(self, timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
+        """Exit status and JSON report; on timeout the process is killed (by PID)."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(
+                f"{self.laptop.name}: softphone still running after {timeout:.0f}s\n{self.stderr}"
+            ) from None
+        self._out.join(5)
+        self._err.join(5)
+        self._save_log()
+        text = self.stdout.strip()
+        assert text, f"{self.laptop.name}: no JSON report\n{self.stderr}"
+        return self.proc.returncode, json.loads(text.splitlines()[-1])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, 15)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.proc.pid, 9)
+                self.proc.wait(5)
+        self._save_log()
+
+    def _save_log(self) -> None:
+        with contextlib.suppress(OSError):
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.log_path.write_text(self.stderr + "\n---- stdout\n" + self.stdout)
+
+
+@dataclass
+class CallResult:
+    caller_status: int
+    callee_status: int
+    caller: dict[str, Any]  # the JSON reports
+    callee: dict[str, Any]
+    caller_heard: float  # dominant frequency of each side's recording
+    callee_heard: float
+    caller_log: str
+    callee_log: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def pair(self, side: str = "caller") -> tuple[str, str]:
+        sel = (self.caller if side == "caller" else self.callee)["ice"]["selected"]
+        return sel["local"]["type"], sel["remote"]["type"]
+
+    def summary(self, case: str) -> str:
+        return (
+            f"[softphone-lab] {case}: setup_ms {self.caller['call'].get('setup_ms')} "
+            f"connect_ms caller {self.caller['ice'].get('connect_ms')} "
+            f"callee {self.callee['ice'].get('connect_ms')} "
+            f"pair {'/'.join(self.pair('caller'))} | {'/'.join(self.pair('callee'))} "
+            f"rtp lost {self.caller['rtp'].get('lost')}/{self.callee['rtp'].get('lost')}"
+        )
+
+
+def heard(path: Path) -> float:
+    """Dominant frequency of a recording, skipping its first 200 ms (jitter buffer fill)."""
+    samples, rate = load_wav(path)
+    assert len(samples) > rate // 2, f"{path} holds only {len(samples)} samples"
+    return dominant_frequency(samples[rate // 5 :], rate)
+
+
+def run_call(
+    lab: SoftphoneLab,
+    workdir: Path,
+    caller: tuple[str, str],
+    callee: tuple[str, str],
+    transport: str = "udp",
+    duration: float = 3.0,
+    during: Any = None,
+) -> CallResult:
+    """``caller`` = (user, laptop name) calls ``callee`` (registered first, answering
+    once).  ``during(lab)`` runs once the call is up (the callee printed 'connected')."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    caller_user, caller_laptop = caller
+    callee_user, callee_laptop = callee
+    caller_wav, callee_wav = workdir / "caller.wav", workdir / "callee.wav"
+    answerer = Softphone(
+        lab,
+        lab.ice[callee_laptop],
+        [
+            *lab.common_args(callee_user, transport),
+            "answer", "--auto", "--count", "1",
+            "--play", f"tone:{CALLEE_TONE:g}", "--record", str(callee_wav),
+        ],
+        workdir / "callee.log",
+    )  # fmt: skip
+    calling: Softphone | None = None
+    extra: dict[str, Any] = {}
+    try:
+        assert answerer.wait_for("waiting for calls", 40), (
+            f"callee did not register:\n{answerer.stderr}"
+        )
+        calling = Softphone(
+            lab,
+            lab.ice[caller_laptop],
+            [
+                *lab.common_args(caller_user, transport),
+                "call", callee_user,
+                "--play", f"tone:{CALLER_TONE:g}", "--record", str(caller_wav),
+                "--duration", f"{duration:g}",
+            ],
+            workdir / "caller.log",
+        )  # fmt: skip
+        if during is not None:
+            assert answerer.wait_for("connected via", 40), answerer.stderr + calling.stderr
+            extra = during(lab) or {}
+        caller_status, caller_report = calling.finish(90)
+        callee_status, callee_report = answerer.finish(30)
+    finally:
+        if calling is not None:
+            calling.stop()
+        answerer.stop()
+    result = CallResult(
+        caller_status,
+        callee_status,
+        caller_report,
+        callee_report,
+        heard(caller_wav) if caller_wav.exists() else 0.0,
+        heard(callee_wav) if callee_wav.exists() else 0.0,
+        calling.stderr,
+        answerer.stderr,
+        extra,
+    )
+    return result
+
+
+def assert_call_ok(r: CallResult) -> None:
+    """SIP 200, both exits 0, and each side heard the other's tone."""
+    logs = f"\n--- caller\n{r.caller_log}\n--- callee\n{r.callee_log}"
+    assert r.caller["call"]["sip_status"] == 200, r.caller["call"]
+    assert r.caller_status == 0, f"caller exit {r.caller_status}{logs}"
+    assert r.callee_status == 0, f"callee exit {r.callee_status}{logs}"
+    assert r.caller["ice"]["role"] == "controlling" and r.callee["ice"]["role"] == "controlled"
+    assert r.caller["rtp"]["received"] > 0 and r.callee["rtp"]["received"] > 0
+    assert abs(r.callee_heard - CALLER_TONE) < 10, (r.callee_heard, logs)
+    assert abs(r.caller_heard - CALLEE_TONE) < 10, (r.caller_heard, logs)
+
+
+def relayed(r: CallResult, side: str = "caller") -> bool:
+    return "relay" in r.pair(side)
