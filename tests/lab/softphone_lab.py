@@ -219,6 +219,7 @@ def run_call(
         assert answerer.wait_for("waiting for calls", 40), (
             f"callee did not register:\n{answerer.stderr}"
         )
+        extra["callee_contacts"] = lab.kamailio.contacts(callee_user)
         calling = Softphone(
             lab,
             lab.ice[caller_laptop],
@@ -232,7 +233,7 @@ def run_call(
         )  # fmt: skip
         if during is not None:
             assert answerer.wait_for("connected via", 40), answerer.stderr + calling.stderr
-            extra = during(lab) or {}
+            extra.update(during(lab) or {})
         caller_status, caller_report = calling.finish(90)
         callee_status, callee_report = answerer.finish(30)
     finally:

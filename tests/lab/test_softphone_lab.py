@@ -42,11 +42,17 @@ def softphone_lab(
         kamailio.stop()
 
 
-def _direct(r: CallResult) -> None:
-    for side in ("caller", "callee"):
+def _direct(r: CallResult, lab: SoftphoneLab, caller: str, callee: str) -> None:
+    """A direct pair on both sides, whose remote end is the other laptop as the internet
+    sees it (its NAT's public address; a host candidate only for the public laptop)."""
+    for side, peer in (("caller", callee), ("callee", caller)):
         local, remote = r.pair(side)
         assert local in DIRECT and remote in DIRECT, (side, r.pair(side))
-        assert remote != "host", r.pair(side)  # the other laptop's LAN is out of reach
+        selected = (r.caller if side == "caller" else r.callee)["ice"]["selected"]
+        laptop = lab.ice[peer]
+        assert selected["remote"]["address"] == laptop.public_ip, (side, selected)
+        if laptop.nat != "none":
+            assert remote != "host", (side, r.pair(side))  # a LAN out of reach
 
 
 @pytest.mark.parametrize(
@@ -70,7 +76,8 @@ def test_call_across_nats(
     r = run_call(softphone_lab, tmp_path, caller, callee)
     print(r.summary(f"{caller[1]}->{callee[1]}"))
     assert_call_ok(r)
+    assert r.extra["callee_contacts"], "the callee was not registered with Kamailio"
     if expect == "direct":
-        _direct(r)
+        _direct(r, softphone_lab, caller[1], callee[1])
     else:
         assert relayed(r, "caller") and relayed(r, "callee"), (r.pair(), r.pair("callee"))
