@@ -81,3 +81,14 @@ def test_call_across_nats(
         _direct(r, softphone_lab, caller[1], callee[1])
     else:
         assert relayed(r, "caller") and relayed(r, "callee"), (r.pair(), r.pair("callee"))
+
+
+def test_call_with_tcp_signalling(softphone_lab: SoftphoneLab, tmp_path: Path) -> None:
+    """eim/eim with SIP over TCP (RFC 3261 §18): registration, INVITE and BYE on the
+    connections each UA opened through its NAT; media still a direct UDP pair."""
+    r = run_call(softphone_lab, tmp_path, ("alice", "lan1a"), ("bob", "eim2l"), transport="tcp")
+    print(r.summary("tcp lan1a->eim2l"))
+    assert_call_ok(r)
+    contacts = r.extra["callee_contacts"]
+    assert contacts and all("transport=tcp" in c.lower() for c in contacts), contacts
+    _direct(r, softphone_lab, "lan1a", "eim2l")
