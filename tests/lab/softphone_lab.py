@@ -165,6 +165,8 @@ class CallResult:
     callee_heard: float
     caller_log: str
     callee_log: str
+    caller_wav: Path
+    callee_wav: Path
     extra: dict[str, Any] = field(default_factory=dict)
 
     def pair(self, side: str = "caller") -> tuple[str, str]:
@@ -186,6 +188,17 @@ def heard(path: Path) -> float:
     samples, rate = load_wav(path)
     assert len(samples) > rate // 2, f"{path} holds only {len(samples)} samples"
     return dominant_frequency(samples[rate // 5 :], rate)
+
+
+def heard_windows(path: Path, window: float = 0.5) -> list[float]:
+    """Dominant frequency of each ``window`` seconds of a recording, from 0.5 s after its
+    start to 0.3 s before its end (a gap or a wrong tone anywhere in between shows)."""
+    samples, rate = load_wav(path)
+    step = int(window * rate)
+    body = samples[rate // 2 : len(samples) - int(0.3 * rate)]
+    return [
+        dominant_frequency(body[i : i + step], rate) for i in range(0, len(body) - step + 1, step)
+    ]
 
 
 def run_call(
@@ -249,6 +262,8 @@ def run_call(
         heard(callee_wav) if callee_wav.exists() else 0.0,
         calling.stderr,
         answerer.stderr,
+        caller_wav,
+        callee_wav,
         extra,
     )
     return result

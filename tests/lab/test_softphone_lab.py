@@ -11,6 +11,7 @@ eim/eim over TCP signalling; a Kamailio restart mid-call; 10% loss on both route
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +19,12 @@ import pytest
 
 from tests.lab.conftest import IceLab
 from tests.lab.softphone_lab import (
+    CALLEE_TONE,
+    CALLER_TONE,
     CallResult,
     SoftphoneLab,
     assert_call_ok,
+    heard_windows,
     relayed,
     run_call,
     start_kamailio,
@@ -92,3 +96,38 @@ def test_call_with_tcp_signalling(softphone_lab: SoftphoneLab, tmp_path: Path) -
     contacts = r.extra["callee_contacts"]
     assert contacts and all("transport=tcp" in c.lower() for c in contacts), contacts
     _direct(r, softphone_lab, "lan1a", "eim2l")
+
+
+def test_call_survives_a_kamailio_restart(softphone_lab: SoftphoneLab, tmp_path: Path) -> None:
+    """Kamailio restarts mid-call (its registrations, in memory, are lost): the call's media,
+    a direct path between the NATs, goes on without a gap, the BYE still finds its way
+    (record-route and the contact alias carry all the proxy needs), and once the UAs
+    register again a new call works."""
+    kamailio = softphone_lab.kamailio
+
+    def restart(lab: SoftphoneLab) -> dict[str, object]:
+        time.sleep(1.0)  # media flowing for a second
+        kamailio.restart()
+        return {"contacts_after_restart": kamailio.contacts("bob"), "mark": kamailio.log_mark()}
+
+    r = run_call(
+        softphone_lab, tmp_path / "first", ("alice", "lan1a"), ("bob", "eim2l"),
+        duration=6, during=restart,
+    )  # fmt: skip
+    print(r.summary("restart lan1a->eim2l"))
+    assert r.extra["contacts_after_restart"] == [], "registrations survived the restart?"
+    assert_call_ok(r)
+    _direct(r, softphone_lab, "lan1a", "eim2l")
+    assert r.callee["call"]["end_reason"] == "remote-bye", r.callee["call"]
+    # the BYE went through the restarted Kamailio: the restart was mid-call
+    assert "REQ BYE" in kamailio.log_since(r.extra["mark"])
+    assert r.caller["call"]["duration_s"] >= 5.5, r.caller["call"]
+    for path, tone in ((r.callee_wav, CALLER_TONE), (r.caller_wav, CALLEE_TONE)):
+        windows = heard_windows(path)
+        assert len(windows) >= 8, (path, windows)
+        assert all(abs(f - tone) < 10 for f in windows), (path, windows)
+    # both register again (new processes) and call through the restarted proxy
+    again = run_call(softphone_lab, tmp_path / "second", ("alice", "lan1a"), ("bob", "eim2l"))
+    print(again.summary("after restart lan1a->eim2l"))
+    assert again.extra["callee_contacts"], "bob did not register with the restarted Kamailio"
+    assert_call_ok(again)
