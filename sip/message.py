@@ -295,7 +295,7 @@ class _MessageFields:
 
     @property
     def vias(self) -> list[Via]:
-        return [Via.parse(v) for v in self.headers.get_all("Via")]
+        return list(map(Via.parse, self.headers.get_all("Via")))
 
     @property
     def top_via(self) -> Via:
@@ -364,6 +364,10 @@ _VERSION_RE = re.compile(r"SIP/\d+\.\d+", re.IGNORECASE)
 
 
 def _parse_content_length(values: list[str]) -> int:
+    if len(values) == 1:  # the usual case, same checks
+        value = values[0]
+        if value.isdigit() and value.isascii() and len(value) <= 10:
+            return int(value)
     lengths = set()
     for value in values:
         if not (value.isascii() and value.isdigit()) or len(value) > 10:
