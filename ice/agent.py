@@ -119,6 +119,10 @@ trace = logging.getLogger("ice.trace")
 Via = Hashable
 NOMINATION_ATTEMPTS = 3  # USE-CANDIDATE transactions on one valid pair before trying another
 NOMINATION_RC = 10  # sends per USE-CANDIDATE transaction, one RTO apart
+# RFC 8445 §14.2: whatever Ta is, an implementation never starts transactions more often than
+# once every 5 ms.  Triggered checks (answers to the peer's checks, nominations) wait only for
+# this floor; ordinary checks are paced by Ta (§6.1.4.2).
+MIN_CHECK_INTERVAL = 0.005
 SockAddr = tuple[str, int] | tuple[str, int, int, int]
 
 
@@ -276,6 +280,7 @@ class Agent:
         ufrag: str | None = None,
         pwd: str | None = None,
         nomination_delay: float = 0.1,
+        min_check_interval: float = MIN_CHECK_INTERVAL,
         timeout: float = 30.0,
         min_rto: float = 0.5,
         check_rc: int = 6,
@@ -291,6 +296,8 @@ class Agent:
             raise ValueError("components must be 1..256")
         if ta <= 0:
             raise ValueError("Ta must be positive")
+        if min_check_interval < 0:
+            raise ValueError("min_check_interval must not be negative")
         self.controlling = controlling
         self.components = components
         self._created_components = components
@@ -299,6 +306,7 @@ class Agent:
             tie_breaker if tie_breaker is not None else secrets.randbits(64)
         ) & 0xFFFFFFFFFFFFFFFF
         self.nomination_delay = nomination_delay
+        self.min_check_interval = min(min_check_interval, ta)
         self.timeout = timeout
         self.min_rto = min_rto
         self.check_rc = check_rc
@@ -324,13 +332,16 @@ class Agent:
         self.state = AgentState.NEW
         self._started_at: float | None = None
         self._generation_started: float | None = None
-        self._last_check_at: float | None = None
+        self._last_check_at: float | None = None  # any check (ordinary or triggered)
+        self._last_ordinary_at: float | None = None
         self._first_valid_at: dict[int, float] = {}
         self._nominating: dict[int, CandidatePair] = {}
         self._selected: dict[int, CandidatePair] = {}
         self._consent: dict[int, ConsentFreshness] = {}
         self._consent_lost: set[int] = set()
         self._prflx_counter = 0
+        # §7.3.1.4 re-checks of In-Progress pairs, held back until this time (see _recheck)
+        self._rechecks: dict[CandidatePair, float] = {}
         self._generation = 0
         self._restarting = False
         self._completed_generation = -1
@@ -543,11 +554,13 @@ class Agent:
         self._checklist = CheckList(self.controlling, max_pairs=self.max_pairs)
         self._checklist.add_pairs(self._locals, self._remotes)
         self._first_valid_at.clear()
+        self._rechecks.clear()
         self._nominating.clear()
         self._restarting = bool(self._selected)
         self.state = AgentState.RUNNING
         self._generation_started = now
         self._last_check_at = None
+        self._last_ordinary_at = None
         for consent in self._consent.values():
             consent.refresh(now)
         self._checklist.start()
@@ -586,11 +599,14 @@ class Agent:
             t = check.tx.get_timer()
             if t is not None:
                 times.append(t)
-        if self._remote is not None and (
-            (self.state is AgentState.RUNNING and self._checklist.has_check())
-            or (self.state is AgentState.COMPLETED and self._checklist.has_triggered())
-        ):
-            times.append(self._pace_at())
+        for pair, at in self._rechecks.items():
+            if pair.state is PairState.IN_PROGRESS:
+                times.append(at)
+        if self._remote is not None and self.state in (AgentState.RUNNING, AgentState.COMPLETED):
+            if self._checklist.has_triggered():
+                times.append(self._triggered_at())
+            elif self.state is AgentState.RUNNING and self._checklist.has_check():
+                times.append(self._ordinary_at())
         if self.state is AgentState.RUNNING:
             for component, first in self._first_valid_at.items():
                 if (
@@ -610,10 +626,41 @@ class Agent:
                 times.append(t)
         return min(times) if times else None
 
-    def _pace_at(self) -> float:
+    def _triggered_at(self) -> float:
+        """When a triggered check may go: at once, but never closer than
+        ``min_check_interval`` to the previous check (§14.2)."""
         if self._last_check_at is None:
             return self._now
-        return self._last_check_at + self.ta
+        return self._last_check_at + self.min_check_interval
+
+    def _ordinary_at(self) -> float:
+        """When the next ordinary check may go: the first one at once when the checks can
+        start, the following ones Ta apart (§6.1.4.2)."""
+        if self._last_ordinary_at is None:
+            return self._triggered_at()
+        return max(self._last_ordinary_at + self.ta, self._triggered_at())
+
+    def _send_due(self, now: float) -> None:
+        """Send the checks that are due: the triggered FIFO without waiting for Ta (only for
+        ``min_check_interval``), then one ordinary check if Ta has passed (§6.1.4.2).  After
+        completion only triggered checks (§8.3: a late nomination may need one)."""
+        if self._remote is None or self.state not in (AgentState.RUNNING, AgentState.COMPLETED):
+            return
+        while True:
+            if self._checklist.has_triggered() and now >= self._triggered_at():
+                pair = self._checklist.next_triggered()
+                if pair is None:
+                    return
+                self._send_check(pair, now)
+                if self.min_check_interval > 0:
+                    return
+                continue
+            if self.state is AgentState.RUNNING and now >= self._ordinary_at():
+                pair = self._checklist.next_check()
+                if pair is not None:
+                    self._send_check(pair, now)
+                    self._last_ordinary_at = now
+            return
 
     def handle_timer(self, now: float) -> None:
         """Run whatever is due at ``now``: a paced check, retransmissions, nomination,
@@ -629,17 +676,10 @@ class Agent:
                 if result is not None:
                     del self._checks[tid]
                     self._on_result(check, result, None, None, now)
+        self._run_rechecks(now)
         if self.state is AgentState.RUNNING:
             self._nominate_due(now)
-        if self._remote is not None and now >= self._pace_at():
-            pair = None
-            if self.state is AgentState.RUNNING:
-                pair = self._checklist.next_check()
-            elif self.state is AgentState.COMPLETED:
-                # §8.3: after completion only triggered checks (a late nomination may need one)
-                pair = self._checklist.next_triggered()
-            if pair is not None:
-                self._send_check(pair, now)
+        self._send_due(now)
         self._check_failure(now)
         self._run_consent(now)
 
@@ -731,6 +771,7 @@ class Agent:
         try:
             if msg.cls == StunClass.REQUEST:
                 self._on_request(msg, via, addr, now)
+                self._send_due(now)  # the triggered check goes out with the response
                 return True
             if msg.cls == StunClass.INDICATION:
                 return True  # keepalive (RFC 8445 §11)
@@ -743,6 +784,7 @@ class Agent:
             if result is not None:
                 del self._checks[msg.transaction_id]
                 self._on_result(check, result, via, addr, now)
+                self._send_due(now)  # e.g. the nomination check, at once
             return True
         except StunParseError as exc:
             logger.debug("malformed STUN from %s: %s", remote_addr, exc)
@@ -863,12 +905,17 @@ class Agent:
         elif pair.state is PairState.SUCCEEDED:
             pass
         elif pair.state is PairState.IN_PROGRESS:
-            # §7.3.1.4: cancel the transaction in progress (still listen) and check again
-            for check in self._checks.values():
-                if check.pair is pair and not check.cancelled:
-                    check.cancelled = True
-                    check.tx.datagrams_to_send()
-            self._checklist.enqueue_triggered(pair)
+            # §7.3.1.4: cancel the transaction in progress and check again.  Our check went
+            # out moments ago and its answer is probably on its way (both sides check the
+            # same pair at about the same time): the re-check waits until Ta after our check,
+            # as an ordinary check would, so that it does not take the place of the
+            # nomination; if the answer comes first, it is not needed at all
+            sent = pair.extra.get("sent_at")
+            at = sent + self.ta if isinstance(sent, float) else now
+            if now >= at:
+                self._recheck(pair)
+            else:
+                self._rechecks.setdefault(pair, at)
         elif pair.state is PairState.FROZEN or pair.state is PairState.WAITING:
             self._checklist.enqueue_triggered(pair)
         elif pair.state is PairState.FAILED:
@@ -944,6 +991,25 @@ class Agent:
             self._fail_pair(pair, "no XOR-MAPPED-ADDRESS", now)
             return
         self._on_success(pair, check, mapped, result.rtt, now)
+
+    def _recheck(self, pair: CandidatePair) -> None:
+        """§7.3.1.4 for an In-Progress pair: its transaction is cancelled (no more
+        retransmissions, an answer still counts) and a triggered check queued."""
+        self._rechecks.pop(pair, None)
+        if pair.state is not PairState.IN_PROGRESS:
+            return  # answered (or failed) meanwhile
+        for check in self._checks.values():
+            if check.pair is pair and not check.cancelled:
+                check.cancelled = True
+                check.tx.datagrams_to_send()
+        self._checklist.enqueue_triggered(pair)
+
+    def _run_rechecks(self, now: float) -> None:
+        for pair, at in list(self._rechecks.items()):
+            if pair.state is not PairState.IN_PROGRESS:
+                del self._rechecks[pair]
+            elif now >= at:
+                self._recheck(pair)
 
     def _fail_pair(self, pair: CandidatePair, reason: str, now: float) -> None:
         pair.state = PairState.FAILED
@@ -1040,7 +1106,7 @@ class Agent:
                 continue
             first = self._first_valid_at.setdefault(component, now)
             wait_until = self._nomination_wait(component, best, first)
-            if wait_until is not None and now < wait_until:
+            if wait_until is not None and now < wait_until - 1e-9:  # float sums of times
                 continue
             # the check-list pair whose checks produced ``best``
             generator = next((p for p in self._checklist if p.valid_pair is best), None)
@@ -1057,12 +1123,16 @@ class Agent:
     ) -> float | None:
         """Until when to wait for a pair better than ``best`` (None: nominate now).
 
-        At most ``nomination_delay`` after the first valid pair; less when every better pair
-        has been in progress for longer than two of ``best``'s round trips plus Ta, which an
-        answer would not have taken (e.g. host pairs between two private networks).
+        None at once when ``best`` is the best pair that can still succeed: no pair of higher
+        priority is Frozen, Waiting or In-Progress (§8.1.1 leaves the choice of the moment to
+        the controlling agent).  Else at most ``nomination_delay`` after the first valid pair;
+        less when every better pair has been In-Progress for longer than one of ``best``'s
+        round trips plus Ta (the peer may check that pair up to one pacing interval after
+        us, and a working one would have answered by then - e.g. host pairs between two
+        private networks never do).
         """
         deadline = first_valid + self.nomination_delay
-        patience = 2 * (best.rtt if best.rtt is not None else self.min_rto) + self.ta
+        patience = (best.rtt if best.rtt is not None else self.min_rto) + self.ta
         until: float | None = None
         for p in self._checklist:
             if p.component != component or p.priority <= best.priority:

@@ -391,11 +391,20 @@ class IceConnection:
         if self._loop is None or self._closed:
             return
         now = self._loop.time()
-        for data, via, addr in self.agent.datagrams_to_send(now):
-            self._transmit(data, via, addr)
-        while (event := self.agent.next_event()) is not None:
-            self._on_agent_event(event)
-        when = self.agent.get_timer()
+        when: float | None = None
+        for i in range(8):  # bounded: a timer that stays due is left to the loop
+            for data, via, addr in self.agent.datagrams_to_send(now):
+                self._transmit(data, via, addr)
+            while (event := self.agent.next_event()) is not None:
+                self._on_agent_event(event)
+            if self._closed:
+                return
+            when = self.agent.get_timer()
+            if when is None or when > now or i == 7:
+                break
+            # due already (e.g. the first check right after start()): run it now rather
+            # than one event-loop iteration later
+            self.agent.handle_timer(now)
         if when != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()

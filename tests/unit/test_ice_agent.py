@@ -212,9 +212,9 @@ def test_success_then_regular_nomination_completes() -> None:
     evs = events(agent)
     assert isinstance(evs[0], PairChecked) and evs[0].succeeded
     assert evs[0].rtt == pytest.approx(0.03)
-    # the only pair is the best possible: nominate at once, after Ta
-    assert agent.get_timer() == pytest.approx(0.02)
-    ((msg, raw2, _, _),) = tick(agent, 0.03)
+    # the only pair is the best possible: nominate at once, as a triggered check that goes
+    # out with the response (no Ta wait: 30 ms > the 5 ms floor of §14.2)
+    ((msg, raw2, _, _),) = sent(agent)
     assert USE_CANDIDATE.type in msg
     assert agent.selected_pair(1) is None
     agent.receive(peer.answer(raw2), VIA, REMOTE, 0.06)
@@ -241,30 +241,39 @@ def _nominations(agent: Agent, times: list[float]) -> list[tuple[float, Address]
     return out
 
 
+def _worse_pair_valid_first(agent: Agent, peer: Peer) -> bytes:
+    """REMOTE (the better pair) checked at 0; the peer's check on the worse pair arrives at
+    10 ms: its triggered check goes at once and is answered at 20 ms (RTT 10 ms).  Returns
+    the check sent to REMOTE."""
+    ((_, high, _, addr),) = tick(agent, 0.0)
+    assert addr == REMOTE
+    low_addr = ("192.0.2.2", 2001)
+    agent.receive(peer.request(), VIA, low_addr, 0.01)
+    (low,) = [raw for m, raw, _, a in sent(agent) if m.cls == StunClass.REQUEST]
+    agent.receive(peer.answer(low), VIA, low_addr, 0.02)
+    assert agent.checklist.best_valid(1) is not None
+    return high
+
+
 def test_nomination_waits_for_a_better_pair_that_may_still_answer() -> None:
-    remotes = (REMOTE, ("192.0.2.2", 2001))
-    agent, peer = make_agent(remotes=remotes, nomination_delay=0.3)
-    checks = tick(agent, 0.0) + tick(agent, 0.02)
-    high = next(raw for _, raw, _, addr in checks if addr == REMOTE)
-    low = next(raw for _, raw, _, addr in checks if addr == remotes[1])
-    agent.receive(peer.answer(low), VIA, remotes[1], 0.05)  # RTT 30 ms
-    assert _nominations(agent, [0.05, 0.06]) == []
-    agent.receive(peer.answer(high), VIA, REMOTE, 0.07)  # the better pair, in time
-    assert [addr for _, addr in _nominations(agent, [0.07, 0.09, 0.11])] == [REMOTE]
+    agent, peer = make_agent(remotes=(REMOTE, ("192.0.2.2", 2001)), nomination_delay=0.3)
+    high = _worse_pair_valid_first(agent, peer)
+    # REMOTE was checked 20 ms ago: it may answer for one more RTT (10 ms) plus Ta (20 ms)
+    assert [m for m, *_ in sent(agent) if USE_CANDIDATE.type in m] == []
+    assert _nominations(agent, [0.02, 0.025]) == []
+    agent.receive(peer.answer(high), VIA, REMOTE, 0.028)  # the better pair, in time
+    assert [addr for _, addr in _nominations(agent, [0.028, 0.05, 0.1])] == [REMOTE]
 
 
 def test_nomination_does_not_wait_for_a_pair_that_stays_silent() -> None:
-    """The better pair has been in progress for longer than two round trips of the valid one
+    """The better pair has been in progress for longer than one round trip of the valid one
     plus Ta: nominate without waiting for the whole ``nomination_delay``."""
-    remotes = (REMOTE, ("192.0.2.2", 2001))
-    agent, peer = make_agent(remotes=remotes, nomination_delay=0.3)
-    checks = tick(agent, 0.0) + tick(agent, 0.02)
-    low = next(raw for _, raw, _, addr in checks if addr == remotes[1])
-    agent.receive(peer.answer(low), VIA, remotes[1], 0.05)  # RTT 30 ms: patience 80 ms
-    assert _nominations(agent, [0.05, 0.07]) == []
+    agent, peer = make_agent(remotes=(REMOTE, ("192.0.2.2", 2001)), nomination_delay=0.3)
+    _worse_pair_valid_first(agent, peer)
+    assert _nominations(agent, [0.02, 0.025]) == []
     timer = agent.get_timer()
-    assert timer == pytest.approx(0.08), "the silent pair (sent at 0) is given up at 0.08"
-    assert _nominations(agent, [0.08]) == [(0.08, remotes[1])]
+    assert timer == pytest.approx(0.03), "the silent pair (sent at 0) is given up at 0.03"
+    assert _nominations(agent, [0.03]) == [(0.03, ("192.0.2.2", 2001))]
 
 
 def test_nomination_waits_for_untried_better_pairs() -> None:
@@ -277,12 +286,16 @@ def test_nomination_waits_for_untried_better_pairs() -> None:
     ((_, raw, _, addr),) = tick(agent, 0.0)
     assert addr == remotes[1]
     agent.receive(peer.answer(raw), VIA, addr, 0.001)
-    # REMOTE (better) has not been tried: no nomination before it is, and had its chance
-    out = _nominations(agent, [0.001, 0.01])
-    assert out == []
-    ((_, _, _, addr2),) = tick(agent, 0.02)
+    # REMOTE (better) has not been tried: no nomination before it is, and had its chance.
+    # Its ordinary check is the first one: it goes 5 ms (§14.2) after the triggered one.
+    assert _nominations(agent, [0.001]) == []
+    assert agent.get_timer() == pytest.approx(0.005)
+    ((_, _, _, addr2),) = tick(agent, 0.005)
     assert addr2 == REMOTE
-    assert _nominations(agent, [0.021, 0.03]) == []
+    # REMOTE stays silent: given up 1 RTT (1 ms) + Ta after its check, not before
+    assert _nominations(agent, [0.006, 0.02]) == []
+    assert agent.get_timer() == pytest.approx(0.005 + 0.001 + 0.02)
+    assert _nominations(agent, [0.026]) == [(0.026, remotes[1])]
 
 
 def test_better_pair_success_is_nominated_without_waiting() -> None:
@@ -378,15 +391,18 @@ def test_peer_reflexive_remote_and_triggered_check_first() -> None:
     tick(agent, 0.0)  # an ordinary check to REMOTE
     src = ("203.0.113.50", 6000)
     agent.receive(peer.request(controlling=True, priority=1234567), VIA, src, 0.005)
-    answer_of(agent)
+    out = sent(agent)
     prflx = [c for c in agent.remote_candidates() if c.type is CandidateType.PEER_REFLEXIVE]
     assert len(prflx) == 1 and prflx[0].transport_address == src
     assert prflx[0].priority == 1234567
-    # the triggered check goes out at the next Ta tick, ahead of the waiting ordinary pair
+    # the answer, and with it the triggered check (5 ms after the ordinary one: §14.2 allows
+    # it), ahead of the waiting ordinary pair, which waits for Ta after the ordinary check
+    assert [(m.cls, a) for m, _, _, a in out] == [
+        (StunClass.SUCCESS, src),
+        (StunClass.REQUEST, src),
+    ]
     assert agent.get_timer() == pytest.approx(0.02)
-    ((msg, _, _, addr),) = tick(agent, 0.02)
-    assert addr == src and msg.cls == StunClass.REQUEST
-    ((_, _, _, addr2),) = tick(agent, 0.04)
+    ((_, _, _, addr2),) = tick(agent, 0.02)
     assert addr2 == remotes[1]
 
 
@@ -714,7 +730,10 @@ def test_lost_nomination_answers_nominate_the_same_pair_again() -> None:
     checks = tick(agent, 0.0) + tick(agent, 0.02)
     for _, raw, via, addr in checks:
         agent.receive(peer.answer(raw), via, addr, 0.03)
-    nominations: list[tuple[float, Address, bytes]] = []
+    # the first nomination goes out at once with the answer (a triggered check)
+    ((first, _, _, first_addr),) = sent(agent)
+    assert USE_CANDIDATE.type in first
+    nominations: list[tuple[float, Address, bytes]] = [(0.03, first_addr, first.transaction_id)]
     now = 0.03
     while agent.state is AgentState.RUNNING and now < 60:
         timer = agent.get_timer()
@@ -755,9 +774,12 @@ def test_incoming_check_on_in_progress_pair_cancels_and_rechecks() -> None:
     agent, peer = make_agent(controlling=False)
     ((old, old_raw, _, _),) = tick(agent, 0.0)
     agent.receive(peer.request(controlling=True), VIA, REMOTE, 0.01)
-    out = sent(agent)
-    assert [m.cls for m, *_ in out] == [StunClass.SUCCESS]
+    # the answer at once; the re-check waits until Ta after our check (its answer may be on
+    # the way), then goes as a triggered check
+    assert [m.cls for m, *_ in sent(agent)] == [StunClass.SUCCESS]
+    assert agent.get_timer() == pytest.approx(0.02)
     ((new, _, _, addr),) = tick(agent, 0.02)
+    assert new.cls == StunClass.REQUEST
     assert addr == REMOTE and new.transaction_id != old.transaction_id
     # the old transaction is not retransmitted any more, the new one is
     later = tick(agent, 0.52)
@@ -765,6 +787,19 @@ def test_incoming_check_on_in_progress_pair_cancels_and_rechecks() -> None:
     # but the answer to the old one still makes the pair succeed
     agent.receive(peer.answer(old_raw), VIA, REMOTE, 0.6)
     assert any(isinstance(e, PairChecked) and e.succeeded for e in events(agent))
+
+
+def test_in_progress_pair_answered_before_the_recheck_is_not_checked_again() -> None:
+    """§7.3.1.4 re-check held back: the answer to our check arrives first, so the pair
+    succeeded and no second check is sent."""
+    agent, peer = make_agent(controlling=False)
+    ((_, raw, _, _),) = tick(agent, 0.0)
+    agent.receive(peer.request(controlling=True), VIA, REMOTE, 0.005)
+    assert [m.cls for m, *_ in sent(agent)] == [StunClass.SUCCESS]
+    agent.receive(peer.answer(raw), VIA, REMOTE, 0.01)
+    assert list(agent.checklist)[0].state is PairState.SUCCEEDED
+    assert tick(agent, 0.02) == [] and tick(agent, 0.5) == []
+    assert agent.stats().checks_sent == 1
 
 
 def test_response_on_another_socket_is_not_symmetric() -> None:

@@ -258,12 +258,16 @@ class Network:
             if src[0] in self._permissions.get(dst, set()):  # RFC 8656 §9: else dropped
                 self._push(at + self.delay, dst, src, data, self._relays[dst][0])
             return
+        if any(h.nat is not None and h.nat.public_ip == dst[0] for h in self.hosts):
+            # the NAT filters when the packet reaches it (see run()), not when it was sent:
+            # a pinhole its host opens meanwhile lets it in, as in a real network
+            self._push(at, dst, src, data, None)
+
+    def _through_nat(self, dst: Address, src: Address) -> Address | None:
         for host in self.hosts:
             if host.nat is not None and host.nat.public_ip == dst[0]:
-                inside = host.nat.inbound(dst[1], src)
-                if inside is not None:
-                    self._push(at, inside, src, data, None)
-                return
+                return host.nat.inbound(dst[1], src)
+        return None
 
     def _push(
         self, at: float, dst: Address, src: Address, data: bytes, relay_owner: Host | None
@@ -301,6 +305,11 @@ class Network:
                 receiver: Host | None = relay_owner
                 via: Hashable = ("relay", dst)
                 if receiver is None:
+                    if dst not in self._sockets:
+                        inside = self._through_nat(dst, src)
+                        if inside is None:
+                            continue  # filtered by the NAT
+                        dst = inside
                     owner = self._sockets.get(dst)
                     receiver, via = (owner[0], dst) if owner is not None else (None, None)
                 if receiver is not None and not receiver.agent.receive(data, via, src, t):
