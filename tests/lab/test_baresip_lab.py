@@ -1,0 +1,209 @@
+"""baresip as the far end in the ICE lab (root): our ``softphone`` CLI on one laptop, a
+:class:`tests.peers.baresip.Baresip` (``medianat=ice``, STUN from the lab's coturn) on
+another, each behind its own NAT router, both registered with Kamailio on the public net.
+
+Both directions: we call baresip (it auto-answers) and baresip dials us (``softphone answer
+--auto``). Audio is checked at both ends by dominant frequency: baresip sends its 440 Hz
+sine, we send 1000 Hz; ours is recorded with ``--record``, baresip's with its ``sndfile``
+dumps. Our report says whether ICE ran and which pair carried the call; it is printed
+(``pytest -rP``) with what baresip's SDP offered or answered.
+
+baresip runs only inside the lab's namespaces here, so its candidates (gathered on every
+interface it sees) are lab addresses and its STUN goes to the lab's coturn only.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lab.conftest import SERVER_IP, IceLab, Laptop
+from tests.lab.softphone_lab import (
+    DOMAIN,
+    Softphone,
+    SoftphoneLab,
+    heard,
+    start_kamailio,
+)
+from tests.peers.baresip import Baresip
+
+BARESIP_TONE = 440.0  # the Baresip peer's ausine source
+OUR_TONE = 1000.0
+OURS = "lan1a"  # our laptop, behind eim1 (MASQUERADE)
+DIRECT = {"host", "srflx", "prflx"}
+# baresip's laptop -> the pair we expect: behind eim2 (MASQUERADE) a direct srflx pair; behind
+# sym1 (--random-fully) its srflx candidate is useless and only our TURN relay can carry it
+THEIRS = {"eim": "eim2l", "sym": "sym1l"}
+# baresip 1.0 runs its checks slowly (one component after the other, ~2.3 s each when the
+# first ones are lost to a NAT): ICE takes ~4.7 s eim/eim and ~9.3 s eim/sym, and our
+# --duration counts from the answer, so the call lasts long enough to carry audio after that
+DURATION = {"eim": 9, "sym": 15}
+CASES = [pytest.param(nat, id=f"eim/{nat}") for nat in THEIRS]
+
+
+@pytest.fixture(scope="module")
+def softphone_lab(
+    ice_lab: IceLab, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SoftphoneLab]:
+    for binary, package in (("kamailio", "kamailio"), ("baresip", "baresip")):
+        if shutil.which(binary) is None:
+            pytest.skip(f"{binary} not installed (Debian package {package})")
+    kamailio = start_kamailio(ice_lab, tmp_path_factory.mktemp("baresip-lab") / "kamailio")
+    try:
+        yield SoftphoneLab(ice_lab, kamailio)
+    finally:
+        kamailio.stop()
+
+
+def start_baresip(lab: SoftphoneLab, laptop: Laptop, workdir: Path, user: str) -> Baresip:
+    phone = Baresip(
+        workdir, user=user, domain=DOMAIN, password=lab.kamailio.users[user],
+        registrar=f"{SERVER_IP}:{lab.kamailio.port}", host=laptop.ip, netns=laptop.ns.name,
+        medianat="ice", stun_server=f"stun:{lab.ice.coturn.server()}",
+        audio_codecs="opus/48000/2,PCMU/8000/1",
+    )  # fmt: skip
+    phone.start(timeout=20)
+    return phone
+
+
+def baresip_heard(phone: Baresip) -> float:
+    phone.wait_for_log(r"audio: destroyed", timeout=15)
+    dumps = sorted(phone.workdir.glob("dump-*-dec.wav"))
+    assert dumps, "baresip dumped no received audio:\n" + phone.log()[-3000:]
+    return heard(dumps[-1])
+
+
+_TRACE_HEADER = re.compile(r"^\S+ \S+ sip\.trace \w+ (send|recv) ")
+_OTHER_LINE = re.compile(r"^(\d{4}-\d\d-\d\d |\[\s*[\d.]+s\]|\{)")
+_CANDIDATE = re.compile(r"^a=candidate:\S+ \d \S+ \d+ (\S+ \d+ typ \w+)", re.M)
+
+
+def remote_sdp(stderr: str) -> str:
+    """The SDP of the first SIP message we received that carries one (``--trace``)."""
+    current: list[str] | None = None
+    for line in stderr.splitlines():
+        header = _TRACE_HEADER.match(line)
+        if header:
+            if current and "v=0" in current:
+                return "\n".join(current[current.index("v=0") :])
+            current = [] if header.group(1) == "recv" else None
+        elif _OTHER_LINE.match(line):
+            if current and "v=0" in current:
+                return "\n".join(current[current.index("v=0") :])
+            current = None
+        elif current is not None:
+            current.append(line)
+    raise AssertionError("no SDP from baresip in the trace")
+
+
+def describe(case: str, report: dict, sdp: str) -> str:
+    ice = report["ice"]
+    pair = ice and f"{ice['selected']['local']['type']}/{ice['selected']['remote']['type']}"
+    return (
+        f"[baresip-lab] {case}: codec {report['rtp']['codec']} setup_ms "
+        f"{report['call'].get('setup_ms')} ICE {'yes' if ice else 'no'} pair {pair} "
+        f"connect_ms {ice and ice.get('connect_ms')}; baresip SDP: ice "
+        f"{'a=ice-ufrag' in sdp}, rtcp-mux {'a=rtcp-mux' in sdp}, candidates "
+        f"{_CANDIDATE.findall(sdp)}; "
+        f"rtp sent {report['rtp']['sent']} received {report['rtp']['received']}"
+    )
+
+
+def common(lab: SoftphoneLab, user: str) -> list[str]:
+    return ["--trace", *lab.common_args(user)]
+
+
+def check_ice(report: dict, lab: SoftphoneLab, nat: str) -> None:
+    """ICE ran with baresip and picked the pair this NAT pairing allows."""
+    ice = report["ice"]
+    assert ice is not None, report
+    local, remote = ice["selected"]["local"], ice["selected"]["remote"]
+    if nat == "eim":
+        assert local["type"] in DIRECT and remote["type"] in DIRECT, ice
+        assert remote["address"] == lab.ice[THEIRS[nat]].public_ip, ice
+    else:
+        assert "relay" in (local["type"], remote["type"]), ice
+
+
+@pytest.mark.parametrize("nat", CASES)
+def test_softphone_calls_baresip_across_nats(
+    softphone_lab: SoftphoneLab, tmp_path: Path, nat: str
+) -> None:
+    lab = softphone_lab
+    bob = start_baresip(lab, lab.ice[THEIRS[nat]], tmp_path / "baresip", "bob")
+    ours = tmp_path / "ours.wav"
+    caller = Softphone(
+        lab, lab.ice[OURS],
+        [*common(lab, "alice"), "call", "bob", "--play", f"tone:{OUR_TONE:g}",
+         "--record", str(ours), "--duration", str(DURATION[nat])],
+        tmp_path / "caller.log",
+    )  # fmt: skip
+    try:
+        status, report = caller.finish(90)
+        their_audio = baresip_heard(bob)
+    finally:
+        caller.stop()
+        bob.stop()
+    logs = caller.stderr[-6000:] + "\n--- baresip\n" + bob.log()[-4000:]
+    assert report["call"]["sip_status"] == 200, logs
+    assert status == 0, logs
+    sdp = remote_sdp(caller.stderr)
+    print(describe(f"softphone->baresip eim/{nat}", report, sdp))
+    check_ice(report, lab, nat)
+    assert report["rtp"]["received"] > 0 and report["rtp"]["sent"] > 0
+    assert abs(heard(ours) - BARESIP_TONE) < 10, logs
+    assert abs(their_audio - OUR_TONE) < 10, logs
+
+
+# baresip (controlling, behind the symmetric NAT) -> softphone (controlled, eim): component 1
+# connects relay/prflx, but component 2 (baresip answers without rtcp-mux) never does: our
+# agent starts its component-2 checks ~10 s late and baresip's checks to our component-2
+# relay time out, so we end the call with "ICE did not complete in time" (found here; the
+# ICE agent's to fix). strict: this test says so when it starts passing.
+INCOMING_CASES = [
+    pytest.param(
+        nat,
+        id=f"eim/{nat}",
+        marks=[pytest.mark.xfail(reason="component 2 never connects (see above)", strict=True)]
+        if nat == "sym"
+        else [],
+    )
+    for nat in THEIRS
+]
+
+
+@pytest.mark.parametrize("nat", INCOMING_CASES)
+def test_baresip_calls_softphone_across_nats(
+    softphone_lab: SoftphoneLab, tmp_path: Path, nat: str
+) -> None:
+    lab = softphone_lab
+    ours = tmp_path / "ours.wav"
+    answerer = Softphone(
+        lab, lab.ice[OURS],
+        [*common(lab, "alice"), "answer", "--auto", "--count", "1",
+         "--duration", str(DURATION[nat]), "--play", f"tone:{OUR_TONE:g}", "--record", str(ours)],
+        tmp_path / "callee.log",
+    )  # fmt: skip
+    bob: Baresip | None = None
+    try:
+        assert answerer.wait_for("waiting for calls", 40), answerer.stderr
+        bob = start_baresip(lab, lab.ice[THEIRS[nat]], tmp_path / "baresip", "bob")
+        assert bob.dial(f"sip:alice@{DOMAIN}")["ok"]
+        status, report = answerer.finish(90)
+        their_audio = baresip_heard(bob)
+    finally:
+        answerer.stop()
+        if bob is not None:
+            bob.stop()
+    logs = answerer.stderr[-6000:] + "\n--- baresip\n" + (bob.log()[-4000:] if bob else "")
+    assert status == 0, logs
+    sdp = remote_sdp(answerer.stderr)
+    print(describe(f"baresip->softphone eim/{nat}", report, sdp))
+    check_ice(report, lab, nat)
+    assert report["rtp"]["received"] > 0 and report["rtp"]["sent"] > 0
+    assert abs(heard(ours) - BARESIP_TONE) < 10, logs
+    assert abs(their_audio - OUR_TONE) < 10, logs
