@@ -175,12 +175,34 @@ class CallResult:
 
     def summary(self, case: str) -> str:
         return (
-            f"[softphone-lab] {case}: setup_ms {self.caller['call'].get('setup_ms')} "
+            f"{case:28} setup_ms {self.caller['call'].get('setup_ms')} "
             f"connect_ms caller {self.caller['ice'].get('connect_ms')} "
             f"callee {self.callee['ice'].get('connect_ms')} "
             f"pair {'/'.join(self.pair('caller'))} | {'/'.join(self.pair('callee'))} "
             f"rtp lost {self.caller['rtp'].get('lost')}/{self.callee['rtp'].get('lost')}"
         )
+
+
+class CallTimes:
+    """A pytest plugin object (registered by the lab fixture) that lists every call's
+    setup_ms and ICE connect_ms in the terminal summary; no test asserts on them."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def record(self, case: str, r: CallResult, note: str = "") -> None:
+        line = r.summary(case) + (f" {note}" if note else "")
+        print(line)
+        self.lines.append(line)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.lines:
+            terminalreporter.section("softphone lab: setup and ICE connect times")
+            for line in self.lines:
+                terminalreporter.write_line(line)
+
+
+TIMES = CallTimes()
 
 
 def heard(path: Path) -> float:

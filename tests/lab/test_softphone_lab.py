@@ -21,6 +21,7 @@ from tests.lab.conftest import IceLab
 from tests.lab.softphone_lab import (
     CALLEE_TONE,
     CALLER_TONE,
+    TIMES,
     CallResult,
     SoftphoneLab,
     assert_call_ok,
@@ -35,8 +36,10 @@ DIRECT = {"host", "srflx", "prflx"}
 
 @pytest.fixture(scope="module")
 def softphone_lab(
-    ice_lab: IceLab, tmp_path_factory: pytest.TempPathFactory
+    ice_lab: IceLab, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[SoftphoneLab]:
+    if not request.config.pluginmanager.is_registered(TIMES):
+        request.config.pluginmanager.register(TIMES, "softphone-lab-times")
     if shutil.which("kamailio") is None:
         pytest.skip("kamailio not installed (Debian package kamailio)")
     kamailio = start_kamailio(ice_lab, tmp_path_factory.mktemp("softphone-lab") / "kamailio")
@@ -78,7 +81,7 @@ def test_call_across_nats(
     expect: str,
 ) -> None:
     r = run_call(softphone_lab, tmp_path, caller, callee)
-    print(r.summary(f"{caller[1]}->{callee[1]}"))
+    TIMES.record(f"{caller[1]}->{callee[1]}", r)
     assert_call_ok(r)
     assert r.extra["callee_contacts"], "the callee was not registered with Kamailio"
     if expect == "direct":
@@ -91,7 +94,7 @@ def test_call_with_tcp_signalling(softphone_lab: SoftphoneLab, tmp_path: Path) -
     """eim/eim with SIP over TCP (RFC 3261 §18): registration, INVITE and BYE on the
     connections each UA opened through its NAT; media still a direct UDP pair."""
     r = run_call(softphone_lab, tmp_path, ("alice", "lan1a"), ("bob", "eim2l"), transport="tcp")
-    print(r.summary("tcp lan1a->eim2l"))
+    TIMES.record("tcp lan1a->eim2l", r)
     assert_call_ok(r)
     contacts = r.extra["callee_contacts"]
     assert contacts and all("transport=tcp" in c.lower() for c in contacts), contacts
@@ -114,7 +117,7 @@ def test_call_survives_a_kamailio_restart(softphone_lab: SoftphoneLab, tmp_path:
         softphone_lab, tmp_path / "first", ("alice", "lan1a"), ("bob", "eim2l"),
         duration=6, during=restart,
     )  # fmt: skip
-    print(r.summary("restart lan1a->eim2l"))
+    TIMES.record("restart lan1a->eim2l", r)
     assert r.extra["contacts_after_restart"] == [], "registrations survived the restart?"
     assert_call_ok(r)
     _direct(r, softphone_lab, "lan1a", "eim2l")
@@ -128,7 +131,7 @@ def test_call_survives_a_kamailio_restart(softphone_lab: SoftphoneLab, tmp_path:
         assert all(abs(f - tone) < 10 for f in windows), (path, windows)
     # both register again (new processes) and call through the restarted proxy
     again = run_call(softphone_lab, tmp_path / "second", ("alice", "lan1a"), ("bob", "eim2l"))
-    print(again.summary("after restart lan1a->eim2l"))
+    TIMES.record("after-restart lan1a->eim2l", again)
     assert again.extra["callee_contacts"], "bob did not register with the restarted Kamailio"
     assert_call_ok(again)
 
@@ -157,7 +160,7 @@ def test_call_with_ten_percent_loss_on_both_routers(
     finally:
         for name in routers:
             ice.routers[name].set_loss(0)
-    print(r.summary(f"10% loss {caller}->{callee}"), f"dropped {dropped}")
+    TIMES.record(f"loss10 {caller}->{callee}", r, f"dropped {dropped}")
     assert all(n > 0 for n in dropped.values()), dropped  # the loss was real
     assert_call_ok(r)
     for side in ("caller", "callee"):
