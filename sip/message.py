@@ -312,7 +312,10 @@ class _MessageFields:
     @property
     def contacts(self) -> list[NameAddr]:
         """Contact values; a ``Contact: *`` (REGISTER, RFC 3261 §10.2.2) yields no entries."""
-        return [NameAddr.parse(v) for v in self.headers.get_all("Contact") if v != "*"]
+        values = self.headers.get_all("Contact")
+        if "*" in values:
+            return [NameAddr.parse(v) for v in values if v != "*"]
+        return list(map(NameAddr.parse, values))
 
 
 def _encode(lines: list[str], body: bytes) -> bytes:
@@ -425,7 +428,7 @@ def _parse_header_section(
                 canonical[i] = canonical_name
     values = parts[2::2]
     items = list(zip(keys, canonical, values, strict=True))
-    first = dict(zip(keys[::-1], values[::-1], strict=True))  # the first line of a name wins
+    first = dict(zip(reversed(keys), reversed(values), strict=True))  # the first line wins
     cl_count = keys.count("content-length")
     if cl_count == 0:
         cl_values = []

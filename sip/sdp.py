@@ -10,6 +10,13 @@ already in canonical order therefore serializes back to the same text.
 
 :class:`SdpParseError` (a :class:`ValueError`) is the only exception :func:`parse_sdp` raises.
 
+Speed: a description written the usual way (CRLF lines, no blank lines, each section's ``a=`` lines
+after its other lines) is cut into sections and attribute lines by C-level splits, and the usual
+v/o/s/c/t and m/c head lines are read with one regex match per section; anything else takes the
+line-by-line parser, which gives the same model (tests/unit/test_parse_fastpaths.py).  The
+attribute lists of a parsed description are built on first use: ``attributes`` is a property that
+turns the kept ``name[:value]`` texts into :class:`Attribute` objects once, then returns that list.
+
 ICE attributes (``a=candidate``, ``a=ice-ufrag``, ``a=ice-pwd``, ``a=ice-options``,
 ``a=end-of-candidates``, ``a=remote-candidates``) are deliberately kept as plain attributes whose
 value is preserved byte for byte; their meaning belongs to the ``ice`` package (RFC 8839).
