@@ -741,8 +741,11 @@ def _get_attributes(self: _AttributeList) -> list[Attribute]:
     state = self.__dict__
     attributes: list[Attribute] | None = state["_attributes"]
     if attributes is None:
-        parse = Attribute.parse
-        attributes = state["_attributes"] = [parse(t) for t in state.pop("_attribute_texts")]
+        attributes = state["_attributes"] = []
+        append = attributes.append
+        for text in state.pop("_attribute_texts"):
+            name, sep, value = text.partition(":")  # as Attribute.parse
+            append(Attribute(name, value if sep else None))
     return attributes
 
 
@@ -763,6 +766,65 @@ for _cls in (MediaDescription, SessionDescription):
     setattr(_cls, "attributes", property(_get_attributes, _set_attributes))  # noqa: B010
 
 _NO_ORIGIN = Origin()  # placeholder while parsing; a description without o= is rejected
+
+
+def _new_media(
+    media: str, port: int, proto: str, formats: list[str], texts: list[str]
+) -> MediaDescription:
+    """What ``MediaDescription(media, port, proto, formats)`` makes, attribute texts deferred.
+
+    The dataclass __init__ costs a call per default factory and one through the ``attributes``
+    property; this is the parser's hot path.  test_parse_fastpaths.py checks the fields match.
+    """
+    obj = object.__new__(MediaDescription)
+    obj.__dict__ = {
+        "media": media,
+        "port": port,
+        "proto": proto,
+        "formats": formats,
+        "port_count": None,
+        "information": None,
+        "connection": None,
+        "extra_connections": [],
+        "bandwidths": [],
+        "encryption_key": None,
+        "_attributes": None,
+        "_attribute_texts": texts,
+        "other_lines": [],
+    }
+    return obj
+
+
+def _new_session(
+    origin: Origin,
+    name: str,
+    version: int,
+    connection: Connection | None,
+    timing: list[Timing],
+    texts: list[str],
+) -> SessionDescription:
+    """What the SessionDescription constructor makes, attribute texts deferred (see _new_media)."""
+    obj = object.__new__(SessionDescription)
+    obj.__dict__ = {
+        "origin": origin,
+        "session_name": name,
+        "version": version,
+        "information": None,
+        "uri": None,
+        "emails": [],
+        "phones": [],
+        "connection": connection,
+        "extra_connections": [],
+        "bandwidths": [],
+        "timing": timing,
+        "time_zones": None,
+        "encryption_key": None,
+        "_attributes": None,
+        "_attribute_texts": texts,
+        "media": [],
+        "other_lines": [],
+    }
+    return obj
 
 
 # --------------------------------------------------------------------------------------------------
@@ -864,12 +926,14 @@ def _parse_plain(text: str) -> SessionDescription | None:
     m = _SESSION_HEAD_RE.fullmatch(texts[0])
     if m is not None:
         v, user, sid, sver, net, addrtype, addr, name, cnet, ctype, caddr, start, stop = m.groups()
-        session = SessionDescription(
+        del texts[0]
+        session = _new_session(
             Origin(user, sid, int(sver), net, addrtype, addr),
             name,
             int(v),
-            connection=None if cnet is None else Connection(caddr, ctype, cnet, None, None),
-            timing=[Timing(int(start), int(stop), [])],
+            None if cnet is None else Connection(caddr, ctype, cnet, None, None),
+            [Timing(int(start), int(stop), [])],
+            texts,
         )
         seen_origin = True
     else:
@@ -888,9 +952,9 @@ def _parse_plain(text: str) -> SessionDescription | None:
                 seen_name = True
             else:
                 _session_line(session, kind, line[2:])
-    if len(texts) > 1:
-        del texts[0]
-        _defer_attributes(session, texts)
+        if len(texts) > 1:
+            del texts[0]
+            _defer_attributes(session, texts)
     for texts in sections[1:]:
         m = _MEDIA_HEAD_RE.fullmatch(texts[0])
         if m is not None:
@@ -898,7 +962,8 @@ def _parse_plain(text: str) -> SessionDescription | None:
             number = int(port)
             if number > 65535:
                 return None
-            media = MediaDescription(kind, number, proto, formats.split(), None)
+            del texts[0]
+            media = _new_media(kind, number, proto, formats.split(), texts)
             if cnet is not None:
                 media.connection = Connection(caddr, ctype, cnet, None, None)
         else:
@@ -908,9 +973,9 @@ def _parse_plain(text: str) -> SessionDescription | None:
                 if line[1:2] != "=":
                     return None
                 _media_line(media, line[0], line[2:])
-        if len(texts) > 1:
-            del texts[0]
-            _defer_attributes(media, texts)
+            if len(texts) > 1:
+                del texts[0]
+                _defer_attributes(media, texts)
         session.media.append(media)
     return _finish(session, seen_origin)
 

@@ -25,6 +25,8 @@ from sip.sdp import (
     SdpParseError,
     SessionDescription,
     Timing,
+    _new_media,
+    _new_session,
     _parse_lines,
     _parse_plain,
     _split_lines,
@@ -290,3 +292,18 @@ def test_bench_values_take_the_fast_paths_and_agree() -> None:
     assert Via.parse(via) == Via._parse_general(via)
     uri = "sip:bob@198.51.100.20:5060;transport=udp"
     assert SipURI.parse(uri) == SipURI._parse_general(uri)
+
+
+def test_fast_constructors_set_exactly_the_dataclass_fields() -> None:
+    media = _new_media("audio", 9, "RTP/AVP", ["0"], ["sendrecv"])
+    assert media == MediaDescription(
+        "audio", 9, "RTP/AVP", ["0"], attributes=[Attribute("sendrecv")]
+    )
+    assert media.__dict__.keys() == MediaDescription().__dict__.keys()
+    origin = Origin("u", "1", 2, "IN", "IP4", "h")
+    session = _new_session(origin, "n", 0, None, [Timing()], [])
+    assert session == SessionDescription(origin, "n", 0, timing=[Timing()])
+    assert session.__dict__.keys() == SessionDescription().__dict__.keys()
+    assert {f.name for f in dataclasses.fields(SessionDescription)} == {
+        k.lstrip("_") for k in session.__dict__
+    }
