@@ -174,13 +174,24 @@ class CallResult:
         return sel["local"]["type"], sel["remote"]["type"]
 
     def summary(self, case: str) -> str:
-        return (
-            f"{case:28} setup_ms {self.caller['call'].get('setup_ms')} "
-            f"connect_ms caller {self.caller['ice'].get('connect_ms')} "
-            f"callee {self.callee['ice'].get('connect_ms')} "
-            f"pair {'/'.join(self.pair('caller'))} | {'/'.join(self.pair('callee'))} "
-            f"rtp lost {self.caller['rtp'].get('lost')}/{self.callee['rtp'].get('lost')}"
-        )
+        return summarize(case, self.caller, self.callee)
+
+
+def summarize(case: str, caller: dict[str, Any], callee: dict[str, Any]) -> str:
+    """One line: setup_ms, each side's ICE connect_ms and pair, RTP loss (from the reports)."""
+
+    def pair(report: dict[str, Any]) -> str:
+        sel = (report.get("ice") or {}).get("selected") or {}
+        return "/".join(str((sel.get(end) or {}).get("type")) for end in ("local", "remote"))
+
+    ice_a, ice_b = caller.get("ice") or {}, callee.get("ice") or {}
+    rtp_a, rtp_b = caller.get("rtp") or {}, callee.get("rtp") or {}
+    return (
+        f"{case:28} setup_ms {caller['call'].get('setup_ms')} "
+        f"connect_ms caller {ice_a.get('connect_ms')} callee {ice_b.get('connect_ms')} "
+        f"pair {pair(caller)} | {pair(callee)} "
+        f"rtp lost {rtp_a.get('lost')}/{rtp_b.get('lost')}"
+    )
 
 
 class CallTimes:
@@ -191,7 +202,12 @@ class CallTimes:
         self.lines: list[str] = []
 
     def record(self, case: str, r: CallResult, note: str = "") -> None:
-        line = r.summary(case) + (f" {note}" if note else "")
+        self.record_reports(case, r.caller, r.callee, note)
+
+    def record_reports(
+        self, case: str, caller: dict[str, Any], callee: dict[str, Any], note: str = ""
+    ) -> None:
+        line = summarize(case, caller, callee) + (f" {note}" if note else "")
         print(line)
         self.lines.append(line)
 

@@ -23,8 +23,10 @@ from tests.lab.softphone_lab import (
     CALLER_TONE,
     TIMES,
     CallResult,
+    Softphone,
     SoftphoneLab,
     assert_call_ok,
+    heard,
     heard_windows,
     relayed,
     run_call,
@@ -168,3 +170,55 @@ def test_call_with_ten_percent_loss_on_both_routers(
     if callee.startswith("sym"):
         assert relayed(r, "caller") and relayed(r, "callee"), (r.pair(), r.pair("callee"))
     # (eim/eim may end on the relay here when checks of the direct pair were lost)
+
+
+def test_tcp_callee_re_registers_after_a_kamailio_restart(
+    softphone_lab: SoftphoneLab, tmp_path: Path
+) -> None:
+    """bob waits for calls over TCP when Kamailio restarts (losing its registrations): the
+    restart closes bob's connection, which his flow watcher (RFC 5626 §4.4.1) takes as a
+    failed flow, and he registers again at once over a new one; alice's call then reaches
+    the same bob process through the restarted proxy."""
+    lab, kamailio = softphone_lab, softphone_lab.kamailio
+    bob_wav, alice_wav = tmp_path / "bob.wav", tmp_path / "alice.wav"
+    bob = Softphone(
+        lab, lab.ice["eim2l"],
+        [*lab.common_args("bob", "tcp"), "answer", "--auto", "--count", "1",
+         "--play", f"tone:{CALLEE_TONE:g}", "--record", str(bob_wav)],
+        tmp_path / "bob.log",
+    )  # fmt: skip
+    alice: Softphone | None = None
+    try:
+        assert bob.wait_for("waiting for calls", 40), bob.stderr
+        assert kamailio.contacts("bob"), "bob is not registered"
+        kamailio.restart()
+        mark = kamailio.log().rindex("==== start")  # where the restarted Kamailio's log begins
+        # bob's new binding: a REGISTER the restarted registrar accepted
+        deadline = time.monotonic() + 30
+        while not kamailio.contacts("bob") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        contacts = kamailio.contacts("bob")
+        assert contacts, f"bob did not register again\n{bob.stderr}"
+        assert "REGISTER sip:bob@example.org contact=" in kamailio.log_since(mark)
+        alice = Softphone(
+            lab, lab.ice["lan1a"],
+            [*lab.common_args("alice", "tcp"), "call", "bob",
+             "--play", f"tone:{CALLER_TONE:g}", "--record", str(alice_wav),
+             "--duration", "3"],
+            tmp_path / "alice.log",
+        )  # fmt: skip
+        status, report = alice.finish(60)
+        bob_status, bob_report = bob.finish(30)
+    finally:
+        if alice is not None:
+            alice.stop()
+        bob.stop()
+    TIMES.record_reports("tcp re-registered", report, bob_report)
+    assert "registering again" in bob.stderr, bob.stderr
+    assert report["call"]["sip_status"] == 200 and status == 0, alice.stderr + bob.stderr
+    assert bob_status == 0, bob.stderr
+    for r in (report, bob_report):
+        sel = r["ice"]["selected"]
+        assert {sel["local"]["type"], sel["remote"]["type"]} <= DIRECT - {"host"}, sel
+    assert abs(heard(alice_wav) - CALLEE_TONE) < 10
+    assert abs(heard(bob_wav) - CALLER_TONE) < 10
