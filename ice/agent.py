@@ -340,8 +340,9 @@ class Agent:
         self._consent: dict[int, ConsentFreshness] = {}
         self._consent_lost: set[int] = set()
         self._prflx_counter = 0
-        # §7.3.1.4 re-checks of In-Progress pairs, held back until this time (see _recheck)
-        self._rechecks: dict[CandidatePair, float] = {}
+        # §7.3.1.4 re-checks of In-Progress pairs, held back until this time (see _recheck):
+        # pair -> (when, the sent_at of the check it would replace)
+        self._rechecks: dict[CandidatePair, tuple[float, object]] = {}
         self._generation = 0
         self._restarting = False
         self._completed_generation = -1
@@ -599,8 +600,8 @@ class Agent:
             t = check.tx.get_timer()
             if t is not None:
                 times.append(t)
-        for pair, at in self._rechecks.items():
-            if pair.state is PairState.IN_PROGRESS:
+        for pair, (at, sent) in self._rechecks.items():
+            if pair.state is PairState.IN_PROGRESS and pair.extra.get("sent_at") == sent:
                 times.append(at)
         if self._remote is not None and self.state in (AgentState.RUNNING, AgentState.COMPLETED):
             if self._checklist.has_triggered():
@@ -915,7 +916,7 @@ class Agent:
             if now >= at:
                 self._recheck(pair)
             else:
-                self._rechecks.setdefault(pair, at)
+                self._rechecks.setdefault(pair, (at, sent))
         elif pair.state is PairState.FROZEN or pair.state is PairState.WAITING:
             self._checklist.enqueue_triggered(pair)
         elif pair.state is PairState.FAILED:
@@ -1005,8 +1006,9 @@ class Agent:
         self._checklist.enqueue_triggered(pair)
 
     def _run_rechecks(self, now: float) -> None:
-        for pair, at in list(self._rechecks.items()):
-            if pair.state is not PairState.IN_PROGRESS:
+        for pair, (at, sent) in list(self._rechecks.items()):
+            if pair.state is not PairState.IN_PROGRESS or pair.extra.get("sent_at") != sent:
+                # answered, failed, or checked again meanwhile (e.g. the nomination)
                 del self._rechecks[pair]
             elif now >= at:
                 self._recheck(pair)
@@ -1057,6 +1059,7 @@ class Agent:
             valid.state = PairState.SUCCEEDED
         was_succeeded = pair.state is PairState.SUCCEEDED
         pair.state = PairState.SUCCEEDED
+        self._rechecks.pop(pair, None)  # answered: no re-check needed (§7.3.1.4)
         pair.valid_pair = valid
         pair.rtt = rtt if rtt is not None else pair.rtt
         valid.rtt = pair.rtt

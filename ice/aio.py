@@ -8,7 +8,9 @@ transport per component.
 * an :class:`ice.agent.Agent` (sans-I/O, RFC 8445), fed every STUN packet that the gatherer
   does not consume, whose datagrams go out of the right socket - or through the right TURN
   allocation, wrapped in Send indications / ChannelData by :class:`ice.turn.TurnClient` - and
-  whose timer runs with ``loop.call_at``;
+  whose timer runs with ``loop.call_at`` (a timer already due runs at once; while the checks
+  run, a timer is woken up to :data:`PRECISE_WINDOW` early and then waits out the rest by
+  yielding to the loop, since the selector sleeps in whole milliseconds);
 * a :class:`ComponentTransport` per component: ``send(data)`` and ``on_receive`` / ``recv()``
   hide whether the selected pair is direct or relayed.
 
@@ -47,6 +49,7 @@ from typing import Any
 from ice.agent import (
     Agent,
     AgentEvent,
+    AgentState,
     AgentStats,
     Completed,
     ConsentLost,
@@ -64,6 +67,12 @@ from ice.gather import (
 )
 from ice.interfaces import DEFAULT_EXCLUDE, LocalAddress
 from ice.stun import Address
+
+PRECISE_WINDOW = 0.0015
+"""epoll (and so the asyncio loop) sleeps in whole milliseconds, rounded up: a ``call_at`` runs
+up to about 1 ms late.  While the connectivity checks run (their pacing and the nomination
+are what the connect time is made of), timers are set this much early and the last stretch
+is waited out with ``call_soon`` (the loop keeps handling I/O meanwhile)."""
 
 __all__ = [
     "ComponentTransport",
@@ -188,7 +197,7 @@ class IceConnection:
         self.on_candidate = on_candidate
         self._transports = {c: ComponentTransport(self, c) for c in range(1, components + 1)}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._timer_at: float | None = None
         self._connected: asyncio.Future[None] | None = None
         self._gathering_started = False
@@ -408,15 +417,27 @@ class IceConnection:
         if when != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = None if when is None else self._loop.call_at(when, self._on_timer)
+            self._timer = None
+            if when is not None:
+                wake = when
+                if self.agent.state is AgentState.RUNNING and when - now > PRECISE_WINDOW:
+                    wake = when - PRECISE_WINDOW
+                self._timer = self._loop.call_at(wake, self._on_timer)
             self._timer_at = when
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._timer_at = None
         if self._loop is None or self._closed:
+            self._timer_at = None
             return
-        self.agent.handle_timer(self._loop.time())
+        now = self._loop.time()
+        if self._timer_at is not None and now < self._timer_at:
+            # woken early on purpose (PRECISE_WINDOW): wait out the rest, letting the
+            # loop run its I/O in between
+            self._timer = self._loop.call_soon(self._on_timer)
+            return
+        self._timer_at = None
+        self.agent.handle_timer(now)
         self._pump()
 
     def _on_agent_event(self, event: AgentEvent) -> None:

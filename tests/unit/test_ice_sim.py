@@ -255,8 +255,8 @@ class Network:
             self._push(at, dst, src, data, None)
             return
         if dst in self._relays:
-            if src[0] in self._permissions.get(dst, set()):  # RFC 8656 §9: else dropped
-                self._push(at + self.delay, dst, src, data, self._relays[dst][0])
+            # the TURN server checks its permissions when the packet reaches it (run())
+            self._push(at, dst, src, data, None)
             return
         if any(h.nat is not None and h.nat.public_ip == dst[0] for h in self.hosts):
             # the NAT filters when the packet reaches it (see run()), not when it was sent:
@@ -304,6 +304,10 @@ class Network:
                 _, _, dst, src, data, relay_owner = heapq.heappop(self._queue)
                 receiver: Host | None = relay_owner
                 via: Hashable = ("relay", dst)
+                if receiver is None and dst in self._relays:
+                    if src[0] in self._permissions.get(dst, set()):  # RFC 8656 §9: else dropped
+                        self._push(t + self.delay, dst, src, data, self._relays[dst][0])
+                    continue
                 if receiver is None:
                     if dst not in self._sockets:
                         inside = self._through_nat(dst, src)
