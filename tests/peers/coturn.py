@@ -171,19 +171,19 @@ class Coturn:
             return probe_in_netns(self.netns, "tcp", self.host, self.tls_port)
         return True
 
-    def stop(self) -> None:
+    def stop(self, release: bool = True) -> None:
+        """Stop coturn and (unless ``release`` is False) give its relay port range back."""
         if self._process is not None:
             self._process.stop()
-
-    def close(self) -> None:
-        """Stop for good and give the relay port range back for later peers."""
-        self.stop()
-        if self._relay_range is not None:
+        if release and self._relay_range is not None:
             release_port_range(*self._relay_range)
             self._relay_range = None
 
-    def restart(self) -> None:
+    def close(self) -> None:
         self.stop()
+
+    def restart(self) -> None:
+        self.stop(release=False)
         self.start()
 
     def running(self) -> bool:

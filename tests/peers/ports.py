@@ -13,6 +13,10 @@ import threading
 
 LOW = 20000
 HIGH = 32000  # exclusive; the ephemeral range starts at 32768
+# Single ports come from [LOW, RANGES_LOW), consecutive ranges (coturn's relay ports ...) from
+# [RANGES_LOW, HIGH): single ports handed out at random would otherwise fragment the space until
+# no long range is left.
+RANGES_LOW = 26000
 
 _lock = threading.Lock()
 _handed_out: set[int] = set()
@@ -47,9 +51,10 @@ def free_port_range(
 ) -> int:
     """First port of ``count`` consecutive free ports (every ``step``-th port is checked)."""
     rng = random.Random()
+    low, high = (LOW, RANGES_LOW) if count == 1 else (RANGES_LOW, HIGH)
     with _lock:
         for _ in range(500):
-            base = rng.randrange(LOW, HIGH - count * step)
+            base = rng.randrange(low, high - count * step)
             ports = [base + i * step for i in range(count)]
             if any(p in _handed_out for p in range(base, base + count * step)):
                 continue
