@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-ETH_P_IP = 0x0800
+ETH_P_ALL, ETH_P_IP = 0x0003, 0x0800
 PACKET_OUTGOING = 4
 
 
@@ -61,12 +61,19 @@ class Datagram:
 
 
 class LoopbackCapture:
-    """Every UDP/IPv4 datagram on ``lo`` while running (a packet socket; needs root)."""
+    """Every UDP/IPv4 datagram on ``lo`` (or ``interface``) while running (a packet socket;
+    needs root). ``sink``: also called with each datagram, from the capture thread."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, interface: str = "lo", sink: Callable[[Datagram], None] | None = None
+    ) -> None:
         self.packets: list[Datagram] = []
-        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
-        self._sock.bind(("lo", ETH_P_IP))
+        self._sink = sink
+        # on lo every datagram passes twice (out and in): keep one; elsewhere keep both ways
+        self._skip_outgoing = interface == "lo"
+        # ETH_P_ALL: only such sockets see outgoing packets too
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+        self._sock.bind((interface, ETH_P_ALL))
         self._sock.settimeout(0.2)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -94,7 +101,11 @@ class LoopbackCapture:
             except OSError:
                 return
             now = time.time()
-            if addr[2] == PACKET_OUTGOING or len(data) < 28 or data[9] != 17:  # UDP only
+            if (
+                (self._skip_outgoing and addr[2] == PACKET_OUTGOING)
+                or len(data) < 28
+                or data[9] != 17
+            ):  # UDP only
                 continue
             ihl = (data[0] & 0x0F) * 4
             udp = data[ihl : ihl + 8]
@@ -102,8 +113,12 @@ class LoopbackCapture:
                 continue
             src = (socket.inet_ntoa(data[12:16]), int.from_bytes(udp[0:2], "big"))
             dst = (socket.inet_ntoa(data[16:20]), int.from_bytes(udp[2:4], "big"))
+            datagram = Datagram(now, src, dst, data[ihl + 8 :])
+            if self._sink is not None:
+                self._sink(datagram)
+                continue
             with self._lock:
-                self.packets.append(Datagram(now, src, dst, data[ihl + 8 :]))
+                self.packets.append(datagram)
 
     def take(self) -> list[Datagram]:
         """The packets captured so far (and forget them)."""
@@ -297,6 +312,167 @@ def run_baresip(case: Case, runs: int, capture: LoopbackCapture | None) -> None:
                 )
 
 
+# ---- the lab (--lab) ---------------------------------------------------------------------------
+
+LAB_PAIRS = {
+    "eim/eim": ("lan1a", "eim2l"),
+    "sym/sym": ("sym1l", "sym2l"),
+    "eim/sym": ("lan1a", "sym1l"),
+}
+
+
+def capture_to_file(interface: str, path: str) -> None:
+    """``--capture IFACE --capture-file PATH``: run inside a lab namespace; one JSON line per
+    UDP datagram (time, addresses, the first bytes, SIP start lines) until killed."""
+    out = open(path, "a", buffering=1)  # lives until the process is killed
+
+    def write(d: Datagram) -> None:
+        text = d.payload[:1500].decode("latin-1")
+        sip = text if text.startswith(("INVITE ", "SIP/2.0 ")) else ""
+        out.write(json.dumps({"t": d.t, "src": d.src, "dst": d.dst, "head": d.payload[:6].hex(),
+                              "n": len(d.payload), "sip": sip}) + "\n")  # fmt: skip
+
+    LoopbackCapture(interface, sink=write).start()
+    while True:
+        time.sleep(3600)
+
+
+def read_capture(path: Path, since: float, until: float) -> list[Datagram]:
+    packets = []
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue  # a line still being written
+        if since <= r["t"] <= until:
+            payload = r["sip"].encode("latin-1") if r["sip"] else bytes.fromhex(r["head"])
+            if not r["sip"] and payload and 0x40 <= payload[0] <= 0x7F:
+                payload = payload[4:]  # TURN ChannelData (RFC 8656 §12.4): what it carries
+            payload += b"\0" * max(0, 12 - len(payload))  # is_rtp looks at 2 bytes and length
+            packets.append(Datagram(r["t"], tuple(r["src"]), tuple(r["dst"]), payload))
+    return packets
+
+
+def lab_wire_times(
+    caller: list[Datagram], callee: list[Datagram], caller_ip: str, callee_ip: str
+) -> WireTimes:
+    """Setup (first INVITE out of the caller's laptop to the 200 for it) and first RTP into
+    each laptop (after NAT, addressed to the laptop itself), from the first INVITE."""
+    invite = next((p for p in caller if p.payload.startswith(b"INVITE ")), None)
+    if invite is None:
+        return WireTimes()
+    t0 = invite.t
+    ok = next(
+        (
+            p for p in caller
+            if p.t >= t0 and p.payload.startswith(b"SIP/2.0 200")
+            and re.search(rb"^CSeq:\s*\d+ INVITE", p.payload, re.M | re.I)
+        ),
+        None,
+    )  # fmt: skip
+
+    def first_rtp(packets: list[Datagram], ip: str) -> float | None:
+        for p in packets:
+            if p.t >= t0 and p.dst[0] == ip and not p.payload[:1].isalpha() and is_rtp(p.payload):
+                return (p.t - t0) * 1000
+        return None
+
+    return WireTimes(
+        (ok.t - t0) * 1000 if ok else None,
+        first_rtp(callee, callee_ip),
+        first_rtp(caller, caller_ip),
+    )
+
+
+def run_lab(runs: int, pairs: Sequence[str]) -> list[Case]:
+    """Our softphones through Kamailio + coturn across the lab's NAT routers."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from tests.lab.conftest import build_ice_lab
+    from tests.lab.softphone_lab import Softphone, SoftphoneLab, start_kamailio
+    from tests.peers.netns import Lab, netns_available
+
+    reason = netns_available()
+    if reason:
+        print(f"--lab: {reason}", file=sys.stderr)
+        return []
+    cases = []
+    with tempfile.TemporaryDirectory(prefix="bench-call-setup-lab-") as tmp:
+        workdir = Path(tmp)
+        lab = Lab(workdir / "lab")
+        try:
+            ice = build_ice_lab(lab, workdir)
+            kamailio = start_kamailio(ice, workdir / "kamailio")
+            sl = SoftphoneLab(ice, kamailio)
+            for name in pairs:
+                a, b = LAB_PAIRS[name]
+                case = Case(f"lab {name}: softphone ICE")
+                cases.append(case)
+                files = {}
+                for laptop in (a, b):
+                    files[laptop] = workdir / f"capture-{name.replace('/', '-')}-{laptop}.jsonl"
+                    ice[laptop].ns.popen(
+                        [sys.executable, "-u", "-m", "bench.call_setup", "--capture", "eth0",
+                         "--capture-file", str(files[laptop])],
+                        name="capture",
+                    )  # fmt: skip
+                time.sleep(0.5)
+                answerer = Softphone(
+                    sl, ice[b],
+                    [*sl.common_args("bob"), "--codecs", "pcmu",
+                     "answer", "--auto", "--count", str(runs), "--play", "tone:660",
+                     "--record", "none"],
+                    workdir / f"callee-{name.replace('/', '-')}.log",
+                )  # fmt: skip
+                try:
+                    if not answerer.wait_for("waiting for calls", 40):
+                        raise RuntimeError(f"callee did not register:\n{answerer.stderr}")
+                    for i in range(runs):
+                        since = time.time()
+                        caller = Softphone(
+                            sl, ice[a],
+                            [*sl.common_args("alice"), "--codecs", "pcmu",
+                             "call", "bob", "--play", "tone:440", "--record", "none",
+                             "--duration", "1"],
+                            workdir / f"caller-{name.replace('/', '-')}-{i}.log",
+                        )  # fmt: skip
+                        try:
+                            status, report = caller.finish(60)
+                        except AssertionError:
+                            case.failures += 1
+                            continue
+                        finally:
+                            caller.stop()
+                        if status != 0:
+                            case.failures += 1
+                            continue
+                        time.sleep(0.3)  # the capture files catch up
+                        until = time.time()
+                        wire = lab_wire_times(
+                            read_capture(files[a], since, until),
+                            read_capture(files[b], since, until),
+                            ice[a].ip,
+                            ice[b].ip,
+                        )
+                        ice_report = report.get("ice") or {}
+                        case.samples.append(
+                            Sample(wire.setup_ms, ice_report.get("connect_ms"),
+                                   wire.rtp_callee_ms, wire.rtp_caller_ms)
+                        )  # fmt: skip
+                finally:
+                    answerer.stop()
+                    for laptop in (a, b):
+                        ice[laptop].ns.stop_processes()
+            kamailio.stop()
+            ice.coturn.stop()
+        finally:
+            lab.cleanup()
+    return cases
+
+
 # ---- report ----------------------------------------------------------------------------------
 
 
@@ -307,14 +483,14 @@ def _stat(values: Sequence[float | None]) -> str:
     return f"{statistics.median(real):.0f} ({min(real):.0f}-{max(real):.0f})"
 
 
-def print_table(cases: Sequence[Case], runs: int, wire: bool) -> None:
+def print_table(cases: Sequence[Case], runs: int, wire: bool, where: str = "on 127.0.0.1") -> None:
     columns: list[tuple[str, Callable[[Sample], float | None]]] = [
         ("setup ms", lambda s: s.setup_ms),
         ("ICE ms", lambda s: s.ice_ms),
         ("RTP@callee ms", lambda s: s.rtp_callee_ms),
         ("RTP@caller ms", lambda s: s.rtp_caller_ms),
     ]
-    print(f"call setup on 127.0.0.1, PCMU, median (min-max) of {runs} calls per case")
+    print(f"call setup {where}, PCMU, median (min-max) of {runs} calls per case")
     head = f"{'case':<30}" + "".join(f"{name:>18}" for name, _ in columns) + f"{'ok':>7}"
     print(head)
     print("-" * len(head))
@@ -330,7 +506,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="calls per case (default 10)")
     parser.add_argument("--no-baresip", action="store_true", help="skip baresip -> baresip")
+    parser.add_argument(
+        "--lab",
+        nargs="?",
+        const=",".join(LAB_PAIRS),
+        help="also run our calls in the NAT lab (root; about 20 s per pair with 5 runs): "
+        f"comma-separated pairs out of {', '.join(LAB_PAIRS)} (default all)",
+    )
+    parser.add_argument("--lab-runs", type=int, default=5, help="calls per lab pair (default 5)")
+    parser.add_argument("--capture", help=argparse.SUPPRESS)  # internal: lab capture process
+    parser.add_argument("--capture-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.capture:
+        capture_to_file(args.capture, args.capture_file)
+        return 0
     capture = LoopbackCapture().start() if LoopbackCapture.available() else None
     cases = [Case("softphone -> softphone, ICE"), Case("softphone -> softphone, no ICE")]
     try:
@@ -343,6 +532,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if capture is not None:
             capture.stop()
     print_table(cases, args.runs, capture is not None)
+    if args.lab:
+        lab_cases = run_lab(args.lab_runs, [p.strip() for p in args.lab.split(",")])
+        print()
+        print_table(lab_cases, args.lab_runs, True, where="in the NAT lab (Kamailio + coturn)")
+        cases += lab_cases
     return 0 if all(c.samples for c in cases) else 1
 
 
