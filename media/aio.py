@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
 
 from .analysis import LevelMeter
@@ -217,11 +217,18 @@ class MediaStream:
         self.transport.on_receive = self._on_rtp
         if self.rtcp_transport is not None:
             self.rtcp_transport.on_receive = self._on_rtcp
-        for coro, name in (
-            (self._send_loop(), "send"),
-            (self._playout_loop(), "playout"),
-            (self._rtcp_loop(), "rtcp"),
-        ):
+        loops: tuple[tuple[Coroutine[Any, Any, None], str], ...]
+        if self._paced_source() is not None and not isinstance(self.sink, ClockedSink):
+            # one timer for both directions: a file or tone source and a file or null sink
+            # tick on the same 20 ms grid, so a single task wakes up once per frame
+            loops = ((self._paced_loop(), "send+playout"), (self._rtcp_loop(), "rtcp"))
+        else:
+            loops = (
+                (self._send_loop(), "send"),
+                (self._playout_loop(), "playout"),
+                (self._rtcp_loop(), "rtcp"),
+            )
+        for coro, name in loops:
             task = asyncio.create_task(coro, name=f"media-{name}")
             task.add_done_callback(self._task_done)
             self._tasks.append(task)
@@ -246,6 +253,41 @@ class MediaStream:
                 self.transport.send(datagram)
             self.frames_sent += 1
             self.sent_level.update(frame, self._frame_s)
+
+    def _paced_source(self) -> Pacer | None:
+        """The pacer of a source that makes its frames on demand (files, tones, silence)."""
+        pacer = getattr(self.source, "pacer", None)
+        if isinstance(pacer, Pacer) and callable(getattr(self.source, "next_frame", None)):
+            return pacer
+        return None
+
+    async def _paced_loop(self) -> None:
+        """Send and play out on the source's pacer (see :meth:`start`)."""
+        source = self.source
+        pacer = self._paced_source()
+        assert pacer is not None
+        next_frame = source.next_frame  # type: ignore[attr-defined]
+        session, transport, sink, clock = self.session, self.transport, self.sink, self.clock
+        frame_s = self._frame_s
+        while True:
+            await pacer.wait()
+            frame = next_frame()
+            dropped = pacer.skipped
+            if dropped > self._source_dropped:
+                gap = dropped - self._source_dropped
+                log.info("the audio source dropped %d frames; leaving a gap in the stream", gap)
+                session.skip_frames(gap)
+                self.frames_skipped += gap
+                self._source_dropped = dropped
+            now = clock()
+            for datagram in session.send_frame(frame, now):
+                transport.send(datagram)
+            self.frames_sent += 1
+            self.sent_level.update(frame, frame_s)
+            played = session.playout(now)
+            sink.write(played)
+            self.frames_played += 1
+            self.played_level.update(played, frame_s)
 
     async def _playout_loop(self) -> None:
         pacer = self.playout_pacer

@@ -61,6 +61,10 @@ _BANDWIDTH_BY_RATE = (
 
 Int16Array = npt.NDArray[np.int16]
 
+# samples per frame at 48 kHz by TOC configuration number (RFC 6716 §3.1, Table 2): SILK-only
+# 10/20/40/60 ms, hybrid 10/20 ms, CELT-only 2.5/5/10/20 ms
+_SAMPLES_PER_FRAME = (480, 960, 1920, 2880) * 3 + (480, 960) * 2 + (120, 240, 480, 960) * 4
+
 
 class OpusCodecError(ValueError):
     """libopus rejected a packet or a setting."""
@@ -92,13 +96,17 @@ def packet_samples(payload: bytes) -> int:
     """
     if not payload:
         raise OpusCodecError("empty Opus packet")
-    data = bytes(payload)
-    try:
-        frames = _opus_dec.packet_get_nb_frames(data, len(data))
-        per_frame = _opus_dec.packet_get_samples_per_frame(data, OPUS_SAMPLE_RATE)
-    except opuslib_next.OpusError as exc:
-        raise OpusCodecError(f"malformed Opus packet: {exc}", exc.code) from None
-    samples = int(frames) * int(per_frame)
+    toc = payload[0]
+    code = toc & 3
+    if code == 0:
+        frames = 1
+    elif code < 3:
+        frames = 2
+    elif len(payload) < 2:  # code 3 needs the frame count byte (§3.2.5)
+        raise OpusCodecError("malformed Opus packet: code 3 without a frame count", -4)
+    else:
+        frames = payload[1] & 0x3F
+    samples = frames * _SAMPLES_PER_FRAME[toc >> 3]
     if samples > MAX_FRAME_SAMPLES:
         raise OpusCodecError(f"Opus packet of {samples} samples exceeds 120 ms")
     return samples
@@ -132,6 +140,10 @@ class OpusEncoder:
         )
         self._state = self._enc.encoder_state
         self._out = ctypes.create_string_buffer(MAX_PACKET_BYTES)
+        # the frame is copied into this buffer, whose pointer is made once (building a
+        # ctypes pointer from a numpy array costs more than the copy)
+        self._in = np.zeros(FRAME_SAMPLES * channels, dtype=np.int16)
+        self._in_p = self._in.ctypes.data_as(_INT16_P)
         self.bitrate = bitrate
         self.complexity = complexity
         self.fec = fec
@@ -141,20 +153,16 @@ class OpusEncoder:
 
     def encode(self, frame: npt.ArrayLike) -> bytes:
         """Encode one 20 ms frame: int16, shape (960,) mono or (960, 2) / (1920,) stereo."""
-        pcm = np.asarray(frame)
+        pcm = frame if type(frame) is np.ndarray else np.asarray(frame)
         if pcm.dtype != np.int16:
             raise TypeError(f"Opus encodes int16 samples, not {pcm.dtype}")
-        pcm = np.ascontiguousarray(pcm)
         if pcm.size != FRAME_SAMPLES * self.channels:
             raise ValueError(
                 f"expected {FRAME_SAMPLES} samples x {self.channels} channels, got {pcm.shape}"
             )
+        self._in[:] = pcm.reshape(-1)  # (960, 2) interleaved like (1920,)
         n = _opus_enc.libopus_encode(
-            self._state,
-            pcm.ctypes.data_as(_INT16_P),
-            FRAME_SAMPLES,
-            self._out,
-            MAX_PACKET_BYTES,
+            self._state, self._in_p, FRAME_SAMPLES, self._out, MAX_PACKET_BYTES
         )
         _check(n, "opus_encode")
         return ctypes.string_at(self._out, n)

@@ -318,6 +318,38 @@ def test_packet_samples_from_toc() -> None:
             packet_samples(bad)
 
 
+def test_packet_samples_agrees_with_libopus() -> None:
+    """The pure-Python TOC reading gives what libopus's packet_get_* functions give, for every
+    TOC byte and code-3 frame count (the receive path reads it for every packet)."""
+    import opuslib_next.api.decoder as api
+
+    for toc in range(256):
+        for second in (0x00, 0x01, 0x02, 0x05, 0x30, 0xFF):
+            data = bytes([toc, second])
+            expected = int(api.packet_get_nb_frames(data, 2)) * int(
+                api.packet_get_samples_per_frame(data, RATE)
+            )
+            if expected > 5760:
+                with pytest.raises(OpusCodecError):
+                    packet_samples(data)
+            else:
+                assert packet_samples(data) == expected, data.hex()
+
+
+def test_encoder_accepts_stereo_shapes_and_views() -> None:
+    stereo = OpusEncoder(2)
+    frame = np.zeros((960, 2), np.int16)
+    frame[:, 0] = tone(440, 0.02)[:960]
+    assert stereo.encode(frame) and stereo.encode(frame.reshape(-1))
+    mono = OpusEncoder(1)
+    wide = np.zeros((960, 2), np.int16)
+    assert mono.encode(wide[:, 0])  # a strided view is copied in
+    with pytest.raises(TypeError):
+        mono.encode(np.zeros(960, np.float32))
+    with pytest.raises(ValueError):
+        mono.encode(np.zeros(480, np.int16))
+
+
 def test_maxaveragebitrate_shrinks_packets() -> None:
     frames = frames_of(voiced(1.0))
     enc = OpusEncoder(1, bitrate=64000, fec=False)
