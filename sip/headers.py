@@ -21,10 +21,12 @@ _CSEQ_LIMIT = 2**32 - 1  # RFC 3261 §20.16 / RFC 4475 §3.1.2.4: larger values 
 
 
 # Fast path for the plain form; whatever it accepts, the general parser parses the same way.
-# Possessive quantifiers: each class excludes what follows it, so backtracking could not help.
+# The parameters after the first ";" go to parse_params() as they are, just as in the general
+# parser, so the fast path need not look into them.  Possessive quantifiers: each class excludes
+# what follows it, so backtracking could not help.
 _VIA_FAST_RE = re.compile(
-    r"SIP/2\.0/([A-Za-z]++) ([A-Za-z0-9\-_.]++|\[[0-9A-Fa-f:.]++\])(?::([0-9]{1,5}+))?"
-    r"((?:;[^;\s\"]*+)*+)"
+    r"SIP/2\.0/([A-Za-z]++) ([A-Za-z0-9\-_.]++|\[[0-9A-Fa-f:.]++\])(?::([0-9]{1,5}+))?(;.*)?",
+    re.S,
 )
 
 

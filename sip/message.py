@@ -172,9 +172,12 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in order; list-valued lines are split at top-level commas."""
         key = _KEYS.get(name) or _name_info(name)[0]
-        if key not in self._first_values():
+        first = self._first
+        if first is None:
+            first = self._first_values()
+        if key not in first:
             return []
-        values = self._values(key)
+        values = [value for k, _, value in self._items if k == key]
         if key in _LIST_HEADERS:
             out: list[str] = []
             for value in values:
@@ -185,7 +188,7 @@ class Headers:
                     if value:
                         out.append(value)
             return out
-        return list(values)
+        return values
 
     def add(self, name: str, value: str) -> None:
         """Append a header line."""

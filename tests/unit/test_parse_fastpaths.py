@@ -274,8 +274,10 @@ def test_name_addr_and_uri_noise_matches_general(text):
 
 
 @PROPERTY
-@given(st.text(alphabet='SIP/2.0UDPtcp []:;=branchrport0123456789."', max_size=50))
+@given(st.text(alphabet='SIP/2.0UDPtcp []:;=branchrport0123456789."\t\r\n,%', max_size=50))
 def test_via_noise_matches_general(text):
+    assert _outcome(Via.parse, text) == _outcome(Via._parse_general, text)
+    text = "SIP/2.0/UDP 192.0.2.1:5060" + text  # a plain sent-by, then anything
     assert _outcome(Via.parse, text) == _outcome(Via._parse_general, text)
 
 
