@@ -160,10 +160,15 @@ def test_softphone_calls_baresip_across_nats(
 
 
 # baresip (controlling, behind the symmetric NAT) -> softphone (controlled, eim): component 1
-# connects relay/prflx, but component 2 (baresip answers without rtcp-mux) never does: our
-# agent starts its component-2 checks ~10 s late and baresip's checks to our component-2
-# relay time out, so we end the call with "ICE did not complete in time" (found here; the
-# ICE agent's to fix). strict: this test says so when it starts passing.
+# connects relay/prflx, component 2 (baresip answers without rtcp-mux, so RTCP has its own
+# component) never does. Our component-2 pairs share foundations with the component-1 pairs
+# still in progress, so they stay Frozen (RFC 8445 §6.1.2.6, §6.1.4.2) until those time out,
+# ~10 s later; only then does our check relay -> baresip's srflx install the TURN permission
+# for baresip's address on our component-2 relay. baresip's own checks to that relay came
+# earlier, were dropped by coturn (no permission) and baresip gave up on them, so we end the
+# call with "ICE did not complete in time". (Component 1 works because its permission was
+# installed by our first round of checks.) For the ICE agent: permissions for every remote
+# address up front, or RTCP's component treated as optional. strict: this says when it passes.
 INCOMING_CASES = [
     pytest.param(
         nat,
