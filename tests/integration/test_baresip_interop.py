@@ -267,3 +267,47 @@ def test_baresip_calls_softphone(
     assert abs(dominant(ours) - BARESIP_TONE) < 5
     assert abs(baresip_heard(alice) - OUR_TONE) < 5
     print(describe(f"baresip->softphone {codec} {ice}", report, theirs, mine))
+
+
+def test_codec_choice_both_ways(baresip_factory: Callable[..., Baresip], tmp_path: Path) -> None:
+    """RFC 3264 §6.1: the answer takes the first codec of the offer both ends support. We
+    offer opus, PCMU, PCMA to a baresip with PCMA only; baresip offers opus, PCMU, PCMA to
+    us with --codecs pcma. PCMA both times, and the tones arrive."""
+    if not (MODULES / "g711.so").exists():
+        pytest.skip(f"baresip has no g711 module in {MODULES}")
+    bob = baresip_factory(user="bob", audio_codecs="PCMA/8000/1")
+    ours = tmp_path / "out.wav"
+    result = subprocess.run(
+        softphone(
+            "--json", "--bind", "127.0.0.1:0", "call", bob.contact_uri,
+            "--play", f"tone:{OUR_TONE:g}", "--record", str(ours), "--duration", "2",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert json.loads(result.stdout)["rtp"]["codec"] == "PCMA/8000"
+    assert abs(dominant(ours) - BARESIP_TONE) < 5
+    assert abs(baresip_heard(bob) - OUR_TONE) < 5
+
+    alice = baresip_factory(user="alice")  # offers opus/48000/2, PCMU, PCMA
+    port = free_port()
+    ours_in = tmp_path / "in.wav"
+    answerer = Answerer(
+        softphone(
+            "--json", "--bind", f"127.0.0.1:{port}", "--codecs", "pcma",
+            "answer", "--auto", "--count", "1", "--duration", "2",
+            "--play", f"tone:{OUR_TONE:g}", "--record", str(ours_in),
+        )
+    )  # fmt: skip
+    try:
+        assert answerer.wait_for("waiting for calls"), "".join(answerer.lines)[-3000:]
+        assert alice.dial(f"sip:bob@127.0.0.1:{port}")["ok"]
+        status, report, stderr = answerer.finish()
+    finally:
+        answerer.stop()
+    assert status == 0, stderr[-5000:]
+    assert report["rtp"]["codec"] == "PCMA/8000"
+    assert abs(dominant(ours_in) - BARESIP_TONE) < 5
+    assert abs(baresip_heard(alice) - OUR_TONE) < 5
