@@ -194,39 +194,36 @@ def _max_forwards(request: Request) -> str:
     return value if value is not None else "70"
 
 
-def build_ack(invite: Request, response: Response) -> Request:
-    """The ACK an INVITE client transaction sends for a 3xx-6xx response (§17.1.1.3).
-
-    Same Request-URI, Call-ID, From and CSeq number as the INVITE (method ACK), the To of the
-    response (with its tag), one Via equal to the INVITE's top Via, and the INVITE's Route set.
-    """
-    headers = Headers()
-    headers.add("Via", _top_via_value(invite))
-    headers.add("Max-Forwards", _max_forwards(invite))
-    for route in invite.headers.get_all("Route"):
-        headers.add("Route", route)
-    headers.add("From", invite.headers.get("From") or "")
-    to = response.headers.get("To") or invite.headers.get("To") or ""
-    headers.add("To", to)
-    headers.add("Call-ID", invite.headers.get("Call-ID") or "")
-    headers.add("CSeq", f"{invite.cseq.seq} ACK")
-    return Request("ACK", invite.uri, headers)
-
-
-def build_cancel(request: Request) -> Request:
-    """A CANCEL for a pending request (§9.1): same Request-URI, Call-ID, To, From and CSeq number
-    (method CANCEL), one Via equal to the request's top Via (so the same branch), same Route set.
-    Send it with ``TransactionLayer.send_request``: it is a transaction of its own."""
+def _request_of_same_transaction(request: Request, method: str, to: str) -> Request:
+    """A request sharing ``request``'s Request-URI, top Via (so its branch), Max-Forwards,
+    Route set, From, Call-ID and CSeq number, with ``method`` and the To header ``to``."""
     headers = Headers()
     headers.add("Via", _top_via_value(request))
     headers.add("Max-Forwards", _max_forwards(request))
     for route in request.headers.get_all("Route"):
         headers.add("Route", route)
     headers.add("From", request.headers.get("From") or "")
-    headers.add("To", request.headers.get("To") or "")
+    headers.add("To", to)
     headers.add("Call-ID", request.headers.get("Call-ID") or "")
-    headers.add("CSeq", f"{request.cseq.seq} CANCEL")
-    return Request("CANCEL", request.uri, headers)
+    headers.add("CSeq", f"{request.cseq.seq} {method}")
+    return Request(method, request.uri, headers)
+
+
+def build_ack(invite: Request, response: Response) -> Request:
+    """The ACK an INVITE client transaction sends for a 3xx-6xx response (§17.1.1.3).
+
+    Same Request-URI, Call-ID, From and CSeq number as the INVITE (method ACK), the To of the
+    response (with its tag), one Via equal to the INVITE's top Via, and the INVITE's Route set.
+    """
+    to = response.headers.get("To") or invite.headers.get("To") or ""
+    return _request_of_same_transaction(invite, "ACK", to)
+
+
+def build_cancel(request: Request) -> Request:
+    """A CANCEL for a pending request (§9.1): same Request-URI, Call-ID, To, From and CSeq number
+    (method CANCEL), one Via equal to the request's top Via (so the same branch), same Route set.
+    Send it with ``TransactionLayer.send_request``: it is a transaction of its own."""
+    return _request_of_same_transaction(request, "CANCEL", request.headers.get("To") or "")
 
 
 def _is_final(status: int) -> bool:
@@ -237,10 +234,15 @@ def _is_final(status: int) -> bool:
 
 
 class Transaction:
-    """Common machinery: timers keyed by letter, an outbox and an event queue."""
+    """Common machinery: timers keyed by letter, an outbox and an event queue.
+
+    A concrete transaction sets ``initial_state`` and ``is_invite`` (which decides the methods
+    it accepts) and starts its machine in ``_begin``; its timers fire through ``_on_timer``.
+    """
 
     is_invite: bool = False
     is_client: bool = False
+    initial_state: State = State.TERMINATED
 
     def __init__(
         self,
@@ -251,17 +253,24 @@ class Transaction:
         config: TimerConfig | None = None,
         destination: Any = None,
     ) -> None:
+        if self.is_invite and request.method != "INVITE":
+            raise ValueError(f"not an INVITE: {request.method}")
+        if not self.is_invite and request.method in ("INVITE", "ACK"):
+            raise ValueError(f"not a non-INVITE transaction method: {request.method}")
         self.request = request
         self.reliable = reliable
         self.config = config if config is not None else TimerConfig()
         self.destination = destination
         self.created_at = now
-        self.state = State.TERMINATED  # set by subclasses
+        self.state = self.initial_state
         self._timers: dict[str, float] = {}
+        self._intervals: dict[str, float] = {}  # current retransmission interval per timer
         self._outbox: list[Message] = []
         self._events: deque[Event] = deque()
         # Set by a TransactionLayer: called after every input so it can collect the output.
         self._sink: Callable[[Transaction], None] | None = None
+        self._key = self._make_key(request)
+        self._begin(now)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -271,7 +280,7 @@ class Transaction:
 
     @property
     def key(self) -> tuple[str, ...]:
-        raise NotImplementedError
+        return self._key
 
     def get_timer(self) -> float | None:
         """The earliest deadline of a running timer, or None."""
@@ -319,6 +328,12 @@ class Transaction:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _make_key(self, request: Request) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _begin(self, now: float) -> None:
+        """Start the machine: first transmission and timers."""
+
     def _on_timer(self, name: str, now: float) -> None:
         raise NotImplementedError
 
@@ -336,6 +351,35 @@ class Transaction:
     def _stop(self, *names: str) -> None:
         for name in names:
             self._timers.pop(name, None)
+
+    def _start_retransmissions(self, name: str, now: float) -> None:
+        """Retransmission timer ``name`` (A, E, G) starts at T1, on unreliable transports only
+        (§17.1.1.2, §17.1.2.2, §17.2.1)."""
+        self._intervals[name] = self.config.t1
+        if not self.reliable:
+            self._start(name, now, self.config.t1)
+
+    def _retransmit(self, name: str, message: Message, now: float, interval: float) -> None:
+        """Retransmission timer ``name`` fired: send ``message`` again, next time after
+        ``interval``."""
+        self._send(message)
+        self._intervals[name] = interval
+        self._start(name, now, interval)
+
+    def _complete(self, state: State, timer: str, now: float, duration: float) -> None:
+        """Enter ``state`` ("Completed" or "Confirmed") and wait there ``duration`` with
+        ``timer`` (D, I, J, K) to absorb retransmissions; on a reliable transport there are
+        none, so the transaction terminates at once (§17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2)."""
+        if self.reliable:
+            self._terminate()
+        else:
+            self._set_state(state)
+            self._start(timer, now, duration)
+
+    def _time_out(self) -> None:
+        """Timer B, F or H fired: tell the TU, then terminate."""
+        self._events.append(TimedOut(self))
+        self._terminate()
 
     def _terminate(self) -> None:
         self._timers.clear()
@@ -355,26 +399,14 @@ class ClientTransaction(Transaction):
 
     is_client = True
 
-    def __init__(
-        self,
-        request: Request,
-        *,
-        reliable: bool,
-        now: float,
-        config: TimerConfig | None = None,
-        destination: Any = None,
-    ) -> None:
-        super().__init__(
-            request, reliable=reliable, now=now, config=config, destination=destination
-        )
-        self._key = _client_key_for_request(request)
-
-    @property
-    def key(self) -> tuple[str, ...]:
-        return self._key
-
     def receive(self, response: Response, now: float) -> None:
         raise NotImplementedError
+
+    def _make_key(self, request: Request) -> tuple[str, ...]:
+        return _client_key_for_request(request)
+
+    def _pass_up(self, response: Response) -> None:
+        self._events.append(ResponseReceived(self, response))
 
 
 class InviteClientTransaction(ClientTransaction):
@@ -387,27 +419,13 @@ class InviteClientTransaction(ClientTransaction):
     """
 
     is_invite = True
+    initial_state = State.CALLING
+    #: The ACK sent for a 3xx-6xx response (resent for its retransmissions).
+    ack: Request | None = None
 
-    def __init__(
-        self,
-        request: Request,
-        *,
-        reliable: bool,
-        now: float,
-        config: TimerConfig | None = None,
-        destination: Any = None,
-    ) -> None:
-        if request.method != "INVITE":
-            raise ValueError(f"not an INVITE: {request.method}")
-        super().__init__(
-            request, reliable=reliable, now=now, config=config, destination=destination
-        )
-        self.state = State.CALLING
-        self.ack: Request | None = None
-        self._interval_a = self.config.t1
-        self._send(request)
-        if not reliable:
-            self._start("A", now, self._interval_a)
+    def _begin(self, now: float) -> None:
+        self._send(self.request)
+        self._start_retransmissions("A", now)
         self._start("B", now, self.config.timer_b)
 
     @property
@@ -418,29 +436,22 @@ class InviteClientTransaction(ClientTransaction):
     def receive(self, response: Response, now: float) -> None:
         status = response.status
         if self.state in (State.CALLING, State.PROCEEDING):
+            if 100 <= status <= 699:
+                self._stop("A", "B")
+                self._pass_up(response)
             if 100 <= status < 200:
-                self._stop("A", "B")
                 self._set_state(State.PROCEEDING)
-                self._events.append(ResponseReceived(self, response))
             elif 200 <= status < 300:
-                self._stop("A", "B")
                 self._set_state(State.ACCEPTED)
                 self._start("M", now, self.config.timer_m)
-                self._events.append(ResponseReceived(self, response))
             elif 300 <= status <= 699:
-                self._stop("A", "B")
                 self.ack = build_ack(self.request, response)
                 self._send(self.ack)
-                self._events.append(ResponseReceived(self, response))
-                if self.reliable:
-                    self._terminate()
-                else:
-                    self._set_state(State.COMPLETED)
-                    self._start("D", now, self.config.timer_d)
+                self._complete(State.COMPLETED, "D", now, self.config.timer_d)
         elif self.state is State.ACCEPTED:
             # RFC 6026 §8.4: 2xx retransmissions (and 2xx from other forks) go to the TU.
             if 200 <= status < 300:
-                self._events.append(ResponseReceived(self, response))
+                self._pass_up(response)
         elif self.state is State.COMPLETED:
             # §17.1.1.2: a retransmitted final response is answered with the same ACK.
             if 300 <= status <= 699 and self.ack is not None:
@@ -449,12 +460,9 @@ class InviteClientTransaction(ClientTransaction):
 
     def _on_timer(self, name: str, now: float) -> None:
         if name == "A" and self.state is State.CALLING:
-            self._send(self.request)
-            self._interval_a *= 2
-            self._start("A", now, self._interval_a)
+            self._retransmit("A", self.request, now, 2 * self._intervals["A"])
         elif name == "B" and self.state is State.CALLING:
-            self._events.append(TimedOut(self))
-            self._terminate()
+            self._time_out()
         elif name == "D" and self.state is State.COMPLETED:
             self._terminate()
         elif name == "M" and self.state is State.ACCEPTED:
@@ -469,25 +477,11 @@ class NonInviteClientTransaction(ClientTransaction):
     every T2 in "Proceeding". Timer F (64*T1) times out "Trying" and "Proceeding".
     """
 
-    def __init__(
-        self,
-        request: Request,
-        *,
-        reliable: bool,
-        now: float,
-        config: TimerConfig | None = None,
-        destination: Any = None,
-    ) -> None:
-        if request.method in ("INVITE", "ACK"):
-            raise ValueError(f"not a non-INVITE transaction method: {request.method}")
-        super().__init__(
-            request, reliable=reliable, now=now, config=config, destination=destination
-        )
-        self.state = State.TRYING
-        self._interval_e = self.config.t1
-        self._send(request)
-        if not reliable:
-            self._start("E", now, self._interval_e)
+    initial_state = State.TRYING
+
+    def _begin(self, now: float) -> None:
+        self._send(self.request)
+        self._start_retransmissions("E", now)
         self._start("F", now, self.config.timer_f)
 
     def receive(self, response: Response, now: float) -> None:
@@ -495,29 +489,23 @@ class NonInviteClientTransaction(ClientTransaction):
         if self.state in (State.TRYING, State.PROCEEDING):
             if 100 <= status < 200:
                 self._set_state(State.PROCEEDING)
-                self._events.append(ResponseReceived(self, response))
+                self._pass_up(response)
             elif _is_final(status):
                 self._stop("E", "F")
-                self._events.append(ResponseReceived(self, response))
-                if self.reliable:
-                    self._terminate()
-                else:
-                    self._set_state(State.COMPLETED)
-                    self._start("K", now, self.config.timer_k)
+                self._pass_up(response)
+                self._complete(State.COMPLETED, "K", now, self.config.timer_k)
         # Completed: response retransmissions are absorbed.
         self._flush()
 
     def _on_timer(self, name: str, now: float) -> None:
         if name == "E" and self.state in (State.TRYING, State.PROCEEDING):
-            self._send(self.request)
             if self.state is State.TRYING:
-                self._interval_e = min(2 * self._interval_e, self.config.t2)
+                interval = min(2 * self._intervals["E"], self.config.t2)
             else:
-                self._interval_e = self.config.t2
-            self._start("E", now, self._interval_e)
+                interval = self.config.t2
+            self._retransmit("E", self.request, now, interval)
         elif name == "F" and self.state in (State.TRYING, State.PROCEEDING):
-            self._events.append(TimedOut(self))
-            self._terminate()
+            self._time_out()
         elif name == "K" and self.state is State.COMPLETED:
             self._terminate()
 
@@ -528,31 +516,34 @@ class NonInviteClientTransaction(ClientTransaction):
 class ServerTransaction(Transaction):
     """Base of the two server transactions; matched per §17.2.3."""
 
-    def __init__(
-        self,
-        request: Request,
-        *,
-        reliable: bool,
-        now: float,
-        config: TimerConfig | None = None,
-        destination: Any = None,
-    ) -> None:
-        super().__init__(
-            request, reliable=reliable, now=now, config=config, destination=destination
-        )
-        self.last_response: Response | None = None
-        self.last_provisional: Response | None = None
-        self._key = _server_key_for_request(request)
+    #: The last final and the last provisional response sent (resent on retransmissions).
+    last_response: Response | None = None
+    last_provisional: Response | None = None
 
-    @property
-    def key(self) -> tuple[str, ...]:
-        return self._key
+    def _make_key(self, request: Request) -> tuple[str, ...]:
+        return _server_key_for_request(request)
 
     def receive(self, request: Request, now: float) -> None:
         raise NotImplementedError
 
     def send_response(self, response: Response, now: float) -> bool:
+        """Send a response from the TU; False (and a warning) when this state allows none."""
+        sent = self._respond(response, now)
+        if not sent:
+            logger.warning("%s: %d response from TU not sent in this state", self, response.status)
+        self._flush()
+        return sent
+
+    def _respond(self, response: Response, now: float) -> bool:
         raise NotImplementedError
+
+    def _send_provisional(self, response: Response) -> None:
+        self.last_provisional = response
+        self._send(response)
+
+    def _send_final(self, response: Response) -> None:
+        self.last_response = response
+        self._send(response)
 
 
 class InviteServerTransaction(ServerTransaction):
@@ -567,23 +558,9 @@ class InviteServerTransaction(ServerTransaction):
     """
 
     is_invite = True
+    initial_state = State.PROCEEDING
 
-    def __init__(
-        self,
-        request: Request,
-        *,
-        reliable: bool,
-        now: float,
-        config: TimerConfig | None = None,
-        destination: Any = None,
-    ) -> None:
-        if request.method != "INVITE":
-            raise ValueError(f"not an INVITE: {request.method}")
-        super().__init__(
-            request, reliable=reliable, now=now, config=config, destination=destination
-        )
-        self.state = State.PROCEEDING
-        self._interval_g = self.config.t1
+    def _begin(self, now: float) -> None:
         if self.config.trying_delay is not None:
             self._start("Trying", now, self.config.trying_delay)
 
@@ -591,11 +568,7 @@ class InviteServerTransaction(ServerTransaction):
         if request.method == "ACK":
             if self.state is State.COMPLETED:
                 self._stop("G", "H")
-                if self.reliable:
-                    self._terminate()
-                else:
-                    self._set_state(State.CONFIRMED)
-                    self._start("I", now, self.config.timer_i)
+                self._complete(State.CONFIRMED, "I", now, self.config.timer_i)
             elif self.state is State.ACCEPTED:
                 self._events.append(AckReceived(self, request))
             # Confirmed: ACK retransmissions absorbed. Proceeding: an ACK makes no sense; drop.
@@ -610,38 +583,29 @@ class InviteServerTransaction(ServerTransaction):
             # Accepted (RFC 6026 §8.7) and Confirmed: absorbed.
         self._flush()
 
-    def send_response(self, response: Response, now: float) -> bool:
+    def _respond(self, response: Response, now: float) -> bool:
         status = response.status
-        sent = False
         if self.state is State.PROCEEDING:
             self._stop("Trying")
             if 100 <= status < 200:
-                self.last_provisional = response
-                self._send(response)
-                sent = True
-            elif 200 <= status < 300:
-                self.last_response = response
-                self._send(response)
+                self._send_provisional(response)
+                return True
+            if 200 <= status < 300:
+                self._send_final(response)
                 self._set_state(State.ACCEPTED)
                 self._start("L", now, self.config.timer_l)
-                sent = True
-            elif 300 <= status <= 699:
-                self.last_response = response
-                self._send(response)
+                return True
+            if 300 <= status <= 699:
+                self._send_final(response)
                 self._set_state(State.COMPLETED)
-                if not self.reliable:
-                    self._start("G", now, self._interval_g)
+                self._start_retransmissions("G", now)
                 self._start("H", now, self.config.timer_h)
-                sent = True
+                return True
         elif self.state is State.ACCEPTED and 200 <= status < 300:
             # RFC 6026 §8.7: 2xx retransmissions are the TU's; the transaction just sends them.
-            self.last_response = response
-            self._send(response)
-            sent = True
-        if not sent:
-            logger.warning("%s: %d response from TU not sent in this state", self, status)
-        self._flush()
-        return sent
+            self._send_final(response)
+            return True
+        return False
 
     def _send_trying(self) -> None:
         self._stop("Trying")
@@ -649,20 +613,17 @@ class InviteServerTransaction(ServerTransaction):
         timestamp = self.request.headers.get("Timestamp")
         if timestamp is not None:  # §8.2.6.1: a 100 (Trying) echoes the Timestamp
             trying.headers.add("Timestamp", timestamp)
-        self.last_provisional = trying
-        self._send(trying)
+        self._send_provisional(trying)
 
     def _on_timer(self, name: str, now: float) -> None:
         if name == "Trying" and self.state is State.PROCEEDING:
             if self.last_provisional is None:
                 self._send_trying()
         elif name == "G" and self.state is State.COMPLETED and self.last_response is not None:
-            self._send(self.last_response)
-            self._interval_g = min(2 * self._interval_g, self.config.t2)
-            self._start("G", now, self._interval_g)
+            interval = min(2 * self._intervals["G"], self.config.t2)
+            self._retransmit("G", self.last_response, now, interval)
         elif name == "H" and self.state is State.COMPLETED:
-            self._events.append(TimedOut(self))
-            self._terminate()
+            self._time_out()
         elif name == "I" and self.state is State.CONFIRMED:
             self._terminate()
         elif name == "L" and self.state is State.ACCEPTED:
@@ -677,21 +638,7 @@ class NonInviteServerTransaction(ServerTransaction):
     with the last provisional in "Proceeding" and with the final response in "Completed".
     """
 
-    def __init__(
-        self,
-        request: Request,
-        *,
-        reliable: bool,
-        now: float,
-        config: TimerConfig | None = None,
-        destination: Any = None,
-    ) -> None:
-        if request.method in ("INVITE", "ACK"):
-            raise ValueError(f"not a non-INVITE transaction method: {request.method}")
-        super().__init__(
-            request, reliable=reliable, now=now, config=config, destination=destination
-        )
-        self.state = State.TRYING
+    initial_state = State.TRYING
 
     def receive(self, request: Request, now: float) -> None:
         if self.state is State.PROCEEDING and self.last_provisional is not None:
@@ -700,28 +647,18 @@ class NonInviteServerTransaction(ServerTransaction):
             self._send(self.last_response)
         self._flush()
 
-    def send_response(self, response: Response, now: float) -> bool:
+    def _respond(self, response: Response, now: float) -> bool:
         status = response.status
-        sent = False
         if self.state in (State.TRYING, State.PROCEEDING):
             if 100 <= status < 200:
-                self.last_provisional = response
-                self._send(response)
+                self._send_provisional(response)
                 self._set_state(State.PROCEEDING)
-                sent = True
-            elif _is_final(status):
-                self.last_response = response
-                self._send(response)
-                sent = True
-                if self.reliable:
-                    self._terminate()
-                else:
-                    self._set_state(State.COMPLETED)
-                    self._start("J", now, self.config.timer_j)
-        if not sent:
-            logger.warning("%s: %d response from TU not sent in this state", self, status)
-        self._flush()
-        return sent
+                return True
+            if _is_final(status):
+                self._send_final(response)
+                self._complete(State.COMPLETED, "J", now, self.config.timer_j)
+                return True
+        return False
 
     def _on_timer(self, name: str, now: float) -> None:
         if name == "J" and self.state is State.COMPLETED:
@@ -768,12 +705,14 @@ def _client_key_for_request(request: Request) -> tuple[str, ...]:
     return (branch, request.method)
 
 
-def _server_key_for_request(request: Request) -> tuple[str, ...]:
-    """§17.2.3: branch + sent-by + method (ACK counts as INVITE) when the branch carries the
-    magic cookie; otherwise the RFC 2543 fallback: Request-URI, From tag, Call-ID, CSeq, top Via
-    and (last) the To tag. An ACK's To tag is matched against the response instead."""
+def _server_key_for_request(request: Request, method: str | None = None) -> tuple[str, ...]:
+    """§17.2.3: branch + sent-by + method (ACK counts as INVITE; ``method`` overrides it, as
+    §9.2 does for CANCEL) when the branch carries the magic cookie; otherwise the RFC 2543
+    fallback: Request-URI, From tag, Call-ID, CSeq, top Via and (last) the To tag. An ACK's To
+    tag is matched against the response instead."""
     via = request.top_via
-    method = "INVITE" if request.method == "ACK" else request.method
+    if method is None:
+        method = "INVITE" if request.method == "ACK" else request.method
     branch = via.branch
     if branch and branch.startswith(MAGIC_COOKIE):
         port = "" if via.port is None else str(via.port)
@@ -911,15 +850,7 @@ class TransactionLayer:
         """The INVITE server transaction a CANCEL refers to (§9.2: the §17.2.3 rules with the
         method taken as INVITE), or None (the TU then answers the CANCEL with 481)."""
         try:
-            via = cancel.top_via
-            branch = via.branch
-            if branch and branch.startswith(MAGIC_COOKIE):
-                port = "" if via.port is None else str(via.port)
-                key: tuple[str, ...] = ("3261", branch, via.host.lower(), port, "INVITE")
-                found = self._servers.get(key)
-            else:
-                key = (*_rfc2543_key(cancel, "INVITE"), _to_tag(cancel) or "")
-                found = self._servers.get(key)
+            found = self._servers.get(_server_key_for_request(cancel, "INVITE"))
         except (SipParseError, ValueError):
             return None
         return found if isinstance(found, InviteServerTransaction) else None
