@@ -903,8 +903,8 @@ class Agent:
                 return
             pair = self._checklist.add_pair(base, remote)
             self._checklist.enqueue_triggered(pair)
-        elif pair.state is PairState.SUCCEEDED:
-            pass
+        elif pair.state is PairState.SUCCEEDED or pair.valid_pair is not None:
+            pass  # §7.3.1.4: succeeded (In-Progress again only for its nomination check)
         elif pair.state is PairState.IN_PROGRESS:
             # §7.3.1.4: cancel the transaction in progress and check again.  Our check went
             # out moments ago and its answer is probably on its way (both sides check the
@@ -1075,9 +1075,17 @@ class Agent:
         consent = self._consent.get(component)
         if consent is not None and self._selected.get(component) is valid:
             consent.refresh(now)
-        if pair.use_candidate and self.controlling and not check.use_candidate:
+        if (
+            pair.use_candidate
+            and self.controlling
+            and not check.use_candidate
+            and not any(
+                c.pair is pair and c.use_candidate and not c.cancelled
+                for c in self._checks.values()
+            )
+        ):
             # an older check answered while the nomination check waits in the triggered
-            # queue: the nomination check must still go out
+            # queue: the nomination check must still go out (unless it is already out)
             self._checklist.enqueue_triggered(pair)
         # §7.2.5.3.4 nomination
         if check.use_candidate and check.controlling:
@@ -1137,15 +1145,23 @@ class Agent:
         deadline = first_valid + self.nomination_delay
         patience = (best.rtt if best.rtt is not None else self.min_rto) + self.ta
         until: float | None = None
-        for p in self._checklist:
+        waiting = 0  # Waiting pairs go out in priority order, one per Ta (§6.1.4.2)
+        for p in self._checklist:  # highest priority first
+            if p.state is PairState.WAITING:
+                waiting += 1
             if p.component != component or p.priority <= best.priority:
                 continue
-            if p.state in (PairState.FROZEN, PairState.WAITING):
-                return deadline  # not tried yet
-            if p.state is PairState.IN_PROGRESS:
+            if p.state is PairState.FROZEN:
+                return deadline  # not tried yet, and no telling when it will be
+            if p.state is PairState.WAITING:
+                # not tried yet: give it the same chance once its turn has come
+                t = self._ordinary_at() + (waiting - 1) * self.ta + patience
+            elif p.state is PairState.IN_PROGRESS:
                 sent = p.extra.get("sent_at")
                 t = sent + patience if isinstance(sent, float) else deadline
-                until = t if until is None else max(until, t)
+            else:
+                continue
+            until = t if until is None else max(until, t)
         return None if until is None else min(until, deadline)
 
     def _selected_generation(self, component: int) -> int:

@@ -12,6 +12,7 @@ be lost, duplicated, delayed and reordered (jitter), all from a seeded RNG.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import random
@@ -974,3 +975,165 @@ def test_restart_recovers_after_consent_loss() -> None:
     media_flows(net, a, b)
     net.run(net.now + 60.0)
     assert first(a, ConsentLost) is None and first(b, ConsentLost) is None
+
+
+# --------------------------------------------------------------------------------------------
+# connect time: the order of events and the number of round trips (virtual time, exact)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Wire:
+    """Every STUN datagram the agents sent: (time, host, class, USE-CANDIDATE?)."""
+
+    log: list[tuple[float, str, StunClass, bool]] = field(default_factory=list)
+
+    def tap(self, net: Network) -> None:
+        def record(host: Host, data: bytes, via: Hashable, dst: Address) -> None:
+            msg = parse_message(data)
+            self.log.append((round(net.now, 9), host.name, msg.cls, USE_CANDIDATE.type in msg))
+
+        net.tap = record
+
+    def requests(self, name: str) -> list[tuple[float, bool]]:
+        return [(t, uc) for t, n, cls, uc in self.log if n == name and cls is StunClass.REQUEST]
+
+
+def _timed_agent(controlling: bool, seed: int, ta: float) -> Agent:
+    return Agent(controlling, ta=ta, rng=random.Random(seed), tie_breaker=(1 << 40) + seed)
+
+
+def _completed_at(host: Host) -> float:
+    done = first(host, Completed)
+    assert done is not None, host.events
+    return round(done[0], 9)
+
+
+@pytest.mark.parametrize("ta", [0.05, 0.02])
+def test_one_host_pair_each_completes_in_two_round_trips(ta: float) -> None:
+    """One host pair each, 10 ms one way: the first check goes at once (§6.1.4.2), the
+    nomination (USE-CANDIDATE) as a triggered check the moment the answer arrives, and the
+    controlled side is done when that request arrives on its valid pair.  Controlling: 2 RTT
+    (<= 2 RTT + Ta); controlled: 1.5 RTT.  Ta plays no part."""
+    net = Network(delay=0.01)
+    wire = Wire()
+    wire.tap(net)
+    a = net.add_host("a", _timed_agent(True, 1, ta), "203.0.113.5")
+    b = net.add_host("b", _timed_agent(False, 2, ta), "198.51.100.7")
+    connect(net, a, b)
+    assert wire.requests("a") == [(0.0, False), (0.02, True)]
+    # b's §7.3.1.4 re-check (a's check came while b's was in progress) was held back and
+    # never needed: b's own check was answered first
+    assert wire.requests("b") == [(0.0, False)]
+    assert _completed_at(a) == pytest.approx(0.04)
+    assert _completed_at(b) == pytest.approx(0.03)
+    assert _completed_at(a) <= 2 * 0.02 + ta
+    agents_agree(a.agent, b.agent)
+    media_flows(net, a, b)
+
+
+def test_nomination_waits_only_for_the_five_ms_floor_on_a_short_path() -> None:
+    """RTT 2 ms: the answer comes before 5 ms have passed since the first check, and
+    RFC 8445 §14.2 allows no two transactions closer than that: the nomination goes at 5 ms
+    exactly (not at Ta), and completes one RTT later."""
+    net = Network(delay=0.001)
+    wire = Wire()
+    wire.tap(net)
+    a = net.add_host("a", _timed_agent(True, 1, 0.05), "203.0.113.5")
+    b = net.add_host("b", _timed_agent(False, 2, 0.05), "198.51.100.7")
+    connect(net, a, b)
+    assert wire.requests("a") == [(0.0, False), (0.005, True)]
+    assert _completed_at(b) == pytest.approx(0.006)
+    assert _completed_at(a) == pytest.approx(0.007)
+
+
+def test_no_floor_nominates_on_the_answer() -> None:
+    """``min_check_interval=0`` (not RFC 8445 compliant; for measurements): the nomination
+    leaves with the answer's arrival, 2 RTT in all."""
+    net = Network(delay=0.001)
+    wire = Wire()
+    wire.tap(net)
+    agent_a = Agent(True, ta=0.05, min_check_interval=0.0, tie_breaker=1 << 41)
+    a = net.add_host("a", agent_a, "203.0.113.5")
+    b = net.add_host("b", _timed_agent(False, 2, 0.05), "198.51.100.7")
+    connect(net, a, b)
+    assert wire.requests("a") == [(0.0, False), (0.002, True)]
+    assert _completed_at(a) == pytest.approx(0.004)
+
+
+@pytest.mark.parametrize(("ta", "expected"), [(0.05, 0.13), (0.02, 0.10)])
+def test_eim_eim_completes_within_two_round_trips_and_ta(ta: float, expected: float) -> None:
+    """Two endpoint-independent NATs, 20 ms one way (RTT 40 ms): the host pair (private
+    addresses, never answers) goes first, the reflexive pair Ta later; it is answered one RTT
+    after that and nominated at once (the host pair had its RTT + Ta), so the controlling
+    side completes at Ta + 2 RTT."""
+    net = Network(delay=0.02)
+    wire = Wire()
+    wire.tap(net)
+    nat_a, nat_b = Nat("203.0.113.1"), Nat("203.0.113.2")
+    a = net.add_host("a", _timed_agent(True, 1, ta), "10.0.1.2", nat=nat_a, relay=True)
+    b = net.add_host("b", _timed_agent(False, 2, ta), "10.0.2.2", nat=nat_b, relay=True)
+    connect(net, a, b)
+    assert pair_types(a.agent) == ("srflx", "srflx")
+    nominations = [t for t, uc in wire.requests("a") if uc]
+    assert nominations == [pytest.approx(ta + 0.04)]
+    assert _completed_at(a) == pytest.approx(expected)
+    assert _completed_at(a) <= ta + 2 * 0.04 + 1e-9
+    assert _completed_at(b) == pytest.approx(expected - 0.02)
+    media_flows(net, a, b)
+
+
+def test_sym_sym_relay_pair_completes_two_round_trips_after_its_first_check() -> None:
+    """Two symmetric NATs: only the relay/relay pair (the lowest, checked 5th at 5 Ta)
+    works; through two relays one way is 60 ms (RTT 120 ms).  It is answered one RTT after
+    its first check and nominated at once: done 2 RTT after that check."""
+    ta = 0.02
+    net = Network(delay=0.02)
+    wire = Wire()
+    wire.tap(net)
+    nat_a = Nat("203.0.113.1", mapping="symmetric")
+    nat_b = Nat("203.0.113.2", mapping="symmetric")
+    a = net.add_host("a", _timed_agent(True, 1, ta), "10.0.1.2", nat=nat_a, relay=True)
+    b = net.add_host("b", _timed_agent(False, 2, ta), "10.0.2.2", nat=nat_b, relay=True)
+    connect(net, a, b)
+    assert pair_types(a.agent) == ("relay", "relay")
+    ordinary = [t for t, uc in wire.requests("a") if not uc]
+    assert ordinary[:6] == pytest.approx([i * ta for i in range(6)])
+    nominations = [t for t, uc in wire.requests("a") if uc]
+    assert nominations == [pytest.approx(5 * ta + 0.12)]
+    assert _completed_at(a) == pytest.approx(5 * ta + 0.24)
+    media_flows(net, a, b)
+
+
+def test_black_holes_ranked_first_are_given_rtt_plus_ta_each() -> None:
+    """The many-candidates case: three remote candidates ranked above the real one lead
+    nowhere (a firewalled path).  The peer's check makes the real pair valid early (a
+    triggered check at once); the controlling side nominates it as soon as every better pair
+    has had one RTT plus Ta since its check (the ones not yet sent: since their turn), well
+    before ``nomination_delay`` (100 ms after the first valid pair)."""
+    ta = 0.02
+    net = Network(delay=0.01)
+    wire = Wire()
+    wire.tap(net)
+    a = net.add_host("a", _timed_agent(True, 1, ta), "203.0.113.5")
+    b = net.add_host("b", _timed_agent(False, 2, ta), "198.51.100.7")
+    exchange(a.agent, b.agent)
+    for i in range(3):
+        decoy = Candidate.make(CandidateType.HOST, f"192.0.2.{i + 1}", 9, local_preference=65535)
+        a.agent.add_remote_candidate(dataclasses.replace(decoy, priority=decoy.priority + 1000))
+    a.agent.start(0.0)
+    b.agent.start(0.0)
+    net.run(5.0, completed(a, b))
+    assert pair_types(a.agent) == ("host", "host")
+    # ordinary checks Ta apart (black holes at 0, 20, 40 ms); b's check of the real pair came
+    # at 10 ms and a's triggered check went at once: valid at 30 ms
+    assert wire.requests("a") == [
+        (0.0, False),
+        (0.01, False),
+        (0.02, False),
+        (0.04, False),
+        (pytest.approx(0.04 + 0.02 + ta), True),  # last black hole + RTT + Ta
+    ]
+    assert _completed_at(a) == pytest.approx(0.1)
+    assert _completed_at(b) == pytest.approx(0.09)
+    assert _completed_at(a) < 0.03 + a.agent.nomination_delay
