@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +21,7 @@ from sip.transaction import (
     Outgoing,
     RequestReceived,
     ResponseReceived,
+    ServerTransaction,
     State,
     StrayResponse,
     Terminated,
@@ -862,23 +866,46 @@ class LossyLink:
         self.pump()
         return True
 
+    def exchange(self, status: int, done: Callable[[Exchange], bool]) -> Exchange:
+        """Step until the link is idle or ``done(seen so far)``; the server's TU answers every new
+        request with ``status``; what the client's TU saw."""
+        seen = Exchange()
+        while self.step():
+            for event in events(self.server):
+                if isinstance(event, RequestReceived):
+                    seen.server_transactions.append(event.transaction)
+                    response = respond(event.request, status)
+                    self.server.send_response(event.transaction, response, self.now)
+            for event in events(self.client):
+                if isinstance(event, ResponseReceived):
+                    seen.finals.append(event.response.status)
+                elif isinstance(event, TimedOut):
+                    seen.timed_out = True
+            if done(seen):
+                break
+        return seen
+
+
+@dataclass
+class Exchange:
+    """What happened over a :class:`LossyLink`: server transactions created, final (and 1xx)
+    statuses the client's TU received, whether the client transaction timed out."""
+
+    server_transactions: list[ServerTransaction] = field(default_factory=list)
+    finals: list[int] = field(default_factory=list)
+    timed_out: bool = False
+
+    @property
+    def server_tx(self) -> ServerTransaction | None:
+        """The last server transaction created."""
+        return self.server_transactions[-1] if self.server_transactions else None
+
 
 def test_end_to_end_non_invite_with_losses():
     link = LossyLink(drop={1, 2, 4})  # request, first retransmission, first 200
     request = make_request("MESSAGE")
     tx = link.client.send_request(request, 0.0, reliable=False)
-    answered = False
-    finals: list[int] = []
-    while link.step():
-        for event in events(link.server):
-            if isinstance(event, RequestReceived) and not answered:
-                link.server.send_response(event.transaction, respond(event.request, 200), link.now)
-                answered = True
-        for event in events(link.client):
-            if isinstance(event, ResponseReceived):
-                finals.append(event.response.status)
-        if link.now > 100:
-            break
+    finals = link.exchange(200, done=lambda _: link.now > 100).finals
     assert finals == [200]  # exactly once despite the 200 retransmissions
     assert tx.state is State.TERMINATED
     assert link.client.client_transactions() == [] and link.server.server_transactions() == []
@@ -889,18 +916,10 @@ def test_end_to_end_invite_rejected_with_losses():
     link = LossyLink(drop={1, 3, 5})
     invite = make_request()
     tx = link.client.send_request(invite, 0.0, reliable=False)
-    server_tx = None
-    finals: list[int] = []
-    while link.step():
-        for event in events(link.server):
-            if isinstance(event, RequestReceived):
-                server_tx = event.transaction
-                link.server.send_response(server_tx, respond(event.request, 486), link.now)
-        for event in events(link.client):
-            if isinstance(event, ResponseReceived):
-                finals.append(event.response.status)
-        if server_tx is not None and server_tx.state is State.CONFIRMED:
-            break
+    seen = link.exchange(
+        486, done=lambda s: s.server_tx is not None and s.server_tx.state is State.CONFIRMED
+    )
+    server_tx, finals = seen.server_tx, seen.finals
     assert finals == [486]
     assert tx.state is State.COMPLETED
     assert server_tx is not None and server_tx.state is State.CONFIRMED
@@ -934,6 +953,37 @@ def check_common_invariants(tx: Transaction, log: list[Event], now: float) -> No
     assert deadline is None or deadline > now or tx.state is State.TERMINATED
 
 
+def drive(
+    tx: Transaction,
+    actions: list[tuple[str, float]],
+    apply: Callable[[str, float, float], None],
+) -> tuple[list[Event], list[Request | Response]]:
+    """Feed ``actions`` to ``tx`` on a virtual clock: "tick" advances it and fires the timers,
+    "terr" reports a transport error, any other kind goes to ``apply(kind, value, now)``.
+    After every step: nothing more comes out of a terminated transaction, and the common
+    invariants hold. Returns all events and all messages sent (the first transmission too)."""
+    now = 0.0
+    log: list[Event] = []
+    sent: list[Request | Response] = list(tx.messages_to_send())
+    for kind, value in actions:
+        done = tx.state is State.TERMINATED
+        if kind == "tick":
+            now += float(value)
+            tx.handle_timer(now)
+        elif kind == "terr":
+            tx.transport_error(now)
+        else:
+            apply(kind, value, now)
+        new_events = events(tx)
+        new_messages = tx.messages_to_send()
+        if done:
+            assert new_events == [] and new_messages == []
+        log += new_events
+        sent += new_messages
+        check_common_invariants(tx, log, now)
+    return log, sent
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     method=st.sampled_from(["INVITE", "OPTIONS"]),
@@ -946,25 +996,11 @@ def test_property_client_transactions(method, reliable, actions):
     tx: InviteClientTransaction | NonInviteClientTransaction = cls(
         request, reliable=reliable, now=0.0
     )
-    now = 0.0
-    log: list[Event] = []
-    sent: list[Request | Response] = list(tx.messages_to_send())
-    for kind, value in actions:
-        done = tx.state is State.TERMINATED
-        if kind == "recv":
-            tx.receive(respond(request, int(value)), now)
-        elif kind == "tick":
-            now += float(value)
-            tx.handle_timer(now)
-        else:
-            tx.transport_error(now)
-        new_events = events(tx)
-        new_messages = tx.messages_to_send()
-        if done:
-            assert new_events == [] and new_messages == []
-        log += new_events
-        sent += new_messages
-        check_common_invariants(tx, log, now)
+
+    def apply(kind: str, value: float, now: float) -> None:  # "recv"
+        tx.receive(respond(request, int(value)), now)
+
+    log, sent = drive(tx, actions, apply)
     finals = [
         e.response.status
         for e in log
@@ -1001,13 +1037,10 @@ def test_property_server_transactions(method, reliable, actions):
     tx: InviteServerTransaction | NonInviteServerTransaction = cls(
         request, reliable=reliable, now=0.0
     )
-    now = 0.0
-    log: list[Event] = []
     given_responses: list[Response] = []
     accepted_finals: list[int] = []
-    sent: list[Request | Response] = []
-    for kind, value in actions:
-        done = tx.state is State.TERMINATED
+
+    def apply(kind: str, value: float, now: float) -> None:
         if kind == "send":
             response = respond(request, int(value))
             given_responses.append(response)
@@ -1015,20 +1048,10 @@ def test_property_server_transactions(method, reliable, actions):
                 accepted_finals.append(response.status)
         elif kind == "retransmit":
             tx.receive(request, now)
-        elif kind == "ack":
+        else:  # "ack"
             tx.receive(build_ack(request, respond(request, 486)), now)
-        elif kind == "tick":
-            now += float(value)
-            tx.handle_timer(now)
-        else:
-            tx.transport_error(now)
-        new_events = events(tx)
-        new_messages = tx.messages_to_send()
-        if done:
-            assert new_events == [] and new_messages == []
-        log += new_events
-        sent += new_messages
-        check_common_invariants(tx, log, now)
+
+    log, sent = drive(tx, actions, apply)
     # only the TU's responses (or our own 100 Trying) go out
     for message in sent:
         assert isinstance(message, Response)
@@ -1055,21 +1078,8 @@ def test_property_end_to_end_over_lossy_link(drops, status, method):
     link = LossyLink(drop=drops)
     request = make_request(method)
     tx = link.client.send_request(request, 0.0, reliable=False)
-    server_txs: list[Transaction] = []
-    finals: list[int] = []
-    timed_out = False
-    while link.step() and link.now < 200:
-        for event in events(link.server):
-            if isinstance(event, RequestReceived):
-                server_txs.append(event.transaction)
-                link.server.send_response(
-                    event.transaction, respond(event.request, status), link.now
-                )
-        for event in events(link.client):
-            if isinstance(event, ResponseReceived):
-                finals.append(event.response.status)
-            elif isinstance(event, TimedOut):
-                timed_out = True
+    seen = link.exchange(status, done=lambda _: link.now >= 200)
+    server_txs, finals, timed_out = seen.server_transactions, seen.finals, seen.timed_out
     # Everything finishes on its own timers; the server never sees two transactions.
     assert tx.state is State.TERMINATED
     assert link.client.client_transactions() == [] and link.server.server_transactions() == []
