@@ -266,6 +266,7 @@ def run_call(
     )  # fmt: skip
     calling: Softphone | None = None
     extra: dict[str, Any] = {}
+    mark = lab.kamailio.log_mark()
     try:
         assert answerer.wait_for("waiting for calls", 40), (
             f"callee did not register:\n{answerer.stderr}"
@@ -291,6 +292,7 @@ def run_call(
         if calling is not None:
             calling.stop()
         answerer.stop()
+    extra["kamailio_log"] = lab.kamailio.log()[mark:]
     result = CallResult(
         caller_status,
         callee_status,
@@ -317,6 +319,17 @@ def assert_call_ok(r: CallResult) -> None:
     assert r.caller["rtp"]["received"] > 0 and r.callee["rtp"]["received"] > 0
     assert abs(r.callee_heard - CALLER_TONE) < 10, (r.callee_heard, logs)
     assert abs(r.caller_heard - CALLEE_TONE) < 10, (r.caller_heard, logs)
+
+
+def assert_proxied(r: CallResult, callee_user: str, callee_public_ip: str) -> None:
+    """What Kamailio logged of the call: the INVITE challenged and sent again with
+    credentials (digest auth), forked to the callee's NAT address (nathelper learnt it from
+    the REGISTER), and the ACK and BYE through the proxy too (record-route, the contact
+    alias)."""
+    log = r.extra["kamailio_log"]
+    assert log.count(f"REQ INVITE sip:{callee_user}@{DOMAIN}") >= 2, log
+    assert f"BRANCH INVITE to sip:{callee_user}@{callee_public_ip}:" in log, log
+    assert "REQ ACK " in log and "in-dialog BYE" in log, log
 
 
 def relayed(r: CallResult, side: str = "caller") -> bool:

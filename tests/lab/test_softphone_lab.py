@@ -26,6 +26,7 @@ from tests.lab.softphone_lab import (
     Softphone,
     SoftphoneLab,
     assert_call_ok,
+    assert_proxied,
     heard,
     heard_windows,
     relayed,
@@ -72,8 +73,18 @@ def _direct(r: CallResult, lab: SoftphoneLab, caller: str, callee: str) -> None:
         (("alice", "lan1a"), ("bob", "sym1l"), "relay"),
         (("alice", "lan1a"), ("bob", "pub"), "direct"),
         (("bob", "eim2l"), ("alice", "lan1a"), "direct"),
+        (("bob", "sym1l"), ("alice", "lan1a"), "relay"),
+        (("bob", "pub"), ("alice", "lan1a"), "direct"),
     ],
-    ids=["eim-eim", "sym-sym", "eim-sym", "eim-none", "eim-eim-reverse"],
+    ids=[
+        "eim-eim",
+        "sym-sym",
+        "eim-sym",
+        "eim-none",
+        "eim-eim-reverse",
+        "sym-eim-reverse",
+        "none-eim-reverse",
+    ],
 )
 def test_call_across_nats(
     softphone_lab: SoftphoneLab,
@@ -86,6 +97,7 @@ def test_call_across_nats(
     TIMES.record(f"{caller[1]}->{callee[1]}", r)
     assert_call_ok(r)
     assert r.extra["callee_contacts"], "the callee was not registered with Kamailio"
+    assert_proxied(r, callee[0], softphone_lab.ice[callee[1]].public_ip)
     if expect == "direct":
         _direct(r, softphone_lab, caller[1], callee[1])
     else:
@@ -100,6 +112,7 @@ def test_call_with_tcp_signalling(softphone_lab: SoftphoneLab, tmp_path: Path) -
     assert_call_ok(r)
     contacts = r.extra["callee_contacts"]
     assert contacts and all("transport=tcp" in c.lower() for c in contacts), contacts
+    assert_proxied(r, "bob", softphone_lab.ice["eim2l"].public_ip)
     _direct(r, softphone_lab, "lan1a", "eim2l")
 
 
@@ -165,6 +178,7 @@ def test_call_with_ten_percent_loss_on_both_routers(
     TIMES.record(f"loss10 {caller}->{callee}", r, f"dropped {dropped}")
     assert all(n > 0 for n in dropped.values()), dropped  # the loss was real
     assert_call_ok(r)
+    assert_proxied(r, "bob", ice[callee].public_ip)
     for side in ("caller", "callee"):
         assert set(r.pair(side)) <= DIRECT | {"relay"}, r.pair(side)
     if callee.startswith("sym"):
