@@ -431,7 +431,8 @@ class RtpSession:
                 self._start_of_talkspurt = True
                 return out
         payload = self._encode(pcm)
-        if self._opus_encoder is not None and self._opus_encoder.dtx and len(payload) <= 2:
+        # (the length first: reading the DTX setting is a libopus CTL call through ctypes)
+        if len(payload) <= 2 and self._opus_encoder is not None and self._opus_encoder.dtx:
             self._start_of_talkspurt = True  # DTX: nothing worth sending (RFC 7587 §3.1.3)
             return out
         marker = self._start_of_talkspurt  # RFC 3551 §4.1: first packet of a talkspurt

@@ -330,6 +330,10 @@ class WavFileSource(_PacedSource):
 
     def _generate(self) -> Int16Array:
         n = self.frame_samples
+        pos = self._pos
+        if pos + n <= len(self.samples):  # the common case: a whole frame of the file
+            self._pos = pos + n
+            return self.samples[pos : pos + n].copy()
         out = np.zeros(n, dtype=np.int16)
         filled = 0
         total = len(self.samples)
