@@ -24,7 +24,7 @@ from typing import Any
 
 from tests.peers.ports import free_port
 from tests.peers.probe import REPO_ROOT, probe_in_netns
-from tests.peers.process import ManagedProcess, PeerError
+from tests.peers.process import PeerError, ProcessPeer, in_netns
 
 MODULES = ["g711.so", "opus.so", "ausine.so", "aufile.so", "aubridge.so", "sndfile.so"]
 NAT_MODULES = ["ice.so", "stun.so", "turn.so"]
@@ -35,7 +35,9 @@ def baresip_binary() -> str | None:
     return shutil.which("baresip")
 
 
-class Baresip:
+class Baresip(ProcessPeer):
+    label = "baresip"
+
     def __init__(
         self,
         workdir: Path,
@@ -77,7 +79,6 @@ class Baresip:
         self.regint = regint
         self.extra_account_params = list(extra_account_params)
         self.log_path = workdir / "baresip.log"
-        self._process: ManagedProcess | None = None
 
     @property
     def aor(self) -> str:
@@ -135,14 +136,13 @@ class Baresip:
         binary = baresip_binary()
         if binary is None:
             raise PeerError("baresip not installed")
-        argv = [binary, "-f", str(self.confdir), "-v"]
-        return ["ip", "netns", "exec", self.netns, *argv] if self.netns else argv
+        return in_netns(self.netns, [binary, "-f", str(self.confdir), "-v"])
 
     def start(self, timeout: float = 15.0) -> None:
         self._write_config()
-        self._process = ManagedProcess("baresip", self.argv(), self.log_path)
-        self._process.start()
-        self._process.wait_ready(
+        self._launch(
+            "baresip",
+            self.argv(),
             lambda: probe_in_netns(self.netns, "tcp", self.host, self.ctrl_port),
             timeout,
             "ctrl_tcp listening",
@@ -153,20 +153,6 @@ class Baresip:
             except PeerError:
                 self.stop()
                 raise
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.running()
-
-    def __enter__(self) -> Baresip:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ---- control -------------------------------------------------------------------------
     def command(self, command: str, params: str = "", timeout: float = 5.0) -> dict[str, Any]:
@@ -191,14 +177,6 @@ class Baresip:
         return self.command("hangup")
 
     # ---- inspection ----------------------------------------------------------------------
-    def log(self) -> str:
-        return self._process.log() if self._process else ""
-
-    def wait_for_log(self, pattern: str, timeout: float = 10.0, start: int = 0) -> str:
-        if self._process is None:
-            raise PeerError("baresip not started")
-        return self._process.wait_for_log(pattern, timeout, start).group(0)
-
     def received_audio_frames(self) -> int:
         """Audio frames baresip decoded from the network, over all calls (sndfile dumps)."""
         total = 0

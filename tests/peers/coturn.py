@@ -16,7 +16,7 @@ from pathlib import Path
 from tests.peers.certs import TestPki, make_pki
 from tests.peers.ports import free_port_range, is_free, release_port_range
 from tests.peers.probe import probe_in_netns
-from tests.peers.process import ManagedProcess, PeerError
+from tests.peers.process import PeerError, ProcessPeer, in_netns
 
 DEFAULT_TURN_USERS: Mapping[str, str] = {"test": "test", "alice": "alice-turn-1"}
 
@@ -25,9 +25,11 @@ def turnserver_binary() -> str | None:
     return shutil.which("turnserver")
 
 
-class Coturn:
+class Coturn(ProcessPeer):
     """A coturn server. ``port`` is the STUN/TURN UDP+TCP port, ``port + 1`` the RFC 5780
     alternate port; ``tls_port`` (TURN over TLS) and ``tls_port + 1`` likewise."""
+
+    label = "coturn"
 
     def __init__(
         self,
@@ -75,7 +77,6 @@ class Coturn:
         self.max_port = self.min_port + relay_port_count - 1
         self.pki: TestPki | None = None
         self.log_path = workdir / "turnserver.log"
-        self._process: ManagedProcess | None = None
 
     # ---- addresses -------------------------------------------------------------------
     @property
@@ -112,12 +113,6 @@ class Coturn:
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
-    @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise PeerError("coturn not started")
-        return self._process.pid
-
     # ---- lifecycle -------------------------------------------------------------------
     def argv(self) -> list[str]:
         binary = turnserver_binary()
@@ -149,9 +144,7 @@ class Coturn:
         else:
             argv.append("--no-tls")
         argv += self.extra_args
-        if self.netns:
-            argv = ["ip", "netns", "exec", self.netns, *argv]
-        return argv
+        return in_netns(self.netns, argv)
 
     def start(self, timeout: float = 15.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -160,9 +153,7 @@ class Coturn:
             if self.external_ip:
                 names.append(self.external_ip)
             self.pki = make_pki(self.workdir / "pki", list(dict.fromkeys(names)))
-        self._process = ManagedProcess("turnserver", self.argv(), self.log_path)
-        self._process.start()
-        self._process.wait_ready(self._ready, timeout, "STUN Binding answered")
+        self._launch("turnserver", self.argv(), self._ready, timeout, "STUN Binding answered")
 
     def _ready(self) -> bool:
         if not probe_in_netns(self.netns, "stun", self.host, self.port):
@@ -173,8 +164,7 @@ class Coturn:
 
     def stop(self, release: bool = True) -> None:
         """Stop coturn and (unless ``release`` is False) give its relay port range back."""
-        if self._process is not None:
-            self._process.stop()
+        super().stop()
         if release and self._relay_range is not None:
             release_port_range(*self._relay_range)
             self._relay_range = None
@@ -185,25 +175,6 @@ class Coturn:
     def restart(self) -> None:
         self.stop(release=False)
         self.start()
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.running()
-
-    def __enter__(self) -> Coturn:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ---- inspection ------------------------------------------------------------------
-    def log(self) -> str:
-        return self._process.log() if self._process else ""
-
-    def wait_for_log(self, pattern: str, timeout: float = 10.0, start: int = 0) -> str:
-        if self._process is None:
-            raise PeerError("coturn not started")
-        return self._process.wait_for_log(pattern, timeout, start).group(0)
 
 
 def _free_pair(hosts: Sequence[str], tcp: bool, udp: bool = True) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 from tests.peers.ports import free_port
 from tests.peers.probe import probe_in_netns
-from tests.peers.process import ManagedProcess, PeerError
+from tests.peers.process import PeerError, ProcessPeer, in_netns
 
 
 def dnsmasq_binary() -> str | None:
@@ -73,7 +73,9 @@ class DnsRecords:
                                         f"{prefix}.{domain}"))  # fmt: skip
 
 
-class Dnsmasq:
+class Dnsmasq(ProcessPeer):
+    label = "dnsmasq"
+
     def __init__(
         self,
         workdir: Path,
@@ -91,7 +93,6 @@ class Dnsmasq:
         self.port = port or (53 if netns else free_port(host, udp=True, tcp=True))
         self.extra_args = list(extra_args)
         self.log_path = workdir / "dnsmasq.log"
-        self._process: ManagedProcess | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -119,30 +120,18 @@ class Dnsmasq:
                 f"{n.regexp},{n.replacement}"
             )
         argv += self.extra_args
-        if self.netns:
-            argv = ["ip", "netns", "exec", self.netns, *argv]
-        return argv
+        return in_netns(self.netns, argv)
 
     def start(self, timeout: float = 10.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._process = ManagedProcess("dnsmasq", self.argv(), self.log_path)
-        self._process.start()
         probe_name = next(iter(self.records.hosts), "probe.invalid")
-        self._process.wait_ready(
+        self._launch(
+            "dnsmasq",
+            self.argv(),
             lambda: probe_in_netns(self.netns, "dns", self.host, self.port, probe_name),
             timeout,
             "DNS query answered",
         )
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.running()
-
-    def log(self) -> str:
-        return self._process.log() if self._process else ""
 
     def resolver(self) -> Any:
         """A dnspython Resolver that asks only this server (not for one in a namespace:
@@ -157,13 +146,6 @@ class Dnsmasq:
         r.port = self.port
         r.lifetime = 3.0
         return r
-
-    def __enter__(self) -> Dnsmasq:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _zone(name: str) -> str:

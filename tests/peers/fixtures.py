@@ -10,16 +10,17 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from tests.peers.baresip import Baresip
 from tests.peers.coturn import Coturn
-from tests.peers.dnsmasq import Dnsmasq, DnsRecords
+from tests.peers.dnsmasq import Dnsmasq
 from tests.peers.kamailio import Kamailio
 from tests.peers.lab_services import LabServices, start_lab_services
 from tests.peers.netns import Lab, NatLab, build_nat_lab, netns_available
+from tests.peers.process import ProcessPeer
 from tests.peers.pulse import PulseAudio
 from tests.peers.sipp import Sipp
 
@@ -37,6 +38,28 @@ def require_root(what: str) -> None:
         pytest.skip(f"{what} needs root")
 
 
+P = TypeVar("P", bound=ProcessPeer)
+
+
+def _started_peers(
+    peer_dir: Path, cls: Callable[..., P], prefix: str
+) -> Iterator[Callable[..., P]]:
+    """The body of a ``*_factory`` fixture: ``make(*args, **options)`` creates
+    ``cls(peer_dir / f"{prefix}{n}", *args, **options)`` and starts it; every peer made is
+    stopped at teardown (also one whose start failed)."""
+    started: list[P] = []
+
+    def make(*args: Any, **options: Any) -> P:
+        peer = cls(peer_dir / f"{prefix}{len(started)}", *args, **options)
+        started.append(peer)
+        peer.start()
+        return peer
+
+    yield make
+    for peer in started:
+        peer.stop()
+
+
 @pytest.fixture
 def peer_dir(tmp_path: Path) -> Path:
     """Directory for peer configs and logs of this test (kept by pytest for inspection)."""
@@ -52,17 +75,7 @@ def peer_dir(tmp_path: Path) -> Path:
 def kamailio_factory(peer_dir: Path) -> Iterator[Callable[..., Kamailio]]:
     """``kamailio_factory(**options)`` starts a :class:`Kamailio` (see its arguments)."""
     require_binary("kamailio")
-    started: list[Kamailio] = []
-
-    def make(**options: Any) -> Kamailio:
-        k = Kamailio(peer_dir / f"kamailio{len(started)}", **options)
-        started.append(k)
-        k.start()
-        return k
-
-    yield make
-    for k in started:
-        k.stop()
+    yield from _started_peers(peer_dir, Kamailio, "kamailio")
 
 
 @pytest.fixture
@@ -98,17 +111,7 @@ def sipp_factory(peer_dir: Path) -> Iterator[Callable[..., Sipp]]:
 def coturn_factory(peer_dir: Path) -> Iterator[Callable[..., Coturn]]:
     """``coturn_factory(**options)`` starts a :class:`Coturn` (see its arguments)."""
     require_binary("turnserver", "coturn")
-    started: list[Coturn] = []
-
-    def make(**options: Any) -> Coturn:
-        c = Coturn(peer_dir / f"coturn{len(started)}", **options)
-        started.append(c)
-        c.start()
-        return c
-
-    yield make
-    for c in started:
-        c.close()
+    yield from _started_peers(peer_dir, Coturn, "coturn")
 
 
 @pytest.fixture
@@ -186,17 +189,7 @@ def dns_factory(peer_dir: Path) -> Iterator[Callable[..., Dnsmasq]]:
     """``dns_factory(records, **options)`` starts a :class:`Dnsmasq` serving ``records``
     (a :class:`DnsRecords`; ``records.add_sip_domain(...)`` builds the RFC 3263 chain)."""
     require_binary("dnsmasq")
-    started: list[Dnsmasq] = []
-
-    def make(records: DnsRecords, **options: Any) -> Dnsmasq:
-        d = Dnsmasq(peer_dir / f"dnsmasq{len(started)}", records, **options)
-        started.append(d)
-        d.start()
-        return d
-
-    yield make
-    for d in started:
-        d.stop()
+    yield from _started_peers(peer_dir, Dnsmasq, "dnsmasq")
 
 
 # ---- baresip -------------------------------------------------------------------------------
@@ -207,14 +200,4 @@ def baresip_factory(peer_dir: Path) -> Iterator[Callable[..., Baresip]]:
     """``baresip_factory(**options)`` starts a :class:`Baresip` user agent (auto-answer; it
     registers first when given ``registrar="HOST:PORT"`` and ``password``)."""
     require_binary("baresip")
-    started: list[Baresip] = []
-
-    def make(**options: Any) -> Baresip:
-        b = Baresip(peer_dir / f"baresip{len(started)}", **options)
-        started.append(b)
-        b.start()
-        return b
-
-    yield make
-    for b in started:
-        b.stop()
+    yield from _started_peers(peer_dir, Baresip, "baresip")

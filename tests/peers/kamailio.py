@@ -19,7 +19,13 @@ from pathlib import Path
 from tests.peers.certs import TestPki, make_pki
 from tests.peers.ports import free_port
 from tests.peers.probe import probe_in_netns
-from tests.peers.process import ManagedProcess, PeerError, remove_socket_dir, short_socket_dir
+from tests.peers.process import (
+    PeerError,
+    ProcessPeer,
+    in_netns,
+    remove_socket_dir,
+    short_socket_dir,
+)
 
 CONFIG_DIR = Path(__file__).parent / "kamailio"
 ALGORITHMS = ("MD5", "SHA-256")
@@ -41,7 +47,7 @@ def _cfg_string(value: str, what: str) -> str:
     return f'"{value}"'
 
 
-class Kamailio:
+class Kamailio(ProcessPeer):
     """A Kamailio registrar/proxy on loopback (or in a network namespace: ``netns``).
 
     Users and passwords are given as a mapping (default :data:`DEFAULT_USERS`).
@@ -51,6 +57,8 @@ class Kamailio:
     certificate from a throw-away CA (``ca_file``). ``natping_interval`` makes nathelper send
     OPTIONS keepalives (UDP contacts only) to NATed contacts, or to all with ``natping_all``.
     """
+
+    label = "Kamailio"
 
     def __init__(
         self,
@@ -98,7 +106,6 @@ class Kamailio:
         self.cfg_path = workdir / "kamailio.cfg"
         self.ctl_socket = workdir / "ctl" / "kamailio_ctl"  # a short path is made by start()
         self.log_path = workdir / "kamailio.log"
-        self._process: ManagedProcess | None = None
 
     # ---- addresses -------------------------------------------------------------------
     @property
@@ -134,12 +141,6 @@ class Kamailio:
     def ssl_context(self) -> ssl.SSLContext:
         """A client context that trusts only this Kamailio's test CA."""
         return ssl.create_default_context(cafile=str(self.ca_file))
-
-    @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise PeerError("Kamailio not started")
-        return self._process.pid
 
     # ---- configuration ---------------------------------------------------------------
     def _write_config(self) -> None:
@@ -204,9 +205,7 @@ class Kamailio:
             defines["NATPING_NATED_ONLY"] = "0" if self.natping_all else "1"
         for name, value in defines.items():
             argv += ["-A", f"{name}={value}"]
-        if self.netns:
-            argv = ["ip", "netns", "exec", self.netns, *argv]
-        return argv
+        return in_netns(self.netns, argv)
 
     def check_config(self) -> None:
         """``kamailio -c``: raise with its output when the config does not parse."""
@@ -219,9 +218,8 @@ class Kamailio:
     def start(self, timeout: float = 15.0) -> None:
         self._write_config()
         self.ctl_socket = short_socket_dir(self.workdir, "ctl") / "kamailio_ctl"
-        self._process = ManagedProcess("kamailio", self.argv(), self.log_path, cwd=self.workdir)
-        self._process.start()
-        self._process.wait_ready(self._answers, timeout, "SIP OPTIONS answered on UDP, TCP, TLS")
+        what = "SIP OPTIONS answered on UDP, TCP, TLS"
+        self._launch("kamailio", self.argv(), self._answers, timeout, what, cwd=self.workdir)
 
     def _answers(self) -> bool:
         if not probe_in_netns(self.netns, "tcp", self.host, self.port):
@@ -234,7 +232,7 @@ class Kamailio:
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.stop()
+            super().stop()
             remove_socket_dir(self.workdir, self.ctl_socket.parent)
 
     def restart(self, down_time: float = 0.0) -> None:
@@ -249,32 +247,13 @@ class Kamailio:
             time.sleep(down_time)
         self.start()
 
-    def running(self) -> bool:
-        return self._process is not None and self._process.running()
-
-    def __enter__(self) -> Kamailio:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # ---- inspection ------------------------------------------------------------------
-    def log(self) -> str:
-        """Everything Kamailio logged so far (all runs, separated by '==== start' lines)."""
-        return self._process.log() if self._process else ""
-
     def log_mark(self) -> int:
         """An offset into :meth:`log`, to look only at what is logged after it."""
         return len(self.log())
 
     def log_since(self, mark: int) -> str:
         return self.log()[mark:]
-
-    def wait_for_log(self, pattern: str, timeout: float = 10.0, start: int = 0) -> str:
-        if self._process is None:
-            raise PeerError("Kamailio not started")
-        return self._process.wait_for_log(pattern, timeout, start).group(0)
 
     def rpc(self, *args: str, timeout: float = 10.0) -> str:
         """Run a kamcmd RPC (e.g. ``rpc("ul.dump")``) and return its output."""

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 _running: set[ManagedProcess] = set()
 
@@ -164,6 +165,73 @@ class ManagedProcess:
                 break
             time.sleep(0.05)
         return proc.returncode
+
+
+class ProcessPeer:
+    """What every peer running one :class:`ManagedProcess` shares: start it and wait until it
+    is ready (:meth:`_launch`), stop it, ask whether it runs, read and wait for its log, and
+    use it as a context manager. A subclass sets ``label`` (its name in error messages) and
+    ``log_path``, and implements :meth:`start` with :meth:`_launch`."""
+
+    label = "peer"
+    log_path: Path
+    _process: ManagedProcess | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def _launch(
+        self,
+        name: str,
+        argv: Sequence[str],
+        ready: Callable[[], bool],
+        timeout: float,
+        what: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        """Start ``argv`` as process ``name``; wait up to ``timeout`` until ``ready`` (stopped
+        and raised with its log tail if it never is: :meth:`ManagedProcess.wait_ready`)."""
+        self._process = ManagedProcess(name, argv, self.log_path, env=env, cwd=cwd)
+        self._process.start()
+        self._process.wait_ready(ready, timeout, what)
+
+    def _started(self) -> ManagedProcess:
+        if self._process is None:
+            raise PeerError(f"{self.label} not started")
+        return self._process
+
+    @property
+    def pid(self) -> int:
+        return self._started().pid
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.running()
+
+    def log(self) -> str:
+        """Everything the peer logged so far (all runs, separated by '==== start' lines)."""
+        return self._process.log() if self._process else ""
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0, start: int = 0) -> str:
+        """Wait until the log (from offset ``start``) matches ``pattern``; the matched text."""
+        return self._started().wait_for_log(pattern, timeout, start).group(0)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def in_netns(netns: str | None, argv: list[str]) -> list[str]:
+    """``argv`` run inside network namespace ``netns`` (``ip netns exec``), or as it is."""
+    return ["ip", "netns", "exec", netns, *argv] if netns else argv
 
 
 def _group_alive(pgid: int) -> bool:

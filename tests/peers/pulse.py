@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.peers.process import ManagedProcess, PeerError, remove_socket_dir, short_socket_dir
+from tests.peers.process import PeerError, ProcessPeer, remove_socket_dir, short_socket_dir
 
 SINK = "nullsink"
 SOURCE = "nullsink.monitor"
@@ -25,14 +25,15 @@ def pulseaudio_binary() -> str | None:
     return shutil.which("pulseaudio")
 
 
-class PulseAudio:
+class PulseAudio(ProcessPeer):
+    label = "pulseaudio"
+
     def __init__(self, workdir: Path, rate: int = 48000, channels: int = 1) -> None:
         self.workdir = workdir
         self.rate, self.channels = rate, channels
         self.runtime_dir = short_socket_dir(workdir, "xdg-runtime")  # (unix socket path limit)
         self.home = workdir / "home"
         self.log_path = workdir / "pulseaudio.log"
-        self._process: ManagedProcess | None = None
 
     @property
     def socket(self) -> Path:
@@ -79,9 +80,7 @@ class PulseAudio:
         self.home.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "HOME": str(self.home), **self.client_env()}
         env.pop("PULSE_SERVER")  # the daemon itself must not try to connect anywhere
-        self._process = ManagedProcess("pulseaudio", self.argv(), self.log_path, env=env)
-        self._process.start()
-        self._process.wait_ready(self._answers, timeout, "pactl info")
+        self._launch("pulseaudio", self.argv(), self._answers, timeout, "pactl info", env=env)
         self.pactl("set-default-sink", SINK)
         self.pactl("set-default-source", SOURCE)
 
@@ -121,18 +120,5 @@ class PulseAudio:
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.stop()
+            super().stop()
             remove_socket_dir(self.workdir, self.runtime_dir)
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.running()
-
-    def log(self) -> str:
-        return self._process.log() if self._process else ""
-
-    def __enter__(self) -> PulseAudio:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
