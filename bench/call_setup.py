@@ -23,7 +23,8 @@ Cases: our ``softphone call`` -> ``softphone answer --auto`` with ICE (the defau
 Both use PCMU so that codec start-up is the same; each call lasts about 1 s. Median (and
 min-max) of ``--runs`` calls per case.
 
-``--lab [PAIRS]`` (root; about 30 s per pair with the default 5 runs) adds the ICE lab of
+``--lab [PAIRS]`` (root; about 4 minutes for the three pairs with the default 5 runs, most
+of it waiting for baresip calls that never get RTP) adds the ICE lab of
 ``tests/lab/conftest.py`` with Kamailio on its public net (``tests/lab/softphone_lab.py``):
 for each NAT pairing (``eim/eim``, ``sym/sym``, ``eim/sym``) our ``softphone call`` ->
 ``softphone answer`` registered there, with STUN and TURN from the lab's coturn, then
