@@ -40,9 +40,8 @@ class SoftphoneLab:
     ice: IceLab
     kamailio: Kamailio
 
-    @property
-    def sip_server(self) -> str:
-        return f"{SERVER_IP}:{self.kamailio.port}"
+    def sip_server(self, transport: str = "udp") -> str:
+        return self.kamailio.server(transport)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
@@ -54,17 +53,18 @@ class SoftphoneLab:
     def common_args(self, user: str, transport: str = "udp") -> list[str]:
         server = self.ice.coturn.server()
         return [
-            "--json", "--server", self.sip_server, "--transport", transport,
+            "--json", "--server", self.sip_server(transport), "--transport", transport,
             "--user", f"{user}@{DOMAIN}", "--password-env", PASSWORD_ENV[user],
             "--stun", server, "--turn", server,
             "--turn-user", TURN_USER, "--turn-password-env", TURN_PASSWORD_ENV,
+            *(["--ca-file", str(self.kamailio.ca_file)] if transport == "tls" else []),
         ]  # fmt: skip
 
 
 def start_kamailio(ice: IceLab, workdir: Path) -> Kamailio:
     users = {u: DEFAULT_USERS[u] for u in ("alice", "bob")}
     kamailio = Kamailio(
-        workdir, host=SERVER_IP, domain=DOMAIN, users=users, tls=False, netns=ice.public.name
+        workdir, host=SERVER_IP, domain=DOMAIN, users=users, tls=True, netns=ice.public.name
     )
     kamailio.start()
     return kamailio

@@ -5,8 +5,8 @@ pair type from the ``--json`` reports and the audio at both ends (440 Hz one way
 other, by the dominant frequency of each recording).
 
 Cases: eim/eim direct (both directions), sym/sym and eim/sym relayed (both directions),
-eim/public direct (both directions), two laptops on one LAN (host pair); eim/eim over TCP
-signalling; a Kamailio restart mid-call (UDP) and a TCP callee re-registering after a
+eim/public direct (both directions), two laptops on one LAN (host pair); eim/eim over TCP and
+TLS signalling; a Kamailio restart mid-call (UDP) and a TCP callee re-registering after a
 restart; 10% loss on both routers (eim/eim, sym/sym).  Timings (setup_ms, ICE connect_ms)
 are listed in the terminal summary, never asserted.
 
@@ -44,12 +44,13 @@ DIRECT = {"host", "srflx", "prflx"}
 
 @pytest.fixture(scope="module")
 def softphone_lab(
-    ice_lab: IceLab, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[SoftphoneLab]:
-    if not request.config.pluginmanager.is_registered(TIMES):
-        request.config.pluginmanager.register(TIMES, "softphone-lab-times")
     if shutil.which("kamailio") is None:
         pytest.skip("kamailio not installed (Debian package kamailio)")
+    ice_lab: IceLab = request.getfixturevalue("ice_lab")  # (root, iptables, coturn: or skip)
+    if not request.config.pluginmanager.is_registered(TIMES):
+        request.config.pluginmanager.register(TIMES, "softphone-lab-times")
     kamailio = start_kamailio(ice_lab, tmp_path_factory.mktemp("softphone-lab") / "kamailio")
     try:
         yield SoftphoneLab(ice_lab, kamailio)
@@ -116,14 +117,18 @@ def test_call_across_nats(
         assert relayed(r, "caller") and relayed(r, "callee"), (r.pair(), r.pair("callee"))
 
 
-def test_call_with_tcp_signalling(softphone_lab: SoftphoneLab, tmp_path: Path) -> None:
-    """eim/eim with SIP over TCP (RFC 3261 §18): registration, INVITE and BYE on the
-    connections each UA opened through its NAT; media still a direct UDP pair."""
-    r = run_call(softphone_lab, tmp_path, ("alice", "lan1a"), ("bob", "eim2l"), transport="tcp")
-    TIMES.record("tcp lan1a->eim2l", r)
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_call_with_stream_signalling(
+    softphone_lab: SoftphoneLab, tmp_path: Path, transport: str
+) -> None:
+    """eim/eim with SIP over TCP or TLS (RFC 3261 §18, §26.2; the proxy's certificate from
+    a test CA given by --ca-file): registration, INVITE and BYE on the connections each UA
+    opened through its NAT; media still a direct UDP pair."""
+    r = run_call(softphone_lab, tmp_path, ("alice", "lan1a"), ("bob", "eim2l"), transport=transport)
+    TIMES.record(f"{transport} lan1a->eim2l", r)
     assert_call_ok(r)
     contacts = r.extra["callee_contacts"]
-    assert contacts and all("transport=tcp" in c.lower() for c in contacts), contacts
+    assert contacts and all(f"transport={transport}" in c.lower() for c in contacts), contacts
     assert_proxied(r, "bob", softphone_lab.ice["eim2l"].public_ip)
     _direct(r, softphone_lab, "lan1a", "eim2l")
 
