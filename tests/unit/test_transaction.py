@@ -31,6 +31,8 @@ from sip.transaction import (
     TransportError,
     build_ack,
     build_cancel,
+    new_client_transaction,
+    new_server_transaction,
 )
 
 NO_TRYING = TimerConfig(trying_delay=None)
@@ -82,6 +84,17 @@ def events(tx: Transaction | TransactionLayer) -> list[Event]:
     while (event := tx.next_event()) is not None:
         out.append(event)
     return out
+
+
+def request_received(
+    layer: TransactionLayer, request: Request, now: float, source: object = None
+) -> RequestReceived:
+    """Feed a new request to ``layer`` (unreliable transport): its one event, a
+    RequestReceived naming the server transaction created."""
+    layer.receive(request, now, reliable=False, source=source)
+    [event] = events(layer)
+    assert isinstance(event, RequestReceived)
+    return event
 
 
 def run(tx: Transaction, until: float) -> list[tuple[float, Request | Response]]:
@@ -664,9 +677,8 @@ def test_layer_rejects_ack_and_duplicate_keys():
 def test_layer_server_creates_transaction_and_absorbs_retransmissions():
     layer = TransactionLayer(NO_TRYING)
     request = make_request("OPTIONS")
-    layer.receive(request, 0.0, reliable=False, source=("198.51.100.7", 5060))
-    [event] = events(layer)
-    assert isinstance(event, RequestReceived) and event.request is request
+    event = request_received(layer, request, 0.0, source=("198.51.100.7", 5060))
+    assert event.request is request
     tx = event.transaction
     assert isinstance(tx, NonInviteServerTransaction) and tx.destination == ("198.51.100.7", 5060)
     layer.receive(make_request("OPTIONS"), 0.4, reliable=False)  # retransmission (equal copy)
@@ -694,10 +706,7 @@ def test_layer_server_matching_uses_sent_by_and_method():
 def test_layer_ack_for_non_2xx_matches_invite_server_transaction():
     layer = TransactionLayer(NO_TRYING)
     invite = make_request()
-    layer.receive(invite, 0.0, reliable=False)
-    [event] = events(layer)
-    assert isinstance(event, RequestReceived)
-    tx = event.transaction
+    tx = request_received(layer, invite, 0.0).transaction
     busy = respond(invite, 486)
     layer.send_response(tx, busy, 0.0)
     # The ACK for a non-2xx reuses the INVITE's branch (§17.1.1.3)
@@ -709,10 +718,7 @@ def test_layer_ack_for_non_2xx_matches_invite_server_transaction():
 def test_layer_ack_for_2xx_goes_to_tu():
     layer = TransactionLayer(NO_TRYING)
     invite = make_request()
-    layer.receive(invite, 0.0, reliable=False)
-    [event] = events(layer)
-    assert isinstance(event, RequestReceived)
-    tx = event.transaction
+    tx = request_received(layer, invite, 0.0).transaction
     layer.send_response(tx, respond(invite, 200), 0.0)
     ack = make_request("ACK", branch="z9hG4bKack2xx", to_tag="totag9")
     layer.receive(ack, 0.2, reliable=False)
@@ -723,15 +729,9 @@ def test_layer_ack_for_2xx_goes_to_tu():
 def test_layer_find_cancelled():
     layer = TransactionLayer()
     invite = make_request()
-    layer.receive(invite, 0.0, reliable=False)
-    [created] = events(layer)
-    assert isinstance(created, RequestReceived)
-    invite_tx = created.transaction
+    invite_tx = request_received(layer, invite, 0.0).transaction
     cancel = build_cancel(invite)
-    layer.receive(cancel, 1.0, reliable=False)
-    [event] = events(layer)
-    assert isinstance(event, RequestReceived)
-    assert isinstance(event.transaction, NonInviteServerTransaction)
+    assert isinstance(request_received(layer, cancel, 1.0).transaction, NonInviteServerTransaction)
     assert layer.find_cancelled(cancel) is invite_tx
     assert layer.find_cancelled(build_cancel(make_request(branch="z9hG4bKnone"))) is None
 
@@ -739,10 +739,7 @@ def test_layer_find_cancelled():
 def test_layer_rfc2543_fallback_matching():
     layer = TransactionLayer(NO_TRYING)
     invite = make_request(branch=None)  # RFC 2543 peer: no branch at all
-    layer.receive(invite, 0.0, reliable=False)
-    [event] = events(layer)
-    assert isinstance(event, RequestReceived)
-    tx = event.transaction
+    tx = request_received(layer, invite, 0.0).transaction
     # A retransmission matches on Request-URI, tags, Call-ID, CSeq and top Via
     layer.receive(make_request(branch=None), 0.5, reliable=False)
     assert events(layer) == []
@@ -992,10 +989,7 @@ def drive(
 )
 def test_property_client_transactions(method, reliable, actions):
     request = make_request(method)
-    cls = InviteClientTransaction if method == "INVITE" else NonInviteClientTransaction
-    tx: InviteClientTransaction | NonInviteClientTransaction = cls(
-        request, reliable=reliable, now=0.0
-    )
+    tx = new_client_transaction(request, reliable=reliable, now=0.0)
 
     def apply(kind: str, value: float, now: float) -> None:  # "recv"
         tx.receive(respond(request, int(value)), now)
@@ -1033,10 +1027,7 @@ def test_property_client_transactions(method, reliable, actions):
 )
 def test_property_server_transactions(method, reliable, actions):
     request = make_request(method)
-    cls = InviteServerTransaction if method == "INVITE" else NonInviteServerTransaction
-    tx: InviteServerTransaction | NonInviteServerTransaction = cls(
-        request, reliable=reliable, now=0.0
-    )
+    tx = new_server_transaction(request, reliable=reliable, now=0.0)
     given_responses: list[Response] = []
     accepted_finals: list[int] = []
 
