@@ -736,6 +736,20 @@ def test_layer_find_cancelled():
     assert layer.find_cancelled(build_cancel(make_request(branch="z9hG4bKnone"))) is None
 
 
+def test_layer_find_cancelled_rfc2543_fallback():
+    """§9.2 with the §17.2.3 RFC 2543 rules: no branch, so the CANCEL is matched on Request-URI,
+    From tag, Call-ID, CSeq number, top Via and To tag, with the method taken as INVITE."""
+    layer = TransactionLayer()
+    invite = make_request(branch=None)
+    invite_tx = request_received(layer, invite, 0.0).transaction
+    cancel = build_cancel(invite)
+    assert isinstance(request_received(layer, cancel, 1.0).transaction, NonInviteServerTransaction)
+    assert layer.find_cancelled(cancel) is invite_tx
+    other_call = build_cancel(make_request(branch=None, call_id="other@client.example.com"))
+    assert layer.find_cancelled(other_call) is None
+    assert layer.find_cancelled(build_cancel(make_request(branch=None, cseq=2))) is None
+
+
 def test_layer_rfc2543_fallback_matching():
     layer = TransactionLayer(NO_TRYING)
     invite = make_request(branch=None)  # RFC 2543 peer: no branch at all
