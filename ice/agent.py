@@ -906,13 +906,15 @@ class Agent:
         elif pair.state is PairState.SUCCEEDED or pair.valid_pair is not None:
             pass  # §7.3.1.4: succeeded (In-Progress again only for its nomination check)
         elif pair.state is PairState.IN_PROGRESS:
-            # §7.3.1.4: cancel the transaction in progress and check again.  Our check went
-            # out moments ago and its answer is probably on its way (both sides check the
-            # same pair at about the same time): the re-check waits until Ta after our check,
-            # as an ordinary check would, so that it does not take the place of the
-            # nomination; if the answer comes first, it is not needed at all
+            # §7.3.1.4: cancel the transaction in progress and check again.  Both sides
+            # check a pair at about the same time: the peer's check took ``now - sent`` to
+            # reach us, and the answer to ours should take about as long again.  The
+            # re-check waits that long (never beyond Ta after our check, as an ordinary
+            # check would) so that it does not take the nomination's place under the 5 ms
+            # floor; if the answer comes first it is not needed at all, and if our check
+            # was lost (e.g. to the peer's NAT, not open yet) it goes soon
             sent = pair.extra.get("sent_at")
-            at = sent + self.ta if isinstance(sent, float) else now
+            at = min(2 * now - sent, sent + self.ta) if isinstance(sent, float) else now
             if now >= at:
                 self._recheck(pair)
             else:

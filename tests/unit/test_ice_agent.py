@@ -802,6 +802,23 @@ def test_in_progress_pair_answered_before_the_recheck_is_not_checked_again() -> 
     assert agent.stats().checks_sent == 1
 
 
+def test_in_progress_pair_recheck_waits_about_one_trip_not_ta() -> None:
+    """§7.3.1.4 re-check held back only about as long as the peer's check took to come (its
+    answer would take as long), not Ta: when our check was lost, the pair is not Ta late."""
+    agent, peer = make_agent(controlling=False, ta=0.05)
+    tick(agent, 0.0)  # lost: e.g. the peer's NAT had no pinhole for it yet
+    agent.receive(peer.request(controlling=True), VIA, REMOTE, 0.002)
+    assert [m.cls for m, *_ in sent(agent)] == [StunClass.SUCCESS]
+    # at 4 ms it could go, but two checks must be 5 ms apart (RFC 8445 §14.2)
+    assert agent.get_timer() == pytest.approx(0.004)
+    assert tick(agent, 0.004) == []
+    assert agent.get_timer() == pytest.approx(0.005)
+    ((new, raw, _, addr),) = tick(agent, 0.005)
+    assert new.cls == StunClass.REQUEST and addr == REMOTE
+    agent.receive(peer.answer(raw), VIA, REMOTE, 0.006)
+    assert list(agent.checklist)[0].state is PairState.SUCCEEDED
+
+
 def test_response_on_another_socket_is_not_symmetric() -> None:
     agent, peer = make_agent()
     ((_, raw, _, _),) = tick(agent, 0.0)
