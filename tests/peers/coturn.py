@@ -9,14 +9,13 @@ two ports, which enables RFC 5780 NAT behaviour discovery (OTHER-ADDRESS, CHANGE
 from __future__ import annotations
 
 import shutil
-import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tests.peers.certs import TestPki, make_pki
 from tests.peers.ports import free_port_range, is_free, release_port_range
 from tests.peers.probe import probe_in_netns
-from tests.peers.process import PeerError, ProcessPeer, in_netns
+from tests.peers.process import PeerError, TlsPeer, in_netns
 
 DEFAULT_TURN_USERS: Mapping[str, str] = {"test": "test", "alice": "alice-turn-1"}
 
@@ -25,7 +24,7 @@ def turnserver_binary() -> str | None:
     return shutil.which("turnserver")
 
 
-class Coturn(ProcessPeer):
+class Coturn(TlsPeer):
     """A coturn server. ``port`` is the STUN/TURN UDP+TCP port, ``port + 1`` the RFC 5780
     alternate port; ``tls_port`` (TURN over TLS) and ``tls_port + 1`` likewise."""
 
@@ -103,15 +102,6 @@ class Coturn(ProcessPeer):
     @property
     def relay_range(self) -> tuple[int, int]:
         return self.min_port, self.max_port
-
-    @property
-    def ca_file(self) -> Path:
-        if self.pki is None:
-            raise PeerError("coturn has no TLS certificate (tls=False or not started)")
-        return self.pki.ca_file
-
-    def ssl_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.ca_file))
 
     # ---- lifecycle -------------------------------------------------------------------
     def argv(self) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
-import ssl
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +20,7 @@ from tests.peers.ports import free_port
 from tests.peers.probe import probe_in_netns
 from tests.peers.process import (
     PeerError,
-    ProcessPeer,
+    TlsPeer,
     in_netns,
     remove_socket_dir,
     short_socket_dir,
@@ -47,7 +46,7 @@ def _cfg_string(value: str, what: str) -> str:
     return f'"{value}"'
 
 
-class Kamailio(ProcessPeer):
+class Kamailio(TlsPeer):
     """A Kamailio registrar/proxy on loopback (or in a network namespace: ``netns``).
 
     Users and passwords are given as a mapping (default :data:`DEFAULT_USERS`).
@@ -131,16 +130,6 @@ class Kamailio(ProcessPeer):
 
     def uri(self, user: str | None = None) -> str:
         return f"sip:{user}@{self.domain}" if user else f"sip:{self.domain}"
-
-    @property
-    def ca_file(self) -> Path:
-        if self.pki is None:
-            raise PeerError("Kamailio has no TLS certificate (tls=False or not started)")
-        return self.pki.ca_file
-
-    def ssl_context(self) -> ssl.SSLContext:
-        """A client context that trusts only this Kamailio's test CA."""
-        return ssl.create_default_context(cafile=str(self.ca_file))
 
     # ---- configuration ---------------------------------------------------------------
     def _write_config(self) -> None:

@@ -8,11 +8,14 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Self
+
+from tests.peers.certs import TestPki
 
 _running: set[ManagedProcess] = set()
 
@@ -227,6 +230,23 @@ class ProcessPeer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class TlsPeer(ProcessPeer):
+    """A :class:`ProcessPeer` with a TLS listener whose certificate comes from a throw-away CA
+    (``pki``, made at start when TLS is on)."""
+
+    pki: TestPki | None = None
+
+    @property
+    def ca_file(self) -> Path:
+        if self.pki is None:
+            raise PeerError(f"{self.label} has no TLS certificate (tls=False or not started)")
+        return self.pki.ca_file
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts only this peer's test CA."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
 
 def in_netns(netns: str | None, argv: list[str]) -> list[str]:
