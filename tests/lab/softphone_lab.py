@@ -321,6 +321,13 @@ def assert_call_ok(r: CallResult) -> None:
     assert abs(r.caller_heard - CALLEE_TONE) < 10, (r.caller_heard, logs)
 
 
+def assert_no_secrets(lab: SoftphoneLab, r: CallResult) -> None:
+    """Passwords (given only by environment variable) appear in no output (README)."""
+    shown = r.caller_log + r.callee_log + json.dumps(r.caller) + json.dumps(r.callee)
+    for secret in [*lab.kamailio.users.values(), lab.ice.coturn.users[TURN_USER]]:
+        assert secret not in shown, "a password leaked into the output"
+
+
 def assert_proxied(r: CallResult, callee_user: str, callee_public_ip: str) -> None:
     """What Kamailio logged of the call: the INVITE challenged and sent again with
     credentials (digest auth), forked to the callee's NAT address (nathelper learnt it from

@@ -31,6 +31,7 @@ from tests.lab.softphone_lab import (
     Softphone,
     SoftphoneLab,
     assert_call_ok,
+    assert_no_secrets,
     assert_proxied,
     heard,
     heard_windows,
@@ -106,6 +107,7 @@ def test_call_across_nats(
     assert_call_ok(r)
     assert r.extra["callee_contacts"], "the callee was not registered with Kamailio"
     assert_proxied(r, callee[0], softphone_lab.ice[callee[1]].public_ip)
+    assert_no_secrets(softphone_lab, r)
     if expect == "direct":
         _direct(r, softphone_lab, caller[1], callee[1])
     elif expect == "same-lan":  # behind one NAT: straight across the LAN, no hairpin
@@ -130,6 +132,7 @@ def test_call_with_stream_signalling(
     contacts = r.extra["callee_contacts"]
     assert contacts and all(f"transport={transport}" in c.lower() for c in contacts), contacts
     assert_proxied(r, "bob", softphone_lab.ice["eim2l"].public_ip)
+    assert_no_secrets(softphone_lab, r)
     _direct(r, softphone_lab, "lan1a", "eim2l")
 
 
