@@ -38,6 +38,15 @@ from sip.uri import SipURI
 
 log = logging.getLogger("sip.aio")
 
+#: pjsip-like registration lifetime for (NATed) UDP: short enough that a registrar which lost
+#: the binding gets it back at the next refresh (at half the lifetime, RFC 3261 §10.2.4).
+NAT_UDP_REGISTER_EXPIRES = 600
+#: UDP: how often the AOR is checked to still reach us (OPTIONS to ourselves via the proxy).
+BINDING_CHECK_INTERVAL = 120.0
+#: Final statuses of that check meaning "register again": not found / unavailable (the
+#: registrar lost the binding) and timeout (the proxy is or was down).
+BINDING_LOST_STATUSES = frozenset({404, 408, 410, 480, 503})
+
 __all__ = [
     "AsyncCall",
     "AsyncUserAgent",
@@ -227,12 +236,22 @@ class AsyncUserAgent:
         tls: TlsConfig | None = None,
         lookup: DnsLookup | None = None,
         keepalive_interval: float | None = None,
+        udp_register_expires: int | None = NAT_UDP_REGISTER_EXPIRES,
+        binding_check_interval: float | None = BINDING_CHECK_INTERVAL,
     ) -> None:
         self.config = config
         self.ua = UserAgent(config)
         self.tls = tls
         self.lookup = lookup
         self.keepalive_interval = keepalive_interval
+        #: UDP (usually NATed): ask for at most this registration lifetime, so a registrar
+        #: that lost our binding gets it back by the next refresh (None: no cap).
+        self.udp_register_expires = udp_register_expires
+        #: UDP: every this many seconds check through the proxy that our AOR still reaches us
+        #: (None: never). See :meth:`_check_binding`.
+        self.binding_check_interval = binding_check_interval
+        self._binding_checker: asyncio.Task[None] | None = None
+        self._reregistering = False
         self.transport: TransportLayer | None = None
         #: Called with each incoming call (sync or async); see also :attr:`incoming`.
         self.on_incoming: IncomingHandler | None = None
@@ -348,6 +367,8 @@ class AsyncUserAgent:
         """Register (digest auth, 423 and NAT contact rewriting handled by the core)."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._reg_waiters.append(fut)
+        if expires is None and self.config.transport.lower() == "udp":
+            expires = udp_expires(self.config.register_expires, self.udp_register_expires)
         self.ua.register(self.now(), expires=expires)
         self._flush()
         result = await asyncio.wait_for(fut, timeout)
@@ -440,17 +461,70 @@ class AsyncUserAgent:
             return
         log.warning("flow to the registrar failed; registering again")
         self._keepalive_started = False
-        delay = 0.5
-        while not self._closed and self.ua.registrations:
-            try:
-                # the same binding; starts a new keepalive and watcher. A short timeout: a
-                # REGISTER lost in a half-started server must not hold the retries up.
-                await self.register(timeout=5.0)
-                return
-            except (RegistrationError, TimeoutError) as exc:
-                log.info("re-registration failed (%s); retrying in %.1f s", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+        await self._register_again()
+
+    async def _register_again(self) -> None:
+        """Register the same binding again until it succeeds (backing off 0.5 s .. 30 s)."""
+        if self._reregistering:
+            return
+        self._reregistering = True
+        try:
+            delay = 0.5
+            while not self._closed and self.ua.registrations:
+                try:
+                    # the same binding; starts a new keepalive and watcher if needed. A short
+                    # timeout: a REGISTER lost in a half-started server must not hold us up.
+                    await self.register(timeout=5.0)
+                    return
+                except (RegistrationError, TimeoutError) as exc:
+                    log.info("re-registration failed (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        finally:
+            self._reregistering = False
+
+    async def _watch_binding(self, interval: float) -> None:
+        """UDP has no pong (RFC 5626 §4.4.1 CRLF keepalives go unanswered, and Kamailio drops
+        them), so a registrar that restarted and lost its bindings goes unnoticed until the
+        next refresh. Every ``interval`` seconds send an OPTIONS to our own AOR through the
+        proxy: while the binding exists the proxy forwards it back to us; a 404/480 means the
+        registrar no longer knows us, a timeout that the proxy is (or was) down. Either way:
+        register again at once."""
+        while not self._closed:
+            await asyncio.sleep(interval)
+            if self._closed or self.registered is None or self._reregistering:
+                continue
+            status = await self._check_binding()
+            if status in BINDING_LOST_STATUSES and not self._closed and self.ua.registrations:
+                log.warning("our AOR no longer reaches us (%d); registering again", status)
+                await self._register_again()
+
+    async def _check_binding(self, timeout: float = 40.0) -> int:
+        """One OPTIONS to our own AOR through the outbound proxy (auth as challenged);
+        returns the final status (408 on timeout or transport failure)."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        req = self.ua._new_request("OPTIONS", self.config.aor)
+
+        def final(resp: Response | None, _t: float) -> None:
+            if resp is None:
+                _set(fut, 408)
+            elif resp.status >= 200:
+                _set(fut, resp.status)
+
+        def first(resp: Response | None, t: float) -> None:
+            if resp is not None and resp.status in (401, 407):
+                retry = self.ua.authorize(req, resp)
+                if retry is not None:
+                    self.ua.send_request(retry, final, t)
+                    return
+            final(resp, t)
+
+        self.ua.send_request(req, first, self.now())
+        self._flush()
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return 408
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -525,6 +599,12 @@ class AsyncUserAgent:
             self._keepalive_started = True
             if target.transport != "UDP":
                 self._spawn(self._watch_flow(handle))
+            elif self.binding_check_interval and self._binding_checker is None:
+                self._binding_checker = asyncio.ensure_future(
+                    self._watch_binding(self.binding_check_interval)
+                )
+                self._tasks.add(self._binding_checker)
+                self._binding_checker.add_done_callback(self._tasks.discard)
         except (OSError, LocateError, ValueError) as exc:
             log.info("keepalive not started: %r", exc)
 
@@ -562,6 +642,13 @@ class AsyncUserAgent:
                 self.on_event(ev)
             except Exception:
                 log.exception("on_event callback failed")
+
+
+def udp_expires(requested: int, cap: int | None) -> int:
+    """The lifetime to ask for over UDP: ``requested`` capped at ``cap`` (None: no cap)."""
+    if cap is None or cap <= 0:
+        return requested
+    return min(requested, cap)
 
 
 def _first_line(msg: Request | Response) -> str:

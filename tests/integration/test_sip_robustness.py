@@ -1,0 +1,103 @@
+"""Robustness of registration and target selection against a real Kamailio.
+
+- A UDP user agent notices that the registrar restarted and lost its binding (UDP keepalives
+  get no pong; the AOR check through the proxy gets 404/480) and registers again, so incoming
+  calls reach it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from sip.aio import AsyncCall, AsyncUserAgent
+from sip.offer_answer import LocalMedia, OfferAnswer
+from sip.registration import Registered
+from sip.ua import UAConfig
+
+pytestmark = pytest.mark.integration
+
+
+def make_ua(kamailio: Any, user: str, **kw: Any) -> AsyncUserAgent:
+    host, port = kamailio.address("udp")
+    cfg = UAConfig(
+        user=user,
+        domain=kamailio.domain,
+        password=kamailio.users[user],
+        outbound_proxy=f"sip:{host}:{port};transport=udp",
+        registrar=f"sip:{kamailio.domain}",
+        transport="udp",
+        local_host="127.0.0.1",
+        local_port=0,
+    )
+    return AsyncUserAgent(cfg, **kw)
+
+
+def offer(port: int) -> bytes:
+    return OfferAnswer([LocalMedia("127.0.0.1", port)]).create_offer().to_bytes()
+
+
+async def wait_contacts(kamailio: Any, user: str, seconds: float) -> list[str]:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        contacts = await asyncio.to_thread(kamailio.contacts, user)
+        if contacts:
+            return contacts
+        await asyncio.sleep(0.2)
+    return []
+
+
+async def test_udp_ua_registers_again_after_registrar_restart(kamailio):
+    """Kamailio restarts (its in-memory bindings are gone); a long registration lifetime
+    would leave alice unreachable for half an hour, but the AOR check (OPTIONS to herself
+    through the proxy, answered 404 now) makes her register again, and bob's call reaches her."""
+    alice = make_ua(kamailio, "alice", binding_check_interval=0.5, keepalive_interval=0.5)
+    bob = make_ua(kamailio, "bob")
+    await alice.start()
+    await bob.start()
+    try:
+        reg = await alice.register(expires=3600)
+        assert reg.expires == 3600  # the refresh alone would come after 30 minutes
+        assert kamailio.contacts("alice")
+        seen: list[Any] = []
+        alice.on_event = seen.append
+        await asyncio.to_thread(kamailio.restart)
+        assert await asyncio.to_thread(kamailio.contacts, "alice") == []
+        assert await wait_contacts(kamailio, "alice", 30.0), "alice never registered again"
+        assert any(isinstance(e, Registered) for e in seen)
+
+        async def on_incoming(call: AsyncCall) -> None:
+            call.ring()
+            await call.answer(offer(40010))
+
+        alice.on_incoming = on_incoming
+        await bob.register(expires=300)
+        call = await bob.invite(f"sip:alice@{kamailio.domain}", offer(30010), timeout=20)
+        assert call.remote_sdp is not None
+        incoming = await asyncio.wait_for(alice.incoming.get(), 5)
+        assert incoming.call_id == call.call_id
+        assert await call.bye(timeout=10) == "local-bye"
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_udp_registration_lifetime_is_capped(kamailio):
+    """Over UDP the UA asks for the NAT lifetime (default 600 s) instead of 3600 s."""
+    ua = make_ua(kamailio, "alice", binding_check_interval=None)
+    await ua.start()
+    try:
+        reg = await ua.register()
+        assert reg.expires == 600
+    finally:
+        await ua.close()
+    ua = make_ua(kamailio, "alice", udp_register_expires=None, binding_check_interval=None)
+    await ua.start()
+    try:
+        reg = await ua.register()
+        assert reg.expires == 3600
+    finally:
+        await ua.close()
