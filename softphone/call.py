@@ -221,6 +221,9 @@ class Call:
         self._paths: tuple[Any, Any] = (None, None)
         self._gate: _SendGate | None = None
         self._restore_offer_handler: Callable[[], None] | None = None
+        self._early: asyncio.Future[None] | None = None  # media on a 183's answer (caller)
+        self._early_sdp: bytes | None = None
+        self._prepared: tuple[LocalTransport, bytes] | None = None  # callee: our answer
         self.on_hold = False
         self._sends = self._receives = True  # the negotiated direction, from our side
         self._started = time.monotonic()
@@ -279,21 +282,20 @@ class Call:
             self.sip = self.ua.start_call(target, offer)
             self._handle_reoffers()
             self.progress(f"calling {target}")
-            answer = await self._wait_answer(self.sip)
+            answer = await self._wait_answer(self.sip, transport)
             self._answered_at = time.monotonic()
             self.setup_ms = (self._answered_at - self._started) * 1000
             self.sip_status = 200
             self.progress(f"answered (200) after {self.setup_ms:.0f} ms")
-            try:
-                negotiation = self.oa.process_answer(answer or b"")
-                audio = negotiation.audio
-                if audio is None:
-                    raise SdpGlueError("the answer accepted no audio stream")
-                self.remote = read_negotiation(audio)
-                self._sends, self._receives = audio.direction.sends, audio.direction.receives
-            except (OfferAnswerError, SdpGlueError, SdpParseError) as exc:
-                raise CallFailed(f"unusable answer: {exc}", 488, "bad-answer") from exc
-            await self._connect_media(transport)
+            if self._early is not None:
+                # RFC 3261 §13.2.1: the 183's SDP was the answer; the 2xx repeats it (or has
+                # none). The media started on the early dialog goes on, no restart (RFC 3960).
+                await self._early
+                if answer is not None and answer != self._early_sdp:
+                    log.warning("the 2xx SDP differs from the early answer; keeping that")
+            else:
+                self._take_answer(answer)
+                await self._connect_media(transport)
         except BaseException as exc:
             reason = _end_reason(exc)
             await self._teardown(reason, send_bye=True)
@@ -305,18 +307,57 @@ class Call:
                 raise CallFailed(str(exc)) from exc
             raise
 
-    async def _wait_answer(self, call: AsyncCall) -> bytes | None:
-        ringing: asyncio.Future[Any] = asyncio.ensure_future(call.ringing.wait())
-        answered: asyncio.Future[Any] = asyncio.ensure_future(asyncio.shield(call.answered))
+    def _take_answer(self, answer: bytes | None) -> None:
+        """Apply the answer to our offer (from the 2xx, or a 183 with early media)."""
+        assert self.oa is not None
         try:
-            waits: set[asyncio.Future[Any]] = {ringing, answered}
-            limit = self.options.answer_timeout
-            done, _ = await asyncio.wait(waits, timeout=limit, return_when=FIRST_COMPLETED)
-            if ringing in done and answered not in done:
-                status = next((e.status for e in call.events if isinstance(e, CallRinging)), 180)
-                self.progress(f"ringing ({status})")
-                done, _ = await asyncio.wait({answered}, timeout=limit)
-            if answered not in done:
+            negotiation = self.oa.process_answer(answer or b"")
+            audio = negotiation.audio
+            if audio is None:
+                raise SdpGlueError("the answer accepted no audio stream")
+            self.remote = read_negotiation(audio)
+            self._sends, self._receives = audio.direction.sends, audio.direction.receives
+        except (OfferAnswerError, SdpGlueError, SdpParseError) as exc:
+            raise CallFailed(f"unusable answer: {exc}", 488, "bad-answer") from exc
+
+    async def _early_media(self, sdp: bytes, transport: LocalTransport) -> None:
+        """RFC 3261 §13.2.1 / RFC 3960: a 183 with SDP carries the answer; ICE and media start
+        on the early dialog, so the callee's announcements or ringback are heard."""
+        self._take_answer(sdp)
+        self.progress("early media (183 with SDP)")
+        await self._connect_media(transport)
+
+    async def _wait_answer(self, call: AsyncCall, transport: LocalTransport) -> bytes | None:
+        answered: asyncio.Future[Any] = asyncio.ensure_future(asyncio.shield(call.answered))
+        deadline = time.monotonic() + self.options.answer_timeout
+        seen = 0
+        rang = False
+        ringing: asyncio.Future[Any] | None = None
+        try:
+            while not answered.done():
+                ringing = asyncio.ensure_future(call.ringing.wait())
+                waits: set[asyncio.Future[Any]] = {ringing, answered}
+                if self._early is not None and not self._early.done():
+                    waits.add(self._early)
+                limit = deadline - time.monotonic()
+                if limit <= 0:
+                    break
+                await asyncio.wait(waits, timeout=limit, return_when=FIRST_COMPLETED)
+                ringing.cancel()
+                if self._early is not None and self._early.done() and not answered.done():
+                    self._early.result()  # an unusable early answer or ICE failure: fail
+                call.ringing.clear()
+                for ev in call.events[seen:]:
+                    if not isinstance(ev, CallRinging):
+                        continue
+                    if not rang:
+                        rang = True
+                        self.progress(f"ringing ({ev.status})")
+                    if ev.sdp is not None and self._early is None:
+                        self._early_sdp = ev.sdp
+                        self._early = asyncio.ensure_future(self._early_media(ev.sdp, transport))
+                seen = len(call.events)
+            if not answered.done():
                 raise CallFailed("no answer", 408, "no-answer")
             try:
                 result: bytes | None = answered.result()
@@ -325,7 +366,8 @@ class Call:
                 self.sip_status = exc.status
                 raise CallFailed(f"{exc.status} {exc.reason}", exc.status, "rejected") from exc
         finally:
-            ringing.cancel()
+            if ringing is not None:
+                ringing.cancel()
             answered.cancel()
 
     # -- incoming -------------------------------------------------------------------------------
@@ -333,7 +375,57 @@ class Call:
     async def accept(self, incoming: AsyncCall) -> None:
         """Answer an incoming call: read its offer, gather, answer, connect ICE, start media.
 
-        Rejects the call (488) when its offer is unusable and raises :class:`CallFailed`."""
+        After :meth:`early_media` the 200 repeats the 183's answer and the media already
+        running goes on (RFC 3261 §13.3.1). Rejects the call (488) when its offer is unusable
+        and raises :class:`CallFailed`."""
+        await self._guarded(self._accept(incoming))
+
+    async def early_media(self, incoming: AsyncCall) -> None:
+        """Send 183 Session Progress with our answer and start ICE and media on the early
+        dialog (RFC 3261 §13.3.1.1, RFC 3960); :meth:`accept` later sends the 200."""
+        await self._guarded(self._early_answer(incoming))
+
+    async def _guarded(self, setup: Any) -> None:
+        try:
+            await setup
+        except BaseException as exc:
+            reason = _end_reason(exc)
+            await self._teardown(reason, send_bye=True)
+            if isinstance(exc, (CallFailed, asyncio.CancelledError, KeyboardInterrupt)):
+                raise
+            if isinstance(exc, IceError):
+                raise CallFailed(f"ICE failed: {exc}", kind="ice-failed") from exc
+            if isinstance(exc, (OSError, ValueError)):
+                raise CallFailed(str(exc)) from exc
+            raise
+
+    async def _early_answer(self, incoming: AsyncCall) -> None:
+        transport, answer = await self._prepare(incoming)
+        if incoming.ended.done():
+            raise CallFailed("the caller gave up", 487, "cancelled")
+        incoming.ring(answer)  # 183 with SDP
+        self.progress("early media (183 with SDP)")
+        self._early = asyncio.ensure_future(self._connect_media(transport))
+        await self._early
+
+    async def _accept(self, incoming: AsyncCall) -> None:
+        transport, answer = await self._prepare(incoming)
+        if incoming.ended.done():
+            raise CallFailed("the caller gave up", 487, "cancelled")
+        await incoming.answer(answer)
+        self.sip_status = 200
+        self._answered_at = time.monotonic()
+        self.setup_ms = (self._answered_at - self._started) * 1000
+        self.progress("answered")
+        if self._early is not None:
+            await self._early  # the media started on the early dialog goes on
+        else:
+            await self._connect_media(transport)
+
+    async def _prepare(self, incoming: AsyncCall) -> tuple[LocalTransport, bytes]:
+        """Read the offer, gather, and build our answer (once per call)."""
+        if self._prepared is not None:
+            return self._prepared
         self.role = "callee"
         self.sip = incoming
         self._handle_reoffers()
@@ -347,43 +439,26 @@ class Call:
             self.sip_status = 488
             self._ended("rejected")
             raise CallFailed(f"unusable offer: {exc}", 488, "rejected") from exc
+        use_ice = self.account.ice and info.ice is not None
+        transport = await self._local_transport(
+            controlling=False, components=info.components, ice=use_ice
+        )
+        transport.mismatch = info.mismatch
+        self.oa = new_offer_answer(local_media(self.account.codecs, transport), transport)
         try:
-            use_ice = self.account.ice and info.ice is not None
-            transport = await self._local_transport(
-                controlling=False, components=info.components, ice=use_ice
-            )
-            transport.mismatch = info.mismatch
-            self.oa = new_offer_answer(local_media(self.account.codecs, transport), transport)
-            try:
-                answer, negotiation = self.oa.process_offer(offer)
-                audio = negotiation.audio
-                if audio is None:
-                    raise SdpGlueError("no common codec")
-                self.remote = read_negotiation(audio)
-                self._sends, self._receives = audio.direction.sends, audio.direction.receives
-            except (OfferAnswerError, SdpGlueError, SdpParseError) as exc:
-                with contextlib.suppress(ValueError):
-                    incoming.reject(488)
-                self.sip_status = 488
-                raise CallFailed(f"cannot answer the offer: {exc}", 488, "rejected") from exc
-            if incoming.ended.done():
-                raise CallFailed("the caller gave up", 487, "cancelled")
-            await incoming.answer(answer.to_bytes())
-            self.sip_status = 200
-            self._answered_at = time.monotonic()
-            self.setup_ms = (self._answered_at - self._started) * 1000
-            self.progress("answered")
-            await self._connect_media(transport)
-        except BaseException as exc:
-            reason = _end_reason(exc)
-            await self._teardown(reason, send_bye=True)
-            if isinstance(exc, (CallFailed, asyncio.CancelledError, KeyboardInterrupt)):
-                raise
-            if isinstance(exc, IceError):
-                raise CallFailed(f"ICE failed: {exc}", kind="ice-failed") from exc
-            if isinstance(exc, (OSError, ValueError)):
-                raise CallFailed(str(exc)) from exc
-            raise
+            answer, negotiation = self.oa.process_offer(offer)
+            audio = negotiation.audio
+            if audio is None:
+                raise SdpGlueError("no common codec")
+            self.remote = read_negotiation(audio)
+            self._sends, self._receives = audio.direction.sends, audio.direction.receives
+        except (OfferAnswerError, SdpGlueError, SdpParseError) as exc:
+            with contextlib.suppress(ValueError):
+                incoming.reject(488)
+            self.sip_status = 488
+            raise CallFailed(f"cannot answer the offer: {exc}", 488, "rejected") from exc
+        self._prepared = (transport, answer.to_bytes())
+        return self._prepared
 
     # -- transports -----------------------------------------------------------------------------
 
@@ -724,6 +799,8 @@ class Call:
         if self._closed:
             return
         self._closed = True
+        if self._early is not None and not self._early.done():
+            self._early.cancel()
         if self.stream is not None:
             with contextlib.suppress(Exception):
                 self.final_stats = await self.stream.stop(
