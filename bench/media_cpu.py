@@ -352,7 +352,9 @@ def main(argv: list[str] | None = None) -> None:
         print(line)
     print("(softphone: one stream of 8 in one asyncio loop, WAV source, null sink; codec: the")
     print(" RtpSession send + receive path of part 1; loop+socket: a bare asyncio task per stream")
-    print(" with one timer, one sendto and one receive per frame; media glue: the rest)")
+    print(" with one timer, one sendto and one receive per frame; media glue: the rest, i.e.")
+    print(" MediaStream/pacer/meters/sources and the codec running slower with 8 streams' state")
+    print(" competing for the CPU caches than in the single-stream loop of part 1)")
     if args.baresip:
         print("(baresip: one process per end, sine source, null player, WAV dumps, -v log)")
 
