@@ -29,11 +29,12 @@ from typing import Any
 
 from sip import invite as inv
 from sip.invite import SDP, Call, CallState
-from sip.locate import DnsLookup, LocateError, Target, is_ip_address, locate
+from sip.locate import DnsLookup, LocateError, Target, is_ip_address, locate, try_targets
 from sip.message import Request, Response
 from sip.registration import Registered, RegistrationExpired, RegistrationFailed, Unregistered
+from sip.transaction import State as TxState
 from sip.transport import KeepaliveHandle, Source, TlsConfig, TransportLayer
-from sip.ua import OptionsResult, Outgoing, Peer, UAConfig, UserAgent, peer_for_uri
+from sip.ua import DEFAULT_PORTS, OptionsResult, Outgoing, Peer, UAConfig, UserAgent, peer_for_uri
 from sip.uri import SipURI
 
 log = logging.getLogger("sip.aio")
@@ -46,6 +47,10 @@ BINDING_CHECK_INTERVAL = 120.0
 #: Final statuses of that check meaning "register again": not found / unavailable (the
 #: registrar lost the binding) and timeout (the proxy is or was down).
 BINDING_LOST_STATUSES = frozenset({404, 408, 410, 480, 503})
+#: RFC 3263 §4.3: how long (s) a target that did not answer is tried only after the others.
+DEAD_TARGET_TIME = 300.0
+#: how many further targets a timed-out REGISTER is retried at
+MAX_FAILOVERS = 3
 
 __all__ = [
     "AsyncCall",
@@ -262,7 +267,15 @@ class AsyncUserAgent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reg_waiters: list[asyncio.Future[Any]] = []
         self._options_waiters: list[asyncio.Future[OptionsResult]] = []
-        self._targets: dict[tuple[str, str, int], Target] = {}
+        #: RFC 3263 targets per (transport, host, port) of a next hop, in preference order.
+        self._targets: dict[tuple[str, str, int], list[Target]] = {}
+        #: targets that did not answer (§4.3), skipped until the loop time stored here
+        self._dead: dict[Target, float] = {}
+        #: branch -> (transaction, target) of requests sent where another target exists
+        self._awaiting: dict[str, tuple[Any, Target]] = {}
+        #: how long a target that failed is skipped in favour of the next one
+        self.dead_target_time = DEAD_TARGET_TIME
+        self._failovers = 0  # targets given up on so far
         self._keepalive_started = False
         self._closed = False
         self.registered: Registered | None = None
@@ -364,14 +377,29 @@ class AsyncUserAgent:
     # ================================================================== API
 
     async def register(self, expires: int | None = None, timeout: float = 40.0) -> Registered:
-        """Register (digest auth, 423 and NAT contact rewriting handled by the core)."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._reg_waiters.append(fut)
+        """Register (digest auth, 423 and NAT contact rewriting handled by the core).
+
+        RFC 3263 §4.3: a REGISTER that timed out at a target that never answered is sent again
+        to the next target of the registrar (once per target).
+        """
         if expires is None and self.config.transport.lower() == "udp":
             expires = udp_expires(self.config.register_expires, self.udp_register_expires)
-        self.ua.register(self.now(), expires=expires)
-        self._flush()
-        result = await asyncio.wait_for(fut, timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for _ in range(MAX_FAILOVERS + 1):
+            fut: asyncio.Future[Any] = loop.create_future()
+            self._reg_waiters.append(fut)
+            failovers = self._failovers
+            self.ua.register(self.now(), expires=expires)
+            self._flush()
+            result = await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+            if not (
+                isinstance(result, RegistrationFailed)
+                and result.status == 408
+                and self._failovers > failovers
+            ):
+                break
+            log.info("REGISTER timed out at a target; trying the next one")
         if isinstance(result, RegistrationFailed):
             raise RegistrationError(result.status, result.reason)
         if not isinstance(result, Registered):  # unregistered meanwhile (closing)
@@ -442,6 +470,9 @@ class AsyncUserAgent:
     def _on_message(self, message: Request | Response, source: Source) -> None:
         if self._closed:
             return
+        if isinstance(message, Response) and self._awaiting:
+            with contextlib.suppress(ValueError):
+                self._awaiting.pop(message.top_via.branch or "", None)
         peer = Peer(source.transport.lower(), source.remote[0], source.remote[1], flow=source)
         self.ua.receive(message, peer, self.now())
         self._flush()
@@ -535,6 +566,8 @@ class AsyncUserAgent:
 
     def _flush(self) -> None:
         """Send what the core queued, deliver its events, re-arm its timer."""
+        if self._awaiting:
+            self._check_unanswered()
         for out in self.ua.messages_to_send():
             self._spawn(self._send(out))
         while (ev := self.ua.next_event()) is not None:
@@ -554,21 +587,65 @@ class AsyncUserAgent:
         task.add_done_callback(self._tasks.discard)
 
     async def _target(self, peer: Peer) -> Target:
+        """The target to use now for ``peer``: the first one not known to have failed."""
+        return (await self._ordered_targets(peer))[0]
+
+    async def _ordered_targets(self, peer: Peer) -> list[Target]:
+        """RFC 3263 §4.3: the located targets in order, those that recently failed last."""
         key = (peer.transport, peer.host, peer.port)
-        cached = self._targets.get(key)
-        if cached is not None:
-            return cached
-        transport = peer.transport.upper()
-        if is_ip_address(peer.host):
-            target = Target(transport, peer.host, peer.host.strip("[]"), peer.port)
-        else:
-            uri = SipURI(host=peer.host, port=peer.port, params={"transport": peer.transport})
-            targets = await locate(uri, lookup=self.lookup)
-            if not targets:
-                raise LocateError(f"cannot locate {peer.host}")
-            target = targets[0]
-        self._targets[key] = target
-        return target
+        targets = self._targets.get(key)
+        if targets is None:
+            transport = peer.transport.upper()
+            if is_ip_address(peer.host):
+                targets = [Target(transport, peer.host, peer.host.strip("[]"), peer.port)]
+            else:
+                # Peer always carries a port (the transport's default when the URI had none),
+                # so the default port is taken as "no port": SRV is looked up (RFC 3263 §4.2).
+                port = None if peer.port == DEFAULT_PORTS.get(peer.transport) else peer.port
+                uri = SipURI(host=peer.host, port=port, params={"transport": peer.transport})
+                targets = await locate(uri, lookup=self.lookup)
+                if not targets:
+                    raise LocateError(f"cannot locate {peer.host}")
+            self._targets[key] = targets
+        return order_targets(targets, self._dead, self.now())
+
+    def _target_failed(self, target: Target) -> None:
+        log.info(
+            "target %s %s:%d failed; using the next one", target.transport, target.ip, target.port
+        )
+        self._dead[target] = self.now() + self.dead_target_time
+        self._failovers += 1
+
+    def _check_unanswered(self) -> None:
+        """A request that timed out without any response (RFC 3263 §4.3: the target did not
+        answer) sends the next requests to the next target."""
+        for branch, (tx, target) in list(self._awaiting.items()):
+            if tx.state is TxState.TERMINATED:
+                del self._awaiting[branch]
+                self._target_failed(target)
+
+    async def _send_request(self, out: Outgoing) -> None:
+        """Send a request to the first target that takes it (a refused or failed connection,
+        or a send error, moves on to the next target at once)."""
+        assert self.transport is not None
+        transport = self.transport
+        msg = out.message
+        targets = await self._ordered_targets(out.peer)
+        if len(targets) == 1:
+            await transport.send(msg, targets[0])
+            return
+
+        async def attempt(target: Target) -> Target:
+            await transport.send(msg, target)
+            return target
+
+        def on_error(target: Target) -> None:
+            self._target_failed(target)
+
+        used = await try_targets(targets, attempt, on_failure=on_error)
+        if out.transaction is not None and isinstance(msg, Request) and msg.method != "ACK":
+            with contextlib.suppress(ValueError):
+                self._awaiting[msg.top_via.branch or ""] = (out.transaction, used)
 
     async def _send(self, out: Outgoing) -> None:
         assert self.transport is not None
@@ -578,8 +655,7 @@ class AsyncUserAgent:
                 flow = out.peer.flow if isinstance(out.peer.flow, Source) else None
                 await self.transport.send_response(msg, flow)
             else:
-                target = await self._target(out.peer)
-                await self.transport.send(msg, target)
+                await self._send_request(out)
         except (OSError, LocateError, ValueError) as exc:
             log.info("send of %s to %s failed: %r", _first_line(msg), out.peer, exc)
             if out.transaction is not None and not self._closed:
@@ -642,6 +718,13 @@ class AsyncUserAgent:
                 self.on_event(ev)
             except Exception:
                 log.exception("on_event callback failed")
+
+
+def order_targets(targets: list[Target], dead: dict[Target, float], now: float) -> list[Target]:
+    """``targets`` in their RFC 3263 order, except that those marked dead until a time still
+    to come go last (they are still tried when every other one fails)."""
+    alive = [t for t in targets if dead.get(t, 0.0) <= now]
+    return alive + [t for t in targets if dead.get(t, 0.0) > now]
 
 
 def udp_expires(requested: int, cap: int | None) -> int:

@@ -442,12 +442,14 @@ async def try_targets(
     attempt: Callable[[Target], Awaitable[T]],
     *,
     timeout: float | None = None,
+    on_failure: Callable[[Target], None] | None = None,
 ) -> T:
     """Run ``attempt`` on each target in order until one succeeds (RFC 3263 §4.3).
 
     A target fails when ``attempt`` raises :class:`OSError` (refused, unreachable, TLS failure),
     :class:`TimeoutError` (also when ``timeout`` seconds pass), or :class:`TargetFailed`.
     Other exceptions propagate. Raises :class:`AllTargetsFailed` when none succeeds.
+    ``on_failure`` is called with each target that failed.
     """
     errors: list[tuple[Target, BaseException]] = []
     for target in targets:
@@ -458,4 +460,6 @@ async def try_targets(
         except (OSError, TimeoutError, TargetFailed) as exc:
             logger.info("target %s %s:%s failed: %r", target.transport, target.ip, target.port, exc)
             errors.append((target, exc))
+            if on_failure is not None:
+                on_failure(target)
     raise AllTargetsFailed(errors)

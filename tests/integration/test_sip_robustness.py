@@ -3,6 +3,8 @@
 - A UDP user agent notices that the registrar restarted and lost its binding (UDP keepalives
   get no pong; the AOR check through the proxy gets 404/480) and registers again, so incoming
   calls reach it again.
+- RFC 3263 §4.3 failover: the registrar's first SRV target does not answer (a dead loopback
+  port: TCP connect refused, UDP silence) and the request goes to the next target.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from typing import Any
 import pytest
 
 from sip.aio import AsyncCall, AsyncUserAgent
+from sip.locate import NaptrRecord, SrvRecord
 from sip.offer_answer import LocalMedia, OfferAnswer
 from sip.registration import Registered
+from sip.timers import TimerConfig
 from sip.ua import UAConfig
+from tests.peers.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -99,5 +104,59 @@ async def test_udp_registration_lifetime_is_capped(kamailio):
     try:
         reg = await ua.register()
         assert reg.expires == 3600
+    finally:
+        await ua.close()
+
+
+class TwoTargets:
+    """DNS for the Kamailio domain: SRV gives a dead target first, then Kamailio."""
+
+    def __init__(self, domain: str, dead_port: int, live_port: int) -> None:
+        self.domain = domain
+        self.records = [
+            SrvRecord(10, 0, dead_port, "dead.test"),
+            SrvRecord(20, 0, live_port, "live.test"),
+        ]
+        self.questions: list[str] = []
+
+    async def naptr(self, name: str) -> list[NaptrRecord]:
+        return []
+
+    async def srv(self, name: str) -> list[SrvRecord]:
+        self.questions.append(name)
+        return list(self.records) if name.endswith("." + self.domain) else []
+
+    async def addresses(self, host: str) -> list[str]:
+        return ["127.0.0.1"] if host in ("dead.test", "live.test") else []
+
+
+def located_ua(kamailio: Any, user: str, transport: str, lookup: TwoTargets) -> AsyncUserAgent:
+    cfg = UAConfig(
+        user=user,
+        domain=kamailio.domain,
+        password=kamailio.users[user],
+        registrar=f"sip:{kamailio.domain}",  # no outbound proxy: the registrar's SRV targets
+        transport=transport,
+        local_host="127.0.0.1",
+        local_port=0,
+        timers=TimerConfig(t1=0.05),  # Timer F 3.2 s: the dead UDP target times out quickly
+    )
+    return AsyncUserAgent(cfg, lookup=lookup, binding_check_interval=None)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+async def test_register_fails_over_to_the_next_srv_target(kamailio, transport):
+    dead = free_port("127.0.0.1", udp=True, tcp=True)
+    lookup = TwoTargets(kamailio.domain, dead, kamailio.port)
+    ua = located_ua(kamailio, "alice", transport, lookup)
+    await ua.start()
+    try:
+        reg = await ua.register(expires=60, timeout=30)
+        assert reg.expires == 60
+        assert kamailio.contacts("alice")
+        assert f"_sip._{transport}.{kamailio.domain}" in lookup.questions
+        # later requests go straight to the target that answered
+        status = await ua._check_binding(timeout=10)
+        assert status == 200
     finally:
         await ua.close()
