@@ -51,6 +51,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sip.uri import NameAddr, SipParseError, SipURI
+
 __all__ = [
     "ALGORITHMS",
     "AuthParseError",
@@ -522,6 +524,26 @@ class _RealmState:
     credentials: Credentials
     nc: int = 0
     session_cnonce: str | None = None
+    #: the next hops (host, port) that challenged for this realm: its credentials go there only
+    hops: set[Hop | None] = field(default_factory=set)
+
+
+#: (host, port) of the next hop a request goes to (its top Route, else its Request-URI)
+Hop = tuple[str, int]
+
+
+def next_hop(request: Any) -> Hop | None:
+    """Where ``request`` goes first: the top Route URI (loose routing, RFC 3261 §16.12 / §8.1.2)
+    or else the Request-URI, as (lower-case host, port with the scheme's default filled in).
+    None when neither parses. The server that challenges a request is that hop (its registrar or
+    proxy) or, peer to peer, the UAS the Request-URI names."""
+    try:
+        routes = request.headers.get_all("Route")
+        uri = NameAddr.parse(routes[0]).uri if routes else SipURI.parse(str(request.uri))
+    except (SipParseError, AttributeError, IndexError, TypeError):
+        return None
+    default = 5061 if uri.scheme == "sips" or (uri.transport or "").lower() == "tls" else 5060
+    return (uri.host.lower().strip("[]"), uri.port or default)
 
 
 class DigestClient:
@@ -546,6 +568,8 @@ class DigestClient:
         self._prefer_auth_int = prefer_auth_int
         self._server_order = server_order
         self._realms: dict[tuple[bool, str], _RealmState] = {}
+        #: (Call-ID, CSeq) of requests that carried credentials nobody had challenged them for
+        self._preemptive: set[tuple[str, int]] = set()
 
     def add_credentials(self, credentials: Credentials) -> None:
         self._credentials.insert(0, credentials)
@@ -582,6 +606,12 @@ class DigestClient:
             logger.info("no supported Digest challenge in %s response", response.status)
             return False
         sent = _sent_nonces(request) if request is not None else None
+        if request is not None and _request_key(request) in self._preemptive:
+            # pre-emptive credentials (a cached nonce the server may have forgotten) were not
+            # an answer to this challenge: answer it once
+            self._preemptive.discard(_request_key(request))
+            sent = {}
+        hop = next_hop(request) if request is not None else None
         for challenge in challenges:
             key = (challenge.proxy, challenge.realm)
             creds = self.credentials_for(challenge.realm)
@@ -607,7 +637,9 @@ class DigestClient:
                 previous.challenge = challenge
                 previous.credentials = creds
             else:
-                self._realms[key] = _RealmState(challenge, creds)
+                hops = previous.hops if previous is not None else set()
+                self._realms[key] = _RealmState(challenge, creds, hops=hops)
+            self._realms[key].hops.add(hop)
         return True
 
     def handle_authentication_info(self, response: Any) -> None:
@@ -633,11 +665,18 @@ class DigestClient:
                 state.session_cnonce = None
 
     def authorization_values(
-        self, method: str, uri: str, body: bytes = b""
+        self, method: str, uri: str, body: bytes = b"", *, hop: Hop | None | object = ...
     ) -> list[tuple[str, str]]:
-        """(header name, value) for every cached realm; increments each nonce count."""
+        """(header name, value) for each cached realm; increments each nonce count used.
+
+        With ``hop``, only realms whose challenge came for requests to that next hop (see
+        :func:`next_hop`): credentials never go to a server that did not ask for them.
+        """
         out = []
         for state in self._realms.values():
+            # (a challenge taken without its request, hop None, cannot be tied to a server)
+            if hop is not ... and hop not in state.hops and None not in state.hops:
+                continue
             challenge = state.challenge
             state.nc += 1
             if challenge.algorithm.endswith("-sess"):
@@ -664,14 +703,43 @@ class DigestClient:
 
     def authorize(self, request: Any) -> None:
         """Replace the request's Authorization / Proxy-Authorization headers with answers for
-        every cached realm (a no-op when nothing is cached)."""
-        values = self.authorization_values(request.method, request.uri, request.body)
+        the cached realms that challenged requests to the same next hop (a no-op when none)."""
+        values = self.authorization_values(
+            request.method, str(request.uri), request.body, hop=next_hop(request)
+        )
         if not values:
             return
         request.headers.remove("Authorization")
         request.headers.remove("Proxy-Authorization")
         for name, value in values:
             request.headers.add(name, value)
+
+    def authorize_preemptively(self, request: Any) -> bool:
+        """RFC 3261 §22.3: add credentials from the cache to a request nobody challenged yet
+        (a REGISTER refresh), with the next nonce count, so the 401 round trip is saved. Only
+        realms that challenged the same next hop; a request that already carries credentials is
+        left alone. True when credentials were added. If the server rejects them (a forgotten
+        nonce), :meth:`handle_challenge` still answers the new challenge once."""
+        if "Authorization" in request.headers or "Proxy-Authorization" in request.headers:
+            return False
+        values = self.authorization_values(
+            request.method, str(request.uri), request.body, hop=next_hop(request)
+        )
+        if not values:
+            return False
+        for name, value in values:
+            request.headers.add(name, value)
+        self._preemptive.add(_request_key(request))
+        if len(self._preemptive) > 64:  # answered ones are dropped; bound the rest
+            self._preemptive.pop()
+        return True
+
+
+def _request_key(request: Any) -> tuple[str, int]:
+    try:
+        return (str(request.call_id), int(request.cseq.seq))
+    except (ValueError, AttributeError):
+        return ("", -1)
 
 
 def _sent_nonces(request: Any) -> dict[tuple[bool, str], str]:

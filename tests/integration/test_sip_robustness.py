@@ -16,6 +16,7 @@ import pytest
 
 from sip.aio import AsyncCall, AsyncUserAgent
 from sip.locate import NaptrRecord, SrvRecord
+from sip.message import Response
 from sip.offer_answer import LocalMedia, OfferAnswer
 from sip.registration import Registered
 from sip.timers import TimerConfig
@@ -158,5 +159,35 @@ async def test_register_fails_over_to_the_next_srv_target(kamailio, transport):
         # later requests go straight to the target that answered
         status = await ua._check_binding(timeout=10)
         assert status == 200
+    finally:
+        await ua.close()
+
+
+async def test_register_refresh_sends_credentials_preemptively(kamailio):
+    """After the first challenge, refreshes carry the realm's credentials (next nc): no 401."""
+    ua = make_ua(kamailio, "alice", binding_check_interval=None)
+    challenges: list[int] = []
+    registers_ok: list[int] = []
+    deliver = ua._on_message
+
+    def counting(message: Any, source: Any) -> None:
+        if isinstance(message, Response) and message.cseq.method == "REGISTER":
+            if message.status == 401:
+                challenges.append(message.cseq.seq)
+            elif message.status == 200:
+                registers_ok.append(message.cseq.seq)
+        deliver(message, source)
+
+    ua._on_message = counting  # type: ignore[method-assign]
+    await ua.start()
+    try:
+        await ua.register(expires=2)  # refreshed every second
+        for _ in range(100):
+            if len(registers_ok) >= 4:
+                break
+            await asyncio.sleep(0.1)
+        assert len(registers_ok) >= 4
+        assert len(challenges) == 1, challenges  # only the very first REGISTER
+        assert kamailio.contacts("alice")
     finally:
         await ua.close()
