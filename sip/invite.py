@@ -42,6 +42,9 @@ log = logging.getLogger("sip.invite")
 
 SDP = "application/sdp"
 
+#: RFC 4028 §4: the smallest session interval a UA may accept (and our Min-SE).
+MIN_SE = 90
+
 
 class CallState(Enum):
     CALLING = "calling"  # UAC: INVITE sent, nothing back yet
@@ -227,6 +230,17 @@ class Call:
         self.end_reason: str | None = None
         self.rng = rng or random.Random()
         self.user_data: object = None
+        #: The methods the peer allows (its Allow in the INVITE or the 2xx, RFC 3261 §20.5);
+        #: None when it sent no Allow.
+        self.remote_allow: frozenset[str] | None = None
+        # session timers (RFC 4028), on when the UA supports "timer" and the peer asks for them
+        self.session_timers = False
+        self.session_expires: int | None = None  # the negotiated interval, seconds
+        self.we_refresh = False  # we send the refreshes (else we expect them)
+        self.min_se = MIN_SE
+        self._refresh_at: float | None = None
+        self._expire_at: float | None = None
+        self._refreshing = False
         # UAC
         self._provisional_seen = False
         self._cancel_pending = False
@@ -301,6 +315,119 @@ class Call:
 
     def _hop(self) -> SipURI | None:
         return self.dialog.next_hop() if self.dialog is not None else None
+
+    # ------------------------------------------------------------------ session timers (RFC 4028)
+
+    @staticmethod
+    def _session_expires(message: Request | Response) -> tuple[int, str | None] | None:
+        """``Session-Expires: <delta>[;refresher=uac|uas]`` (RFC 4028 §4), None if absent or
+        malformed."""
+        value = message.headers.get("Session-Expires") or message.headers.get("x")
+        if not value:
+            return None
+        parts = [p.strip() for p in value.split(";")]
+        try:
+            delta = int(parts[0])
+        except ValueError:
+            return None
+        refresher = None
+        for param in parts[1:]:
+            name, _, v = param.partition("=")
+            if name.strip().lower() == "refresher" and v.strip().lower() in ("uac", "uas"):
+                refresher = v.strip().lower()
+        return (delta, refresher) if delta > 0 else None
+
+    @staticmethod
+    def _min_se_of(message: Request | Response) -> int | None:
+        value = message.headers.get("Min-SE")
+        try:
+            return int(value.split(";")[0]) if value else None
+        except ValueError:
+            return None
+
+    def _start_session_timer(self, interval: int, we_refresh: bool, now: float) -> None:
+        """RFC 4028 §10: the refresher refreshes at half the interval; without a refresh the
+        session ends (BYE) min(32, interval/3) seconds before it expires."""
+        self.session_expires = interval
+        self.we_refresh = we_refresh
+        self._refresh_at = now + interval / 2 if we_refresh else None
+        self._expire_at = now + interval - min(32.0, interval / 3)
+        log.info(
+            "call %s: session timer %d s, refresher %s",
+            self.call_id,
+            interval,
+            "us" if we_refresh else "the peer",
+        )
+
+    def _session_header(self, we_refresh: bool, uac: bool) -> tuple[str, str]:
+        """Our Session-Expires for a request (``uac``) or response, naming the refresher by
+        its role in this transaction."""
+        assert self.session_expires is not None
+        role = "uac" if we_refresh == uac else "uas"
+        return ("Session-Expires", f"{self.session_expires};refresher={role}")
+
+    def _timer_from_response(self, response: Response, now: float) -> None:
+        """A 2xx to our INVITE or refresh: its Session-Expires sets the interval and refresher
+        (RFC 4028 §7.2); none means no session timer (any more)."""
+        if not self.session_timers:
+            return
+        se = self._session_expires(response)
+        if se is None:
+            self.session_expires = None
+            self._refresh_at = self._expire_at = None
+            return
+        self._start_session_timer(se[0], (se[1] or "uac") == "uac", now)
+
+    def _timer_for_request(self, request: Request, response: Response, now: float) -> None:
+        """A refresh (re-INVITE/UPDATE) or initial INVITE from the peer (RFC 4028 §9): our 2xx
+        carries the Session-Expires in force, and the timer starts again."""
+        if not self.session_timers:
+            return
+        se = self._session_expires(request)
+        if se is None and self.session_expires is None:
+            return
+        if se is not None:
+            interval, refresher = se
+            interval = max(interval, self.min_se)
+            if refresher is None:
+                # §9: the UAS chooses; a peer that supports timers refreshes if it asked
+                peer_supports = "timer" in (request.headers.get("Supported") or "").lower()
+                refresher = "uac" if peer_supports else "uas"
+            self.session_expires = interval
+            we_refresh = refresher == "uas"
+        else:
+            we_refresh = self.we_refresh
+        assert self.session_expires is not None
+        name, value = self._session_header(we_refresh, uac=False)
+        response.headers.add(name, value)
+        if not we_refresh:
+            response.headers.add("Require", "timer")  # §9: the UAC is the refresher
+        self._start_session_timer(self.session_expires, we_refresh, now)
+
+    def _send_refresh(self, now: float) -> None:
+        """RFC 4028 §7.4/§9: refresh by UPDATE (no body) when the peer allows it, else by
+        re-INVITE with the session description unchanged."""
+        assert self.dialog is not None
+        method = "UPDATE" if self.allows("UPDATE") else "INVITE"
+        body = b"" if method == "UPDATE" else self.local_sdp
+        self.dialog.local_contact = self.host.contact()
+        req = self.dialog.create_request(method, body, self.local_content_type)
+        req.headers.add(*self._session_header(True, uac=True))
+        req.headers.add("Min-SE", str(self.min_se))
+        self._reinvite_out = req
+        self._refreshing = True
+        self.host.send_request(req, self._on_offer_response, now, self._hop())
+
+    def _note_allow(self, message: Request | Response) -> None:
+        values = message.headers.get_all("Allow")
+        if values:
+            self.remote_allow = frozenset(
+                m.strip().upper() for v in values for m in v.split(",") if m.strip()
+            )
+
+    def allows(self, method: str) -> bool:
+        """Whether the peer's Allow lists ``method`` (False without an Allow)."""
+        return self.remote_allow is not None and method.upper() in self.remote_allow
 
     @staticmethod
     def _body(message: Request | Response) -> tuple[bytes | None, str | None]:
@@ -392,6 +519,8 @@ class Call:
         self.dialog = dialog
         self.early_dialogs.clear()
         self.final_status = response.status
+        self._note_allow(response)
+        self._timer_from_response(response, now)
         sdp, ctype = self._body(response)
         ack_body = b""
         if not self.invite.body and sdp is not None:
@@ -426,6 +555,23 @@ class Call:
 
     def _on_invite_failure(self, response: Response, now: float) -> None:
         assert self.invite is not None
+        min_se = self._min_se_of(response)
+        if (
+            response.status == 422
+            and self.session_timers
+            and min_se is not None
+            and min_se > int(self.invite.headers.get("Min-SE") or "0")
+            and not self._cancelled
+            and not self._cancel_pending
+        ):
+            # RFC 4028 §7.4: retry with a session interval at least the Min-SE asked for.
+            self.invite = self._retry_with_interval(self.invite, min_se)
+            self._provisional_seen = False
+            self.early_dialogs.clear()
+            self.dialog = None
+            self.state = CallState.CALLING
+            self.host.send_request(self.invite, self._on_invite_response, now)
+            return
         if response.status in (401, 407) and not self._cancelled and not self._cancel_pending:
             retry = self.host.authorize(self.invite, response)
             if retry is not None:
@@ -443,6 +589,19 @@ class Call:
             self._terminate("local-cancel")
             return
         self._fail(response.status, response.reason)
+
+    @staticmethod
+    def _retry_with_interval(request: Request, interval: int) -> Request:
+        """A copy of ``request`` with CSeq+1, no Via, Session-Expires and Min-SE ``interval``."""
+        retry = Request(method=request.method, uri=request.uri, headers=request.headers.copy())
+        retry.body = request.body
+        h = retry.headers
+        for name in ("Via", "Session-Expires", "x", "Min-SE"):
+            h.remove(name)
+        h.set("CSeq", f"{request.cseq.seq + 1} {request.method}")
+        h.add("Session-Expires", str(interval))
+        h.add("Min-SE", str(interval))
+        return retry
 
     # ------------------------------------------------------------------ CANCEL (§9.1)
 
@@ -479,6 +638,16 @@ class Call:
     def receive_invite(self, invite: Request, stx: ServerTx, now: float) -> None:
         self.invite = invite
         self._stx = stx
+        self._note_allow(invite)
+        se = self._session_expires(invite) if self.session_timers else None
+        if se is not None and se[0] < self.min_se:
+            # RFC 4028 §8.1/§9: too small an interval; say the smallest we accept.
+            resp = make_response(invite, 422, "Session Interval Too Small", to_tag=self._local_tag)
+            resp.headers.add("Min-SE", str(self.min_se))
+            self.final_status = 422
+            self.host.respond(stx, resp, now)
+            self._terminate("rejected", emit_ended=False)
+            return
         self.remote_sdp, self.remote_content_type = self._body(invite)
         self.dialog = Dialog.from_uas_request(
             invite, self._local_tag, self.host.contact(), rng=self.rng
@@ -518,6 +687,8 @@ class Call:
             resp.headers.set("Content-Type", content_type)
         self.final_status = 200
         self.state = CallState.ANSWERED
+        assert self.invite is not None
+        self._timer_for_request(self.invite, resp, now)
         self.host.respond(self._stx, resp, now)
         self._start_2xx_retransmit(resp, self._stx, now, reinvite=False)
 
@@ -664,7 +835,10 @@ class Call:
         self.local_content_type = content_type
         self.dialog.local_contact = self.host.contact()  # our address may have changed (NAT)
         req = self.dialog.create_request(method, sdp, content_type)
+        if self.session_timers and self.session_expires is not None:
+            req.headers.add(*self._session_header(self.we_refresh, uac=True))  # RFC 4028 §7.4
         self._reinvite_out = req
+        self._refreshing = False
         self.host.send_request(req, self._on_offer_response, now, self._hop())
 
     def _on_offer_response(self, response: Response | None, now: float) -> None:
@@ -700,6 +874,10 @@ class Call:
                 self.host.send_ack(ack, now, self._ack_hop)
             if sdp is not None:
                 self.remote_sdp, self.remote_content_type = sdp, ctype
+            self._timer_from_response(response, now)
+            if self._refreshing:
+                self._refreshing = False  # a session refresh: nothing changed for the app
+                return
             self.host.emit(CallUpdated(self, sdp, method, local=True))
             return
         if status in (401, 407):
@@ -710,6 +888,25 @@ class Call:
                 self.host.send_request(retry, self._on_offer_response, now, self._hop())
                 return
         self._reinvite_out = None
+        refreshing, self._refreshing = self._refreshing, False
+        min_se = self._min_se_of(response)
+        if (
+            refreshing
+            and status == 422
+            and min_se is not None
+            and self.state is CallState.CONNECTED
+        ):
+            # RFC 4028 §7.4: our refresh's interval was too small; refresh again with Min-SE.
+            self.session_expires = max(min_se, self.session_expires or 0)
+            self.min_se = max(self.min_se, min_se)
+            self._send_refresh(now)
+            return
+        if refreshing and status not in (408, 481):
+            # a failed refresh (not a dead dialog): retry before the session expires
+            log.info("call %s: session refresh got %d", self.call_id, status)
+            if self._expire_at is not None:
+                self._refresh_at = now + max(1.0, (self._expire_at - now) / 2)
+            return
         if status == 491:
             # §14.1: the dialog's Call-ID owner (the original UAC) waits 2.1-4 s, the other 0-2 s,
             # in units of 10 ms.
@@ -762,6 +959,7 @@ class Call:
         if body:
             resp.body = body
             resp.headers.set("Content-Type", self.local_content_type or SDP)
+        self._timer_for_request(req, resp, now)
         self.host.respond(stx, resp, now)
         self._start_2xx_retransmit(resp, stx, now, reinvite=True)
         if offer is not None:
@@ -795,6 +993,7 @@ class Call:
             self.local_sdp = answer
             resp.body = answer
             resp.headers.set("Content-Type", self.local_content_type or SDP)
+        self._timer_for_request(req, resp, now)
         self.host.respond(stx, resp, now)
         if offer is not None:
             self.host.emit(CallUpdated(self, offer, "UPDATE", local=False))
@@ -823,7 +1022,14 @@ class Call:
 
     def get_timer(self) -> float | None:
         cancel = self._cancel_deadline if self.state is CallState.TERMINATING else None
-        times = [t for t in (self._ok_next, self._ok_deadline, self._glare_retry_at, cancel) if t]
+        session: tuple[float | None, ...] = ()
+        if self.state is CallState.CONNECTED:
+            session = (self._refresh_at, self._expire_at)
+        times = [
+            t
+            for t in (self._ok_next, self._ok_deadline, self._glare_retry_at, cancel, *session)
+            if t
+        ]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -854,6 +1060,18 @@ class Call:
             self.host.retransmit_response(self._ok_stx, self._ok, now)
             self._ok_interval = min(self._ok_interval * 2, self.host.timers.t2)
             self._ok_next = now + self._ok_interval
+        if self.state is CallState.CONNECTED and self._expire_at and now >= self._expire_at:
+            # RFC 4028 §10: no refresh came in time: the session is over.
+            log.warning("call %s: session expired without a refresh; BYE", self.call_id)
+            self._refresh_at = self._expire_at = None
+            self._send_bye(now, reason="session-expired")
+            return
+        if self.state is CallState.CONNECTED and self._refresh_at and now >= self._refresh_at:
+            if self._offer_pending() or self.dialog is None:
+                self._refresh_at = now + 1.0  # after the exchange in progress
+            else:
+                self._refresh_at = None
+                self._send_refresh(now)
         if self._glare_retry_at is not None and now >= self._glare_retry_at:
             self._glare_retry_at = None
             if self.state is CallState.CONNECTED and not self._offer_pending():

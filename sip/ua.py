@@ -676,6 +676,7 @@ class UserAgent:
         # 100 Trying at once (§8.2.6.1): the call may ring for a long time.
         self.respond(stx, make_response(request, 100), now)
         call = Call(self, Direction.INCOMING, request.call_id, rng=self.rng)
+        call.session_timers = "timer" in self.config.supported  # RFC 4028
         self.calls.append(call)
         call.receive_invite(request, stx, now)
 
@@ -793,6 +794,7 @@ class UserAgent:
             req.body = sdp
             req.headers.add("Content-Type", content_type)
         call = Call(self, Direction.OUTGOING, req.call_id, rng=self.rng)
+        call.session_timers = "timer" in self.config.supported  # RFC 4028
         self.calls.append(call)
         call.start(req, now)
         return call

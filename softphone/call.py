@@ -42,7 +42,7 @@ from typing import Any
 from ice.aio import IceConnection, IceError
 from ice.candidate import Candidate, CandidateType
 from ice.gather import GatherConfig, TurnServer
-from ice.sdp import choose_default_candidate
+from ice.sdp import RemoteCandidate, choose_default_candidate, format_remote_candidates
 from media.aio import MediaStream, UdpTransport, open_udp_transport
 from media.session import DtmfReceived, RtpSession, SessionEvent
 from media.sources import open_sink, open_source
@@ -50,7 +50,7 @@ from media.stats import Stats
 from sip.aio import AsyncCall, AsyncUserAgent, CallError
 from sip.invite import CallRinging
 from sip.offer_answer import OfferAnswer, OfferAnswerError
-from sip.sdp import SdpParseError
+from sip.sdp import Attribute, SdpParseError
 from softphone.config import Account, HostPort
 from softphone.sdp_glue import (
     LocalTransport,
@@ -224,6 +224,8 @@ class Call:
         self._early: asyncio.Future[None] | None = None  # media on a 183's answer (caller)
         self._early_sdp: bytes | None = None
         self._prepared: tuple[LocalTransport, bytes] | None = None  # callee: our answer
+        #: The updated offer with the selected candidates (controlling agent, RFC 8839 §4.4.1.2).
+        self.selected_offer: asyncio.Future[str | None] | None = None
         self.on_hold = False
         self._sends = self._receives = True  # the negotiated direction, from our side
         self._started = time.monotonic()
@@ -565,6 +567,8 @@ class Call:
             self.progress(f"plain RTP {_addr2(rtp.local_address)} <-> {_addr2(remote.rtp)}")
         self._paths = (rtp_path, rtcp_path)
         self._start_media(rtp_path, rtcp_path)
+        if self.ice is not None and remote.ice is not None and self.ice.agent.controlling:
+            self.selected_offer = asyncio.ensure_future(self._offer_selected_candidates())
 
     def _connect_ms(self) -> float:
         if self.ice is None or self.ice.connect_time is None:
@@ -651,7 +655,11 @@ class Call:
         if self.oa is None:
             return None
         try:
-            self._follow_ice_restart(offer)
+            if not self._follow_ice_restart(offer):
+                # RFC 8839 §4.4.3.2 (same ufrag/pwd: no restart, RFC 8445 §9): once ICE has
+                # completed our answer's default destination is the selected pair's local
+                # candidate, and the checks go on untouched.
+                self._default_to_selected(remote_candidates=False)
             answer, negotiation = self.oa.process_offer(offer)
             audio = negotiation.audio
             remote = read_negotiation(audio) if audio is not None else None
@@ -664,17 +672,17 @@ class Call:
             self._apply_reoffer(remote, audio.direction.receives, audio.direction.sends)
         return answer.to_bytes()
 
-    def _follow_ice_restart(self, offer: bytes) -> None:
+    def _follow_ice_restart(self, offer: bytes) -> bool:
         """New ICE credentials in a re-offer are the peer's ICE restart (RFC 8445 §9): the
         agent restarts with the peer's new candidates, and our answer carries our new
         credentials (RFC 8839 §4.4.1.1.1). Media stays on the old pair until a new one is
         nominated."""
         ice, old = self.ice, self.remote
         if ice is None or old is None or old.ice is None or self.oa is None:
-            return
+            return False
         info = inspect_offer(offer)
         if info.ice is None or (info.ice.ufrag, info.ice.pwd) == (old.ice.ufrag, old.ice.pwd):
-            return
+            return False
         params = info.ice.parameters
         assert params is not None
         components = ice.agent.components
@@ -689,6 +697,73 @@ class Call:
         if ours.rtcp is not None:
             media.rtcp_address, media.rtcp_port = ours.rtcp
         self.progress("the peer restarted ICE")
+        return True
+
+    def _default_to_selected(self, *, remote_candidates: bool) -> bool:
+        """Put the selected pairs' local candidates in ``c=``/``m=`` (and ``a=rtcp``) of our
+        descriptions; with ``remote_candidates`` (the controlling agent's offer) add
+        ``a=remote-candidates`` naming the selected remote candidates (RFC 8839 §4.4.1.2.2,
+        §5.2). True when the default moved (the peer may send media to the default, so it
+        needs to be told, RFC 8839 §4.4.1.2)."""
+        ice, remote = self.ice, self.remote
+        if ice is None or remote is None or remote.ice is None or self.oa is None:
+            return False
+        components = 1 if remote.rtcp_mux else ice.agent.components
+        pairs = [ice.transport(c).selected for c in range(1, components + 1)]
+        if any(p is None for p in pairs):
+            return False
+        media = self.oa.media[0]
+        rtp_local = pairs[0][0].transport_address  # type: ignore[index]
+        moved = (media.address, media.port) != rtp_local
+        media.address, media.port = rtp_local
+        if components > 1:
+            rtcp_local = pairs[1][0].transport_address  # type: ignore[index]
+            moved = moved or (media.rtcp_address, media.rtcp_port) != rtcp_local
+            media.rtcp_address, media.rtcp_port = rtcp_local
+        media.attributes = [a for a in media.attributes if a.name != "remote-candidates"]
+        if remote_candidates:
+            named = [
+                RemoteCandidate(c + 1, *p[1].transport_address)  # type: ignore[index]
+                for c, p in enumerate(pairs)
+            ]
+            media.attributes.append(Attribute("remote-candidates", format_remote_candidates(named)))
+        return moved
+
+    async def _offer_selected_candidates(self) -> str | None:
+        """As the controlling agent, once ICE completed: when the selected pair is not the
+        default we signalled, send the updated offer (same credentials, the selected local
+        candidate in c=/m=, ``a=remote-candidates``; RFC 8839 §4.4.1.2) so a peer that sends
+        to the default (pjsua, Asterisk) follows. By UPDATE when the peer allows it, else by
+        re-INVITE once the dialog is confirmed. Returns the method used (None: not needed or
+        not possible)."""
+        if not self._default_to_selected(remote_candidates=True):
+            self._drop_remote_candidates()
+            return None
+        sip, oa = self.sip, self.oa
+        assert sip is not None and oa is not None
+        method = "UPDATE" if sip.call.allows("UPDATE") else "INVITE"
+        try:
+            if method == "INVITE":
+                await asyncio.wait_for(asyncio.shield(sip.confirmed), 40.0)
+            offer = oa.create_offer().to_bytes()
+            send = sip.update if method == "UPDATE" else sip.reinvite
+            answer = await send(offer, timeout=32.0)
+            if answer is not None:
+                oa.process_answer(answer)
+            else:
+                oa.cancel_offer()
+        except (CallError, TimeoutError, ValueError) as exc:
+            log.info("updated offer with the selected candidates: %r", exc)
+            with contextlib.suppress(OfferAnswerError):
+                oa.cancel_offer()
+            return None
+        self.progress(f"sent the selected candidates to the peer ({method})")
+        return method
+
+    def _drop_remote_candidates(self) -> None:
+        if self.oa is not None:
+            media = self.oa.media[0]
+            media.attributes = [a for a in media.attributes if a.name != "remote-candidates"]
 
     def _apply_reoffer(self, remote: RemoteMedia, receives: bool, sends: bool) -> None:
         old = self.remote
@@ -758,7 +833,10 @@ class Call:
             await self._teardown("ice-consent-lost", send_bye=True)
         elif self.sip.ended.done():
             reason = self.sip.ended.result() if not self.sip.ended.cancelled() else "ended"
-            self.progress(f"the peer hung up ({reason})")
+            if reason == "session-expired":  # our BYE: no refresh came (RFC 4028 §10)
+                self.progress("the session expired without a refresh; hung up")
+            else:
+                self.progress(f"the peer hung up ({reason})")
             await self._teardown(reason, send_bye=False)
         else:
             why = "duration reached" if stopper is None or not stopper.done() else "interrupted"
@@ -801,6 +879,8 @@ class Call:
         self._closed = True
         if self._early is not None and not self._early.done():
             self._early.cancel()
+        if self.selected_offer is not None and not self.selected_offer.done():
+            self.selected_offer.cancel()
         if self.stream is not None:
             with contextlib.suppress(Exception):
                 self.final_stats = await self.stream.stop(

@@ -116,6 +116,8 @@ async def _start_ua(account: Account, reporter: Reporter) -> AsyncUserAgent:
     """Open the SIP sockets and register when there is a server; closes what it opened and
     re-raises on failure (RegistrationError, OSError, TimeoutError)."""
     ua = make_user_agent(account)
+    if "timer" not in ua.config.supported:  # session timers when the peer asks (RFC 4028)
+        ua.config.supported = (*ua.config.supported, "timer")
     try:
         await ua.start(transports=listen_transports(account))
         reporter.progress(
