@@ -256,6 +256,7 @@ class AsyncUserAgent:
         #: (None: never). See :meth:`_check_binding`.
         self.binding_check_interval = binding_check_interval
         self._binding_checker: asyncio.Task[None] | None = None
+        self._probes: dict[str, asyncio.Event] = {}  # Call-ID of AOR checks -> came back
         self._reregistering = False
         self.transport: TransportLayer | None = None
         #: Called with each incoming call (sync or async); see also :attr:`incoming`.
@@ -473,6 +474,11 @@ class AsyncUserAgent:
         if isinstance(message, Response) and self._awaiting:
             with contextlib.suppress(ValueError):
                 self._awaiting.pop(message.top_via.branch or "", None)
+        elif isinstance(message, Request) and message.method == "OPTIONS" and self._probes:
+            with contextlib.suppress(ValueError):
+                probe = self._probes.get(message.call_id)
+                if probe is not None:
+                    probe.set()  # our AOR check came back to us: the binding is there
         peer = Peer(source.transport.lower(), source.remote[0], source.remote[1], flow=source)
         self.ua.receive(message, peer, self.now())
         self._flush()
@@ -530,11 +536,29 @@ class AsyncUserAgent:
                 log.warning("our AOR no longer reaches us (%d); registering again", status)
                 await self._register_again()
 
-    async def _check_binding(self, timeout: float = 40.0) -> int:
+    async def _check_binding(self, timeout: float = 40.0, grace: float = 1.0) -> int:
         """One OPTIONS to our own AOR through the outbound proxy (auth as challenged);
-        returns the final status (408 on timeout or transport failure)."""
+        returns the final status (408 on timeout or transport failure). A 2xx that another
+        device of the AOR gave (the proxy forked; our own copy did not arrive within ``grace``
+        seconds) counts as 404: our binding is gone."""
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         req = self.ua._new_request("OPTIONS", self.config.aor)
+        came_back = asyncio.Event()
+        self._probes[req.call_id] = came_back
+        try:
+            status = await self._options_status(req, fut, timeout)
+            if 200 <= status < 300 and not came_back.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(came_back.wait(), grace)
+                if not came_back.is_set():
+                    log.info("AOR check answered %d by another device, not by us", status)
+                    return 404
+            return status
+        finally:
+            self._probes.pop(req.call_id, None)
+
+    async def _options_status(self, req: Request, fut: asyncio.Future[int], timeout: float) -> int:
+        """Send the OPTIONS ``req`` (answering one challenge); its final status."""
 
         def final(resp: Response | None, _t: float) -> None:
             if resp is None:

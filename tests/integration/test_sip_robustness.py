@@ -191,3 +191,32 @@ async def test_register_refresh_sends_credentials_preemptively(kamailio):
         assert kamailio.contacts("alice")
     finally:
         await ua.close()
+
+
+async def test_aor_check_answered_by_another_device_still_registers_again(kamailio):
+    """Alice's binding is gone but another contact of her AOR (here: bob's UA, which answers
+    OPTIONS) is registered: the check's 200 does not come from alice herself, so she still
+    registers again."""
+    alice = make_ua(kamailio, "alice", binding_check_interval=0.5)
+    bob = make_ua(kamailio, "bob", binding_check_interval=None)
+    await alice.start()
+    await bob.start()
+    try:
+        await alice.register(expires=3600)
+        await bob.register(expires=300)
+        mine = kamailio.contacts("alice")
+        assert len(mine) == 1
+        kamailio.rpc("ul.rm", "location", "alice")
+        kamailio.add_contact("alice", bob.ua.contact_uri(), expires=300)
+        assert kamailio.contacts("alice") == [bob.ua.contact_uri()]
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 20.0
+        while loop.time() < end:
+            contacts = await asyncio.to_thread(kamailio.contacts, "alice")
+            if len(contacts) == 2:
+                break
+            await asyncio.sleep(0.2)
+        assert len(contacts) == 2 and bob.ua.contact_uri() in contacts
+    finally:
+        await alice.close()
+        await bob.close()
