@@ -368,13 +368,15 @@ class Call:
 
     def _timer_from_response(self, response: Response, now: float) -> None:
         """A 2xx to our INVITE or refresh: its Session-Expires sets the interval and refresher
-        (RFC 4028 §7.2); none means no session timer (any more)."""
+        (RFC 4028 §7.2); none in the 2xx to the INVITE means no session timer."""
         if not self.session_timers:
             return
         se = self._session_expires(response)
         if se is None:
-            self.session_expires = None
-            self._refresh_at = self._expire_at = None
+            if self.session_expires is not None:
+                # a peer that asked for the timer but does not echo it in the 2xx to a refresh
+                # (it lacks the extension): keep refreshing as agreed, harmless either way
+                self._start_session_timer(self.session_expires, self.we_refresh, now)
             return
         self._start_session_timer(se[0], (se[1] or "uac") == "uac", now)
 
