@@ -536,6 +536,21 @@ class AsyncUserAgent:
                 log.warning("our AOR no longer reaches us (%d); registering again", status)
                 await self._register_again()
 
+    def _maybe_binding_lost(self, target: str, status: int) -> None:
+        """A request to our own AOR through the proxy answered 404/480 while we believe we are
+        registered: the registrar lost our binding; register again."""
+        if status not in (404, 480) or self.registered is None or self._closed:
+            return
+        try:
+            ours = SipURI.parse(self.config.aor)
+            uri = SipURI.parse(target)
+        except ValueError:
+            return
+        if (uri.user, uri.host.lower()) != (ours.user, ours.host.lower()):
+            return
+        log.warning("a request to our own AOR got %d; registering again", status)
+        self._spawn(self._register_again())
+
     async def _check_binding(self, timeout: float = 40.0, grace: float = 1.0) -> int:
         """One OPTIONS to our own AOR through the outbound proxy (auth as challenged);
         returns the final status (408 on timeout or transport failure). A 2xx that another
@@ -746,6 +761,7 @@ class AsyncUserAgent:
         elif isinstance(ev, OptionsResult):
             if self._options_waiters:
                 _set(self._options_waiters.pop(0), ev)
+            self._maybe_binding_lost(ev.target, ev.status)
         if self.on_event is not None:
             try:
                 self.on_event(ev)

@@ -220,3 +220,18 @@ async def test_aor_check_answered_by_another_device_still_registers_again(kamail
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_options_to_own_aor_answered_404_registers_again(kamailio):
+    """The application's own OPTIONS to its AOR gets 404 (binding lost): register again."""
+    ua = make_ua(kamailio, "alice", binding_check_interval=None)
+    await ua.start()
+    try:
+        await ua.register(expires=3600)
+        kamailio.rpc("ul.rm", "location", "alice")
+        assert kamailio.contacts("alice") == []
+        result = await ua.options(f"sip:alice@{kamailio.domain}", timeout=10)
+        assert result.status == 404
+        assert await wait_contacts(kamailio, "alice", 10.0)
+    finally:
+        await ua.close()
