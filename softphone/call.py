@@ -185,6 +185,40 @@ class _SendGate:
         self.path.send(data)
 
 
+class _MuteSwitch:
+    """The audio source with a mute switch: while muted it yields silence of the same shape, so
+    RTP keeps flowing (timestamps, NAT bindings, ICE consent and the peer's media timeout are
+    undisturbed). Everything else (``pacer``, ``dropped_frames`` ...) is the source's."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.sample_rate: int = source.sample_rate
+        self.frame_samples: int = source.frame_samples
+        self.muted = False
+        self.muted_frames = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.source, name)
+
+    def start(self) -> None:
+        self.source.start()
+
+    def close(self) -> None:
+        self.source.close()
+
+    def _switch(self, frame: Any) -> Any:
+        if not self.muted:
+            return frame
+        self.muted_frames += 1
+        return frame * 0
+
+    async def read(self) -> Any:
+        return self._switch(await self.source.read())
+
+    def next_frame(self) -> Any:
+        return self._switch(self.source.next_frame())
+
+
 class Call:
     """A call being set up, in progress or over (see the module docstring).
 
@@ -227,6 +261,11 @@ class Call:
         #: The updated offer with the selected candidates (controlling agent, RFC 8839 §4.4.1.2).
         self.selected_offer: asyncio.Future[str | None] | None = None
         self.on_hold = False
+        #: We hold the call (our re-INVITE with a=sendonly, or a=inactive when both hold).
+        self.held = False
+        #: Our microphone (or --play source) is muted: silence is sent instead.
+        self.muted = False
+        self._mute: _MuteSwitch | None = None
         self._sends = self._receives = True  # the negotiated direction, from our side
         self._started = time.monotonic()
         self._answered_at: float | None = None
@@ -589,12 +628,16 @@ class Call:
             now=time.monotonic(),
         )
         try:
-            source = open_source(
-                self.options.play,
-                session.sample_rate,
-                session.frame_samples,
-                device=self.options.input_device,
+            self._mute = _MuteSwitch(
+                open_source(
+                    self.options.play,
+                    session.sample_rate,
+                    session.frame_samples,
+                    device=self.options.input_device,
+                )
             )
+            self._mute.muted = self.muted or self.held
+            source: Any = self._mute
             sink = open_sink(
                 self.options.record,
                 session.sample_rate,
@@ -787,6 +830,53 @@ class Call:
                 rtcp_path.remote = remote.rtcp
 
     # -- during the call ----------------------------------------------------------------------
+
+    def mute(self, on: bool = True) -> None:
+        """Mute (or unmute) what we send: silence goes out in place of the source, RTP does
+        not stop."""
+        self.muted = on
+        if self._mute is not None:
+            self._mute.muted = on or self.held
+        self.progress("muted" if on else "unmuted")
+
+    async def hold(self) -> bool:
+        """Put the peer on hold by re-INVITE (``a=sendonly``, or ``a=inactive`` when it holds
+        us too; RFC 3264 §8.4, RFC 6337): we send silence (nothing when inactive) and expect
+        nothing. False when the re-INVITE failed (the call stays as it was)."""
+        return await self._hold(True)
+
+    async def resume(self) -> bool:
+        """Take the peer off hold by re-INVITE (back to ``a=sendrecv``)."""
+        return await self._hold(False)
+
+    async def _hold(self, hold: bool) -> bool:
+        sip, oa = self.sip, self.oa
+        if sip is None or oa is None or self._closed or not self.answered:
+            return False
+        try:
+            offer = (oa.hold() if hold else oa.resume()).to_bytes()
+        except ValueError as exc:  # an offer of ours is outstanding
+            log.info("cannot %s now: %s", "hold" if hold else "resume", exc)
+            return False
+        try:
+            answer = await sip.reinvite(offer, timeout=32.0)
+            negotiation = oa.process_answer(answer or b"")
+        except (CallError, TimeoutError, ValueError) as exc:
+            log.info("%s re-INVITE failed: %r", "hold" if hold else "resume", exc)
+            with contextlib.suppress(OfferAnswerError):
+                oa.cancel_offer()
+            oa.on_hold = not hold
+            return False
+        audio = negotiation.audio
+        if audio is not None:
+            self._sends, self._receives = audio.direction.sends, audio.direction.receives
+        self.held = hold
+        if self._gate is not None:
+            self._gate.paused = not self._sends
+        if self._mute is not None:
+            self._mute.muted = self.muted or hold
+        self.progress("holding the peer" if hold else "resumed the call")
+        return True
 
     def send_dtmf(self, digits: str) -> bool:
         """Queue RFC 4733 digits; False when no telephone-event was negotiated."""

@@ -414,3 +414,58 @@ def test_no_session_timer_unless_the_far_end_asks() -> None:
     assert not tn.sent("alice", "UPDATE") and not tn.sent("bob", "UPDATE")
     call.hangup(tn.net.now)
     tn.net.run()
+
+
+# --- 4. mute, hold and resume ------------------------------------------------------------
+
+
+async def test_mute_sends_silence_without_stopping_rtp(pair: Pair) -> None:
+    bob = Call(pair.bob, _account(), _options("tone:660"))
+    pair.bob.on_incoming = bob.accept
+    alice = Call(pair.alice, _account(), _options("tone:440"))
+    await alice.dial(pair.bob_uri)
+    assert alice.stream is not None
+    await _until(lambda: alice.stream is not None and alice.stream.sent_level.last > -30)
+    alice.mute()
+    sent = alice.stream.stats().packets_sent
+    active = alice.stream.sent_level.active_frames
+    await _until(lambda: alice._mute is not None and alice._mute.muted_frames > 10)
+    assert alice.stream.stats().packets_sent > sent + 5  # RTP goes on
+    assert alice.stream.sent_level.last == alice.stream.sent_level.floor  # silence
+    assert alice.stream.sent_level.active_frames == active
+    await _until(lambda: bob.stats is not None and bob.stats.packets_received > sent + 5)
+    alice.mute(False)
+    await _until(lambda: alice.stream is not None and alice.stream.sent_level.last > -30)
+    assert alice.stream.sent_level.active_frames > active
+    await alice.hangup()
+    await asyncio.wait_for(bob.run(), 5)
+
+
+async def test_hold_and_resume_by_reinvite(pair: Pair) -> None:
+    """Our hold: a re-INVITE with a=sendonly; bob stops sending (on hold by the peer), we send
+    silence; resume: a=sendrecv and audio both ways again."""
+    alice_wire = Wire(pair.alice)
+    bob = Call(pair.bob, _account(ice=False), _options("tone:660"))
+    bob_lines: list[str] = []
+    bob.progress = bob_lines.append
+    pair.bob.on_incoming = bob.accept
+    alice = Call(pair.alice, _account(ice=False), _options("tone:440"))
+    await alice.dial(pair.bob_uri)
+    await _until(lambda: bob.sip is not None and bob.sip.confirmed.done())
+    assert await alice.hold()
+    reinvite = alice_wire.requests("INVITE")[-1]
+    assert len(alice_wire.requests("INVITE")) == 2 and b"a=sendonly" in reinvite.body
+    assert alice.held and bob.on_hold and "on hold by the peer" in bob_lines
+    assert bob._gate is not None and alice._mute is not None and alice._mute.muted
+    held_back = bob._gate.held_back
+    received = alice.stats.packets_received if alice.stats else 0
+    await _until(lambda: bob._gate is not None and bob._gate.held_back > held_back + 10)
+    assert alice.stats is not None and alice.stats.packets_received <= received + 2
+    assert await alice.resume()
+    resume = alice_wire.requests("INVITE")[-1]
+    assert len(alice_wire.requests("INVITE")) == 3 and b"a=sendrecv" in resume.body
+    assert not alice.held and not bob.on_hold and not alice._mute.muted
+    received = alice.stats.packets_received
+    await _until(lambda: alice.stats is not None and alice.stats.packets_received > received + 10)
+    assert await alice.run(duration=0.1) == "local-bye"
+    assert await asyncio.wait_for(bob.run(), 5) == "remote-bye"
