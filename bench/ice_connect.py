@@ -3,10 +3,14 @@
 Run: ``.venv/bin/python -m bench.ice_connect [--runs 20]``.
 
 The clock starts when both agents hold each other's parameters and candidates (gathering is
-done and not timed) and stops when both report the nominated pair usable (our
-``IceConnection.connect()`` / aioice's ``Connection.connect()`` returned on both sides); one
-datagram each way then checks that the pair really carries data (not timed).  Median, min and
-max of ``--runs`` runs per case.
+done and not timed).  Two times per run: ``connect()`` - until our
+``IceConnection.connect()`` / aioice's ``Connection.connect()`` returned on both sides - and
+``usable`` - until both agents themselves had a nominated pair they can send on (ours: the
+``Completed`` event, i.e. the controlling side's USE-CANDIDATE check answered and the
+controlled side's USE-CANDIDATE request arrived on a valid pair; aioice: its check list
+complete).  aioice's ``connect()`` polls every 20 ms, so there the two differ by up to 20 ms.
+One datagram each way then checks that the pair really carries data (not timed).  Median, min
+and max of ``connect()``, median of ``usable``, over ``--runs`` runs per case.
 
 Cases:
 
@@ -23,7 +27,13 @@ Cases:
   ``TransportPolicy.RELAY``.
 
 Agents: ours with its default Ta (50 ms, RFC 8445 §14.2) and with Ta = 20 ms (aioice's
-pacing); aioice with its defaults; and ours against aioice (ours controlling).
+pacing); ours without the 5 ms floor between checks (``min_check_interval=0``: not RFC 8445
+compliant, a reference that shows what the floor costs); aioice with its defaults; and ours
+against aioice (ours controlling).
+
+``--lab`` runs eim/eim and sym/sym through the real NAT routers of ``tests/lab`` (network
+namespaces, root, coturn): each node reports its own connect time (ours: agent start to
+``Completed``; aioice: around ``connect()``, in whole ms), the slower side counts.
 
 ``--virtual`` runs our sans-I/O agents instead through the simulated network of
 ``tests/unit/test_ice_sim.py`` (NATs, relays, delay, loss) on a virtual clock: connect times

@@ -262,10 +262,14 @@ def _credentials(ufrag: str, pwd: str) -> _Credentials:
 class Agent:
     """A full ICE agent (RFC 8445) for one data stream; see the module docstring.
 
-    Tunables: ``ta`` (pacing, §14.2), ``min_rto`` with ``check_rc``/``check_rm`` and
+    Tunables: ``ta`` (pacing of ordinary checks, §6.1.4.2, §14.2; the first goes at once),
+    ``min_check_interval`` (the floor between any two checks, 5 ms per §14.2: triggered
+    checks - answers to the peer's checks, nominations - wait only for it, not for Ta; 0 is
+    for measurements only), ``min_rto`` with ``check_rc``/``check_rm`` and
     ``check_max_rto`` (check retransmissions: the RTO of §14.3 doubles up to that cap, so a
     dead pair fails after about 10 s by default), ``nomination_delay`` (how long the
-    controlling agent waits for a higher-priority pair after the first valid one), ``timeout``
+    controlling agent waits at most for a higher-priority pair after the first valid one;
+    none when no better pair can still succeed, see :meth:`_nomination_wait`), ``timeout``
     (overall failure bound), ``max_pairs`` (§6.1.2.5), ``consent_interval`` /
     ``consent_timeout`` (RFC 7675).
     """
