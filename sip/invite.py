@@ -469,6 +469,8 @@ class Call:
         if self.state is CallState.TERMINATED:
             return
         self._provisional_seen = True
+        if response.status > 100:
+            self._note_allow(response)  # an early dialog may be UPDATEd (RFC 3311 §5.1)
         if self.state is CallState.CALLING:
             self.state = CallState.PROCEEDING
         tag = response.to_addr.tag

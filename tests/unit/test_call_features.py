@@ -469,3 +469,31 @@ async def test_hold_and_resume_by_reinvite(pair: Pair) -> None:
     await _until(lambda: alice.stats is not None and alice.stats.packets_received > received + 10)
     assert await alice.run(duration=0.1) == "local-bye"
     assert await asyncio.wait_for(bob.run(), 5) == "remote-bye"
+
+
+async def test_selected_candidates_signalled_during_early_media(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ICE completes on the early dialog with a default that is not the selected pair: the
+    updated offer goes out (UPDATE works in an early dialog, RFC 3311 §5.1) and the call is
+    then answered with the media untouched."""
+    alice_wire = Wire(pair.alice)
+    incoming: asyncio.Queue[AsyncCall] = pair.bob.incoming
+    bob = Call(pair.bob, _account(), _options("tone:660"))
+    alice = Call(pair.alice, _account(), _options("tone:440"))
+    _with_unreachable_default(alice, monkeypatch)
+    dialing = asyncio.ensure_future(alice.dial(pair.bob_uri))
+    call = await asyncio.wait_for(incoming.get(), 5)
+    await bob.early_media(call)
+    await _until(lambda: alice.selected_offer is not None)
+    assert alice.selected_offer is not None
+    assert await asyncio.wait_for(alice.selected_offer, 10) == "UPDATE"
+    assert not alice.answered and len(alice_wire.requests("UPDATE")) == 1
+    stream = alice.stream
+    await bob.accept(call)
+    await asyncio.wait_for(dialing, 5)
+    assert alice.stream is stream and alice.answered
+    assert bob.ice is not None and bob.ice.agent.stats().restarts == 0
+    assert await alice.run(duration=0.3) == "local-bye"
+    assert await asyncio.wait_for(bob.run(), 5) == "remote-bye"
+    assert alice.succeeded and bob.succeeded
