@@ -72,6 +72,28 @@ async def test_host_pair_connects_and_carries_data_both_ways(
     assert await asyncio.wait_for(got.get(), 5) == b"\x80via callback"
 
 
+async def test_first_check_leaves_within_start_and_nomination_with_the_answer(
+    pair: tuple[IceConnection, IceConnection],
+) -> None:
+    """The shell adds no event-loop turn: the first check is sent inside ``start()`` (§6.1.4.2:
+    at once), and the nomination goes as a triggered check without waiting for a
+    retransmission or for Ta."""
+    a, b = pair
+    await asyncio.gather(a.gather(), b.gather())
+    a.set_remote(b.local_ufrag, b.local_pwd, b.local_candidates)
+    b.set_remote(a.local_ufrag, a.local_pwd, a.local_candidates)
+    a.start()
+    assert a.stats().checks_sent == 1, "sent synchronously by start()"
+    b.start()
+    assert b.stats().checks_sent == 1
+    await asyncio.wait_for(asyncio.gather(a.connected(), b.connected()), 5)
+    stats = a.stats()
+    # the ordinary check and the nomination (a §7.3.1.4 re-check only if an answer is late)
+    assert 2 <= stats.checks_sent <= 3 and stats.check_retransmissions == 0
+    assert any(isinstance(e, Completed) for e in a.events)
+    await exchange(a, b, n=3)
+
+
 async def test_strangers_are_dropped(pair: tuple[IceConnection, IceConnection]) -> None:
     a, b = pair
     await connect(a, b, timeout=10)
