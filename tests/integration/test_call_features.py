@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -137,3 +138,127 @@ async def test_early_media_then_answer_on_real_sockets_without_ice(
     assert await alice.run(duration=0.3) == "local-bye"
     assert await asyncio.wait_for(bob.run(), 5) == "remote-bye"
     assert alice.succeeded and bob.succeeded
+
+
+# --- against sipp: early media and a session timer from a real peer ----------------------
+
+_SIPP_SDP = """
+      v=0
+      o=sipp 2890844527 2890844527 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-15
+      a=ptime:20
+      a=sendrecv
+"""
+
+_SIPP_HEAD = """
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE
+"""
+
+EARLY_MEDIA_TIMER_UAS = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uas 183 early media then 200 with Session-Expires">
+  <recv request="INVITE" crlf="true"/>
+  <send><![CDATA[
+
+      SIP/2.0 183 Session Progress{_SIPP_HEAD}      Content-Type: application/sdp
+      Content-Length: [len]
+{_SIPP_SDP}
+    ]]></send>
+  <pause milliseconds="2000"/>
+  <send retrans="500"><![CDATA[
+
+      SIP/2.0 200 OK{_SIPP_HEAD}      Session-Expires: 4;refresher=uac
+      Require: timer
+      Content-Type: application/sdp
+      Content-Length: [len]
+{_SIPP_SDP}
+    ]]></send>
+  <recv request="ACK" crlf="true"/>
+  <recv request="UPDATE"/>
+  <send><![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Session-Expires: 4;refresher=uac
+      Require: timer
+      Content-Length: 0
+
+    ]]></send>
+  <recv request="BYE"/>
+  <send><![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]></send>
+  <timewait milliseconds="400"/>
+</scenario>
+"""
+
+
+@pytest.mark.integration
+async def test_sipp_early_media_and_session_refresh(
+    sipp_factory: Any, tmp_path: Any, uas: tuple[AsyncUserAgent, AsyncUserAgent]
+) -> None:
+    """sipp answers 183 with SDP and echoes our RTP: we hear it before the 200; its 200 asks
+    for Session-Expires 4 s with us (uac) as refresher: we refresh by UPDATE (it allows it)."""
+    scenario = tmp_path / "uas_early_timer.xml"
+    scenario.write_text(EARLY_MEDIA_TIMER_UAS)
+    sipp = sipp_factory(scenario, calls=1, rtp_echo=True)
+    sipp.start()
+    ua = uas[1]  # supports "timer"
+    sent = _record(ua)
+    call = Call(ua, Account(bind=LOOPBACK, ice=False), MediaOptions(play="tone:440", record="none"))
+    dialing = asyncio.ensure_future(call.dial(f"sip:service@{sipp.uri_host}"))
+    try:
+        # sipp echoes our RTP on the early dialog (the session drops it as our own SSRC
+        # looping back, after it reached the call's media path)
+        started = time.monotonic()
+        for _ in range(300):
+            if call._gate is not None and call._gate.last_received > started:
+                break
+            await asyncio.sleep(0.02)
+        assert call._gate is not None and call._gate.last_received > started
+        assert call.stream is not None and call.stream.frames_sent > 0
+        assert not dialing.done() and not call.answered
+        stream = call.stream
+        await asyncio.wait_for(dialing, 10)
+        assert call.stream is stream
+        assert call.sip is not None and call.sip.call.session_expires == 4
+        assert call.sip.call.we_refresh
+        for _ in range(200):
+            if any(isinstance(m, Request) and m.method == "UPDATE" for m in sent):
+                break
+            await asyncio.sleep(0.05)
+        updates = [m for m in sent if isinstance(m, Request) and m.method == "UPDATE"]
+        assert updates and updates[0].headers.get("Session-Expires") == "4;refresher=uac"
+        await asyncio.sleep(0.3)
+        await call.hangup()
+        assert call.end_reason == "local-bye" and call.answered
+        result = await asyncio.to_thread(sipp.wait, 20)
+        assert result.ok and result.successful == 1, result.describe()
+    finally:
+        if not dialing.done():
+            dialing.cancel()
+        if sipp.running():
+            sipp.stop(grace=1)
