@@ -439,27 +439,6 @@ class PhoneApp(App[int]):
 # == the real engine: sip.aio + softphone.call ===============================================
 
 
-class _MutableSource:
-    """Wraps the call's audio source: silence instead of its frames while muted (the source
-    keeps running, so a microphone stays paced by its clock)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.muted = False
-        self.sample_rate = inner.sample_rate
-        self.frame_samples = inner.frame_samples
-
-    def start(self) -> None:
-        self.inner.start()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    async def read(self) -> Any:
-        frame = await self.inner.read()
-        return frame * 0 if self.muted else frame
-
-
 @dataclass
 class _Line:
     """One account with its user agent and registration state."""
@@ -503,7 +482,6 @@ class SoftphoneEngine:
         self.call: Any = None
         self._incoming: Any = None
         self._incoming_line: _Line | None = None
-        self._source: _MutableSource | None = None
         self._task: asyncio.Task[None] | None = None
         self._watchers: set[asyncio.Future[None]] = set()
         self._state = _EngineState()
@@ -678,16 +656,9 @@ class SoftphoneEngine:
         elif text.startswith("answered"):
             self._set(state=CallState.CONNECTING, connected_at=time.monotonic())
         elif text.startswith("media:"):
-            self._wrap_source()
             self._set(state=CallState.ACTIVE)
         elif text.startswith(("on hold by the peer", "resumed by the peer")):
             self._changed()
-
-    def _wrap_source(self) -> None:
-        stream = self.call.stream if self.call is not None else None
-        if stream is not None and not isinstance(stream.source, _MutableSource):
-            self._source = _MutableSource(stream.source)
-            stream.source = self._source
 
     async def dial(self, uri: str) -> None:
         from softphone.call import Call, CallFailed
@@ -796,22 +767,17 @@ class SoftphoneEngine:
         self._ended(call.end_reason or "local-bye")
 
     async def set_hold(self, on: bool) -> None:
+        """Hold or resume by re-INVITE (the Call sends silence while holding)."""
         call = self.call
-        if call is None or call.oa is None or call.sip is None:
+        if call is None:
             return
-        offer = call.oa.hold() if on else call.oa.resume()
-        answer = await call.sip.reinvite(offer.to_bytes())
-        if answer:
-            call.oa.process_answer(answer)
-        if self._source is not None:
-            self._source.muted = on or self._state.view.muted
-        self._log("call on hold" if on else "call resumed")
-        self._set(held=on)
+        if await (call.hold() if on else call.resume()):
+            self._set(held=on)
 
     def set_mute(self, on: bool) -> None:
-        if self._source is not None:
-            self._source.muted = on or self._state.view.held
-        self._log("muted" if on else "unmuted")
+        """Silence in place of our audio; RTP goes on (the Call's mute switch)."""
+        if self.call is not None:
+            self.call.mute(on)
         self._set(muted=on)
 
     def send_dtmf(self, digits: str) -> None:
