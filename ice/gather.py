@@ -432,6 +432,21 @@ class CandidateGatherer:
             return False
         return client.send(data, peer, now)
 
+    def permit(self, relayed: Address, peer_ips: Sequence[str], now: float) -> list[str]:
+        """Create TURN permissions for ``peer_ips`` on the allocation ``relayed`` at once.
+
+        One CreatePermission carries an XOR-PEER-ADDRESS per IP (RFC 8656 §10.1); they are
+        refreshed like every other permission (§9), IPs already permitted or pending are
+        skipped, as are IPs of the other address family.  Call it when the peer's candidates
+        arrive, so the first checks sent through the relay (and the peer's checks arriving at
+        it) pass the relay's permission filter.  Returns the IPs asked for (empty when
+        ``relayed`` is not one of our allocations or not allocated).
+        """
+        client = self.turn_client(relayed)
+        if client is None or client.state is not TurnState.ALLOCATED:
+            return []
+        return client.create_permissions(peer_ips, now)
+
     def bind_channel(self, relayed: Address, peer: Address, now: float) -> None:
         """Bind a TURN channel to ``peer`` on ``relayed`` (e.g. for the selected pair)."""
         client = self.turn_client(relayed)
@@ -822,6 +837,28 @@ class AsyncGatherer:
         ok = self.core.relay_send(relayed, data, peer, self._loop.time())
         self._pump()
         return ok
+
+    def permit(self, relayed: Address, peer_ips: Sequence[str]) -> list[str]:
+        """Create TURN permissions for ``peer_ips`` on the allocation ``relayed`` at once,
+        without waiting for the answer (:meth:`CandidateGatherer.permit`; over TCP/TLS as
+        well).  Returns the IPs asked for."""
+        if self._loop is None or self._closed:
+            return []
+        stream = self._stream_allocs.get(relayed)
+        if stream is not None:
+            return stream.permit(peer_ips)
+        asked = self.core.permit(relayed, peer_ips, self._loop.time())
+        self._pump()
+        return asked
+
+    def permit_all(self, peer_ips: Sequence[str]) -> dict[Address, list[str]]:
+        """:meth:`permit` on every relayed candidate we hold; returns what each asked for."""
+        out: dict[Address, list[str]] = {}
+        for gc in self.core.candidates:
+            if gc.candidate.type is CandidateType.RELAYED:
+                relayed = gc.candidate.transport_address
+                out[relayed] = self.permit(relayed, peer_ips)
+        return out
 
     def bind_channel(self, relayed: Address, peer: Address) -> None:
         """Bind a TURN channel to ``peer`` on ``relayed`` (ChannelData from then on)."""

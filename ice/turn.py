@@ -41,6 +41,7 @@ import enum
 import ipaddress
 import logging
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ice.channeldata import CHANNEL_MAX, CHANNEL_MIN
@@ -117,6 +118,7 @@ DRAFT_ADDITIONAL_ADDRESS_FAMILY = 0x8032  # draft-ietf-tram-turnbis code points,
 DRAFT_ADDRESS_ERROR_CODE = 0x8033
 REFRESH_RETRY = 5.0  # seconds between Refresh attempts after a failed one
 MAX_PAYLOAD = 0xFFFF - 64  # fits a Send indication (header, XOR-PEER-ADDRESS, DATA) and ChannelData
+MAX_PEERS_PER_PERMISSION = 32  # XOR-PEER-ADDRESS attributes in one CreatePermission (§10.1)
 
 
 class TurnState(enum.Enum):
@@ -264,7 +266,7 @@ class _Request:
     transaction: StunClientTransaction
     auth_retries: int = 0
     lifetime: int = 0  # REFRESH
-    peer_ip: str = ""  # PERMISSION
+    peer_ips: tuple[str, ...] = ()  # PERMISSION
     peer: Address = ("", 0)  # CHANNEL
     channel: int = 0  # CHANNEL
 
@@ -320,6 +322,15 @@ def _describe(data: bytes) -> str:
 
 def _peer_key(peer: Address) -> Address:
     return (peer[0], int(peer[1]))
+
+
+def _valid_ip(ip: str) -> str | None:
+    """``ip`` as given (the key :meth:`TurnClient.send` uses too), None if not an IP address."""
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    return ip
 
 
 class TurnClient:
@@ -427,12 +438,34 @@ class TurnClient:
 
     def create_permission(self, peer_ip: str, now: float) -> None:
         """Install (and keep refreshing) a permission for ``peer_ip`` (RFC 8656 §10.1)."""
-        self._require_allocated("create_permission")
-        perm = self._permissions.get(peer_ip)
-        if perm is None:
-            perm = self._permissions[peer_ip] = _Permission(peer_ip)
-        if not perm.pending and not perm.installed:
-            self._send_permission(perm, now, 0)
+        self.create_permissions([peer_ip], now)
+
+    def create_permissions(self, peer_ips: Iterable[str], now: float) -> list[str]:
+        """Install (and keep refreshing) permissions for several peer IPs at once.
+
+        One CreatePermission carries an XOR-PEER-ADDRESS per IP (RFC 8656 §10.1, up to
+        :data:`MAX_PEERS_PER_PERMISSION` per request); IPs already permitted or pending are
+        skipped, and so are IPs of the other address family than the relayed address (the
+        server would refuse the whole request with 443, §10.2).  Returns the IPs requested.
+        If the server refuses a request carrying several IPs, each is asked again on its own,
+        so one forbidden address does not cost the others (§10.2: the whole request fails).
+        """
+        self._require_allocated("create_permissions")
+        relayed = self.relayed_address
+        families = {":" in relayed[0]} if relayed is not None else {False, True}
+        if self.additional_relayed_address is not None:
+            families.add(True)
+        wanted: list[_Permission] = []
+        for ip in dict.fromkeys(_valid_ip(i) for i in peer_ips):
+            if ip is None or (":" in ip) not in families:
+                continue
+            perm = self._permissions.get(ip)
+            if perm is None:
+                perm = self._permissions[ip] = _Permission(ip)
+            if not perm.pending and not perm.installed:
+                wanted.append(perm)
+        self._send_permissions(wanted, now, 0)
+        return [p.peer_ip for p in wanted]
 
     def bind_channel(self, peer: Address, now: float) -> int:
         """Bind a channel to ``peer`` (RFC 8656 §12.1) and return its number.
@@ -486,7 +519,7 @@ class TurnClient:
             return False
         perm.queue.append((bytes(data), peer))
         if not perm.pending:
-            self._send_permission(perm, now, 0)
+            self._send_permissions([perm], now, 0)
         return True
 
     def refresh(self, now: float, lifetime: int | None = None) -> None:
@@ -570,10 +603,14 @@ class TurnClient:
             self._refresh_at = None
             if not any(r.kind is _Kind.REFRESH for r in self._requests.values()):
                 self._send_refresh(now, self._requested_lifetime, 0)
-        for perm in list(self._permissions.values()):
-            if perm.refresh_at is not None and now >= perm.refresh_at and not perm.pending:
-                perm.refresh_at = None
-                self._send_permission(perm, now, 0)
+        due = [
+            p
+            for p in self._permissions.values()
+            if p.refresh_at is not None and now >= p.refresh_at and not p.pending
+        ]
+        for perm in due:
+            perm.refresh_at = None
+        self._send_permissions(due, now, 0)  # refreshed together, as they were created
         for ch in list(self._channels_by_peer.values()):
             if ch.refresh_at is not None and now >= ch.refresh_at and not ch.pending:
                 ch.refresh_at = None
@@ -707,12 +744,16 @@ class TurnClient:
         req = self._start(msg, _Kind.REFRESH, now, auth_retries)
         req.lifetime = DEFAULT_LIFETIME if lifetime is None else lifetime
 
-    def _send_permission(self, perm: _Permission, now: float, auth_retries: int) -> None:
-        msg = self._new_request(StunMethod.CREATE_PERMISSION)
-        msg.add(XOR_PEER_ADDRESS, (perm.peer_ip, 0))
-        perm.pending = True
-        req = self._start(msg, _Kind.PERMISSION, now, auth_retries)
-        req.peer_ip = perm.peer_ip
+    def _send_permissions(self, perms: list[_Permission], now: float, auth_retries: int) -> None:
+        """CreatePermission for ``perms``, several XOR-PEER-ADDRESS per request (§10.1)."""
+        for i in range(0, len(perms), MAX_PEERS_PER_PERMISSION):
+            batch = perms[i : i + MAX_PEERS_PER_PERMISSION]
+            msg = self._new_request(StunMethod.CREATE_PERMISSION)
+            for perm in batch:
+                msg.add(XOR_PEER_ADDRESS, (perm.peer_ip, 0))
+                perm.pending = True
+            req = self._start(msg, _Kind.PERMISSION, now, auth_retries)
+            req.peer_ips = tuple(p.peer_ip for p in batch)
 
     def _send_channel_bind(self, ch: _Channel, now: float, auth_retries: int) -> None:
         msg = self._new_request(StunMethod.CHANNEL_BIND)
@@ -737,9 +778,8 @@ class TurnClient:
         elif req.kind is _Kind.REFRESH:
             self._send_refresh(now, req.lifetime, retries)
         elif req.kind is _Kind.PERMISSION:
-            perm = self._permissions.get(req.peer_ip)
-            if perm is not None:
-                self._send_permission(perm, now, retries)
+            perms = [p for ip in req.peer_ips if (p := self._permissions.get(ip)) is not None]
+            self._send_permissions(perms, now, retries)
         else:
             ch = self._channels_by_peer.get(req.peer)
             if ch is not None:
@@ -959,30 +999,41 @@ class TurnClient:
         self._refresh_at = now + REFRESH_RETRY  # keep trying until the allocation expires
 
     def _on_permission(self, req: _Request, result: StunTransactionResult, now: float) -> None:
-        perm = self._permissions.get(req.peer_ip)
-        if perm is None or self.state is not TurnState.ALLOCATED:
+        if self.state is not TurnState.ALLOCATED:
+            return
+        perms = [p for ip in req.peer_ips if (p := self._permissions.get(ip)) is not None]
+        if not perms:
             return
         if isinstance(result, StunTransactionSucceeded):
-            perm.pending = False
-            first = not perm.installed
-            self._permission_installed(perm, now)
-            if first:
-                self._events.append(PermissionCreated(perm.peer_ip))
+            for perm in perms:
+                perm.pending = False
+                first = not perm.installed
+                self._permission_installed(perm, now)
+                if first:
+                    self._events.append(PermissionCreated(perm.peer_ip))
             return
         if self._retry_auth(req, result, now):
             return
-        perm.pending = False
+        for perm in perms:
+            perm.pending = False
         if isinstance(result, StunTransactionFailed):
             code = result.error.code if result.error else None
             reason = result.reason
         else:
             code, reason = None, "no answer to CreatePermission"
-        if perm.installed and now < perm.expires_at and code is None:
-            # a lost refresh: try again while the old permission lasts
-            perm.refresh_at = now + REFRESH_RETRY
+        if code is not None and len(perms) > 1:
+            # the server refused the whole request (§10.2): ask for each IP on its own
+            logger.debug("TURN CreatePermission for %d peers refused (%s)", len(perms), reason)
+            for perm in perms:
+                self._send_permissions([perm], now, 0)
             return
-        del self._permissions[perm.peer_ip]
-        self._events.append(PermissionFailed(perm.peer_ip, code, reason))
+        for perm in perms:
+            if perm.installed and now < perm.expires_at and code is None:
+                # a lost refresh: try again while the old permission lasts
+                perm.refresh_at = now + REFRESH_RETRY
+                continue
+            del self._permissions[perm.peer_ip]
+            self._events.append(PermissionFailed(perm.peer_ip, code, reason))
 
     def _permission_installed(self, perm: _Permission, now: float) -> None:
         perm.installed = True

@@ -23,7 +23,7 @@ import ipaddress
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from ice.channeldata import StreamFramer
@@ -310,6 +310,16 @@ class TurnAllocation:
         )
         if isinstance(event, PermissionFailed):
             raise TurnError(event.reason, event.code)
+
+    def permit(self, peer_ips: Iterable[str]) -> list[str]:
+        """Start installing permissions for ``peer_ips`` in one CreatePermission without
+        waiting (see :meth:`ice.turn.TurnClient.create_permissions`); returns the IPs asked
+        for (those not permitted or pending yet).  No-op without an allocation."""
+        if self.client.state is not TurnState.ALLOCATED:
+            return []
+        asked = self.client.create_permissions(peer_ips, self._loop.time())
+        self._pump()
+        return asked
 
     async def bind_channel(self, peer: Address, timeout: float | None = None) -> int:
         """Bind a channel to ``peer`` and return its number once the server confirms it."""

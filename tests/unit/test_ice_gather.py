@@ -93,9 +93,9 @@ class FakeTurn:
         elif msg.method == StunMethod.REFRESH:
             resp.add(LIFETIME, msg.get(LIFETIME) or 0)
         elif msg.method == StunMethod.CREATE_PERMISSION:
-            peer = msg.get(XOR_PEER_ADDRESS)
-            assert peer is not None
-            self.permissions.add(peer[0])
+            peers = msg.get_all(XOR_PEER_ADDRESS)
+            assert peers
+            self.permissions.update(ip for ip, _ in peers)
         return resp.encode(self.key, fingerprint=True)
 
     def data_indication(self, peer: Address, payload: bytes) -> bytes:
