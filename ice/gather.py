@@ -79,9 +79,11 @@ __all__ = [
     "GatherEvent",
     "GatheringComplete",
     "GatheredCandidate",
+    "PROCESS_PACER",
     "RelayLost",
     "RelayedDataReceived",
     "ServerFailed",
+    "TransactionPacer",
     "TurnServer",
     "gather_candidates",
     "local_preferences",
@@ -90,7 +92,37 @@ __all__ = [
 logger = logging.getLogger("ice.gather")
 trace = logging.getLogger("ice.trace")
 
-DEFAULT_TA = 0.05  # RFC 8445 §14.2: pacing of new STUN/TURN transactions
+MIN_TA = 0.005
+"""RFC 8445 §14.2: the floor for every ICE transaction of the process (Appendix B.1: NATs
+create a new binding every 5 ms without trouble)."""
+DEFAULT_TA = MIN_TA
+"""Pacing of gathering (RFC 8445 §5.1.1, §14): one new NAT binding per Ta.  Gathering happens
+before any peer is known, so the check-list Ta negotiated with the peer (§14.2, RFC 8839
+``a=ice-pacing``) does not apply; the process-wide 5 ms floor does (:class:`TransactionPacer`).
+"""
+
+
+class TransactionPacer:
+    """One stream of transaction slots at least ``interval`` apart, shared by every gatherer
+    (and whoever else opts in) of a process: RFC 8445 §14.2 wants all transactions of all
+    agents together no more often than once every 5 ms.  Sans-I/O: the owner passes ``now``
+    of one clock (the asyncio shells use the loop's, i.e. ``time.monotonic``)."""
+
+    def __init__(self, interval: float = MIN_TA) -> None:
+        self.interval = interval
+        self._next = float("-inf")
+
+    def next_slot(self, now: float) -> float:
+        """The earliest time a new transaction may start (``now`` or later)."""
+        return max(now, self._next)
+
+    def take(self, now: float) -> None:
+        """A transaction starts at ``now``: the next one waits ``interval``."""
+        self._next = max(self._next, now + self.interval)
+
+
+PROCESS_PACER = TransactionPacer()
+"""The pacer every :class:`AsyncGatherer` of this process shares (unless given another)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +149,11 @@ class GatherConfig:
     """What to gather.
 
     ``stun_timeout`` / ``turn_timeout``: how long one server may take before it is given up
-    (its own deadline; gathering completes regardless).  ``relay_only`` signals relayed
+    (its own deadline; gathering completes regardless).  ``ta`` paces new NAT bindings: one
+    (local socket, server address) pair starts every ``ta`` seconds; the transactions to one
+    server address from one socket (a Binding and an Allocate to a coturn serving both) share
+    one binding and start together (RFC 8445 Appendix B.1 is about binding creation).
+    ``relay_only`` signals relayed
     candidates only (host and server-reflexive ones are kept private: a "force relay" policy,
     RFC 8445 §5.1.1 lets an agent choose which candidates to gather).
     """
@@ -252,12 +288,15 @@ class CandidateGatherer:
         #       g.handle_timer(now) at g.get_timer(); drain g.next_event()
     """
 
-    def __init__(self, config: GatherConfig | None = None) -> None:
+    def __init__(
+        self, config: GatherConfig | None = None, *, pacer: TransactionPacer | None = None
+    ) -> None:
         self.config = config or GatherConfig()
+        self.pacer = pacer
         self._sockets: dict[Address, _Socket] = {}
         self._bindings: list[_Binding] = []
         self._turns: list[_Turn] = []
-        self._pending_starts: deque[_Binding | _Turn] = deque()
+        self._pending_starts: deque[list[_Binding | _Turn]] = deque()
         self._next_start = 0.0
         self._candidates: list[GatheredCandidate] = []
         self._events: deque[GatherEvent] = deque()
@@ -279,7 +318,13 @@ class CandidateGatherer:
         )
 
     def start(self, now: float) -> None:
-        """Report the host candidates and start the server transactions."""
+        """Report the host candidates and start the server transactions.
+
+        Host candidates are reported at once.  Then one (socket, server address) group starts
+        per Ta (RFC 8445 §5.1.1.2, §14): every socket's TURN servers before its STUN servers
+        (an allocation takes two round trips with the 401 challenge, a Binding one), the
+        Binding and the Allocate to one address together.
+        """
         if self._started:
             raise RuntimeError("start() called twice")
         self._started = True
@@ -293,12 +338,8 @@ class CandidateGatherer:
                 local_preference=sock.preference,
             )
             self._add_candidate(GatheredCandidate(host, sock.local), signal=not cfg.relay_only)
-            if not cfg.relay_only:
-                for server in cfg.stun_servers:
-                    if _same_family(server[0], sock.local[0]):
-                        b = _Binding(sock, (server[0], int(server[1])))
-                        self._bindings.append(b)
-                        self._pending_starts.append(b)
+        groups: dict[tuple[Address, Address], list[_Binding | _Turn]] = {}
+        for sock in sorted(self._sockets.values(), key=lambda k: k.component):
             for index, turn in enumerate(cfg.turn_servers):
                 if turn.transport == "udp" and _same_family(turn.address[0], sock.local[0]):
                     client = TurnClient(
@@ -306,7 +347,14 @@ class CandidateGatherer:
                     )
                     t = _Turn(sock, turn, index, client)
                     self._turns.append(t)
-                    self._pending_starts.append(t)
+                    groups.setdefault((sock.local, client.server), []).append(t)
+            if not cfg.relay_only:
+                for server in cfg.stun_servers:
+                    if _same_family(server[0], sock.local[0]):
+                        b = _Binding(sock, (server[0], int(server[1])))
+                        self._bindings.append(b)
+                        groups.setdefault((sock.local, b.server), []).append(b)
+        self._pending_starts.extend(groups.values())
         self._next_start = now
         self._start_due(now)
         self._check_complete()
@@ -356,7 +404,7 @@ class CandidateGatherer:
     def get_timer(self) -> float | None:
         times: list[float] = []
         if self._pending_starts:
-            times.append(self._next_start)
+            times.append(self._slot(self._next_start))
         for b in self._bindings:
             if b.transaction is not None and not b.done:
                 times.append(b.deadline)
@@ -511,22 +559,38 @@ class CandidateGatherer:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _slot(self, at: float) -> float:
+        return at if self.pacer is None else self.pacer.next_slot(at)
+
     def _start_due(self, now: float) -> None:
         cfg = self.config
-        while self._pending_starts and now >= self._next_start:
-            item = self._pending_starts.popleft()
-            if isinstance(item, _Binding):
-                request = StunMessage(StunMethod.BINDING, StunClass.REQUEST)
-                item.transaction = StunClientTransaction(
-                    request.encode(fingerprint=True), now, rto=cfg.stun_rto
-                )
-                item.deadline = now + cfg.stun_timeout
-                logger.debug("STUN Binding %s -> %s", item.sock.local, item.server)
-            else:
-                item.deadline = now + cfg.turn_timeout
-                item.client.allocate(now)
-                logger.debug("TURN Allocate %s -> %s", item.sock.local, item.server.address)
-            self._next_start = max(self._next_start + cfg.ta, now)
+        while self._pending_starts and now >= self._slot(self._next_start):
+            for item in self._pending_starts.popleft():
+                if isinstance(item, _Binding):
+                    request = StunMessage(StunMethod.BINDING, StunClass.REQUEST)
+                    item.transaction = StunClientTransaction(
+                        request.encode(fingerprint=True), now, rto=cfg.stun_rto
+                    )
+                    item.deadline = now + cfg.stun_timeout
+                    logger.debug("STUN Binding %s -> %s", item.sock.local, item.server)
+                else:
+                    self._reuse_turn_credentials(item)
+                    item.deadline = now + cfg.turn_timeout
+                    item.client.allocate(now)
+                    logger.debug("TURN Allocate %s -> %s", item.sock.local, item.server.address)
+            self._next_start = max(self._next_start + cfg.ta, now + cfg.ta)
+            if self.pacer is not None:
+                self.pacer.take(now)
+
+    def _reuse_turn_credentials(self, tu: _Turn) -> None:
+        """Start an allocation with the realm and nonce another allocation on the same
+        server already got (RFC 8489 §9.2.3: a client may cache them): a server whose nonces
+        are not bound to the 5-tuple saves the 401 round trip; one whose nonces are (coturn)
+        answers 438 with a fresh nonce instead of 401, which costs the same trip."""
+        for other in self._turns:
+            if other is not tu and other.server == tu.server and other.client.realm is not None:
+                if tu.client.reuse_credentials(other.client):
+                    return
 
     def _binding_result(self, b: _Binding) -> None:
         tx = b.transaction
@@ -664,7 +728,8 @@ class AsyncGatherer:
     ``c`` to ``port + c - 1`` (0: any free port).
     ``on_event`` sees every :class:`GatherEvent`; ``on_datagram`` gets what the gatherer does
     not consume; ``on_relayed`` gets data that came through a TURN allocation as
-    ``(data, relayed address, peer)``.
+    ``(data, relayed address, peer)``.  ``pacer`` (default: the one of the process,
+    :data:`PROCESS_PACER`) spaces the transactions of all gatherers (RFC 8445 §14.2).
     """
 
     def __init__(
@@ -679,9 +744,10 @@ class AsyncGatherer:
         on_event: Callable[[GatherEvent], None] | None = None,
         on_datagram: DatagramHandler | None = None,
         on_relayed: DatagramHandler | None = None,
+        pacer: TransactionPacer | None = PROCESS_PACER,
     ) -> None:
         self.config = config or GatherConfig()
-        self.core = CandidateGatherer(self.config)
+        self.core = CandidateGatherer(self.config, pacer=pacer)
         self.on_event = on_event
         self.on_datagram = on_datagram
         self.on_relayed = on_relayed

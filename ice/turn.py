@@ -383,6 +383,7 @@ class TurnClient:
         self._algorithms: tuple[PasswordAlgorithmParams, ...] | None = None
         self._algorithm: PasswordAlgorithmParams | None = None
         self._key: bytes | None = None
+        self._primed = False  # credentials taken from another client (reuse_credentials)
         self._redirects = 0
         # machinery
         self._requests: dict[bytes, _Request] = {}
@@ -428,6 +429,28 @@ class TurnClient:
         return ch.number if ch is not None and ch.bound else None
 
     # -- commands -----------------------------------------------------------------------------
+
+    def reuse_credentials(self, other: TurnClient) -> bool:
+        """Take the realm, nonce and password algorithm ``other`` (same server, same user)
+        learnt, so that :meth:`allocate` sends credentials at once instead of waiting for the
+        401 challenge (RFC 8489 §9.2.3: a client may cache them for the server).  A server that
+        does not know the nonce answers 438 (or 401) and the client goes on as usual.  Returns
+        False (nothing taken) when ``other`` has none, or is for another server or user, or
+        this client has already started."""
+        if (
+            self.state is not TurnState.IDLE
+            or other.server != self._server
+            or other.username != self.username
+            or other._password != self._password
+            or other._key is None
+            or other._realm is None
+            or other._nonce is None
+        ):
+            return False
+        self._realm, self._nonce, self._key = other._realm, other._nonce, other._key
+        self._algorithms, self._algorithm = other._algorithms, other._algorithm
+        self._primed = True
+        return True
 
     def allocate(self, now: float) -> None:
         """Start the Allocate transaction (RFC 8656 §7.1)."""
@@ -881,6 +904,10 @@ class TurnClient:
             self._fail(None, result.reason)
             return
         response = result.response
+        if error.code == 401 and self._primed and req.auth_retries == 0:
+            # the server did not take the reused nonce: a plain challenge after all
+            self._primed = False
+            self._key = None
         if error.code == 401 and self._key is None:
             # the challenge (RFC 8489 §9.2.5): take realm and nonce, retry with credentials
             try:
