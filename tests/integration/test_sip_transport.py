@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,6 +29,7 @@ from sip.message import (
 from sip.transport import (
     Incoming,
     KeepaliveAction,
+    KeepaliveHandle,
     KeepaliveSchedule,
     Source,
     TlsConfig,
@@ -36,22 +38,12 @@ from sip.transport import (
     _UdpProtocol,
     is_keepalive_datagram,
 )
+from tests.helpers_net import has_ipv6, needs_ipv6, wait_until
+from tests.peers.ports import free_port
 
 pytestmark = pytest.mark.integration
 
 WAIT = 5.0  # generous upper bound for "it arrives"; never a pass/fail timing
-
-
-def has_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback")
 
 
 def request(
@@ -91,6 +83,70 @@ def target(layer: TransportLayer, transport: str) -> Target:
     return Target(transport, host, host, port)
 
 
+@asynccontextmanager
+async def listening(transport: str = "UDP", **kw) -> AsyncIterator[TransportLayer]:
+    """A TransportLayer listening on 127.0.0.1 for one transport, closed on exit."""
+    layer = TransportLayer(**kw)
+    if transport == "UDP":
+        await layer.listen_udp("127.0.0.1", 0)
+    else:
+        await layer.listen_tcp("127.0.0.1", 0)
+    try:
+        yield layer
+    finally:
+        await layer.close()
+
+
+def raw_udp() -> socket.socket:
+    """A plain UDP socket on 127.0.0.1 playing a peer by hand (use it as a context manager)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(WAIT)
+    return sock
+
+
+async def send_by_hand(
+    raw: socket.socket, server: TransportLayer, via: str
+) -> tuple[Request, Source]:
+    """Send a request with a hand-written Via from ``raw``; return what the server delivered."""
+    raw.sendto(request(via=via).to_bytes(), server.local_address("UDP"))
+    incoming = await recv(server)
+    assert isinstance(incoming.message, Request)
+    return incoming.message, incoming.source
+
+
+async def response_at(sock: socket.socket) -> tuple[Request | Response, tuple[str, int]]:
+    """The SIP message that arrives at ``sock`` and where it came from."""
+    data, addr = await asyncio.to_thread(sock.recvfrom, 65535)
+    return parse_message(data), addr
+
+
+@asynccontextmanager
+async def stream_to(
+    layer: TransportLayer,
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A raw TCP connection to the layer's TCP listener, closed on exit."""
+    reader, writer = await asyncio.open_connection(*layer.local_address("TCP"))
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
+async def expect_pongs(handle: KeepaliveHandle, count: int) -> None:
+    """Wait for ``count`` RFC 5626 pongs on a keepalive; without pongs the wait times out."""
+    pongs = asyncio.Queue[float]()
+    original = handle.schedule.pong_received
+
+    def count_pong(now: float) -> None:
+        pongs.put_nowait(now)
+        original(now)
+
+    handle.schedule.pong_received = count_pong  # type: ignore[method-assign]
+    for _ in range(count):
+        await asyncio.wait_for(pongs.get(), WAIT)
+
+
 # --- UDP ---------------------------------------------------------------------------------------
 
 
@@ -126,115 +182,75 @@ async def test_udp_round_trip_with_via_and_rport(pair):
 
 async def test_udp_received_and_rport_toward_a_natted_client():
     """A client behind a NAT: its Via names an address we cannot reach; answer to the source."""
-    server = TransportLayer()
-    await server.listen_udp("127.0.0.1", 0)
-    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    raw.bind(("127.0.0.1", 0))
-    raw.settimeout(WAIT)
-    try:
-        via = f"SIP/2.0/UDP 192.0.2.1:5060;branch={new_branch()};rport"
-        raw.sendto(request(via=via).to_bytes(), server.local_address("UDP"))
-        incoming = await recv(server)
-        top = incoming.message.top_via
-        assert top.host == "192.0.2.1" and top.port == 5060
-        assert top.received == "127.0.0.1" and top.rport == raw.getsockname()[1]
-        assert isinstance(incoming.message, Request)
-        await server.send_response(make_response(incoming.message, 180), incoming.source)
-        data, addr = await asyncio.to_thread(raw.recvfrom, 65535)
-        assert addr == server.local_address("UDP")
-        response = parse_message(data)
-        assert isinstance(response, Response) and response.status == 180
-        assert response.top_via.rport == raw.getsockname()[1]
-    finally:
-        raw.close()
-        await server.close()
+    async with listening() as server:
+        with raw_udp() as raw:
+            via = f"SIP/2.0/UDP 192.0.2.1:5060;branch={new_branch()};rport"
+            got, source = await send_by_hand(raw, server, via)
+            top = got.top_via
+            assert top.host == "192.0.2.1" and top.port == 5060
+            assert top.received == "127.0.0.1" and top.rport == raw.getsockname()[1]
+            await server.send_response(make_response(got, 180), source)
+            response, addr = await response_at(raw)
+            assert addr == server.local_address("UDP")
+            assert isinstance(response, Response) and response.status == 180
+            assert response.top_via.rport == raw.getsockname()[1]
 
 
 async def test_udp_response_without_rport_goes_to_received_and_sent_by_port():
     """RFC 3261 §18.2.2: no rport -> received address, port of the sent-by."""
-    server = TransportLayer()
-    await server.listen_udp("127.0.0.1", 0)
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender.bind(("127.0.0.1", 0))
-    listener.bind(("127.0.0.1", 0))
-    listener.settimeout(WAIT)
-    try:
-        port = listener.getsockname()[1]
-        via = f"SIP/2.0/UDP 192.0.2.1:{port};branch={new_branch()}"
-        sender.sendto(request(via=via).to_bytes(), server.local_address("UDP"))
-        incoming = await recv(server)
-        top = incoming.message.top_via
-        assert top.received == "127.0.0.1" and "rport" not in top.params
-        assert isinstance(incoming.message, Request)
-        await server.send_response(make_response(incoming.message, 200), incoming.source)
-        data, _ = await asyncio.to_thread(listener.recvfrom, 65535)
-        assert parse_message(data).top_via.received == "127.0.0.1"
-    finally:
-        sender.close()
-        listener.close()
-        await server.close()
+    async with listening() as server:
+        with raw_udp() as sender, raw_udp() as listener:
+            port = listener.getsockname()[1]
+            via = f"SIP/2.0/UDP 192.0.2.1:{port};branch={new_branch()}"
+            got, source = await send_by_hand(sender, server, via)
+            top = got.top_via
+            assert top.received == "127.0.0.1" and "rport" not in top.params
+            await server.send_response(make_response(got, 200), source)
+            response, _ = await response_at(listener)
+            assert response.top_via.received == "127.0.0.1"
 
 
 async def test_udp_no_received_when_sent_by_matches_source():
-    server = TransportLayer()
-    await server.listen_udp("127.0.0.1", 0)
-    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    raw.bind(("127.0.0.1", 0))
-    try:
-        via = f"SIP/2.0/UDP 127.0.0.1:{raw.getsockname()[1]};branch={new_branch()}"
-        raw.sendto(request(via=via).to_bytes(), server.local_address("UDP"))
-        incoming = await recv(server)
-        assert "received" not in incoming.message.top_via.params
-    finally:
-        raw.close()
-        await server.close()
+    async with listening() as server:
+        with raw_udp() as raw:
+            via = f"SIP/2.0/UDP 127.0.0.1:{raw.getsockname()[1]};branch={new_branch()}"
+            got, source = await send_by_hand(raw, server, via)
+            assert "received" not in got.top_via.params
 
 
 async def test_junk_keepalives_are_ignored_and_garbage_does_not_kill_the_listener():
     errors: list[tuple[bytes, Source, SipParseError]] = []
-    server = TransportLayer(on_parse_error=lambda d, s, e: errors.append((d, s, e)))
-    await server.listen_udp("127.0.0.1", 0)
-    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    raw.bind(("127.0.0.1", 0))
-    dest = server.local_address("UDP")
-    try:
-        for junk in (b"\x00\x00\x00\x00", b"\r\n\r\n", b"\r\n", b"jaK", b" \r\n\x00 "):
-            raw.sendto(junk, dest)
-        garbage = [
-            b"this is not SIP at all, not even close\r\n\r\n",
-            b"INVITE sip:bob@example.test SIP/2.0\r\nContent-Length: 900\r\n\r\nshort",
-            bytes(random.Random(7).getrandbits(8) for _ in range(300)),
-            b"SIP/2.0 200 OK\r\nVia: \x00\xff\r\n\r\n",
-        ]
-        for data in garbage:
-            raw.sendto(data, dest)
-        raw.sendto(request(method="MESSAGE").to_bytes(), dest)
-        incoming = await recv(server)
-        assert isinstance(incoming.message, Request) and incoming.message.method == "MESSAGE"
-        assert server._queue.empty()
-        # Every garbage datagram was reported (the UA may answer 400), no junk keepalive was.
-        assert sorted(d for d, _, _ in errors) == sorted(garbage)
-        assert all(s.remote == raw.getsockname() for _, s, _ in errors)
-    finally:
-        raw.close()
-        await server.close()
+    async with listening(on_parse_error=lambda d, s, e: errors.append((d, s, e))) as server:
+        with raw_udp() as raw:
+            dest = server.local_address("UDP")
+            for junk in (b"\x00\x00\x00\x00", b"\r\n\r\n", b"\r\n", b"jaK", b" \r\n\x00 "):
+                raw.sendto(junk, dest)
+            garbage = [
+                b"this is not SIP at all, not even close\r\n\r\n",
+                b"INVITE sip:bob@example.test SIP/2.0\r\nContent-Length: 900\r\n\r\nshort",
+                bytes(random.Random(7).getrandbits(8) for _ in range(300)),
+                b"SIP/2.0 200 OK\r\nVia: \x00\xff\r\n\r\n",
+            ]
+            for data in garbage:
+                raw.sendto(data, dest)
+            raw.sendto(request(method="MESSAGE").to_bytes(), dest)
+            incoming = await recv(server)
+            assert isinstance(incoming.message, Request) and incoming.message.method == "MESSAGE"
+            assert server._queue.empty()
+            # Every garbage datagram was reported (the UA may answer 400), no junk keepalive was.
+            assert sorted(d for d, _, _ in errors) == sorted(garbage)
+            assert all(s.remote == raw.getsockname() for _, s, _ in errors)
 
 
 async def test_request_with_broken_via_is_reported_not_delivered():
     errors: list[bytes] = []
-    server = TransportLayer(on_parse_error=lambda d, s, e: errors.append(d))
-    await server.listen_udp("127.0.0.1", 0)
-    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        raw.sendto(request(via="garbage").to_bytes(), server.local_address("UDP"))
-        raw.sendto(request(method="INFO").to_bytes(), server.local_address("UDP"))
-        incoming = await recv(server)
-        assert incoming.message.method == "INFO"  # type: ignore[union-attr]
-        assert len(errors) == 1
-    finally:
-        raw.close()
-        await server.close()
+    async with listening(on_parse_error=lambda d, s, e: errors.append(d)) as server:
+        with raw_udp() as raw:
+            raw.sendto(request(via="garbage").to_bytes(), server.local_address("UDP"))
+            raw.sendto(request(method="INFO").to_bytes(), server.local_address("UDP"))
+            incoming = await recv(server)
+            assert incoming.message.method == "INFO"  # type: ignore[union-attr]
+            assert len(errors) == 1
 
 
 async def test_large_udp_message_is_sent_with_a_note(pair, caplog):
@@ -258,25 +274,18 @@ async def test_trace_logging_shows_the_wire(pair, caplog):
 
 
 async def test_udp_keepalive_is_sent_from_the_listening_port():
-    client = TransportLayer()
-    await client.listen_udp("127.0.0.1", 0)
-    proxy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    proxy.bind(("127.0.0.1", 0))
-    proxy.settimeout(WAIT)
-    try:
-        port = proxy.getsockname()[1]
-        handle = await client.start_keepalive(
-            Target("UDP", "proxy", "127.0.0.1", port), interval=0.05
-        )
-        for _ in range(2):
-            data, addr = await asyncio.to_thread(proxy.recvfrom, 100)
-            assert data == b"\r\n\r\n"
-            assert addr == client.local_address("UDP")
-        handle.cancel()
-        assert not handle.failed.is_set()
-    finally:
-        proxy.close()
-        await client.close()
+    async with listening() as client:
+        with raw_udp() as proxy:
+            port = proxy.getsockname()[1]
+            handle = await client.start_keepalive(
+                Target("UDP", "proxy", "127.0.0.1", port), interval=0.05
+            )
+            for _ in range(2):
+                data, addr = await asyncio.to_thread(proxy.recvfrom, 100)
+                assert data == b"\r\n\r\n"
+                assert addr == client.local_address("UDP")
+            handle.cancel()
+            assert not handle.failed.is_set()
 
 
 # --- TCP ---------------------------------------------------------------------------------------
@@ -333,11 +342,7 @@ async def test_tcp_response_reopens_connection_to_sent_by_when_closed(pair):
     for conn in list(client._connections.values()):
         conn.close()
         await conn.closed
-    # wait until the server notices the close
-    for _ in range(100):
-        if server.connection_count() == 0:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: server.connection_count() == 0)  # the server notices the close
     assert server.connection_count() == 0
     flow = await server.send_response(make_response(incoming.message, 200), incoming.source)
     assert flow.remote == client.local_address("TCP")  # Via received + sent-by port
@@ -346,12 +351,9 @@ async def test_tcp_response_reopens_connection_to_sent_by_when_closed(pair):
 
 
 async def test_tcp_framing_split_and_coalesced():
-    server = TransportLayer()
-    await server.listen_tcp("127.0.0.1", 0)
-    reader, writer = await asyncio.open_connection(*server.local_address("TCP"))
-    sock = writer.get_extra_info("socket")
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
+    async with listening("TCP") as server, stream_to(server) as (reader, writer):
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         body = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\n"
         one = request(method="INVITE", body=body).to_bytes()
         # Split: in small pieces, header/body boundary and Content-Length straddled.
@@ -368,9 +370,6 @@ async def test_tcp_framing_split_and_coalesced():
         methods = [(await recv(server)).message.method for _ in range(3)]  # type: ignore[union-attr]
         assert methods == ["INFO", "UPDATE", "BYE"]
         assert await asyncio.wait_for(reader.readexactly(2), WAIT) == b"\r\n"  # pong
-    finally:
-        writer.close()
-        await server.close()
 
 
 @pytest.mark.parametrize(
@@ -383,69 +382,43 @@ async def test_tcp_framing_split_and_coalesced():
     ids=["oversized", "bad-length", "endless-header"],
 )
 async def test_bad_framing_closes_the_connection_but_not_the_listener(bad):
-    server = TransportLayer()
-    await server.listen_tcp("127.0.0.1", 0)
-    try:
-        reader, writer = await asyncio.open_connection(*server.local_address("TCP"))
-        writer.write(bad)
-        await writer.drain()
-        assert await asyncio.wait_for(reader.read(), WAIT) == b""  # closed by the server
-        writer.close()
-        # The listener still works.
-        reader, writer = await asyncio.open_connection(*server.local_address("TCP"))
-        writer.write(request(method="OPTIONS").to_bytes())
-        await writer.drain()
-        assert (await recv(server)).message.method == "OPTIONS"  # type: ignore[union-attr]
-        writer.close()
-    finally:
-        await server.close()
+    async with listening("TCP") as server:
+        async with stream_to(server) as (reader, writer):
+            writer.write(bad)
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), WAIT) == b""  # closed by the server
+        async with stream_to(server) as (reader, writer):  # the listener still works
+            writer.write(request(method="OPTIONS").to_bytes())
+            await writer.drain()
+            assert (await recv(server)).message.method == "OPTIONS"  # type: ignore[union-attr]
 
 
 async def test_unparsable_but_framed_message_keeps_the_connection():
     errors: list[bytes] = []
-    server = TransportLayer(on_parse_error=lambda d, s, e: errors.append(d))
-    await server.listen_tcp("127.0.0.1", 0)
-    reader, writer = await asyncio.open_connection(*server.local_address("TCP"))
-    try:
+    async with (
+        listening("TCP", on_parse_error=lambda d, s, e: errors.append(d)) as server,
+        stream_to(server) as (_, writer),
+    ):
         writer.write(b"NOT A START LINE\r\nContent-Length: 0\r\n\r\n")
         writer.write(request(method="OPTIONS").to_bytes())
         await writer.drain()
         assert (await recv(server)).message.method == "OPTIONS"  # type: ignore[union-attr]
         assert errors == [b"NOT A START LINE\r\nContent-Length: 0\r\n\r\n"]
-    finally:
-        writer.close()
-        await server.close()
 
 
 async def test_stream_ping_is_answered_with_pong():
-    server = TransportLayer()
-    await server.listen_tcp("127.0.0.1", 0)
-    reader, writer = await asyncio.open_connection(*server.local_address("TCP"))
-    try:
+    async with listening("TCP") as server, stream_to(server) as (reader, writer):
         for _ in range(2):
             writer.write(b"\r\n\r\n")
             await writer.drain()
             assert await asyncio.wait_for(reader.readexactly(2), WAIT) == b"\r\n"
-    finally:
-        writer.close()
-        await server.close()
 
 
 async def test_stream_keepalive_with_pongs_stays_up(pair):
     server, client = pair
     client.pong_timeout = 2.0  # generous: load must not fail the flow
     handle = await client.start_keepalive(target(server, "TCP"), interval=0.05)
-    pongs = asyncio.Queue[float]()
-    original = handle.schedule.pong_received
-
-    def count_pong(now: float) -> None:
-        pongs.put_nowait(now)
-        original(now)
-
-    handle.schedule.pong_received = count_pong
-    # Several ping/pong rounds; without pongs none would arrive and the wait below fails.
-    for _ in range(4):
-        await asyncio.wait_for(pongs.get(), WAIT)
+    await expect_pongs(handle, 4)  # several ping/pong rounds
     assert not handle.failed.is_set()
     assert client.connection_count() == 1
     handle.cancel()
@@ -472,10 +445,7 @@ async def test_stream_keepalive_missing_pong_fails_the_flow():
         await asyncio.wait_for(handle.failed.wait(), WAIT)
         assert pings >= 1
         assert len(failed) == 1 and failed[0].remote == ("127.0.0.1", port)
-        for _ in range(100):
-            if client.connection_count() == 0:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: client.connection_count() == 0)
         assert client.connection_count() == 0  # the failed flow was closed
     finally:
         await client.close()
@@ -519,20 +489,39 @@ def certs(tmp_path_factory) -> dict[str, str]:
     return {name: str(d / name) for name in ("ca", "server", "imposter")}
 
 
-async def tls_server(certs, leaf: str = "server") -> TransportLayer:
+CLIENT_TLS = {
+    "our-ca": lambda certs: TlsConfig(cafile=certs["ca"] + ".pem"),
+    "system-cas": lambda certs: None,  # the default trust store only
+    "no-verify": lambda certs: TlsConfig(verify=False),
+}
+
+
+@asynccontextmanager
+async def tls_pair(
+    certs, leaf: str = "server", trust: str = "our-ca", **client_kw
+) -> AsyncIterator[tuple[TransportLayer, TransportLayer, str, int]]:
+    """A TLS server presenting ``leaf``'s certificate and a client trusting ``trust``."""
     server = TransportLayer(
         tls=TlsConfig(certfile=certs[leaf] + ".pem", keyfile=certs[leaf] + ".key")
     )
     await server.listen_tls("127.0.0.1", 0)
-    return server
+    client = TransportLayer(tls=CLIENT_TLS[trust](certs), **client_kw)
+    try:
+        host, port = server.local_address("TLS")
+        yield server, client, host, port
+    finally:
+        await client.close()
+        await server.close()
+
+
+def by_name(host: str, port: int) -> Target:
+    """The server reached as sip.example.test (the name its certificate carries)."""
+    return Target("TLS", "sip.example.test", host, port, "sip.example.test")
 
 
 async def test_tls_round_trip_with_verification(certs):
-    server = await tls_server(certs)
-    client = TransportLayer(tls=TlsConfig(cafile=certs["ca"] + ".pem"))
-    try:
-        host, port = server.local_address("TLS")
-        dest = Target("TLS", "sip.example.test", host, port, "sip.example.test")
+    async with tls_pair(certs) as (server, client, host, port):
+        dest = by_name(host, port)
         flow = await client.send(request(uri="sips:bob@sip.example.test"), dest)
         assert flow.transport == "TLS"
         incoming = await recv(server)
@@ -545,72 +534,37 @@ async def test_tls_round_trip_with_verification(certs):
         await client.send(request(uri="sips:bob@sip.example.test"), dest)
         await recv(server)
         assert client.connection_count() == 1  # reused
-    finally:
-        await client.close()
-        await server.close()
 
 
-async def test_tls_numeric_target_checks_ip_san(certs):
-    server = await tls_server(certs)
-    client = TransportLayer(tls=TlsConfig(cafile=certs["ca"] + ".pem"))
-    try:
-        host, port = server.local_address("TLS")
-        await client.send(request(), Target("TLS", host, host, port))
+@pytest.mark.parametrize(
+    ("leaf", "trust", "dest"),
+    [
+        ("server", "our-ca", lambda host, port: Target("TLS", host, host, port)),
+        ("imposter", "no-verify", lambda host, port: Target("TLS", "whatever", host, port)),
+    ],
+    ids=["numeric-target-checks-ip-san", "verification-off-only-when-asked"],
+)
+async def test_tls_connection_is_accepted(certs, leaf, trust, dest):
+    async with tls_pair(certs, leaf, trust) as (server, client, host, port):
+        await client.send(request(), dest(host, port))
         assert (await recv(server)).source.transport == "TLS"
-    finally:
-        await client.close()
-        await server.close()
 
 
-async def test_tls_untrusted_certificate_is_refused(certs):
-    server = await tls_server(certs, leaf="imposter")
-    client = TransportLayer(tls=TlsConfig(cafile=certs["ca"] + ".pem"))
-    try:
-        host, port = server.local_address("TLS")
-        dest = Target("TLS", "sip.example.test", host, port, "sip.example.test")
+@pytest.mark.parametrize(
+    ("leaf", "trust", "dest"),
+    [
+        ("imposter", "our-ca", by_name),
+        ("server", "system-cas", lambda host, port: Target("TLS", "localhost", host, port)),
+        ("server", "our-ca", lambda h, p: Target("TLS", "x", h, p, "other.example.test")),
+    ],
+    ids=["untrusted-certificate", "default-trust-store-private-ca", "wrong-name"],
+)
+async def test_tls_connection_is_refused(certs, leaf, trust, dest):
+    async with tls_pair(certs, leaf, trust) as (server, client, host, port):
         with pytest.raises(ssl.SSLCertVerificationError):
-            await client.send(request(), dest)
+            await client.send(request(), dest(host, port))
         assert client.connection_count() == 0
         assert server._queue.empty()
-    finally:
-        await client.close()
-        await server.close()
-
-
-async def test_tls_default_trust_store_refuses_private_ca(certs):
-    server = await tls_server(certs)
-    client = TransportLayer()  # system CAs only
-    try:
-        host, port = server.local_address("TLS")
-        with pytest.raises(ssl.SSLCertVerificationError):
-            await client.send(request(), Target("TLS", "localhost", host, port))
-    finally:
-        await client.close()
-        await server.close()
-
-
-async def test_tls_wrong_name_is_refused(certs):
-    server = await tls_server(certs)
-    client = TransportLayer(tls=TlsConfig(cafile=certs["ca"] + ".pem"))
-    try:
-        host, port = server.local_address("TLS")
-        with pytest.raises(ssl.SSLCertVerificationError):
-            await client.send(request(), Target("TLS", "x", host, port, "other.example.test"))
-    finally:
-        await client.close()
-        await server.close()
-
-
-async def test_tls_verification_off_only_when_asked(certs):
-    server = await tls_server(certs, leaf="imposter")
-    client = TransportLayer(tls=TlsConfig(verify=False))
-    try:
-        host, port = server.local_address("TLS")
-        await client.send(request(), Target("TLS", "whatever", host, port))
-        assert (await recv(server)).source.transport == "TLS"
-    finally:
-        await client.close()
-        await server.close()
 
 
 def test_tls_config_defaults_verify():
@@ -684,10 +638,7 @@ async def test_send_adds_via_when_missing_and_callback_delivery():
         req = request()
         req.headers.remove("Via")
         await client.send(req, target(server, "UDP"))
-        for _ in range(500):
-            if got:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: got)
         assert len(got) == 1
         via = got[0].message.top_via
         assert via.branch is not None and via.branch.startswith("z9hG4bK")
@@ -803,10 +754,7 @@ async def test_send_on_existing_flows(pair):
 
 async def test_via_alias_lets_the_server_reuse_the_connection():
     """RFC 5923: ``;alias`` on the Via maps the sent-by port onto the incoming connection."""
-    server = TransportLayer()
-    await server.listen_tcp("127.0.0.1", 0)
-    reader, writer = await asyncio.open_connection(*server.local_address("TCP"))
-    try:
+    async with listening("TCP") as server, stream_to(server) as (reader, writer):
         via = f"SIP/2.0/TCP 127.0.0.1:5999;branch={new_branch()};alias"
         writer.write(request(via=via).to_bytes())
         await writer.drain()
@@ -816,9 +764,6 @@ async def test_via_alias_lets_the_server_reuse_the_connection():
         assert server.connection_count() == 1
         data = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
         assert data.startswith(b"BYE sip:")
-    finally:
-        writer.close()
-        await server.close()
 
 
 async def test_outgoing_connections_originate_from_the_bound_address():
@@ -1022,23 +967,19 @@ SIPP_UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 needs_sipp = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
 
 
-def free_tcp_udp_port() -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket() as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return int(port)
-    raise RuntimeError("no free port")
+def over_udp_and_tcp(test):
+    """Run a SIPp test once per transport (SIPp's -t mode u1 / t1), skipped without SIPp."""
+    modes = pytest.mark.parametrize(("transport", "mode"), [("UDP", "u1"), ("TCP", "t1")])
+    return needs_sipp(modes(test))
 
 
-async def run_sipp(args: list[str]) -> asyncio.subprocess.Process:
+async def run_sipp(tmp_path: Path, scenario: str, args: list[str]) -> asyncio.subprocess.Process:
+    scenario_file = tmp_path / "scenario.xml"
+    scenario_file.write_text(scenario)
     return await asyncio.create_subprocess_exec(
         shutil.which("sipp") or "sipp",
+        "-sf",
+        str(scenario_file),
         *args,
         "-nostdin",
         "-timeout",
@@ -1058,11 +999,8 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
             await proc.wait()
 
 
-@needs_sipp
-@pytest.mark.parametrize(("transport", "mode"), [("UDP", "u1"), ("TCP", "t1")])
+@over_udp_and_tcp
 async def test_sipp_uac_gets_our_response(tmp_path, transport, mode):
-    scenario = tmp_path / "uac.xml"
-    scenario.write_text(SIPP_UAC)
     server: TransportLayer
     loop = asyncio.get_running_loop()
     seen: list[Incoming] = []
@@ -1076,8 +1014,9 @@ async def test_sipp_uac_gets_our_response(tmp_path, transport, mode):
     await server.start("127.0.0.1", 0, ("UDP", "TCP"))
     host, port = server.local_address(transport)
     proc = await run_sipp(
-        ["-sf", str(scenario), f"{host}:{port}", "-i", "127.0.0.1", "-p", "0", "-t", mode]
-        + ["-m", "1", "-s", "bob"]
+        tmp_path,
+        SIPP_UAC,
+        [f"{host}:{port}", "-i", "127.0.0.1", "-p", "0", "-t", mode, "-m", "1", "-s", "bob"],
     )
     try:
         assert await asyncio.wait_for(proc.wait(), 20) == 0
@@ -1090,14 +1029,11 @@ async def test_sipp_uac_gets_our_response(tmp_path, transport, mode):
         await server.close()
 
 
-@needs_sipp
-@pytest.mark.parametrize(("transport", "mode"), [("UDP", "u1"), ("TCP", "t1")])
+@over_udp_and_tcp
 async def test_sipp_uas_answers_our_request(tmp_path, transport, mode):
-    scenario = tmp_path / "uas.xml"
-    scenario.write_text(SIPP_UAS)
-    port = free_tcp_udp_port()
+    port = free_port()  # the same number free for UDP and TCP
     proc = await run_sipp(
-        ["-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-t", mode, "-m", "1"]
+        tmp_path, SIPP_UAS, ["-i", "127.0.0.1", "-p", str(port), "-t", mode, "-m", "1"]
     )
     client = TransportLayer()
     await client.start("127.0.0.1", 0, ("UDP", "TCP"))
@@ -1146,16 +1082,7 @@ async def test_kamailio_over_udp_tcp_tls_and_crlf_keepalive(kamailio):
 
         host, port = kamailio.address("tcp")
         handle = await client.start_keepalive(Target("TCP", host, host, port), interval=0.05)
-        pongs = asyncio.Queue[float]()
-        original = handle.schedule.pong_received
-
-        def count_pong(now: float) -> None:
-            pongs.put_nowait(now)
-            original(now)
-
-        handle.schedule.pong_received = count_pong  # type: ignore[method-assign]
-        for _ in range(3):
-            await asyncio.wait_for(pongs.get(), WAIT)
+        await expect_pongs(handle, 3)
         assert not handle.failed.is_set()
         handle.cancel()
     finally:
@@ -1177,11 +1104,8 @@ async def test_lower_case_transport_names_are_accepted(pair):
 
 
 async def test_tls_ping_pong_and_reuse_of_the_peer_connection(certs):
-    server = await tls_server(certs)
-    client = TransportLayer(tls=TlsConfig(cafile=certs["ca"] + ".pem"), pong_timeout=2.0)
-    try:
-        host, port = server.local_address("TLS")
-        dest = Target("TLS", "sip.example.test", host, port, "sip.example.test")
+    async with tls_pair(certs, pong_timeout=2.0) as (server, client, host, port):
+        dest = by_name(host, port)
         flow = await client.send(request(method="REGISTER"), dest)
         incoming = await recv(server)
         # The server reaches the client over the TLS connection the client opened.
@@ -1192,44 +1116,23 @@ async def test_tls_ping_pong_and_reuse_of_the_peer_connection(certs):
         assert server.connection_count() == 1 and client.connection_count() == 1
         # CRLF keepalive over TLS: pongs come back, the flow stays up.
         handle = await client.start_keepalive(dest, interval=0.05)
-        pongs = asyncio.Queue[float]()
-        original = handle.schedule.pong_received
-
-        def count_pong(now: float) -> None:
-            pongs.put_nowait(now)
-            original(now)
-
-        handle.schedule.pong_received = count_pong  # type: ignore[method-assign]
-        for _ in range(3):
-            await asyncio.wait_for(pongs.get(), WAIT)
+        await expect_pongs(handle, 3)
         assert not handle.failed.is_set() and client.connection_count() == 1
         handle.cancel()
-    finally:
-        await client.close()
-        await server.close()
 
 
 async def test_via_with_a_host_name_gets_received_and_name_routing():
     """RFC 3261 §18.2.1: a domain name in sent-by always gets ;received. Without it, the
     response goes to the sent-by name resolved through the system resolver (/etc/hosts)."""
-    server = TransportLayer()
-    await server.listen_udp("127.0.0.1", 0)
-    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    peer.bind(("127.0.0.1", 0))
-    peer.settimeout(WAIT)
-    try:
-        port = peer.getsockname()[1]
-        via = f"SIP/2.0/UDP localhost:{port};branch={new_branch()}"
-        peer.sendto(request(via=via).to_bytes(), server.local_address("UDP"))
-        incoming = await recv(server)
-        assert isinstance(incoming.message, Request)
-        assert incoming.message.top_via.received == "127.0.0.1"
-        response = make_response(incoming.message, 200)
-        # Drop ;received to exercise routing by the sent-by name (RFC 3263 §5 via A records).
-        response.headers.set("Via", via)
-        await server.send_response(response)
-        data, _ = await asyncio.to_thread(peer.recvfrom, 65535)
-        assert parse_message(data).status == 200  # type: ignore[union-attr]
-    finally:
-        peer.close()
-        await server.close()
+    async with listening() as server:
+        with raw_udp() as peer:
+            port = peer.getsockname()[1]
+            via = f"SIP/2.0/UDP localhost:{port};branch={new_branch()}"
+            got, _ = await send_by_hand(peer, server, via)
+            assert got.top_via.received == "127.0.0.1"
+            response = make_response(got, 200)
+            # Drop ;received to exercise routing by the sent-by name (RFC 3263 §5, A records).
+            response.headers.set("Via", via)
+            await server.send_response(response)
+            answer, _ = await response_at(peer)
+            assert isinstance(answer, Response) and answer.status == 200
