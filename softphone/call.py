@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 import time
 from asyncio import FIRST_COMPLETED
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,25 +45,28 @@ from ice.candidate import Candidate, CandidateType
 from ice.gather import GatherConfig, TurnServer
 from ice.sdp import RemoteCandidate, choose_default_candidate, format_remote_candidates
 from media.aio import MediaStream, UdpTransport, open_udp_transport
+from media.resample import Resampler
+from media.rtcp import ReceiverReport, RtcpParseError, SenderReport, parse_rtcp
 from media.session import DtmfReceived, RtpSession, SessionEvent
-from media.sources import open_sink, open_source
+from media.sources import ClockedSink, open_sink, open_source
 from media.stats import Stats
 from sip.aio import AsyncCall, AsyncUserAgent, CallError
 from sip.invite import CallRinging
-from sip.offer_answer import OfferAnswer, OfferAnswerError
+from sip.offer_answer import OfferAnswer, OfferAnswerError, OfferAnswerState
 from sip.sdp import Attribute, SdpParseError
 from softphone.config import Account, HostPort
 from softphone.sdp_glue import (
     LocalTransport,
     RemoteMedia,
     SdpGlueError,
+    audio_codecs,
     inspect_offer,
     local_media,
     new_offer_answer,
     read_negotiation,
 )
 
-__all__ = ["Call", "CallFailed", "MediaOptions"]
+__all__ = ["Call", "CallFailed", "MediaOptions", "PeerReports"]
 
 log = logging.getLogger("softphone.call")
 
@@ -70,6 +74,29 @@ Address = tuple[str, int]
 Progress = Callable[[str], None]
 
 STUN_PORT = 3478
+DTMF_DIGITS = "0123456789*#ABCD"
+#: A digit sent by SIP INFO lasts this long (the body's ``Duration``), then a pause.
+INFO_DTMF_MS = 160
+INFO_DTMF_GAP_MS = 90
+
+
+def parse_info_dtmf(body: bytes, content_type: str | None) -> str | None:
+    """The digit of an INFO body: ``application/dtmf-relay`` (``Signal=5``, the Cisco/PBX
+    format) or ``application/dtmf`` (the digit alone); None for anything else."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    text = body.decode("utf-8", "replace").strip()
+    if kind == "application/dtmf-relay":
+        for line in text.splitlines():
+            name, _, value = line.partition("=")
+            if name.strip().lower() == "signal":
+                text = value.strip()
+                break
+        else:
+            return None
+    elif kind != "application/dtmf":
+        return None
+    digit = text.upper()
+    return digit if len(digit) == 1 and digit in DTMF_DIGITS else None
 
 
 class CallFailed(Exception):
@@ -99,6 +126,8 @@ class MediaOptions:
     media_timeout: float | None = 30.0
     #: ICE components in our offers: 2 (RTP and RTCP candidates, with a=rtcp-mux) or 1.
     offer_components: int = 2
+    #: RTCP report interval (RFC 3550 §6.2; randomised 0.5-1.5x by the media session).
+    rtcp_interval: float = 5.0
     #: Passed to :class:`ice.agent.Agent` (``consent_interval``, ``timeout`` ...).
     ice_agent_options: dict[str, Any] = field(default_factory=dict)
 
@@ -152,13 +181,78 @@ class _DefaultCandidatePath:
             self.connection.gatherer.send(self.local, data, self.remote)
 
 
+def _is_rtcp(data: bytes) -> bool:
+    """RTCP packet types 192-223 in the second octet (RFC 5761 §4)."""
+    return len(data) > 1 and 192 <= data[1] <= 223
+
+
+class PeerReports:
+    """What the peer's RTCP reports say about the RTP we send (RFC 3550 §6.4.1), sans-I/O:
+    fed every datagram we send (:meth:`sent`) and every one we receive (:meth:`received`).
+
+    A report block about our SSRC means the peer received our RTP (a receiver reports only
+    on sources it heard, RFC 3550 §6.4); its extended highest sequence number and cumulative
+    loss count the packets that got there. Reports from the peer that name other sources or
+    none, while we have been sending, say it heard nothing from us.
+    """
+
+    def __init__(self) -> None:
+        self.ssrc: int | None = None
+        self._first_seq = 0
+        self.reports = 0  #: SR/RR packets from the peer
+        self.reports_without_us = 0  #: ... sent after our first RTP, without a block about us
+        self.peer_received: int | None = None  #: our packets the peer got (latest report)
+        self.heard_us = False
+
+    def sent(self, data: bytes) -> None:
+        if len(data) < 12 or _is_rtcp(data):
+            return
+        ssrc = int.from_bytes(data[8:12], "big")
+        if ssrc != self.ssrc:  # the first packet, or a new stream (codec change)
+            self.ssrc = ssrc
+            self._first_seq = int.from_bytes(data[2:4], "big")
+            self.peer_received = None
+
+    def received(self, data: bytes) -> None:
+        if not _is_rtcp(data):
+            return
+        try:
+            packets = parse_rtcp(data)
+        except RtcpParseError:
+            return
+        for packet in packets:
+            if not isinstance(packet, SenderReport | ReceiverReport):
+                continue
+            self.reports += 1
+            block = next((b for b in packet.reports if b.ssrc == self.ssrc), None)
+            if block is None:
+                if self.ssrc is not None:
+                    self.reports_without_us += 1
+                continue
+            expected = max(0, block.highest_seq - self._first_seq + 1)
+            self.peer_received = max(0, expected - max(0, block.cumulative_lost))
+            if self.peer_received > 0:
+                self.heard_us = True
+
+    def peer_got_audio(self, packets_sent: int) -> bool:
+        """Did our RTP reach the peer? From its reports when it sends any (two or more
+        reports since we started sending that never mention us: no), else from our own
+        counter (we sent some)."""
+        if self.heard_us:
+            return True
+        if self.reports_without_us >= 2:
+            return False
+        return packets_sent > 0
+
+
 class _SendGate:
     """The RTP path with a switch: while the peer holds the call (our direction recvonly or
     inactive) RTP is not sent, RTCP still is (RFC 3264 §5.1; told apart by the packet type
-    octet, RFC 5761 §4)."""
+    octet, RFC 5761 §4). Everything that passes is shown to :class:`PeerReports`."""
 
-    def __init__(self, path: Any) -> None:
+    def __init__(self, path: Any, reports: PeerReports | None = None) -> None:
         self.path = path
+        self.reports = reports or PeerReports()
         self.paused = False
         self.held_back = 0
         self.last_received = time.monotonic()
@@ -175,13 +269,16 @@ class _SendGate:
 
     def _received(self, data: bytes) -> None:
         self.last_received = time.monotonic()
+        if _is_rtcp(data):
+            self.reports.received(data)
         if self._handler is not None:
             self._handler(data)
 
     def send(self, data: bytes) -> None:
-        if self.paused and not (len(data) > 1 and 192 <= data[1] <= 223):
+        if self.paused and not _is_rtcp(data):
             self.held_back += 1
             return
+        self.reports.sent(data)
         self.path.send(data)
 
 
@@ -219,6 +316,134 @@ class _MuteSwitch:
         return self._switch(self.source.next_frame())
 
 
+class _Device:
+    """An opened audio source or sink of the call: started once, closed at the end of the
+    call (not when a media session using it stops)."""
+
+    def __init__(self, end: Any) -> None:
+        self.end = end
+        self.sample_rate: int = end.sample_rate
+        self.frame_s: float = end.frame_samples / end.sample_rate
+        self._started = self._closed = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self.end.start()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.end.close()
+
+
+class _KeptSource:
+    """A call's audio source as one media session sees it (see :meth:`Call._audio_ends`):
+    frames resampled to the session's rate (media.resample) when the source was opened at
+    another one, start once, never closed by the session."""
+
+    def __init__(self, device: _Device, sample_rate: int, frame_samples: int) -> None:
+        self.device = device
+        self.source = device.end
+        self.sample_rate = sample_rate
+        self.frame_samples = frame_samples
+        self._resampler = (
+            None
+            if device.sample_rate == sample_rate
+            else Resampler(device.sample_rate, sample_rate)
+        )
+
+    def __getattr__(self, name: str) -> Any:  # pacer, dropped_frames, ring ...
+        return getattr(self.source, name)
+
+    def start(self) -> None:
+        self.device.start()
+
+    def close(self) -> None:
+        pass  # the call closes the device
+
+    def _convert(self, frame: Any) -> Any:
+        return frame if self._resampler is None else self._resampler.process(frame)
+
+    async def read(self) -> Any:
+        return self._convert(await self.source.read())
+
+    def next_frame(self) -> Any:
+        return self._convert(self.source.next_frame())
+
+
+class _KeptSink:
+    """A call's audio sink as one media session sees it (the counterpart of
+    :class:`_KeptSource`)."""
+
+    def __init__(self, device: _Device, sample_rate: int, frame_samples: int) -> None:
+        self.device = device
+        self.sink = device.end
+        self.sample_rate = sample_rate
+        self.frame_samples = frame_samples
+        self._resampler = (
+            None
+            if device.sample_rate == sample_rate
+            else Resampler(sample_rate, device.sample_rate)
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sink, name)
+
+    def start(self) -> None:
+        self.device.start()
+
+    def close(self) -> None:
+        pass
+
+    def write(self, frame: Any) -> None:
+        self.sink.write(frame if self._resampler is None else self._resampler.process(frame))
+
+
+class _KeptClockedSink(_KeptSink):
+    """... of a sink with its own clock (a sound card): playout follows it."""
+
+    async def wait_for_space(self) -> None:
+        await self.sink.wait_for_space()
+
+
+def _kept_sink(device: _Device, sample_rate: int, frame_samples: int) -> _KeptSink:
+    kind = _KeptClockedSink if isinstance(device.end, ClockedSink) else _KeptSink
+    return kind(device, sample_rate, frame_samples)
+
+
+def _combined(earlier: list[Stats], current: Stats) -> Stats:
+    """The call's media statistics over every session it had (a codec change starts a new
+    one): packet and byte counters add up; the rest is the current session's."""
+    if not earlier:
+        return current
+    total = dataclasses.replace(current)
+    for s in earlier:
+        total.packets_sent += s.packets_sent
+        total.bytes_sent += s.bytes_sent
+        total.packets_received += s.packets_received
+        total.bytes_received += s.bytes_received
+        total.packets_lost += s.packets_lost
+        total.concealed_frames += s.concealed_frames
+        total.fec_frames += s.fec_frames
+    return total
+
+
+def _media_key(remote: RemoteMedia) -> tuple[Any, ...]:
+    """What a media session is built from: a re-negotiation that changes it needs a new one
+    (:meth:`Call._switch_media`); one that repeats it (hold, an ICE update) does not."""
+    event = remote.telephone_event
+    return (
+        str(remote.codec),
+        remote.codec.payload_type,
+        remote.codec.incoming_payload_type,
+        remote.ptime_ms,
+        remote.rtcp_mux,
+        None if event is None else (event.payload_type, event.incoming_payload_type),
+        tuple((str(c), c.payload_type, c.incoming_payload_type) for c in remote.receive_codecs),
+    )
+
+
 class Call:
     """A call being set up, in progress or over (see the module docstring).
 
@@ -251,9 +476,20 @@ class Call:
         self.end_reason: str | None = None
         self.final_stats: Stats | None = None
         self.dtmf_received: list[str] = []
+        self._dtmf_warned = False
+        self._info_digits: list[str] = []
+        self._info_sender: asyncio.Future[None] | None = None
+        self._info_receiver: asyncio.Future[None] | None = None
         self._plain: list[UdpTransport] = []
         self._paths: tuple[Any, Any] = (None, None)
         self._gate: _SendGate | None = None
+        self._rtcp_gate: _SendGate | None = None
+        self._ends: tuple[_Device, _Device] | None = None  # the audio source and sink
+        self._media_key: tuple[Any, ...] | None = None
+        self._switch_lock = asyncio.Lock()
+        self._switching: asyncio.Future[None] | None = None
+        self._earlier_stats: list[Stats] = []  # media sessions before a codec change
+        self._reports = PeerReports()
         self._restore_offer_handler: Callable[[], None] | None = None
         self._early: asyncio.Future[None] | None = None  # media on a 183's answer (caller)
         self._early_sdp: bytes | None = None
@@ -290,14 +526,24 @@ class Call:
         """The media statistics (final after hang-up)."""
         if self.final_stats is not None:
             return self.final_stats
-        return self.stream.stats() if self.stream is not None else None
+        if self.stream is None:
+            return None
+        return _combined(self._earlier_stats, self.stream.stats())
+
+    @property
+    def peer_reports(self) -> PeerReports:
+        """What the peer's RTCP reports said about our RTP."""
+        return self._reports
 
     @property
     def audio_both_ways(self) -> bool:
-        """We sent RTP and received RTP from the peer (each side can only count what reached
-        it; the peer's RTCP reports would tell about the other direction)."""
+        """RTP from the peer reached us (our counter), and ours reached the peer: by the
+        peer's RTCP reception reports when it sends any (RFC 3550 §6.4), else by our own
+        counter of packets sent (:meth:`PeerReports.peer_got_audio`)."""
         s = self.stats
-        return s is not None and s.packets_sent > 0 and s.packets_received > 0
+        if s is None or s.packets_received <= 0:
+            return False
+        return self._reports.peer_got_audio(s.packets_sent)
 
     @property
     def succeeded(self) -> bool:
@@ -615,49 +861,93 @@ class Call:
         return self.ice.connect_time * 1000
 
     def _start_media(self, rtp_path: Any, rtcp_path: Any) -> None:
+        """A media session for the negotiated codec on the given paths; the audio source and
+        sink are opened by the first one and kept across codec changes."""
         remote = self.remote
         assert remote is not None
         session = RtpSession(
             remote.codec,
-            telephone_event=remote.telephone_event,
+            telephone_event=remote.session_telephone_event(),
             rtcp_mux=remote.rtcp_mux,
             channels=1,
             ptime_ms=remote.ptime_ms,
             receive_codecs=remote.receive_codecs,
+            rtcp_interval=self.options.rtcp_interval,
             ntp_offset=time.time() - time.monotonic(),
             now=time.monotonic(),
         )
         try:
-            self._mute = _MuteSwitch(
-                open_source(
-                    self.options.play,
-                    session.sample_rate,
-                    session.frame_samples,
-                    device=self.options.input_device,
-                )
-            )
-            self._mute.muted = self.muted or self.held
-            source: Any = self._mute
-            sink = open_sink(
-                self.options.record,
-                session.sample_rate,
-                session.frame_samples,
-                device=self.options.output_device,
-            )
-            self._gate = _SendGate(rtp_path)
-            self._gate.paused = not self._sends  # e.g. answered recvonly
+            source, sink = self._audio_ends(session)
+            if self._gate is None:
+                self._gate = _SendGate(rtp_path, self._reports)
+                self._gate.paused = not self._sends  # e.g. answered recvonly
+                if rtcp_path is not None:
+                    self._rtcp_gate = _SendGate(rtcp_path, self._reports)
             self.stream = MediaStream(
                 session,
                 self._gate,
                 source,
                 sink,
-                rtcp_transport=rtcp_path,
+                rtcp_transport=self._rtcp_gate,
                 on_event=self._on_media,
             )
             self.stream.start()
         except (RuntimeError, OSError, ValueError) as exc:  # media.audio.AudioDeviceError ...
             raise CallFailed(f"audio: {exc}", kind="audio-failed") from exc
+        self._media_key = _media_key(remote)
         self.progress(f"media: {remote.codec_name}, {remote.ptime_ms} ms packets")
+
+    def _audio_ends(self, session: RtpSession) -> tuple[Any, Any]:
+        """The source and sink for ``session``: opened at its rate and frame size the first
+        time; later sessions (a codec change) reuse them through resampling adapters, so a
+        WAV file being played or recorded goes on where it was. A new frame duration (ptime)
+        reopens them."""
+        rate, samples = session.sample_rate, session.frame_samples
+        if self._ends is not None and self._ends[0].frame_s != samples / rate:
+            self._close_audio_ends()
+        if self._ends is None:
+            source = _MuteSwitch(
+                open_source(self.options.play, rate, samples, device=self.options.input_device)
+            )
+            try:
+                sink = open_sink(
+                    self.options.record, rate, samples, device=self.options.output_device
+                )
+            except BaseException:
+                source.close()
+                raise
+            self._mute = source
+            self._ends = (_Device(source), _Device(sink))
+        assert self._mute is not None
+        self._mute.muted = self.muted or self.held
+        source_dev, sink_dev = self._ends
+        return _KeptSource(source_dev, rate, samples), _kept_sink(sink_dev, rate, samples)
+
+    def _close_audio_ends(self) -> None:
+        if self._ends is not None:
+            for end in self._ends:
+                with contextlib.suppress(Exception):
+                    end.close()
+            self._ends = None
+
+    async def _switch_media(self) -> None:
+        """A new negotiation changed the codec (or its payload types or packet time): stop
+        the running session (RTCP BYE for its SSRC, RFC 3550 §6.6: the new session has its
+        own SSRC and clock, as RFC 7160 §4.1 advises for another clock rate) and start one
+        for the new codec on the same paths, source and sink. The call goes on."""
+        async with self._switch_lock:
+            remote, old = self.remote, self.stream
+            if old is None or remote is None or self._closed:
+                return
+            if _media_key(remote) == self._media_key:
+                return
+            was = old.session.codec
+            stats = await old.stop("codec change")
+            self._earlier_stats.append(stats)
+            if self._closed:
+                return
+            self._start_media(*self._paths)
+            self.progress(f"codec changed: {was} -> {remote.codec_name}")
 
     def _on_media(self, event: SessionEvent) -> None:
         if isinstance(event, DtmfReceived) and event.digit is not None:
@@ -691,6 +981,8 @@ class Call:
                 config.offer_handler = previous
 
         self._restore_offer_handler = restore
+        if self._info_receiver is None:
+            self._info_receiver = asyncio.ensure_future(self._receive_info_digits())
 
     def _answer_reoffer(self, offer: bytes) -> bytes | None:
         """Our answer to a re-offer, with its effect applied to the media (None: keep the
@@ -712,7 +1004,7 @@ class Call:
                 self.oa.reject_offer()
             return None
         if remote is not None and audio is not None:
-            self._apply_reoffer(remote, audio.direction.receives, audio.direction.sends)
+            self._apply_negotiation(remote, audio.direction.receives, audio.direction.sends)
         return answer.to_bytes()
 
     def _follow_ice_restart(self, offer: bytes) -> bool:
@@ -808,7 +1100,9 @@ class Call:
             media = self.oa.media[0]
             media.attributes = [a for a in media.attributes if a.name != "remote-candidates"]
 
-    def _apply_reoffer(self, remote: RemoteMedia, receives: bool, sends: bool) -> None:
+    def _apply_negotiation(self, remote: RemoteMedia, receives: bool, sends: bool) -> None:
+        """A new negotiation during the call (a re-offer from the peer, or the answer to
+        ours): follow holds, a new address and a codec change."""
         old = self.remote
         self.remote = remote
         self._sends, self._receives = sends, receives
@@ -820,14 +1114,25 @@ class Call:
             self.progress("on hold by the peer" if hold else "resumed by the peer")
         if old is None:
             return
-        if str(remote.codec) != str(old.codec):
-            log.warning("the peer switched to %s; still sending %s", remote.codec, old.codec)
+        if self.stream is not None and _media_key(remote) != self._media_key:
+            # RFC 3264 §8.3.2: a new codec list or order in a re-offer/answer applies to the
+            # running stream; the session is replaced without ending the call
+            if self._switching is None or self._switching.done():
+                self._switching = asyncio.ensure_future(self._switch_media())
+            else:  # one in progress re-checks the key when done
+                self._switching.add_done_callback(
+                    lambda _: None if self._closed else self._schedule_switch()
+                )
         rtp_path, rtcp_path = self._paths
         if remote.rtp != old.rtp and isinstance(rtp_path, (UdpTransport, _DefaultCandidatePath)):
             self.progress(f"the peer moved its media to {_addr2(remote.rtp)}")
             rtp_path.remote = remote.rtp
             if isinstance(rtcp_path, UdpTransport):
                 rtcp_path.remote = remote.rtcp
+
+    def _schedule_switch(self) -> None:
+        if self._switching is None or self._switching.done():
+            self._switching = asyncio.ensure_future(self._switch_media())
 
     # -- during the call ----------------------------------------------------------------------
 
@@ -878,14 +1183,195 @@ class Call:
         self.progress("holding the peer" if hold else "resumed the call")
         return True
 
-    def send_dtmf(self, digits: str) -> bool:
-        """Queue RFC 4733 digits; False when no telephone-event was negotiated."""
-        if self.stream is None or self.remote is None or self.remote.telephone_event is None:
-            self.progress("cannot send DTMF: no telephone-event negotiated")
+    async def change_codecs(self, codecs: Sequence[str]) -> bool:
+        """Re-offer with another codec list or order (re-INVITE, RFC 3264 §8.3.2: a new list
+        in a re-offer changes the media format) and switch the running stream to the codec
+        the answer picks, without ending the call (:meth:`_switch_media`). False when the
+        re-offer failed (the call stays as it was)."""
+        sip, oa = self.sip, self.oa
+        if sip is None or oa is None or self._closed or not self.answered:
             return False
-        self.stream.send_dtmf(digits)
-        self.progress(f"sending DTMF {digits}")
+        media = oa.media[0]
+        previous = media.codecs
+        media.codecs = audio_codecs(codecs)  # SdpGlueError for an unknown name
+        try:
+            offer = oa.create_offer().to_bytes()
+        except ValueError as exc:  # an offer of ours is outstanding
+            media.codecs = previous
+            log.info("cannot change codecs now: %s", exc)
+            return False
+        self.progress(f"offering {', '.join(codecs)}")
+        try:
+            answer = await sip.reinvite(offer, timeout=32.0)
+            negotiation = oa.process_answer(answer or b"")
+            audio = negotiation.audio
+            if audio is None:
+                raise SdpGlueError("the answer accepted no audio stream")
+            remote = read_negotiation(audio)
+        except (CallError, TimeoutError, ValueError) as exc:
+            log.info("codec change re-INVITE failed: %r", exc)
+            with contextlib.suppress(OfferAnswerError):
+                oa.cancel_offer()
+            media.codecs = previous
+            return False
+        self._apply_negotiation(remote, audio.direction.receives, audio.direction.sends)
+        await self.media_settled()
         return True
+
+    async def media_settled(self) -> None:
+        """Wait until a media change in progress (a codec switch) is done."""
+        while self._switching is not None and not self._switching.done():
+            await asyncio.shield(self._switching)
+
+    async def restart_ice(self, timeout: float | None = None) -> bool:
+        """Restart ICE ourselves (RFC 8445 §9, RFC 8839 §4.4.1.1.1): new ufrag/pwd and our
+        candidates in a re-offer (UPDATE when the peer allows it, else re-INVITE); the answer's
+        new credentials and candidates restart the peer's side, and new checks run. Media
+        stays on the current pair until the new checks nominate one (the agent keeps the
+        selected pairs through a restart). True when the new checks completed in time."""
+        sip, oa, ice, remote = self.sip, self.oa, self.ice, self.remote
+        if (
+            sip is None
+            or oa is None
+            or ice is None
+            or remote is None
+            or remote.ice is None
+            or self._closed
+            or not self.answered
+        ):
+            return False
+        if oa.state is OfferAnswerState.OFFER_SENT:
+            log.info("cannot restart ICE now: an offer of ours is outstanding")
+            return False
+        ice.restart()
+        components = 1 if remote.rtcp_mux else ice.agent.components
+        self._signal_local_ice(components)
+        offer = oa.create_offer().to_bytes()
+        method = "UPDATE" if sip.call.allows("UPDATE") else "INVITE"
+        self.progress(f"restarting ICE ({method})")
+        try:
+            send = sip.update if method == "UPDATE" else sip.reinvite
+            answer = await send(offer, timeout=32.0)
+            negotiation = oa.process_answer(answer or b"")
+            audio = negotiation.audio
+            if audio is None:
+                raise SdpGlueError("the answer accepted no audio stream")
+            new = read_negotiation(audio)
+            if new.ice is None or new.ice.parameters is None:
+                raise SdpGlueError("the answer to our ICE restart has no ICE")
+        except (CallError, TimeoutError, ValueError) as exc:
+            log.info("ICE restart: %r", exc)
+            with contextlib.suppress(OfferAnswerError):
+                oa.cancel_offer()
+            self.progress(f"ICE restart failed: {exc}")
+            return False
+        params = new.ice.parameters
+        ice.set_remote(
+            params.ufrag,
+            params.pwd,
+            [c for c in new.ice.candidates if c.component <= components],
+            lite=params.lite,
+        )
+        self._apply_negotiation(new, audio.direction.receives, audio.direction.sends)
+        try:
+            await ice.connect(self.options.ice_timeout if timeout is None else timeout)
+        except IceError as exc:
+            self.progress(f"ICE restart did not complete: {exc}")
+            return False
+        selected = ice.transport(1).selected
+        if selected is not None:
+            lc, rc = selected
+            self.progress(
+                f"ICE restarted: {lc.type.value}/{rc.type.value} pair {_addr(lc)} -> {_addr(rc)}"
+            )
+        return True
+
+    def _signal_local_ice(self, components: int) -> None:
+        """Our current ICE credentials and candidates into our next description (after a
+        restart); ``c=``/``m=`` stay on a candidate we list (RFC 8839 §5.1), preferably the
+        one media flows from."""
+        ice, oa = self.ice, self.oa
+        assert ice is not None and oa is not None
+        candidates = [c for c in ice.local_candidates if c.component <= components]
+        ours = LocalTransport.from_ice(ice.local_ufrag, ice.local_pwd, candidates, components)
+        media = oa.media[0]
+        media.attributes = local_media(self.account.codecs, ours).attributes
+        listed = {(c.component, c.transport_address) for c in candidates}
+        if (1, (media.address, media.port)) not in listed:
+            media.address, media.port = ours.address, ours.port
+        if components > 1 and ours.rtcp is not None:
+            if (2, (media.rtcp_address, media.rtcp_port)) not in listed:
+                media.rtcp_address, media.rtcp_port = ours.rtcp
+
+    def send_dtmf(self, digits: str) -> bool:
+        """Send DTMF digits: RFC 4733 events in the RTP stream when telephone-event was
+        negotiated at the audio's clock rate (:attr:`RemoteMedia.dtmf_in_band`), else SIP
+        INFO with ``application/dtmf-relay`` (RFC 6086; what PBXs accept) unless the peer's
+        Allow leaves INFO out. False when the digits cannot be sent."""
+        remote = self.remote
+        if self.stream is None or remote is None or self._closed:
+            self.progress("cannot send DTMF: no media yet")
+            return False
+        digits = "".join(d for d in digits.upper() if d in DTMF_DIGITS)
+        if not digits:
+            return False
+        if remote.dtmf_in_band:
+            self.stream.send_dtmf(digits)
+            self.progress(f"sending DTMF {digits}")
+            return True
+        sip = self.sip
+        allow = None if sip is None else sip.call.remote_allow
+        if sip is None or (allow is not None and "INFO" not in allow):
+            if not self._dtmf_warned:
+                self._dtmf_warned = True
+                why = (
+                    f"telephone-event only at {remote.telephone_event.clock_rate} Hz"
+                    if remote.telephone_event is not None
+                    else "no telephone-event"
+                )
+                log.warning("cannot send DTMF: %s and the peer takes no INFO", why)
+                self.progress(f"cannot send DTMF: {why} and the peer takes no INFO")
+            return False
+        if remote.telephone_event is not None and not self._dtmf_warned:
+            self._dtmf_warned = True
+            log.info(
+                "telephone-event at %d Hz, audio at %d Hz (RFC 4733 §2.1): DTMF by SIP INFO",
+                remote.telephone_event.clock_rate,
+                remote.codec.clock_rate,
+            )
+        self._info_digits.extend(digits)
+        if self._info_sender is None or self._info_sender.done():
+            self._info_sender = asyncio.ensure_future(self._send_info_digits())
+        self.progress(f"sending DTMF {digits} (SIP INFO)")
+        return True
+
+    async def _send_info_digits(self) -> None:
+        """One INFO per digit, spaced by its duration (RFC 6086; the ``dtmf-relay`` body
+        PBXs understand: ``Signal=`` and ``Duration=`` in ms)."""
+        sip = self.sip
+        assert sip is not None
+        while self._info_digits and not self._closed:
+            digit = self._info_digits.pop(0)
+            body = f"Signal={digit}\r\nDuration={INFO_DTMF_MS}\r\n".encode()
+            try:
+                sip.info(body, "application/dtmf-relay")
+            except ValueError as exc:  # the dialog is not confirmed (yet), or over
+                log.info("DTMF by INFO: %s", exc)
+                self._info_digits.clear()
+                return
+            await asyncio.sleep((INFO_DTMF_MS + INFO_DTMF_GAP_MS) / 1000)
+
+    async def _receive_info_digits(self) -> None:
+        """DTMF from the peer's INFO requests (``application/dtmf-relay``: ``Signal=5``;
+        ``application/dtmf``: ``5``), reported like RFC 4733 events."""
+        sip = self.sip
+        assert sip is not None
+        while True:
+            info = await sip.info_received.get()
+            digit = parse_info_dtmf(info.body, info.content_type)
+            if digit is not None:
+                self.dtmf_received.append(digit)
+                self.progress(f"DTMF {digit} received (SIP INFO)")
 
     async def run(
         self,
@@ -971,11 +1457,14 @@ class Call:
             self._early.cancel()
         if self.selected_offer is not None and not self.selected_offer.done():
             self.selected_offer.cancel()
+        for task in (self._info_sender, self._info_receiver):
+            if task is not None and not task.done():
+                task.cancel()
         if self.stream is not None:
             with contextlib.suppress(Exception):
-                self.final_stats = await self.stream.stop(
-                    "bye" if reason == "local-bye" else reason
-                )
+                last = await self.stream.stop("bye" if reason == "local-bye" else reason)
+                self.final_stats = _combined(self._earlier_stats, last)
+        self._close_audio_ends()
         if send_bye and self.sip is not None and not self.sip.ended.done():
             try:
                 ended = await self.sip.bye(timeout=10.0)
@@ -1041,6 +1530,7 @@ class Call:
                 "lost": s.packets_lost,
                 "jitter_ms": round(s.jitter_ms, 1),
                 "rtt_ms": None if s.rtt_ms is None else round(s.rtt_ms, 1),
+                "peer_received": self._reports.peer_received,
             }
         else:
             out["rtp"] = None

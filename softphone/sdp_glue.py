@@ -24,7 +24,7 @@ SDP documents. This module puts them together:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ice.candidate import Candidate
 from ice.sdp import (
@@ -242,6 +242,28 @@ class RemoteMedia:
     def codec_name(self) -> str:
         """``opus/48000/2``, ``PCMU/8000`` (the report's ``rtp.codec``)."""
         return str(self.codec)
+
+    @property
+    def dtmf_in_band(self) -> bool:
+        """Whether we send DTMF as RFC 4733 events: only when telephone-event was negotiated
+        at the audio codec's clock rate. The events share the audio's SSRC and timestamps, so
+        they must use its clock (RFC 4733 §2.1, "the same clock rate as the audio codec");
+        baresip answers opus/48000 with telephone-event/8000 alone, and events with 48 kHz
+        timestamps under an 8000 Hz payload type are wrong either way. Our offers list one
+        telephone-event per audio clock (:func:`audio_codecs`), so two softphones always
+        agree; otherwise the call falls back to SIP INFO (RFC 6086, ``dtmf-relay``)."""
+        event = self.telephone_event
+        return event is not None and event.clock_rate == self.codec.clock_rate
+
+    def session_telephone_event(self) -> CodecDescription | None:
+        """The telephone-event for the media session: as negotiated; at another clock than
+        the audio it is kept for receiving only (the peer's events are recognised by their
+        payload type; we send none, see :attr:`dtmf_in_band`), described at the audio's
+        clock."""
+        event = self.telephone_event
+        if event is None or self.dtmf_in_band:
+            return event
+        return replace(event, clock_rate=self.codec.clock_rate)
 
 
 def _description(codec: Codec, send_pt: int, receive_pt: int | None) -> CodecDescription:
