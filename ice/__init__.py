@@ -11,7 +11,8 @@ The public API, by layer:
 - candidates and SDP: :class:`Candidate`, :func:`parse_candidate` / :func:`format_candidate`,
   :class:`IceParameters`, :func:`parse_ice_attributes` / :func:`format_ice_attributes`;
 - the agent: :class:`Agent` (sans-I/O RFC 8445 full agent: check lists, nomination, consent),
-  gathering (:class:`CandidateGatherer`, :class:`GatherConfig`, :class:`TurnServer`), and the
+  gathering (:class:`CandidateGatherer`, :class:`GatherConfig`, :class:`TurnServer`,
+  :class:`CandidatePool` of sets gathered ahead of calls), and the
   asyncio shell :class:`IceConnection` whose :class:`ComponentTransport` hides whether the
   selected pair is direct or relayed;
 - NAT behaviour discovery (RFC 5780): :func:`discover_nat`, :class:`NatBehavior`.
@@ -35,6 +36,7 @@ from ice.candidate import Candidate, CandidateType, candidate_priority
 from ice.gather import CandidateGatherer, GatherConfig, TurnServer, gather_candidates
 from ice.interfaces import local_addresses
 from ice.nat import FilteringBehavior, MappingBehavior, NatBehavior, discover_nat
+from ice.pool import CandidatePool
 from ice.sdp import (
     IceAttributes,
     IceParameters,
@@ -57,6 +59,7 @@ __all__ = [
     "AgentState",
     "Candidate",
     "CandidateGatherer",
+    "CandidatePool",
     "CandidateType",
     "Completed",
     "ComponentTransport",

@@ -44,8 +44,8 @@ import logging
 import socket
 import ssl
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ice.candidate import Candidate, CandidateType
@@ -153,7 +153,7 @@ class GatherConfig:
     (local socket, server address) pair starts every ``ta`` seconds; the transactions to one
     server address from one socket (a Binding and an Allocate to a coturn serving both) share
     one binding and start together (RFC 8445 Appendix B.1 is about binding creation).
-    ``relay_only`` signals relayed
+    ``keepalive``: see the field.  ``relay_only`` signals relayed
     candidates only (host and server-reflexive ones are kept private: a "force relay" policy,
     RFC 8445 §5.1.1 lets an agent choose which candidates to gather).
     """
@@ -167,6 +167,11 @@ class GatherConfig:
     ta: float = DEFAULT_TA
     relay_only: bool = False
     software: str | None = None
+    keepalive: float | None = None
+    """Seconds between STUN Binding indications from each socket to each UDP server that
+    answered it (RFC 8489 §3: indications need no answer), keeping the NAT bindings behind
+    the server-reflexive candidates and the TURN 5-tuples alive while the candidates wait
+    for a call (a pre-gathered pool); None: none sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +309,8 @@ class CandidateGatherer:
         self._started = False
         self._complete = False
         self._external_pending: set[object] = set()
+        self._keepalive_at: float | None = None
+        self._last_start = 0.0
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -403,6 +410,8 @@ class CandidateGatherer:
 
     def get_timer(self) -> float | None:
         times: list[float] = []
+        if self._keepalive_at is not None:
+            times.append(self._keepalive_at)
         if self._pending_starts:
             times.append(self._slot(self._next_start))
         for b in self._bindings:
@@ -421,6 +430,8 @@ class CandidateGatherer:
 
     def handle_timer(self, now: float) -> None:
         self._start_due(now)
+        if self._keepalive_at is not None and now >= self._keepalive_at:
+            self._send_keepalives(now)
         for b in self._bindings:
             if b.transaction is None or b.done:
                 continue
@@ -501,8 +512,38 @@ class CandidateGatherer:
         if client is not None and client.state is TurnState.ALLOCATED:
             client.bind_channel(peer, now)
 
+    def drop_components(self, keep: int, now: float) -> list[Address]:
+        """Give up every component above ``keep`` (e.g. a set gathered for RTP and RTCP used
+        for an rtcp-mux call, RFC 5761): their candidates are forgotten, their transactions
+        cancelled and their TURN allocations released (RFC 8656 §8.1; the Refresh goes out
+        from their sockets, so keep those open a moment).  Returns those sockets."""
+        if keep < 1:
+            raise ValueError("keep at least component 1")
+        gone = [a for a, sock in self._sockets.items() if sock.component > keep]
+        if not gone:
+            return []
+        for local in gone:
+            del self._sockets[local]
+        for b in self._bindings:
+            if b.sock.local in gone and not b.done:
+                if b.transaction is not None:
+                    b.transaction.cancel()
+                b.done = True
+        for tu in self._turns:
+            if tu.sock.local in gone:
+                tu.done = True
+                tu.client.close(now)
+        for group in self._pending_starts:
+            group[:] = [item for item in group if item.sock.local not in gone]
+        self._pending_starts = deque(g for g in self._pending_starts if g)
+        self._candidates = [c for c in self._candidates if c.candidate.component <= keep]
+        self.config = replace(self.config, components=keep)
+        self._check_complete()
+        return gone
+
     def close(self, now: float) -> None:
         """Cancel what is running and release every TURN allocation (RFC 8656 §8.1)."""
+        self._keepalive_at = None
         for b in self._bindings:
             if b.transaction is not None:
                 b.transaction.cancel()
@@ -578,6 +619,7 @@ class CandidateGatherer:
                     item.deadline = now + cfg.turn_timeout
                     item.client.allocate(now)
                     logger.debug("TURN Allocate %s -> %s", item.sock.local, item.server.address)
+            self._last_start = now
             self._next_start = max(self._next_start + cfg.ta, now + cfg.ta)
             if self.pacer is not None:
                 self.pacer.take(now)
@@ -698,7 +740,33 @@ class CandidateGatherer:
             return
         if all(b.done for b in self._bindings) and all(t.done for t in self._turns):
             self._complete = True
+            if self.config.keepalive is not None and self._keepalive_at is None:
+                self._keepalive_at = self._last_start + self.config.keepalive
             self._events.append(GatheringComplete(tuple(self.signalled_candidates)))
+
+    def _keepalive_targets(self) -> list[tuple[Address, Address]]:
+        """(socket, server) of every UDP server that answered a socket, once each."""
+        targets: dict[tuple[Address, Address], None] = {}
+        for b in self._bindings:
+            tx = b.transaction
+            alive = b.sock.local in self._sockets
+            if alive and tx is not None and isinstance(tx.result, StunTransactionSucceeded):
+                targets[(b.sock.local, b.server)] = None
+        for tu in self._turns:
+            if tu.client.state is TurnState.ALLOCATED:
+                targets[(tu.sock.local, tu.client.server)] = None
+        return list(targets)
+
+    def _send_keepalives(self, now: float) -> None:
+        interval = self.config.keepalive
+        targets = self._keepalive_targets()
+        if interval is None or not targets:
+            self._keepalive_at = None
+            return
+        for local, server in targets:
+            indication = StunMessage(StunMethod.BINDING, StunClass.INDICATION)
+            self._outbox.append((indication.encode(fingerprint=True), local, server))
+        self._keepalive_at = now + interval
 
 
 # -- asyncio ---------------------------------------------------------------------------------
@@ -762,12 +830,91 @@ class AsyncGatherer:
         self._complete: asyncio.Event | None = None
         self._closed = False
         self._stream_allocs: dict[Address, TurnAllocation] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._stream_components: dict[Address, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task of ours (cancelled by :meth:`close`)."""
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @property
     def local_addresses(self) -> list[Address]:
         """The bound socket addresses."""
         return list(self._transports)
+
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
+
+    @property
+    def complete(self) -> bool:
+        """Gathering is complete (every server answered or timed out)."""
+        return self.core.complete
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def attach(
+        self,
+        *,
+        on_event: Callable[[GatherEvent], None] | None,
+        on_datagram: DatagramHandler | None,
+        on_relayed: DatagramHandler | None,
+    ) -> None:
+        """Hand a started gatherer (e.g. one from :class:`ice.pool.CandidatePool`) to a new
+        owner: its handlers replace the old ones, and ``on_event`` is given at once what
+        happened so far - a :class:`CandidateGathered` per signalled candidate, in gathering
+        order, then :class:`GatheringComplete` if gathering is complete - as if it had been
+        there from the start."""
+        self.on_event = on_event
+        self.on_datagram = on_datagram
+        self.on_relayed = on_relayed
+        if on_event is None:
+            return
+        candidates = self.core.signalled_candidates
+        for gc in candidates:
+            on_event(CandidateGathered(gc))
+        if self.core.complete:
+            on_event(GatheringComplete(tuple(candidates)))
+
+    def limit_components(self, components: int) -> None:
+        """Keep components 1..``components`` only (:meth:`CandidateGatherer.drop_components`):
+        the others' TURN allocations are released and their sockets closed once the server
+        confirmed (or after a few seconds)."""
+        if components >= self.config.components:
+            return
+        assert self._loop is not None, "start() first"
+        gone = self.core.drop_components(components, self._loop.time())
+        self.config = self.core.config
+        self._pump()
+        for relayed, component in list(self._stream_components.items()):
+            if component > components:
+                del self._stream_components[relayed]
+                alloc = self._stream_allocs.pop(relayed)
+                self._spawn(alloc.close())
+        if not gone:
+            return
+        self._spawn(self._close_sockets_later(gone))
+
+    async def _close_sockets_later(self, sockets: list[Address], timeout: float = 2.0) -> None:
+        """Close ``sockets`` once none of their TURN allocations is being released."""
+        assert self._loop is not None
+        deadline = self._loop.time() + timeout
+        try:
+            while self._loop.time() < deadline and any(
+                t.client.state is TurnState.CLOSING and t.sock.local in sockets
+                for t in self.core._turns
+            ):
+                await asyncio.sleep(0.02)
+        finally:
+            for local in sockets:
+                transport = self._transports.pop(local, None)
+                if transport is not None:
+                    transport.close()
 
     async def start(self) -> None:
         """Open the sockets, report host candidates, start the server transactions."""
@@ -801,9 +948,7 @@ class AsyncGatherer:
                 streams.append((key, server, component, family[0], pref))
         self.core.start(self._loop.time())
         for stream in streams:
-            task = self._loop.create_task(self._stream_turn(*stream))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._stream_turn(*stream))
         self._pump()
 
     async def _stream_turn(
@@ -832,6 +977,7 @@ class AsyncGatherer:
             return
         relayed = alloc.relayed_address
         self._stream_allocs[relayed] = alloc
+        self._stream_components[relayed] = component
         alloc.on_data = lambda data, peer: self._stream_data(data, relayed, peer)
         alloc.on_event = lambda event: self._stream_event(event, relayed)
         assert alloc.local_address is not None
@@ -931,9 +1077,7 @@ class AsyncGatherer:
         assert self._loop is not None
         stream = self._stream_allocs.get(relayed)
         if stream is not None:
-            task = self._loop.create_task(self._bind_stream_channel(stream, peer))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._bind_stream_channel(stream, peer))
             return
         self.core.bind_channel(relayed, peer, self._loop.time())
         self._pump()

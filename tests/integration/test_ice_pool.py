@@ -1,0 +1,208 @@
+"""ice.pool.CandidatePool on loopback, host-only and with coturn: sets ready ahead of time,
+handed out at once and refilled, too-old sets gathered again, components dropped for an
+rtcp-mux call, TURN allocations released on close, and a pooled set carrying a real ICE
+connection through the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+
+from ice.aio import IceConnection
+from ice.candidate import CandidateType
+from ice.gather import (
+    AsyncGatherer,
+    CandidateGathered,
+    GatherConfig,
+    GatherEvent,
+    GatheringComplete,
+    RelayLost,
+    TurnServer,
+)
+from ice.pool import CandidatePool
+from ice.turn import TurnState
+from tests.peers.coturn import Coturn
+
+LOOPBACK = ["127.0.0.1"]
+
+
+@pytest.fixture
+def turn(coturn_factory: Callable[..., Coturn]) -> Coturn:
+    return coturn_factory(tls=False)
+
+
+def turn_config(server: Coturn, **options: object) -> GatherConfig:
+    user = "alice"
+    cfg = GatherConfig(
+        stun_servers=[server.stun_address],
+        turn_servers=[TurnServer(server.turn_address(), user, server.users[user])],
+    )
+    return dataclasses.replace(cfg, **options)  # type: ignore[arg-type]
+
+
+def turn_states(g: AsyncGatherer) -> dict[int, TurnState]:
+    return {t.sock.component: t.client.state for t in g.core._turns}
+
+
+async def adopt(conn: IceConnection, gatherer: AsyncGatherer) -> None:
+    """What ``IceConnection(..., gatherer=gatherer)`` is to do (ice/aio.py belongs to another
+    change): take the pooled gatherer instead of its own, and have its candidates replayed."""
+    loop = asyncio.get_running_loop()
+    conn.gatherer = gatherer
+    conn._gathering_started = True
+    conn._loop = loop
+    conn._connected = loop.create_future()
+    gatherer.attach(
+        on_event=conn._on_gather_event,
+        on_datagram=conn._on_socket_datagram,
+        on_relayed=conn._on_relayed_datagram,
+    )
+
+
+async def test_host_only_pool_hands_out_ready_sets_and_refills() -> None:
+    pool = CandidatePool(GatherConfig(components=2), size=2, refill_delay=0, addresses=LOOPBACK)
+    assert pool.take() is None  # not started: nothing
+    await pool.start()
+    try:
+        await pool.wait_ready(timeout=5)
+        assert pool.ready == 2
+        first = pool.take()
+        second = pool.take(components=1)
+        assert pool.ready == 0 and pool.stats().gathering == 2  # refilling now
+        assert first is not None and second is not None and first is not second
+        assert first.complete and not first.closed
+        assert sorted(c.candidate.component for c in first.core.signalled_candidates) == [1, 2]
+        assert [c.candidate.component for c in second.core.signalled_candidates] == [1]
+        assert await _closes_soon(second)  # component 2's socket
+        await pool.wait_ready(timeout=5)
+        stats = pool.stats()
+        assert stats.taken == 2 and stats.gathered >= 4
+        with pytest.raises(ValueError):
+            pool.take(components=3)
+        await first.close()
+        await second.close()
+    finally:
+        await pool.close()
+    assert pool.ready == 0 and pool.take() is None
+
+
+async def _closes_soon(g: AsyncGatherer) -> bool:
+    for _ in range(200):
+        if len(g.local_addresses) == 1:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def test_attach_replays_the_candidates_to_the_new_owner() -> None:
+    pool = CandidatePool(GatherConfig(), addresses=LOOPBACK)
+    await pool.start()
+    try:
+        await pool.wait_ready(timeout=5)
+        g = pool.take()
+        assert g is not None
+        seen: list[GatherEvent] = []
+        g.attach(on_event=seen.append, on_datagram=None, on_relayed=None)
+        assert [type(e) for e in seen] == [CandidateGathered, GatheringComplete]
+        first = seen[0]
+        assert isinstance(first, CandidateGathered)
+        assert first.local.candidate.type is CandidateType.HOST
+        assert await g.wait_complete(1) == g.core.signalled_candidates
+        await g.close()
+    finally:
+        await pool.close()
+
+
+async def test_too_old_sets_are_gathered_again() -> None:
+    pool = CandidatePool(GatherConfig(), max_age=0.2, addresses=LOOPBACK)
+    await pool.start()
+    try:
+        await pool.wait_ready(timeout=5)
+        old = pool._ready[0].gatherer
+        for _ in range(300):
+            if pool.stats().expired and pool.ready:
+                break
+            await asyncio.sleep(0.01)
+        assert pool.stats().expired >= 1 and pool.ready == 1
+        assert pool._ready[0].gatherer is not old
+        for _ in range(100):
+            if old.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert old.closed
+    finally:
+        await pool.close()
+
+
+async def test_a_set_that_lost_its_allocation_is_replaced() -> None:
+    pool = CandidatePool(GatherConfig(), addresses=LOOPBACK)
+    await pool.start()
+    try:
+        await pool.wait_ready(timeout=5)
+        entry = pool._ready[0]
+        handler = entry.gatherer.on_event
+        assert handler is not None
+        handler(RelayLost(("192.0.2.1", 1), "test"))  # as the gatherer reports a lost one
+        assert pool.ready == 0
+        await pool.wait_ready(timeout=5)
+        assert pool._ready[0] is not entry
+    finally:
+        await pool.close()
+
+
+async def test_pool_with_coturn_keeps_allocations_and_releases_them(turn: Coturn) -> None:
+    pool = CandidatePool(turn_config(turn, components=2), size=2, addresses=LOOPBACK)
+    await pool.start()
+    try:
+        await pool.wait_ready(timeout=10)
+        sets = [e.gatherer for e in pool._ready]
+        for g in sets:
+            types = sorted(c.candidate.type.value for c in g.core.signalled_candidates)
+            assert types == ["host", "host", "relay", "relay"]  # srflx = host on loopback
+            assert turn_states(g) == {1: TurnState.ALLOCATED, 2: TurnState.ALLOCATED}
+            assert g.config.keepalive is not None
+        taken = pool.take(components=1)
+        assert taken is sets[0]
+        # component 2's allocation is released at once, component 1's kept
+        for _ in range(200):
+            if turn_states(taken)[2] is TurnState.CLOSED:
+                break
+            await asyncio.sleep(0.01)
+        assert turn_states(taken) == {1: TurnState.ALLOCATED, 2: TurnState.CLOSED}
+        await taken.close()
+        assert turn_states(taken)[1] is TurnState.CLOSED
+    finally:
+        await pool.close()
+    # closing the pool released the set still in it (Refresh with LIFETIME 0 answered)
+    assert turn_states(sets[1]) == {1: TurnState.CLOSED, 2: TurnState.CLOSED}
+    assert sets[1].closed
+
+
+async def test_a_pooled_relay_set_carries_an_ice_connection(turn: Coturn) -> None:
+    pool = CandidatePool(turn_config(turn, relay_only=True), addresses=LOOPBACK)
+    await pool.start()
+    a = IceConnection(True, bind="127.0.0.1", gather=turn_config(turn, relay_only=True))
+    b = IceConnection(False, bind="127.0.0.1")
+    try:
+        await pool.wait_ready(timeout=10)
+        pooled = pool.take(components=1)
+        assert pooled is not None
+        await adopt(a, pooled)
+        assert [c.type for c in a.local_candidates] == [CandidateType.RELAYED]
+        await b.gather(timeout=5)
+        a.set_remote(b.local_ufrag, b.local_pwd, b.local_candidates)
+        b.set_remote(a.local_ufrag, a.local_pwd, a.local_candidates)
+        await asyncio.gather(a.connect(10), b.connect(10))
+        assert a.transport(1).relayed and b.transport(1).relayed
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+        b.transport(1).on_receive = got.put_nowait
+        assert a.transport(1).send(b"through a pooled relay")
+        assert await asyncio.wait_for(got.get(), 5) == b"through a pooled relay"
+    finally:
+        await a.close()
+        await b.close()
+        await pool.close()
+    assert pooled.closed  # the connection closed the set it took
