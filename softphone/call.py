@@ -126,6 +126,9 @@ class MediaOptions:
     media_timeout: float | None = 30.0
     #: ICE components in our offers: 2 (RTP and RTCP candidates, with a=rtcp-mux) or 1.
     offer_components: int = 2
+    #: Send the INVITE without SDP (RFC 3261 §13.2.1 "late offer"): the peer offers in its
+    #: 2xx and our answer goes in the ACK.
+    late_offer: bool = False
     #: RTCP report interval (RFC 3550 §6.2; randomised 0.5-1.5x by the media session).
     rtcp_interval: float = 5.0
     #: Passed to :class:`ice.agent.Agent` (``consent_interval``, ``timeout`` ...).
@@ -494,6 +497,11 @@ class Call:
         self._early: asyncio.Future[None] | None = None  # media on a 183's answer (caller)
         self._early_sdp: bytes | None = None
         self._prepared: tuple[LocalTransport, bytes] | None = None  # callee: our answer
+        #: Late offer (an INVITE without SDP): the callee offers in its 2xx and the answer
+        #: comes in the ACK; a late-offer caller answers the 2xx's offer in its ACK.
+        self.late_offer = False
+        self._late_transport: LocalTransport | None = None
+        self._late_error: str | None = None
         #: The updated offer with the selected candidates (controlling agent, RFC 8839 §4.4.1.2).
         self.selected_offer: asyncio.Future[str | None] | None = None
         self.on_hold = False
@@ -561,20 +569,34 @@ class Call:
         try:
             # RTP and RTCP candidates with a=rtcp-mux: an answerer without rtcp-mux still finds
             # an RTCP candidate (RFC 5761 §5.1.3); one that accepts it drops component 2.
+            self.late_offer = self.options.late_offer
+            # the initial offerer is the controlling agent (RFC 8445 §6.1.1, RFC 8839 §3):
+            # with a late offer that is the callee
             transport = await self._local_transport(
-                controlling=True, components=self.options.offer_components
+                controlling=not self.late_offer, components=self.options.offer_components
             )
-            self.oa = new_offer_answer(local_media(self.account.codecs, transport), transport)
-            offer = self.oa.create_offer().to_bytes()
+            offer = b""
+            if self.late_offer:
+                self._late_transport = transport
+            else:
+                self.oa = new_offer_answer(local_media(self.account.codecs, transport), transport)
+                offer = self.oa.create_offer().to_bytes()
             self.sip = self.ua.start_call(target, offer)
             self._handle_reoffers()
-            self.progress(f"calling {target}")
+            self.progress(f"calling {target}" + (" (INVITE without SDP)" if not offer else ""))
             answer = await self._wait_answer(self.sip, transport)
             self._answered_at = time.monotonic()
             self.setup_ms = (self._answered_at - self._started) * 1000
             self.sip_status = 200
             self.progress(f"answered (200) after {self.setup_ms:.0f} ms")
-            if self._early is not None:
+            if self.late_offer:
+                # the 2xx carried the offer, answered in our ACK (_answer_late_offer)
+                if self._late_error is not None or self.remote is None:
+                    why = self._late_error or "the 2xx carried no offer"
+                    raise CallFailed(f"unusable offer in the 2xx: {why}", 488, "bad-answer")
+                assert self._late_transport is not None
+                await self._connect_media(self._late_transport)
+            elif self._early is not None:
                 # RFC 3261 §13.2.1: the 183's SDP was the answer; the 2xx repeats it (or has
                 # none). The media started on the early dialog goes on, no restart (RFC 3960).
                 await self._early
@@ -640,7 +662,7 @@ class Call:
                     if not rang:
                         rang = True
                         self.progress(f"ringing ({ev.status})")
-                    if ev.sdp is not None and self._early is None:
+                    if ev.sdp is not None and self._early is None and not self.late_offer:
                         self._early_sdp = ev.sdp
                         self._early = asyncio.ensure_future(self._early_media(ev.sdp, transport))
                 seen = len(call.events)
@@ -690,6 +712,12 @@ class Call:
         transport, answer = await self._prepare(incoming)
         if incoming.ended.done():
             raise CallFailed("the caller gave up", 487, "cancelled")
+        if self.late_offer:
+            # an offer in an unreliable 183 is not allowed (RFC 3261 §13.3.1.1, RFC 3262):
+            # ring without SDP; the offer goes in the 2xx
+            incoming.ring()
+            self.progress("ringing (no early media: the INVITE had no offer)")
+            return
         incoming.ring(answer)  # 183 with SDP
         self.progress("early media (183 with SDP)")
         self._early = asyncio.ensure_future(self._connect_media(transport))
@@ -703,8 +731,19 @@ class Call:
         self.sip_status = 200
         self._answered_at = time.monotonic()
         self.setup_ms = (self._answered_at - self._started) * 1000
-        self.progress("answered")
-        if self._early is not None:
+        self.progress(
+            "answered" + (" with an offer (the INVITE had none)" if self.late_offer else "")
+        )
+        if self.late_offer:
+            try:
+                ack_sdp = await incoming.wait_confirmed(self.options.answer_timeout)
+            except (CallError, TimeoutError) as exc:
+                raise CallFailed(f"no ACK with the answer: {exc!r}", 408, "bad-answer") from exc
+            if not ack_sdp:
+                raise CallFailed("the ACK carried no answer to our offer", 488, "bad-answer")
+            self._take_answer(ack_sdp)
+            await self._connect_media(transport)
+        elif self._early is not None:
             await self._early  # the media started on the early dialog goes on
         else:
             await self._connect_media(transport)
@@ -718,6 +757,8 @@ class Call:
         self._handle_reoffers()
         self._started = time.monotonic()
         offer = incoming.offer or b""
+        if not offer.strip():
+            return await self._prepare_offer_in_2xx()
         try:
             info = inspect_offer(offer)
         except (SdpGlueError, SdpParseError) as exc:
@@ -745,6 +786,18 @@ class Call:
             self.sip_status = 488
             raise CallFailed(f"cannot answer the offer: {exc}", 488, "rejected") from exc
         self._prepared = (transport, answer.to_bytes())
+        return self._prepared
+
+    async def _prepare_offer_in_2xx(self) -> tuple[LocalTransport, bytes]:
+        """An INVITE without SDP (late offer, RFC 3261 §13.3.1): we make the offer, sent in
+        the 2xx, and the answer comes in the ACK. As the initial offerer we are the
+        controlling ICE agent (RFC 8445 §6.1.1)."""
+        self.late_offer = True
+        transport = await self._local_transport(
+            controlling=True, components=self.options.offer_components
+        )
+        self.oa = new_offer_answer(local_media(self.account.codecs, transport), transport)
+        self._prepared = (transport, self.oa.create_offer().to_bytes())
         return self._prepared
 
     # -- transports -----------------------------------------------------------------------------
@@ -988,6 +1041,8 @@ class Call:
         """Our answer to a re-offer, with its effect applied to the media (None: keep the
         previous description, e.g. when the offer cannot be used)."""
         if self.oa is None:
+            if self.late_offer and self._late_transport is not None:
+                return self._answer_late_offer(offer)
             return None
         try:
             if not self._follow_ice_restart(offer):
@@ -1005,6 +1060,41 @@ class Call:
             return None
         if remote is not None and audio is not None:
             self._apply_negotiation(remote, audio.direction.receives, audio.direction.sends)
+        return answer.to_bytes()
+
+    def _answer_late_offer(self, offer: bytes) -> bytes:
+        """Our INVITE had no SDP: the 2xx carries the offer, answered in the ACK (RFC 3261
+        §13.2.1, RFC 3264 §6). The candidates were gathered before the INVITE (the answer is
+        built synchronously here); with rtcp-mux offered only the RTP component's are
+        signalled. A peer without ICE is reached from our default candidate. A failure
+        leaves the ACK without a body; :meth:`dial` then hangs up."""
+        local = self._late_transport
+        assert local is not None
+        try:
+            info = inspect_offer(offer)
+            if self.ice is not None and local.ice is not None:
+                components = 1 if info.rtcp_mux else self.ice.agent.components
+                candidates = [c for c in local.candidates if c.component <= components]
+                local = LocalTransport.from_ice(
+                    local.ice.ufrag, local.ice.pwd, candidates, components
+                )
+                local.mismatch = info.mismatch
+                local.announce = info.ice is not None
+            self.oa = new_offer_answer(local_media(self.account.codecs, local), local)
+            answer, negotiation = self.oa.process_offer(offer)
+            audio = negotiation.audio
+            if audio is None:
+                raise SdpGlueError("no common codec")
+            remote = read_negotiation(audio)
+        except ValueError as exc:  # OfferAnswerError, SdpGlueError, SdpParseError ...
+            log.warning("cannot answer the offer in the 2xx: %s", exc)
+            self._late_error = str(exc)
+            return b""
+        if info.mismatch:  # answered with a=ice-mismatch: no ICE (RFC 8839 §5.1)
+            remote = dataclasses.replace(remote, ice=None)
+        self.remote = remote
+        self._sends, self._receives = audio.direction.sends, audio.direction.receives
+        self._late_transport = local
         return answer.to_bytes()
 
     def _follow_ice_restart(self, offer: bytes) -> bool:

@@ -101,6 +101,9 @@ class LocalTransport:
     ice: IceParameters | None = None
     candidates: list[Candidate] = field(default_factory=list)
     mismatch: bool = False
+    #: Signal the ICE attributes (False: a peer that offered no ICE gets plain c=/m= at our
+    #: default candidate, RFC 8445 §1 fallback).
+    announce: bool = True
 
     @classmethod
     def from_ice(
@@ -140,7 +143,7 @@ def local_media(
     attributes: list[Attribute] = []
     if transport.mismatch:
         attributes.append(Attribute("ice-mismatch"))
-    elif transport.ice is not None:
+    elif transport.ice is not None and transport.announce:
         _, media_attrs = format_ice_attributes(transport.ice, transport.candidates)
         attributes.extend(Attribute(name, value) for name, value in media_attrs)
     rtcp_address, rtcp_port = transport.rtcp if transport.rtcp else (None, None)
@@ -159,7 +162,7 @@ def new_offer_answer(media: LocalMedia, transport: LocalTransport) -> OfferAnswe
     """An offer/answer machine for one audio stream (``a=ice-lite`` would go at session
     level, RFC 8839 §5.3; we are a full agent, so there is nothing there today)."""
     session: list[Attribute] = []
-    if transport.ice is not None and not transport.mismatch:
+    if transport.ice is not None and transport.announce and not transport.mismatch:
         session_attrs, _ = format_ice_attributes(transport.ice)
         session = [Attribute(name, value) for name, value in session_attrs]
     return OfferAnswer([media], username="softphone", session_attributes=session)
