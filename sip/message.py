@@ -28,6 +28,7 @@ import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import compress
 
 from sip.headers import CSeq, Via
 from sip.uri import NameAddr, SipParseError, SipURI, is_token, split_commas
@@ -126,43 +127,48 @@ class Headers:
     in canonical capitalization (unknown names as first seen).  ``items()`` lists header lines in
     order; ``get_all()`` additionally splits list-valued headers (Via, Contact, Route, Allow ...) at
     top-level commas, i.e. not inside quoted strings or ``<>``.
+
+    The lines are kept in three parallel lists (lookup key, name, value): the parser fills them
+    with C-level ``map``/slicing, and a lookup is a C-level ``list.index`` over the keys (a SIP
+    message has a few dozen lines at most, so no index dict is worth building).
     """
 
-    __slots__ = ("_first", "_items")
+    __slots__ = ("_keys", "_names", "_values")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str, str]] = []  # (lookup key, name, value)
-        self._first: dict[str, str] | None = None  # key -> first line's value; None: stale
+        self._keys: list[str] = []  # lookup key per line (lower-case long form)
+        self._names: list[str] = []  # canonical name per line
+        self._values: list[str] = []
         for name, value in items:
             self.add(name, value)
 
     @classmethod
-    def _from_parsed(
-        cls, items: list[tuple[str, str, str]], first: dict[str, str] | None = None
-    ) -> Headers:
+    def _from_parsed(cls, keys: list[str], names: list[str], values: list[str]) -> Headers:
         headers = cls.__new__(cls)
-        headers._items = items
-        headers._first = first
+        headers._keys = keys
+        headers._names = names
+        headers._values = values
         return headers
 
-    def _first_values(self) -> dict[str, str]:
-        first = self._first
-        if first is None:
-            # reversed, so the first line of each name is the one that stays
-            first = self._first = {key: value for key, _, value in reversed(self._items)}
-        return first
+    def _first(self, key: str) -> str | None:
+        """The value of the first line with lookup key ``key`` (unsplit), or None."""
+        keys = self._keys
+        if key in keys:
+            return self._values[keys.index(key)]
+        return None
 
-    def _values(self, key: str) -> list[str]:
-        return [value for k, _, value in self._items if k == key]
+    def _lines_of(self, key: str) -> list[str]:
+        return [value for k, value in zip(self._keys, self._values, strict=True) if k == key]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name`` (the first list element for list-valued headers)."""
         key = _KEYS.get(name) or _name_info(name)[0]
-        value = self._first_values().get(key)
-        if value is None:
+        keys = self._keys
+        if key not in keys:
             return default
+        value = self._values[keys.index(key)]
         if key in _LIST_HEADERS and ("," in value or not value):
-            for line in self._values(key):
+            for line in self._lines_of(key):
                 elements = split_commas(line)
                 if elements:
                     return elements[0]
@@ -172,12 +178,9 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in order; list-valued lines are split at top-level commas."""
         key = _KEYS.get(name) or _name_info(name)[0]
-        first = self._first
-        if first is None:
-            first = self._first_values()
-        if key not in first:
+        if key not in self._keys:
             return []
-        values = [value for k, _, value in self._items if k == key]
+        values = self._lines_of(key)
         if key in _LIST_HEADERS:
             out: list[str] = []
             for value in values:
@@ -193,78 +196,89 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a header line."""
         key, canonical = _name_info(name)
-        self._items.append((key, canonical, value))
-        self._first = None
+        self._keys.append(key)
+        self._names.append(canonical)
+        self._values.append(value)
 
     def set(self, name: str, value: str) -> None:
         """Replace every ``name`` line by one line (at the position of the first, else appended)."""
         key, canonical = _name_info(name)
-        out: list[tuple[str, str, str]] = []
-        done = False
-        for item in self._items:
-            if item[0] == key:
-                if not done:
-                    out.append((key, canonical, value))
-                    done = True
-            else:
-                out.append(item)
-        if not done:
-            out.append((key, canonical, value))
-        self._items = out
-        self._first = None
+        keys = self._keys
+        if key not in keys:
+            self.add(name, value)
+            return
+        first = keys.index(key)
+        self._names[first] = canonical
+        self._values[first] = value
+        if key in keys[first + 1 :]:
+            self._keep([i == first or k != key for i, k in enumerate(keys)])
 
     def remove(self, name: str) -> None:
         """Remove every ``name`` line (no error if there is none)."""
         key = _name_info(name)[0]
-        self._items = [item for item in self._items if item[0] != key]
-        self._first = None
+        if key in self._keys:
+            self._keep([k != key for k in self._keys])
+
+    def _keep(self, keep: list[bool]) -> None:
+        self._keys = list(compress(self._keys, keep))
+        self._names = list(compress(self._names, keep))
+        self._values = list(compress(self._values, keep))
 
     def count(self, name: str) -> int:
         """Number of header *lines* named ``name``."""
-        return len(self._values(_name_info(name)[0]))
+        return self._keys.count(_name_info(name)[0])
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        return _name_info(name)[0] in self._first_values()
+        return _name_info(name)[0] in self._keys
 
     def items(self) -> list[tuple[str, str]]:
         """(name, value) per header line, in order."""
-        return [(name, value) for _, name, value in self._items]
+        return list(zip(self._names, self._values, strict=True))
 
     def copy(self) -> Headers:
-        return Headers._from_parsed(list(self._items))
+        return Headers._from_parsed(self._keys[:], self._names[:], self._values[:])
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self.items())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._keys)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
-        return [(k, v) for k, _, v in self._items] == [(k, v) for k, _, v in other._items]
+        return self._keys == other._keys and self._values == other._values
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"Headers({self.items()!r})"
 
-    def _lines(self, body_length: int) -> list[str]:
-        """Header lines for the wire: one Content-Length equal to ``body_length`` (§18.3)."""
-        cl = f"Content-Length: {body_length}"
-        lines = [
-            cl if key == "content-length" else f"{name}: {value}"
-            for key, name, value in self._items
-        ]
-        count = lines.count(cl)  # only Content-Length lines can read "Content-Length: ..."
-        if count == 0:
-            lines.append(cl)
-        elif count > 1:
-            first = lines.index(cl)
-            lines = lines[: first + 1] + [line for line in lines[first + 1 :] if line != cl]
-        return lines
+    def _section(self, body_length: int) -> str:
+        """The header lines for the wire, CRLF-joined, with one Content-Length equal to
+        ``body_length`` (§18.3) in place of the first one (or appended)."""
+        names = self._names
+        values = self._values
+        keys = self._keys
+        cl = str(body_length)
+        count = keys.count("content-length")
+        if count != 1 or values[keys.index("content-length")] != cl:
+            names = names[:]
+            values = values[:]
+            if count == 0:
+                names.append("Content-Length")
+                values.append(cl)
+            else:
+                first = keys.index("content-length")
+                names[first] = "Content-Length"
+                values[first] = cl
+                if count > 1:
+                    keep = [i <= first or k != "content-length" for i, k in enumerate(keys)]
+                    names = list(compress(names, keep))
+                    values = list(compress(values, keep))
+        return "\r\n".join(map(": ".join, zip(names, values, strict=False)))
 
 
 # --- messages -----------------------------------------------------------------------------------
@@ -278,7 +292,7 @@ class _MessageFields:
     def _single(self, key: str, name: str) -> str:
         """The first value of a header (``key`` is its lookup key); SipParseError if missing."""
         headers = self.headers
-        value = headers._first_values().get(key)
+        value = headers._first(key)
         if value is None or (key in _LIST_HEADERS and ("," in value or not value)):
             value = headers.get(name)
             if value is None:
@@ -321,10 +335,9 @@ class _MessageFields:
         return list(map(NameAddr.parse, values))
 
 
-def _encode(lines: list[str], body: bytes) -> bytes:
-    lines.append("")
-    lines.append("")
-    return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+def _encode(start_line: str, headers: Headers, body: bytes) -> bytes:
+    text = f"{start_line}\r\n{headers._section(len(body))}\r\n\r\n"
+    return text.encode("utf-8", "surrogateescape") + body
 
 
 @dataclass
@@ -339,9 +352,7 @@ class Request(_MessageFields):
 
     def to_bytes(self) -> bytes:
         """Request-Line, headers, ``Content-Length: len(body)``, CRLF, body."""
-        lines = [f"{self.method} {self.uri} {self.version}"]
-        lines.extend(self.headers._lines(len(self.body)))
-        return _encode(lines, self.body)
+        return _encode(f"{self.method} {self.uri} {self.version}", self.headers, self.body)
 
     @property
     def request_uri(self) -> SipURI:
@@ -359,9 +370,7 @@ class Response(_MessageFields):
     version: str = "SIP/2.0"
 
     def to_bytes(self) -> bytes:
-        lines = [f"{self.version} {self.status:03d} {self.reason}"]
-        lines.extend(self.headers._lines(len(self.body)))
-        return _encode(lines, self.body)
+        return _encode(f"{self.version} {self.status:03d} {self.reason}", self.headers, self.body)
 
 
 # --- parsing ------------------------------------------------------------------------------------
@@ -402,11 +411,11 @@ _HEADER_SPLIT_RE = re.compile(r"\r\n([^:\r\n]+):[ \t]*")
 
 def _parse_header_section(
     head: str,
-) -> tuple[str, list[tuple[str, str, str]], dict[str, str], list[str]] | None:
+) -> tuple[str, list[str], list[str], list[str], list[str]] | None:
     """Fast path for a CRLF header section without folding or trailing LWS.
 
-    Returns (start line, items, first value per key, Content-Length values), or None when the
-    section needs the general line-by-line parser.
+    Returns (start line, keys, names, values, Content-Length values), or None when the section
+    needs the general line-by-line parser.
     """
     if " \r\n" in head or ("\t" in head and "\t\r\n" in head) or head[-1] in " \t\r\n":
         return None  # trailing LWS to strip (a one-character search for TAB is cheap)
@@ -430,18 +439,16 @@ def _parse_header_section(
                 keys[i] = key
                 canonical[i] = canonical_name
     values = parts[2::2]
-    items = list(zip(keys, canonical, values, strict=True))
-    first = dict(zip(reversed(keys), reversed(values), strict=True))  # the first line wins
     cl_count = keys.count("content-length")
     if cl_count == 0:
         cl_values = []
     elif cl_count == 1:
-        cl_values = [first["content-length"]]
+        cl_values = [values[keys.index("content-length")]]
     else:
         cl_values = [
             value for key, value in zip(keys, values, strict=True) if key == "content-length"
         ]
-    return parts[0], items, first, cl_values  # type: ignore[return-value]
+    return parts[0], keys, canonical, values, cl_values  # type: ignore[return-value]
 
 
 def _parse_header_lines(lines: list[str]) -> list[tuple[str, str, str]]:
@@ -499,8 +506,8 @@ def parse_message(data: bytes) -> Request | Response:
         # Fast path; it accepts only a section without bare LFs, so the CRLFCRLF found is the end.
         parsed = _parse_header_section(data[start:head_end].decode("utf-8", "surrogateescape"))
     if parsed is not None:
-        first, items, first_values, cl_values = parsed
-        headers = Headers._from_parsed(items, first_values)
+        first, keys, names, values, cl_values = parsed
+        headers = Headers._from_parsed(keys, names, values)
         body_start = head_end + 4
     else:
         start, head_end, body_start = _split_head(data)
@@ -514,7 +521,9 @@ def parse_message(data: bytes) -> Request | Response:
         if first[-1:] == "\r":
             first = first[:-1]
         items = _parse_header_lines(lines[1:])
-        headers = Headers._from_parsed(items)
+        headers = Headers._from_parsed(
+            [item[0] for item in items], [item[1] for item in items], [item[2] for item in items]
+        )
         cl_values = [value for key, _, value in items if key == "content-length"]
     rest = data[body_start:]
     if cl_values:
@@ -685,25 +694,22 @@ def make_response(
     when given and To has no tag yet.  Other headers (Contact, Record-Route for dialog-creating
     responses per §12.1.1, Allow, Supported ...) are the caller's business.
     """
-    items: list[tuple[str, str, str]] = []
-    for item in request.headers._items:
-        if item[0] in ("via", "from", "call-id", "cseq"):
-            items.append(item)
-        elif item[0] == "to":
-            key, name, value = item
-            if to_tag is not None:
-                try:
-                    has_tag = NameAddr.parse(value).tag is not None
-                except SipParseError:
-                    has_tag = ";tag=" in value.replace(" ", "").lower()
-                if not has_tag:
-                    value = f"{value};tag={to_tag}"
-            items.append((key, name, value))
-    return Response(
-        status,
-        reason if reason is not None else reason_phrase(status),
-        Headers._from_parsed(items),
-    )
+    headers = Headers()
+    source = request.headers
+    for key, name, value in zip(source._keys, source._names, source._values, strict=True):
+        if key not in ("via", "from", "to", "call-id", "cseq"):
+            continue
+        if key == "to" and to_tag is not None:
+            try:
+                has_tag = NameAddr.parse(value).tag is not None
+            except SipParseError:
+                has_tag = ";tag=" in value.replace(" ", "").lower()
+            if not has_tag:
+                value = f"{value};tag={to_tag}"
+        headers._keys.append(key)
+        headers._names.append(name)
+        headers._values.append(value)
+    return Response(status, reason if reason is not None else reason_phrase(status), headers)
 
 
 def new_branch() -> str:

@@ -29,11 +29,14 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import compress, repeat
+from operator import attrgetter
 
 __all__ = [
     "STATIC_PAYLOAD_TYPES",
     "Attribute",
     "Bandwidth",
+    "CandidateAttribute",
     "Codec",
     "Connection",
     "Direction",
@@ -48,7 +51,6 @@ __all__ = [
 ]
 
 CRLF = "\r\n"
-_UINT = re.compile(r"[0-9]{1,30}")
 _LINE_SPLIT = re.compile(r"\r\n|\r|\n")
 
 
@@ -58,7 +60,7 @@ class SdpParseError(ValueError):
 
 def _uint(text: str, what: str) -> int:
     """Parse a non-negative decimal integer (ASCII digits only, unlike :func:`int`)."""
-    # same set as _UINT: str.isdigit() alone would also accept non-ASCII digits
+    # str.isdigit() alone would also accept non-ASCII digits
     if not (text.isdigit() and text.isascii() and len(text) <= 30):
         raise SdpParseError(f"{what}: expected a non-negative integer, got {text[:40]!r}")
     return int(text)
@@ -296,7 +298,7 @@ class Codec:
         )
 
     def with_fmtp(self, fmtp: str | None) -> Codec:
-        return Codec(self.name, self.clock_rate, self.channels, fmtp)
+        return _new_codec(self.name, self.clock_rate, self.channels, fmtp)
 
     def __str__(self) -> str:
         return self.encoding
@@ -304,14 +306,36 @@ class Codec:
     @classmethod
     def parse_encoding(cls, text: str, fmtp: str | None = None) -> Codec | None:
         """Parse ``<name>/<clock rate>[/<channels>]``; None when malformed."""
+        m = _ENCODING_RE.fullmatch(text)
+        if m is not None:  # the usual form; what the general code below gives
+            name, rate, channels = m.groups()
+            return _new_codec(name, int(rate), 1 if channels is None else int(channels), fmtp)
         parts = text.strip().split("/")
         if len(parts) not in (2, 3) or not parts[0]:
             return None
-        rate = _opt_uint(parts[1])
-        channels = _opt_uint(parts[2]) if len(parts) == 3 else 1
-        if rate is None or channels is None:
+        rate_number = _opt_uint(parts[1])
+        channel_count = _opt_uint(parts[2]) if len(parts) == 3 else 1
+        if rate_number is None or channel_count is None:
             return None
-        return cls(parts[0], rate, channels, fmtp)
+        return cls(parts[0], rate_number, channel_count, fmtp)
+
+
+# ``name/rate[/channels]`` without surrounding whitespace: split("/") and _opt_uint agree with it.
+_ENCODING_RE = re.compile(r"([^/\s]++)/([0-9]{1,30}+)(?:/([0-9]{1,30}+))?")
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
+def _new_codec(name: str, clock_rate: int, channels: int, fmtp: str | None) -> Codec:
+    """``Codec(name, clock_rate, channels, fmtp)`` without the frozen dataclass's per-field
+    ``object.__setattr__`` calls (the codecs() hot path; a test checks the result is equal)."""
+    codec = _new_object(Codec)
+    _set_attribute(
+        codec,
+        "__dict__",
+        {"name": name, "clock_rate": clock_rate, "channels": channels, "fmtp": fmtp},
+    )
+    return codec
 
 
 def parse_fmtp_params(fmtp: str | None) -> dict[str, str]:
@@ -389,6 +413,149 @@ class RtcpAttribute:
         return cls(port, parts[3], parts[2], parts[1])
 
 
+_ICE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+_MAX_PRIORITY = 2**31 - 1  # RFC 8445 §5.1.2.1
+# The usual a=candidate form: single spaces, ASCII fields.  The optional raddr/rport groups are
+# possessive so that a malformed "rport" is never re-read as an extension pair (the general
+# parser rejects it); the range checks are the general parser's.
+_CANDIDATE_RE = re.compile(
+    r"([A-Za-z0-9+/]{1,32}+) ([0-9]{1,3}+) ([!-~]++) ([0-9]{1,10}+) ([!-~]++) ([0-9]{1,5}+)"
+    r" typ ([!-~]++)(?: raddr ([!-~]++))?+(?: rport ([!-~]++))?+((?: [!-~]++ [!-~]++)*+)"
+)
+
+
+@dataclass(slots=True)
+class CandidateAttribute:
+    """``a=candidate`` (RFC 8839 §5.1): one ICE candidate as the SDP grammar spells it.
+
+    ``foundation component transport priority address port typ <type> [raddr <address>]
+    [rport <port>] *(<extension name> <extension value>)``.  ``transport`` and ``type`` are kept
+    as written (RFC 8839 compares them case-insensitively); ``address`` may be an IP address or
+    a host name (an mDNS ``.local`` name, RFC 8839 §5.1).  Extensions (``generation 0``,
+    ``tcptype active`` of RFC 6544 ...) are kept in order.  What the candidate means belongs to
+    the ``ice`` package; this is only its parsed SDP form.
+    """
+
+    foundation: str
+    component: int
+    transport: str
+    priority: int
+    address: str
+    port: int
+    type: str
+    related_address: str | None = None
+    related_port: int | None = None
+    extensions: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        parts = [
+            self.foundation,
+            str(self.component),
+            self.transport,
+            str(self.priority),
+            self.address,
+            str(self.port),
+            "typ",
+            self.type,
+        ]
+        if self.related_address is not None:
+            parts += ("raddr", self.related_address)
+        if self.related_port is not None:
+            parts += ("rport", str(self.related_port))
+        for name, value in self.extensions:
+            parts += (name, value)
+        return " ".join(parts)
+
+    @classmethod
+    def parse(cls, text: str) -> CandidateAttribute:
+        """Parse the value of an ``a=candidate`` line; SdpParseError when malformed."""
+        m = _CANDIDATE_RE.fullmatch(text)
+        if m is not None:  # single spaces, well-formed fields: what the general code gives
+            foundation, component, transport, priority, address, port, kind, raddr, rport, ext = (
+                m.groups()
+            )
+            component_id = int(component)
+            priority_value = int(priority)
+            if (
+                0 < component_id <= 256
+                and 0 < priority_value <= _MAX_PRIORITY
+                and int(port) <= 65535
+                and (rport is None or (rport.isdigit() and len(rport) <= 5 and int(rport) <= 65535))
+            ):
+                fields = ext.split(" ")  # ext is "" or " name value ..."
+                return cls(
+                    foundation,
+                    component_id,
+                    transport,
+                    priority_value,
+                    address,
+                    int(port),
+                    kind,
+                    raddr,
+                    None if rport is None else int(rport),
+                    list(zip(fields[1::2], fields[2::2], strict=True)),
+                )
+        return cls(*cls._general_fields(text))
+
+    @staticmethod
+    def _general_fields(
+        text: str,
+    ) -> tuple[str, int, str, int, str, int, str, str | None, int | None, list[tuple[str, str]]]:
+        """The fields of any ``a=candidate`` value (any whitespace between them)."""
+        parts = text.split()
+        n = len(parts)
+        # 8 fields up to the type, then name/value pairs; an ASCII line has ASCII digits only
+        if n < 8 or n & 1 or parts[6] != "typ" or not text.isascii():
+            raise SdpParseError(f"a=candidate: bad fields in {text[:80]!r}")
+        foundation, component, transport, priority, address, port = parts[:6]
+        if not (
+            component.isdigit()
+            and priority.isdigit()
+            and port.isdigit()
+            and len(component) <= 3
+            and len(priority) <= 10
+            and len(port) <= 5
+            and 0 < len(foundation) <= 32
+            and _ICE_CHARS.issuperset(foundation)
+        ):
+            raise SdpParseError(f"a=candidate: malformed field in {text[:80]!r}")
+        component_id = int(component)
+        priority_value = int(priority)
+        port_number = int(port)
+        if not (1 <= component_id <= 256 and 1 <= priority_value <= _MAX_PRIORITY) or (
+            port_number > 65535
+        ):
+            raise SdpParseError(f"a=candidate: value out of range in {text[:80]!r}")
+        related_address: str | None = None
+        related_port: int | None = None
+        i = 8
+        if i < n and parts[i] == "raddr":
+            related_address = parts[i + 1]
+            i += 2
+        if i < n and parts[i] == "rport":
+            value = parts[i + 1]
+            if not (value.isdigit() and len(value) <= 5 and int(value) <= 65535):
+                raise SdpParseError(f"a=candidate: bad rport in {text[:80]!r}")
+            related_port = int(value)
+            i += 2
+        rest = parts[i:]
+        extensions = list(zip(rest[0::2], rest[1::2], strict=True))
+        return (
+            foundation,
+            component_id,
+            transport,
+            priority_value,
+            address,
+            port_number,
+            parts[7],
+            related_address,
+            related_port,
+            extensions,
+        )
+
+
 # --------------------------------------------------------------------------------------------------
 # Attribute-list behaviour shared by session and media level
 # --------------------------------------------------------------------------------------------------
@@ -397,6 +564,17 @@ class RtcpAttribute:
 def _attr_key(name: str) -> str:
     """Attribute names compare case-insensitively and ignore stray surrounding whitespace."""
     return name.strip().lower()
+
+
+_attribute_name = attrgetter("name")
+
+# Names that are their own _attr_key: a loop looking for one name skips these without a call.
+_PLAIN_NAMES = frozenset(
+    "rtpmap fmtp ptime maxptime rtcp rtcp-mux rtcp-fb rtcp-rsize sendrecv sendonly recvonly"
+    " inactive candidate end-of-candidates remote-candidates ice-ufrag ice-pwd ice-options"
+    " ice-lite ice-mismatch mid group msid ssrc ssrc-group extmap setup connection fingerprint"
+    " crypto label silenceSupp tcp-setup".lower().split()
+)
 
 
 class _AttributeList:
@@ -411,6 +589,20 @@ class _AttributeList:
     def find_all(self, name: str) -> list[Attribute]:
         key = _attr_key(name)
         return [a for a in self.attributes if _attr_key(a.name) == key]
+
+    def _named(self, *keys: str) -> Iterator[Attribute]:
+        """The attributes whose name is one of ``keys`` (lower-case), in order.
+
+        When every name is one that is its own key (the usual case) the selection is C-level
+        (``map``/``compress``) with no call per attribute.
+        """
+        attributes = self.attributes
+        names = list(map(_attribute_name, attributes))
+        if _PLAIN_NAMES.issuperset(names):
+            if len(keys) == 1:
+                return compress(attributes, map(keys[0].__eq__, names))
+            return compress(attributes, map(frozenset(keys).__contains__, names))
+        return (a for a in attributes if _attr_key(a.name) in keys)
 
     def has(self, name: str) -> bool:
         return self.find(name) is not None
@@ -513,7 +705,11 @@ class MediaDescription(_AttributeList):
     @property
     def payload_types(self) -> list[int]:
         """The m= formats that are RTP payload type numbers, in m= order."""
-        return [int(f) for f in self.formats if len(f) <= 3 and _UINT.fullmatch(f) and int(f) < 128]
+        return [
+            int(f)
+            for f in self.formats
+            if len(f) <= 3 and f.isdigit() and f.isascii() and int(f) < 128
+        ]
 
     def m_line(self) -> str:
         port = str(self.port) if self.port_count is None else f"{self.port}/{self.port_count}"
@@ -553,13 +749,51 @@ class MediaDescription(_AttributeList):
         return static.with_fmtp(self.fmtp(pt)) if static is not None else None
 
     def codecs(self) -> dict[int, Codec]:
-        """Every payload type of the m= line whose codec is known, in m= (preference) order."""
+        """Every payload type of the m= line whose codec is known, in m= (preference) order.
+
+        The same codecs as :meth:`codec` gives for each payload type, from one pass over the
+        attributes (the first ``a=rtpmap`` / ``a=fmtp`` of a format wins, as there).
+        """
+        rtpmaps: dict[str, str] = {}
+        fmtps: dict[str, str] = {}
+        for attr in self._named("rtpmap", "fmtp"):
+            if attr.value is None:
+                continue  # no format: matches no payload type
+            fmt, _, rest = attr.value.strip().partition(" ")
+            table = fmtps if attr.name == "fmtp" or _attr_key(attr.name) == "fmtp" else rtpmaps
+            if fmt not in table:
+                table[fmt] = rest.strip()
         result: dict[int, Codec] = {}
         for pt in self.payload_types:
-            found = self.codec(pt)
-            if found is not None and pt not in result:
+            if pt in result:
+                continue
+            key = str(pt)
+            encoding = rtpmaps.get(key)
+            found = None
+            if encoding is not None:
+                found = Codec.parse_encoding(encoding, fmtps.get(key))
+            if found is None:
+                static = STATIC_PAYLOAD_TYPES.get(pt)
+                if static is not None:
+                    found = static.with_fmtp(fmtps.get(key))
+            if found is not None:
                 result[pt] = found
         return result
+
+    def candidates(self) -> list[CandidateAttribute]:
+        """The section's ``a=candidate`` lines parsed (RFC 8839 §5.1), in order.
+
+        A malformed candidate line is skipped (RFC 8839 §5.1: an agent ignores candidates it does
+        not understand); the attribute itself stays in :attr:`attributes` unchanged.
+        """
+        out: list[CandidateAttribute] = []
+        parse = CandidateAttribute.parse
+        for attr in self._named("candidate"):
+            try:
+                out.append(parse(attr.value or ""))
+            except SdpParseError:
+                continue
+        return out
 
     def add_codec(self, pt: int, codec: Codec, *, rtpmap: bool = True) -> None:
         """Append a payload type to the m= line with its ``a=rtpmap`` (and ``a=fmtp``)."""
@@ -741,11 +975,11 @@ def _get_attributes(self: _AttributeList) -> list[Attribute]:
     state = self.__dict__
     attributes: list[Attribute] | None = state["_attributes"]
     if attributes is None:
-        attributes = state["_attributes"] = []
-        append = attributes.append
-        for text in state.pop("_attribute_texts"):
-            name, sep, value = text.partition(":")  # as Attribute.parse
-            append(Attribute(name, value if sep else None))
+        texts = state.pop("_attribute_texts")
+        attributes = state["_attributes"] = [  # as Attribute.parse, one C-level partition each
+            Attribute(name, value if sep else None)
+            for name, sep, value in map(str.partition, texts, repeat(":", len(texts)))
+        ]
     return attributes
 
 
