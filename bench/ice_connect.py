@@ -9,8 +9,12 @@ done and not timed).  Two times per run: ``connect()`` - until our
 ``Completed`` event, i.e. the controlling side's USE-CANDIDATE check answered and the
 controlled side's USE-CANDIDATE request arrived on a valid pair; aioice: its check list
 complete).  aioice's ``connect()`` polls every 20 ms, so there the two differ by up to 20 ms.
-One datagram each way then checks that the pair really carries data (not timed).  Median, min
-and max of ``connect()``, median of ``usable``, over ``--runs`` runs per case.
+A third time, ``valid``: until both of our agents had a first valid pair (their first
+successful check, ``PairChecked``): RFC 8445 §12.1 lets data flow on a valid pair before
+selection, so this is when media could start where the agent allows it (in the lab: when the
+nodes report ``valid_time``).  One datagram each way then checks that the pair really carries
+data (not timed).  Median, min and max of ``connect()``, medians of ``usable`` and ``valid``,
+over ``--runs`` runs per case.
 
 Cases:
 
@@ -31,9 +35,15 @@ pacing); ours without the 5 ms floor between checks (``min_check_interval=0``: n
 compliant, a reference that shows what the floor costs); aioice with its defaults; and ours
 against aioice (ours controlling).
 
+Gathering (after the connection cases): from opening the sockets to gathering complete, with
+the coturn on 127.0.0.1 serving STUN and TURN (the relayed candidate needs the 401 round trip),
+for one component (rtcp-mux) and two, and the time to take a ready set from an
+:class:`ice.pool.CandidatePool` instead (what a call pays with a pool).
+
 ``--lab`` runs eim/eim and sym/sym through the real NAT routers of ``tests/lab`` (network
 namespaces, root, coturn): each node reports its own connect time (ours: agent start to
-``Completed``; aioice: around ``connect()``, in whole ms), the slower side counts.
+``Completed``; aioice: around ``connect()``, in whole ms), the slower side counts; then
+each case's gathering time (STUN + TURN through the NAT, one component) as the nodes report it.
 
 ``--virtual`` runs our sans-I/O agents instead through the simulated network of
 ``tests/unit/test_ice_sim.py`` (NATs, relays, delay, loss) on a virtual clock: connect times
@@ -45,22 +55,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import os
 import socket
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # allow ``python bench/ice_connect.py``
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ice.agent import AgentEvent, Completed
+from ice.agent import AgentEvent, Completed, PairChecked
 from ice.aio import IceConnection
 from ice.candidate import Candidate, CandidateType
-from ice.gather import GatherConfig, TurnServer
+from ice.gather import AsyncGatherer, GatherConfig, TurnServer
+from ice.pool import CandidatePool
 from ice.sdp import format_candidate, parse_candidate
 
 try:
@@ -96,42 +111,131 @@ class _Usable:
     """When each agent itself reported the nominated pair usable (before its ``connect()``
     returns to the caller): our ``Completed`` event, aioice's check list completing (every
     component has a nominated pair; aioice's ``connect()`` only notices it at its next
-    20 ms poll)."""
+    20 ms poll).  ``valid``: when each of our agents had its first valid pair (RFC 8445
+    §7.2.5.3.2, the first check that succeeded; §12.1 lets data flow on a valid pair before
+    one is selected), i.e. its first ``PairChecked`` that succeeded."""
 
     def __init__(self) -> None:
         self.at: dict[str, float] = {}
+        self.valid: dict[str, float] = {}
 
-    def mark(self, side: str) -> None:
-        self.at.setdefault(side, time.perf_counter())
+    def watch(self, conn: Any, side: str) -> None:
+        if isinstance(conn, IceConnection):
+            self._watch_ours(conn, side)
+        else:
+            self._watch_aioice(conn, side)
 
-    def watch_ours(self, conn: IceConnection, side: str) -> None:
+    def _watch_ours(self, conn: IceConnection, side: str) -> None:
         handler = conn._on_agent_event
 
         def on_event(event: AgentEvent) -> None:
             if isinstance(event, Completed):
-                self.mark(side)
+                self.at.setdefault(side, time.perf_counter())
+            elif isinstance(event, PairChecked) and event.succeeded:
+                self.valid.setdefault(side, time.perf_counter())
             handler(event)
 
         conn._on_agent_event = on_event  # type: ignore[method-assign]
 
-    def watch_aioice(self, conn: Any, side: str) -> None:
+    def _watch_aioice(self, conn: Any, side: str) -> None:
         maybe_complete = conn._check_list_maybe_complete
 
         def wrapped() -> bool:
             done = bool(maybe_complete())
             if done:
-                self.mark(side)
+                self.at.setdefault(side, time.perf_counter())
             return done
 
         conn._check_list_maybe_complete = wrapped
 
-    def since(self, t0: float) -> float:
-        if len(self.at) < 2:
-            return float("nan")
-        return max(self.at.values()) - t0
+    def since(self, t0: float) -> tuple[float, float]:
+        """(usable, valid) seconds after ``t0``; nan unless both sides reported."""
+        usable = max(self.at.values()) - t0 if len(self.at) == 2 else float("nan")
+        valid = max(self.valid.values()) - t0 if len(self.valid) == 2 else float("nan")
+        return usable, valid
 
 
-Times = tuple[float, float]  # (connect() returned on both sides, both agents usable)
+Times = tuple[float, float, float]
+"""(connect() returned on both sides, both agents usable, both had a valid pair) seconds."""
+
+_FAILED: Times = (float("nan"), float("nan"), float("nan"))
+
+
+# -- one connection between two agents, ours or aioice on either side ------------------------
+
+
+def _aioice_candidates(candidates: list[Candidate]) -> list[Any]:
+    assert aioice is not None
+    return [aioice.Candidate.from_sdp(format_candidate(c)) for c in candidates]
+
+
+def _aioice_hosts(addresses: list[str]) -> None:
+    assert aioice is not None
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(addresses)
+
+
+async def _gather(conn: Any) -> None:
+    if isinstance(conn, IceConnection):
+        await conn.gather()
+    else:
+        await conn.gather_candidates()
+
+
+async def _give(x: Any, y: Any, decoys: list[Candidate]) -> None:
+    """Hand ``y``'s parameters and candidates (and the ``decoys``) to ``x``."""
+    if isinstance(y, IceConnection):
+        ufrag, pwd, candidates = y.local_ufrag, y.local_pwd, y.local_candidates
+    else:
+        ufrag, pwd = y.local_username, y.local_password
+        candidates = [parse_candidate(c.to_sdp()) for c in y.local_candidates]
+    if isinstance(x, IceConnection):
+        x.set_remote(ufrag, pwd, candidates + decoys)
+        return
+    x.remote_username, x.remote_password = ufrag, pwd
+    for c in _aioice_candidates(candidates + decoys):
+        await x.add_remote_candidate(c)
+    await x.add_remote_candidate(None)
+
+
+async def _send(conn: Any, data: bytes) -> None:
+    if isinstance(conn, IceConnection):
+        assert conn.transport().send(data)
+    else:
+        await conn.send(data)
+
+
+async def _recv(conn: Any) -> bytes:
+    if isinstance(conn, IceConnection):
+        return await asyncio.wait_for(conn.transport().recv(), 2)
+    return bytes(await asyncio.wait_for(conn.recv(), 2))
+
+
+async def _connect_pair(
+    a: Any, b: Any, decoys: Sequence[Candidate] = (), relayed: bool = False
+) -> Times:
+    """Gather both, swap candidates, time the connection, check one datagram each way (and,
+    with ``relayed``, that our agents' pairs go through the relay); closes both."""
+    usable = _Usable()
+    usable.watch(a, "a")
+    usable.watch(b, "b")
+    try:
+        await asyncio.gather(_gather(a), _gather(b))
+        await _give(a, b, list(decoys))
+        await _give(b, a, list(decoys))
+        t0 = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), TIMEOUT)
+        elapsed = time.perf_counter() - t0
+        if relayed:
+            for conn in (a, b):
+                assert not isinstance(conn, IceConnection) or conn.transport().relayed
+        await _send(a, b"\x80ping")
+        await _send(b, b"\x80pong")
+        assert await _recv(b) == b"\x80ping"
+        assert await _recv(a) == b"\x80pong"
+        return (elapsed, *usable.since(t0))
+    finally:
+        await a.close()
+        await b.close()
 
 
 async def _ours_pair(
@@ -142,86 +246,23 @@ async def _ours_pair(
         opts["min_check_interval"] = floor
     a = IceConnection(True, addresses=addresses, agent_options=opts)
     b = IceConnection(False, addresses=addresses, agent_options=opts)
-    usable = _Usable()
-    usable.watch_ours(a, "a")
-    usable.watch_ours(b, "b")
-    try:
-        await asyncio.gather(a.gather(), b.gather())
-        a.set_remote(b.local_ufrag, b.local_pwd, b.local_candidates + decoys)
-        b.set_remote(a.local_ufrag, a.local_pwd, a.local_candidates + decoys)
-        t0 = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), TIMEOUT)
-        elapsed = time.perf_counter() - t0
-        assert a.transport().send(b"\x80ping") and b.transport().send(b"\x80pong")
-        assert await asyncio.wait_for(b.transport().recv(), 2) == b"\x80ping"
-        assert await asyncio.wait_for(a.transport().recv(), 2) == b"\x80pong"
-        return elapsed, usable.since(t0)
-    finally:
-        await a.close()
-        await b.close()
-
-
-def _aioice_candidates(candidates: list[Candidate]) -> list[Any]:
-    assert aioice is not None
-    return [aioice.Candidate.from_sdp(format_candidate(c)) for c in candidates]
+    return await _connect_pair(a, b, decoys)
 
 
 async def _aioice_pair(addresses: list[str], decoys: list[Candidate]) -> Times:
     assert aioice is not None
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(addresses)
+    _aioice_hosts(addresses)
     a = aioice.Connection(ice_controlling=True, use_ipv6=False)
     b = aioice.Connection(ice_controlling=False, use_ipv6=False)
-    usable = _Usable()
-    usable.watch_aioice(a, "a")
-    usable.watch_aioice(b, "b")
-    try:
-        await asyncio.gather(a.gather_candidates(), b.gather_candidates())
-        for x, y in ((a, b), (b, a)):
-            x.remote_username, x.remote_password = y.local_username, y.local_password
-            remote = [parse_candidate(c.to_sdp()) for c in y.local_candidates] + decoys
-            for c in _aioice_candidates(remote):
-                await x.add_remote_candidate(c)
-            await x.add_remote_candidate(None)
-        t0 = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), TIMEOUT)
-        elapsed = time.perf_counter() - t0
-        await a.send(b"\x80ping")
-        await b.send(b"\x80pong")
-        assert await asyncio.wait_for(b.recv(), 2) == b"\x80ping"
-        assert await asyncio.wait_for(a.recv(), 2) == b"\x80pong"
-        return elapsed, usable.since(t0)
-    finally:
-        await a.close()
-        await b.close()
+    return await _connect_pair(a, b, decoys)
 
 
 async def _mixed_pair(addresses: list[str], decoys: list[Candidate]) -> Times:
     assert aioice is not None
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(addresses)
+    _aioice_hosts(addresses)
     a = IceConnection(True, addresses=addresses, agent_options={"ta": 0.02})
     b = aioice.Connection(ice_controlling=False, use_ipv6=False)
-    usable = _Usable()
-    usable.watch_ours(a, "a")
-    usable.watch_aioice(b, "b")
-    try:
-        await asyncio.gather(a.gather(), b.gather_candidates())
-        remote = [parse_candidate(c.to_sdp()) for c in b.local_candidates]
-        a.set_remote(b.local_username, b.local_password, remote + decoys)
-        b.remote_username, b.remote_password = a.local_ufrag, a.local_pwd
-        for c in _aioice_candidates(a.local_candidates + decoys):
-            await b.add_remote_candidate(c)
-        await b.add_remote_candidate(None)
-        t0 = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), TIMEOUT)
-        elapsed = time.perf_counter() - t0
-        assert a.transport().send(b"\x80ping")
-        await b.send(b"\x80pong")
-        assert await asyncio.wait_for(b.recv(), 2) == b"\x80ping"
-        assert await asyncio.wait_for(a.transport().recv(), 2) == b"\x80pong"
-        return elapsed, usable.since(t0)
-    finally:
-        await a.close()
-        await b.close()
+    return await _connect_pair(a, b, decoys)
 
 
 async def _ours_relay_pair(turn: TurnServer, ta: float = 0.02) -> Times:
@@ -229,24 +270,7 @@ async def _ours_relay_pair(turn: TurnServer, ta: float = 0.02) -> Times:
     opts = {"ta": ta}
     a = IceConnection(True, bind="127.0.0.1", gather=cfg, agent_options=opts)
     b = IceConnection(False, bind="127.0.0.1", gather=cfg, agent_options=opts)
-    usable = _Usable()
-    usable.watch_ours(a, "a")
-    usable.watch_ours(b, "b")
-    try:
-        await asyncio.gather(a.gather(), b.gather())
-        a.set_remote(b.local_ufrag, b.local_pwd, b.local_candidates)
-        b.set_remote(a.local_ufrag, a.local_pwd, a.local_candidates)
-        t0 = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), TIMEOUT)
-        elapsed = time.perf_counter() - t0
-        assert a.transport().relayed and b.transport().relayed
-        assert a.transport().send(b"\x80ping") and b.transport().send(b"\x80pong")
-        assert await asyncio.wait_for(b.transport().recv(), 2) == b"\x80ping"
-        assert await asyncio.wait_for(a.transport().recv(), 2) == b"\x80pong"
-        return elapsed, usable.since(t0)
-    finally:
-        await a.close()
-        await b.close()
+    return await _connect_pair(a, b, relayed=True)
 
 
 async def _aioice_relay_pair(turn: TurnServer) -> Times:
@@ -260,95 +284,146 @@ async def _aioice_relay_pair(turn: TurnServer) -> Times:
     }
     a = aioice.Connection(ice_controlling=True, **kwargs)
     b = aioice.Connection(ice_controlling=False, **kwargs)
-    usable = _Usable()
-    usable.watch_aioice(a, "a")
-    usable.watch_aioice(b, "b")
-    try:
-        await asyncio.gather(a.gather_candidates(), b.gather_candidates())
-        for x, y in ((a, b), (b, a)):
-            x.remote_username, x.remote_password = y.local_username, y.local_password
-            for c in y.local_candidates:
-                await x.add_remote_candidate(c)
-            await x.add_remote_candidate(None)
-        t0 = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), TIMEOUT)
-        elapsed = time.perf_counter() - t0
-        await a.send(b"\x80ping")
-        await b.send(b"\x80pong")
-        assert await asyncio.wait_for(b.recv(), 2) == b"\x80ping"
-        assert await asyncio.wait_for(a.recv(), 2) == b"\x80pong"
-        return elapsed, usable.since(t0)
-    finally:
-        await a.close()
-        await b.close()
+    return await _connect_pair(a, b, relayed=True)
 
 
-async def _relay_rows(runs: int) -> None:
-    """Relayed candidates only, both sides, through a coturn on 127.0.0.1 (if installed)."""
-    import tempfile
-    from pathlib import Path
+async def _row(case: str, name: str, run: Callable[[], Awaitable[Times]], runs: int) -> None:
+    """Run one case ``runs`` times and print its row (a failed run counts as such)."""
+    times: list[Times] = []
+    for _ in range(runs):
+        try:
+            times.append(await run())
+        except (TimeoutError, AssertionError, OSError, ConnectionError) as exc:
+            logging.getLogger("bench").warning("run failed: %r", exc)
+            times.append(_FAILED)
+    print(f"{case:26} {name:30} {_fmt(times)}", flush=True)
 
+
+@contextlib.contextmanager
+def _coturn() -> Iterator[Any]:
+    """A coturn on 127.0.0.1 for the duration (None if ``turnserver`` is not installed)."""
     from tests.peers.coturn import Coturn, turnserver_binary
 
     if turnserver_binary() is None:
-        print(f"{'relay only (coturn)':26} skipped: turnserver not installed")
+        yield None
         return
     with tempfile.TemporaryDirectory() as tmp:
         server = Coturn(Path(tmp), alt_host=None, tls=False)
         server.start()
         try:
-            turn = TurnServer(server.turn_address(), "alice", server.users["alice"])
-            rows: list[tuple[str, Callable[[TurnServer], Awaitable[Times]]]] = [
-                ("ours (Ta 50 ms)", lambda t: _ours_relay_pair(t, 0.05)),
-                ("ours (Ta 20 ms)", lambda t: _ours_relay_pair(t, 0.02)),
-            ]
-            if aioice is not None:
-                rows.append(("aioice-aioice", _aioice_relay_pair))
-            for name, run in rows:
-                times: list[Times] = []
-                for _ in range(runs):
-                    try:
-                        times.append(await run(turn))
-                    except (TimeoutError, AssertionError, OSError, ConnectionError) as exc:
-                        logging.getLogger("bench").warning("run failed: %r", exc)
-                        times.append(_FAILED)
-                print(f"{'relay only (coturn)':26} {name:30} {_fmt(times)}", flush=True)
+            yield server
         finally:
             server.stop()
 
 
-_FAILED: Times = (float("nan"), float("nan"))
+async def _relay_rows(server: Any, runs: int) -> None:
+    """Relayed candidates only, both sides, through the coturn on 127.0.0.1."""
+    if server is None:
+        print(f"{'relay only (coturn)':26} skipped: turnserver not installed")
+        return
+    turn = TurnServer(server.turn_address(), "alice", server.users["alice"])
+    rows: list[tuple[str, Callable[[], Awaitable[Times]]]] = [
+        ("ours (Ta 50 ms)", lambda: _ours_relay_pair(turn, 0.05)),
+        ("ours (Ta 20 ms)", lambda: _ours_relay_pair(turn, 0.02)),
+    ]
+    if aioice is not None:
+        rows.append(("aioice-aioice", lambda: _aioice_relay_pair(turn)))
+    for name, run in rows:
+        await _row("relay only (coturn)", name, run, runs)
 
 
-async def _measure(run: Run, addresses: list[str], decoys: list[Candidate], n: int) -> list[Times]:
-    times = []
-    for _ in range(n):
-        try:
-            times.append(await run(addresses, decoys))
-        except (TimeoutError, AssertionError, OSError, ConnectionError) as exc:
-            logging.getLogger("bench").warning("run failed: %r", exc)
-            times.append(_FAILED)
-    return times
+# -- gathering ------------------------------------------------------------------------------
+
+
+async def _gather_once(config: GatherConfig, addresses: list[str]) -> float:
+    """Seconds from opening the sockets to gathering complete (the set is then released)."""
+    g = AsyncGatherer(config, addresses=addresses)
+    t0 = time.perf_counter()
+    await g.start()
+    await g.wait_complete(TIMEOUT)
+    elapsed = time.perf_counter() - t0
+    await g.close()
+    return elapsed
+
+
+async def _pool_take_once(pool: CandidatePool, components: int) -> float:
+    """Seconds for a call to get a complete set from a ready pool (what replaces gathering)."""
+    await pool.wait_ready(timeout=TIMEOUT)
+    t0 = time.perf_counter()
+    g = pool.take(components)
+    assert g is not None and g.complete
+    g.attach(on_event=lambda event: None, on_datagram=None, on_relayed=None)
+    elapsed = time.perf_counter() - t0
+    await g.close()
+    return elapsed
+
+
+GATHER_HEADER = f"{'gathering (STUN + TURN)':36} {'median ms':>10} {'min':>7} {'max':>7}"
+
+
+def _gather_row(name: str, seconds: list[float]) -> None:
+    ms = [t * 1000 for t in seconds if t == t]
+    if not ms:
+        print(f"{name:36} {'failed':>10}", flush=True)
+        return
+    print(f"{name:36} {statistics.median(ms):10.2f} {min(ms):7.2f} {max(ms):7.2f}", flush=True)
+
+
+async def _gather_rows(server: Any, runs: int) -> None:
+    """Gathering on 127.0.0.1 from the coturn (STUN and TURN on one address): complete sets
+    for one component (rtcp-mux) and for two, and taking a set from a CandidatePool."""
+    if server is None:
+        print("gathering: skipped (turnserver not installed)")
+        return
+    user = "alice"
+    cfg = GatherConfig(
+        stun_servers=[server.stun_address],
+        turn_servers=[TurnServer(server.turn_address(), user, server.users[user])],
+    )
+    loopback = ["127.0.0.1"]
+    print(GATHER_HEADER)
+    print("-" * len(GATHER_HEADER))
+    for components in (1, 2):
+        c = dataclasses.replace(cfg, components=components)
+        times = []
+        for _ in range(runs):
+            # calls some time apart: the process-wide pacer (RFC 8445 §14.2) would hold
+            # each gathering back behind the previous one's last transaction
+            await asyncio.sleep(0.02)
+            times.append(await _gather_once(c, loopback))
+        _gather_row(f"loopback, {components} component(s)", times)
+    pool = CandidatePool(dataclasses.replace(cfg, components=2), addresses=loopback)
+    await pool.start()
+    try:
+        times = [await _pool_take_once(pool, 1) for _ in range(runs)]
+    finally:
+        await pool.close()
+    _gather_row("loopback, CandidatePool.take()", times)
 
 
 HEADER = (
     f"{'case':26} {'agents':30} {'connect() median':>16} {'min':>7} {'max':>7}"
-    f" {'usable median':>14} {'fail':>5}"
+    f" {'usable median':>14} {'valid median':>13} {'fail':>5}"
 )
 
 
+def _median_ms(values: list[float], width: int) -> str:
+    ms = [v * 1000 for v in values if v == v]
+    return f"{statistics.median(ms):{width}.1f}" if ms else f"{'-':>{width}}"
+
+
 def _fmt(times: list[Times]) -> str:
-    """connect() returned on both sides: median, min, max; both agents usable: median (ms)."""
+    """connect() returned on both sides: median, min, max; both agents usable: median; both
+    had a valid pair: median (ms)."""
     ok = [t for t in times if t[0] == t[0]]
     if not ok:
-        return f"{'failed':>16} {'':>7} {'':>7} {'':>14} {len(times):>5}"
+        return f"{'failed':>16} {'':>7} {'':>7} {'':>14} {'':>13} {len(times):>5}"
     failed = len(times) - len(ok)
     connect = [t[0] * 1000 for t in ok]
-    usable = [t[1] * 1000 for t in ok if t[1] == t[1]]
-    u = f"{statistics.median(usable):14.1f}" if usable else f"{'-':>14}"
     return (
         f"{statistics.median(connect):16.1f} {min(connect):7.1f} {max(connect):7.1f}"
-        f" {u} {failed:>5}"
+        f" {_median_ms([t[1] for t in ok], 14)} {_median_ms([t[2] for t in ok], 13)}"
+        f" {failed:>5}"
     )
 
 
@@ -378,13 +453,27 @@ async def main_async(runs: int) -> None:
         decoys = _decoys(silent)
         try:
             for name, run in agents:
-                times = await _measure(run, addresses, decoys, runs)
-                print(f"{case:26} {name:30} {_fmt(times)}", flush=True)
+                await _row(case, name, lambda: run(addresses, decoys), runs)  # noqa: B023
         finally:
             for s in silent:
                 s.close()
-    await _relay_rows(runs)
-    print("* not RFC 8445 compliant (no 5 ms floor between transactions); reference only")
+    with _coturn() as server:
+        await _relay_rows(server, runs)
+        print("* not RFC 8445 compliant (no 5 ms floor between transactions); reference only")
+        print()
+        await _gather_rows(server, runs)
+
+
+def _lab_valid(r: Any) -> float:
+    """Both nodes' first valid pair, if the nodes report it (``valid_time``)."""
+    times = [r.a.get("valid_time"), r.b.get("valid_time")]
+    return max(times) if None not in times else float("nan")
+
+
+def _lab_gather(ice_lab: Any) -> float:
+    """The slower node's gathering time (STUN + TURN) of the pair just run."""
+    _, times = ice_lab.times[-1]
+    return float(max(times["gather"], times["gather_b"]))
 
 
 def main_lab(runs: int) -> None:
@@ -394,8 +483,6 @@ def main_lab(runs: int) -> None:
     being usable (ours: agent start to ``Completed``; aioice: around ``connect()``, to the
     millisecond); the slower of the two sides counts."""
     import shutil
-    import tempfile
-    from pathlib import Path
 
     from tests.lab.conftest import build_ice_lab, run_pair
     from tests.peers.netns import Lab, netns_available
@@ -411,6 +498,7 @@ def main_lab(runs: int) -> None:
     if aioice is not None:
         agents.append(("aioice-aioice", ["--impl", "aioice"]))
     cases = [("lab eim/eim", "lan1a", "eim2l"), ("lab sym/sym (relay)", "sym1l", "sym2l")]
+    gathered: dict[str, list[float]] = {}
     print(HEADER)
     print("-" * len(HEADER))
     with tempfile.TemporaryDirectory() as tmp:
@@ -430,8 +518,14 @@ def main_lab(runs: int) -> None:
                                 times.append(_FAILED)
                                 continue
                             both = max(r.a["connect_time"], r.b["connect_time"])
-                            times.append((both, float("nan")))
+                            times.append((both, float("nan"), _lab_valid(r)))
+                            gathered.setdefault(case, []).append(_lab_gather(ice_lab))
                         print(f"{case:26} {name:30} {_fmt(times)}", flush=True)
+                print()
+                print(GATHER_HEADER)
+                print("-" * len(GATHER_HEADER))
+                for case, seconds in gathered.items():
+                    _gather_row(f"{case}, 1 component", seconds)
             finally:
                 ice_lab.coturn.stop()
         finally:
