@@ -11,16 +11,20 @@ import asyncio
 import json
 import re
 import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from sip.aio import AsyncCall, AsyncUserAgent, CallError
 from sip.invite import Call
-from sip.offer_answer import LocalMedia, OfferAnswer
+from sip.offer_answer import LocalMedia, Negotiation, OfferAnswer
 from sip.registration import Registered
 from sip.transport import TlsConfig
 from sip.ua import UAConfig
+from tests.helpers_net import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -77,12 +81,59 @@ def answering(ua: AsyncUserAgent, port: int) -> OfferAnswer:
     return oa
 
 
+@asynccontextmanager
+async def running(*uas: AsyncUserAgent) -> AsyncIterator[None]:
+    """Start the user agents; close them all on the way out."""
+    try:
+        for ua in uas:
+            await ua.start()
+        yield
+    finally:
+        for ua in uas:
+            await ua.close()
+
+
+@asynccontextmanager
+async def registered(
+    kamailio: Any, *users: str, transport: str = "udp"
+) -> AsyncIterator[list[AsyncUserAgent]]:
+    """One started UA per user, each registered with the Kamailio; closed on the way out."""
+    uas = [make_ua(kamailio, user, transport) for user in users]
+    async with running(*uas):
+        for ua in uas:
+            await ua.register(expires=300)
+        yield uas
+
+
+@dataclass
+class Established:
+    call: AsyncCall  # the caller's side
+    bcall: AsyncCall  # the callee's side
+    caller_media: OfferAnswer
+    callee_media: OfferAnswer
+    negotiated: Negotiation  # the caller's view of the answer
+
+
+async def establish(
+    caller: AsyncUserAgent, callee: AsyncUserAgent, target: str, port: int, timeout: float
+) -> Established:
+    """``caller`` calls ``target`` (which reaches ``callee``, auto-answering) with RFC 3264 media
+    on ``port`` (the callee's on ``port`` + 10000); returns once the callee saw the ACK."""
+    callee_media = answering(callee, port + 10000)
+    caller_media = media(port)
+    call = await caller.invite(target, caller_media.create_offer().to_bytes(), timeout=timeout)
+    assert call.remote_sdp is not None
+    negotiated = caller_media.process_answer(call.remote_sdp)
+    bcall = await asyncio.wait_for(callee.incoming.get(), 5)
+    await bcall.wait_confirmed(10)
+    return Established(call, bcall, caller_media, callee_media, negotiated)
+
+
 @pytest.mark.parametrize("algorithm", ["MD5", "SHA-256"])
 async def test_register_refresh_unregister(kamailio_factory, algorithm):
     k = kamailio_factory(algorithm=algorithm)
     ua = make_ua(k, "alice")
-    await ua.start()
-    try:
+    async with running(ua):
         reg = await ua.register(expires=60)
         assert isinstance(reg, Registered)
         assert reg.expires > 0
@@ -95,143 +146,87 @@ async def test_register_refresh_unregister(kamailio_factory, algorithm):
         assert reg2.expires > 0 and r.cseq > first_cseq
         await ua.unregister()
         assert k.contacts("alice") == []
-    finally:
-        await ua.close()
 
 
 async def test_register_wrong_password_fails(kamailio):
     ua = make_ua(kamailio, "alice")
     ua.config.password = "not-the-password"
     ua.ua = type(ua.ua)(ua.config)
-    await ua.start()
-    try:
+    async with running(ua):
         with pytest.raises(Exception) as info:
             await ua.register(expires=60)
         assert getattr(info.value, "status", None) == 401
-    finally:
-        await ua.close()
 
 
 async def test_register_timer_refresh(kamailio_factory):
     """With a short lifetime the core refreshes on its own before expiry."""
     k = kamailio_factory(min_expires=1)
     ua = make_ua(k, "bob")
-    await ua.start()
-    try:
+    async with running(ua):
         await ua.register(expires=4)
         seen: list[Any] = []
         ua.on_event = seen.append
-        for _ in range(100):
-            if sum(isinstance(e, Registered) for e in seen) >= 2:
-                break
-            await asyncio.sleep(0.1)
-        assert sum(isinstance(e, Registered) for e in seen) >= 2
+
+        def refreshed() -> bool:
+            return sum(isinstance(e, Registered) for e in seen) >= 2
+
+        await wait_until(refreshed, timeout=10)
+        assert refreshed()
         assert k.contacts("bob")
-    finally:
-        await ua.close()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_two_uas_call_through_kamailio(kamailio, transport):
-    alice = make_ua(kamailio, "alice", transport)
-    bob = make_ua(kamailio, "bob", transport)
-    await alice.start()
-    await bob.start()
-    try:
-        await alice.register(expires=300)
-        await bob.register(expires=300)
-        bob_media = answering(bob, 40000)
-        alice_media = media(30000)
+    async with registered(kamailio, "alice", "bob", transport=transport) as (alice, bob):
         mark = kamailio.log_mark()
-        offer = alice_media.create_offer().to_bytes()
-        call = await alice.invite(f"sip:bob@{kamailio.domain}", offer, timeout=20)
-        assert call.remote_sdp is not None
-        neg = alice_media.process_answer(call.remote_sdp)
-        assert neg.audio is not None and neg.audio.remote_rtp == ("127.0.0.1", 40000)
-        bcall = await asyncio.wait_for(bob.incoming.get(), 5)
-        await bcall.wait_confirmed(10)
-        assert bob_media.negotiation is not None and bob_media.negotiation.audio is not None
-        assert bob_media.negotiation.audio.remote_rtp == ("127.0.0.1", 30000)
+        c = await establish(alice, bob, f"sip:bob@{kamailio.domain}", 30000, timeout=20)
+        neg = c.negotiated
+        assert neg.audio is not None
+        assert neg.audio.remote_rtp == ("127.0.0.1", 40000)
+        assert c.callee_media.negotiation is not None
+        assert c.callee_media.negotiation.audio is not None
+        assert c.callee_media.negotiation.audio.remote_rtp == ("127.0.0.1", 30000)
         # Record-Route honoured: route set points at the proxy
-        d = call.call.dialog
+        d = c.call.call.dialog
         assert d is not None and d.route_set
         assert all("lr" in r for r in d.route_set)
-        reason = await call.bye(timeout=10)
+        reason = await c.call.bye(timeout=10)
         assert reason == "local-bye"
-        assert await bcall.wait_ended(10) == "remote-bye"
+        assert await c.bcall.wait_ended(10) == "remote-bye"
         # the BYE went through the proxy (loose_route logged it)
-        kamailio.wait_for_log(r"in-dialog BYE " + re.escape(call.call_id), 5, mark)
-    finally:
-        await alice.close()
-        await bob.close()
+        kamailio.wait_for_log(r"in-dialog BYE " + re.escape(c.call.call_id), 5, mark)
     assert kamailio.contacts("alice") == []
 
 
 async def test_callee_hangs_up_and_reinvite_hold(kamailio):
-    alice = make_ua(kamailio, "alice")
-    bob = make_ua(kamailio, "bob")
-    await alice.start()
-    await bob.start()
-    try:
-        await alice.register(expires=300)
-        await bob.register(expires=300)
-        answering(bob, 40002)
-        alice_media = media(30002)
-        offer = alice_media.create_offer().to_bytes()
-        call = await alice.invite(f"sip:bob@{kamailio.domain}", offer, timeout=20)
-        assert call.remote_sdp is not None
-        alice_media.process_answer(call.remote_sdp)
-        bcall = await asyncio.wait_for(bob.incoming.get(), 5)
-        await bcall.wait_confirmed(10)
-        answer = await call.reinvite(alice_media.hold().to_bytes(), timeout=10)
+    async with registered(kamailio, "alice", "bob") as (alice, bob):
+        c = await establish(alice, bob, f"sip:bob@{kamailio.domain}", 30002, timeout=20)
+        answer = await c.call.reinvite(c.caller_media.hold().to_bytes(), timeout=10)
         assert answer is not None
-        neg = alice_media.process_answer(answer)
+        neg = c.caller_media.process_answer(answer)
         assert neg.audio is not None and not neg.audio.receives  # we hold: sendonly
-        assert bcall.remote_sdp is not None and b"a=sendonly" in bcall.remote_sdp
-        assert await bcall.bye(10) == "local-bye"
-        assert await call.wait_ended(10) == "remote-bye"
-    finally:
-        await alice.close()
-        await bob.close()
+        assert c.bcall.remote_sdp is not None and b"a=sendonly" in c.bcall.remote_sdp
+        assert await c.bcall.bye(10) == "local-bye"
+        assert await c.call.wait_ended(10) == "remote-bye"
 
 
 async def test_call_to_unregistered_user_fails(kamailio):
-    alice = make_ua(kamailio, "alice")
-    await alice.start()
-    try:
-        await alice.register(expires=300)
+    async with registered(kamailio, "alice") as (alice,):
         with pytest.raises(CallError) as info:
             await alice.invite(f"sip:carol@{kamailio.domain}", offer(30004), timeout=20)
         assert info.value.status in (404, 480)
-    finally:
-        await alice.close()
 
 
 async def test_callee_rejects_busy(kamailio):
-    alice = make_ua(kamailio, "alice")
-    bob = make_ua(kamailio, "bob")
-    await alice.start()
-    await bob.start()
-    try:
-        await alice.register(expires=300)
-        await bob.register(expires=300)
+    async with registered(kamailio, "alice", "bob") as (alice, bob):
         bob.on_incoming = lambda c: c.reject(486)
         with pytest.raises(CallError) as info:
             await alice.invite(f"sip:bob@{kamailio.domain}", offer(30006), timeout=20)
         assert info.value.status == 486
-    finally:
-        await alice.close()
-        await bob.close()
 
 
 async def test_caller_cancels_while_ringing(kamailio):
-    alice = make_ua(kamailio, "alice")
-    bob = make_ua(kamailio, "bob")
-    await alice.start()
-    await bob.start()
-    try:
-        await alice.register(expires=300)
-        await bob.register(expires=300)
+    async with registered(kamailio, "alice", "bob") as (alice, bob):
         bob.on_incoming = lambda c: c.ring()
         call = alice.start_call(f"sip:bob@{kamailio.domain}", offer(30008))
         await asyncio.wait_for(call.ringing.wait(), 10)
@@ -240,9 +235,6 @@ async def test_caller_cancels_while_ringing(kamailio):
         assert reason in ("local-cancel", "failed")
         assert call.call.final_status == 487
         assert await bcall.wait_ended(10) == "remote-cancel"
-    finally:
-        await alice.close()
-        await bob.close()
 
 
 # ------------------------------------------------------------------------------- behind NAT
@@ -333,13 +325,10 @@ def test_register_and_call_behind_nat(nat_lab, kamailio_factory):
 async def test_wildcard_bind_contact_uses_address_toward_proxy(kamailio):
     ua = make_ua(kamailio, "carol")
     ua.config.local_host = "0.0.0.0"
-    await ua.start()
-    try:
+    async with running(ua):
         assert ua.config.local_host == "127.0.0.1"  # the route toward the proxy
         await ua.register(expires=60)
         assert kamailio.contacts("carol") == [f"sip:carol@127.0.0.1:{ua.config.local_port}"]
-    finally:
-        await ua.close()
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -352,17 +341,10 @@ async def test_peer_to_peer_call_without_proxy(transport):
         )
 
     alice, bob = ua("alice"), ua("bob")
-    await alice.start()
-    await bob.start()
-    try:
-        answering(bob, 40010)
-        alice_media = media(30010)
+    async with running(alice, bob):
         target = f"sip:bob@127.0.0.1:{bob.config.local_port};transport={transport}"
-        call = await alice.invite(target, alice_media.create_offer().to_bytes(), timeout=10)
-        assert call.remote_sdp is not None
-        alice_media.process_answer(call.remote_sdp)
-        bcall = await asyncio.wait_for(bob.incoming.get(), 5)
-        await bcall.wait_confirmed(5)
+        c = await establish(alice, bob, target, 30010, timeout=10)
+        call, bcall, alice_media = c.call, c.bcall, c.caller_media
         assert call.call.dialog is not None and call.call.dialog.route_set == []
         answer = await call.update(alice_media.hold().to_bytes(), timeout=5)
         assert answer is not None
@@ -374,9 +356,6 @@ async def test_peer_to_peer_call_without_proxy(transport):
         assert result.status == 200
         assert await bcall.bye(5) == "local-bye"
         assert await call.wait_ended(5) == "remote-bye"
-    finally:
-        await alice.close()
-        await bob.close()
 
 
 async def test_dead_tcp_flow_triggers_reregistration(kamailio):
@@ -385,16 +364,11 @@ async def test_dead_tcp_flow_triggers_reregistration(kamailio):
     host, port = kamailio.address("tcp")
     ua = make_ua(kamailio, "alice", "tcp")
     ua.keepalive_interval = 0.5
-    await ua.start()
-    try:
+    async with running(ua):
         await ua.register(expires=300)
         assert kamailio.contacts("alice")
         await asyncio.to_thread(kamailio.restart)
         assert kamailio.contacts("alice") == []
-        for _ in range(300):  # re-registration backs off 0.5, 1, 2, 4 ... s while it is down
-            if kamailio.contacts("alice"):
-                break
-            await asyncio.sleep(0.1)
+        # re-registration backs off 0.5, 1, 2, 4 ... s while it is down
+        await wait_until(lambda: kamailio.contacts("alice"), timeout=60, step=0.1)
         assert kamailio.contacts("alice")
-    finally:
-        await ua.close()
