@@ -3,10 +3,13 @@
 :func:`local_addresses` lists the usable unicast addresses of the machine without any external
 package.  Sources, most complete first:
 
-1. ``ip -j addr show`` (iproute2's JSON output): both families, interface flags, address
-   scope and the IPv6 ``tentative`` / ``dadfailed`` / ``deprecated`` flags;
-2. ``/proc/net/if_inet6`` for IPv6 and the ``SIOCGIFCONF`` ioctl for IPv4;
-3. the "UDP connect" trick: ``connect()`` on a UDP socket picks the source address of the
+1. rtnetlink (Linux): the link and address dumps ``ip addr`` itself asks the kernel for, read
+   from a netlink socket in a fraction of a millisecond - no program is run on the call path;
+   both families, interface up/down, the IPv6 ``tentative`` / ``dadfailed`` /
+   ``deprecated`` flags;
+2. ``ip -j addr show`` (iproute2's JSON output), the same through a program;
+3. ``/proc/net/if_inet6`` for IPv6 and the ``SIOCGIFCONF`` ioctl for IPv4;
+4. the "UDP connect" trick: ``connect()`` on a UDP socket picks the source address of the
    default route without sending a packet (documentation addresses are used as targets).
 
 What is left out, and how to change it:
@@ -50,6 +53,8 @@ __all__ = [
     "local_addresses",
     "parse_if_inet6",
     "parse_ip_json",
+    "parse_netlink_addresses",
+    "parse_netlink_links",
 ]
 
 logger = logging.getLogger("ice.interfaces")
@@ -186,6 +191,130 @@ def parse_if_inet6(text: str) -> list[LocalAddress]:
     return out
 
 
+# netlink (rtnetlink(7)): what ``ip addr`` asks the kernel, without running a program
+_NLMSG_HDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+_NLMSG_DONE, _NLMSG_ERROR = 3, 2
+_RTM_NEWLINK, _RTM_GETLINK, _RTM_NEWADDR, _RTM_GETADDR = 16, 18, 20, 22
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
+_RTA = struct.Struct("=HH")  # length, type
+_IFLA_IFNAME = 3
+_IFA_ADDRESS, _IFA_LOCAL, _IFA_LABEL, _IFA_FLAGS = 1, 2, 3, 8
+_IFF_UP = 0x1
+
+
+def _attributes(data: bytes, offset: int, end: int) -> dict[int, bytes]:
+    """The route attributes (struct rtattr, 4-byte aligned) in ``data[offset:end]``."""
+    out: dict[int, bytes] = {}
+    while offset + _RTA.size <= end:
+        length, kind = _RTA.unpack_from(data, offset)
+        if length < _RTA.size or offset + length > end:
+            break
+        out.setdefault(kind, data[offset + _RTA.size : offset + length])
+        offset += (length + 3) & ~3
+    return out
+
+
+def _netlink_messages(data: bytes) -> Iterable[tuple[int, int, int]]:
+    """(type, payload start, end) of each netlink message in ``data``."""
+    offset = 0
+    while offset + _NLMSG_HDR.size <= len(data):
+        length, kind, _, _, _ = _NLMSG_HDR.unpack_from(data, offset)
+        if length < _NLMSG_HDR.size or offset + length > len(data):
+            return
+        yield kind, offset + _NLMSG_HDR.size, offset + length
+        offset += (length + 3) & ~3
+
+
+def parse_netlink_links(data: bytes) -> dict[int, tuple[str, bool]]:
+    """``{index: (name, up)}`` from RTM_NEWLINK messages (a dump's replies, concatenated).
+    Malformed input gives what could be read, never an exception."""
+    out: dict[int, tuple[str, bool]] = {}
+    for kind, start, end in _netlink_messages(data):
+        if kind != _RTM_NEWLINK or start + _IFINFOMSG.size > end:
+            continue
+        _, _, index, flags, _ = _IFINFOMSG.unpack_from(data, start)
+        name = _attributes(data, start + _IFINFOMSG.size, end).get(_IFLA_IFNAME, b"")
+        out[index] = (name.split(b"\0", 1)[0].decode(errors="replace"), bool(flags & _IFF_UP))
+    return out
+
+
+def parse_netlink_addresses(
+    data: bytes, links: dict[int, tuple[str, bool]] | None = None
+) -> list[LocalAddress]:
+    """Addresses from RTM_NEWADDR messages; given ``links`` (:func:`parse_netlink_links`),
+    those of interfaces that are not up are skipped, and IPv6 addresses that are tentative
+    or failed DAD always are (as :func:`parse_ip_json`).  Never raises."""
+    out: list[LocalAddress] = []
+    for kind, start, end in _netlink_messages(data):
+        if kind != _RTM_NEWADDR or start + _IFADDRMSG.size > end:
+            continue
+        family, prefix, flags, _, index = _IFADDRMSG.unpack_from(data, start)
+        attrs = _attributes(data, start + _IFADDRMSG.size, end)
+        if len(attrs.get(_IFA_FLAGS, b"")) == 4:
+            flags = struct.unpack("=I", attrs[_IFA_FLAGS])[0]
+        if flags & (_IFA_F_DADFAILED | _IFA_F_TENTATIVE):
+            continue
+        # IFA_LOCAL is the local end of a point-to-point link; IFA_ADDRESS otherwise
+        raw = attrs.get(_IFA_LOCAL) or attrs.get(_IFA_ADDRESS, b"")
+        if family == socket.AF_INET and len(raw) == 4:
+            address = str(ipaddress.IPv4Address(raw))
+        elif family == socket.AF_INET6 and len(raw) == 16:
+            address = str(ipaddress.IPv6Address(raw))
+        else:
+            continue
+        name, up = (links or {}).get(index, ("", True))
+        if not up:
+            continue
+        label = attrs.get(_IFA_LABEL, b"").split(b"\0", 1)[0].decode(errors="replace")
+        out.append(
+            LocalAddress(
+                address, name or label.split(":", 1)[0], prefix, bool(flags & _IFA_F_DEPRECATED)
+            )
+        )
+    return out
+
+
+def _netlink_dump(sock: socket.socket, kind: int, header: bytes, sequence: int) -> bytes:
+    """Send a dump request of ``kind`` and return every reply message, concatenated."""
+    length = _NLMSG_HDR.size + len(header)
+    request = _NLMSG_HDR.pack(length, kind, _NLM_F_REQUEST | _NLM_F_DUMP, sequence, 0)
+    sock.send(request + header)
+    chunks: list[bytes] = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            raise OSError("netlink socket closed")
+        for reply, start, end in _netlink_messages(data):
+            if reply == _NLMSG_ERROR:
+                error = struct.unpack_from("=i", data, start)[0] if end - start >= 4 else -1
+                raise OSError(-error, "netlink dump refused")
+            if reply == _NLMSG_DONE:
+                chunks.append(data[: start - _NLMSG_HDR.size])
+                return b"".join(chunks)
+        chunks.append(data)
+
+
+def _from_netlink() -> list[LocalAddress] | None:
+    """Ask the kernel directly (Linux): a fraction of a millisecond, no program to run."""
+    family = getattr(socket, "AF_NETLINK", None)
+    if family is None:
+        return None
+    try:
+        with socket.socket(family, socket.SOCK_RAW, 0) as sock:  # NETLINK_ROUTE
+            sock.settimeout(1.0)
+            sock.bind((0, 0))
+            links = parse_netlink_links(
+                _netlink_dump(sock, _RTM_GETLINK, _IFINFOMSG.pack(0, 0, 0, 0, 0), 1)
+            )
+            addresses = _netlink_dump(sock, _RTM_GETADDR, _IFADDRMSG.pack(0, 0, 0, 0, 0), 2)
+    except (OSError, struct.error) as exc:
+        logger.debug("netlink address dump failed: %s", exc)
+        return None
+    return parse_netlink_addresses(addresses, links) or None
+
+
 # -- system sources --------------------------------------------------------------------------
 
 
@@ -258,7 +387,8 @@ def _default_route_addresses() -> list[LocalAddress]:
 
 
 CACHE_SECONDS = 5.0
-"""How long one look at the system's addresses is reused (``ip`` takes a few ms to run)."""
+"""How long one look at the system's addresses is reused (``ip`` takes a few ms to run, when
+netlink is not there)."""
 _cache: tuple[float, list[LocalAddress]] | None = None
 
 
@@ -267,7 +397,9 @@ def _system_addresses() -> list[LocalAddress]:
     now = time.monotonic()
     if _cache is not None and now - _cache[0] < CACHE_SECONDS:
         return list(_cache[1])
-    found = _from_iproute2()
+    found = _from_netlink()
+    if found is None:
+        found = _from_iproute2()
     if found is None:
         found = _from_proc_and_ioctl()
     if not [a for a in found if not a.is_loopback]:

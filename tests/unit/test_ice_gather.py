@@ -511,8 +511,9 @@ def test_bind_address_is_the_only_one(monkeypatch: pytest.MonkeyPatch) -> None:
         interfaces.local_addresses(bind="not-an-ip")
 
 
-def test_fallbacks_without_iproute2(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fallbacks_without_netlink_and_iproute2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(interfaces, "_cache", None)
+    monkeypatch.setattr(interfaces, "_from_netlink", lambda: None)
     monkeypatch.setattr(interfaces, "_from_iproute2", lambda: None)
     found = interfaces.local_addresses(loopback=True)
     assert "127.0.0.1" in {a.address for a in found}  # SIOCGIFCONF sees lo on any Linux
@@ -619,7 +620,7 @@ def test_system_addresses_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
         return parse_ip_json(IP_JSON)
 
     monkeypatch.setattr(interfaces, "_cache", None)
-    monkeypatch.setattr(interfaces, "_from_iproute2", fake)
+    monkeypatch.setattr(interfaces, "_from_netlink", fake)
     first = interfaces.local_addresses()
     first.clear()  # callers get copies
     assert interfaces.local_addresses() and len(calls) == 1
