@@ -34,7 +34,13 @@ from sip.message import (
     parse_message,
 )
 from sip.offer_answer import LocalMedia, NegotiatedMedia, Negotiation, OfferAnswer, OfferAnswerError
-from sip.sdp import MediaDescription, SdpParseError, SessionDescription, parse_sdp
+from sip.sdp import (
+    CandidateAttribute,
+    MediaDescription,
+    SdpParseError,
+    SessionDescription,
+    parse_sdp,
+)
 from sip.timers import TimerConfig
 from sip.transaction import TransactionLayer
 from sip.transport import TlsConfig, TransportLayer
@@ -48,6 +54,7 @@ __all__ = [
     "AuthParseError",
     "CSeq",
     "CallError",
+    "CandidateAttribute",
     "Credentials",
     "DigestClient",
     "Headers",

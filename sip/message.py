@@ -158,7 +158,10 @@ class Headers:
         return None
 
     def _lines_of(self, key: str) -> list[str]:
-        return [value for k, value in zip(self._keys, self._values, strict=True) if k == key]
+        keys = self._keys
+        if keys.count(key) == 1:
+            return [self._values[keys.index(key)]]
+        return list(compress(self._values, map(key.__eq__, keys)))
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name`` (the first list element for list-valued headers)."""

@@ -19,6 +19,7 @@ value (``+sip.instance="<urn:uuid:...>"``) keeps its quotes.  Parameter names ar
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -412,6 +413,76 @@ class SipURI:
     def is_sip(self) -> bool:
         """True for ``sip:`` and ``sips:`` URIs."""
         return self.scheme == "sip" or self.scheme == "sips"
+
+    def equivalent(self, other: SipURI) -> bool:
+        """URI comparison of RFC 3261 §19.1.4 (not ``==``, which compares the fields as stored).
+
+        sip and sips never match; user and password compare case-sensitively, everything else
+        case-insensitively; escapes do not matter (values are stored unescaped); a component
+        present in only one URI (user, password, port - even the default 5060) never matches;
+        a ``user``, ``ttl``, ``method``, ``maddr`` or ``transport`` parameter must be in both
+        or neither (``transport`` per the section's examples: "can resolve to different
+        transports"), other parameters in only one URI are ignored, those in both must match;
+        URI headers must be the same set (names case-insensitive, values exact).  IPv6 hosts
+        compare as addresses (``[::1]`` is ``[0:0::1]``).  tel URIs compare the number without
+        visual separators and every parameter; other schemes compare their text exactly.  The
+        relation is not transitive (§19.1.4's ``;security=on`` / ``;security=off`` example).
+        """
+        if self.scheme.lower() != other.scheme.lower():
+            return False
+        scheme = self.scheme.lower()
+        if self.opaque is not None or other.opaque is not None:
+            return self.opaque == other.opaque
+        if scheme == "tel":
+            return _tel_number(self.user) == _tel_number(other.user) and _lower_params(
+                self.params
+            ) == _lower_params(other.params)
+        if (
+            self.user != other.user
+            or self.password != other.password
+            or self.port != other.port
+            or not _same_host(self.host, other.host)
+        ):
+            return False
+        mine = _lower_params(self.params)
+        theirs = _lower_params(other.params)
+        for name, value in mine.items():
+            if name in theirs:
+                if theirs[name] != value:
+                    return False
+            elif name in _PARAMS_IN_BOTH:
+                return False
+        if any(name in _PARAMS_IN_BOTH and name not in mine for name in theirs):
+            return False
+        return _lower_names(self.headers) == _lower_names(other.headers)
+
+
+# RFC 3261 §19.1.4: present in one URI only, these parameters make the URIs differ
+_PARAMS_IN_BOTH = frozenset({"user", "ttl", "method", "maddr", "transport"})
+_TEL_SEPARATORS = str.maketrans("", "", "-.()")  # RFC 3966 §5.1.1 visual-separator
+
+
+def _lower_params(params: dict[str, str | None]) -> dict[str, str | None]:
+    return {name.lower(): None if v is None else v.lower() for name, v in params.items()}
+
+
+def _lower_names(headers: dict[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def _tel_number(number: str | None) -> str:
+    return (number or "").translate(_TEL_SEPARATORS).lower()
+
+
+def _same_host(a: str, b: str) -> bool:
+    if a.lower() == b.lower():
+        return True
+    if ":" in a and ":" in b:
+        try:
+            return ipaddress.IPv6Address(a) == ipaddress.IPv6Address(b)
+        except ValueError:
+            return False
+    return False
 
 
 # --- NameAddr -------------------------------------------------------------------------------------
