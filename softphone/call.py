@@ -126,6 +126,9 @@ class MediaOptions:
     media_timeout: float | None = 30.0
     #: ICE components in our offers: 2 (RTP and RTCP candidates, with a=rtcp-mux) or 1.
     offer_components: int = 2
+    #: When the selected pair loses ICE consent, try one ICE restart for this long before
+    #: hanging up (None: hang up at once).
+    consent_restart: float | None = 5.0
     #: Send the INVITE without SDP (RFC 3261 §13.2.1 "late offer"): the peer offers in its
     #: 2xx and our answer goes in the ACK.
     late_offer: bool = False
@@ -1517,8 +1520,26 @@ class Call:
         if ice is None or self.remote is None or self.remote.ice is None:
             await asyncio.Event().wait()
             return
-        while ice.agent.has_consent(1) or ice.agent.selected_pair(1) is None:
-            await asyncio.sleep(0.25)
+        while True:
+            while ice.agent.has_consent(1) or ice.agent.selected_pair(1) is None:
+                await asyncio.sleep(0.25)
+            if not await self._restart_after_consent_loss():
+                return
+
+    async def _restart_after_consent_loss(self) -> bool:
+        """Consent lost: before hanging up, one ICE restart of ours (:meth:`restart_ice`)
+        within ``consent_restart`` seconds, in case only the path changed (a new address, a
+        NAT binding gone) while signalling still works. True when a new pair has consent."""
+        budget = self.options.consent_restart
+        ice = self.ice
+        if budget is None or ice is None or self._closed:
+            return False
+        self.progress("ICE consent lost (RFC 7675): trying an ICE restart")
+        try:
+            restarted = await asyncio.wait_for(self.restart_ice(timeout=budget), budget)
+        except TimeoutError:
+            restarted = False
+        return restarted and ice.agent.has_consent(1)
 
     async def _media_silent(self) -> None:
         """Returns when the peer sent nothing (RTP or muxed RTCP) for ``media_timeout`` while

@@ -410,3 +410,32 @@ async def test_audio_that_never_reaches_the_peer_is_not_both_ways(
         await alice.hangup()
         await asyncio.wait_for(bob.run(), 5)
     assert not alice.succeeded
+
+
+async def test_lost_consent_is_recovered_by_an_ice_restart(
+    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+) -> None:
+    """bob's network drops everything for a moment: alice's selected pair loses consent
+    (RFC 7675), she restarts ICE by re-offer instead of hanging up, and media resumes."""
+    account = Account(bind=LOOPBACK)
+    quick = _media("tone:440", consent_restart=4.0)
+    quick.ice_agent_options = {"consent_interval": 0.1, "consent_timeout": 0.8}
+    alice, bob = await _connect(uas, account, account, quick, _media("tone:880"))
+    running = asyncio.ensure_future(alice.run())
+    try:
+        assert alice.ice is not None and bob.ice is not None
+        await _until(lambda: _received(alice) > 5)
+        gatherer = bob.ice.gatherer
+        real_send = gatherer.send
+        gatherer.send = lambda *args: None  # type: ignore[method-assign]
+        agent = alice.ice.agent
+        await _until(lambda: not agent.has_consent(1))
+        gatherer.send = real_send  # type: ignore[method-assign]
+        await _until(lambda: agent.stats().restarts == 1 and agent.has_consent(1), 8)
+        before = _received(alice)
+        await _until(lambda: _received(alice) > before + 5)
+        assert not running.done() and alice.end_reason is None
+    finally:
+        await alice.hangup()
+        await asyncio.wait_for(bob.run(), 5)
+    assert await asyncio.wait_for(running, 5) == "local-bye"

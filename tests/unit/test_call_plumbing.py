@@ -384,6 +384,7 @@ async def test_reoffers_hold_resume_and_move_the_media(pair: Pair) -> None:
 def _fast_consent() -> MediaOptions:
     options = _options("tone:440")
     options.ice_agent_options = {"consent_interval": 0.1, "consent_timeout": 0.8}
+    options.consent_restart = 1.0
     return options
 
 
