@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -206,3 +208,63 @@ async def test_a_pooled_relay_set_carries_an_ice_connection(turn: Coturn) -> Non
         await b.close()
         await pool.close()
     assert pooled.closed  # the connection closed the set it took
+
+
+async def test_turn_over_tcp_sets_release_the_dropped_component(turn: Coturn) -> None:
+    user = "alice"
+    tcp = TurnServer(turn.turn_address("tcp"), user, turn.users[user], "tcp")
+    cfg = GatherConfig(turn_servers=[tcp], components=2, relay_only=True)
+    pool = CandidatePool(cfg, addresses=LOOPBACK)
+    await pool.start()
+    try:
+        await pool.wait_ready(timeout=10)
+        g = pool.take(components=1)
+        assert g is not None
+        relays = [c for c in g.core.signalled_candidates if c.relay is not None]
+        assert [c.candidate.component for c in relays] == [1]
+        assert list(g._stream_components.values()) == [1]
+        assert len(g._stream_allocs) == 1
+        await g.close()
+    finally:
+        await pool.close()
+
+
+async def test_keepalives_leave_the_allocation_working(turn: Coturn) -> None:
+    # Binding indications every 50 ms to coturn (STUN and TURN on one address): the
+    # allocation keeps relaying, the server reports nothing wrong
+    pool = CandidatePool(turn_config(turn, keepalive=0.05), addresses=LOOPBACK)
+    await pool.start()
+    try:
+        await pool.wait_ready(timeout=10)
+        g = pool._ready[0].gatherer
+        sent: list[tuple[bytes, tuple[str, int]]] = []
+        transport = g._transports[g.local_addresses[0]]
+        original = transport.sendto
+
+        def spy(data: bytes, addr: Any = None) -> None:
+            sent.append((bytes(data), addr))
+            original(data, addr)
+
+        transport.sendto = spy  # type: ignore[method-assign,assignment]
+        await asyncio.sleep(0.3)
+        indications = [d for d, _ in sent if d[:2] == b"\x00\x11"]  # Binding indication
+        assert len(indications) >= 3
+        taken = pool.take()
+        assert taken is g
+        relayed = next(c.candidate.transport_address for c in g.core.candidates if c.relay)
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+        g.attach(on_event=None, on_datagram=None, on_relayed=lambda d, r, p: got.put_nowait(d))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.1", 0))
+            g.permit(relayed, ["127.0.0.1"])
+            client = g.core.turn_client(relayed)
+            assert client is not None
+            for _ in range(200):
+                if client.has_permission("127.0.0.1"):
+                    break
+                await asyncio.sleep(0.01)
+            peer.sendto(b"still relaying", relayed)
+            assert await asyncio.wait_for(got.get(), 5) == b"still relaying"
+        await g.close()
+    finally:
+        await pool.close()
