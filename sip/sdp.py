@@ -922,31 +922,19 @@ class SessionDescription(_AttributeList):
             yield f"u={self.uri}"
         yield from (f"e={e}" for e in self.emails)
         yield from (f"p={p}" for p in self.phones)
-        if self.connection is not None:
-            yield f"c={self.connection}"
-        yield from (f"c={c}" for c in self.extra_connections)
-        yield from (f"b={b}" for b in self.bandwidths)
+        yield from _connection_lines(self)
         for timing in self.timing:
             yield f"t={timing.start} {timing.stop}"
             yield from (f"r={r}" for r in timing.repeats)
         if self.time_zones is not None:
             yield f"z={self.time_zones}"
-        if self.encryption_key is not None:
-            yield f"k={self.encryption_key}"
-        yield from (f"a={a}" for a in self.attributes)
-        yield from (str(line) for line in self.other_lines)
+        yield from _key_and_attribute_lines(self)
         for media in self.media:
             yield f"m={media.m_line()}"
             if media.information is not None:
                 yield f"i={media.information}"
-            if media.connection is not None:
-                yield f"c={media.connection}"
-            yield from (f"c={c}" for c in media.extra_connections)
-            yield from (f"b={b}" for b in media.bandwidths)
-            if media.encryption_key is not None:
-                yield f"k={media.encryption_key}"
-            yield from (f"a={a}" for a in media.attributes)
-            yield from (str(line) for line in media.other_lines)
+            yield from _connection_lines(media)
+            yield from _key_and_attribute_lines(media)
 
     def to_str(self) -> str:
         """Serialize with CRLF line ends; ValueError if a field holds a CR or LF."""
@@ -963,6 +951,22 @@ class SessionDescription(_AttributeList):
 
     def __str__(self) -> str:
         return self.to_str()
+
+
+def _connection_lines(section: MediaDescription | SessionDescription) -> Iterator[str]:
+    """The c= and b= lines of a section (RFC 8866 §5: c before b at both levels)."""
+    if section.connection is not None:
+        yield f"c={section.connection}"
+    yield from (f"c={c}" for c in section.extra_connections)
+    yield from (f"b={b}" for b in section.bandwidths)
+
+
+def _key_and_attribute_lines(section: MediaDescription | SessionDescription) -> Iterator[str]:
+    """The k= line, the a= lines, then the kept unknown lines of a section."""
+    if section.encryption_key is not None:
+        yield f"k={section.encryption_key}"
+    yield from (f"a={a}" for a in section.attributes)
+    yield from (str(line) for line in section.other_lines)
 
 
 # Attribute lists are materialised lazily.  ``attributes`` of both classes is a property over
@@ -1206,7 +1210,7 @@ def _parse_plain(text: str) -> SessionDescription | None:
             for line in head[1:]:
                 if line[1:2] != "=":
                     return None
-                _media_line(media, line[0], line[2:])
+                _section_line(media, line[0], line[2:])
             if len(texts) > 1:
                 del texts[0]
                 _defer_attributes(media, texts)
@@ -1229,7 +1233,7 @@ def _parse_lines(lines: list[tuple[str, str]]) -> SessionDescription:
             current = _parse_media_line(value)
             session.media.append(current)
         elif current is not None:
-            _media_line(current, kind, value)
+            _section_line(current, kind, value)
         elif kind == "o" and not seen_origin:
             session.origin = Origin.parse(value)
             seen_origin = True
@@ -1253,20 +1257,10 @@ def _finish(session: SessionDescription, seen_origin: bool) -> SessionDescriptio
 
 
 def _session_line(session: SessionDescription, kind: str, value: str) -> None:
-    if kind == "a":
-        session.attributes.append(Attribute.parse(value))
-    elif kind == "c" and session.connection is None:
-        session.connection = Connection.parse(value)
-    elif kind == "c":
-        session.extra_connections.append(Connection.parse(value))
-    elif kind == "b":
-        session.bandwidths.append(Bandwidth.parse(value))
-    elif kind == "t":
+    if kind == "t":
         session.timing.append(Timing.parse(value))
     elif kind == "r" and session.timing:
         session.timing[-1].repeats.append(value)
-    elif kind == "i" and session.information is None:
-        session.information = value
     elif kind == "u" and session.uri is None:
         session.uri = value
     elif kind == "e":
@@ -1275,24 +1269,23 @@ def _session_line(session: SessionDescription, kind: str, value: str) -> None:
         session.phones.append(value)
     elif kind == "z" and session.time_zones is None:
         session.time_zones = value
-    elif kind == "k" and session.encryption_key is None:
-        session.encryption_key = value
     else:
-        session.other_lines.append(SdpLine(kind, value))
+        _section_line(session, kind, value)
 
 
-def _media_line(media: MediaDescription, kind: str, value: str) -> None:
+def _section_line(section: MediaDescription | SessionDescription, kind: str, value: str) -> None:
+    """A line either level may have (a c b i k); anything else is kept as an SdpLine."""
     if kind == "a":
-        media.attributes.append(Attribute.parse(value))
-    elif kind == "c" and media.connection is None:
-        media.connection = Connection.parse(value)
+        section.attributes.append(Attribute.parse(value))
+    elif kind == "c" and section.connection is None:
+        section.connection = Connection.parse(value)
     elif kind == "c":
-        media.extra_connections.append(Connection.parse(value))
+        section.extra_connections.append(Connection.parse(value))
     elif kind == "b":
-        media.bandwidths.append(Bandwidth.parse(value))
-    elif kind == "i" and media.information is None:
-        media.information = value
-    elif kind == "k" and media.encryption_key is None:
-        media.encryption_key = value
+        section.bandwidths.append(Bandwidth.parse(value))
+    elif kind == "i" and section.information is None:
+        section.information = value
+    elif kind == "k" and section.encryption_key is None:
+        section.encryption_key = value
     else:
-        media.other_lines.append(SdpLine(kind, value))
+        section.other_lines.append(SdpLine(kind, value))
