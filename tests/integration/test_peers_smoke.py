@@ -17,7 +17,7 @@ from tests.peers.lab_services import LabServices
 from tests.peers.netns import Lab, Namespace, NatLab, build_nat_lab
 from tests.peers.pulse import PulseAudio
 from tests.peers.rawsip import SipClient, options, parse_challenge, register
-from tests.peers.sipp import Sipp
+from tests.peers.sipp import Sipp, SippResult
 
 SippFactory = Callable[..., Sipp]
 
@@ -25,17 +25,40 @@ SippFactory = Callable[..., Sipp]
 # ---- Kamailio --------------------------------------------------------------------------------
 
 
+def _sipp_register(
+    sipp_factory: SippFactory, kamailio: Kamailio, scenario: str, user: str, password: str, **kw
+) -> Sipp:
+    """A sipp REGISTER client (one call, over UDP) for ``user`` at the Kamailio, not started."""
+    return sipp_factory(
+        scenario,
+        kamailio.server("udp"),
+        user=user,
+        domain=kamailio.domain,
+        auth_password=password,
+        calls=1,
+        **kw,
+    )
+
+
+def _register_ok(kamailio: Kamailio, user: str, password: str) -> None:
+    """Register ``user`` with a raw SIP client over UDP; the digest retry must get a 200."""
+    with SipClient(*kamailio.address("udp")) as client:
+        _, ok = register(client, kamailio.domain, user, password)
+    assert ok is not None and ok.status == 200
+
+
+def _run_call(uac: Sipp, uas: Sipp) -> tuple[SippResult, SippResult]:
+    """Run the sipp client to its end against a started sipp server; both results."""
+    result = uac.run(timeout=60)
+    assert result.ok, result.describe()
+    server = uas.wait(timeout=30)
+    return result, server
+
+
 def test_kamailio_sipp_register_with_digest_gets_200(
     kamailio: Kamailio, sipp_factory: SippFactory
 ) -> None:
-    reg = sipp_factory(
-        "register_auth",
-        kamailio.server("udp"),
-        user="bob",
-        domain=kamailio.domain,
-        auth_password=kamailio.users["bob"],
-        calls=1,
-    )
+    reg = _sipp_register(sipp_factory, kamailio, "register_auth", "bob", kamailio.users["bob"])
     result = reg.run(timeout=30)
     assert result.ok and result.successful == 1, result.describe()
     assert reg.contact in kamailio.contacts("bob")
@@ -57,23 +80,13 @@ def test_kamailio_unauthenticated_register_gets_401(kamailio: Kamailio) -> None:
 
 
 def test_kamailio_wrong_password_is_rejected(kamailio: Kamailio, sipp_factory: SippFactory) -> None:
-    rejected = sipp_factory(
-        "register_rejected",
-        kamailio.server("udp"),
-        user="alice",
-        domain=kamailio.domain,
-        auth_password="not-the-password",
-        calls=1,
-    ).run(timeout=30)
+    scenarios = {
+        scenario: _sipp_register(sipp_factory, kamailio, scenario, "alice", "not-the-password")
+        for scenario in ("register_rejected", "register_auth")
+    }
+    rejected = scenarios["register_rejected"].run(timeout=30)
     assert rejected.ok, rejected.describe()
-    accepted = sipp_factory(
-        "register_auth",
-        kamailio.server("udp"),
-        user="alice",
-        domain=kamailio.domain,
-        auth_password="not-the-password",
-        calls=1,
-    ).run(timeout=30)
+    accepted = scenarios["register_auth"].run(timeout=30)
     assert accepted.failed == 1 and accepted.successful == 0
     assert kamailio.contacts("alice") == []
     # an unknown user fails the same way
@@ -119,37 +132,42 @@ def test_kamailio_sha256_digest(kamailio_factory: Callable[..., Kamailio]) -> No
     assert bad is not None and bad.status == 401
 
 
-def _register_uas(kamailio: Kamailio, sipp_factory: SippFactory, uas: Sipp, user: str) -> None:
-    reg = sipp_factory(
-        "register_auth",
-        kamailio.server("udp"),
-        user=user,
-        domain=kamailio.domain,
-        auth_password=kamailio.users[user],
+def _registered_uas(kamailio: Kamailio, sipp_factory: SippFactory, user: str) -> Sipp:
+    """A started sipp UAS (one call, UDP) that a sipp REGISTER put in the location table."""
+    uas = sipp_factory("uas_sdp", calls=1).start()
+    reg = _sipp_register(
+        sipp_factory, kamailio, "register_auth", user, kamailio.users[user],
         contact=f"sip:{user}@{uas.uri_host}",
-        calls=1,
-    ).run(timeout=30)
+    ).run(timeout=30)  # fmt: skip
     assert reg.ok, reg.describe()
+    return uas
+
+
+def _uac_via(
+    kamailio: Kamailio, sipp_factory: SippFactory, service: str, transport: str = "udp", **kw
+) -> Sipp:
+    """A sipp UAC (one call with SDP) to ``service`` through the Kamailio, not started."""
+    return sipp_factory(
+        "uac_sdp",
+        kamailio.server(transport),
+        transport=transport,
+        domain=kamailio.domain,
+        service=service,
+        calls=1,
+        **kw,
+    )
 
 
 def test_kamailio_routes_call_with_407_and_record_route(
     kamailio: Kamailio, sipp_factory: SippFactory
 ) -> None:
-    uas = sipp_factory("uas_sdp", calls=1).start()
-    _register_uas(kamailio, sipp_factory, uas, "bob")
-    uac = sipp_factory(
-        "uac_sdp",
-        kamailio.server("udp"),
-        user="alice",
-        domain=kamailio.domain,
-        auth_password=kamailio.users["alice"],
-        service="bob",
-        calls=1,
+    uas = _registered_uas(kamailio, sipp_factory, "bob")
+    uac = _uac_via(
+        kamailio, sipp_factory, "bob", user="alice", auth_password=kamailio.users["alice"],
         call_duration_ms=100,
-    )
-    result = uac.run(timeout=30)
-    assert result.ok and result.successful == 1, result.describe()
-    assert uas.wait(timeout=15).successful == 1
+    )  # fmt: skip
+    result, server = _run_call(uac, uas)
+    assert result.successful == 1 and server.successful == 1, result.describe()
     received = [m.first_line for m in uac.traced("received")]
     assert received[0] == "SIP/2.0 407 Proxy Authentication Required"
     assert "SIP/2.0 200 OK" in received
@@ -162,20 +180,9 @@ def test_kamailio_routes_call_with_407_and_record_route(
 def test_kamailio_double_record_route_when_transport_changes(
     kamailio: Kamailio, sipp_factory: SippFactory
 ) -> None:
-    uas = sipp_factory("uas_sdp", calls=1).start()  # UDP callee
-    _register_uas(kamailio, sipp_factory, uas, "carol")
-    uac = sipp_factory(
-        "uac_sdp",
-        kamailio.server("tcp"),
-        transport="tcp",
-        domain=kamailio.domain,
-        service="carol",
-        calls=1,
-        call_duration_ms=100,
-    )
-    result = uac.run(timeout=30)
-    assert result.ok, result.describe()
-    assert uas.wait(timeout=15).ok
+    uas = _registered_uas(kamailio, sipp_factory, "carol")  # UDP callee
+    uac = _uac_via(kamailio, sipp_factory, "carol", transport="tcp", call_duration_ms=100)
+    assert _run_call(uac, uas)[1].ok
     invite = next(m for m in uas.traced("received") if m.first_line.startswith("INVITE "))
     rr = [v for line in invite.headers("Record-Route") for v in line.split(",")]
     assert len(rr) == 2, invite.text
@@ -185,25 +192,19 @@ def test_kamailio_double_record_route_when_transport_changes(
 def test_kamailio_restart_keeps_ports_and_forgets_registrations(
     kamailio: Kamailio,
 ) -> None:
-    with SipClient(*kamailio.address("udp")) as client:
-        _, ok = register(client, kamailio.domain, "alice", kamailio.users["alice"])
-    assert ok is not None and ok.status == 200
+    _register_ok(kamailio, "alice", kamailio.users["alice"])
     assert kamailio.contacts("alice")
     old_pid, port = kamailio.pid, kamailio.port
     kamailio.restart()
     assert kamailio.pid != old_pid and kamailio.port == port
     assert kamailio.contacts("alice") == []
-    with SipClient(*kamailio.address("udp")) as client:
-        _, ok = register(client, kamailio.domain, "alice", kamailio.users["alice"])
-    assert ok is not None and ok.status == 200
+    _register_ok(kamailio, "alice", kamailio.users["alice"])
     assert "==== start" in kamailio.log()
 
 
 def test_kamailio_add_user_at_run_time(kamailio: Kamailio) -> None:
     kamailio.add_user("dave", "dave-secret-4")
-    with SipClient(*kamailio.address("udp")) as client:
-        _, ok = register(client, kamailio.domain, "dave", "dave-secret-4")
-    assert ok is not None and ok.status == 200
+    _register_ok(kamailio, "dave", "dave-secret-4")
 
 
 # ---- sipp ------------------------------------------------------------------------------------
@@ -214,28 +215,24 @@ def test_sipp_uac_against_uas_20_calls(sipp_factory: SippFactory) -> None:
     uac = sipp_factory(
         "uac_sdp", uas.uri_host, service="bob", calls=20, rate=20, limit=20, call_duration_ms=50
     )
-    result = uac.run(timeout=60)
-    assert result.ok, result.describe()
+    result, server = _run_call(uac, uas)
     assert (result.successful, result.failed, result.created) == (20, 0, 20)
-    server = uas.wait(timeout=30)
     assert (server.successful, server.failed) == (20, 0), server.describe()
 
 
 def test_sipp_over_tcp(sipp_factory: SippFactory) -> None:
     uas = sipp_factory("uas_sdp", transport="tcp", calls=3).start()
     uac = sipp_factory("uac_sdp", uas.uri_host, transport="tcp", service="bob", calls=3, rate=10)
-    result = uac.run(timeout=60)
-    assert result.ok and result.successful == 3, result.describe()
-    assert uas.wait(timeout=30).successful == 3
+    result, server = _run_call(uac, uas)
+    assert result.successful == 3 and server.successful == 3, result.describe()
     assert {m.transport for m in uac.traced()} == {"TCP"}
 
 
 def test_sipp_cancel_after_ringing(sipp_factory: SippFactory) -> None:
     uas = sipp_factory("uas_ring_wait", calls=2).start()
     uac = sipp_factory("uac_cancel", uas.uri_host, service="bob", calls=2, rate=10)
-    result = uac.run(timeout=60)
-    assert result.ok and result.successful == 2, result.describe()
-    assert uas.wait(timeout=30).successful == 2
+    result, server = _run_call(uac, uas)
+    assert result.successful == 2 and server.successful == 2, result.describe()
     firsts = [m.first_line for m in uac.traced("received")]
     assert firsts.count("SIP/2.0 487 Request Terminated") == 2
     assert firsts.count("SIP/2.0 200 OK") == 2  # the CANCELs' 200s, no call was answered
@@ -244,9 +241,7 @@ def test_sipp_cancel_after_ringing(sipp_factory: SippFactory) -> None:
 def test_sipp_uac_retransmits_invite(sipp_factory: SippFactory) -> None:
     uas = sipp_factory("uas_sdp", calls=1).start()
     uac = sipp_factory("uac_invite_retrans", uas.uri_host, service="bob", calls=1)
-    result = uac.run(timeout=60)
-    assert result.ok, result.describe()
-    server = uas.wait(timeout=30)
+    _, server = _run_call(uac, uas)
     assert server.successful == 1, server.describe()
     invites = [m.text for m in uas.traced("received") if m.first_line.startswith("INVITE ")]
     assert len(invites) == 2 and invites[0] == invites[1]  # a true retransmission
@@ -558,16 +553,11 @@ def test_kamailio_restart_mid_call_keeps_the_dialog_routable(
     kamailio: Kamailio, sipp_factory: SippFactory
 ) -> None:
     """In-dialog requests are loose-routed without state: a call outlives a restart."""
-    import time
-
-    uas = sipp_factory("uas_sdp", calls=1).start()
-    _register_uas(kamailio, sipp_factory, uas, "bob")
-    uac = sipp_factory(
-        "uac_sdp", kamailio.server("udp"), domain=kamailio.domain, service="bob", calls=1,
-        call_duration_ms=3000,
-    ).start()  # fmt: skip
-    kamailio.wait_for_log(r"REPLY 200 OK", timeout=10)
-    time.sleep(0.3)  # the ACK goes through before the restart
+    uas = _registered_uas(kamailio, sipp_factory, "bob")
+    mark = kamailio.log_mark()
+    uac = _uac_via(kamailio, sipp_factory, "bob", call_duration_ms=3000).start()
+    kamailio.wait_for_log(r"REPLY 200 OK", timeout=10, start=mark)
+    kamailio.wait_for_log(r"REQ ACK ", timeout=10, start=mark)  # the ACK got to the proxy
     kamailio.restart()
     result = uac.wait(timeout=30)
     assert result.ok, result.describe()
@@ -757,9 +747,7 @@ def test_sipp_callee_hangs_up(
         uac = sipp_factory("uac_wait_bye", k.server(), domain=k.domain, service="bob", calls=1)
     else:
         uac = sipp_factory("uac_wait_bye", uas.uri_host, service="bob", calls=1)
-    result = uac.run(timeout=30)
-    assert result.ok, result.describe()
-    assert uas.wait(timeout=15).ok
+    assert _run_call(uac, uas)[1].ok
     bye = next(m for m in uac.traced("received") if m.first_line.startswith("BYE "))
     assert bye.first_line == f"BYE {uac.contact} SIP/2.0"
     assert bye.headers("From")[0].startswith("<sip:bob@")  # the callee's identity
@@ -919,10 +907,7 @@ def test_baresip_registers_and_answers_through_kamailio(
 ) -> None:
     bob = baresip_factory(user="bob", password=kamailio.users["bob"], registrar=kamailio.server())
     assert any(c.startswith("sip:bob") for c in kamailio.contacts("bob"))
-    uac = sipp_factory(
-        "uac_sdp", kamailio.server(), domain=kamailio.domain, service="bob", calls=1,
-        call_duration_ms=1000, rtp_echo=True,
-    )  # fmt: skip
+    uac = _uac_via(kamailio, sipp_factory, "bob", call_duration_ms=1000, rtp_echo=True)
     result = uac.run(timeout=30)
     assert result.ok, result.describe()
     answer = next(m for m in uac.traced("received") if "v=0" in m.text)
