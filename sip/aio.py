@@ -32,6 +32,7 @@ from sip.invite import SDP, Call, CallState
 from sip.locate import DnsLookup, LocateError, Target, is_ip_address, locate, try_targets
 from sip.message import Request, Response
 from sip.registration import Registered, RegistrationExpired, RegistrationFailed, Unregistered
+from sip.transaction import ClientTransaction
 from sip.transaction import State as TxState
 from sip.transport import KeepaliveHandle, Source, TlsConfig, TransportLayer
 from sip.ua import DEFAULT_PORTS, OptionsResult, Outgoing, Peer, UAConfig, UserAgent, peer_for_uri
@@ -257,7 +258,6 @@ class AsyncUserAgent:
         self.binding_check_interval = binding_check_interval
         self._binding_checker: asyncio.Task[None] | None = None
         self._probes: dict[str, asyncio.Event] = {}  # Call-ID of AOR checks -> came back
-        self._reregistering = False
         self.transport: TransportLayer | None = None
         #: Called with each incoming call (sync or async); see also :attr:`incoming`.
         self.on_incoming: IncomingHandler | None = None
@@ -274,10 +274,14 @@ class AsyncUserAgent:
         self._dead: dict[Target, float] = {}
         #: branch -> (transaction, target) of requests sent where another target exists
         self._awaiting: dict[str, tuple[Any, Target]] = {}
+        #: TCP/TLS connection id -> client transactions whose request went out on it
+        self._sent_on: dict[int, set[ClientTransaction]] = {}
         #: how long a target that failed is skipped in favour of the next one
         self.dead_target_time = DEAD_TARGET_TIME
         self._failovers = 0  # targets given up on so far
+        self.ua.target_count = self._target_count  # RFC 3263 §4.3 failover in the core
         self._keepalive_started = False
+        self._keepalive_starting = False
         self._closed = False
         self.registered: Registered | None = None
 
@@ -310,6 +314,7 @@ class AsyncUserAgent:
         self.transport = TransportLayer(
             on_message=self._on_message,
             on_parse_error=self._on_parse_error,
+            on_connection_lost=self._on_connection_lost,
             tls=self.tls,
         )
         await self.transport.start(host, port, wanted, tls_port=tls_port)
@@ -483,6 +488,26 @@ class AsyncUserAgent:
         self.ua.receive(message, peer, self.now())
         self._flush()
 
+    def _on_connection_lost(self, source: Source) -> None:
+        """RFC 3261 §17.1.4/§18.4: a request sent on a connection that closed before any
+        response came (e.g. the proxy went down) failed in transport: its transaction learns
+        it now, rather than at Timer B/F. A request that got a provisional response may still
+        be answered over a new connection (§18.2.2) and is left alone."""
+        if source.connection_id is None:
+            return
+        txs = self._sent_on.pop(source.connection_id, set())
+        failed = [tx for tx in txs if tx.state in (TxState.CALLING, TxState.TRYING)]
+        if not failed or self._closed:
+            return
+        for tx in failed:
+            log.info(
+                "%s %s: its connection closed before any response",
+                tx.request.method,
+                tx.request.uri,
+            )
+            self.ua.transport_error(tx, self.now())
+        self._flush()
+
     def _on_parse_error(self, data: bytes, source: Source, exc: Exception) -> None:
         if self._closed:
             return
@@ -501,24 +526,14 @@ class AsyncUserAgent:
         await self._register_again()
 
     async def _register_again(self) -> None:
-        """Register the same binding again until it succeeds (backing off 0.5 s .. 30 s)."""
-        if self._reregistering:
+        """Register every binding again now (RFC 5626 §4.5, in the core): a REGISTER goes out
+        at once over a new flow; if it fails, the core retries after a backoff growing with
+        each consecutive failure (``UAConfig.flow_backoff``), and the keepalive starts again
+        on the new flow when the registrar accepts (see :meth:`_deliver`)."""
+        if self._closed or not self.ua.registrations:
             return
-        self._reregistering = True
-        try:
-            delay = 0.5
-            while not self._closed and self.ua.registrations:
-                try:
-                    # the same binding; starts a new keepalive and watcher if needed. A short
-                    # timeout: a REGISTER lost in a half-started server must not hold us up.
-                    await self.register(timeout=5.0)
-                    return
-                except (RegistrationError, TimeoutError) as exc:
-                    log.info("re-registration failed (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        finally:
-            self._reregistering = False
+        self.ua.flow_failed(self.now())
+        self._flush()
 
     async def _watch_binding(self, interval: float) -> None:
         """UDP has no pong (RFC 5626 §4.4.1 CRLF keepalives go unanswered, and Kamailio drops
@@ -529,7 +544,7 @@ class AsyncUserAgent:
         register again at once."""
         while not self._closed:
             await asyncio.sleep(interval)
-            if self._closed or self.registered is None or self._reregistering:
+            if self._closed or self.registered is None or self.ua.recovering:
                 continue
             status = await self._check_binding()
             if status in BINDING_LOST_STATUSES and not self._closed and self.ua.registrations:
@@ -655,6 +670,10 @@ class AsyncUserAgent:
         self._dead[target] = self.now() + self.dead_target_time
         self._failovers += 1
 
+    def _target_count(self, peer: Peer) -> int:
+        """How many located targets ``peer`` has (the core fails over among them)."""
+        return len(self._targets.get((peer.transport, peer.host, peer.port)) or ()) or 1
+
     def _check_unanswered(self) -> None:
         """A request that timed out without any response (RFC 3263 §4.3: the target did not
         answer) sends the next requests to the next target."""
@@ -679,11 +698,11 @@ class AsyncUserAgent:
         msg = out.message
         targets = await self._ordered_targets(out.peer)
         if len(targets) == 1:
-            await transport.send(msg, targets[0])
+            self._note_flow(out, await transport.send(msg, targets[0]))
             return
 
         async def attempt(target: Target) -> Target:
-            await transport.send(msg, target)
+            self._note_flow(out, await transport.send(msg, target))
             return target
 
         def on_error(target: Target) -> None:
@@ -693,6 +712,15 @@ class AsyncUserAgent:
         if out.transaction is not None and isinstance(msg, Request) and msg.method != "ACK":
             with contextlib.suppress(ValueError):
                 self._awaiting[msg.top_via.branch or ""] = (out.transaction, used)
+
+    def _note_flow(self, out: Outgoing, flow: Source) -> None:
+        """Remember the connection a client transaction's request went out on."""
+        tx = out.transaction
+        if flow.connection_id is None or not isinstance(tx, ClientTransaction):
+            return
+        pending = self._sent_on.setdefault(flow.connection_id, set())
+        pending -= {t for t in pending if t.state is TxState.TERMINATED}
+        pending.add(tx)
 
     async def _send(self, out: Outgoing) -> None:
         assert self.transport is not None
@@ -712,11 +740,12 @@ class AsyncUserAgent:
 
     async def _start_keepalive(self) -> None:
         """Keep the NAT binding / connection to the registrar alive (RFC 5626 §4.4.1)."""
-        if self._keepalive_started or self.transport is None:
+        if self._keepalive_started or self._keepalive_starting or self.transport is None:
             return
         proxy = self.config.outbound_proxy or self.config.registrar
         if not proxy:
             return
+        self._keepalive_starting = True
         try:
             target = await self._target(peer_for_uri(SipURI.parse(proxy), self.config.transport))
             handle = await self.transport.start_keepalive(target, self.keepalive_interval)
@@ -731,6 +760,8 @@ class AsyncUserAgent:
                 self._binding_checker.add_done_callback(self._tasks.discard)
         except (OSError, LocateError, ValueError) as exc:
             log.info("keepalive not started: %r", exc)
+        finally:
+            self._keepalive_starting = False
 
     def _deliver(self, ev: Any) -> None:
         self.events.append(ev)
@@ -751,6 +782,10 @@ class AsyncUserAgent:
         elif isinstance(ev, (Registered, RegistrationFailed, Unregistered)):
             if isinstance(ev, Registered):
                 self.registered = ev
+                if not self._keepalive_started and not self._reg_waiters:
+                    # registered again after a flow failure (or by a retry): keep the new
+                    # flow alive and watch it (register() starts it itself otherwise)
+                    self._spawn(self._start_keepalive())
             elif isinstance(ev, Unregistered):
                 self.registered = None
             waiters, self._reg_waiters = self._reg_waiters, []

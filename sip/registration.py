@@ -15,11 +15,22 @@ Rules implemented:
 - NAT (RFC 3581 + contact rewriting as pjsip does): when the registrar's response shows, in the
   top Via's ``received``/``rport``, a public address different from the one in our Contact, the
   binding is re-registered with a Contact holding that public address (the old one removed).
+- RFC 5626 (SIP outbound) §4.2: with an ``instance_id`` the Contact carries ``+sip.instance``
+  (RFC 5626 §4.1) and, with a ``reg_id``, ``reg-id``; the REGISTER then says
+  ``Supported: outbound, path``. A 2xx with ``Require: outbound`` means the registrar (and edge
+  proxy) use the flow (reported as ``Registered.outbound``); a 439 First Hop Lacks Outbound
+  Support is retried once without ``reg-id`` (§4.2.1, §11.6).
+- RFC 5626 §4.5 flow recovery: :meth:`Registration.flow_failed` registers again at once (same
+  Call-ID, reg-id and instance); a REGISTER that then fails for a flow reason (timeout,
+  transport error, 5xx) is retried after :meth:`FlowBackoff.wait_time`, growing with the
+  number of consecutive failures; a success resets the count.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -40,6 +51,8 @@ class Registered:
     expires: int
     contacts: list[str]
     aor: str = ""
+    #: RFC 5626 §4.2.1: the 2xx said ``Require: outbound`` (the flow is used for our binding)
+    outbound: bool = False
 
 
 @dataclass
@@ -72,6 +85,52 @@ class RegistrationState(Enum):
     FAILED = "failed"
 
 
+def instance_id_for(seed: str | None = None) -> str:
+    """An RFC 5626 §4.1 instance-id URN (RFC 4122 UUID URN). With ``seed`` (something unique
+    and stable for this device and account, e.g. a machine id plus the AOR) the same URN comes
+    back every time (a name-based UUID), so the registrar sees the same instance after a
+    restart; without, a random one."""
+    if seed is None:
+        return f"urn:uuid:{uuid.uuid4()}"
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'sip-instance:' + seed)}"
+
+
+#: RFC 5626 §4.5 defaults: base-time when every flow failed / when some flow still works, and
+#: the upper bound of the wait (s).
+RFC5626_BASE_TIME_ALL_FAILED = 30.0
+RFC5626_BASE_TIME_SOME_OK = 90.0
+RFC5626_MAX_TIME = 1800.0
+
+#: statuses of a REGISTER meaning "the flow could not be formed" (RFC 5626 §4.5): timeout or
+#: transport error (408, as the UA core reports them) and the server errors of a next hop
+FLOW_FAILURE_STATUSES = frozenset({408, 480, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class FlowBackoff:
+    """RFC 5626 §4.5: how long to wait before trying to form a flow again.
+
+    ``wait-time = min(max-time, base-time * 2 ** consecutive-failures)``, and the wait is a
+    random time between 50 % and 100 % of it. base-time is ``base_time_all_failed`` when every
+    flow to the outbound proxies failed, ``base_time_some_ok`` when another one still works.
+    The defaults are the RFC's (30 s / 90 s / 1800 s); the RFC lets them be configured.
+    """
+
+    base_time_all_failed: float = RFC5626_BASE_TIME_ALL_FAILED
+    base_time_some_ok: float = RFC5626_BASE_TIME_SOME_OK
+    max_time: float = RFC5626_MAX_TIME
+
+    def upper_bound(self, consecutive_failures: int, *, all_failed: bool = True) -> float:
+        base = self.base_time_all_failed if all_failed else self.base_time_some_ok
+        return min(self.max_time, base * 2.0 ** max(0, consecutive_failures))
+
+    def wait_time(
+        self, consecutive_failures: int, rng: random.Random, *, all_failed: bool = True
+    ) -> float:
+        bound = self.upper_bound(consecutive_failures, all_failed=all_failed)
+        return bound * rng.uniform(0.5, 1.0)
+
+
 @dataclass
 class RegistrationConfig:
     aor: str  # "sip:alice@example.com"
@@ -83,13 +142,21 @@ class RegistrationConfig:
     contact_params: dict[str, str | None] = field(default_factory=dict)
     rewrite_contact: bool = True  # learn the public address from Via received/rport
     retry_after_failure: float = 60.0
+    #: RFC 5626 §4.1 instance-id URN ("urn:uuid:..."): ``+sip.instance`` in the Contact
+    instance_id: str | None = None
+    #: RFC 5626 §4.2 reg-id of this flow (needs ``instance_id``); None: no outbound
+    reg_id: int | None = None
+    #: RFC 5626 §4.5 backoff for REGISTERs failing for a flow reason; None: such a failure
+    #: is retried after ``retry_after_failure`` like any other
+    flow_backoff: FlowBackoff | None = None
 
 
 class Registration:
     """One AOR + contact binding (RFC 3261 §10)."""
 
-    def __init__(self, config: RegistrationConfig) -> None:
+    def __init__(self, config: RegistrationConfig, *, rng: random.Random | None = None) -> None:
         self.config = config
+        self.rng = rng or random.Random()
         self.call_id = new_call_id()
         self.from_tag = new_tag()
         self.cseq = 0
@@ -105,11 +172,20 @@ class Registration:
         self._events: list[RegistrationEvent] = []
         self._want_registered = False
         self.last_status = 0
+        self.reg_id = config.reg_id if config.instance_id is not None else None
+        #: RFC 5626 §4.5: REGISTERs failed for a flow reason since the last success
+        self.consecutive_failures = 0
+        #: the last 2xx said Require: outbound (§4.2.1)
+        self.outbound = False
 
     # ---------------------------------------------------------------- building
 
     def _contact_value(self, contact: str, expires: int) -> str:
         params: dict[str, str | None] = dict(self.config.contact_params)
+        if self.config.instance_id is not None:
+            params["+sip.instance"] = f'"<{self.config.instance_id}>"'  # RFC 5626 §4.1
+            if self.reg_id is not None:
+                params["reg-id"] = str(self.reg_id)  # RFC 5626 §4.2
         params["expires"] = str(expires)
         return str(NameAddr(uri=SipURI.parse(contact), params=params))
 
@@ -133,6 +209,9 @@ class Registration:
             h.add("Contact", self._contact_value(self._old_contact, 0))
         h.add("Contact", self._contact_value(self.contact, exp))
         h.add("Expires", str(exp))
+        if self.reg_id is not None:
+            # RFC 5626 §4.2.1 (outbound) and RFC 3327 §5 (path): an edge proxy may add Path
+            h.add("Supported", "outbound, path")
         return Request(method="REGISTER", uri=self.config.registrar, headers=h)
 
     def start(self, now: float) -> Request:
@@ -169,6 +248,11 @@ class Registration:
             return None
         if 200 <= status < 300:
             return self._on_success(response, now)
+        if status == 439 and self.reg_id is not None:
+            # RFC 5626 §11.6 / §4.2.1: the first hop does not do outbound; register without it
+            log.info("439 First Hop Lacks Outbound Support: registering without reg-id")
+            self.reg_id = None
+            return self.build_request()
         if status == 423:
             min_exp = _int_or_none(response.headers.get("Min-Expires"))
             if min_exp is not None and min_exp > self.expires_requested:
@@ -190,8 +274,42 @@ class Registration:
         self.state = RegistrationState.FAILED
         self.refresh_at = None
         self._events.append(RegistrationFailed(status, reason, self.config.aor))
-        if self._want_registered and self.config.retry_after_failure > 0:
+        if not self._want_registered:
+            return
+        backoff = self.config.flow_backoff
+        if backoff is not None and status in FLOW_FAILURE_STATUSES:
+            # RFC 5626 §4.5: the flow could not be formed; wait longer after each failure
+            self.consecutive_failures += 1
+            wait = backoff.wait_time(self.consecutive_failures, self.rng)
+            log.info(
+                "REGISTER failed (%d, %d in a row): next attempt in %.1f s",
+                status,
+                self.consecutive_failures,
+                wait,
+            )
+            self.retry_at = now + wait
+        elif self.config.retry_after_failure > 0:
             self.retry_at = now + self.config.retry_after_failure
+
+    def flow_failed(self, now: float) -> Request | None:
+        """RFC 5626 §4.4.1/§4.5: the flow our binding used failed (no keepalive response, or
+        the connection closed). Returns a REGISTER to send at once over a new flow (same
+        Call-ID, instance and reg-id, the next CSeq), or None when we do not want to be
+        registered. A REGISTER still in progress on the dead flow is superseded."""
+        if not self._want_registered:
+            return None
+        if self.state is RegistrationState.FAILED and self.retry_at is not None:
+            return None  # already waiting out a backoff: a new flow is tried then
+        log.info("flow of %s failed: registering again over a new flow", self.config.aor)
+        self.state = RegistrationState.REGISTERING
+        self.refresh_at = None
+        self.retry_at = None
+        return self.build_request()
+
+    @property
+    def recovering(self) -> bool:
+        """Wanted registered, but not (yet) registered again."""
+        return self._want_registered and self.state is not RegistrationState.REGISTERED
 
     def _on_success(self, response: Response, now: float) -> Request | None:
         ours = SipURI.parse(self.contact)
@@ -201,9 +319,10 @@ class Registration:
             bindings = list(response.contacts)
         except ValueError:
             bindings = []
+        instance = self.config.instance_id
         for b in bindings:
             contacts.append(str(b.uri))
-            if _same_contact(b.uri, ours):
+            if _same_contact(b.uri, ours) or (instance is not None and _instance_of(b) == instance):
                 granted = _int_or_none(b.params.get("expires"))
         if granted is None:
             granted = _int_or_none(response.headers.get("Expires"))
@@ -225,10 +344,12 @@ class Registration:
             return None
         self.state = RegistrationState.REGISTERED
         self._rewrites = 0
+        self.consecutive_failures = 0
+        self.outbound = self.reg_id is not None and "outbound" in _option_tags(response, "Require")
         self.expires_granted = granted
         self.expires_at = now + granted
         self.refresh_at = now + max(min(granted / 2, granted - self.config.refresh_margin), 1.0)
-        self._events.append(Registered(granted, contacts, self.config.aor))
+        self._events.append(Registered(granted, contacts, self.config.aor, self.outbound))
         return None
 
     # ---------------------------------------------------------------- timers
@@ -277,6 +398,18 @@ def _int_or_none(value: str | None) -> int | None:
         return int(value.strip())
     except ValueError:
         return None
+
+
+def _option_tags(response: Response, header: str) -> set[str]:
+    return {v.strip().lower() for v in response.headers.get_all(header)}
+
+
+def _instance_of(binding: NameAddr) -> str | None:
+    """The URN of a Contact's ``+sip.instance`` (RFC 5626 §4.1: ``"<urn:...>"``), or None."""
+    value = binding.params.get("+sip.instance")
+    if value is None:
+        return None
+    return value.strip().strip('"').strip("<>")
 
 
 def _same_contact(a: SipURI, b: SipURI) -> bool:

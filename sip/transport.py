@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import ipaddress
 import itertools
 import logging
@@ -442,7 +443,8 @@ class TransportLayer:
     :meth:`receive`. Datagrams or framed messages that do not parse go to
     ``on_parse_error(data, source, error)`` (the UA may answer a request with 400) and are
     otherwise logged and dropped. ``on_flow_failed(source)`` reports a stream flow whose keepalive
-    pong did not come (RFC 5626 §4.4.1).
+    pong did not come (RFC 5626 §4.4.1); ``on_connection_lost(source)`` every TCP/TLS connection
+    that closed.
     """
 
     def __init__(
@@ -451,6 +453,7 @@ class TransportLayer:
         on_message: MessageCallback | None = None,
         on_parse_error: ParseErrorCallback | None = None,
         on_flow_failed: FlowCallback | None = None,
+        on_connection_lost: FlowCallback | None = None,
         tls: TlsConfig | None = None,
         connect_timeout: float = 10.0,
         udp_keepalive_interval: float = DEFAULT_UDP_KEEPALIVE,
@@ -460,6 +463,8 @@ class TransportLayer:
         self.on_message = on_message
         self.on_parse_error = on_parse_error
         self.on_flow_failed = on_flow_failed
+        #: called with the flow of every TCP/TLS connection that closed (either side)
+        self.on_connection_lost = on_connection_lost
         self.tls = tls or TlsConfig()
         self.connect_timeout = connect_timeout
         self.udp_keepalive_interval = udp_keepalive_interval
@@ -473,6 +478,11 @@ class TransportLayer:
         self._keepalives: set[KeepaliveHandle] = set()
         self._client_ctx: ssl.SSLContext | None = None
         self._closed = False
+        #: the local address of our last outgoing connection to each (transport, ip, port):
+        #: a new connection there starts from the same port when it can (see :meth:`_open`)
+        self._last_local: dict[tuple[str, str, int], Address] = {}
+        #: reconnect from the previous connection's local port (see :meth:`_open`)
+        self.reuse_local_port = True
 
     # ---- listening -------------------------------------------------------------------------
 
@@ -604,6 +614,11 @@ class TransportLayer:
         for key in conn.keys:
             if self._by_remote.get(key) is conn:
                 del self._by_remote[key]
+        if self.on_connection_lost is not None and not self._closed:
+            try:
+                self.on_connection_lost(conn.source)
+            except Exception:
+                logger.exception("on_connection_lost callback failed")
 
     def connection_count(self) -> int:
         return len(self._connections)
@@ -655,21 +670,54 @@ class TransportLayer:
             if not ipaddress.ip_address(listener.local[0]).is_unspecified:
                 local_addr = (listener.local[0], 0)
                 break
-        _t, proto = await asyncio.wait_for(
-            loop.create_connection(
-                lambda: _StreamProtocol(self, target.transport, outgoing=True),
-                host=target.ip,
-                port=target.port,
-                ssl=ctx,
-                server_hostname=server_hostname,
-                local_addr=local_addr,
-            ),
-            self.connect_timeout,
-        )
-        # Register under the address we dialled too (it equals the peer name unless mapped).
         key = (target.transport, normalize_ip(target.ip), target.port)
+        previous = self._last_local.get(key) if self.reuse_local_port else None
+        sock = _bound_socket(previous) if previous is not None else None
+
+        def factory() -> _StreamProtocol:
+            return _StreamProtocol(self, target.transport, outgoing=True)
+
+        if sock is not None:
+            # A new flow to a proxy we had a connection with starts from the same local port:
+            # a proxy without RFC 5626 flow tokens (Kamailio's ;alias / received) keeps routing
+            # requests for our binding and our dialogs to that address, so it reaches us over
+            # the new connection as soon as we reconnect.
+            try:
+                await asyncio.wait_for(
+                    loop.sock_connect(sock, (target.ip, target.port)), self.connect_timeout
+                )
+            except OSError as exc:
+                sock.close()
+                sock = None
+                if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                    raise
+                logger.debug("cannot reconnect from %s (%s): any port", previous, exc)
+            except BaseException:
+                sock.close()
+                raise
+        if sock is not None:
+            _t, proto = await asyncio.wait_for(
+                loop.create_connection(
+                    factory, sock=sock, ssl=ctx, server_hostname=server_hostname
+                ),
+                self.connect_timeout,
+            )
+        else:
+            _t, proto = await asyncio.wait_for(
+                loop.create_connection(
+                    factory,
+                    host=target.ip,
+                    port=target.port,
+                    ssl=ctx,
+                    server_hostname=server_hostname,
+                    local_addr=local_addr,
+                ),
+                self.connect_timeout,
+            )
+        # Register under the address we dialled too (it equals the peer name unless mapped).
         proto.keys.add(key)
         self._by_remote[key] = proto
+        self._last_local[key] = proto.local
         return proto
 
     # ---- sending --------------------------------------------------------------------------
@@ -945,6 +993,21 @@ class TransportLayer:
 
 def _family(ip: str) -> int:
     return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+def _bound_socket(local: Address) -> socket.socket | None:
+    """A non-blocking TCP socket bound to ``local`` (SO_REUSEADDR), or None if that address
+    is taken (e.g. our side of the old connection still waits in TIME_WAIT)."""
+    sock = socket.socket(_family(local[0]), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setblocking(False)
+        sock.bind(local)
+    except OSError as exc:
+        logger.debug("cannot bind %s again: %s", _fmt(local), exc)
+        sock.close()
+        return None
+    return sock
 
 
 def _route_source(ip: str) -> str:

@@ -54,9 +54,11 @@ from sip.message import (
     parse_message,
 )
 from sip.registration import (
+    FlowBackoff,
     Registration,
     RegistrationConfig,
     RegistrationEvent,
+    instance_id_for,
 )
 from sip.timers import TimerConfig
 from sip.transaction import (
@@ -81,6 +83,19 @@ DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 #: Methods we implement (Allow).
 ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "INFO")
+
+#: RFC 5626 §4.5 backoff used by default: the RFC's formula with shorter base and maximum
+#: times (which it lets be configured): a desktop phone has a single flow and should be
+#: reachable again seconds after its proxy restarts (the RFC's 30 s / 1800 s suit fleets of
+#: devices re-registering at once).
+DEFAULT_FLOW_BACKOFF = FlowBackoff(base_time_all_failed=1.0, base_time_some_ok=3.0, max_time=120.0)
+
+#: RFC 3263 §4.3: how many further targets a request (other than REGISTER, which the I/O shell
+#: fails over itself) is sent to when one times out or fails in transport
+MAX_TARGET_FAILOVERS = 3
+
+#: requests never sent again elsewhere: CANCEL and ACK follow their INVITE's hop (§9.1, §17.1.1.3)
+_NO_FAILOVER = frozenset({"ACK", "CANCEL", "REGISTER"})
 
 # ---------------------------------------------------------------------- addressing
 
@@ -165,6 +180,15 @@ class UAConfig:
     #: Answer body for a re-INVITE/UPDATE offer; default: our current local SDP.
     offer_handler: Callable[[Call, bytes, str | None], bytes] | None = None
     rewrite_contact: bool = True  # NAT: adopt the received/rport the registrar reports
+    #: RFC 5626 §4.1 instance-id URN for ``+sip.instance`` (see ``instance_id_for``); None: a
+    #: random one per UserAgent (give a stable one so the registrar knows us after a restart)
+    instance_id: str | None = None
+    #: RFC 5626 §4.2: register with ``reg-id`` (and ``Supported: outbound``); the instance-id
+    #: is sent either way
+    outbound: bool = True
+    reg_id: int = 1
+    #: RFC 5626 §4.5 backoff for re-registering after a flow failure (None: fixed retry time)
+    flow_backoff: FlowBackoff | None = DEFAULT_FLOW_BACKOFF
 
     @property
     def aor(self) -> str:
@@ -253,6 +277,15 @@ class UserAgent:
         self._auth = _make_auth(config)
         self._reg_of: dict[int, Registration] = {}
         self._stray_handlers: dict[str, Call] = {}
+        #: RFC 5626 §4.1: this UA instance's URN (stable when the config gives one)
+        self.instance_id = config.instance_id or instance_id_for()
+        #: RFC 3263 §4.3 failover: the I/O shell tells how many located targets a next hop has
+        #: (None or 1: no other target to try)
+        self.target_count: Callable[[Peer], int] | None = None
+        #: client transaction -> (request, destination, failovers so far) of failover-able
+        #: requests; ``_answered``: those that got any response (no failover then)
+        self._attempts: dict[int, tuple[Request, SipURI | None, int]] = {}
+        self._answered: set[int] = set()
 
     # ================================================================== addressing
 
@@ -311,8 +344,10 @@ class UserAgent:
         if request.method in ("INVITE", "UPDATE", "OPTIONS") and "Allow" not in h:
             h.add("Allow", ", ".join(ALLOW))
         if request.method in ("INVITE", "UPDATE", "OPTIONS", "REGISTER") and self.config.supported:
-            if "Supported" not in h:
-                h.add("Supported", ", ".join(self.config.supported))
+            tags = h.get_all("Supported")  # e.g. "outbound, path" of an RFC 5626 REGISTER
+            merged = tags + [t for t in self.config.supported if t not in tags]
+            if merged != tags:
+                h.set("Supported", ", ".join(merged))
         return peer
 
     def send_request(
@@ -321,6 +356,8 @@ class UserAgent:
         handler: ResponseHandler,
         now: float,
         destination: SipURI | None = None,
+        *,
+        _attempt: int = 0,
     ) -> None:
         peer = self._prepare(request, destination)
         try:
@@ -332,7 +369,30 @@ class UserAgent:
             handler(None, now)
             return
         self._handlers[id(tx)] = handler
+        if request.method not in _NO_FAILOVER:
+            self._attempts[id(tx)] = (request, destination, _attempt)
         self._pump(now)
+
+    def _fail_over(self, tx: ClientTransaction, handler: ResponseHandler, now: float) -> bool:
+        """RFC 3263 §4.3: a request that timed out or failed in transport without any response
+        is sent again -- the same request with a new Via branch, so a new transaction, same
+        Call-ID and CSeq -- to the next target of its next hop (the I/O shell orders targets
+        that failed last). True when it was sent again."""
+        attempt = self._attempts.pop(id(tx), None)
+        answered = id(tx) in self._answered
+        self._answered.discard(id(tx))
+        if attempt is None or answered or self.target_count is None:
+            return False
+        request, destination, failovers = attempt
+        targets = self.target_count(tx.destination) if isinstance(tx.destination, Peer) else 1
+        if failovers + 1 >= min(targets, MAX_TARGET_FAILOVERS + 1):
+            return False
+        log.info(
+            "%s to %s got no response: sending it to the next target", request.method, request.uri
+        )
+        request.headers.remove("Via")  # our own Via only: _prepare adds one with a new branch
+        self.send_request(request, handler, now, destination, _attempt=failovers + 1)
+        return True
 
     def send_ack(self, ack: Request, now: float, destination: SipURI | None = None) -> None:
         peer = self._prepare(ack, destination)
@@ -530,6 +590,8 @@ class UserAgent:
         elif isinstance(event, AckReceived):
             self._on_ack(event.request, now)
         elif isinstance(event, ResponseReceived):
+            if id(event.transaction) in self._attempts:
+                self._answered.add(id(event.transaction))
             handler = self._handlers.get(id(event.transaction))
             if handler is not None:
                 # Marked first: the handler may send requests, which pumps the later events
@@ -548,9 +610,13 @@ class UserAgent:
             if tx.is_client:
                 handler = self._handlers.pop(id(tx), None)
                 if handler is not None:
-                    handler(None, now)
+                    assert isinstance(tx, ClientTransaction)
+                    if not self._fail_over(tx, handler, now):
+                        handler(None, now)
         elif isinstance(event, Terminated):
             key = id(event.transaction)
+            self._attempts.pop(key, None)
+            self._answered.discard(key)
             handler = self._handlers.pop(key, None)
             if key in self._finals:
                 self._finals.discard(key)
@@ -843,8 +909,11 @@ class UserAgent:
             expires=expires if expires is not None else self.config.register_expires,
             display_name=self.config.display_name,
             rewrite_contact=self.config.rewrite_contact,
+            instance_id=self.instance_id,
+            reg_id=self.config.reg_id if self.config.outbound else None,
+            flow_backoff=self.config.flow_backoff,
         )
-        reg = Registration(cfg)
+        reg = Registration(cfg, rng=self.rng)
         self.registrations.append(reg)
         self._send_register(reg, reg.start(now), now)
         return reg
@@ -855,6 +924,21 @@ class UserAgent:
             req = reg.unregister(now)
             if req is not None:
                 self._send_register(reg, req, now)
+
+    def flow_failed(self, now: float) -> None:
+        """RFC 5626 §4.4.1/§4.5: the flow to the registrar failed (the I/O shell saw no
+        keepalive response, or the connection closed): register every binding again at once
+        over a new flow; failures back off per ``UAConfig.flow_backoff``."""
+        for reg in self.registrations:
+            req = reg.flow_failed(now)
+            if req is not None:
+                self._send_register(reg, req, now)
+            self._drain_registration(reg)
+
+    @property
+    def recovering(self) -> bool:
+        """Some binding we want is not registered (being registered again, or backing off)."""
+        return any(reg.recovering for reg in self.registrations)
 
     def _send_register(self, reg: Registration, request: Request, now: float) -> None:
         if "Route" not in request.headers:  # a challenged retry keeps the copied Route
@@ -932,6 +1016,7 @@ def _make_auth(config: UAConfig) -> DigestClient | None:
 
 __all__ = [
     "ALLOW",
+    "DEFAULT_FLOW_BACKOFF",
     "Call",
     "Event",
     "IncomingCall",
