@@ -156,6 +156,19 @@ class ScriptedRegistrar:
         if self.server is not None:
             self.server.close()
 
+    def user_agent(self, **kw: Any) -> AsyncUserAgent:
+        """bob, registering here over TCP."""
+        cfg = UAConfig(
+            user="bob",
+            domain="example.org",
+            outbound_proxy=f"sip:127.0.0.1:{self.port};transport=tcp",
+            registrar="sip:example.org",
+            transport="tcp",
+            local_host="127.0.0.1",
+            local_port=0,
+        )
+        return AsyncUserAgent(cfg, binding_check_interval=None, **kw)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         number = self.connections
@@ -191,16 +204,7 @@ async def test_missing_pong_fails_the_flow_and_registers_over_a_new_one():
     reg-id, a higher CSeq) over a new connection."""
     registrar = ScriptedRegistrar(mute_connections=1)
     await registrar.start()
-    cfg = UAConfig(
-        user="bob",
-        domain="example.org",
-        outbound_proxy=f"sip:127.0.0.1:{registrar.port};transport=tcp",
-        registrar="sip:example.org",
-        transport="tcp",
-        local_host="127.0.0.1",
-        local_port=0,
-    )
-    ua = AsyncUserAgent(cfg, keepalive_interval=0.3, binding_check_interval=None)
+    ua = registrar.user_agent(keepalive_interval=0.3)
     await ua.start()
     assert ua.transport is not None
     ua.transport.pong_timeout = 0.5
@@ -234,16 +238,7 @@ async def test_register_on_a_connection_reset_before_the_answer_fails_at_once_an
     (32 s), and the §4.5 backoff sends the REGISTER again over a new connection."""
     registrar = ScriptedRegistrar(mute_connections=0, reset_registers=1)
     await registrar.start()
-    cfg = UAConfig(
-        user="bob",
-        domain="example.org",
-        outbound_proxy=f"sip:127.0.0.1:{registrar.port};transport=tcp",
-        registrar="sip:example.org",
-        transport="tcp",
-        local_host="127.0.0.1",
-        local_port=0,
-    )
-    ua = AsyncUserAgent(cfg, binding_check_interval=None)
+    ua = registrar.user_agent()
     await ua.start()
     try:
         with pytest.raises(RegistrationError) as failed:
