@@ -25,7 +25,7 @@ Use::
     pool = CandidatePool(GatherConfig(stun_servers=[...], turn_servers=[...], components=2))
     await pool.start()                      # returns at once; sets fill in the background
     ...
-    gatherer = pool.take(components=1)      # None: nothing ready (gather as usual)
+    gatherer = pool.take(1, config=cfg)     # None: nothing ready / cfg not served
     conn = IceConnection(False, components=1, gatherer=gatherer)   # see ice.aio
     ...
     await pool.close()
@@ -176,19 +176,43 @@ class CandidatePool:
                 self._changed.clear()
                 await self._changed.wait()
 
-    def take(self, components: int | None = None) -> AsyncGatherer | None:
+    def serves(self, config: GatherConfig) -> bool:
+        """Would a set of this pool be what gathering with ``config`` gives?  The same STUN
+        and TURN servers (credentials included) and the same ``relay_only``; the number of
+        components may be lower than the pool's, timeouts and pacing do not matter."""
+        mine = self.config
+        return (
+            list(config.stun_servers) == list(mine.stun_servers)
+            and list(config.turn_servers) == list(mine.turn_servers)
+            and config.relay_only == mine.relay_only
+            and config.components <= mine.components
+        )
+
+    def take(
+        self, components: int | None = None, *, config: GatherConfig | None = None
+    ) -> AsyncGatherer | None:
         """A ready set, now, or None if none is ready; a replacement starts gathering.
 
         The gatherer returned has completed gathering and is the caller's to close.  With
         ``components`` lower than the pool's, the extra components are dropped
-        (:meth:`ice.gather.AsyncGatherer.limit_components`); more than the pool has is a
-        ``ValueError``.
+        (:meth:`ice.gather.AsyncGatherer.limit_components`).  None too (gather as usual)
+        when ``components`` is more than the pool's or the ``config`` the caller would have
+        gathered with is not one the pool :meth:`serves` (e.g. the account's servers
+        changed).
         """
-        if components is not None and components > self.config.components:
-            raise ValueError(
-                f"the pool gathers {self.config.components} components, not {components}"
-            )
         if self._closed or self._loop is None:
+            return None
+        if (components is not None and components > self.config.components) or (
+            config is not None and not self.serves(config)
+        ):
+            logger.warning(
+                "candidate pool (%d components, %s) cannot serve %s components / %s",
+                self.config.components,
+                self.config,
+                components,
+                config,
+            )
+            self._misses += 1
             return None
         entry: _Set | None = None
         while self._ready:

@@ -82,8 +82,8 @@ async def test_host_only_pool_hands_out_ready_sets_and_refills() -> None:
         await pool.wait_ready(timeout=5)
         stats = pool.stats()
         assert stats.taken == 2 and stats.gathered >= 4
-        with pytest.raises(ValueError):
-            pool.take(components=3)
+        assert pool.take(components=3) is None  # more than it gathers: gather as usual
+        assert pool.stats().misses == 1 and pool.ready == 2
         await first.close()
         await second.close()
     finally:
@@ -97,6 +97,32 @@ async def _closes_soon(g: AsyncGatherer) -> bool:
             return True
         await asyncio.sleep(0.01)
     return False
+
+
+async def test_a_set_is_only_handed_to_a_call_that_would_gather_the_same(turn: Coturn) -> None:
+    cfg = turn_config(turn, components=2)
+    pool = CandidatePool(cfg, addresses=LOOPBACK)
+    assert pool.serves(cfg) and pool.serves(dataclasses.replace(cfg, components=1))
+    assert pool.serves(dataclasses.replace(cfg, stun_timeout=1.0, ta=0.02))
+    other_turn = TurnServer(turn.turn_address(), "test", turn.users["test"])
+    different = [
+        dataclasses.replace(cfg, components=3),
+        dataclasses.replace(cfg, relay_only=True),
+        dataclasses.replace(cfg, stun_servers=[]),
+        dataclasses.replace(cfg, turn_servers=[other_turn]),
+    ]
+    assert not any(pool.serves(c) for c in different)
+    await pool.start()
+    try:
+        await pool.wait_ready(timeout=10)
+        for c in different:
+            assert pool.take(c.components, config=c) is None
+        assert pool.ready == 1 and pool.stats().misses == len(different)
+        g = pool.take(1, config=dataclasses.replace(cfg, components=1))
+        assert g is not None
+        await g.close()
+    finally:
+        await pool.close()
 
 
 async def test_attach_replays_the_candidates_to_the_new_owner() -> None:
