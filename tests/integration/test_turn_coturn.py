@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -29,28 +30,84 @@ from ice.turn import (
     TurnEvent,
 )
 from ice.turn_aio import TurnAllocation, TurnError, allocate_turn
+from tests.helpers_net import needs_ipv6, wait_until
 from tests.peers.coturn import Coturn, turnserver_binary
 
 TRANSPORTS = ["udp", "tcp", "tls"]
 USER = "alice"
 
+needs_turnserver = pytest.mark.skipif(
+    turnserver_binary() is None, reason="turnserver not installed (Debian package coturn)"
+)
+
+
+@contextmanager
+def udp_peer(host: str = "127.0.0.1") -> Iterator[socket.socket]:
+    """A plain UDP socket playing the TURN peer."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        sock.settimeout(5.0)
+        yield sock
+
+
+@asynccontextmanager
+async def allocated(
+    server: Coturn,
+    transport: str = "udp",
+    expect_closed: bool = False,
+    address: tuple[str, int] | None = None,
+    password: str | None = None,
+    **kw: Any,
+) -> AsyncIterator[TurnAllocation]:
+    """An allocation for USER on ``server`` (TLS verified against its CA; asked at ``address``
+    if given), released on exit; with ``expect_closed`` the release must be confirmed."""
+    alloc = await allocate_turn(
+        address or server.turn_address(transport),
+        USER,
+        server.users[USER] if password is None else password,
+        transport=transport,  # type: ignore[arg-type]
+        ssl_context=server.ssl_context() if transport == "tls" else None,
+        **kw,
+    )
+    try:
+        yield alloc
+    finally:
+        closed = await alloc.close()
+        if expect_closed:
+            assert closed is True
+
+
+@asynccontextmanager
+async def serving(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[tuple[str, int]]:
+    """A stream server on 127.0.0.1 playing a misbehaving TURN server; its address."""
+    listener = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=ssl_context)
+    try:
+        yield listener.sockets[0].getsockname()[:2]
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+def _running(server: Coturn) -> Iterator[Coturn]:
+    if turnserver_binary() is None:
+        pytest.skip("turnserver not installed (Debian package coturn)")
+    with server:
+        yield server
+
 
 @pytest.fixture(scope="module")
 def turn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coturn]:
     """One coturn for the module (users test/test and alice/alice-turn-1, UDP+TCP+TLS)."""
-    if turnserver_binary() is None:
-        pytest.skip("turnserver not installed (Debian package coturn)")
-    server = Coturn(Path(tmp_path_factory.mktemp("coturn")), alt_host=None)
-    server.start()
-    yield server
-    server.stop()
+    yield from _running(Coturn(Path(tmp_path_factory.mktemp("coturn")), alt_host=None))
 
 
 @pytest.fixture
 def peer() -> Iterator[socket.socket]:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.settimeout(5.0)
+    with udp_peer() as sock:
         yield sock
 
 
@@ -71,20 +128,10 @@ async def allocation(
 ) -> AsyncIterator[tuple[TurnAllocation, Recorder, str]]:
     transport = request.param
     recorder = Recorder()
-    alloc = await allocate_turn(
-        turn_server.turn_address(transport),
-        USER,
-        turn_server.users[USER],
-        transport=transport,
-        ssl_context=turn_server.ssl_context() if transport == "tls" else None,
-        local_addr=("127.0.0.1", 0),
-        on_event=recorder,
-        timeout=10.0,
-    )
-    try:
+    async with allocated(
+        turn_server, transport, local_addr=("127.0.0.1", 0), on_event=recorder, timeout=10.0
+    ) as alloc:
         yield alloc, recorder, transport
-    finally:
-        await alloc.close()
 
 
 async def peer_recv(sock: socket.socket) -> tuple[bytes, tuple[str, int]]:
@@ -142,9 +189,7 @@ async def test_two_peers_mixing_channel_and_indications(
     allocation: tuple[TurnAllocation, Recorder, str], peer: socket.socket
 ) -> None:
     alloc, recorder, _ = allocation
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
-        other.bind(("127.0.0.1", 0))
-        other.settimeout(5.0)
+    with udp_peer() as other:
         channel = await alloc.bind_channel(peer.getsockname())
         alloc.sendto(b"to A", peer.getsockname())
         alloc.sendto(b"to B", other.getsockname())
@@ -173,14 +218,8 @@ async def test_refresh_and_permission(allocation: tuple[TurnAllocation, Recorder
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_wrong_password_fails_with_401(turn_server: Coturn, transport: str) -> None:
     with pytest.raises(TurnError) as info:
-        await allocate_turn(
-            turn_server.turn_address(transport),
-            USER,
-            "not-the-password",
-            transport=transport,  # type: ignore[arg-type]
-            ssl_context=turn_server.ssl_context() if transport == "tls" else None,
-            timeout=10.0,
-        )
+        async with allocated(turn_server, transport, password="not-the-password", timeout=10.0):
+            pass
     assert info.value.code == 401
     assert "credentials" in info.value.reason
 
@@ -233,14 +272,8 @@ async def test_deallocation_frees_the_allocation(turn_server: Coturn) -> None:
 
 @pytest.mark.parametrize("transport", ["tcp", "tls"])
 async def test_stream_close_is_confirmed(turn_server: Coturn, transport: str) -> None:
-    alloc = await allocate_turn(
-        turn_server.turn_address(transport),
-        USER,
-        turn_server.users[USER],
-        transport=transport,  # type: ignore[arg-type]
-        ssl_context=turn_server.ssl_context() if transport == "tls" else None,
-    )
-    assert await alloc.close() is True
+    async with allocated(turn_server, transport, expect_closed=True) as alloc:
+        pass
     assert alloc.client.state.value == "closed"
 
 
@@ -250,40 +283,32 @@ async def test_stream_close_is_confirmed(turn_server: Coturn, transport: str) ->
 @pytest.fixture(scope="module")
 def short_lived_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coturn]:
     """coturn granting at most 6 s per allocation, with nonces that expire after 3 s."""
-    if turnserver_binary() is None:
-        pytest.skip("turnserver not installed (Debian package coturn)")
-    server = Coturn(
-        Path(tmp_path_factory.mktemp("coturn-short")),
-        alt_host=None,
-        tls=False,
-        extra_args=["--max-allocate-lifetime=6", "--stale-nonce=3"],
+    yield from _running(
+        Coturn(
+            Path(tmp_path_factory.mktemp("coturn-short")),
+            alt_host=None,
+            tls=False,
+            extra_args=["--max-allocate-lifetime=6", "--stale-nonce=3"],
+        )
     )
-    server.start()
-    yield server
-    server.stop()
 
 
 async def _outlive(server: Coturn, transport: str) -> None:
     recorder = Recorder()
-    alloc = await allocate_turn(
-        server.turn_address(transport),
-        USER,
-        server.users[USER],
-        transport=transport,  # type: ignore[arg-type]
-        on_event=recorder,
-    )
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
-        peer.bind(("127.0.0.1", 0))
-        peer.settimeout(5.0)
-        try:
+
+    def refreshes() -> int:
+        return sum(isinstance(e, AllocationRefreshed) for e in recorder.events)
+
+    async with allocated(server, transport, expect_closed=True, on_event=recorder) as alloc:
+        with udp_peer() as peer:
             assert alloc.client.lifetime == 6
             first_nonce = alloc.client.nonce
             await alloc.bind_channel(peer.getsockname())
-            # two lifetimes and more: only the client's Refreshes keep the allocation alive,
-            # and the nonce goes stale on the way (438, retried with the new one)
-            await asyncio.sleep(13)
-            refreshes = [e for e in recorder.events if isinstance(e, AllocationRefreshed)]
-            assert len(refreshes) >= 2
+            # Two lifetimes and more: only the client's Refreshes keep the allocation alive,
+            # and the nonce goes stale on the way (438, retried with the new one). The client
+            # refreshes at half the 6 s lifetime, so four refreshes take us past 12 s.
+            await wait_until(lambda: refreshes() >= 4, timeout=30, step=0.1)
+            assert refreshes() >= 4
             assert not [e for e in recorder.events if isinstance(e, AllocationExpired)]
             assert alloc.client.nonce != first_nonce
             alloc.sendto(b"still here", peer.getsockname())
@@ -292,8 +317,6 @@ async def _outlive(server: Coturn, transport: str) -> None:
             peer.sendto(b"me too", source)
             event = await asyncio.wait_for(recorder.data.get(), 5.0)
             assert event.data == b"me too"
-        finally:
-            assert await alloc.close() is True
 
 
 async def test_allocation_outlives_its_lifetime_by_refreshing(short_lived_server: Coturn) -> None:
@@ -302,15 +325,6 @@ async def test_allocation_outlives_its_lifetime_by_refreshing(short_lived_server
 
 
 # -- IPv6 ------------------------------------------------------------------------------------------
-
-
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 class _Coturn6(Coturn):
@@ -328,28 +342,16 @@ class _Coturn6(Coturn):
         return True
 
 
+@needs_turnserver
+@needs_ipv6
 async def test_ipv6_allocation_relays_both_ways(tmp_path: Path) -> None:
-    if turnserver_binary() is None:
-        pytest.skip("turnserver not installed (Debian package coturn)")
-    if not _ipv6_loopback():
-        pytest.skip("no IPv6 loopback")
-    server = _Coturn6(tmp_path / "coturn6", host="::1", alt_host=None, tls=False)
-    server.start()
-    try:
-        recorder = Recorder()
-        alloc = await allocate_turn(
-            server.turn_address(),
-            USER,
-            server.users[USER],
-            ipv6_relay=True,
-            local_addr=("::1", 0),
-            on_event=recorder,
-        )
-        try:
+    recorder = Recorder()
+    with _Coturn6(tmp_path / "coturn6", host="::1", alt_host=None, tls=False) as server:
+        async with allocated(
+            server, ipv6_relay=True, local_addr=("::1", 0), on_event=recorder
+        ) as alloc:
             assert alloc.relayed_address[0] == "::1"
-            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as peer6:
-                peer6.bind(("::1", 0))
-                peer6.settimeout(5.0)
+            with udp_peer("::1") as peer6:
                 peer_addr = (peer6.getsockname()[0], peer6.getsockname()[1])
                 alloc.sendto(b"over six", peer_addr)
                 data, source = await asyncio.to_thread(peer6.recvfrom, 2048)
@@ -358,10 +360,6 @@ async def test_ipv6_allocation_relays_both_ways(tmp_path: Path) -> None:
                 peer6.sendto(b"six back", source[:2])
                 event = await asyncio.wait_for(recorder.data.get(), 5.0)
                 assert event.peer == peer_addr and event.data == b"six back"
-        finally:
-            await alloc.close()
-    finally:
-        server.stop()
 
 
 # -- the stream to the server breaks ---------------------------------------------------------------
@@ -372,15 +370,10 @@ async def test_stream_closed_by_server_fails_the_allocation() -> None:
         await reader.read(100)
         writer.close()
 
-    listener = await asyncio.start_server(slam, "127.0.0.1", 0)
-    try:
-        host, port = listener.sockets[0].getsockname()[:2]
+    async with serving(slam) as address:
         with pytest.raises(TurnError) as info:
-            await allocate_turn((host, port), USER, "x", transport="tcp", timeout=10.0)
+            await allocate_turn(address, USER, "x", transport="tcp", timeout=10.0)
         assert info.value.code is None and "lost" in info.value.reason
-    finally:
-        listener.close()
-        await listener.wait_closed()
 
 
 async def test_garbage_on_the_stream_fails_the_allocation() -> None:
@@ -390,15 +383,10 @@ async def test_garbage_on_the_stream_fails_the_allocation() -> None:
         await writer.drain()
         await reader.read(100)
 
-    listener = await asyncio.start_server(garbage, "127.0.0.1", 0)
-    try:
-        host, port = listener.sockets[0].getsockname()[:2]
+    async with serving(garbage) as address:
         with pytest.raises(TurnError) as info:
-            await allocate_turn((host, port), USER, "x", transport="tcp", timeout=10.0)
+            await allocate_turn(address, USER, "x", transport="tcp", timeout=10.0)
         assert "lost" in info.value.reason
-    finally:
-        listener.close()
-        await listener.wait_closed()
 
 
 # -- 300 Try Alternate -----------------------------------------------------------------------------
@@ -423,12 +411,9 @@ async def test_udp_redirect_to_the_alternate_server(turn_server: Coturn) -> None
     transport, _ = await loop.create_datagram_endpoint(Redirector, local_addr=("127.0.0.1", 0))
     try:
         first = transport.get_extra_info("sockname")[:2]
-        alloc = await allocate_turn(first, USER, turn_server.users[USER], timeout=10.0)
-        try:
+        async with allocated(turn_server, address=first, expect_closed=True, timeout=10.0) as alloc:
             assert alloc.client.server == turn_server.turn_address()
             assert alloc.relayed_address[0] == turn_server.relay_ip
-        finally:
-            assert await alloc.close() is True
     finally:
         transport.close()
 
@@ -444,34 +429,19 @@ async def test_stream_redirect_reconnects_to_the_alternate(
                 writer.write(_redirect(frame, turn_server.turn_address(transport)))
         writer.close()
 
-    ssl_context = None
     server_ssl = None
     if transport == "tls":
-        ssl_context = turn_server.ssl_context()
         assert turn_server.pki is not None
         server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_ssl.load_cert_chain(turn_server.pki.cert_file, turn_server.pki.key_file)
-    listener = await asyncio.start_server(redirect, "127.0.0.1", 0, ssl=server_ssl)
-    try:
-        first = listener.sockets[0].getsockname()[:2]
-        alloc = await allocate_turn(
-            first,
-            USER,
-            turn_server.users[USER],
-            transport=transport,  # type: ignore[arg-type]
-            ssl_context=ssl_context,
-            timeout=10.0,
-        )
-        try:
-            assert alloc.client.server == turn_server.turn_address(transport)
-            alloc.sendto(b"after the move", peer.getsockname())
-            data, source = await peer_recv(peer)
-            assert (data, source) == (b"after the move", alloc.relayed_address)
-        finally:
-            assert await alloc.close() is True
-    finally:
-        listener.close()
-        await listener.wait_closed()
+    async with (
+        serving(redirect, server_ssl) as first,
+        allocated(turn_server, transport, True, address=first, timeout=10.0) as alloc,
+    ):
+        assert alloc.client.server == turn_server.turn_address(transport)
+        alloc.sendto(b"after the move", peer.getsockname())
+        data, source = await peer_recv(peer)
+        assert (data, source) == (b"after the move", alloc.relayed_address)
 
 
 # -- permissions are per peer IP -------------------------------------------------------------------
@@ -505,20 +475,15 @@ async def test_peer_without_permission_is_filtered(
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_server_given_by_host_name(turn_server: Coturn, transport: str) -> None:
     port = turn_server.turn_address(transport)[1]
-    alloc = await allocate_turn(
-        ("localhost", port),
-        USER,
-        turn_server.users[USER],
-        transport=transport,  # type: ignore[arg-type]
-        ssl_context=turn_server.ssl_context() if transport == "tls" else None,
+    async with allocated(
+        turn_server,
+        transport,
+        address=("localhost", port),
         local_addr=("127.0.0.1", 0),  # localhost may also be ::1; coturn listens on IPv4
         timeout=10.0,
-    )
-    try:
+    ) as alloc:
         assert alloc.client.server == ("127.0.0.1", port)
         assert alloc.relayed_address[0] == turn_server.relay_ip
-    finally:
-        await alloc.close()
 
 
 def test_core_wants_an_ip_address() -> None:
@@ -540,52 +505,31 @@ async def test_a_failing_data_handler_does_not_stop_the_allocation(
             raise RuntimeError("handler bug")
         got.put_nowait(data)
 
-    alloc = await allocate_turn(
-        turn_server.turn_address(transport),
-        USER,
-        turn_server.users[USER],
-        transport=transport,  # type: ignore[arg-type]
-        on_data=on_data,
-    )
-    try:
+    async with allocated(turn_server, transport, expect_closed=True, on_data=on_data) as alloc:
         await alloc.bind_channel(peer.getsockname())
         peer.sendto(b"boom", alloc.relayed_address)
         peer.sendto(b"fine", alloc.relayed_address)
         assert await asyncio.wait_for(got.get(), 5.0) == b"fine"
-    finally:
-        assert await alloc.close() is True
 
 
 # -- dual allocation -------------------------------------------------------------------------------
 
 
+@needs_turnserver
+@needs_ipv6
 async def test_dual_allocation_relays_to_ipv4_and_ipv6_peers(
     tmp_path: Path, peer: socket.socket
 ) -> None:
-    if turnserver_binary() is None:
-        pytest.skip("turnserver not installed (Debian package coturn)")
-    if not _ipv6_loopback():
-        pytest.skip("no IPv6 loopback")
-    server = Coturn(
-        tmp_path / "coturn-dual", alt_host=None, tls=False, extra_args=["--relay-ip=::1"]
-    )
-    server.start()
-    try:
-        recorder = Recorder()
-        alloc = await allocate_turn(
-            server.turn_address(),
-            USER,
-            server.users[USER],
-            additional_ipv6=True,
-            on_event=recorder,
-        )
-        try:
+    recorder = Recorder()
+    dual = Coturn(tmp_path / "coturn-dual", alt_host=None, tls=False, extra_args=["--relay-ip=::1"])
+    with dual as server:
+        async with allocated(
+            server, expect_closed=True, additional_ipv6=True, on_event=recorder
+        ) as alloc:
             relayed6 = alloc.client.additional_relayed_address
             assert relayed6 is not None and relayed6[0] == "::1"
             assert alloc.relayed_address[0] == "127.0.0.1"
-            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as peer6:
-                peer6.bind(("::1", 0))
-                peer6.settimeout(5.0)
+            with udp_peer("::1") as peer6:
                 peer6_addr = (peer6.getsockname()[0], peer6.getsockname()[1])
                 alloc.sendto(b"to six", peer6_addr)
                 alloc.sendto(b"to four", peer.getsockname())
@@ -596,30 +540,17 @@ async def test_dual_allocation_relays_to_ipv4_and_ipv6_peers(
                 peer6.sendto(b"from six", relayed6)
                 event = await asyncio.wait_for(recorder.data.get(), 5.0)
                 assert (event.peer, event.data) == (peer6_addr, b"from six")
-        finally:
-            assert await alloc.close() is True
-    finally:
-        server.stop()
 
 
 async def test_dual_allocation_refused_family_still_allocates_ipv4(turn_server: Coturn) -> None:
     # the module's coturn relays on 127.0.0.1 only
     recorder = Recorder()
-    alloc = await allocate_turn(
-        turn_server.turn_address(),
-        USER,
-        turn_server.users[USER],
-        additional_ipv6=True,
-        on_event=recorder,
-    )
-    try:
+    async with allocated(turn_server, additional_ipv6=True, on_event=recorder) as alloc:
         assert alloc.relayed_address[0] == "127.0.0.1"
         assert alloc.client.additional_relayed_address is None
-        (allocated,) = [e for e in recorder.events if isinstance(e, Allocated)]
-        assert allocated.additional_error is not None
-        assert allocated.additional_error.startswith("440")
-    finally:
-        await alloc.close()
+        (event,) = [e for e in recorder.events if isinstance(e, Allocated)]
+        assert event.additional_error is not None
+        assert event.additional_error.startswith("440")
 
 
 async def test_peer_of_the_wrong_family_is_refused(
