@@ -204,18 +204,22 @@ class Net:
             if not out:
                 break
             for data, addr in out:
-                try:
-                    self.sent.append((self.now, parse_message(data)))
-                except StunParseError:
-                    self.sent.append((self.now, data))
-                server = self.servers.get(addr)
-                if server is None:
-                    continue
-                server.now = self.now
-                for reply in server.handle(data):
-                    self.client.receive(reply, addr, self.now)
+                self.deliver(data, addr)
         while (event := self.client.next_event()) is not None:
             self.events.append(event)
+
+    def deliver(self, data: bytes, addr: Address) -> None:
+        """One datagram from the client: recorded, then answered by the server at ``addr``."""
+        try:
+            self.sent.append((self.now, parse_message(data)))
+        except StunParseError:
+            self.sent.append((self.now, data))
+        server = self.servers.get(addr)
+        if server is None:
+            return
+        server.now = self.now
+        for reply in server.handle(data):
+            self.client.receive(reply, addr, self.now)
 
     def run_until(self, t: float) -> None:
         """Fire timers until virtual time ``t``."""
@@ -241,15 +245,55 @@ class Net:
         ]
 
 
-def allocated(server: FakeTurnServer | None = None, **kwargs: object) -> tuple[TurnClient, Net]:
-    server = server or FakeTurnServer()
+def start_allocating(*servers: FakeTurnServer, **kwargs: object) -> tuple[TurnClient, Net]:
+    """A client of SERVER that has just asked to allocate (nothing delivered yet)."""
     client = TurnClient(SERVER, USER, PASSWORD, **kwargs)  # type: ignore[arg-type]
-    net = Net(client, server)
+    net = Net(client, *servers)
     client.allocate(0.0)
+    return client, net
+
+
+def allocated(server: FakeTurnServer | None = None, **kwargs: object) -> tuple[TurnClient, Net]:
+    client, net = start_allocating(server or FakeTurnServer(), **kwargs)
     net.flush()
     events = net.take()
     assert events and isinstance(events[0], Allocated), events
     return client, net
+
+
+def allocated_with_channel(server: FakeTurnServer | None = None) -> tuple[TurnClient, Net]:
+    """Allocated, with channel 0x4000 bound to PEER at time 0."""
+    client, net = allocated(server)
+    assert client.bind_channel(PEER, 0.0) == 0x4000
+    net.flush()
+    return client, net
+
+
+def failed_allocation(server: FakeTurnServer) -> tuple[TurnClient, AllocationFailed]:
+    """Allocate against ``server``; the one event must be AllocationFailed."""
+    client, net = start_allocating(server)
+    net.flush()
+    (event,) = net.take()
+    assert isinstance(event, AllocationFailed)
+    return client, event
+
+
+def allocate_by_hand(client: TurnClient, server: FakeTurnServer) -> tuple[bytes, bytes]:
+    """Walk ``client`` (already allocating) through the 401 challenge to the authenticated
+    request by hand; returns the challenge the client took and the server's success answer,
+    which is not delivered."""
+    ((first, _),) = client.datagrams_to_send()
+    (challenge,) = server.handle(first)
+    assert client.receive(challenge, SERVER, 0.0)
+    ((second, _),) = client.datagrams_to_send()
+    (success,) = server.handle(second)
+    return challenge, success
+
+
+BOTH_ALGORITHMS = (
+    PasswordAlgorithmParams(PasswordAlgorithm.MD5),
+    PasswordAlgorithmParams(PasswordAlgorithm.SHA256),
+)
 
 
 def server_of(net: Net) -> FakeTurnServer:
@@ -261,9 +305,7 @@ def server_of(net: Net) -> FakeTurnServer:
 
 def test_allocate_answers_the_401_challenge_with_long_term_credentials() -> None:
     server = FakeTurnServer()
-    client = TurnClient(SERVER, USER, PASSWORD)
-    net = Net(client, server)
-    client.allocate(0.0)
+    client, net = start_allocating(server)
     net.flush()
     assert net.take() == [Allocated(RELAYED, CLIENT, 600)]
     assert client.state is TurnState.ALLOCATED
@@ -286,11 +328,7 @@ def test_lifetime_none_lets_the_server_choose() -> None:
 
 
 def test_sha256_password_algorithm_when_the_server_offers_it() -> None:
-    offered = (
-        PasswordAlgorithmParams(PasswordAlgorithm.MD5),
-        PasswordAlgorithmParams(PasswordAlgorithm.SHA256),
-    )
-    server = FakeTurnServer(algorithms=offered)
+    server = FakeTurnServer(algorithms=BOTH_ALGORITHMS)
     client, net = allocated(server)
     assert server.algorithm_used == PasswordAlgorithm.SHA256
     request = server.requests(StunMethod.ALLOCATE)[-1]
@@ -316,12 +354,8 @@ def test_md5_only_server_gets_plain_message_integrity() -> None:
 
 def test_wrong_password_fails_with_401() -> None:
     server = FakeTurnServer(password="other")
-    client = TurnClient(SERVER, USER, PASSWORD)
-    net = Net(client, server)
-    client.allocate(0.0)
-    net.flush()
-    (event,) = net.take()
-    assert isinstance(event, AllocationFailed) and event.code == 401
+    client, event = failed_allocation(server)
+    assert event.code == 401
     assert "credentials" in event.reason
     assert client.state is TurnState.FAILED
     assert len(server.requests(StunMethod.ALLOCATE)) == 2  # no endless loop
@@ -331,19 +365,13 @@ def test_wrong_password_fails_with_401() -> None:
 @pytest.mark.parametrize("code", [403, 437, 440, 442, 486, 508])
 def test_allocate_error_is_reported_with_its_code(code: int) -> None:
     server = FakeTurnServer(override={StunMethod.ALLOCATE: lambda m: m.error_response(code)})
-    client = TurnClient(SERVER, USER, PASSWORD)
-    net = Net(client, server)
-    client.allocate(0.0)
-    net.flush()
-    (event,) = net.take()
-    assert isinstance(event, AllocationFailed) and event.code == code
+    _, event = failed_allocation(server)
+    assert event.code == code
 
 
 def test_stale_nonce_on_allocate_retries_with_the_new_nonce() -> None:
     server = FakeTurnServer()
-    client = TurnClient(SERVER, USER, PASSWORD)
-    net = Net(client, server)
-    client.allocate(0.0)
+    client, net = start_allocating(server)
     # the first answer gave nonce-1; rotate before the authenticated request arrives
     out = client.datagrams_to_send()
     for reply in server.handle(out[0][0]):
@@ -364,12 +392,8 @@ def test_endless_stale_nonce_gives_up() -> None:
         return msg.error_response(438).add(stun.NONCE, server.nonce).add(stun.REALM, REALM)
 
     server.override[StunMethod.ALLOCATE] = rotate
-    client = TurnClient(SERVER, USER, PASSWORD)
-    net = Net(client, server)
-    client.allocate(0.0)
-    net.flush()
-    (event,) = net.take()
-    assert isinstance(event, AllocationFailed) and event.code == 438
+    _, event = failed_allocation(server)
+    assert event.code == 438
     assert len(server.requests(StunMethod.ALLOCATE)) <= 6
 
 
@@ -382,9 +406,7 @@ def test_300_alternate_server_moves_the_allocation() -> None:
         }
     )
     second = FakeTurnServer(address=ALT_SERVER, nonce="other-nonce")
-    client = TurnClient(SERVER, USER, PASSWORD)
-    net = Net(client, first, second)
-    client.allocate(0.0)
+    client, net = start_allocating(first, second)
     net.flush()
     assert net.take() == [Allocated(RELAYED, CLIENT, 600)]
     assert client.server == ALT_SERVER
@@ -392,10 +414,7 @@ def test_300_alternate_server_moves_the_allocation() -> None:
 
 
 def test_retransmits_over_udp_until_answered() -> None:
-    server = FakeTurnServer(drop=3)
-    client = TurnClient(SERVER, USER, PASSWORD)
-    net = Net(client, server)
-    client.allocate(0.0)
+    client, net = start_allocating(FakeTurnServer(drop=3))
     net.run_until(10.0)
     assert net.take() == [Allocated(RELAYED, CLIENT, 600)]
     times = [t for t, _ in net.sent_requests(StunMethod.ALLOCATE)]
@@ -404,10 +423,7 @@ def test_retransmits_over_udp_until_answered() -> None:
 
 
 def test_allocate_times_out_without_answer() -> None:
-    server = FakeTurnServer(drop=10**6)
-    client = TurnClient(SERVER, USER, PASSWORD)
-    net = Net(client, server)
-    client.allocate(0.0)
+    client, net = start_allocating(FakeTurnServer(drop=10**6))
     net.run_until(39.0)
     assert net.take() == []
     net.run_until(40.0)
@@ -417,10 +433,7 @@ def test_allocate_times_out_without_answer() -> None:
 
 
 def test_reliable_transport_sends_once_and_times_out() -> None:
-    server = FakeTurnServer(drop=10**6)
-    client = TurnClient(SERVER, USER, PASSWORD, reliable=True)
-    net = Net(client, server)
-    client.allocate(0.0)
+    client, net = start_allocating(FakeTurnServer(drop=10**6), reliable=True)
     net.run_until(39.0)
     assert len(net.sent_requests(StunMethod.ALLOCATE)) == 1
     net.run_until(40.0)
@@ -430,9 +443,7 @@ def test_reliable_transport_sends_once_and_times_out() -> None:
 
 def test_forged_success_without_integrity_is_ignored() -> None:
     server = FakeTurnServer()
-    client = TurnClient(SERVER, USER, PASSWORD)
-    net = Net(client, server)
-    client.allocate(0.0)
+    client, net = start_allocating(server)
     (challenge_request, _), *_ = client.datagrams_to_send()
     for reply in server.handle(challenge_request):
         client.receive(reply, SERVER, 0.0)
@@ -655,9 +666,7 @@ def test_channel_bind_then_channel_data_both_ways() -> None:
 
 def test_channel_binding_is_refreshed_before_ten_minutes() -> None:
     server = FakeTurnServer()
-    client, net = allocated(server)
-    client.bind_channel(PEER, 0.0)
-    net.flush()
+    client, net = allocated_with_channel(server)
     net.run_until(1200.0)
     times = [t for t, _ in net.sent_requests(StunMethod.CHANNEL_BIND)]
     assert times == [0.0, 540.0, 1080.0]
@@ -676,9 +685,7 @@ def test_channel_binding_is_refreshed_before_ten_minutes() -> None:
 
 def test_channel_bind_failure_falls_back_to_send_indications() -> None:
     server = FakeTurnServer(override={StunMethod.CHANNEL_BIND: lambda m: m.error_response(400)})
-    client, net = allocated(server)
-    client.bind_channel(PEER, 0.0)
-    net.flush()
+    client, net = allocated_with_channel(server)
     events = net.take()
     assert ChannelBindFailed(PEER, 0x4000, 400, "400 Bad Request") in events
     assert client.channel_for(PEER) is None
@@ -750,9 +757,7 @@ def test_close_while_allocating() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=80), max_size=8))
 def test_arbitrary_datagrams_never_raise(datagrams: list[bytes]) -> None:
-    client, net = allocated()
-    client.bind_channel(PEER, 0.0)
-    net.flush()
+    client, net = allocated_with_channel()
     for data in datagrams:
         client.receive(data, SERVER, 1.0)
     for data in datagrams:  # also as ChannelData and as STUN-looking headers
@@ -860,12 +865,8 @@ def test_error_code_reason_in_permission_failed_event() -> None:
 def test_bid_down_is_refused() -> None:
     # "obMatJos2" + base64 of the feature set with "Password algorithms" (the first bit) set
     server = FakeTurnServer(nonce="obMatJos2gAAAabcdef")
-    client = TurnClient(SERVER, USER, PASSWORD)
-    net = Net(client, server)
-    client.allocate(0.0)
-    net.flush()
-    (event,) = net.take()
-    assert isinstance(event, AllocationFailed) and event.code == 401
+    _, event = failed_allocation(server)
+    assert event.code == 401
     assert "PASSWORD-ALGORITHMS" in event.reason
     assert len(server.requests(StunMethod.ALLOCATE)) == 1
 
@@ -884,11 +885,7 @@ def test_nonce_cookie_without_the_bit_needs_no_algorithms() -> None:
 
 
 def test_changed_password_algorithms_on_stale_nonce_are_not_followed() -> None:
-    offered = (
-        PasswordAlgorithmParams(PasswordAlgorithm.MD5),
-        PasswordAlgorithmParams(PasswordAlgorithm.SHA256),
-    )
-    server = FakeTurnServer(algorithms=offered)
+    server = FakeTurnServer(algorithms=BOTH_ALGORITHMS)
     client, net = allocated(server)
     server.nonce = "nonce-2"
     server.algorithms = (PasswordAlgorithmParams(PasswordAlgorithm.MD5),)
@@ -934,9 +931,7 @@ def test_default_allocation_asks_for_no_address_family() -> None:
 
 def test_lost_channel_refresh_is_retried_and_the_channel_kept() -> None:
     server = FakeTurnServer()
-    client, net = allocated(server)
-    client.bind_channel(PEER, 0.0)
-    net.flush()
+    client, net = allocated_with_channel(server)
 
     def lose_refreshes(msg: StunMessage) -> StunMessage | None:
         return None
@@ -954,9 +949,7 @@ def test_lost_channel_refresh_is_retried_and_the_channel_kept() -> None:
 
 def test_channel_refresh_that_never_succeeds_ends_the_binding() -> None:
     server = FakeTurnServer()
-    client, net = allocated(server)
-    client.bind_channel(PEER, 0.0)
-    net.flush()
+    client, net = allocated_with_channel(server)
     server.override[StunMethod.CHANNEL_BIND] = lambda m: None
     net.run_until(700.0)
     failed = [e for e in net.take() if isinstance(e, ChannelBindFailed)]
@@ -982,23 +975,16 @@ class LossyNet(Net):
         self.rng = random.Random(seed)
         self.loss = loss
 
-    def flush(self) -> None:
-        for _ in range(100):
-            out = self.client.datagrams_to_send(self.now)
-            if not out:
-                break
-            for data, addr in out:
-                server = self.servers.get(addr)
-                if server is None or self.rng.random() < self.loss:
-                    continue
-                server.now = self.now
-                copies = 2 if self.rng.random() < 0.1 else 1
-                for _ in range(copies):
-                    for reply in server.handle(data):
-                        if self.rng.random() >= self.loss:
-                            self.client.receive(reply, addr, self.now)
-        while (event := self.client.next_event()) is not None:
-            self.events.append(event)
+    def deliver(self, data: bytes, addr: Address) -> None:
+        server = self.servers.get(addr)
+        if server is None or self.rng.random() < self.loss:
+            return
+        server.now = self.now
+        copies = 2 if self.rng.random() < 0.1 else 1
+        for _ in range(copies):
+            for reply in server.handle(data):
+                if self.rng.random() >= self.loss:
+                    self.client.receive(reply, addr, self.now)
 
 
 PEERS = [PEER, PEER2, ("203.0.113.7", 8000)]
@@ -1088,9 +1074,7 @@ def test_overdue_permission_is_not_used() -> None:
 
 def test_overdue_channel_is_not_used() -> None:
     server = FakeTurnServer()
-    client, net = allocated(server)
-    client.bind_channel(PEER, 0.0)
-    net.flush()
+    client, net = allocated_with_channel(server)
     server.override[StunMethod.CHANNEL_BIND] = lambda m: None
     net.run_until(610.0)
     assert client.send(b"late", PEER, net.now)  # the permission (via CreatePermission) lives
@@ -1174,11 +1158,7 @@ def test_late_duplicate_responses_are_absorbed() -> None:
     server = FakeTurnServer()
     client = TurnClient(SERVER, USER, PASSWORD)
     client.allocate(0.0)
-    ((first, _),) = client.datagrams_to_send()
-    (challenge,) = server.handle(first)
-    assert client.receive(challenge, SERVER, 0.0)
-    ((second, _),) = client.datagrams_to_send()
-    (success,) = server.handle(second)
+    challenge, success = allocate_by_hand(client, server)
     assert client.receive(success, SERVER, 0.1)
     assert isinstance(client.next_event(), Allocated)
     # the same answers again (a retransmission answered twice): ours, and without effect
@@ -1259,11 +1239,7 @@ def test_close_during_an_authenticated_allocate_releases_blindly() -> None:
     server = FakeTurnServer()
     client = TurnClient(SERVER, USER, PASSWORD)
     client.allocate(0.0)
-    ((first, _),) = client.datagrams_to_send()
-    (challenge,) = server.handle(first)
-    client.receive(challenge, SERVER, 0.0)
-    ((second, _),) = client.datagrams_to_send()
-    (success,) = server.handle(second)  # the server allocated; its answer is still in flight
+    _, success = allocate_by_hand(client, server)  # the server allocated; answer in flight
     client.close(0.1)
     assert client.state is TurnState.CLOSED and client.get_timer() is None
     ((release, addr),) = client.datagrams_to_send()
