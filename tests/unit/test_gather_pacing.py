@@ -165,6 +165,14 @@ def test_pacer_slots() -> None:
     assert pacer.next_slot(1.001) == pytest.approx(1.005)
 
 
+def test_pacer_forgets_a_slot_from_another_clock() -> None:
+    pacer = TransactionPacer(0.005)
+    pacer.take(1e9)  # e.g. a loop with a virtual clock far ahead
+    assert pacer.next_slot(5.0) == 5.0  # never a wait of years
+    pacer.take(5.0)
+    assert pacer.next_slot(5.001) == pytest.approx(5.005)
+
+
 def test_a_dead_server_still_never_stalls_gathering() -> None:
     cfg = GatherConfig(
         stun_servers=[DEAD, STUN1],
