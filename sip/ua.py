@@ -19,6 +19,18 @@ one 405, both with Allow (§8.2.1); a request with a To tag that matches no dial
 415 with Accept (§8.2.3); OPTIONS is answered in and out of dialog with Allow, Accept and Supported
 (§11.2).  Outbound requests carry Max-Forwards 70, User-Agent, Allow and Supported, a Contact with
 our transport address, and, with an outbound proxy, a preloaded ``Route: <proxy;lr>`` (§8.1.2).
+
+UAC behaviour beyond a single hop:
+- RFC 5626: REGISTER carries ``+sip.instance`` (``UAConfig.instance_id``, else a random URN per
+  UserAgent) and ``reg-id`` with ``Supported: outbound, path``; :meth:`UserAgent.flow_failed`
+  (the I/O shell's keepalive or connection watcher) registers again at once, backing off per
+  §4.5 (``UAConfig.flow_backoff``) while the registrar cannot be reached.
+- RFC 3263 §4.3: a request other than REGISTER/ACK/CANCEL that times out or fails in transport
+  without any response is sent again (new branch, same Call-ID and CSeq) while the next hop has
+  other located targets (``UserAgent.target_count``, set by the I/O shell).
+- RFC 3261 §8.1.3.4: an initial INVITE answered 300/301/302 is sent again (next CSeq, new
+  branch) to the best Contact not tried yet, at most ``MAX_REDIRECTS`` times
+  (:class:`CallRedirected`).
 """
 
 from __future__ import annotations
@@ -97,6 +109,12 @@ MAX_TARGET_FAILOVERS = 3
 #: requests never sent again elsewhere: CANCEL and ACK follow their INVITE's hop (§9.1, §17.1.1.3)
 _NO_FAILOVER = frozenset({"ACK", "CANCEL", "REGISTER"})
 
+#: RFC 3261 §8.1.3.4: redirections of an INVITE we follow (to a Contact of the 3xx); 305 Use
+#: Proxy and 380 Alternative Service are not followed
+REDIRECT_STATUSES = frozenset({300, 301, 302})
+#: how many redirections one call follows at most (each new target only once: no loops)
+MAX_REDIRECTS = 5
+
 # ---------------------------------------------------------------------- addressing
 
 
@@ -142,6 +160,16 @@ class OptionsResult:
 
 
 @dataclass
+class CallRedirected:
+    """UAC: the INVITE was redirected (``status`` 300-302) and is now sent to ``target``
+    (RFC 3261 §8.1.3.4)."""
+
+    call: Call
+    status: int
+    target: str
+
+
+@dataclass
 class RequestRejected:
     """We answered an incoming request with an error (for logs and tests)."""
 
@@ -149,7 +177,7 @@ class RequestRejected:
     status: int
 
 
-Event = CallEvent | RegistrationEvent | OptionsResult | RequestRejected
+Event = CallEvent | RegistrationEvent | OptionsResult | RequestRejected | CallRedirected
 
 
 # ---------------------------------------------------------------------- configuration
@@ -286,6 +314,8 @@ class UserAgent:
         #: requests; ``_answered``: those that got any response (no failover then)
         self._attempts: dict[int, tuple[Request, SipURI | None, int]] = {}
         self._answered: set[int] = set()
+        #: Call-ID -> Request-URIs an outgoing call was sent to (redirections, §8.1.3.4)
+        self._redirected: dict[str, list[str]] = {}
 
     # ================================================================== addressing
 
@@ -360,6 +390,8 @@ class UserAgent:
         _attempt: int = 0,
     ) -> None:
         peer = self._prepare(request, destination)
+        if request.method == "INVITE" and _attempt == 0 and request.to_addr.tag is None:
+            handler = self._following_redirects(request, handler)
         try:
             tx = self.transactions.send_request(
                 request, now, reliable=peer.reliable, destination=peer
@@ -392,6 +424,70 @@ class UserAgent:
         )
         request.headers.remove("Via")  # our own Via only: _prepare adds one with a new branch
         self.send_request(request, handler, now, destination, _attempt=failovers + 1)
+        return True
+
+    def _following_redirects(self, request: Request, handler: ResponseHandler) -> ResponseHandler:
+        """Wrap the handler of an initial INVITE so a 3xx is followed (§8.1.3.4) rather than
+        ending the call; every other response goes to ``handler``."""
+
+        def on_response(response: Response | None, now: float) -> None:
+            if (
+                response is not None
+                and response.status in REDIRECT_STATUSES
+                and self._redirect(request, response, now)
+            ):
+                return
+            handler(response, now)
+
+        return on_response
+
+    def _redirect(self, request: Request, response: Response, now: float) -> bool:
+        """RFC 3261 §8.1.3.4: send the INVITE again -- same Call-ID, From (tag), To and body,
+        the next CSeq, a new branch -- with the best Contact of the 3xx (highest q, first
+        among equals) that this call has not been sent to yet, as Request-URI. False (the
+        3xx then ends the call) when there is none, the limit is reached, or the call was
+        cancelled meanwhile. The transaction layer ACKs the 3xx itself (§17.1.1.3)."""
+        call = next((c for c in self.calls if c.invite is request), None)
+        if call is None or call.state not in (
+            CallState.CALLING,
+            CallState.PROCEEDING,
+            CallState.EARLY,
+        ):
+            return False
+        if getattr(call, "_cancelled", False) or getattr(call, "_cancel_pending", False):
+            return False
+        visited = self._redirected.setdefault(call.call_id, [request.uri])
+        if len(visited) > MAX_REDIRECTS:
+            log.info(
+                "call %s: not following more than %d redirections", call.call_id, MAX_REDIRECTS
+            )
+            return False
+        try:
+            contacts = response.contacts
+        except SipParseError:
+            return False
+        target = _best_redirect_target(contacts, visited)
+        if target is None:
+            return False
+        visited.append(target)
+        headers = Headers()
+        for name, value in request.headers.items():
+            if name.lower() == "via":
+                continue
+            if name.lower() == "cseq":
+                value = f"{request.cseq.seq + 1} INVITE"
+            headers.add(name, value)
+        new = Request(method="INVITE", uri=target, headers=headers, body=request.body)
+        log.info("call %s: %d redirects to %s", call.call_id, response.status, target)
+        # the call starts over toward the new target (as after a challenge, §22.2)
+        call.invite = new
+        call.early_dialogs.clear()
+        call.dialog = None
+        call.state = CallState.CALLING
+        if hasattr(call, "_provisional_seen"):
+            call._provisional_seen = False
+        self.emit(CallRedirected(call, response.status, target))
+        self.send_request(new, call._on_invite_response, now)
         return True
 
     def send_ack(self, ack: Request, now: float, destination: SipURI | None = None) -> None:
@@ -501,6 +597,9 @@ class UserAgent:
         self._pump(now)
 
     def _gc_calls(self) -> None:
+        for call_id in list(self._redirected):
+            if not any(c.call_id == call_id for c in self.calls):
+                del self._redirected[call_id]
         self.calls = [
             c
             for c in self.calls
@@ -1008,6 +1107,35 @@ class UserAgent:
 # ---------------------------------------------------------------------- collaborators
 
 
+def _best_redirect_target(contacts: list[NameAddr], visited: list[str]) -> str | None:
+    """§8.1.3.4: the Contact of a 3xx to try: a sip/sips URI not tried yet, highest ``q``
+    first (a missing q counts as 1.0), URI headers dropped."""
+
+    def q(contact: NameAddr) -> float:
+        try:
+            return float(contact.params.get("q") or 1.0)
+        except ValueError:
+            return 0.0
+
+    for contact in sorted(contacts, key=q, reverse=True):
+        uri = contact.uri
+        if uri.scheme not in ("sip", "sips"):
+            continue
+        target = str(
+            SipURI(
+                scheme=uri.scheme,
+                user=uri.user,
+                password=uri.password,
+                host=uri.host,
+                port=uri.port,
+                params=dict(uri.params),
+            )
+        )
+        if target not in visited:
+            return target
+    return None
+
+
 def _make_auth(config: UAConfig) -> DigestClient | None:
     if config.password is None:
         return None
@@ -1018,6 +1146,7 @@ __all__ = [
     "ALLOW",
     "DEFAULT_FLOW_BACKOFF",
     "Call",
+    "CallRedirected",
     "Event",
     "IncomingCall",
     "OptionsResult",
