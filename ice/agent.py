@@ -21,7 +21,9 @@ API summary (all times are ``now: float`` seconds on any monotonic clock)::
     agent.get_timer() -> float | None ; agent.handle_timer(now)
     agent.next_event() -> AgentEvent | None
     agent.selected_pair(component) -> CandidatePair | None    # .via .remote_address .local .remote
-    agent.send_target(component) -> (via, remote_addr) | None # None if unselected or consent lost
+    agent.send_target(component) -> (via, remote_addr) | None # selected pair, before that the
+                                                              # best valid one (§12.1); None if
+                                                              # none or consent lost
     agent.is_from_selected(component, remote_addr, via=None) -> bool   # filter for media packets
     agent.component_of(via, remote_addr) -> int | None        # which component a datagram is for
     agent.has_consent(component) -> bool
@@ -610,8 +612,12 @@ class Agent:
         if self._remote is not None and self.state in (AgentState.RUNNING, AgentState.COMPLETED):
             if self._checklist.has_triggered():
                 times.append(self._triggered_at())
-            elif self.state is AgentState.RUNNING and self._checklist.has_check():
-                times.append(self._ordinary_at())
+            elif self.state is AgentState.RUNNING:
+                if self._checklist.has_check(self._now):
+                    times.append(self._ordinary_at())
+                elif (release := self._checklist.release_at()) is not None:
+                    # a Frozen pair is held back by a pair whose first request is unanswered
+                    times.append(max(release, self._ordinary_at()))
         if self.state is AgentState.RUNNING:
             for component, first in self._first_valid_at.items():
                 if (
@@ -661,7 +667,7 @@ class Agent:
                     return
                 continue
             if self.state is AgentState.RUNNING and now >= self._ordinary_at():
-                pair = self._checklist.next_check()
+                pair = self._checklist.next_check(now)
                 if pair is not None:
                     self._send_check(pair, now)
                     self._last_ordinary_at = now
@@ -748,6 +754,9 @@ class Agent:
             generation=self._generation,
         )
         pair.state = PairState.IN_PROGRESS
+        # the Frozen pairs of its foundation wait for the answer to this request, but not
+        # past its first retransmission (the pair is then likely hopeless, §6.1.4.2)
+        pair.hold_until = now + rto
         pair.extra["sent_at"] = float(now)
         pair.checks_sent += 1
         self._last_check_at = now
@@ -1215,6 +1224,11 @@ class Agent:
         self._checklist.remove_pending(
             component, below=None if self.controlling else valid.priority
         )
+        # the peer is reachable: the other components' pairs must not wait for foundations
+        # that are still In-Progress here (perhaps for good) - check them all now
+        for other in range(1, self.components + 1):
+            if other != component and self._selected_generation(other) != self._generation:
+                self._checklist.unfreeze_component(other)
         superseded = []
         for check in self._checks.values():
             p = check.pair
@@ -1391,31 +1405,71 @@ class Agent:
         return component in self._selected and component not in self._consent_lost
 
     def send_target(self, component: int = 1) -> tuple[Via, Address] | None:
-        """Where to send ``component``'s data: ``(via, remote_addr)``, or None when there is
-        no selected pair or consent was lost (RFC 7675 §5.1: stop sending)."""
-        pair = self._selected.get(component)
-        if pair is None or component in self._consent_lost or self.state is AgentState.CLOSED:
+        """Where to send ``component``'s data: ``(via, remote_addr)``, or None.
+
+        The selected pair once there is one.  Before that, RFC 8445 §12.1 lets an agent send
+        on any valid pair: the pair being nominated (controlling), else the best valid pair
+        of the component - so media can start one round trip after the first successful
+        check instead of after the nomination.  None when no pair is valid yet, when ICE
+        failed or was closed, or after consent was lost (RFC 7675 §5.1: stop sending).
+        """
+        if component in self._consent_lost or self.state is AgentState.CLOSED:
+            return None
+        pair = self._selected.get(component) or self._early_pair(component)
+        if pair is None:
             return None
         return pair.via, pair.remote_address
+
+    def _early_pair(self, component: int) -> CandidatePair | None:
+        """The valid pair to send on before ``component`` has a selected pair (§12.1)."""
+        if self.state is not AgentState.RUNNING:
+            return None
+        nominating = self._nominating.get(component)
+        if nominating is not None and nominating.state is not PairState.FAILED:
+            return nominating
+        return self._checklist.best_valid(component)
 
     def is_from_selected(
         self, component: int, remote_addr: SockAddr, via: Via | None = None
     ) -> bool:
-        """Does a datagram from ``remote_addr`` (on ``via``) belong to ``component``'s
-        selected pair?  Use it to drop media from anyone else."""
+        """May a datagram from ``remote_addr`` (on ``via``) be taken as ``component``'s data?
+
+        Once the component has a selected pair, only that pair's remote (on its ``via``)
+        is accepted; anything else is dropped.  Before selection, the remote of any valid
+        pair of the component is (§12.1: the peer may send on any valid pair until it
+        has selected one).
+        """
+        addr = normalize_address(remote_addr)
         pair = self._selected.get(component)
-        if pair is None:
+        if pair is not None:
+            return (via is None or via == pair.via) and pair.remote_address == addr
+        if self.state is not AgentState.RUNNING:
             return False
-        if via is not None and via != pair.via:
-            return False
-        return pair.remote_address == normalize_address(remote_addr)
+        return any(
+            p.component == component
+            and p.state is not PairState.FAILED
+            and (via is None or via == p.via)
+            and p.remote_address == addr
+            for p in self._checklist.valid
+        )
 
     def component_of(self, via: Via, remote_addr: SockAddr) -> int | None:
-        """The component whose selected pair is ``via`` -> ``remote_addr``, else None."""
+        """The component whose data may come from ``remote_addr`` on ``via``: its selected
+        pair's, or before selection one of its valid pairs' (see :meth:`is_from_selected`),
+        else None."""
         addr = normalize_address(remote_addr)
         for component, pair in self._selected.items():
             if pair.via == via and pair.remote_address == addr:
                 return component
+        if len(self._selected) < self.components and self.state is AgentState.RUNNING:
+            for p in self._checklist.valid:
+                if (
+                    p.component not in self._selected
+                    and p.state is not PairState.FAILED
+                    and p.via == via
+                    and p.remote_address == addr
+                ):
+                    return p.component
         return None
 
     # -- stats --------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ Demultiplexing on the shared port follows RFC 7983 §7: first byte 0-3 is STUN (
 gatherer, then the agent; dropped if neither wants it), 64-79 from a TURN server is TURN
 ChannelData (the gatherer), 128-191 RTP/RTCP, and anything else is application data too
 (DTLS/ZRTP would be, in a later version).  Application data is delivered only if it comes
-from the selected pair's remote address on the selected pair's socket or allocation; anything
-else is dropped (RFC 8445 §12.1 wants media from the selected pair only; it also keeps
-strangers who learnt the port out).
+from the selected pair's remote address on the selected pair's socket or allocation, or -
+before the component has a selected pair - from a valid pair's (RFC 8445 §12.1: data may
+flow on any valid pair before nomination); anything else is dropped (it keeps strangers who
+learnt the port out).
 
 Typical use (the signalling in between is the caller's - SDP offer/answer via ``ice.sdp``)::
 
@@ -28,6 +29,7 @@ Typical use (the signalling in between is the caller's - SDP offer/answer via ``
     candidates = await conn.gather()                  # or trickle with on_candidate=...
     ...send conn.local_ufrag, conn.local_pwd, candidates; receive the peer's...
     conn.set_remote(ufrag, pwd, remote_candidates)
+    conn.start(); await conn.usable()                  # a valid pair: data may flow
     await conn.connect(timeout=10)                    # the nominated pair is usable
     t = conn.transport(1); t.on_receive = handle; t.send(b"...")
     await conn.close()                                # releases TURN allocations
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -104,9 +107,11 @@ ReceiveHandler = Callable[[bytes], None]
 class ComponentTransport:
     """A datagram transport for one component of the selected pair.
 
-    ``send`` returns False (data dropped) while there is no selected pair or after consent
-    was lost (RFC 7675 §5.1).  Received data goes to ``on_receive`` if set, else to a queue
-    read by :meth:`recv` (bounded: the oldest data is dropped when it is full).
+    Before selection it uses the best valid pair (RFC 8445 §12.1, see
+    :meth:`ice.agent.Agent.send_target`).  ``send`` returns False (data dropped) while no
+    pair is valid, after ICE failed, or after consent was lost (RFC 7675 §5.1).  Received
+    data goes to ``on_receive`` if set, else to a queue read by :meth:`recv` (bounded: the
+    oldest data is dropped when it is full).
     """
 
     def __init__(self, connection: IceConnection, component: int, queue_size: int = 256) -> None:
@@ -200,6 +205,7 @@ class IceConnection:
         self._timer: asyncio.Handle | None = None
         self._timer_at: float | None = None
         self._connected: asyncio.Future[None] | None = None
+        self._usable: asyncio.Future[None] | None = None
         self._gathering_started = False
         self._started_at: float | None = None
         self.connect_time: float | None = None
@@ -250,6 +256,7 @@ class IceConnection:
         self._gathering_started = True
         self._loop = asyncio.get_running_loop()
         self._connected = self._loop.create_future()
+        self._usable = self._loop.create_future()
         await self.gatherer.start()
 
     def set_remote(
@@ -268,11 +275,31 @@ class IceConnection:
             self.agent.add_remote_candidate(c)
         if end_of_candidates:
             self.agent.end_of_candidates()
+        self._permit_remotes()
         self._pump()
 
     def add_remote_candidate(self, candidate: Candidate) -> None:
         self.agent.add_remote_candidate(candidate)
+        self._permit_remotes()
         self._pump()
+
+    def _permit_remotes(self) -> None:
+        """TURN permissions (RFC 8656 §9) on each of our relayed candidates for the IP of
+        every remote candidate of its component, asked for as soon as both are known: the
+        first check from our relay and the peer's first checks to it then pass the relay's
+        filter, instead of the peer's being dropped until our own check towards its address
+        installs the permission (the allocation skips IPs already permitted)."""
+        remotes = self.agent.remote_candidates()
+        if not remotes:
+            return
+        for local in self.agent.local_candidates():
+            if local.type is not CandidateType.RELAYED:
+                continue
+            ips = sorted(
+                {r.address for r in remotes if r.component == local.component and _is_ip(r.address)}
+            )
+            if ips:
+                self.gatherer.permit(local.transport_address, ips)
 
     def end_of_candidates(self) -> None:
         self.agent.end_of_candidates()
@@ -304,6 +331,29 @@ class IceConnection:
         except TimeoutError as exc:
             raise IceError("ICE did not complete in time") from exc
 
+    async def usable(self, timeout: float | None = None) -> None:
+        """Wait until every component can carry data both ways: it has a valid pair
+        (RFC 8445 §12.1: data may flow on any valid pair before nomination) or its selected
+        pair.  That is about one round trip after the first successful check, a round trip
+        or more before :meth:`connected`; :meth:`transport` sends on that pair meanwhile
+        and takes the peer's data from any valid pair until one is selected.
+
+        Raises :class:`IceError` if ICE fails first or ``timeout`` passes.
+        """
+        if self._usable is None:
+            raise RuntimeError("gather() first")
+        self._check_usable()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._usable), timeout)
+        except TimeoutError as exc:
+            raise IceError("ICE not usable in time") from exc
+
+    def _check_usable(self) -> None:
+        if self._usable is None or self._usable.done():
+            return
+        if all(self.agent.send_target(c) is not None for c in self._transports):
+            self._usable.set_result(None)
+
     def restart(self, *, controlling: bool | None = None) -> None:
         """ICE restart (RFC 8445 §9): new local ufrag/pwd (signal them again with the
         candidates, then :meth:`set_remote` with the peer's new ones and :meth:`connect`).
@@ -330,9 +380,10 @@ class IceConnection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._connected is not None and not self._connected.done():
-            self._connected.set_exception(IceError("closed"))
-            self._connected.exception()  # mark retrieved
+        for future in (self._connected, self._usable):
+            if future is not None and not future.done():
+                future.set_exception(IceError("closed"))
+                future.exception()  # mark retrieved
         await self.gatherer.close()
 
     # -- gathering events -----------------------------------------------------------------------
@@ -349,6 +400,8 @@ class IceConnection:
         # a server-reflexive candidate's base is its socket; host and relayed are their own
         base = gc.local if cand.type is CandidateType.SERVER_REFLEXIVE else None
         self.agent.add_local_candidate(cand, via, base=base)
+        if cand.type is CandidateType.RELAYED:
+            self._permit_remotes()
         if self.on_candidate is not None:
             self.on_candidate(cand)
         self._pump()
@@ -408,6 +461,7 @@ class IceConnection:
                 self._on_agent_event(event)
             if self._closed:
                 return
+            self._check_usable()
             when = self.agent.get_timer()
             if when is None or when > now or i == 7:
                 break
@@ -453,9 +507,10 @@ class IceConnection:
             if self._connected is not None and not self._connected.done():
                 self._connected.set_result(None)
         elif isinstance(event, Failed):
-            if self._connected is not None and not self._connected.done():
-                self._connected.set_exception(IceError(event.reason))
-                self._connected.exception()  # retrieved here; awaiting it still raises
+            for future in (self._connected, self._usable):
+                if future is not None and not future.done():
+                    future.set_exception(IceError(event.reason))
+                    future.exception()  # retrieved here; awaiting it still raises
         elif isinstance(event, ConsentLost):
             logger.warning("ICE consent lost on component %d", event.component)
 
@@ -467,3 +522,11 @@ async def connect(a: IceConnection, b: IceConnection, timeout: float | None = 10
     a.set_remote(b.local_ufrag, b.local_pwd, b.local_candidates)
     b.set_remote(a.local_ufrag, a.local_pwd, a.local_candidates)
     await asyncio.gather(a.connect(timeout), b.connect(timeout))
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return False
+    return True

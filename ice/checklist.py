@@ -14,6 +14,7 @@ Nothing here sends or times anything; :mod:`ice.agent` drives it.
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -101,6 +102,11 @@ class CandidatePair:
     valid: bool = False
     rtt: float | None = None
     checks_sent: int = 0
+    #: while In-Progress, until when the pair holds its foundation's Frozen pairs back
+    #: (§6.1.4.2); the agent sets it to the end of the check's first RTO: a pair whose first
+    #: request went unanswered that long is likely hopeless, and the Frozen pairs of other
+    #: components must not starve behind it (see :meth:`CheckList.next_check`)
+    hold_until: float = math.inf
     in_check_list: bool = True
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -303,11 +309,14 @@ class CheckList:
     def started(self) -> bool:
         return self._started
 
-    def _active_foundations(self) -> set[tuple[str, str]]:
+    def _active_foundations(self, now: float | None = None) -> set[tuple[str, str]]:
+        """The foundations with a Waiting or In-Progress pair (§6.1.4.2).  Given ``now``, an
+        In-Progress pair past its :attr:`~CandidatePair.hold_until` no longer counts."""
         return {
             p.foundation
             for p in self.pairs
-            if p.state in (PairState.WAITING, PairState.IN_PROGRESS)
+            if p.state is PairState.WAITING
+            or (p.state is PairState.IN_PROGRESS and (now is None or now < p.hold_until))
         }
 
     def unfreeze_foundation(self, foundation: tuple[str, str]) -> None:
@@ -316,18 +325,50 @@ class CheckList:
             if pair.foundation == foundation and pair.state is PairState.FROZEN:
                 pair.state = PairState.WAITING
 
+    def unfreeze_component(self, component: int) -> int:
+        """Every Frozen pair of ``component`` goes Waiting; returns how many.
+
+        For when another component has been selected: the peer is reachable, and the
+        remaining components must not wait for the foundations still In-Progress in the
+        first one (RFC 8445 §6.1.2.6 freezes by foundation so that one check predicts the
+        others; RFC 5245 §7.1.3.2.3 unfroze the other components on success likewise).
+        """
+        count = 0
+        for pair in self.pairs:
+            if pair.component == component and pair.state is PairState.FROZEN:
+                pair.state = PairState.WAITING
+                count += 1
+        return count
+
+    def release_at(self) -> float | None:
+        """The earliest time a Frozen pair's foundation stops being held back by its
+        In-Progress pairs (the latest of their :attr:`~CandidatePair.hold_until`), or None."""
+        frozen = {p.foundation for p in self.pairs if p.state is PairState.FROZEN}
+        holds: dict[tuple[str, str], float] = {}
+        for p in self.pairs:
+            if p.foundation not in frozen:
+                continue
+            if p.state is PairState.WAITING:
+                holds[p.foundation] = math.inf
+            elif p.state is PairState.IN_PROGRESS:
+                holds[p.foundation] = max(holds.get(p.foundation, -math.inf), p.hold_until)
+        times = [t for t in holds.values() if t != math.inf]
+        return min(times) if times else None
+
     def enqueue_triggered(self, pair: CandidatePair) -> None:
         """Put ``pair`` Waiting at the back of the triggered-check FIFO (§7.3.1.4)."""
         pair.state = PairState.WAITING
         if pair not in self.triggered:
             self.triggered.append(pair)
 
-    def next_check(self) -> CandidatePair | None:
+    def next_check(self, now: float | None = None) -> CandidatePair | None:
         """The pair to check at this Ta tick (§6.1.4.2), or None if there is none.
 
         The triggered FIFO first; then the highest-priority Waiting pair; then, if none is
         Waiting, the highest-priority Frozen pair whose foundation has no Waiting or
-        In-Progress pair is unfrozen and chosen.
+        In-Progress pair is unfrozen and chosen.  Given ``now``, In-Progress pairs past
+        their :attr:`~CandidatePair.hold_until` do not count: a Frozen pair of another
+        component never waits for a pair that is probably hopeless.
         """
         while self.triggered:
             pair = self.triggered.popleft()
@@ -336,7 +377,7 @@ class CheckList:
         for pair in self.pairs:
             if pair.state is PairState.WAITING:
                 return pair
-        active = self._active_foundations()
+        active = self._active_foundations(now)
         for pair in self.pairs:
             if pair.state is PairState.FROZEN and pair.foundation not in active:
                 return pair
@@ -362,13 +403,13 @@ class CheckList:
         self._sort()
         self.valid.sort(key=lambda p: p.priority, reverse=True)
 
-    def has_check(self) -> bool:
+    def has_check(self, now: float | None = None) -> bool:
         """Would :meth:`next_check` find something (without consuming the FIFO)?"""
         if any(p.state is PairState.WAITING for p in self.triggered):
             return True
         if any(p.state is PairState.WAITING for p in self.pairs):
             return True
-        active = self._active_foundations()
+        active = self._active_foundations(now)
         return any(p.state is PairState.FROZEN and p.foundation not in active for p in self.pairs)
 
     def count(self, *states: PairState) -> int:

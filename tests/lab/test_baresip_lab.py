@@ -163,25 +163,14 @@ def test_softphone_calls_baresip_across_nats(
 
 
 # baresip (controlling, behind the symmetric NAT) -> softphone (controlled, eim): component 1
-# connects relay/prflx, component 2 (baresip answers without rtcp-mux, so RTCP has its own
-# component) never does. Our component-2 pairs share foundations with the component-1 pairs
-# still in progress, so they stay Frozen (RFC 8445 §6.1.2.6, §6.1.4.2) until those time out,
-# ~10 s later; only then does our check relay -> baresip's srflx install the TURN permission
-# for baresip's address on our component-2 relay. baresip's own checks to that relay came
-# earlier, were dropped by coturn (no permission) and baresip gave up on them, so we end the
-# call with "ICE did not complete in time". (Component 1 works because its permission was
-# installed by our first round of checks.) For the ICE agent: permissions for every remote
-# address up front, or RTCP's component treated as optional. strict: this says when it passes.
-INCOMING_CASES = [
-    pytest.param(
-        nat,
-        id=f"eim/{nat}",
-        marks=[pytest.mark.xfail(reason="component 2 never connects (see above)", strict=True)]
-        if nat == "sym"
-        else [],
-    )
-    for nat in THEIRS
-]
+# connects relay/prflx, and so must component 2 (baresip answers without rtcp-mux, so RTCP has
+# its own component).  This used to fail: our component-2 pairs shared foundations with
+# component-1 pairs that never answer, so they stayed Frozen (RFC 8445 §6.1.2.6, §6.1.4.2) for
+# ~10 s, and baresip's own checks to our component-2 relay were dropped by coturn (no
+# permission for its address) until it gave up.  Now a pair unanswered for an RTO stops holding
+# its foundation back, a selected component unfreezes the others, and the TURN permissions for
+# the peer's addresses are created as soon as its candidates arrive.
+INCOMING_CASES = [pytest.param(nat, id=f"eim/{nat}") for nat in THEIRS]
 
 
 @pytest.mark.parametrize("nat", INCOMING_CASES)

@@ -846,19 +846,32 @@ def test_pair_limit() -> None:
     assert not any(p.local.via == "s11" and p.remote.address == "192.0.2.12" for p in pairs)
 
 
-def test_two_components_unfreeze_after_component_one() -> None:
-    agent = Agent(True, components=2, ta=0.02, tie_breaker=1)
+def two_component_agent(
+    remote_ips: tuple[str, ...], *, controlling: bool = False
+) -> tuple[Agent, Peer]:
+    """Host candidates on sockets ``c1``/``c2``; remote host candidates at ``remote_ips``
+    (ranked in that order), ports 2001/2002; started at 0."""
+    agent = Agent(controlling, components=2, ta=0.02, tie_breaker=1)
     peer = Peer(agent)
     for component, port in ((1, 1000), (2, 1001)):
         agent.add_local_candidate(
             Candidate.make(CandidateType.HOST, "10.0.0.1", port, component=component),
             f"c{component}",
         )
-        agent.add_remote_candidate(
-            Candidate.make(CandidateType.HOST, "192.0.2.1", 2000 + component, component=component)
-        )
+        for i, ip in enumerate(remote_ips):
+            agent.add_remote_candidate(
+                Candidate.make(
+                    CandidateType.HOST, ip, 2000 + component, component=component,
+                    local_preference=65535 - i,
+                )
+            )  # fmt: skip
     agent.set_remote_parameters(peer.ufrag, peer.pwd)
     agent.start(0.0)
+    return agent, peer
+
+
+def test_two_components_unfreeze_after_component_one() -> None:
+    agent, peer = two_component_agent(("192.0.2.1",), controlling=True)
     ((_, raw, via, addr),) = tick(agent, 0.0)
     assert via == "c1"
     assert tick(agent, 0.02) == [], "component 2 waits for component 1 (same foundation)"
@@ -1071,3 +1084,82 @@ def test_remote_credentials_never_break_the_timer(ufrag: str, pwd: str) -> None:
     agent.start(0.0)
     agent.handle_timer(0.0)
     assert len(agent.datagrams_to_send()) == 1
+
+
+def test_component_two_is_not_held_back_by_a_silent_component_one_pair() -> None:
+    """Each component-2 pair is Frozen behind its component-1 sibling (same foundation,
+    §6.1.2.6).  A sibling whose first request is unanswered for an RTO (0.5 s) stops holding
+    it back, and the timer says when."""
+    agent, _ = two_component_agent(("192.0.2.1",))
+    ((_, _, via, _),) = tick(agent, 0.0)
+    assert via == "c1"
+    assert tick(agent, 0.02) == []
+    assert agent.get_timer() == pytest.approx(0.5)  # the retransmission, and the release
+    out = tick(agent, 0.5)
+    assert sorted(v for _, _, v, _ in out) == ["c1", "c2"]
+
+
+def test_selected_component_unfreezes_the_others() -> None:
+    """Once component 1 is selected, component 2's Frozen pairs go Waiting at once: they
+    must not wait for the component-1 pairs still In-Progress."""
+    agent, peer = two_component_agent(("192.0.2.1", "192.0.2.2"))
+    ((msg, raw, via, addr),) = tick(agent, 0.0)
+    assert addr == ("192.0.2.1", 2001)
+    ((msg2, raw2, via2, addr2),) = tick(agent, 0.02)
+    assert addr2 == ("192.0.2.2", 2001)
+    # the peer (controlling) nominates the second pair: its request with USE-CANDIDATE,
+    # and our check of that pair is answered
+    agent.receive(peer.request(controlling=True, use_candidate=True), via2, addr2, 0.03)
+    sent(agent)
+    agent.receive(peer.answer(raw2, mapped=("10.0.0.1", 1000)), via2, addr2, 0.04)
+    assert any(isinstance(e, PairNominated) and e.component == 1 for e in events(agent))
+    # the first component-1 pair is still In-Progress (higher priority than the selected)
+    assert any(p.component == 1 and p.state is PairState.IN_PROGRESS for p in agent.checklist)
+    # yet component 2's pairs are checked at once, Ta apart (the first with the answer)
+    ((_, _, v1, a1),) = sent(agent)
+    ((_, _, v2, a2),) = tick(agent, 0.06)
+    assert (v1, v2) == ("c2", "c2") and {a1, a2} == {("192.0.2.1", 2002), ("192.0.2.2", 2002)}
+    assert not any(p.state is PairState.FROZEN for p in agent.checklist)
+
+
+# -- data before selection (RFC 8445 §12.1) ---------------------------------------------------
+
+
+def test_data_may_use_any_valid_pair_before_selection_and_only_the_selected_after() -> None:
+    """§12.1: before nomination an agent may send on any valid pair; the peer's data is
+    taken from any valid pair's remote.  After selection: the selected pair only."""
+    agent, peer = make_agent(remotes=(REMOTE, ("192.0.2.2", 2001)), nomination_delay=0.3)
+    low_addr = ("192.0.2.2", 2001)
+    assert agent.send_target(1) is None  # nothing valid yet
+    assert not agent.is_from_selected(1, REMOTE) and agent.component_of(VIA, REMOTE) is None
+    high = _worse_pair_valid_first(agent, peer)
+    # the worse pair is valid, the better one still in progress (nomination waits for it)
+    assert agent.selected_pair(1) is None
+    assert agent.send_target(1) == (VIA, low_addr)
+    assert agent.is_from_selected(1, low_addr, VIA) and agent.component_of(VIA, low_addr) == 1
+    assert not agent.is_from_selected(1, low_addr, "other-socket")
+    assert not agent.is_from_selected(1, REMOTE) and agent.component_of(VIA, REMOTE) is None
+    agent.receive(peer.answer(high), VIA, REMOTE, 0.028)
+    nomination = [raw for m, raw, _, a in tick(agent, 0.028) if USE_CANDIDATE.type in m]
+    assert len(nomination) == 1
+    # being nominated: data goes there; both valid pairs are accepted still
+    assert agent.send_target(1) == (VIA, REMOTE)
+    assert agent.is_from_selected(1, REMOTE) and agent.is_from_selected(1, low_addr)
+    agent.receive(peer.answer(nomination[0]), VIA, REMOTE, 0.04)
+    assert agent.selected_pair(1) is not None
+    assert agent.send_target(1) == (VIA, REMOTE)
+    assert agent.is_from_selected(1, REMOTE, VIA) and agent.component_of(VIA, REMOTE) == 1
+    assert not agent.is_from_selected(1, low_addr) and agent.component_of(VIA, low_addr) is None
+
+
+def test_no_data_on_a_valid_pair_once_ice_failed() -> None:
+    """Controlled, our check succeeded but the peer never nominates: the valid pair carries
+    data until the overall timeout fails ICE, then nothing does."""
+    agent, peer = make_agent(controlling=False, timeout=1.0)
+    ((_, raw, _, _),) = tick(agent, 0.0)
+    agent.receive(peer.answer(raw), VIA, REMOTE, 0.01)
+    assert agent.send_target(1) == (VIA, REMOTE) and agent.is_from_selected(1, REMOTE)
+    agent.handle_timer(1.0)
+    assert agent.state is AgentState.FAILED
+    assert agent.send_target(1) is None and not agent.is_from_selected(1, REMOTE)
+    assert agent.component_of(VIA, REMOTE) is None

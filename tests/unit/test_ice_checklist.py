@@ -274,3 +274,46 @@ def test_valid_list_dedup_and_best() -> None:
     assert prflx.via == locals_[0].via and prflx.base == locals_[0].base
     assert not prflx.is_base and prflx.candidate.type is CandidateType.PEER_REFLEXIVE
     assert remotes
+
+
+def test_in_progress_pair_holds_its_foundation_only_until_hold_until() -> None:
+    """§6.1.4.2 picks a Frozen pair only if no pair of its foundation is Waiting or
+    In-Progress; an In-Progress pair past ``hold_until`` (its first request unanswered for
+    an RTO) no longer counts, so the other component's pair does not starve behind it."""
+    cl, _, _ = two_component_list()
+    cl.start()
+    for pair in cl:
+        if pair.state is PairState.WAITING:
+            pair.state = PairState.IN_PROGRESS
+            pair.hold_until = 1.0 if pair.remote.address == "192.0.2.1" else 2.0
+    assert cl.next_check() is None and not cl.has_check()
+    assert cl.next_check(0.5) is None and not cl.has_check(0.5)
+    assert cl.release_at() == 1.0
+    released = cl.next_check(1.0)
+    assert released is not None and released.component == 2
+    assert released.remote.address == "192.0.2.1" and cl.has_check(1.0)
+    released.state = PairState.IN_PROGRESS
+    released.hold_until = 1.5  # a foundation is released when its last pair's hold ends
+    assert cl.release_at() == 2.0
+    assert cl.next_check(1.9) is None
+    late = cl.next_check(2.0)
+    assert late is not None and late.remote.address == "192.0.2.9"
+
+
+def test_release_at_ignores_foundations_with_a_waiting_pair() -> None:
+    cl, _, _ = two_component_list()
+    cl.start()
+    assert cl.release_at() is None  # Waiting pairs hold for as long as they wait
+    checked = next(p for p in cl if p.state is PairState.WAITING)
+    checked.state = PairState.IN_PROGRESS
+    assert cl.release_at() is None  # hold_until defaults to "for ever" (RFC behaviour)
+    checked.hold_until = 3.0
+    assert cl.release_at() == 3.0
+
+
+def test_unfreeze_component() -> None:
+    cl, _, _ = two_component_list()
+    cl.start()
+    assert cl.unfreeze_component(2) == 2
+    assert all(p.state is PairState.WAITING for p in cl)
+    assert cl.unfreeze_component(2) == 0

@@ -199,6 +199,13 @@ class Network:
                 )
         return host
 
+    def permit(self, host: Host) -> None:
+        """What the shell does once the remote candidates are known: a TURN permission on
+        each of ``host``'s allocations for every remote candidate's IP (RFC 8656 §9)."""
+        ips = {c.address for c in host.agent.remote_candidates()}
+        for raddr in host.relays.values():
+            self._permissions.setdefault(raddr, set()).update(ips)
+
     # -- packets -------------------------------------------------------------------------
 
     @property
@@ -1137,3 +1144,91 @@ def test_black_holes_ranked_first_are_given_rtt_plus_ta_each() -> None:
     assert _completed_at(a) == pytest.approx(0.1)
     assert _completed_at(b) == pytest.approx(0.09)
     assert _completed_at(a) < 0.03 + a.agent.nomination_delay
+
+
+# --------------------------------------------------------------------------------------------
+# component starvation: a controlling peer behind a symmetric NAT, two components
+# --------------------------------------------------------------------------------------------
+
+
+def _baresip_like(permit: bool) -> tuple[Network, Host, Host]:
+    """The lab's baresip -> softphone case: the controlling peer (no TURN, behind a
+    symmetric NAT, one foundation for all its candidates, giving up on its checks after
+    about 1.5 s) offers RTP and RTCP components; we (controlled) sit behind an
+    endpoint-independent NAT with a TURN relay.  Only our relay can carry the call."""
+    net = Network(delay=0.01)
+    peer = make(True, 2, seed=1, check_rc=2, check_rm=2)
+    a = net.add_host("a", peer, "10.0.1.2", nat=Nat("203.0.113.1", mapping="symmetric"))
+    b = net.add_host("b", make(False, 2, seed=2), "10.0.2.2", nat=Nat("203.0.113.2"), relay=True)
+    a.agent.set_remote_parameters(b.agent.local_ufrag, b.agent.local_pwd)
+    b.agent.set_remote_parameters(a.agent.local_ufrag, a.agent.local_pwd)
+    for c in b.agent.local_candidates():
+        a.agent.add_remote_candidate(c)
+    for c in a.agent.local_candidates():
+        b.agent.add_remote_candidate(dataclasses.replace(c, foundation="1"))
+    a.agent.end_of_candidates()
+    b.agent.end_of_candidates()
+    if permit:
+        net.permit(b)
+    a.agent.start(0.0)
+    b.agent.start(0.0)
+    net.run(30.0, completed(a, b))
+    return net, a, b
+
+
+def test_two_components_with_a_symmetric_controlling_peer_connect() -> None:
+    """Our component-2 pairs share foundations with component-1 pairs that never answer
+    (private addresses, the symmetric NAT's filtering).  They used to stay Frozen until those
+    failed (~10 s), long after the peer gave up: now a pair whose first request went
+    unanswered for an RTO stops holding its foundation back, and a selected component
+    unfreezes the others."""
+    net, a, b = _baresip_like(permit=False)
+    assert completed(a, b)(), (a.events[-2:], b.events[-2:])
+    for component in (1, 2):
+        assert "relay" in pair_types(b.agent, component)
+        agents_agree(a.agent, b.agent, component)
+        media_flows(net, a, b, component)
+    # within one RTO (0.5 s) of retransmission of the first checks, not after ~10 s
+    assert _completed_at(b) < 1.5
+
+
+def test_turn_permissions_up_front_let_the_peers_first_checks_through() -> None:
+    """With permissions for every remote IP installed when the candidates arrive (the
+    shell's job), the peer's first check to our relay gets through: both components are
+    done within a few round trips, no retransmission needed."""
+    net, a, b = _baresip_like(permit=True)
+    assert completed(a, b)()
+    for component in (1, 2):
+        assert "relay" in pair_types(b.agent, component)
+        media_flows(net, a, b, component)
+    assert _completed_at(a) < 0.5 and _completed_at(b) < 0.5
+
+
+def test_media_flows_on_a_valid_pair_before_nomination_completes() -> None:
+    """RFC 8445 §12.1: data may go on any valid pair before selection.  Two public hosts,
+    RTT 40 ms: each side can send one round trip after the first check, and what it sends
+    passes the other side's filter, before either side has completed."""
+    net = Network(delay=0.02)
+    a = net.add_host("a", make(True, seed=1), "203.0.113.5")
+    b = net.add_host("b", make(False, seed=2), "198.51.100.7")
+    exchange(a.agent, b.agent)
+    a.agent.start(0.0)
+    b.agent.start(0.0)
+    both = lambda: all(h.agent.send_target(1) is not None for h in (a, b))  # noqa: E731
+    net.run(5.0, both)
+    assert both() and not completed(a)() and not completed(b)()
+    usable_at = net.now
+    assert usable_at == pytest.approx(0.04)  # one RTT after the first checks
+    for sender, receiver in ((a, b), (b, a)):
+        assert net.send_media(sender, 1, b"\x80early-" + sender.name.encode())
+    net.run(net.now + 0.021)  # one hop, before the nomination is done
+    for sender, receiver in ((a, b), (b, a)):
+        got = [
+            (via, src)
+            for via, src, d in receiver.media
+            if d == b"\x80early-" + sender.name.encode()
+        ]
+        assert got and all(receiver.agent.component_of(via, src) == 1 for via, src in got)
+    net.run(5.0, completed(a, b))
+    assert _completed_at(a) > usable_at
+    media_flows(net, a, b)
