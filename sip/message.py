@@ -409,7 +409,8 @@ def _split_head(data: bytes) -> tuple[int, int, int]:
     return start, n, n  # no empty line: a body-less message missing its final CRLF
 
 
-_HEADER_SPLIT_RE = re.compile(r"\r\n([^:\r\n]+):[ \t]*")
+# possessive: the name class excludes ":" and nothing follows the LWS, so backtracking never helps
+_HEADER_SPLIT_RE = re.compile(r"\r\n([^:\r\n]++):[ \t]*+")
 
 
 def _parse_header_section(
@@ -501,7 +502,7 @@ def parse_message(data: bytes) -> Request | Response:
         raise SipParseError(f"message larger than {MAX_MESSAGE_SIZE} octets")
     data = bytes(data)
     start = 0
-    if data[:1] == b"\r" or data[:1] == b"\n":
+    if data.startswith((b"\r", b"\n")):
         start = len(data) - len(data.lstrip(b"\r\n"))  # RFC 3261 §7.5
     head_end = data.find(b"\r\n\r\n", start)
     parsed = None
@@ -528,14 +529,14 @@ def parse_message(data: bytes) -> Request | Response:
             [item[0] for item in items], [item[1] for item in items], [item[2] for item in items]
         )
         cl_values = [value for key, _, value in items if key == "content-length"]
-    rest = data[body_start:]
     if cl_values:
         length = _parse_content_length(cl_values)
-        if length > len(rest):
-            raise SipParseError(f"Content-Length {length} exceeds the {len(rest)} octets received")
-        body = rest[:length]
+        received = len(data) - body_start
+        if length > received:
+            raise SipParseError(f"Content-Length {length} exceeds the {received} octets received")
+        body = data[body_start : body_start + length]
     else:
-        body = rest
+        body = data[body_start:]
     if first[:4].upper() == "SIP/":
         parts = first.split(" ", 2)
         if len(parts) < 2:

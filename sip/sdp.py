@@ -417,13 +417,6 @@ _ICE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 
 
 _MAX_PRIORITY = 2**31 - 1  # RFC 8445 §5.1.2.1
-# The usual a=candidate form: single spaces, ASCII fields.  The optional raddr/rport groups are
-# possessive so that a malformed "rport" is never re-read as an extension pair (the general
-# parser rejects it); the range checks are the general parser's.
-_CANDIDATE_RE = re.compile(
-    r"([A-Za-z0-9+/]{1,32}+) ([0-9]{1,3}+) ([!-~]++) ([0-9]{1,10}+) ([!-~]++) ([0-9]{1,5}+)"
-    r" typ ([!-~]++)(?: raddr ([!-~]++))?+(?: rport ([!-~]++))?+((?: [!-~]++ [!-~]++)*+)"
-)
 
 
 @dataclass(slots=True)
@@ -470,41 +463,13 @@ class CandidateAttribute:
 
     @classmethod
     def parse(cls, text: str) -> CandidateAttribute:
-        """Parse the value of an ``a=candidate`` line; SdpParseError when malformed."""
-        m = _CANDIDATE_RE.fullmatch(text)
-        if m is not None:  # single spaces, well-formed fields: what the general code gives
-            foundation, component, transport, priority, address, port, kind, raddr, rport, ext = (
-                m.groups()
-            )
-            component_id = int(component)
-            priority_value = int(priority)
-            if (
-                0 < component_id <= 256
-                and 0 < priority_value <= _MAX_PRIORITY
-                and int(port) <= 65535
-                and (rport is None or (rport.isdigit() and len(rport) <= 5 and int(rport) <= 65535))
-            ):
-                fields = ext.split(" ")  # ext is "" or " name value ..."
-                return cls(
-                    foundation,
-                    component_id,
-                    transport,
-                    priority_value,
-                    address,
-                    int(port),
-                    kind,
-                    raddr,
-                    None if rport is None else int(rport),
-                    list(zip(fields[1::2], fields[2::2], strict=True)),
-                )
-        return cls(*cls._general_fields(text))
+        """Parse the value of an ``a=candidate`` line; SdpParseError when malformed.
 
-    @staticmethod
-    def _general_fields(
-        text: str,
-    ) -> tuple[str, int, str, int, str, int, str, str | None, int | None, list[tuple[str, str]]]:
-        """The fields of any ``a=candidate`` value (any whitespace between them)."""
-        parts = text.split()
+        Fields are separated by whitespace (the grammar says one SP; other runs are tolerated).
+        """
+        parts = text.split(" ")
+        if "" in parts or not text.isprintable():  # not single spaces between visible fields
+            parts = text.split()
         n = len(parts)
         # 8 fields up to the type, then name/value pairs; an ASCII line has ASCII digits only
         if n < 8 or n & 1 or parts[6] != "typ" or not text.isascii():
@@ -524,16 +489,20 @@ class CandidateAttribute:
         component_id = int(component)
         priority_value = int(priority)
         port_number = int(port)
-        if not (1 <= component_id <= 256 and 1 <= priority_value <= _MAX_PRIORITY) or (
+        if not (0 < component_id <= 256 and 0 < priority_value <= _MAX_PRIORITY) or (
             port_number > 65535
         ):
             raise SdpParseError(f"a=candidate: value out of range in {text[:80]!r}")
+        if n == 8:
+            return cls(
+                foundation, component_id, transport, priority_value, address, port_number, parts[7]
+            )
         related_address: str | None = None
         related_port: int | None = None
         i = 8
-        if i < n and parts[i] == "raddr":
-            related_address = parts[i + 1]
-            i += 2
+        if parts[8] == "raddr":
+            related_address = parts[9]
+            i = 10
         if i < n and parts[i] == "rport":
             value = parts[i + 1]
             if not (value.isdigit() and len(value) <= 5 and int(value) <= 65535):
@@ -541,8 +510,7 @@ class CandidateAttribute:
             related_port = int(value)
             i += 2
         rest = parts[i:]
-        extensions = list(zip(rest[0::2], rest[1::2], strict=True))
-        return (
+        return cls(
             foundation,
             component_id,
             transport,
@@ -552,7 +520,7 @@ class CandidateAttribute:
             parts[7],
             related_address,
             related_port,
-            extensions,
+            list(zip(rest[0::2], rest[1::2], strict=True)) if rest else [],
         )
 
 
