@@ -1096,7 +1096,7 @@ def test_component_two_is_not_held_back_by_a_silent_component_one_pair() -> None
     assert tick(agent, 0.02) == []
     assert agent.get_timer() == pytest.approx(0.5)  # the retransmission, and the release
     out = tick(agent, 0.5)
-    assert sorted(v for _, _, v, _ in out) == ["c1", "c2"]
+    assert sorted(str(v) for _, _, v, _ in out) == ["c1", "c2"]
 
 
 def test_selected_component_unfreezes_the_others() -> None:
