@@ -3,6 +3,11 @@ and CandidateGatherer.permit, on a virtual clock against the fake servers of the
 
 from __future__ import annotations
 
+import ipaddress
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ice import stun
 from ice.gather import CandidateGatherer, GatherConfig, TurnServer
 from ice.stun import Address, StunMethod
@@ -13,7 +18,8 @@ from ice.turn import (
     TurnClient,
 )
 from tests.unit.test_ice_gather import HOST4, TURN, FakeTurn, Net, drive
-from tests.unit.test_turn import PEER, PEER2, FakeTurnServer, allocated
+from tests.unit.test_turn import PASSWORD, PEER, PEER2, SERVER, USER, FakeTurnServer, allocated
+from tests.unit.test_turn import Net as TurnNet
 
 PEER3: Address = ("203.0.113.9", 5000)
 
@@ -174,3 +180,71 @@ def test_gatherer_permit_on_an_unknown_relay_does_nothing() -> None:
     g.close(2.0)
     relayed = ("198.51.100.3", 60000)
     assert g.permit(relayed, [PEER[0]], 3.0) == []  # closed: no allocation any more
+
+
+# -- address families and odd input ---------------------------------------------------------------
+
+
+def dual_server() -> FakeTurnServer:
+    relayed6: Address = ("2001:db8::1", 50002)
+
+    def dual(msg: stun.StunMessage) -> stun.StunMessage:
+        return (
+            msg.response()
+            .add(stun.XOR_RELAYED_ADDRESS, ("198.51.100.1", 49152))
+            .add(stun.XOR_RELAYED_ADDRESS, relayed6)
+            .add(stun.LIFETIME, 600)
+        )
+
+    return FakeTurnServer(override={StunMethod.ALLOCATE: dual})
+
+
+def test_a_dual_allocation_permits_both_families_in_one_request() -> None:
+    server = dual_server()
+    client = TurnClient(SERVER, USER, PASSWORD, additional_ipv6=True)
+    net = TurnNet(client, server)
+    client.allocate(0.0)
+    net.flush()
+    server.allocated = True
+    server.override.clear()
+    assert client.create_permissions([PEER[0], "2001:db8::99"], 1.0) == [PEER[0], "2001:db8::99"]
+    net.flush()
+    assert permitted_ips(server)[-1] == [PEER[0], "2001:db8::99"]
+    assert client.has_permission("2001:db8::99")
+
+
+def test_an_ipv6_relay_skips_ipv4_peers() -> None:
+    relayed6: Address = ("2001:db8::1", 50000)
+    server = FakeTurnServer(
+        override={
+            StunMethod.ALLOCATE: lambda m: (
+                m.response().add(stun.XOR_RELAYED_ADDRESS, relayed6).add(stun.LIFETIME, 600)
+            )
+        }
+    )
+    client = TurnClient(SERVER, USER, PASSWORD, ipv6_relay=True)
+    net = TurnNet(client, server)
+    client.allocate(0.0)
+    net.flush()
+    server.allocated = True
+    server.override.clear()
+    assert client.create_permissions([PEER[0], "2001:db8::5"], 1.0) == ["2001:db8::5"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=45) | st.ip_addresses().map(str), max_size=40))
+def test_any_list_of_strings_is_taken_without_an_exception(ips: list[str]) -> None:
+    server = FakeTurnServer()
+    client, net = allocated(server)
+    asked = client.create_permissions(ips, 1.0)
+    net.flush()
+    valid_v4 = {ip for ip in ips if ip.count(".") == 3 and _is_ipv4(ip)}
+    assert set(asked) == valid_v4
+    assert all(client.has_permission(ip) for ip in asked)
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 4
+    except ValueError:
+        return False
