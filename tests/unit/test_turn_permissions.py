@@ -185,28 +185,34 @@ def test_gatherer_permit_on_an_unknown_relay_does_nothing() -> None:
 # -- address families and odd input ---------------------------------------------------------------
 
 
-def dual_server() -> FakeTurnServer:
-    relayed6: Address = ("2001:db8::1", 50002)
+def allocated_at(
+    *relayed: Address, ipv6_relay: bool = False, additional_ipv6: bool = False
+) -> tuple[TurnClient, TurnNet, FakeTurnServer]:
+    """A client holding an allocation with these relayed addresses (an IPv6 relay, or an IPv4
+    and an IPv6 one: a dual allocation, RFC 8656 §7.1)."""
 
-    def dual(msg: stun.StunMessage) -> stun.StunMessage:
-        return (
-            msg.response()
-            .add(stun.XOR_RELAYED_ADDRESS, ("198.51.100.1", 49152))
-            .add(stun.XOR_RELAYED_ADDRESS, relayed6)
-            .add(stun.LIFETIME, 600)
-        )
+    def allocate(msg: stun.StunMessage) -> stun.StunMessage:
+        response = msg.response()
+        for address in relayed:
+            response.add(stun.XOR_RELAYED_ADDRESS, address)
+        return response.add(stun.LIFETIME, 600)
 
-    return FakeTurnServer(override={StunMethod.ALLOCATE: dual})
-
-
-def test_a_dual_allocation_permits_both_families_in_one_request() -> None:
-    server = dual_server()
-    client = TurnClient(SERVER, USER, PASSWORD, additional_ipv6=True)
+    server = FakeTurnServer(override={StunMethod.ALLOCATE: allocate})
+    client = TurnClient(
+        SERVER, USER, PASSWORD, ipv6_relay=ipv6_relay, additional_ipv6=additional_ipv6
+    )
     net = TurnNet(client, server)
     client.allocate(0.0)
     net.flush()
     server.allocated = True
     server.override.clear()
+    return client, net, server
+
+
+def test_a_dual_allocation_permits_both_families_in_one_request() -> None:
+    client, net, server = allocated_at(
+        ("198.51.100.1", 49152), ("2001:db8::1", 50002), additional_ipv6=True
+    )
     assert client.create_permissions([PEER[0], "2001:db8::99"], 1.0) == [PEER[0], "2001:db8::99"]
     net.flush()
     assert permitted_ips(server)[-1] == [PEER[0], "2001:db8::99"]
@@ -214,20 +220,7 @@ def test_a_dual_allocation_permits_both_families_in_one_request() -> None:
 
 
 def test_an_ipv6_relay_skips_ipv4_peers() -> None:
-    relayed6: Address = ("2001:db8::1", 50000)
-    server = FakeTurnServer(
-        override={
-            StunMethod.ALLOCATE: lambda m: (
-                m.response().add(stun.XOR_RELAYED_ADDRESS, relayed6).add(stun.LIFETIME, 600)
-            )
-        }
-    )
-    client = TurnClient(SERVER, USER, PASSWORD, ipv6_relay=True)
-    net = TurnNet(client, server)
-    client.allocate(0.0)
-    net.flush()
-    server.allocated = True
-    server.override.clear()
+    client, _, _ = allocated_at(("2001:db8::1", 50000), ipv6_relay=True)
     assert client.create_permissions([PEER[0], "2001:db8::5"], 1.0) == ["2001:db8::5"]
 
 
