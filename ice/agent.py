@@ -13,6 +13,8 @@ API summary (all times are ``now: float`` seconds on any monotonic clock)::
     agent.add_local_candidate(relay, turn_alloc_id)           # relayed: via = the allocation
     agent.local_candidates(component=None) -> list[Candidate] # for the SDP (no prflx)
     agent.set_remote_parameters(ufrag, pwd, lite=False)       # new ones later = peer restart
+    agent.pacing_ms; set_remote_parameters(..., pacing_ms=n)  # a=ice-pacing both ways: Ta =
+                                                              # max of both (absent = 50 ms)
     agent.add_remote_candidate(cand); agent.end_of_candidates()   # trickle-friendly
     agent.limit_components(1)                                 # the answer accepted rtcp-mux
     agent.start(now)
@@ -102,7 +104,10 @@ from ice.stun_transaction import (
 )
 
 __all__ = [
+    "DEFAULT_PACING_MS",
+    "PACING_NOT_NEGOTIATED",
     "Agent",
+    "NotNegotiated",
     "AgentEvent",
     "AgentState",
     "AgentStats",
@@ -125,6 +130,19 @@ NOMINATION_RC = 10  # sends per USE-CANDIDATE transaction, one RTO apart
 # once every 5 ms.  Triggered checks (answers to the peer's checks, nominations) wait only for
 # this floor; ordinary checks are paced by Ta (§6.1.4.2).
 MIN_CHECK_INTERVAL = 0.005
+# RFC 8839 §5.5 / RFC 8445 §14.2: a side that signals no a=ice-pacing proposes 50 ms
+DEFAULT_PACING_MS = 50
+MIN_PACING = 0.005  # §14.2: never a Ta below 5 ms
+
+
+class NotNegotiated(enum.Enum):
+    """The type of :data:`PACING_NOT_NEGOTIATED`."""
+
+    UNSET = "unset"
+
+
+#: :meth:`Agent.set_remote_parameters` ``pacing_ms`` default: no negotiation, Ta is ours
+PACING_NOT_NEGOTIATED = NotNegotiated.UNSET
 SockAddr = tuple[str, int] | tuple[str, int, int, int]
 
 
@@ -264,7 +282,12 @@ def _credentials(ufrag: str, pwd: str) -> _Credentials:
 class Agent:
     """A full ICE agent (RFC 8445) for one data stream; see the module docstring.
 
-    Tunables: ``ta`` (pacing of ordinary checks, §6.1.4.2, §14.2; the first goes at once),
+    Tunables: ``ta`` (pacing of ordinary checks, §6.1.4.2, §14.2; the first goes at once;
+    ``pacing_ms`` is the same in whole milliseconds and wins if both are given).  ``ta`` is
+    also our Ta proposal for the SDP (:attr:`pacing_ms`, RFC 8839 ``a=ice-pacing``): once the
+    peer's proposal is given to :meth:`set_remote_parameters` (its ``pacing_ms``, None when
+    its SDP had none, counting as 50 ms), both sides use the larger of the two proposals
+    (RFC 8445 §14.2), never below 5 ms; without it Ta is ``ta`` as given.  Other tunables:
     ``min_check_interval`` (the floor between any two checks, 5 ms per §14.2: triggered
     checks - answers to the peer's checks, nominations - wait only for it, not for Ta; 0 is
     for measurements only), ``min_rto`` with ``check_rc``/``check_rm`` and
@@ -282,6 +305,7 @@ class Agent:
         components: int = 1,
         *,
         ta: float = 0.05,
+        pacing_ms: int | None = None,
         tie_breaker: int | None = None,
         ufrag: str | None = None,
         pwd: str | None = None,
@@ -300,6 +324,10 @@ class Agent:
     ) -> None:
         if components < 1 or components > 256:
             raise ValueError("components must be 1..256")
+        if pacing_ms is not None:
+            if pacing_ms < 1:
+                raise ValueError("pacing_ms must be positive")
+            ta = pacing_ms / 1000
         if ta <= 0:
             raise ValueError("Ta must be positive")
         if min_check_interval < 0:
@@ -307,11 +335,14 @@ class Agent:
         self.controlling = controlling
         self.components = components
         self._created_components = components
+        self.local_ta = ta
+        self.remote_ta: float | None = None
         self.ta = ta
         self.tie_breaker = (
             tie_breaker if tie_breaker is not None else secrets.randbits(64)
         ) & 0xFFFFFFFFFFFFFFFF
         self.nomination_delay = nomination_delay
+        self._min_check_interval = min_check_interval
         self.min_check_interval = min(min_check_interval, ta)
         self.timeout = timeout
         self.min_rto = min_rto
@@ -364,6 +395,21 @@ class Agent:
     @property
     def local_pwd(self) -> str:
         return self._local.pwd
+
+    @property
+    def pacing_ms(self) -> int:
+        """Our Ta proposal in whole milliseconds, for ``a=ice-pacing`` (RFC 8839 §5.5)."""
+        return max(1, round(self.local_ta * 1000))
+
+    def _negotiate_ta(self, remote_pacing_ms: int | None) -> None:
+        """Ta = the larger of the two proposals, a missing one counting as 50 ms, never
+        below 5 ms (RFC 8445 §14.2, RFC 8839 §5.5)."""
+        remote = (DEFAULT_PACING_MS if remote_pacing_ms is None else remote_pacing_ms) / 1000
+        self.remote_ta = remote
+        self.ta = max(self.local_ta, remote, MIN_PACING)
+        self.min_check_interval = min(self._min_check_interval, self.ta)
+        logger.debug("Ta %.1f ms (ours %.1f ms, theirs %.1f ms)", self.ta * 1000,
+                     self.local_ta * 1000, remote * 1000)  # fmt: skip
 
     @property
     def remote_ufrag(self) -> str | None:
@@ -427,9 +473,19 @@ class Agent:
         self._form_pairs()
 
     def set_remote_parameters(
-        self, ufrag: str, pwd: str, lite: bool = False, *, now: float | None = None
+        self,
+        ufrag: str,
+        pwd: str,
+        lite: bool = False,
+        *,
+        now: float | None = None,
+        pacing_ms: int | None | NotNegotiated = PACING_NOT_NEGOTIATED,
     ) -> None:
         """The peer's ``a=ice-ufrag``/``a=ice-pwd`` and whether it is ``a=ice-lite``.
+
+        ``pacing_ms``: the peer's ``a=ice-pacing`` (None: its SDP had none, which counts as
+        50 ms); Ta becomes the larger of both proposals (RFC 8445 §14.2).  Left out, Ta
+        stays ours (no negotiation; e.g. two agents wired together by a test).
 
         A full agent facing a lite peer takes the controlling role (§6.1.1).  New credentials
         after the agent has started, without a :meth:`restart` in between, are the peer's ICE
@@ -452,6 +508,8 @@ class Agent:
             self._generation_started = self._now if now is None else now
         self._remote = _credentials(ufrag, pwd)
         self.remote_lite = lite
+        if not isinstance(pacing_ms, NotNegotiated):
+            self._negotiate_ta(pacing_ms)
         if lite and not self.controlling:
             self._set_role(True, "the peer is ice-lite")
 

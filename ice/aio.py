@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ice.agent import (
+    PACING_NOT_NEGOTIATED,
     Agent,
     AgentEvent,
     AgentState,
@@ -57,6 +58,7 @@ from ice.agent import (
     Completed,
     ConsentLost,
     Failed,
+    NotNegotiated,
     PairNominated,
 )
 from ice.candidate import Candidate, CandidateType
@@ -224,6 +226,17 @@ class IceConnection:
         return self.agent.local_pwd
 
     @property
+    def pacing_ms(self) -> int:
+        """Our Ta proposal in milliseconds, for ``a=ice-pacing`` (RFC 8839 §5.5); set it
+        with ``agent_options={"pacing_ms": n}`` (or ``"ta"`` in seconds)."""
+        return self.agent.pacing_ms
+
+    @property
+    def ta(self) -> float:
+        """The Ta in use (seconds): after negotiation the larger of both proposals."""
+        return self.agent.ta
+
+    @property
     def controlling(self) -> bool:
         return self.agent.controlling
 
@@ -267,10 +280,15 @@ class IceConnection:
         *,
         lite: bool = False,
         end_of_candidates: bool = True,
+        pacing_ms: int | None | NotNegotiated = PACING_NOT_NEGOTIATED,
     ) -> None:
         """The peer's ``a=ice-ufrag`` / ``a=ice-pwd`` / candidates (``end_of_candidates``:
-        they are all there; pass False and use :meth:`add_remote_candidate` to trickle)."""
-        self.agent.set_remote_parameters(ufrag, pwd, lite)
+        they are all there; pass False and use :meth:`add_remote_candidate` to trickle).
+
+        ``pacing_ms``: the peer's ``a=ice-pacing`` (None when its SDP has none); Ta becomes
+        the larger of it (50 ms if None) and ours, :attr:`pacing_ms` (RFC 8445 §14.2).
+        Leave it out to keep our own Ta (no negotiation)."""
+        self.agent.set_remote_parameters(ufrag, pwd, lite, pacing_ms=pacing_ms)
         for c in candidates:
             self.agent.add_remote_candidate(c)
         if end_of_candidates:

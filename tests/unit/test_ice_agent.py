@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ice.agent import (
+    PACING_NOT_NEGOTIATED,
     Agent,
     AgentEvent,
     AgentState,
@@ -21,6 +22,7 @@ from ice.agent import (
     PairNominated,
     RoleChanged,
 )
+from ice.aio import IceConnection
 from ice.candidate import Candidate, CandidateType
 from ice.checklist import PairState, prflx_priority
 from ice.stun import (
@@ -1163,3 +1165,65 @@ def test_no_data_on_a_valid_pair_once_ice_failed() -> None:
     assert agent.state is AgentState.FAILED
     assert agent.send_target(1) is None and not agent.is_from_selected(1, REMOTE)
     assert agent.component_of(VIA, REMOTE) is None
+
+
+# -- Ta negotiation (RFC 8445 §14.2, RFC 8839 a=ice-pacing) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "ta"),
+    [
+        ({}, PACING_NOT_NEGOTIATED, 0.05),  # the default, not negotiated
+        ({"ta": 0.02}, PACING_NOT_NEGOTIATED, 0.02),  # as before: Ta is ours
+        ({"ta": 0.02}, None, 0.05),  # the peer signalled none: 50 ms
+        ({"pacing_ms": 20}, 30, 0.03),  # the larger proposal wins
+        ({"pacing_ms": 40}, 10, 0.04),
+        ({"pacing_ms": 2}, 3, 0.005),  # never below 5 ms
+        ({"ta": 0.1, "pacing_ms": 20}, 25, 0.025),  # pacing_ms wins over ta
+    ],
+)
+def test_ta_is_the_larger_proposal(ours: dict, theirs: object, ta: float) -> None:
+    agent = Agent(True, tie_breaker=1, **ours)
+    if "pacing_ms" in ours:
+        assert agent.pacing_ms == ours["pacing_ms"]
+    agent.set_remote_parameters("peerufrag", "peerpasswordpeerpassword", pacing_ms=theirs)  # type: ignore[arg-type]
+    assert agent.ta == pytest.approx(ta)
+
+
+def test_negotiated_ta_paces_the_checks() -> None:
+    """We propose 20 ms, the peer 35 ms: ordinary checks go 35 ms apart."""
+    agent = Agent(True, pacing_ms=20, tie_breaker=1)
+    assert agent.pacing_ms == 20
+    agent.add_local_candidate(Candidate.make(CandidateType.HOST, *LOCAL), VIA)
+    for i in range(3):
+        agent.add_remote_candidate(
+            Candidate.make(CandidateType.HOST, f"192.0.2.{i + 1}", 2000, local_preference=60000 - i)
+        )
+    agent.set_remote_parameters(Peer.ufrag, Peer.pwd, pacing_ms=35)
+    agent.start(0.0)
+    times: list[float] = []
+    now = 0.0
+    while len(times) < 3:
+        if [m for m, *_ in tick(agent, now) if m.cls == StunClass.REQUEST]:
+            times.append(now)
+        timer = agent.get_timer()
+        assert timer is not None
+        now = timer
+    assert times == pytest.approx([0.0, 0.035, 0.07])
+
+
+def test_pacing_ms_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        Agent(True, pacing_ms=0)
+    assert Agent(True, ta=0.0204).pacing_ms == 20
+
+
+def test_ice_connection_negotiates_ta() -> None:
+    """IceConnection passes ``pacing_ms`` from ``agent_options`` and ``set_remote``."""
+    conn = IceConnection(True, bind="127.0.0.1", agent_options={"pacing_ms": 20})
+    assert conn.pacing_ms == 20 and conn.ta == pytest.approx(0.02)
+    conn.set_remote("peerufrag", "peerpasswordpeerpassword", [], pacing_ms=None)
+    assert conn.ta == pytest.approx(0.05)
+    other = IceConnection(True, bind="127.0.0.1", agent_options={"pacing_ms": 20})
+    other.set_remote("peerufrag", "peerpasswordpeerpassword", [])
+    assert other.ta == pytest.approx(0.02)
