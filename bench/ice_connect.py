@@ -476,6 +476,44 @@ def _lab_gather(ice_lab: Any) -> float:
     return float(max(times["gather"], times["gather_b"]))
 
 
+def _lab_gather_rows(ice_lab: Any, laptop: str, runs: int) -> None:
+    """Gathering measured inside ``laptop``'s namespace by one process, ``runs`` times back
+    to back (the nodes' own numbers also hold their start-up while the peer node starts)."""
+    import json
+
+    from tests.lab.conftest import TURN_USER
+
+    node = ice_lab[laptop]
+    server = ice_lab.coturn.server()
+    code = "from bench.ice_connect import gather_node; gather_node()"
+    args = [node.ip, server, TURN_USER, ice_lab.coturn.users[TURN_USER], str(runs)]
+    result = node.ns.python(code, *args, timeout=120 + 5 * runs)
+    for components, seconds in json.loads(result.stdout.strip().splitlines()[-1]).items():
+        _gather_row(f"lab {laptop} ({node.nat}), {components} comp.", seconds)
+
+
+def gather_node() -> None:
+    """Run inside a lab namespace (:func:`_lab_gather_rows`): ``IP SERVER USER PASSWORD RUNS``
+    on the command line; prints ``{components: [seconds, ...]}`` as JSON."""
+    import json
+
+    ip, server, user, password, runs = sys.argv[1:6]
+    host, _, port = server.rpartition(":")
+    address = (host, int(port))
+    cfg = GatherConfig(stun_servers=[address], turn_servers=[TurnServer(address, user, password)])
+
+    async def measure() -> dict[int, list[float]]:
+        out: dict[int, list[float]] = {}
+        for components in (1, 2):
+            c = dataclasses.replace(cfg, components=components)
+            for _ in range(int(runs)):
+                await asyncio.sleep(0.02)  # calls some time apart (the process pacer)
+                out.setdefault(components, []).append(await _gather_once(c, [ip]))
+        return out
+
+    print(json.dumps(asyncio.run(measure())))
+
+
 def main_lab(runs: int) -> None:
     """eim/eim and sym/sym through the real NAT routers of ``tests/lab`` (network namespaces,
     root, coturn): ours and aioice in nodes on two laptops (``tests.lab.ice_node``).  Times
@@ -525,7 +563,9 @@ def main_lab(runs: int) -> None:
                 print(GATHER_HEADER)
                 print("-" * len(GATHER_HEADER))
                 for case, seconds in gathered.items():
-                    _gather_row(f"{case}, 1 component", seconds)
+                    _gather_row(f"{case} nodes, 1 comp.", seconds)
+                for laptop in ("eim2l", "sym1l"):
+                    _lab_gather_rows(ice_lab, laptop, runs)
             finally:
                 ice_lab.coturn.stop()
         finally:
