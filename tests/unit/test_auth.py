@@ -29,6 +29,7 @@ from sip.auth import (
     verify_authorization,
 )
 from sip.message import Request, Response, make_response, parse_message
+from tests.helpers_sip import wire_request
 
 # RFC 7616 §3.9.1
 RFC7616_REALM = "http-auth@example.org"
@@ -108,38 +109,30 @@ def test_rfc7616_select_prefers_sha256():
     assert best.algorithm == "SHA-256"
 
 
-def test_rfc2617_example():
-    # RFC 2617 §3.5
+@pytest.mark.parametrize(
+    ("password", "qop", "expected"),
+    [
+        # RFC 2617 §3.5
+        ("Circle Of Life", {"qop": "auth", "nc": "00000001", "cnonce": "0a4f113b"},
+         "6629fae49393a05397450978507c4ef1"),
+        # RFC 2069 §2.4 example (no qop), with the value corrected by its erratum
+        ("CircleOfLife", {}, "1949323746fe6a43ef61f9606e7febea"),
+    ],
+    ids=["rfc2617-example", "rfc2069-no-qop-example"],
+)  # fmt: skip
+def test_rfc_md5_examples(password: str, qop: dict[str, Any], expected: str) -> None:
     assert (
         compute_response(
             algorithm="MD5",
             username="Mufasa",
             realm="testrealm@host.com",
-            password="Circle Of Life",
+            password=password,
             nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093",
             method="GET",
             uri="/dir/index.html",
-            qop="auth",
-            nc="00000001",
-            cnonce="0a4f113b",
+            **qop,
         )
-        == "6629fae49393a05397450978507c4ef1"
-    )
-
-
-def test_rfc2069_no_qop_example():
-    # RFC 2069 §2.4 example, with the value corrected by its erratum
-    assert (
-        compute_response(
-            algorithm="MD5",
-            username="Mufasa",
-            realm="testrealm@host.com",
-            password="CircleOfLife",
-            nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093",
-            method="GET",
-            uri="/dir/index.html",
-        )
-        == "1949323746fe6a43ef61f9606e7febea"
+        == expected
     )
 
 
@@ -400,23 +393,25 @@ def test_credentials_repr_hides_password():
 
 
 def register(cseq: int = 1, authorization: tuple[tuple[str, str], ...] = ()) -> Request:
-    lines = [
+    return wire_request(
         "REGISTER sip:example.com SIP/2.0",
-        f"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKreg{cseq}",
-        "Max-Forwards: 70",
-        "From: <sip:alice@example.com>;tag=a1",
-        "To: <sip:alice@example.com>",
-        "Call-ID: reg-call",
-        f"CSeq: {cseq} REGISTER",
-        "Contact: <sip:alice@192.0.2.1>",
-        *[f"{name}: {value}" for name, value in authorization],
-        "Content-Length: 0",
-        "",
-        "",
-    ]
-    message = parse_message("\r\n".join(lines).encode())
-    assert isinstance(message, Request)
-    return message
+        via=f"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKreg{cseq}",
+        from_="<sip:alice@example.com>;tag=a1",
+        to="<sip:alice@example.com>",
+        call_id="reg-call",
+        cseq=f"{cseq} REGISTER",
+        extra=["Contact: <sip:alice@192.0.2.1>", *[f"{n}: {v}" for n, v in authorization]],
+    )
+
+
+def authorized_register(client: DigestClient, cseq: int) -> tuple[Request, str]:
+    """A REGISTER (CSeq ``cseq``) that ``client`` authorized: it and its one Authorization."""
+    request = register(cseq)
+    client.authorize(request)
+    assert len(request.headers.get_all("Authorization")) == 1
+    value = request.headers.get("Authorization")
+    assert value is not None
+    return request, value
 
 
 def challenge_response(request: Request, *challenges: str, status: int = 401) -> Response:
@@ -447,10 +442,7 @@ def test_client_register_flow_with_nonce_counting_and_stale():
     assert client.handle_challenge(
         challenge_response(first, make_challenge("example.com", "N1", opaque="OP")), first
     )
-    second = register(2)
-    client.authorize(second)
-    value = second.headers.get("Authorization")
-    assert value is not None
+    second, value = authorized_register(client, 2)
     creds = parse_authorization(value)
     assert (creds.nonce, creds.nc, creds.cnonce, creds.opaque) == (
         "N1",
@@ -461,20 +453,14 @@ def test_client_register_flow_with_nonce_counting_and_stale():
     assert creds.uri == "sip:example.com"
     assert verify_authorization(value, method="REGISTER", password="s3cret", username="alice")
     # a later request in the same registration authenticates pre-emptively, nc counts up
-    third = register(3)
-    client.authorize(third)
-    value3 = third.headers.get("Authorization")
-    assert value3 is not None
+    third, value3 = authorized_register(client, 3)
     assert parse_authorization(value3).nc == "00000002"
     assert parse_authorization(value3).cnonce == "cnonce2"
     assert len(third.headers.get_all("Authorization")) == 1
     # nonce expired: stale=true -> retry with the new nonce, no new credentials needed
     stale = challenge_response(third, make_challenge("example.com", "N2", stale=True))
     assert client.handle_challenge(stale, third)
-    fourth = register(4)
-    client.authorize(fourth)
-    value4 = fourth.headers.get("Authorization")
-    assert value4 is not None
+    fourth, value4 = authorized_register(client, 4)
     assert (parse_authorization(value4).nonce, parse_authorization(value4).nc) == (
         "N2",
         "00000001",
@@ -494,10 +480,7 @@ def test_client_follows_nextnonce():
     ok = make_response(second, 200, to_tag="srv")
     ok.headers.add("Authentication-Info", 'nextnonce="N2", qop=auth, rspauth="00", nc=00000001')
     client.handle_authentication_info(ok)
-    third = register(3)
-    client.authorize(third)
-    value = third.headers.get("Authorization")
-    assert value is not None
+    third, value = authorized_register(client, 3)
     assert (parse_authorization(value).nonce, parse_authorization(value).nc) == ("N2", "00000001")
     assert verify_authorization(value, method="REGISTER", password="pw")
     # malformed or nonce-less values change nothing
@@ -505,10 +488,7 @@ def test_client_follows_nextnonce():
         bad = make_response(third, 200, to_tag="srv")
         bad.headers.add("Authentication-Info", info)
         client.handle_authentication_info(bad)
-    fourth = register(4)
-    client.authorize(fourth)
-    value4 = fourth.headers.get("Authorization")
-    assert value4 is not None
+    fourth, value4 = authorized_register(client, 4)
     assert (parse_authorization(value4).nonce, parse_authorization(value4).nc) == ("N2", "00000002")
 
 

@@ -1,0 +1,27 @@
+"""Helpers shared by the SIP unit tests: requests written out as they would be on the wire."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sip.message import Request, parse_message
+
+
+def wire_request(
+    start_line: str,
+    *,
+    via: str,
+    from_: str,
+    to: str,
+    call_id: str,
+    cseq: str,
+    extra: Iterable[str] = (),
+) -> Request:
+    """Parse a body-less request written header by header: Via, Max-Forwards: 70, From, To,
+    Call-ID, CSeq, then the ``extra`` header lines (``"Name: value"``) and Content-Length: 0."""
+    headers = {"Via": via, "Max-Forwards": "70", "From": from_, "To": to, "Call-ID": call_id}
+    lines = [start_line, *(f"{name}: {value}" for name, value in headers.items()), f"CSeq: {cseq}"]
+    lines += [*extra, "Content-Length: 0", "", ""]
+    message = parse_message("\r\n".join(lines).encode())
+    assert isinstance(message, Request)
+    return message
