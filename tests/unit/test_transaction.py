@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -34,6 +35,7 @@ from sip.transaction import (
     new_client_transaction,
     new_server_transaction,
 )
+from tests.helpers_sip import wire_request
 
 NO_TRYING = TimerConfig(trying_delay=None)
 
@@ -54,25 +56,15 @@ def make_request(
     routes: tuple[str, ...] = (),
 ) -> Request:
     sent_by = host + (f":{port}" if port is not None else "")
-    via = f"SIP/2.0/{transport} {sent_by}" + (f";branch={branch}" if branch else "")
-    to = "Bob <sip:bob@example.com>" + (f";tag={to_tag}" if to_tag else "")
-    lines = [
+    return wire_request(
         f"{method} {uri} SIP/2.0",
-        f"Via: {via}",
-        "Max-Forwards: 70",
-        *[f"Route: {r}" for r in routes],
-        f"From: Alice <sip:alice@example.com>;tag={from_tag}",
-        f"To: {to}",
-        f"Call-ID: {call_id}",
-        f"CSeq: {cseq} {cseq_method or method}",
-        "Contact: <sip:alice@192.0.2.1>",
-        "Content-Length: 0",
-        "",
-        "",
-    ]
-    message = parse_message("\r\n".join(lines).encode())
-    assert isinstance(message, Request)
-    return message
+        via=f"SIP/2.0/{transport} {sent_by}" + (f";branch={branch}" if branch else ""),
+        from_=f"Alice <sip:alice@example.com>;tag={from_tag}",
+        to="Bob <sip:bob@example.com>" + (f";tag={to_tag}" if to_tag else ""),
+        call_id=call_id,
+        cseq=f"{cseq} {cseq_method or method}",
+        extra=[*[f"Route: {r}" for r in routes], "Contact: <sip:alice@192.0.2.1>"],
+    )
 
 
 def respond(request: Request, status: int, to_tag: str | None = "totag9") -> Response:
@@ -108,6 +100,30 @@ def run(tx: Transaction, until: float) -> list[tuple[float, Request | Response]]
 
 def times(sent: list[tuple[float, Request | Response]]) -> list[float]:
     return [round(t, 6) for t, _ in sent]
+
+
+ClientTx = TypeVar("ClientTx", InviteClientTransaction, NonInviteClientTransaction)
+
+
+def started_client(kind: type[ClientTx], method: str = "INVITE") -> tuple[Request, ClientTx]:
+    """A client transaction over an unreliable transport that has sent its request at 0.0."""
+    request = make_request(method)
+    tx = kind(request, reliable=False, now=0.0)
+    assert tx.messages_to_send() == [request]
+    return request, tx
+
+
+def invite_server_with_final(
+    status: int, now: float = 0.0, reliable: bool = False
+) -> tuple[Request, InviteServerTransaction, Response]:
+    """An INVITE server transaction (UDP, or TCP if ``reliable``; no automatic 100) that sent
+    the final response ``status``."""
+    invite = make_request(transport="TCP" if reliable else "UDP")
+    tx = InviteServerTransaction(invite, reliable=reliable, now=0.0, config=NO_TRYING)
+    response = respond(invite, status)
+    assert tx.send_response(response, now)
+    assert tx.messages_to_send() == [response]
+    return invite, tx, response
 
 
 # ---------------------------------------------------------------- INVITE client (§17.1.1)
@@ -146,9 +162,7 @@ def test_invite_client_custom_t1_scales_every_timer():
 
 
 def test_invite_client_provisional_stops_retransmissions_and_timer_b():
-    invite = make_request()
-    tx = InviteClientTransaction(invite, reliable=False, now=0.0)
-    tx.messages_to_send()
+    invite, tx = started_client(InviteClientTransaction)
     assert times(run(tx, 0.6)) == [0.5]
     assert not tx.cancellable  # §9.1: no CANCEL before a provisional response
     ringing = respond(invite, 180)
@@ -192,9 +206,7 @@ def test_invite_client_non_2xx_final_generates_ack(status):
 
 
 def test_invite_client_completed_reacks_retransmitted_final_and_timer_d():
-    invite = make_request()
-    tx = InviteClientTransaction(invite, reliable=False, now=0.0)
-    tx.messages_to_send()
+    invite, tx = started_client(InviteClientTransaction)
     busy = respond(invite, 486)
     tx.receive(busy, 0.2)
     [ack] = tx.messages_to_send()
@@ -224,9 +236,7 @@ def test_invite_client_reliable_non_2xx_terminates_at_once_after_ack():
 
 
 def test_invite_client_2xx_enters_accepted_and_passes_retransmissions_rfc6026():
-    invite = make_request()
-    tx = InviteClientTransaction(invite, reliable=False, now=0.0)
-    tx.messages_to_send()
+    invite, tx = started_client(InviteClientTransaction)
     ok = respond(invite, 200)
     tx.receive(ok, 0.3)
     assert tx.state is State.ACCEPTED
@@ -315,9 +325,7 @@ def test_non_invite_client_proceeding_retransmits_every_t2():
 
 
 def test_non_invite_client_final_response_and_timer_k():
-    request = make_request("REGISTER")
-    tx = NonInviteClientTransaction(request, reliable=False, now=0.0)
-    tx.messages_to_send()
+    request, tx = started_client(NonInviteClientTransaction, "REGISTER")
     ok = respond(request, 200)
     tx.receive(ok, 0.7)
     assert tx.state is State.COMPLETED
@@ -342,9 +350,7 @@ def test_non_invite_client_reliable_no_retransmissions_and_immediate_termination
 
 def test_non_invite_client_loss_of_request_and_response():
     """Request lost twice, first 200 lost: the third retransmission's 200 completes it."""
-    request = make_request("MESSAGE")
-    tx = NonInviteClientTransaction(request, reliable=False, now=0.0)
-    tx.messages_to_send()
+    request, tx = started_client(NonInviteClientTransaction, "MESSAGE")
     run(tx, 3.5)  # retransmissions at 0.5, 1.5, 3.5; server answers the 3.5 one at 3.6
     tx.receive(respond(request, 202), 3.6)
     statuses = [e.response.status for e in events(tx) if isinstance(e, ResponseReceived)]
@@ -423,12 +429,8 @@ def test_invite_server_without_trying_config_stays_silent():
 
 
 def test_invite_server_non_2xx_timer_g_until_timer_h():
-    invite = make_request()
-    tx = InviteServerTransaction(invite, reliable=False, now=0.0, config=NO_TRYING)
-    busy = respond(invite, 486)
-    assert tx.send_response(busy, 0.0)
+    invite, tx, busy = invite_server_with_final(486)
     assert tx.state is State.COMPLETED
-    assert tx.messages_to_send() == [busy]
     sent = run(tx, 100.0)
     # G: T1 doubling, capped at T2 (§17.2.1); H = 64*T1 ends it without an ACK
     assert times(sent) == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
@@ -437,22 +439,14 @@ def test_invite_server_non_2xx_timer_g_until_timer_h():
 
 
 def test_invite_server_request_retransmission_in_completed_resends_final():
-    invite = make_request()
-    tx = InviteServerTransaction(invite, reliable=False, now=0.0, config=NO_TRYING)
-    decline = respond(invite, 603)
-    tx.send_response(decline, 0.0)
-    tx.messages_to_send()
+    invite, tx, decline = invite_server_with_final(603)
     tx.receive(invite, 0.2)
     assert tx.messages_to_send() == [decline]
     assert events(tx) == []
 
 
 def test_invite_server_ack_confirms_and_timer_i():
-    invite = make_request()
-    tx = InviteServerTransaction(invite, reliable=False, now=0.0, config=NO_TRYING)
-    busy = respond(invite, 486)
-    tx.send_response(busy, 0.0)
-    tx.messages_to_send()
+    invite, tx, busy = invite_server_with_final(486)
     assert times(run(tx, 1.0)) == [0.5]
     ack = build_ack(invite, busy)
     tx.receive(ack, 1.2)
@@ -466,31 +460,21 @@ def test_invite_server_ack_confirms_and_timer_i():
 
 
 def test_invite_server_reliable_no_timer_g_and_ack_terminates():
-    invite = make_request(transport="TCP")
-    tx = InviteServerTransaction(invite, reliable=True, now=0.0, config=NO_TRYING)
-    tx.send_response(respond(invite, 404), 0.0)
-    tx.messages_to_send()
+    invite, tx, _ = invite_server_with_final(404, reliable=True)
     assert tx.timer_deadlines() == {"H": 32.0}
     tx.receive(build_ack(invite, respond(invite, 404)), 0.1)
     assert events(tx) == [Terminated(tx)]
 
 
 def test_invite_server_reliable_timer_h_without_ack():
-    invite = make_request(transport="TCP")
-    tx = InviteServerTransaction(invite, reliable=True, now=0.0, config=NO_TRYING)
-    tx.send_response(respond(invite, 404), 0.0)
-    tx.messages_to_send()
+    invite, tx, _ = invite_server_with_final(404, reliable=True)
     assert run(tx, 40.0) == []
     assert [type(e) for e in events(tx)] == [TimedOut, Terminated]
 
 
 def test_invite_server_2xx_accepted_state_rfc6026():
-    invite = make_request()
-    tx = InviteServerTransaction(invite, reliable=False, now=0.0, config=NO_TRYING)
-    ok = respond(invite, 200)
-    assert tx.send_response(ok, 0.1)
+    invite, tx, ok = invite_server_with_final(200, now=0.1)
     assert tx.state is State.ACCEPTED
-    assert tx.messages_to_send() == [ok]
     assert tx.timer_deadlines() == {"L": pytest.approx(32.1)}
     # The transaction never retransmits the 2xx itself ...
     assert run(tx, 10.0) == []
@@ -995,12 +979,18 @@ def drive(
     return log, sent
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    method=st.sampled_from(["INVITE", "OPTIONS"]),
-    reliable=st.booleans(),
-    actions=st.lists(CLIENT_ACTIONS, max_size=25),
-)
+def transaction_property(methods: list[str], actions: st.SearchStrategy) -> Callable:
+    """300 random runs: one of ``methods``, either transport, up to 25 ``actions``."""
+    return lambda test: settings(max_examples=300, deadline=None)(
+        given(
+            method=st.sampled_from(methods),
+            reliable=st.booleans(),
+            actions=st.lists(actions, max_size=25),
+        )(test)
+    )
+
+
+@transaction_property(["INVITE", "OPTIONS"], CLIENT_ACTIONS)
 def test_property_client_transactions(method, reliable, actions):
     request = make_request(method)
     tx = new_client_transaction(request, reliable=reliable, now=0.0)
@@ -1033,12 +1023,7 @@ def test_property_client_transactions(method, reliable, actions):
         assert not finals
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    method=st.sampled_from(["INVITE", "REGISTER"]),
-    reliable=st.booleans(),
-    actions=st.lists(SERVER_ACTIONS, max_size=25),
-)
+@transaction_property(["INVITE", "REGISTER"], SERVER_ACTIONS)
 def test_property_server_transactions(method, reliable, actions):
     request = make_request(method)
     tx = new_server_transaction(request, reliable=reliable, now=0.0)
@@ -1101,9 +1086,7 @@ def test_property_end_to_end_over_lossy_link(drops, status, method):
 def test_late_timer_handling_does_not_burst():
     """If the owner wakes up late (a busy loop, a suspended laptop), each due timer fires once
     and is re-armed from the actual time: no burst of back-to-back retransmissions."""
-    request = make_request("OPTIONS")
-    tx = NonInviteClientTransaction(request, reliable=False, now=0.0)
-    tx.messages_to_send()
+    request, tx = started_client(NonInviteClientTransaction, "OPTIONS")
     tx.handle_timer(10.0)  # E was due at 0.5
     assert tx.messages_to_send() == [request]
     assert tx.timer_deadlines() == {"E": pytest.approx(11.0), "F": 32.0}
