@@ -5,16 +5,27 @@ Two layers, as everywhere in ``ice``:
 * :class:`CandidateGatherer` - sans-I/O.  It is told which local sockets exist
   (:meth:`~CandidateGatherer.add_socket`, one per local address and component), and then sends
   STUN Binding requests to every STUN server and TURN Allocate requests to every TURN server
-  from each socket of the server's address family, all at once (paced by Ta, RFC 8445 §14).
-  Every server has its own deadline, so a dead server never stalls gathering: when it passes
-  the server is reported as :class:`ServerFailed` and the rest carry on.  Candidates are
-  reported one by one as they appear (:class:`CandidateGathered`, trickle-friendly, RFC 8838)
-  and :class:`GatheringComplete` follows once every server has answered or timed out.
+  from each socket of the server's address family.  Host candidates come at once; the server
+  transactions are paced (RFC 8445 §5.1.1.2, §14): one (socket, server address) group every
+  Ta = 5 ms, the RFC's floor, so a Binding and an Allocate to one server (a coturn serving
+  both) leave together, TURN first (its 401 round trip makes it the longest); all gatherers
+  of a process share one :class:`TransactionPacer` (§14.2: 5 ms between the transactions of
+  all agents).  A second allocation on a server starts with the realm and nonce the first got
+  (:meth:`ice.turn.TurnClient.reuse_credentials`).  Every server has its own deadline, so a
+  dead server never stalls gathering: when it passes the server is reported as
+  :class:`ServerFailed` and the rest carry on.  Candidates are reported one by one as they
+  appear (:class:`CandidateGathered`, trickle-friendly, RFC 8838) and
+  :class:`GatheringComplete` follows once every server has answered or timed out.
 * :class:`AsyncGatherer` - the asyncio shell: it opens the UDP sockets on the addresses of
   :mod:`ice.interfaces`, drives the core with the loop's clock, and keeps the sockets (and the
   TURN allocations) for the ICE agent: datagrams the gatherer does not consume are handed to
   ``on_datagram`` and :meth:`AsyncGatherer.send` / :meth:`AsyncGatherer.relay_send` send from
-  a given local candidate.
+  a given local candidate.  :meth:`AsyncGatherer.permit` creates TURN permissions for the
+  peer's addresses at once (one CreatePermission, RFC 8656 §10.1) when its candidates arrive.
+  A gatherer can also be started ahead of a call (:class:`ice.pool.CandidatePool`): its
+  ``keepalive`` keeps the NAT bindings alive meanwhile, :meth:`AsyncGatherer.attach` hands it
+  to its user (replaying what was gathered) and :meth:`AsyncGatherer.limit_components` drops
+  the components a call does not need (rtcp-mux).
 
 Rules implemented:
 
