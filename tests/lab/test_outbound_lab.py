@@ -1,0 +1,55 @@
+"""RFC 5626 flow recovery in the lab (root): the ``softphone`` CLI on laptops behind NAT routers,
+signalling over TCP to Kamailio on the public net.
+
+Kamailio restarts mid-call, losing its registrations and every TCP connection. bob, the
+callee behind an endpoint-independent NAT, notices his flow died, reconnects at once -- from
+the same local port, so the NAT gives the new connection the public address that Kamailio's
+``;alias`` in his dialog Contact points at -- and registers again. alice's BYE through the
+restarted proxy then reaches him (before, a TCP callee was left in a dead call), and a new
+call reaches him too.
+
+Needs root, iproute2, iptables, coturn and kamailio (skips saying which is missing).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.lab.softphone_lab import TIMES, SoftphoneLab, assert_call_ok, run_call
+from tests.lab.test_softphone_lab import softphone_lab
+
+__all__ = ["softphone_lab"]  # the module-scoped lab fixture, shared with this module
+
+
+def test_tcp_callee_behind_nat_gets_the_bye_after_a_proxy_restart_mid_call(
+    softphone_lab: SoftphoneLab, tmp_path: Path
+) -> None:
+    kamailio = softphone_lab.kamailio
+
+    def restart(lab: SoftphoneLab) -> dict[str, object]:
+        time.sleep(0.5)
+        kamailio.restart()
+        mark = kamailio.log().rindex("==== start")  # where the restarted Kamailio's log begins
+        deadline = time.monotonic() + 15
+        while not kamailio.contacts("bob") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return {"bob_again": kamailio.contacts("bob"), "mark": mark}
+
+    r = run_call(
+        softphone_lab, tmp_path / "first", ("alice", "lan1a"), ("bob", "eim2l"),
+        transport="tcp", duration=8, during=restart,
+    )  # fmt: skip
+    TIMES.record("tcp restart lan1a->eim2l", r)
+    assert r.extra["bob_again"], f"bob did not register again\n{r.callee_log}"
+    assert "registering again" in r.callee_log
+    assert_call_ok(r)
+    # the BYE went through the restarted Kamailio and reached bob over his new connection
+    restarted = kamailio.log()[int(str(r.extra["mark"])) :]
+    assert "REQ BYE" in restarted
+    assert r.callee["call"]["end_reason"] == "remote-bye", (r.callee["call"], r.callee_log)
+    again = run_call(
+        softphone_lab, tmp_path / "second", ("alice", "lan1a"), ("bob", "eim2l"), transport="tcp"
+    )
+    TIMES.record("tcp after-restart lan1a->eim2l", again)
+    assert_call_ok(again)
