@@ -261,6 +261,7 @@ class _SendGate:
         self.reports = reports or PeerReports()
         self.paused = False
         self.held_back = 0
+        self.unsent = 0  #: RTP packets the path could not send
         self.last_received = time.monotonic()
         self._handler: Callable[[bytes], None] | None = None
 
@@ -285,7 +286,8 @@ class _SendGate:
             self.held_back += 1
             return
         self.reports.sent(data)
-        self.path.send(data)
+        if self.path.send(data) is False and not _is_rtcp(data):
+            self.unsent += 1  # no pair to send on yet (ICE still checking), or consent lost
 
 
 class _MuteSwitch:
@@ -539,7 +541,15 @@ class Call:
             return self.final_stats
         if self.stream is None:
             return None
-        return _combined(self._earlier_stats, self.stream.stats())
+        return self._on_the_wire(_combined(self._earlier_stats, self.stream.stats()))
+
+    def _on_the_wire(self, stats: Stats) -> Stats:
+        """``packets_sent`` counts what left: media starts before ICE has a pair to send on
+        (RFC 8445 §12.1), and the packets made meanwhile went nowhere."""
+        unsent = self._gate.unsent if self._gate is not None else 0
+        if unsent:
+            stats = dataclasses.replace(stats, packets_sent=max(0, stats.packets_sent - unsent))
+        return stats
 
     @property
     def peer_reports(self) -> PeerReports:
@@ -838,8 +848,18 @@ class Call:
         candidates = await self.ice.gather(self.options.gather_timeout)
         kinds = sorted({c.type.value for c in candidates})
         self.progress(f"{len(candidates)} candidates ({', '.join(kinds) or 'none'})")
+        return self._ice_transport(candidates, components)
+
+    def _ice_transport(self, candidates: Sequence[Candidate], components: int) -> LocalTransport:
+        """Our ICE description: the connection's current credentials, ``candidates`` and our
+        ``a=ice-pacing`` proposal (the account's ``ice_pacing_ms``)."""
+        assert self.ice is not None
         return LocalTransport.from_ice(
-            self.ice.local_ufrag, self.ice.local_pwd, candidates, components
+            self.ice.local_ufrag,
+            self.ice.local_pwd,
+            candidates,
+            components,
+            pacing_ms=self.account.ice_pacing_ms,
         )
 
     async def _gather_config(self) -> GatherConfig:
@@ -863,26 +883,8 @@ class Call:
         rtp_path: Any
         rtcp_path: Any = None
         if self.ice is not None and remote.ice is not None:
-            params = remote.ice.parameters
-            assert params is not None
-            if remote.rtcp_mux and self.ice.agent.components > 1:
-                self.ice.agent.limit_components(1)  # RFC 5761: RTCP rides on component 1
-            self.ice.set_remote(params.ufrag, params.pwd, remote.ice.candidates, lite=params.lite)
-            self.progress(
-                f"ICE checking ({self.ice.stats().role}, "
-                f"{len(remote.ice.candidates)} remote candidates)"
-            )
-            await self.ice.connect(self.options.ice_timeout)
-            rtp_path = self.ice.transport(1)
-            if not remote.rtcp_mux and self.ice.agent.components > 1:
-                rtcp_path = self.ice.transport(2)
-            selected = self.ice.transport(1).selected
-            if selected is not None:
-                lc, rc = selected
-                self.progress(
-                    f"connected via {lc.type.value}/{rc.type.value} pair "
-                    f"{_addr(lc)} -> {_addr(rc)} in {self._connect_ms():.0f} ms"
-                )
+            await self._connect_ice(remote)
+            return
         elif self.ice is not None:
             default = local.default_candidate
             if default is None:
@@ -908,8 +910,72 @@ class Call:
             self.progress(f"plain RTP {_addr2(rtp.local_address)} <-> {_addr2(remote.rtp)}")
         self._paths = (rtp_path, rtcp_path)
         self._start_media(rtp_path, rtcp_path)
-        if self.ice is not None and remote.ice is not None and self.ice.agent.controlling:
+
+    async def _connect_ice(self, remote: RemoteMedia) -> None:
+        """Start the checks and, at once, the media on the components' transports: they
+        carry RTP as soon as a pair is valid (RFC 8445 §12.1: media may flow before
+        nomination), without waiting for the RTCP component or the nomination; then wait
+        for ICE to complete (failure or timeout fails the call)."""
+        ice = self.ice
+        assert ice is not None and remote.ice is not None
+        params = remote.ice.parameters
+        assert params is not None
+        if remote.rtcp_mux and ice.agent.components > 1:
+            ice.agent.limit_components(1)  # RFC 5761: RTCP rides on component 1
+        self._apply_pacing(remote)
+        ice.set_remote(params.ufrag, params.pwd, remote.ice.candidates, lite=params.lite)
+        self.progress(
+            f"ICE checking ({ice.stats().role}, {len(remote.ice.candidates)} remote candidates)"
+        )
+        ice.start()
+        rtcp_path = None
+        if not remote.rtcp_mux and ice.agent.components > 1:
+            rtcp_path = ice.transport(2)
+        self._paths = (ice.transport(1), rtcp_path)
+        self._start_media(*self._paths)
+        await self._until_ice_connected()
+        selected = ice.transport(1).selected
+        if selected is not None:
+            lc, rc = selected
+            self.progress(
+                f"connected via {lc.type.value}/{rc.type.value} pair "
+                f"{_addr(lc)} -> {_addr(rc)} in {self._connect_ms():.0f} ms"
+            )
+        if ice.agent.controlling:
             self.selected_offer = asyncio.ensure_future(self._offer_selected_candidates())
+
+    async def _until_ice_connected(self) -> None:
+        """Wait for ICE to complete; a peer that hangs up meanwhile ends the wait (its reason
+        becomes ours: remote-bye, remote-cancel ...)."""
+        assert self.ice is not None and self.sip is not None
+        connected: asyncio.Future[Any] = asyncio.ensure_future(
+            self.ice.connected(self.options.ice_timeout)
+        )
+        ended: asyncio.Future[Any] = asyncio.ensure_future(asyncio.shield(self.sip.ended))
+        try:
+            await asyncio.wait({connected, ended}, return_when=FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            if not connected.done():
+                connected.cancel()
+        if connected.done():
+            connected.result()  # IceError: failed or timed out
+            return
+        reason = self.sip.ended.result() if not self.sip.ended.cancelled() else "ended"
+        raise CallFailed(f"the peer ended the call during ICE ({reason})", kind=reason)
+
+    def _apply_pacing(self, remote: RemoteMedia) -> None:
+        """Ta for our checks: the larger of both sides' ``a=ice-pacing`` (50 ms for a side
+        that proposes none; RFC 8445 §14.2, RFC 8839 §5.5), unless the agent options set
+        one (tests)."""
+        ice = self.ice
+        if ice is None or "ta" in self.options.ice_agent_options:
+            return
+        ta = remote.pacing_s(self.account.ice_pacing_ms)
+        agent = ice.agent
+        agent.ta = ta
+        agent.min_check_interval = min(agent.min_check_interval, ta)
+        log.debug("ICE pacing %.0f ms", ta * 1000)
 
     def _connect_ms(self) -> float:
         if self.ice is None or self.ice.connect_time is None:
@@ -1078,9 +1144,7 @@ class Call:
             if self.ice is not None and local.ice is not None:
                 components = 1 if info.rtcp_mux else self.ice.agent.components
                 candidates = [c for c in local.candidates if c.component <= components]
-                local = LocalTransport.from_ice(
-                    local.ice.ufrag, local.ice.pwd, candidates, components
-                )
+                local = self._ice_transport(candidates, components)
                 local.mismatch = info.mismatch
                 local.announce = info.ice is not None
             self.oa = new_offer_answer(local_media(self.account.codecs, local), local)
@@ -1116,9 +1180,7 @@ class Call:
         components = ice.agent.components
         candidates = [c for c in info.ice.candidates if c.component <= components]
         ice.set_remote(params.ufrag, params.pwd, candidates, lite=params.lite)
-        ours = LocalTransport.from_ice(
-            ice.local_ufrag, ice.local_pwd, ice.local_candidates, components
-        )
+        ours = self._ice_transport(ice.local_candidates, components)
         media = self.oa.media[0]
         media.attributes = local_media(self.account.codecs, ours).attributes
         media.address, media.port = ours.address, ours.port
@@ -1386,7 +1448,7 @@ class Call:
         ice, oa = self.ice, self.oa
         assert ice is not None and oa is not None
         candidates = [c for c in ice.local_candidates if c.component <= components]
-        ours = LocalTransport.from_ice(ice.local_ufrag, ice.local_pwd, candidates, components)
+        ours = self._ice_transport(candidates, components)
         media = oa.media[0]
         media.attributes = local_media(self.account.codecs, ours).attributes
         listed = {(c.component, c.transport_address) for c in candidates}
@@ -1574,7 +1636,7 @@ class Call:
         if self.stream is not None:
             with contextlib.suppress(Exception):
                 last = await self.stream.stop("bye" if reason == "local-bye" else reason)
-                self.final_stats = _combined(self._earlier_stats, last)
+                self.final_stats = self._on_the_wire(_combined(self._earlier_stats, last))
         self._close_audio_ends()
         if send_bye and self.sip is not None and not self.sip.ended.done():
             try:
@@ -1641,7 +1703,6 @@ class Call:
                 "lost": s.packets_lost,
                 "jitter_ms": round(s.jitter_ms, 1),
                 "rtt_ms": None if s.rtt_ms is None else round(s.rtt_ms, 1),
-                "peer_received": self._reports.peer_received,
             }
         else:
             out["rtp"] = None

@@ -21,6 +21,8 @@ Example::
     turn_user = "alice"
     turn_password_env = "TURN_PASSWORD"
     codecs = ["opus", "pcmu", "pcma"]
+    ice_pacing_ms = 5                   # a=ice-pacing we propose (RFC 8839 §5.5); 0: none
+    candidate_pool = 1                  # candidate sets gathered ahead of calls; 0: none
 """
 
 from __future__ import annotations
@@ -95,6 +97,14 @@ class Account:
     turn_password: str | None = field(default=None, repr=False)
     codecs: tuple[str, ...] = CODECS
     ice: bool = True
+    #: The ICE pacing (Ta, ms) we propose in ``a=ice-pacing`` (RFC 8839 §5.5): each side
+    #: uses the larger of the two proposals, and 50 ms when the peer proposes none (RFC 8445
+    #: §14.2), so two softphones check every 5 ms and other peers see the usual 50 ms.
+    #: None (0 in the file): propose nothing.
+    ice_pacing_ms: int | None = 5
+    #: Candidate sets gathered ahead of calls (host, srflx, TURN allocations kept alive:
+    #: ``ice.pool``), so a call answers without gathering; 0: gather per call.
+    candidate_pool: int = 1
     input_device: str | None = None
     output_device: str | None = None
     ca_file: str | None = None
@@ -147,7 +157,7 @@ _STRING_KEYS = {
 def account_from_table(name: str, table: dict[str, Any]) -> Account:
     """Build an :class:`Account` from one ``[accounts.NAME]`` table, with clear errors."""
     where = f"account {name!r}"
-    known = _STRING_KEYS | {"codecs", "ice"}
+    known = _STRING_KEYS | {"codecs", "ice", "ice_pacing_ms", "candidate_pool"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
@@ -197,6 +207,15 @@ def apply_overrides(account: Account, where: str = "command line", **values: Any
         if not isinstance(values["ice"], bool):
             raise ConfigError(f"{where}: ice must be true or false")
         changes["ice"] = values["ice"]
+    for key, top in (("ice_pacing_ms", 10000), ("candidate_pool", 8)):
+        value = values.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+            raise ConfigError(f"{where}: {key} must be a whole number from 0 to {top}")
+        changes[key] = value
+    if changes.get("ice_pacing_ms") == 0:
+        changes["ice_pacing_ms"] = None
     return replace(account, **changes)
 
 

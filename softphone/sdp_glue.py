@@ -62,6 +62,8 @@ CODECS: dict[str, Codec] = {
     "pcma": Codec("PCMA", 8000),
 }
 TELEPHONE_EVENTS = "0-16"  # DTMF 0-9 * # A-D and flash (RFC 4733 §3.2)
+#: Ta when a side proposes no a=ice-pacing (RFC 8445 §14.2).
+DEFAULT_PACING_MS = 50
 _AUXILIARY = frozenset({"telephone-event", "cn", "red", "ulpfec", "rtx"})
 
 
@@ -107,9 +109,16 @@ class LocalTransport:
 
     @classmethod
     def from_ice(
-        cls, ufrag: str, pwd: str, candidates: Sequence[Candidate], components: int = 1
+        cls,
+        ufrag: str,
+        pwd: str,
+        candidates: Sequence[Candidate],
+        components: int = 1,
+        *,
+        pacing_ms: int | None = None,
     ) -> LocalTransport:
-        """The default candidates (relay > srflx > host) of gathered candidates."""
+        """The default candidates (relay > srflx > host) of gathered candidates;
+        ``pacing_ms`` is our ``a=ice-pacing`` proposal (RFC 8839 §5.5)."""
         rtp = choose_default_candidate(candidates, 1)
         if rtp is None:
             raise SdpGlueError("no local candidate for the RTP component")
@@ -123,7 +132,7 @@ class LocalTransport:
             rtp.address,
             rtp.port,
             rtcp,
-            ice=IceParameters(ufrag, pwd),
+            ice=IceParameters(ufrag, pwd, pacing_ms=pacing_ms),
             candidates=list(candidates),
         )
 
@@ -240,6 +249,12 @@ class RemoteMedia:
     @property
     def components(self) -> int:
         return 1 if self.rtcp_mux else 2
+
+    def pacing_s(self, ours_ms: int | None) -> float:
+        """The ICE pacing (Ta) to use with this peer: the larger of both proposals, 50 ms for
+        a side that proposes none (RFC 8445 §14.2, RFC 8839 §4.2.3 / §5.5)."""
+        theirs = self.ice.pacing_ms if self.ice is not None else None
+        return max(ours_ms or DEFAULT_PACING_MS, theirs or DEFAULT_PACING_MS) / 1000
 
     @property
     def codec_name(self) -> str:

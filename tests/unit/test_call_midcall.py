@@ -371,7 +371,7 @@ async def test_audio_both_ways_confirmed_by_the_peer_reports(
     uas: tuple[AsyncUserAgent, AsyncUserAgent],
 ) -> None:
     """After the first RTCP interval each side knows from the other's reception report that
-    its RTP arrived; the --json report says how many packets the peer received."""
+    its RTP arrived, and how many of its packets."""
     account = Account(bind=LOOPBACK, ice=False)
     fast: dict[str, Any] = {"rtcp_interval": 1.0}
     alice, bob = await _connect(
@@ -383,8 +383,8 @@ async def test_audio_both_ways_confirmed_by_the_peer_reports(
         await alice.hangup()
         await asyncio.wait_for(bob.run(), 5)
     assert alice.succeeded and bob.succeeded
-    received = alice.report()["rtp"]["peer_received"]
-    assert isinstance(received, int) and 0 < received <= alice.report()["rtp"]["sent"]
+    received = alice.peer_reports.peer_received
+    assert received is not None and 0 < received <= alice.report()["rtp"]["sent"]
 
 
 async def test_audio_that_never_reaches_the_peer_is_not_both_ways(
@@ -439,3 +439,35 @@ async def test_lost_consent_is_recovered_by_an_ice_restart(
         await alice.hangup()
         await asyncio.wait_for(bob.run(), 5)
     assert await asyncio.wait_for(running, 5) == "local-bye"
+
+
+@pytest.mark.parametrize("alice_pacing", [5, None])
+async def test_ice_pacing_and_media_before_ice_completes(
+    uas: tuple[AsyncUserAgent, AsyncUserAgent], alice_pacing: int | None
+) -> None:
+    """Two softphones propose a=ice-pacing:5 and check every 5 ms; when one proposes nothing
+    both use 50 ms (RFC 8445 §14.2). The media session starts with the checks, before ICE
+    completes (RFC 8445 §12.1)."""
+    alice, bob = await _connect(
+        uas,
+        Account(bind=LOOPBACK, ice_pacing_ms=alice_pacing),
+        Account(bind=LOOPBACK),
+        _media("tone:440"),
+        _media("tone:880"),
+    )
+    try:
+        assert alice.ice is not None and bob.ice is not None
+        expected = 0.005 if alice_pacing == 5 else 0.05
+        assert alice.ice.agent.ta == expected and bob.ice.agent.ta == expected
+        assert alice.remote is not None and alice.remote.ice is not None
+        assert alice.remote.ice.pacing_ms == 5
+        for call in (alice, bob):
+            assert call.ice is not None and call.stream is not None
+            assert call.stream.started_at is not None and call.ice.connect_time is not None
+            completed = call.ice._started_at + call.ice.connect_time  # type: ignore[operator]
+            assert call.stream.started_at <= completed
+        await _until(lambda: _received(alice) > 5 and _received(bob) > 5)
+    finally:
+        await alice.hangup()
+        await asyncio.wait_for(bob.run(), 5)
+    assert alice.succeeded and bob.succeeded

@@ -113,3 +113,21 @@ def test_hostport(text, expected) -> None:
     parsed = HostPort.parse(text)
     assert parsed == expected
     assert HostPort.parse(str(parsed)) == parsed
+
+
+def test_ice_pacing_and_candidate_pool_settings(tmp_path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        "[accounts.a]\nuser = 'a@x'\n"
+        "[accounts.b]\nuser = 'b@x'\nice_pacing_ms = 20\ncandidate_pool = 2\n"
+        "[accounts.c]\nuser = 'c@x'\nice_pacing_ms = 0\ncandidate_pool = 0\n"
+    )
+    config = load_config(path)
+    a, b, c = (config.account(name) for name in "abc")
+    assert (a.ice_pacing_ms, a.candidate_pool) == (5, 1)  # the defaults
+    assert (b.ice_pacing_ms, b.candidate_pool) == (20, 2)
+    assert (c.ice_pacing_ms, c.candidate_pool) == (None, 0)  # 0: propose no a=ice-pacing
+    for bad in ("ice_pacing_ms = -1", "ice_pacing_ms = true", "candidate_pool = 'x'"):
+        path.write_text(f"[accounts.a]\nuser = 'a@x'\n{bad}\n")
+        with pytest.raises(ConfigError, match=bad.split()[0]):
+            load_config(path)

@@ -7,10 +7,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ice.candidate import Candidate, CandidateType
-from ice.sdp import parse_ice_attributes
+from ice.sdp import IceAttributes, parse_ice_attributes
+from media.session import CodecDescription
 from sip.sdp import parse_sdp
 from softphone.sdp_glue import (
     LocalTransport,
+    RemoteMedia,
     SdpGlueError,
     audio_codecs,
     inspect_offer,
@@ -345,3 +347,26 @@ def test_fuzzed_answers_raise_only_value_errors(sdp: str) -> None:
             read_negotiation(negotiation.audio)
     except ValueError:
         pass
+
+
+def test_ice_pacing_proposal_and_the_pacing_used() -> None:
+    """RFC 8839 §5.5 / RFC 8445 §14.2: we propose a=ice-pacing; each side uses the larger
+    of both proposals, 50 ms for a side that proposes none."""
+    transport = LocalTransport.from_ice(UFRAG, PWD, _candidates(), pacing_ms=5)
+    offer = new_offer_answer(local_media(["pcmu"], transport), transport).create_offer()
+    assert "a=ice-pacing:5" in _lines(offer.to_bytes())
+    info = inspect_offer(offer)
+    assert info.ice is not None and info.ice.pacing_ms == 5
+    plain = LocalTransport.from_ice(UFRAG, PWD, _candidates())
+    offer = new_offer_answer(local_media(["pcmu"], plain), plain).create_offer()
+    assert not any(line.startswith("a=ice-pacing") for line in _lines(offer.to_bytes()))
+    codec = CodecDescription("PCMU", 0, 8000)
+
+    def remote(pacing: int | None) -> RemoteMedia:
+        ice = IceAttributes(ufrag=UFRAG, pwd=PWD, pacing_ms=pacing)
+        return RemoteMedia(codec, None, [], 20, ("h", 1), ("h", 1), True, ice)
+
+    assert remote(5).pacing_s(5) == 0.005  # two softphones
+    assert remote(None).pacing_s(5) == 0.05  # a peer that proposes nothing: 50 ms
+    assert remote(20).pacing_s(5) == 0.02 and remote(5).pacing_s(None) == 0.05
+    assert remote(5).pacing_s(30) == 0.03
