@@ -3,18 +3,18 @@
 Run: ``.venv/bin/python -m bench.ice_connect [--runs 20]``.
 
 The clock starts when both agents hold each other's parameters and candidates (gathering is
-done and not timed).  Two times per run: ``connect()`` - until our
-``IceConnection.connect()`` / aioice's ``Connection.connect()`` returned on both sides - and
-``usable`` - until both agents themselves had a nominated pair they can send on (ours: the
-``Completed`` event, i.e. the controlling side's USE-CANDIDATE check answered and the
-controlled side's USE-CANDIDATE request arrived on a valid pair; aioice: its check list
-complete).  aioice's ``connect()`` polls every 20 ms, so there the two differ by up to 20 ms.
-A third time, ``valid``: until both of our agents had a first valid pair (their first
-successful check, ``PairChecked``): RFC 8445 §12.1 lets data flow on a valid pair before
-selection, so this is when media could start where the agent allows it (in the lab: when the
-nodes report ``valid_time``).  One datagram each way then checks that the pair really carries
-data (not timed).  Median, min and max of ``connect()``, medians of ``usable`` and ``valid``,
-over ``--runs`` runs per case.
+done and not timed).  Three times per run: ``connect()`` - until our
+``IceConnection.connect()`` / aioice's ``Connection.connect()`` returned on both sides;
+``nominated`` - until both agents themselves had a nominated pair (ours: the ``Completed``
+event, i.e. the controlling side's USE-CANDIDATE check answered and the controlled side's
+USE-CANDIDATE request arrived on a valid pair; aioice: its check list complete; aioice's
+``connect()`` polls every 20 ms, so there the two differ by up to 20 ms); ``usable`` - until
+both of our connections could carry data on a valid pair (``IceConnection.usable()``,
+RFC 8445 §12.1: data may flow on a valid pair before one is selected; with an agent that
+lacks it, its first successful check), when media can start.  In the lab, ``usable`` shows
+when the nodes report ``valid_time``.  One datagram each way then checks that the pair
+really carries data (not timed).  Median, min and max of ``connect()``, medians of the
+others, over ``--runs`` runs per case.
 
 Cases:
 
@@ -108,16 +108,17 @@ def _decoys(sockets: list[socket.socket]) -> list[Candidate]:
 
 
 class _Usable:
-    """When each agent itself reported the nominated pair usable (before its ``connect()``
-    returns to the caller): our ``Completed`` event, aioice's check list completing (every
-    component has a nominated pair; aioice's ``connect()`` only notices it at its next
-    20 ms poll).  ``valid``: when each of our agents had its first valid pair (RFC 8445
-    §7.2.5.3.2, the first check that succeeded; §12.1 lets data flow on a valid pair before
-    one is selected), i.e. its first ``PairChecked`` that succeeded."""
+    """When each agent itself had its nominated pair (before its ``connect()`` returns to
+    the caller): our ``Completed`` event, aioice's check list completing (every component has
+    a nominated pair; aioice's ``connect()`` only notices it at its next 20 ms poll).  And
+    ``valid``: when each of our connections became usable on a valid pair
+    (``IceConnection.usable()``, RFC 8445 §12.1: data may flow on a valid pair before one is
+    selected; where the agent lacks it: its first successful check, ``PairChecked``)."""
 
     def __init__(self) -> None:
         self.at: dict[str, float] = {}
         self.valid: dict[str, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
 
     def watch(self, conn: Any, side: str) -> None:
         if isinstance(conn, IceConnection):
@@ -125,13 +126,31 @@ class _Usable:
         else:
             self._watch_aioice(conn, side)
 
+    def started(self, conn: Any, side: str) -> None:
+        """The checks are about to start (``usable()`` needs the connection gathered)."""
+        usable = getattr(conn, "usable", None) if isinstance(conn, IceConnection) else None
+        if usable is None:
+            return
+
+        async def wait() -> None:
+            with contextlib.suppress(Exception):
+                await usable(TIMEOUT)
+                self.valid.setdefault(side, time.perf_counter())
+
+        self._tasks.append(asyncio.ensure_future(wait()))
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
     def _watch_ours(self, conn: IceConnection, side: str) -> None:
         handler = conn._on_agent_event
+        has_usable = hasattr(conn, "usable")
 
         def on_event(event: AgentEvent) -> None:
             if isinstance(event, Completed):
                 self.at.setdefault(side, time.perf_counter())
-            elif isinstance(event, PairChecked) and event.succeeded:
+            elif isinstance(event, PairChecked) and event.succeeded and not has_usable:
                 self.valid.setdefault(side, time.perf_counter())
             handler(event)
 
@@ -156,7 +175,7 @@ class _Usable:
 
 
 Times = tuple[float, float, float]
-"""(connect() returned on both sides, both agents usable, both had a valid pair) seconds."""
+"""(connect() returned on both sides, both agents nominated, both usable on a valid pair) s."""
 
 _FAILED: Times = (float("nan"), float("nan"), float("nan"))
 
@@ -222,6 +241,8 @@ async def _connect_pair(
         await asyncio.gather(_gather(a), _gather(b))
         await _give(a, b, list(decoys))
         await _give(b, a, list(decoys))
+        usable.started(a, "a")
+        usable.started(b, "b")
         t0 = time.perf_counter()
         await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), TIMEOUT)
         elapsed = time.perf_counter() - t0
@@ -234,6 +255,7 @@ async def _connect_pair(
         assert await _recv(a) == b"\x80pong"
         return (elapsed, *usable.since(t0))
     finally:
+        usable.stop()
         await a.close()
         await b.close()
 
@@ -403,7 +425,7 @@ async def _gather_rows(server: Any, runs: int) -> None:
 
 HEADER = (
     f"{'case':26} {'agents':30} {'connect() median':>16} {'min':>7} {'max':>7}"
-    f" {'usable median':>14} {'valid median':>13} {'fail':>5}"
+    f" {'nominated med.':>14} {'usable median':>13} {'fail':>5}"
 )
 
 
@@ -413,8 +435,8 @@ def _median_ms(values: list[float], width: int) -> str:
 
 
 def _fmt(times: list[Times]) -> str:
-    """connect() returned on both sides: median, min, max; both agents usable: median; both
-    had a valid pair: median (ms)."""
+    """connect() returned on both sides: median, min, max; both agents had their nominated
+    pair: median; both connections usable on a valid pair: median (ms)."""
     ok = [t for t in times if t[0] == t[0]]
     if not ok:
         return f"{'failed':>16} {'':>7} {'':>7} {'':>14} {'':>13} {len(times):>5}"
