@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from sip.message import Request, parse_message
 
@@ -25,3 +26,11 @@ def wire_request(
     message = parse_message("\r\n".join(lines).encode())
     assert isinstance(message, Request)
     return message
+
+
+SDP_SAMPLES = Path(__file__).parent / "data" / "sdp"
+
+
+def sdp_sample(name: str) -> str:
+    """The SDP test vector ``tests/data/sdp/NAME.sdp``, as written there (LF line ends)."""
+    return (SDP_SAMPLES / f"{name}.sdp").read_text(encoding="ascii")

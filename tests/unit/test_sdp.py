@@ -19,6 +19,7 @@ from sip.sdp import (
     Timing,
     parse_sdp,
 )
+from tests.helpers_sip import sdp_sample
 
 
 def crlf(text: str) -> str:
@@ -26,26 +27,10 @@ def crlf(text: str) -> str:
     return text.replace("\n", "\r\n")
 
 
-# Realistic descriptions, written the way these user agents put them on the wire (canonical
-# order, so the serializer must reproduce them exactly).
+# Realistic descriptions (in tests/data/sdp), written the way these user agents put them on the
+# wire (canonical order, so the serializer must reproduce them exactly).
 
-ASTERISK_OFFER = """\
-v=0
-o=- 1766343234 1766343234 IN IP4 192.168.1.10
-s=Asterisk
-c=IN IP4 192.168.1.10
-t=0 0
-m=audio 14562 RTP/AVP 0 8 3 9 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:8 PCMA/8000
-a=rtpmap:3 GSM/8000
-a=rtpmap:9 G722/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-16
-a=ptime:20
-a=maxptime:150
-a=sendrecv
-"""
+ASTERISK_OFFER = sdp_sample("asterisk-offer")
 
 PJSUA_CANDIDATES = [
     "Hc0a83801 1 UDP 2130706431 192.168.56.1 4000 typ host",
@@ -91,187 +76,27 @@ a=ice-pwd:06eb7d38157a6b8d36b0ec2d
     + "a=ssrc:1489125186 cname:5a7e3c2c1f3b4b29\n"
 )
 
-BARESIP_OFFER = """\
-v=0
-o=- 1781573447 1781573447 IN IP4 192.168.1.20
-s=-
-c=IN IP4 192.168.1.20
-t=0 0
-a=tool:baresip 3.8.1
-m=audio 10002 RTP/AVP 96 0 8 101
-b=AS:128
-a=rtpmap:96 opus/48000/2
-a=fmtp:96 stereo=1;sprop-stereo=1
-a=rtpmap:0 PCMU/8000
-a=rtpmap:8 PCMA/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-a=sendrecv
-a=label:1
-a=rtcp-rsize
-a=ssrc:3023512337 cname:b3b4aa1e-8f4c-4d4e-9e0a-3b1f0a9e6c21
-a=rtcp-mux
-a=ptime:20
-"""
+BARESIP_OFFER = sdp_sample("baresip-3.8-offer")
 
 # Captured from baresip 1.0.0 (Debian 12) calling another baresip on this machine, and its
 # answer to the offer our OfferAnswer builds with default capabilities (see test_offer_answer).
-BARESIP_1_0_OFFER = """\
-v=0
-o=- 2068252490 329892052 IN IP4 127.0.0.1
-s=-
-c=IN IP4 127.0.0.1
-t=0 0
-a=tool:baresip 1.0.0
-a=ice-ufrag:JLfJJxk
-a=ice-pwd:q9MDTN6oX90ZtWRPWA5e62xtrGuq4ef
-m=audio 37776 RTP/AVP 0 8 96 101
-c=IN IP4 192.0.2.2
-a=rtpmap:0 PCMU/8000
-a=rtpmap:8 PCMA/8000
-a=rtpmap:96 opus/48000/2
-a=fmtp:96 stereo=1;sprop-stereo=1
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-a=sendrecv
-a=label:1
-a=rtcp-rsize
-a=ssrc:2048948163 cname:sip:a@127.0.0.1:5072
-a=rtcp-mux
-a=minptime:20
-a=ptime:20
-a=candidate:c0000202 1 UDP 2113929471 192.0.2.2 37776 typ host
-a=candidate:020000fd 1 UDP 2113929471 fd00::2 37776 typ host
-"""
+BARESIP_1_0_OFFER = sdp_sample("baresip-1.0-offer")
 
-BARESIP_1_0_ANSWER_TO_US = """\
-v=0
-o=- 473022163 350061778 IN IP4 127.0.0.1
-s=-
-c=IN IP4 127.0.0.1
-t=0 0
-a=tool:baresip 1.0.0
-a=ice-ufrag:phkXHe4
-a=ice-pwd:xDqCR2LN1g762r3EUyhLekEMHZnHnYn
-m=audio 1348 RTP/AVP 96 0 8 97
-c=IN IP4 192.0.2.2
-a=rtpmap:96 opus/48000/2
-a=fmtp:96 stereo=1;sprop-stereo=1
-a=rtpmap:0 PCMU/8000
-a=rtpmap:8 PCMA/8000
-a=rtpmap:97 telephone-event/8000
-a=fmtp:97 0-15
-a=sendrecv
-a=label:1
-a=ssrc:504470876 cname:sip:b@127.0.0.1:5070
-a=minptime:20
-a=ptime:20
-a=candidate:c0000202 1 UDP 2113929471 192.0.2.2 1348 typ host
-a=candidate:020000fd 1 UDP 2113929471 fd00::2 1348 typ host
-a=rtcp-mux
-a=ice-mismatch
-"""
+BARESIP_1_0_ANSWER_TO_US = sdp_sample("baresip-1.0-answer-to-us")
 
-OPUS_FMTP_OFFER = """\
-v=0
-o=mozilla...THIS_IS_SDPARTA 4294967297 0 IN IP4 0.0.0.0
-s=-
-t=0 0
-a=ice-options:trickle
-a=msid-semantic:WMS *
-m=audio 9 UDP/TLS/RTP/SAVPF 111 0 8 126
-c=IN IP4 0.0.0.0
-a=rtpmap:111 opus/48000/2
-a=fmtp:111 maxplaybackrate=48000;stereo=1;useinbandfec=1; minptime=10
-a=rtpmap:0 PCMU/8000
-a=rtpmap:8 PCMA/8000
-a=rtpmap:126 telephone-event/8000
-a=fmtp:126 0-15
-a=rtcp-fb:111 transport-cc
-a=sendrecv
-a=end-of-candidates
-a=mid:0
-a=rtcp-mux
-"""
+OPUS_FMTP_OFFER = sdp_sample("firefox-opus-fmtp-offer")
 
-G711_ONLY_OFFER = """\
-v=0
-o=user1 53655765 2353687637 IN IP4 127.0.1.1
-s=-
-c=IN IP4 127.0.1.1
-t=0 0
-m=audio 6000 RTP/AVP 0 8
-"""
+G711_ONLY_OFFER = sdp_sample("g711-only-offer")
 
-IPV6_OFFER = """\
-v=0
-o=- 20518 0 IN IP6 2001:db8::10
-s=-
-c=IN IP6 2001:db8::10
-t=0 0
-m=audio 54400 RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-a=ptime:30
-a=sendonly
-"""
+IPV6_OFFER = sdp_sample("ipv6-offer")
 
 # RFC 3264 §10.1, Alice's offer (s= is empty there).
-RFC3264_ALICE_OFFER = """\
-v=0
-o=alice 2890844526 2890844526 IN IP4 host.atlanta.example.com
-s=
-c=IN IP4 host.atlanta.example.com
-t=0 0
-m=audio 49170 RTP/AVP 0 8 97
-a=rtpmap:0 PCMU/8000
-a=rtpmap:8 PCMA/8000
-a=rtpmap:97 iLBC/8000
-m=video 51372 RTP/AVP 31 32
-a=rtpmap:31 H261/90000
-a=rtpmap:32 MPV/90000
-"""
+RFC3264_ALICE_OFFER = sdp_sample("rfc3264-10.1-alice-offer")
 
 # RFC 8866 §5 example (with every kind of session-level line).
-RFC8866_EXAMPLE = """\
-v=0
-o=jdoe 3724394400 3724394405 IN IP4 198.51.100.1
-s=Call to John Smith
-i=SDP Offer #1
-u=http://www.jdoe.example.com/home.html
-e=Jane Doe <jane@jdoe.example.com>
-p=+1 617 555-6011
-c=IN IP4 198.51.100.1
-t=0 0
-m=audio 49170 RTP/AVP 0
-m=audio 49180 RTP/AVP 0
-m=video 51372 RTP/AVP 99
-c=IN IP6 2001:db8::2
-a=rtpmap:99 h263-1998/90000
-"""
+RFC8866_EXAMPLE = sdp_sample("rfc8866-5-example")
 
-MULTICAST_EXAMPLE = """\
-v=0
-o=- 1 1 IN IP4 198.51.100.1
-s=SDP Seminar
-c=IN IP4 233.252.0.1/127/3
-t=3034423619 3042462419
-r=604800 3600 0 90000
-r=7d 1h 0 25h
-z=2882844526 -1h 2898848070 0
-k=prompt
-a=recvonly
-m=audio 49170/2 RTP/AVP 0
-c=IN IP6 ff1e:db8::101/3
-m=video 51372 RTP/AVP 99
-c=IN IP4 233.252.0.2/127
-c=IN IP4 233.252.0.3/127
-b=AS:256
-b=TIAS:256000
-k=clear:secret
-a=rtpmap:99 h263-1998/90000
-"""
+MULTICAST_EXAMPLE = sdp_sample("multicast-example")
 
 SAMPLES = {
     "asterisk": ASTERISK_OFFER,
