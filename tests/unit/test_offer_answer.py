@@ -22,6 +22,7 @@ from sip.sdp import (
     SessionDescription,
     parse_sdp,
 )
+from tests.helpers_sip import sdp_sample
 from tests.unit.test_sdp import (
     ASTERISK_OFFER,
     BARESIP_1_0_ANSWER_TO_US,
@@ -737,32 +738,9 @@ def test_ice_attributes_injected_and_read_back() -> None:
 
 # -- RFC 3264 §10 examples -----------------------------------------------------------------------
 
-RFC3264_BOB_ANSWER = """\
-v=0
-o=bob 2808844564 2808844564 IN IP4 host.biloxi.example.com
-s=
-c=IN IP4 host.biloxi.example.com
-t=0 0
-m=audio 49174 RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-m=video 49170 RTP/AVP 32
-a=rtpmap:32 MPV/90000
-"""
+RFC3264_BOB_ANSWER = sdp_sample("rfc3264-10.1-bob-answer")
 
-RFC3264_BOB_REOFFER = """\
-v=0
-o=bob 2808844564 2808844565 IN IP4 host.biloxi.example.com
-s=
-c=IN IP4 host.biloxi.example.com
-t=0 0
-m=audio 65422 RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-m=video 0 RTP/AVP 32
-a=rtpmap:32 MPV/90000
-m=audio 51434 RTP/AVP 110
-a=rtpmap:110 telephone-events/8000
-a=recvonly
-"""
+RFC3264_BOB_REOFFER = sdp_sample("rfc3264-10.1-bob-reoffer")
 
 
 def test_rfc3264_10_1_basic_exchange_as_alice() -> None:
