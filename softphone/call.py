@@ -841,7 +841,7 @@ class Call:
             components=components,
             gather=await self._gather_config(),
             bind=bind,
-            agent_options=dict(self.options.ice_agent_options) or None,
+            agent_options=self._agent_options(),
         )
         self.progress("gathering candidates")
         # after gather_timeout, whatever was gathered so far (a slow server adds nothing)
@@ -849,6 +849,15 @@ class Call:
         kinds = sorted({c.type.value for c in candidates})
         self.progress(f"{len(candidates)} candidates ({', '.join(kinds) or 'none'})")
         return self._ice_transport(candidates, components)
+
+    def _agent_options(self) -> dict[str, Any] | None:
+        """The ICE agent's options: ours (tests) plus the account's ``a=ice-pacing``
+        proposal (RFC 8839 §5.5) as its Ta, unless they set one."""
+        options = dict(self.options.ice_agent_options)
+        pacing = self.account.ice_pacing_ms
+        if pacing is not None and "ta" not in options and "pacing_ms" not in options:
+            options["pacing_ms"] = pacing
+        return options or None
 
     def _ice_transport(self, candidates: Sequence[Candidate], components: int) -> LocalTransport:
         """Our ICE description: the connection's current credentials, ``candidates`` and our
@@ -922,8 +931,14 @@ class Call:
         assert params is not None
         if remote.rtcp_mux and ice.agent.components > 1:
             ice.agent.limit_components(1)  # RFC 5761: RTCP rides on component 1
-        self._apply_pacing(remote)
-        ice.set_remote(params.ufrag, params.pwd, remote.ice.candidates, lite=params.lite)
+        # Ta: the larger of both a=ice-pacing proposals, 50 ms for a side without one
+        ice.set_remote(
+            params.ufrag,
+            params.pwd,
+            remote.ice.candidates,
+            lite=params.lite,
+            pacing_ms=params.pacing_ms,
+        )
         self.progress(
             f"ICE checking ({ice.stats().role}, {len(remote.ice.candidates)} remote candidates)"
         )
@@ -963,19 +978,6 @@ class Call:
             return
         reason = self.sip.ended.result() if not self.sip.ended.cancelled() else "ended"
         raise CallFailed(f"the peer ended the call during ICE ({reason})", kind=reason)
-
-    def _apply_pacing(self, remote: RemoteMedia) -> None:
-        """Ta for our checks: the larger of both sides' ``a=ice-pacing`` (50 ms for a side
-        that proposes none; RFC 8445 §14.2, RFC 8839 §5.5), unless the agent options set
-        one (tests)."""
-        ice = self.ice
-        if ice is None or "ta" in self.options.ice_agent_options:
-            return
-        ta = remote.pacing_s(self.account.ice_pacing_ms)
-        agent = ice.agent
-        agent.ta = ta
-        agent.min_check_interval = min(agent.min_check_interval, ta)
-        log.debug("ICE pacing %.0f ms", ta * 1000)
 
     def _connect_ms(self) -> float:
         if self.ice is None or self.ice.connect_time is None:
@@ -1179,7 +1181,9 @@ class Call:
         assert params is not None
         components = ice.agent.components
         candidates = [c for c in info.ice.candidates if c.component <= components]
-        ice.set_remote(params.ufrag, params.pwd, candidates, lite=params.lite)
+        ice.set_remote(
+            params.ufrag, params.pwd, candidates, lite=params.lite, pacing_ms=params.pacing_ms
+        )
         ours = self._ice_transport(ice.local_candidates, components)
         media = self.oa.media[0]
         media.attributes = local_media(self.account.codecs, ours).attributes
@@ -1426,6 +1430,7 @@ class Call:
             params.pwd,
             [c for c in new.ice.candidates if c.component <= components],
             lite=params.lite,
+            pacing_ms=params.pacing_ms,
         )
         self._apply_negotiation(new, audio.direction.receives, audio.direction.sends)
         try:
