@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -131,6 +132,29 @@ def connect(net: SimNet, a: UserAgent, b: UserAgent) -> tuple[inv.Call, inv.Call
     return call, net.of(b, inv.IncomingCall)[0].call
 
 
+def bob_does(net: SimNet, b: UserAgent, action: Callable[[inv.Call], object]) -> None:
+    """Instead of auto-answering, bob applies ``action`` to each incoming call."""
+
+    def handler(event: Any) -> None:
+        if isinstance(event, inv.IncomingCall):
+            action(event.call)
+
+    net.handlers[id(b)] = handler
+
+
+def invite_until_ringing(net: SimNet, a: UserAgent) -> inv.Call:
+    """Alice calls bob@10.0.0.2; returns once she heard it ring."""
+    call = a.invite("sip:bob@10.0.0.2", SDP_A, net.now)
+    net.run(lambda: bool(net.of(a, inv.CallRinging)))
+    return call
+
+
+def ringing_call(net: SimNet, a: UserAgent, b: UserAgent, **ringing: Any) -> inv.Call:
+    """Alice calls bob, who only rings (with ``ringing`` arguments); once alice heard it."""
+    bob_does(net, b, lambda call: call.ringing(net.now, **ringing))
+    return invite_until_ringing(net, a)
+
+
 def test_outbound_proxy_preloaded_route():
     net, a, b, proxy = topology(record_route=False)
     call, bcall = connect(net, a, b)
@@ -229,11 +253,7 @@ def test_target_refresh_by_reinvite_changes_bye_request_uri():
 
 def test_cancel_through_proxy_carries_same_branch_and_route():
     net, a, b, proxy = topology()
-    net.handlers[id(b)] = lambda ev: (
-        ev.call.ringing(net.now) if isinstance(ev, inv.IncomingCall) else None
-    )
-    call = a.invite("sip:bob@10.0.0.2", SDP_A, net.now)
-    net.run(lambda: bool(net.of(a, inv.CallRinging)))
+    call = ringing_call(net, a, b)
     call.cancel(net.now)
     net.run()
     invite = next(r for _, r in proxy.seen if r.method == "INVITE")
@@ -258,9 +278,7 @@ def test_uas_sends_100_then_ringing_with_contact_and_record_route():
 @pytest.mark.parametrize("status", [486, 603, 480])
 def test_failure_statuses_are_reported(status):
     net, a, b, proxy = topology()
-    net.handlers[id(b)] = lambda ev: (
-        ev.call.reject(net.now, status) if isinstance(ev, inv.IncomingCall) else None
-    )
+    bob_does(net, b, lambda call: call.reject(net.now, status))
     a.invite("sip:bob@10.0.0.2", SDP_A, net.now)
     net.run()
     failed = net.of(a, inv.CallFailed)
@@ -270,9 +288,7 @@ def test_failure_statuses_are_reported(status):
 
 def test_hangup_of_unanswered_incoming_call_declines():
     net, a, b, proxy = topology()
-    net.handlers[id(b)] = lambda ev: (
-        ev.call.hangup(net.now) if isinstance(ev, inv.IncomingCall) else None
-    )
+    bob_does(net, b, lambda call: call.hangup(net.now))
     a.invite("sip:bob@10.0.0.2", SDP_A, net.now)
     net.run()
     assert [f.status for f in net.of(a, inv.CallFailed)] == [603]
@@ -281,11 +297,7 @@ def test_hangup_of_unanswered_incoming_call_declines():
 def test_bye_during_early_dialog_from_callee_side_is_answered():
     """A BYE for an INVITE that is still ringing ends it (the INVITE gets 487)."""
     net, a, b, proxy = topology()
-    net.handlers[id(b)] = lambda ev: (
-        ev.call.ringing(net.now) if isinstance(ev, inv.IncomingCall) else None
-    )
-    call = a.invite("sip:bob@10.0.0.2", SDP_A, net.now)
-    net.run(lambda: bool(net.of(a, inv.CallRinging)))
+    call = ringing_call(net, a, b)
     assert call.dialog is not None
     bye = call.dialog.create_request("BYE")
     a.send_request(bye, lambda r, t: None, net.now, call.dialog.next_hop())
@@ -338,11 +350,7 @@ def test_merged_request_is_answered_482():
 def test_update_in_early_dialog():
     """RFC 3311: the caller may UPDATE the session while the call is still ringing."""
     net, a, b, proxy = topology()
-    net.handlers[id(b)] = lambda ev: (
-        ev.call.ringing(net.now, sdp=SDP_B) if isinstance(ev, inv.IncomingCall) else None
-    )
-    call = a.invite("sip:bob@10.0.0.2", SDP_A, net.now)
-    net.run(lambda: bool(net.of(a, inv.CallRinging)))
+    call = ringing_call(net, a, b, sdp=SDP_B)
     assert call.state is inv.CallState.EARLY
     call.update(SDP_A + b"a=inactive\r\n", net.now)
     net.run(lambda: bool(net.of(a, inv.CallUpdated) or net.of(a, inv.CallUpdateFailed)))
@@ -419,8 +427,7 @@ def test_2xx_after_cancel_is_acked_and_byed():
         return []
 
     net.add_peer(FakePeer("10.0.0.2", 5060, late_answerer))
-    call = a.invite("sip:bob@10.0.0.2", SDP_A, net.now)
-    net.run(lambda: bool(net.of(a, inv.CallRinging)))
+    call = invite_until_ringing(net, a)
     call.cancel(net.now)
     net.run()
     assert [r.method for r in seen] == ["INVITE", "CANCEL", "ACK", "BYE"]
@@ -442,8 +449,7 @@ def test_cancelled_invite_without_final_response_is_given_up():
         return []
 
     net.add_peer(FakePeer("10.0.0.2", 5060, rude))
-    call = a.invite("sip:bob@10.0.0.2", SDP_A, net.now)
-    net.run(lambda: bool(net.of(a, inv.CallRinging)))
+    call = invite_until_ringing(net, a)
     call.cancel(net.now)
     net.run(lambda: call.state is inv.CallState.TERMINATED, max_time=100)
     assert call.state is inv.CallState.TERMINATED
