@@ -208,33 +208,36 @@ def test_unresolvable_name_raises():
         run(locate("sip:nowhere.invalid", lookup=FakeLookup()))
 
 
-def test_srv_dot_target_means_no_service_and_duplicates_are_dropped():
-    fake = FakeLookup(
-        srv={
-            "_sip._udp.example.org": [
+@pytest.mark.parametrize(
+    ("records", "hosts", "expected"),
+    [
+        (
+            [
                 SrvRecord(1, 0, 0, "."),
                 SrvRecord(5, 0, 5060, "a.example.org"),
                 SrvRecord(6, 0, 5060, "alias.example.org"),
-            ]
-        },
-        hosts={"a.example.org": ["192.0.2.1"], "alias.example.org": ["192.0.2.1"]},
-    )
-    result = run(locate("sip:example.org", transports=("UDP",), lookup=fake))
-    assert targets_of(result) == [("UDP", "a.example.org", "192.0.2.1", 5060)]
-
-
-def test_srv_target_without_address_is_skipped():
-    fake = FakeLookup(
-        srv={
-            "_sip._udp.example.org": [
+            ],
+            {"a.example.org": ["192.0.2.1"], "alias.example.org": ["192.0.2.1"]},
+            [("UDP", "a.example.org", "192.0.2.1", 5060)],
+        ),
+        (
+            [
                 SrvRecord(1, 0, 5060, "gone.example.org"),
                 SrvRecord(2, 0, 5060, "b.example.org"),
-            ]
-        },
-        hosts={"b.example.org": ["192.0.2.2"]},
-    )
+            ],
+            {"b.example.org": ["192.0.2.2"]},
+            [("UDP", "b.example.org", "192.0.2.2", 5060)],
+        ),
+    ],
+    ids=[
+        "dot-target-means-no-service-and-duplicates-are-dropped",
+        "target-without-address-skipped",
+    ],
+)
+def test_unusable_srv_records_are_passed_over(records, hosts, expected):
+    fake = FakeLookup(srv={"_sip._udp.example.org": records}, hosts=hosts)
     result = run(locate("sip:example.org", transports=("UDP",), lookup=fake))
-    assert [t.host for t in result] == ["b.example.org"]
+    assert targets_of(result) == expected
 
 
 # --- RFC 2782 weighted selection --------------------------------------------------------------
