@@ -2,93 +2,20 @@
 
 import asyncio
 import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
 from sip.locate import SystemLookup, Target, locate, try_targets
 from sip.message import Headers, Request, Response, make_response, new_branch, new_call_id
 from sip.transport import Source, TransportLayer
+from tests.peers.dnsmasq import Dnsmasq, DnsRecords, Naptr, Srv
+from tests.peers.ports import free_port
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="dnsmasq is not installed"),
 ]
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return int(port)
-    raise RuntimeError("no free port")
-
-
-class Dnsmasq:
-    def __init__(self, records: list[str]) -> None:
-        self.records = records
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        for _ in range(5):
-            self.port = free_port()
-            cmd = [
-                shutil.which("dnsmasq") or "dnsmasq",
-                "--no-daemon",
-                f"--port={self.port}",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--no-resolv",
-                "--no-hosts",
-                "--conf-file=/dev/null",
-                "--pid-file=",
-                "--log-facility=-",
-                *self.records,
-            ]
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            if self._wait_ready():
-                return
-            self.stop()
-        raise RuntimeError("dnsmasq did not start")
-
-    def _wait_ready(self) -> bool:
-        import dns.message
-        import dns.query
-
-        assert self.proc is not None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                query = dns.message.make_query("ready.example.test", "A")
-                dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.2)
-                return True
-            except Exception:
-                time.sleep(0.05)
-        return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # our own child, by PID
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 @pytest.fixture
@@ -97,29 +24,30 @@ def ports() -> dict[str, int]:
 
 
 @pytest.fixture
-def dnsmasq(ports: dict[str, int]) -> Iterator[Dnsmasq]:
-    records = [
-        "--host-record=ready.example.test,127.0.0.1",
-        # NAPTR: TCP has the lower order, so it comes first although UDP is our preference.
-        "--naptr-record=example.test,20,10,S,SIP+D2U,,_sip._udp.example.test",
-        "--naptr-record=example.test,10,10,S,SIP+D2T,,_sip._tcp.example.test",
-        "--naptr-record=example.test,5,10,S,SIP+D2S,,_sip._sctp.example.test",
+def dnsmasq(dns_factory: Callable[..., Dnsmasq], ports: dict[str, int]) -> Dnsmasq:
+    udp, tcp = "_sip._udp.example.test", "_sip._tcp.example.test"
+    records = DnsRecords(
+        hosts={
+            "first.example.test": ["127.0.0.2"],
+            "second.example.test": ["127.0.0.1", "::1"],
+            "tcp.example.test": ["127.0.0.3"],
+            # No NAPTR/SRV at all: A record on the default port.
+            "plain.example.test": ["127.0.0.4"],
+        },
         # SRV: the UDP service has two targets; "first" (priority 10) never answers.
-        f"--srv-host=_sip._udp.example.test,first.example.test,{ports['udp1']},10,0",
-        f"--srv-host=_sip._udp.example.test,second.example.test,{ports['udp2']},20,0",
-        f"--srv-host=_sip._tcp.example.test,tcp.example.test,{ports['tcp']},10,0",
-        "--host-record=first.example.test,127.0.0.2",
-        "--host-record=second.example.test,127.0.0.1,::1",
-        "--host-record=tcp.example.test,127.0.0.3",
-        # No NAPTR/SRV at all: A record on the default port.
-        "--host-record=plain.example.test,127.0.0.4",
-    ]
-    server = Dnsmasq(records)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+        srv=[
+            Srv(udp, "first.example.test", ports["udp1"], priority=10),
+            Srv(udp, "second.example.test", ports["udp2"], priority=20),
+            Srv(tcp, "tcp.example.test", ports["tcp"], priority=10),
+        ],
+        # NAPTR: TCP has the lower order, so it comes first although UDP is our preference.
+        naptr=[
+            Naptr("example.test", 20, 10, "S", "SIP+D2U", udp),
+            Naptr("example.test", 10, 10, "S", "SIP+D2T", tcp),
+            Naptr("example.test", 5, 10, "S", "SIP+D2S", "_sip._sctp.example.test"),
+        ],
+    )
+    return dns_factory(records)
 
 
 async def test_naptr_then_srv_then_a_from_dnsmasq(dnsmasq, ports):
