@@ -29,8 +29,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from itertools import compress, repeat
-from operator import attrgetter
+from itertools import repeat
 
 __all__ = [
     "STATIC_PAYLOAD_TYPES",
@@ -534,8 +533,6 @@ def _attr_key(name: str) -> str:
     return name.strip().lower()
 
 
-_attribute_name = attrgetter("name")
-
 # Names that are their own _attr_key: a loop looking for one name skips these without a call.
 _PLAIN_NAMES = frozenset(
     "rtpmap fmtp ptime maxptime rtcp rtcp-mux rtcp-fb rtcp-rsize sendrecv sendonly recvonly"
@@ -558,19 +555,16 @@ class _AttributeList:
         key = _attr_key(name)
         return [a for a in self.attributes if _attr_key(a.name) == key]
 
-    def _named(self, *keys: str) -> Iterator[Attribute]:
+    def _named(self, *keys: str) -> list[Attribute]:
         """The attributes whose name is one of ``keys`` (lower-case), in order.
 
-        When every name is one that is its own key (the usual case) the selection is C-level
-        (``map``/``compress``) with no call per attribute.
+        A name that is its own key (the usual spellings) is compared as it is, with no call.
         """
-        attributes = self.attributes
-        names = list(map(_attribute_name, attributes))
-        if _PLAIN_NAMES.issuperset(names):
-            if len(keys) == 1:
-                return compress(attributes, map(keys[0].__eq__, names))
-            return compress(attributes, map(frozenset(keys).__contains__, names))
-        return (a for a in attributes if _attr_key(a.name) in keys)
+        return [
+            attr
+            for attr in self.attributes
+            if attr.name in keys or (attr.name not in _PLAIN_NAMES and _attr_key(attr.name) in keys)
+        ]
 
     def has(self, name: str) -> bool:
         return self.find(name) is not None
@@ -725,10 +719,17 @@ class MediaDescription(_AttributeList):
         rtpmaps: dict[str, str] = {}
         fmtps: dict[str, str] = {}
         for attr in self._named("rtpmap", "fmtp"):
-            if attr.value is None:
+            value = attr.value
+            if value is None:
                 continue  # no format: matches no payload type
-            fmt, _, rest = attr.value.strip().partition(" ")
-            table = fmtps if attr.name == "fmtp" or _attr_key(attr.name) == "fmtp" else rtpmaps
+            fmt, _, rest = value.strip().partition(" ")
+            name = attr.name
+            if name == "rtpmap":
+                table = rtpmaps
+            elif name == "fmtp":
+                table = fmtps
+            else:
+                table = rtpmaps if _attr_key(name) == "rtpmap" else fmtps
             if fmt not in table:
                 table[fmt] = rest.strip()
         result: dict[int, Codec] = {}
