@@ -228,3 +228,19 @@ def test_bench_offer_fully_parsed() -> None:
     ]
     cands = media.candidates()
     assert len(cands) == 6 and [str(c) for c in cands] == media.get_all("candidate")
+
+
+@PROPERTY
+@given(st.text(max_size=120), st.lists(st.tuples(st.text(max_size=12), st.text(max_size=40))))
+def test_structured_accessors_raise_nothing_else(text: str, attributes: list[tuple[str, str]]):
+    """Fuzz: a=candidate parsing raises only SdpParseError; codecs()/candidates() never raise."""
+    try:
+        CandidateAttribute.parse(text)
+    except SdpParseError:
+        pass
+    media = MediaDescription(
+        formats=[n for n, _ in attributes][:5],
+        attributes=[Attribute(n, v) for n, v in attributes] + [Attribute("candidate", text)],
+    )
+    media.codecs()
+    media.candidates()
