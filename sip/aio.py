@@ -244,12 +244,22 @@ class AsyncUserAgent:
         keepalive_interval: float | None = None,
         udp_register_expires: int | None = NAT_UDP_REGISTER_EXPIRES,
         binding_check_interval: float | None = BINDING_CHECK_INTERVAL,
+        udp_keepalive: str = "auto",
     ) -> None:
+        if udp_keepalive not in ("auto", "crlf", "stun"):
+            raise ValueError("udp_keepalive must be 'auto', 'crlf' or 'stun'")
         self.config = config
         self.ua = UserAgent(config)
         self.tls = tls
         self.lookup = lookup
         self.keepalive_interval = keepalive_interval
+        #: UDP keepalives toward the registrar: "crlf" (CRLFCRLF, no answer: keeps the NAT
+        #: binding only), "stun" (RFC 5626 §4.4.2 Binding requests: a missing response or a
+        #: new mapped address fails the flow -> register again), "auto" (STUN when the
+        #: registrar requires outbound, else CRLF)
+        self.udp_keepalive = udp_keepalive
+        #: the running keepalive of the flow to the registrar (None before registering)
+        self.keepalive: KeepaliveHandle | None = None
         #: UDP (usually NATed): ask for at most this registration lifetime, so a registrar
         #: that lost our binding gets it back by the next refresh (None: no cap).
         self.udp_register_expires = udp_register_expires
@@ -738,6 +748,17 @@ class AsyncUserAgent:
                 self.ua.transport_error(out.transaction, self.now())
                 self._flush()
 
+    def _use_stun_keepalive(self) -> bool:
+        """RFC 5626 §4.4.2: STUN keepalives over UDP when asked to, or ("auto") when the
+        registrar's 2xx said ``Require: outbound`` (the edge proxy then answers STUN)."""
+        if self.udp_keepalive == "stun":
+            return True
+        return (
+            self.udp_keepalive == "auto"
+            and self.registered is not None
+            and self.registered.outbound
+        )
+
     async def _start_keepalive(self) -> None:
         """Keep the NAT binding / connection to the registrar alive (RFC 5626 §4.4.1)."""
         if self._keepalive_started or self._keepalive_starting or self.transport is None:
@@ -748,11 +769,21 @@ class AsyncUserAgent:
         self._keepalive_starting = True
         try:
             target = await self._target(peer_for_uri(SipURI.parse(proxy), self.config.transport))
-            handle = await self.transport.start_keepalive(target, self.keepalive_interval)
+            stun = target.transport == "UDP" and self._use_stun_keepalive()
+            if self.keepalive is not None:
+                self.keepalive.cancel()
+            handle = await self.transport.start_keepalive(
+                target, self.keepalive_interval, stun=stun
+            )
+            self.keepalive = handle
             self._keepalive_started = True
-            if target.transport != "UDP":
+            if target.transport != "UDP" or stun:
                 self._spawn(self._watch_flow(handle))
-            elif self.binding_check_interval and self._binding_checker is None:
+            if (
+                target.transport == "UDP"
+                and self.binding_check_interval
+                and self._binding_checker is None
+            ):
                 self._binding_checker = asyncio.ensure_future(
                     self._watch_binding(self.binding_check_interval)
                 )

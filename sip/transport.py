@@ -14,8 +14,12 @@
   RFC 3261 §18.2.2 and RFC 3581 §4 (back over the connection, or to received:rport from the
   socket the request arrived on);
 * keepalives (RFC 5626 §4.4.1): CRLFCRLF pings with CRLF pongs on streams (a missing pong fails the
-  flow), CRLFCRLF on UDP toward the proxy, pings from peers answered; junk keepalives (CRLFs,
-  four zero bytes as Kamailio's nathelper sends, STUN) are dropped silently.
+  flow); on UDP toward the proxy either CRLFCRLF (the widespread variant: keeps the NAT binding,
+  no answer, so no failure detection) or, with ``stun=True``, RFC 5626 §4.4.2 STUN Binding
+  requests (RFC 5389) whose responses are the pongs: none within the pong timeout (the request
+  is retransmitted meanwhile), or a changed XOR-MAPPED-ADDRESS (the NAT rebound us), fails the
+  flow; pings from peers answered; junk keepalives (CRLFs, four zero bytes as Kamailio's
+  nathelper sends, STUN requests) are dropped silently.
 
 Every message and keepalive on the wire is logged at DEBUG on the ``sip.trace`` logger.
 The keepalive timing itself is a sans-I/O object (:class:`KeepaliveSchedule`).
@@ -31,8 +35,10 @@ import ipaddress
 import itertools
 import logging
 import random
+import secrets
 import socket
 import ssl
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
@@ -79,6 +85,7 @@ DEFAULT_STREAM_KEEPALIVE = 90.0
 PING = b"\r\n\r\n"
 PONG = b"\r\n"
 _STUN_COOKIE = b"\x21\x12\xa4\x42"
+_STUN_MAGIC = 0x2112A442
 STREAM_TRANSPORTS = ("TCP", "TLS")
 
 
@@ -89,6 +96,63 @@ def normalize_ip(ip: str) -> str:
         return ipaddress.ip_address(text).compressed
     except ValueError:
         return text
+
+
+# --------------------------------------------------------------------------------------------
+# STUN keepalives (RFC 5626 §4.4.2; the minimal RFC 5389 Binding exchange they need)
+
+_STUN_BINDING_REQUEST = 0x0001
+_STUN_BINDING_SUCCESS = 0x0101
+_STUN_MAPPED_ADDRESS = 0x0001
+_STUN_XOR_MAPPED_ADDRESS = 0x0020
+#: RFC 5389 §7.2.1: first retransmission of a Binding request over UDP (then doubling)
+STUN_RTO = 0.5
+
+
+def stun_binding_request(transaction_id: bytes) -> bytes:
+    """A STUN Binding request without attributes (RFC 5389 §6; RFC 5626 §4.4.2)."""
+    if len(transaction_id) != 12:
+        raise ValueError("a STUN transaction id has 12 bytes")
+    return struct.pack("!HHI", _STUN_BINDING_REQUEST, 0, _STUN_MAGIC) + transaction_id
+
+
+def parse_stun_binding_response(data: bytes) -> tuple[bytes, Address | None] | None:
+    """(transaction id, mapped address) of a STUN Binding success response, or None for
+    anything else (never raises). XOR-MAPPED-ADDRESS is preferred to MAPPED-ADDRESS."""
+    if len(data) < 20 or data[4:8] != _STUN_COOKIE:
+        return None
+    msg_type, length = struct.unpack_from("!HH", data, 0)
+    if msg_type != _STUN_BINDING_SUCCESS or length % 4 or 20 + length > len(data):
+        return None
+    tid = data[8:20]
+    mapped: Address | None = None
+    offset, end = 20, 20 + length
+    while offset + 4 <= end:
+        attr, size = struct.unpack_from("!HH", data, offset)
+        value = data[offset + 4 : offset + 4 + size]
+        offset += 4 + size + (-size % 4)
+        if len(value) < size or attr not in (_STUN_XOR_MAPPED_ADDRESS, _STUN_MAPPED_ADDRESS):
+            continue
+        address = _stun_address(value, tid, xor=attr == _STUN_XOR_MAPPED_ADDRESS)
+        if address is not None and (mapped is None or attr == _STUN_XOR_MAPPED_ADDRESS):
+            mapped = address
+    return tid, mapped
+
+
+def _stun_address(value: bytes, tid: bytes, *, xor: bool) -> Address | None:
+    """RFC 5389 §15.1/§15.2 address attribute value."""
+    if len(value) < 8 or value[1] not in (1, 2):
+        return None
+    size = 4 if value[1] == 1 else 16
+    if len(value) < 4 + size:
+        return None
+    port = struct.unpack_from("!H", value, 2)[0]
+    raw = value[4 : 4 + size]
+    if xor:
+        port ^= _STUN_MAGIC >> 16
+        key = _STUN_COOKIE + tid
+        raw = bytes(b ^ k for b, k in zip(raw, key, strict=False))
+    return normalize_ip(str(ipaddress.ip_address(raw))), port
 
 
 def is_keepalive_datagram(data: bytes) -> bool:
@@ -167,6 +231,7 @@ class TlsConfig:
 
 class KeepaliveAction(enum.Enum):
     SEND_PING = "send-ping"
+    RESEND_PING = "resend-ping"  # the same ping again (a STUN request retransmission)
     FLOW_FAILED = "flow-failed"
 
 
@@ -174,8 +239,10 @@ class KeepaliveSchedule:
     """When to send a keepalive on a flow and when the flow has failed (RFC 5626 §4.4.1).
 
     Pings go out every ``interval`` seconds, each wait drawn between 80% and 100% of it. With a
-    ``pong_timeout`` (streams), a ping not answered by a pong within that time fails the flow;
-    without (UDP CRLF keepalives have no answer) the flow never fails here.
+    ``pong_timeout`` (streams, STUN over UDP), a ping not answered by a pong within that time
+    fails the flow; without (UDP CRLF keepalives have no answer) the flow never fails here.
+    With ``retransmit`` (STUN over UDP, RFC 5389 §7.2.1) an unanswered ping is sent again after
+    ``retransmit``, then after twice that, ... until the pong timeout.
     """
 
     def __init__(
@@ -184,15 +251,19 @@ class KeepaliveSchedule:
         now: float,
         *,
         pong_timeout: float | None = None,
+        retransmit: float | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("keepalive interval must be positive")
         self.interval = interval
         self.pong_timeout = pong_timeout
+        self.retransmit = retransmit
         self._rng = rng or random.Random()
         self._next_ping = now + self._wait()
         self._pong_deadline: float | None = None
+        self._resend_at: float | None = None
+        self._rto = retransmit or 0.0
         self.failed = False
 
     def _wait(self) -> float:
@@ -201,9 +272,12 @@ class KeepaliveSchedule:
     def get_timer(self) -> float | None:
         if self.failed:
             return None
+        times = [self._next_ping]
         if self._pong_deadline is not None:
-            return min(self._pong_deadline, self._next_ping)
-        return self._next_ping
+            times.append(self._pong_deadline)
+        if self._resend_at is not None:
+            times.append(self._resend_at)
+        return min(times)
 
     def handle_timer(self, now: float) -> KeepaliveAction | None:
         if self.failed:
@@ -211,19 +285,30 @@ class KeepaliveSchedule:
         if self._pong_deadline is not None and now >= self._pong_deadline:
             self.failed = True
             return KeepaliveAction.FLOW_FAILED
+        if self._resend_at is not None and now >= self._resend_at:
+            self._rto *= 2
+            self._resend_at = now + self._rto
+            if self._pong_deadline is not None and self._resend_at >= self._pong_deadline:
+                self._resend_at = None
+            return KeepaliveAction.RESEND_PING
         if now >= self._next_ping:
             self._next_ping = now + self._wait()
             if self.pong_timeout is not None and self._pong_deadline is None:
                 self._pong_deadline = now + self.pong_timeout
+                if self.retransmit:
+                    self._rto = self.retransmit
+                    self._resend_at = now + self._rto
             return KeepaliveAction.SEND_PING
         return None
 
     def pong_received(self, now: float) -> None:
         self._pong_deadline = None
+        self._resend_at = None
 
     def traffic_received(self, now: float) -> None:
         """Any message on the flow proves it alive as well as a pong does."""
         self._pong_deadline = None
+        self._resend_at = None
 
 
 class KeepaliveHandle:
@@ -233,6 +318,11 @@ class KeepaliveHandle:
         self.schedule = schedule
         self.task: asyncio.Task[None] | None = None
         self.failed = asyncio.Event()
+        #: STUN keepalives: the address the proxy sees us at (the first response's), and the
+        #: transaction id of the Binding request awaiting its response
+        self.mapped: Address | None = None
+        self.stun_transaction: bytes | None = None
+        self.pongs = 0  # responses (pongs) received
 
     def cancel(self) -> None:
         if self.task is not None:
@@ -279,6 +369,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         remote = (normalize_ip(str(addr[0])), int(addr[1]))
         _trace("recv", "UDP", self.local, remote, data)
         if is_keepalive_datagram(data):
+            if data[:2] == b"\x01\x01":
+                self.layer._stun_response(data, remote)
             return
         source = Source("UDP", remote, self.local)
         try:
@@ -476,6 +568,7 @@ class TransportLayer:
         self._pending: dict[tuple[str, str, int], _Pending] = {}
         self._queue: asyncio.Queue[Incoming] = asyncio.Queue()
         self._keepalives: set[KeepaliveHandle] = set()
+        self._stun_waiters: dict[bytes, KeepaliveHandle] = {}  # STUN keepalive transactions
         self._client_ctx: ssl.SSLContext | None = None
         self._closed = False
         #: the local address of our last outgoing connection to each (transport, ip, port):
@@ -870,27 +963,40 @@ class TransportLayer:
     # ---- keepalives -----------------------------------------------------------------------
 
     async def start_keepalive(
-        self, target: Target, interval: float | None = None
+        self, target: Target, interval: float | None = None, *, stun: bool = False
     ) -> KeepaliveHandle:
         """Keep the flow toward ``target`` (our proxy / registrar) alive (RFC 5626 §4.4.1).
 
-        UDP: CRLFCRLF from our listening socket every ``interval`` (default 25 s). TCP/TLS:
-        CRLFCRLF ping on the connection (opened if needed); a pong must come within the pong
-        timeout or the flow fails: the connection is closed, ``on_flow_failed`` called and
-        ``handle.failed`` set.
+        UDP: CRLFCRLF from our listening socket every ``interval`` (default 25 s), or with
+        ``stun`` a STUN Binding request (RFC 5626 §4.4.2; only toward a proxy that answers
+        STUN on its SIP port). TCP/TLS: CRLFCRLF ping on the connection (opened if needed). A
+        pong (STUN: the Binding response) must come within the pong timeout or the flow
+        fails: the connection is closed, ``on_flow_failed`` called and ``handle.failed`` set.
+        STUN: a response with another mapped address than the first also fails the flow
+        (the NAT gave us a new public address, §4.4.2).
         """
         loop = asyncio.get_running_loop()
         transport = target.transport.upper()
         if transport == "UDP":
             proto = self._udp_for(target.ip)
             remote = (normalize_ip(target.ip), target.port)
-            schedule = KeepaliveSchedule(interval or self.udp_keepalive_interval, loop.time())
+            schedule = KeepaliveSchedule(
+                interval or self.udp_keepalive_interval,
+                loop.time(),
+                pong_timeout=self.pong_timeout if stun else None,
+                retransmit=STUN_RTO if stun else None,
+            )
             handle = KeepaliveHandle(schedule)
 
             def ping_udp() -> None:
-                proto.sendto(PING, remote)
+                proto.sendto(self._stun_ping(handle) if stun else PING, remote)
 
-            handle.task = asyncio.create_task(self._run_keepalive(handle, ping_udp, None))
+            def resend_udp() -> None:
+                proto.sendto(self._stun_ping(handle, again=True), remote)
+
+            handle.task = asyncio.create_task(
+                self._run_keepalive(handle, ping_udp, None, resend_udp)
+            )
         else:
             conn = await self._connection(target)
             schedule = KeepaliveSchedule(
@@ -911,11 +1017,48 @@ class TransportLayer:
         handle.task.add_done_callback(lambda _t: self._keepalives.discard(handle))
         return handle
 
+    def _stun_ping(self, handle: KeepaliveHandle, *, again: bool = False) -> bytes:
+        """The Binding request of ``handle``: a new transaction, or ``again`` the pending one."""
+        if not again or handle.stun_transaction is None:
+            if handle.stun_transaction is not None:
+                self._stun_waiters.pop(handle.stun_transaction, None)
+            handle.stun_transaction = secrets.token_bytes(12)
+            self._stun_waiters[handle.stun_transaction] = handle
+        return stun_binding_request(handle.stun_transaction)
+
+    def _stun_response(self, data: bytes, remote: Address) -> None:
+        """A STUN Binding response on a UDP socket: the pong of a STUN keepalive."""
+        parsed = parse_stun_binding_response(data)
+        if parsed is None:
+            return
+        tid, mapped = parsed
+        handle = self._stun_waiters.pop(tid, None)
+        if handle is None or handle.schedule.failed:
+            return
+        handle.stun_transaction = None
+        handle.pongs += 1
+        handle.schedule.pong_received(asyncio.get_running_loop().time())
+        if mapped is None:
+            return
+        if handle.mapped is None:
+            handle.mapped = mapped
+        elif mapped != handle.mapped:
+            logger.warning(
+                "keepalive: %s now sees us at %s, not %s; flow failed",
+                _fmt(remote),
+                _fmt(mapped),
+                _fmt(handle.mapped),
+            )
+            handle.schedule.failed = True
+            handle.cancel()
+            self._flow_failed(handle, None)
+
     async def _run_keepalive(
         self,
         handle: KeepaliveHandle,
         ping: Callable[[], None],
         conn: _StreamProtocol | None,
+        resend: Callable[[], None] | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         schedule = handle.schedule
@@ -925,7 +1068,10 @@ class TransportLayer:
                 return
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             action = schedule.handle_timer(loop.time())
-            if action is KeepaliveAction.SEND_PING:
+            if action is KeepaliveAction.RESEND_PING and resend is not None:
+                with contextlib.suppress(ConnectionError, OSError):
+                    resend()
+            elif action is KeepaliveAction.SEND_PING:
                 try:
                     ping()
                 except (ConnectionError, OSError) as exc:
@@ -943,6 +1089,8 @@ class TransportLayer:
 
     def _flow_failed(self, handle: KeepaliveHandle, conn: _StreamProtocol | None) -> None:
         handle.failed.set()
+        if handle.stun_transaction is not None:
+            self._stun_waiters.pop(handle.stun_transaction, None)
         if conn is not None:
             source = conn.source
             conn.keepalive = None

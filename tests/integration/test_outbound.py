@@ -11,16 +11,20 @@ stops coming (a scripted registrar) being replaced by a new flow.
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Any
 
 import pytest
 
 from sip.aio import AsyncCall, AsyncUserAgent, RegistrationError
+from sip.locate import Target
 from sip.message import Keepalive, Request, StreamFramer, make_response, parse_message
 from sip.offer_answer import LocalMedia, OfferAnswer
 from sip.registration import Registered, instance_id_for
+from sip.transport import TransportLayer
 from sip.ua import UAConfig
 from tests.integration.test_sip_robustness import offer, wait_contacts
+from tests.unit.test_stun_keepalive import response as stun_response
 
 pytestmark = pytest.mark.integration
 
@@ -254,3 +258,77 @@ async def test_register_on_a_connection_reset_before_the_answer_fails_at_once_an
     finally:
         await ua.close()
         await registrar.close()
+
+
+async def test_stun_keepalive_over_udp_detects_a_proxy_outage_and_registers_again(
+    kamailio_factory,
+):
+    """RFC 5626 §4.4.2 over UDP against Kamailio answering STUN (stun.so): the Binding
+    responses are the pongs and show the address Kamailio sees us at. Kamailio goes down:
+    no response within the pong timeout fails the flow, alice registers again (backing off
+    while it is down) and is registered once it is back -- no OPTIONS check needed."""
+    kamailio = await asyncio.to_thread(kamailio_factory, stun=True, tls=False)
+    alice = make_ua(kamailio, "alice", "udp", udp_keepalive="stun", keepalive_interval=0.3)
+    await alice.start()
+    assert alice.transport is not None
+    alice.transport.pong_timeout = 1.5
+    try:
+        await alice.register(expires=3600)
+        handle = alice.keepalive
+        assert handle is not None
+        for _ in range(100):
+            if handle.pongs >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert handle.pongs >= 2
+        assert handle.mapped == ("127.0.0.1", alice.config.local_port)
+        await asyncio.to_thread(kamailio.stop)
+        for _ in range(100):
+            if handle.failed.is_set():
+                break
+            await asyncio.sleep(0.1)
+        assert handle.failed.is_set() and alice.ua.recovering
+        await asyncio.to_thread(kamailio.start)
+        assert await wait_contacts(kamailio, "alice", 15.0), "alice never registered again"
+        for _ in range(100):  # a new keepalive runs on the recovered flow
+            if alice.keepalive is not handle and alice.keepalive is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert alice.keepalive is not handle and alice.keepalive is not None
+    finally:
+        await alice.close()
+
+
+async def test_a_new_mapped_address_fails_the_flow():
+    """§4.4.2: the proxy sees us at another address (the NAT rebound us): the flow failed,
+    so the UA registers again with its new address. A local STUN responder first reports
+    one mapped port, then another."""
+    ports = iter([40000, 40000, 40001])
+
+    class Responder(asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            tid = data[8:20]
+            port = next(ports)
+            key = bytes.fromhex("2112a442") + tid
+            ip = bytes(a ^ b for a, b in zip(bytes([203, 0, 113, 5]), key, strict=False))
+            value = struct.pack("!BBH", 0, 1, port ^ 0x2112) + ip
+            self.transport.sendto(stun_response((0x0020, value), tid=tid), addr)
+
+    loop = asyncio.get_running_loop()
+    server, _ = await loop.create_datagram_endpoint(Responder, local_addr=("127.0.0.1", 0))
+    port = server.get_extra_info("sockname")[1]
+    layer = TransportLayer(pong_timeout=5.0)
+    await layer.listen_udp("127.0.0.1", 0)
+    try:
+        handle = await layer.start_keepalive(
+            Target("UDP", "127.0.0.1", "127.0.0.1", port), 0.1, stun=True
+        )
+        await asyncio.wait_for(handle.failed.wait(), 5)
+        assert handle.pongs == 3
+        assert handle.mapped == ("203.0.113.5", 40000)
+    finally:
+        await layer.close()
+        server.close()

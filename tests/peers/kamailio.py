@@ -55,6 +55,8 @@ class Kamailio(TlsPeer):
     module's global parameter). UDP and TCP share ``port``; TLS is on ``tls_port`` with a
     certificate from a throw-away CA (``ca_file``). ``natping_interval`` makes nathelper send
     OPTIONS keepalives (UDP contacts only) to NATed contacts, or to all with ``natping_all``.
+    ``stun`` loads stun.so: STUN Binding requests on the UDP port are answered (the RFC 5626
+    §4.4.2 keepalive).
     """
 
     label = "Kamailio"
@@ -73,6 +75,7 @@ class Kamailio(TlsPeer):
         fr_inv_timer_ms: int = 60000,
         natping_interval: int | None = None,
         natping_all: bool = False,
+        stun: bool = False,
         host: str = "127.0.0.1",
         port: int | None = None,
         tls_port: int | None = None,
@@ -92,6 +95,7 @@ class Kamailio(TlsPeer):
         self.fr_timer_ms, self.fr_inv_timer_ms = fr_timer_ms, fr_inv_timer_ms
         self.natping_interval = natping_interval
         self.natping_all = natping_all
+        self.stun = stun  # answer STUN Binding requests on the UDP port (RFC 5626 §4.4.2)
         self.extra_defines = dict(extra_defines or {})
         self.netns = netns  # run inside this network namespace (ip netns exec)
         if netns is None:
@@ -192,6 +196,8 @@ class Kamailio(TlsPeer):
             argv += ["-A", "WITH_NATPING"]
             defines["NATPING_INTERVAL"] = str(self.natping_interval)
             defines["NATPING_NATED_ONLY"] = "0" if self.natping_all else "1"
+        if self.stun:
+            argv += ["-A", "WITH_STUN"]
         for name, value in defines.items():
             argv += ["-A", f"{name}={value}"]
         return in_netns(self.netns, argv)
