@@ -17,6 +17,7 @@ from media.analysis import dominant_frequency, rms
 from media.audio import Microphone, Speaker
 from media.g711 import G711Codec
 from media.resample import SUPPORTED_RATES, Resampler, resample_once
+from tests.helpers_media import FakeSoundStream
 
 PAIRS = [(a, b) for a, b in itertools.permutations(SUPPORTED_RATES, 2)]
 
@@ -65,22 +66,16 @@ def test_resampler_44100_takes_10_ms_frames(in_rate: int, out_rate: int) -> None
     assert rms(out[out_rate // 10 :]) == pytest.approx(10000 / np.sqrt(2), rel=0.02)
 
 
-def test_resampler_no_clicks_at_frame_edges() -> None:
-    signal = sine(1000, 8000, 0.4)
-    resampler = Resampler(8000, 48000)
-    out = np.concatenate(run_frames(resampler, signal, 160))
+@pytest.mark.parametrize(
+    ("in_rate", "frame"), [(8000, 160), (44100, 882)], ids=["8000-to-48000", "44100-to-48000"]
+)
+def test_resampler_no_clicks_at_frame_edges(in_rate: int, frame: int) -> None:
+    signal = sine(1000, in_rate, 0.4)
+    resampler = Resampler(in_rate, 48000)
+    out = np.concatenate(run_frames(resampler, signal, frame))
     settled = out[4800:].astype(float)
     # the second difference of a sine A*sin(wt) is bounded by A*w**2; a discontinuity at a
     # frame edge (e.g. resampling each frame on its own) roughly doubles it
-    bound = 10000 * (2 * np.pi * 1000 / 48000) ** 2
-    assert np.abs(np.diff(settled, 2)).max() < bound * 1.1
-
-
-def test_resampler_44100_to_48000_no_clicks_at_frame_edges() -> None:
-    signal = sine(1000, 44100, 0.4)
-    resampler = Resampler(44100, 48000)
-    out = np.concatenate(run_frames(resampler, signal, 882))
-    settled = out[4800:].astype(float)
     bound = 10000 * (2 * np.pi * 1000 / 48000) ** 2
     assert np.abs(np.diff(settled, 2)).max() < bound * 1.1
 
@@ -170,35 +165,15 @@ def test_g711_over_the_sound_card_path(card_rate: int) -> None:
 # --- a 44.1 kHz sound card behind the 48 kHz Opus clock (media.audio) -------------------------
 
 
-class FakeStream:
-    """Stands in for a sounddevice stream: keeps the callback for the test to call."""
-
-    instances: list[FakeStream] = []
-
-    def __init__(self, **kwargs: object) -> None:
-        self.kwargs = kwargs
-        self.callback = kwargs["callback"]
-        FakeStream.instances.append(self)
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 async def _capture_at_44100() -> np.ndarray:
-    mic = Microphone(48000, device_rate=44100, stream_factory=FakeStream)
+    mic = Microphone(48000, device_rate=44100, stream_factory=FakeSoundStream)
     mic.start()
-    stream = FakeStream.instances[-1]
+    stream = FakeSoundStream.instances[-1]
     assert stream.kwargs["samplerate"] == 44100 and stream.kwargs["blocksize"] == 882
     block = sine(500, 44100, 1.0).reshape(-1, 1)
     frames = []
     for k in range(50):
-        stream.callback(block[k * 882 : (k + 1) * 882], 882, None, 0)  # type: ignore[operator]
+        stream.callback(block[k * 882 : (k + 1) * 882], 882, None, 0)
         frames.append(await mic.read())
     mic.close()
     return np.concatenate(frames)
@@ -212,9 +187,11 @@ def test_microphone_at_44100_gives_48000_frames() -> None:
 
 
 def test_speaker_at_44100_plays_48000_frames() -> None:
-    spk = Speaker(48000, device_rate=44100, stream_factory=FakeStream, prefill=1, ring_frames=60)
+    spk = Speaker(
+        48000, device_rate=44100, stream_factory=FakeSoundStream, prefill=1, ring_frames=60
+    )
     spk.start()
-    stream = FakeStream.instances[-1]
+    stream = FakeSoundStream.instances[-1]
     assert stream.kwargs["samplerate"] == 44100 and stream.kwargs["blocksize"] == 882
     tone = sine(700, 48000, 1.0)
     for k in range(50):
@@ -222,7 +199,7 @@ def test_speaker_at_44100_plays_48000_frames() -> None:
     blocks = []
     for _ in range(50):
         out = np.zeros((882, 1), dtype=np.int16)
-        stream.callback(out, 882, None, 0)  # type: ignore[operator]
+        stream.callback(out, 882, None, 0)
         blocks.append(out[:, 0].copy())
     spk.close()
     played = np.concatenate(blocks)
