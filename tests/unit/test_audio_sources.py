@@ -48,6 +48,7 @@ from media.sources import (
     parse_source,
     save_wav,
 )
+from tests.helpers_media import FakeSoundStream
 
 
 def sine(freq: float, rate: int, seconds: float, amp: float = 10000.0) -> np.ndarray:
@@ -288,13 +289,13 @@ def test_sources_and_sinks_satisfy_the_protocols(tmp_path):
         ToneSource(300, 8000),
         SilenceSource(8000),
         WavFileSource(tmp_path / "a.wav", 8000),
-        Microphone(8000, stream_factory=FakeStream),
+        Microphone(8000, stream_factory=FakeSoundStream),
     ):
         assert isinstance(source, AudioSource)
     for sink in (
         NullSink(8000),
         WavFileSink(tmp_path / "b.wav", 8000),
-        Speaker(8000, stream_factory=FakeStream),
+        Speaker(8000, stream_factory=FakeSoundStream),
     ):
         assert isinstance(sink, AudioSink)
 
@@ -453,32 +454,10 @@ class Flags:
         return self.bad
 
 
-class FakeStream:
-    """Stands in for sounddevice.InputStream/OutputStream; the test calls the callback."""
-
-    instances: list["FakeStream"] = []
-
-    def __init__(self, **kwargs) -> None:
-        self.kwargs = kwargs
-        self.callback = kwargs["callback"]
-        self.started = False
-        self.closed = False
-        FakeStream.instances.append(self)
-
-    def start(self) -> None:
-        self.started = True
-
-    def stop(self) -> None:
-        self.started = False
-
-    def close(self) -> None:
-        self.closed = True
-
-
 async def test_microphone_resamples_device_blocks_to_the_codec_rate():
-    mic = Microphone(8000, stream_factory=FakeStream, ring_frames=64)
+    mic = Microphone(8000, stream_factory=FakeSoundStream, ring_frames=64)
     mic.start()
-    stream = FakeStream.instances[-1]
+    stream = FakeSoundStream.instances[-1]
     assert stream.started
     assert stream.kwargs["samplerate"] == 48000
     assert stream.kwargs["blocksize"] == 960
@@ -505,9 +484,9 @@ async def test_microphone_resamples_device_blocks_to_the_codec_rate():
 
 
 async def test_microphone_ring_overrun_when_the_loop_falls_behind():
-    mic = Microphone(48000, stream_factory=FakeStream, ring_frames=4)
+    mic = Microphone(48000, stream_factory=FakeSoundStream, ring_frames=4)
     mic.start()
-    stream = FakeStream.instances[-1]
+    stream = FakeSoundStream.instances[-1]
     for k in range(10):
         stream.callback(np.full((960, 1), k, dtype=np.int16), 960, None, Flags())
     got = [int((await mic.read())[0]) for _ in range(4)]
@@ -517,9 +496,9 @@ async def test_microphone_ring_overrun_when_the_loop_falls_behind():
 
 
 def test_speaker_prefills_then_plays_and_reprimes_after_running_dry():
-    spk = Speaker(48000, stream_factory=FakeStream, prefill=2, ring_frames=5)
+    spk = Speaker(48000, stream_factory=FakeSoundStream, prefill=2, ring_frames=5)
     spk.start()
-    stream = FakeStream.instances[-1]
+    stream = FakeSoundStream.instances[-1]
     out = np.full((960, 1), 99, dtype=np.int16)
 
     def pull() -> int:
@@ -543,9 +522,9 @@ def test_speaker_prefills_then_plays_and_reprimes_after_running_dry():
 
 
 def test_speaker_resamples_codec_frames_to_the_device_rate():
-    spk = Speaker(8000, stream_factory=FakeStream, prefill=1, ring_frames=60)
+    spk = Speaker(8000, stream_factory=FakeSoundStream, prefill=1, ring_frames=60)
     spk.start()
-    stream = FakeStream.instances[-1]
+    stream = FakeSoundStream.instances[-1]
     tone = ToneSource(700, 8000)
     for _ in range(50):
         spk.write(tone.next_frame())
@@ -560,7 +539,7 @@ def test_speaker_resamples_codec_frames_to_the_device_rate():
 
 
 def test_speaker_write_before_start_is_dropped():
-    spk = Speaker(8000, stream_factory=FakeStream)
+    spk = Speaker(8000, stream_factory=FakeSoundStream)
     spk.write(np.zeros(160, dtype=np.int16))  # no ring yet: nothing happens
     assert spk.ring is None
 
@@ -616,9 +595,9 @@ def test_tone_level_is_in_dbfs():
 
 
 async def test_speaker_paces_its_writer_by_the_device_clock():
-    spk = Speaker(48000, stream_factory=FakeStream, prefill=2, ring_frames=5)
+    spk = Speaker(48000, stream_factory=FakeSoundStream, prefill=2, ring_frames=5)
     spk.start()
-    stream = FakeStream.instances[-1]
+    stream = FakeSoundStream.instances[-1]
     assert isinstance(spk, ClockedSink)
     assert not isinstance(NullSink(8000), ClockedSink)
     frame = np.zeros(960, dtype=np.int16)
@@ -635,7 +614,7 @@ async def test_speaker_paces_its_writer_by_the_device_clock():
 
 
 async def test_speaker_wait_gives_up_on_a_dead_device():
-    spk = Speaker(48000, stream_factory=FakeStream, prefill=1, ring_frames=5)
+    spk = Speaker(48000, stream_factory=FakeSoundStream, prefill=1, ring_frames=5)
     spk.start()
     for _ in range(3):
         spk.write(np.zeros(960, dtype=np.int16))
