@@ -4,7 +4,6 @@ import asyncio
 import random
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +22,8 @@ from media.session import (
 )
 from media.sources import NullSink, ToneSource, WavFileSink, WavFileSource, load_wav, save_wav
 from media.stats import Stats
+from tests.helpers_media import FakeSoundStream, ListTransport
+from tests.helpers_net import wait_until
 
 OPUS = CodecDescription("opus", 111, 48000, 2, {"useinbandfec": "1"})
 PCMU = CodecDescription("PCMU", 0, 8000)
@@ -144,18 +145,12 @@ async def test_udp_transport_latches_once_then_drops_foreign_packets():
     stranger.bind(("127.0.0.1", 0))
     try:
         peer.sendto(b"\x80hello", t.local_address)
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if got:
-                break
+        await wait_until(lambda: got)
         assert got == [b"\x80hello"]
         assert t.remote == peer.getsockname()  # latched onto the real source (a NAT)
         stranger.sendto(b"\x80spoof", t.local_address)
         peer.sendto(b"\x80again", t.local_address)
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if len(got) == 2:
-                break
+        await wait_until(lambda: len(got) == 2)
         assert got == [b"\x80hello", b"\x80again"]
         assert t.foreign == 1
         t.send(b"\x80reply")
@@ -207,20 +202,18 @@ async def test_dtmf_and_rtcp_on_its_own_port(tmp_path):
         for seed in (5, 6)
     ]
     digits: list[str | None] = []
-    a = MediaStream(
-        sessions[0],
-        a_rtp,
-        ToneSource(440, 8000),
-        WavFileSink(tmp_path / "a.wav", 8000),
-        rtcp_transport=a_rtcp,
-    )
-    b = MediaStream(
-        sessions[1],
-        b_rtp,
-        ToneSource(880, 8000),
-        WavFileSink(tmp_path / "b.wav", 8000),
-        rtcp_transport=b_rtcp,
-        on_event=lambda e: digits.append(e.digit) if isinstance(e, DtmfReceived) else None,
+
+    def stream(side: int, tone: int, **kw) -> MediaStream:
+        """Side 0 (A) or 1 (B): a tone out, a WAV file in, RTP and RTCP on their own ports."""
+        rtp, rtcp = ports[2 * side : 2 * side + 2]
+        sink = WavFileSink(tmp_path / f"{'ab'[side]}.wav", 8000)
+        return MediaStream(
+            sessions[side], rtp, ToneSource(tone, 8000), sink, rtcp_transport=rtcp, **kw
+        )
+
+    a = stream(0, 440)
+    b = stream(
+        1, 880, on_event=lambda e: digits.append(e.digit) if isinstance(e, DtmfReceived) else None
     )
     try:
         a.start()
@@ -268,41 +261,16 @@ async def test_garbage_from_the_peer_does_not_stop_the_stream(tmp_path):
     assert dominant_frequency(rec, 8000) == pytest.approx(1200, abs=3)
 
 
-class MemoryTransport:
-    """A DatagramTransport that just collects what is sent."""
-
-    def __init__(self) -> None:
-        self.on_receive: Callable[[bytes], None] | None = None
-        self.sent: list[bytes] = []
-
-    def send(self, data: bytes) -> None:
-        self.sent.append(data)
-
-
-class FakeInputStream:
-    def __init__(self, **kwargs) -> None:
-        self.callback = kwargs["callback"]
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 async def test_the_capture_clock_paces_sending():
     """One RTP packet per block the (fake) sound card delivers, whatever the wall clock."""
-    streams: list[FakeInputStream] = []
+    streams: list[FakeSoundStream] = []
 
     def factory(**kwargs):
-        streams.append(FakeInputStream(**kwargs))
+        streams.append(FakeSoundStream(**kwargs))
         return streams[-1]
 
     mic = Microphone(8000, stream_factory=factory, ring_frames=50)
-    transport = MemoryTransport()
+    transport = ListTransport()
     stream = MediaStream(new_session(PCMU, 9), transport, mic, NullSink(8000))
     stream.start()
     block = np.zeros((960, 1), dtype=np.int16)
