@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from media.ringbuffer import FrameRingBuffer
 from media.rtp import RtpPacket
 from media.session import CodecDescription, RtpSession
 from media.sources import Pacer, SilenceSource, ToneSource
+from tests.helpers_media import ListTransport
 
 OPUS = CodecDescription("opus", 111, 48000, 2, {"useinbandfec": "1"})
 PCMU = CodecDescription("PCMU", 0, 8000)
@@ -121,15 +121,6 @@ def test_receiver_plays_the_gap_and_keeps_its_delay(
 
 
 # --- MediaStream ------------------------------------------------------------------------------
-
-
-class ListTransport:
-    def __init__(self) -> None:
-        self.on_receive: Callable[[bytes], None] | None = None
-        self.sent: list[bytes] = []
-
-    def send(self, data: bytes) -> None:
-        self.sent.append(data)
 
 
 class BlockedSink:
