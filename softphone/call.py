@@ -32,8 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import logging
-import socket
 import time
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Sequence
@@ -42,7 +42,7 @@ from typing import Any
 
 from ice.aio import IceConnection, IceError
 from ice.candidate import Candidate, CandidateType
-from ice.gather import GatherConfig, TurnServer
+from ice.pool import CandidatePool
 from ice.sdp import RemoteCandidate, choose_default_candidate, format_remote_candidates
 from media.aio import MediaStream, UdpTransport, open_udp_transport
 from media.resample import Resampler
@@ -54,7 +54,7 @@ from sip.aio import AsyncCall, AsyncUserAgent, CallError
 from sip.invite import CallRinging
 from sip.offer_answer import OfferAnswer, OfferAnswerError, OfferAnswerState
 from sip.sdp import Attribute, SdpParseError
-from softphone.config import Account, HostPort
+from softphone.config import Account
 from softphone.sdp_glue import (
     LocalTransport,
     RemoteMedia,
@@ -65,15 +65,18 @@ from softphone.sdp_glue import (
     new_offer_answer,
     read_negotiation,
 )
+from softphone.useragent import gather_config
 
 __all__ = ["Call", "CallFailed", "MediaOptions", "PeerReports"]
 
 log = logging.getLogger("softphone.call")
 
+#: ``IceConnection(gatherer=...)`` (a set from the candidate pool) is in this ``ice.aio``.
+_CONNECTION_TAKES_GATHERER = "gatherer" in inspect.signature(IceConnection).parameters
+
 Address = tuple[str, int]
 Progress = Callable[[str], None]
 
-STUN_PORT = 3478
 DTMF_DIGITS = "0123456789*#ABCD"
 #: A digit sent by SIP INFO lasts this long (the body's ``Duration``), then a pause.
 INFO_DTMF_MS = 160
@@ -467,8 +470,11 @@ class Call:
         *,
         progress: Progress | None = None,
         media_host: str | None = None,
+        pool: CandidatePool | None = None,
     ) -> None:
         self.ua = ua
+        #: Pre-gathered candidate sets (``ice.pool``): a call takes one instead of gathering.
+        self.pool = pool
         self.account = account
         self.options = media or MediaOptions()
         self.progress: Progress = progress or (lambda text: None)
@@ -836,14 +842,32 @@ class Call:
             self._plain = [rtp, rtcp]
             return LocalTransport(host, rtp.local_address[1], rtcp=(host, rtcp.local_address[1]))
         bind = self.account.bind.host if self.account.bind else None
-        self.ice = IceConnection(
-            controlling,
-            components=components,
-            gather=await self._gather_config(),
-            bind=bind,
-            agent_options=self._agent_options(),
-        )
-        self.progress("gathering candidates")
+        pool = self.pool
+        # the pool's servers are resolved already (no name lookup on the call path)
+        gather = pool.config if pool is not None else await gather_config(self.account)
+        gather = dataclasses.replace(gather, components=components)
+        gatherer = None
+        if pool is not None and _CONNECTION_TAKES_GATHERER:
+            gatherer = pool.take(components, config=gather)
+        if gatherer is not None:
+            self.ice = IceConnection(
+                controlling,
+                components=components,
+                gather=gather,
+                bind=bind,
+                agent_options=self._agent_options(),
+                gatherer=gatherer,  # type: ignore[call-arg,unused-ignore]
+            )
+            self.progress("candidates from the pool")
+        else:
+            self.ice = IceConnection(
+                controlling,
+                components=components,
+                gather=gather,
+                bind=bind,
+                agent_options=self._agent_options(),
+            )
+            self.progress("gathering candidates")
         # after gather_timeout, whatever was gathered so far (a slow server adds nothing)
         candidates = await self.ice.gather(self.options.gather_timeout)
         kinds = sorted({c.type.value for c in candidates})
@@ -870,20 +894,6 @@ class Call:
             components,
             pacing_ms=self.account.ice_pacing_ms,
         )
-
-    async def _gather_config(self) -> GatherConfig:
-        stun: list[Address] = []
-        turn: list[TurnServer] = []
-        if self.account.stun is not None:
-            stun.append(await _resolve(self.account.stun))
-        if self.account.turn is not None:
-            user = self.account.turn_user or ""
-            turn.append(
-                TurnServer(
-                    await _resolve(self.account.turn), user, self.account.turn_password or ""
-                )
-            )
-        return GatherConfig(stun_servers=stun, turn_servers=turn)
 
     async def _connect_media(self, local: LocalTransport) -> None:
         """ICE checks (or none), then the RTP session on the resulting transport."""
@@ -1727,17 +1737,6 @@ def _addr(c: Candidate) -> str:
 
 def _addr2(a: Address) -> str:
     return f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}"
-
-
-async def _resolve(server: HostPort) -> Address:
-    """A STUN/TURN server's IP address and port (default 3478, RFC 8489 §18.9)."""
-    port = server.port or STUN_PORT
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(server.host, port, type=socket.SOCK_DGRAM)
-    if not infos:
-        raise CallFailed(f"cannot resolve {server.host}")
-    host, resolved_port = infos[0][4][:2]
-    return str(host), int(resolved_port)
 
 
 def _end_reason(exc: BaseException) -> str:

@@ -24,15 +24,19 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from ice.pool import CandidatePool
 from sip.aio import AsyncCall, AsyncUserAgent, RegistrationError
 from softphone.call import Call, CallFailed, MediaOptions
 from softphone.config import Account, ConfigError
 from softphone.report import Reporter
-from softphone.useragent import listen_transports, make_user_agent
+from softphone.useragent import listen_transports, make_user_agent, start_candidate_pool
 
 __all__ = ["complete_uri", "peer_account", "run_answer", "run_call"]
 
 EXIT_OK, EXIT_FAILED = 0, 1
+#: How long ``answer`` waits for its first pre-gathered candidate set before it says it is
+#: waiting for calls (a call before that gathers as usual).
+POOL_READY_WAIT = 3.0
 
 
 def complete_uri(uri: str, account: Account) -> str:
@@ -140,6 +144,18 @@ async def _close_ua(ua: AsyncUserAgent, account: Account) -> None:
     await ua.close()
 
 
+async def _start_pool(account: Account, reporter: Reporter) -> CandidatePool | None:
+    """The candidate pool of a phone waiting for calls (``candidate_pool`` in the account):
+    calls are answered without gathering. Waits a little for the first set, so the phone
+    says it is waiting for calls when it can answer at once."""
+    pool = await start_candidate_pool(account)
+    if pool is not None:
+        with contextlib.suppress(TimeoutError, RuntimeError):
+            await pool.wait_ready(1, timeout=POOL_READY_WAIT)
+        reporter.progress(f"candidate pool: {pool.ready} of {pool.size} sets ready")
+    return pool
+
+
 def _fill_report(reporter: Reporter, call: Call) -> None:
     for name, section in call.report().items():
         if section is None:
@@ -209,6 +225,7 @@ async def run_answer(account: Account, args: argparse.Namespace, reporter: Repor
             reporter.progress(f"cannot start: {exc}")
             reporter.section("answer").update(calls=0, succeeded=0)
             return EXIT_FAILED
+        pool = await _start_pool(account, reporter)
         reporter.progress("waiting for calls" + ("" if args.auto else "; Enter answers"))
         try:
             while args.count is None or handled < args.count:
@@ -219,7 +236,7 @@ async def run_answer(account: Account, args: argparse.Namespace, reporter: Repor
                 if not args.auto and not await _wait_for_key(incoming, stop, reporter):
                     continue
                 handled += 1
-                call = Call(ua, account, options, progress=reporter.progress)
+                call = Call(ua, account, options, progress=reporter.progress, pool=pool)
                 refuse = _refuse_others(ua, incoming)
                 try:
                     await call.accept(incoming)
@@ -235,6 +252,8 @@ async def run_answer(account: Account, args: argparse.Namespace, reporter: Repor
                     break
         finally:
             reporter.section("answer").update(calls=handled, succeeded=succeeded)
+            if pool is not None:
+                await pool.close()  # its TURN allocations too
             await _close_ua(ua, account)
     ok = handled > 0 and succeeded == handled
     if args.count is not None:

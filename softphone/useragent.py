@@ -7,12 +7,23 @@ RFC 3261 §8.1.2), located per RFC 3263 by the ``sip`` package; the account's do
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import socket
+
+from ice.gather import GatherConfig, TurnServer
+from ice.pool import CandidatePool
 from sip.aio import AsyncUserAgent
 from sip.transport import TlsConfig
 from sip.ua import UAConfig
-from softphone.config import Account, ConfigError
+from softphone.config import Account, ConfigError, HostPort
 
 DEFAULT_BIND = "0.0.0.0"
+STUN_PORT = 3478
+#: ICE components of a pooled candidate set: RTP and RTCP (an rtcp-mux call drops the second).
+POOL_COMPONENTS = 2
+
+log = logging.getLogger("softphone.useragent")
 
 
 def server_uri(account: Account) -> str | None:
@@ -54,3 +65,46 @@ def listen_transports(account: Account) -> tuple[str, ...]:
     """Where we listen: UDP and TCP always; a TLS client needs no TLS listener (it reuses its
     outgoing connection for incoming requests, RFC 3261 §18)."""
     return ("UDP", "TCP")
+
+
+async def resolve_server(server: HostPort) -> tuple[str, int]:
+    """A STUN/TURN server's IP address and port (default 3478, RFC 8489 §18.9), by the
+    system resolver off the event loop; OSError when the name does not resolve."""
+    port = server.port or STUN_PORT
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(server.host, port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError(f"cannot resolve {server.host}")
+    host, resolved_port = infos[0][4][:2]
+    return str(host), int(resolved_port)
+
+
+async def gather_config(account: Account, components: int = 1) -> GatherConfig:
+    """What ICE gathers for the account: its STUN and TURN servers (resolved)."""
+    stun: list[tuple[str, int]] = []
+    turn: list[TurnServer] = []
+    if account.stun is not None:
+        stun.append(await resolve_server(account.stun))
+    if account.turn is not None:
+        server = await resolve_server(account.turn)
+        turn.append(TurnServer(server, account.turn_user or "", account.turn_password or ""))
+    return GatherConfig(stun_servers=stun, turn_servers=turn, components=components)
+
+
+async def start_candidate_pool(account: Account) -> CandidatePool | None:
+    """The account's pool of pre-gathered candidate sets (``candidate_pool`` sets, RTP and
+    RTCP components, TURN allocations kept alive), filling in the background, so that an
+    incoming call is answered without gathering on the call path (as pjsua does at start-up,
+    or WebRTC's ``iceCandidatePoolSize``). None without ICE or with ``candidate_pool = 0``.
+    Close it with ``await pool.close()`` (TURN deallocations)."""
+    if not account.ice or account.candidate_pool < 1:
+        return None
+    try:
+        config = await gather_config(account, POOL_COMPONENTS)
+    except OSError as exc:
+        log.warning("no candidate pool: %s", exc)
+        return None
+    bind = account.bind.host if account.bind else None
+    pool = CandidatePool(config, size=account.candidate_pool, bind=bind)
+    await pool.start()
+    return pool
