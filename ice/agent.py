@@ -58,6 +58,7 @@ import dataclasses
 import enum
 import ipaddress
 import logging
+import math
 import random
 import secrets
 from collections import deque
@@ -377,6 +378,11 @@ class Agent:
         self._consent: dict[int, ConsentFreshness] = {}
         self._consent_lost: set[int] = set()
         self._prflx_counter = 0
+        # evidence that a pair may work though its first check went unanswered (see
+        # _promising): addresses the peer's checks came from, and our sockets whose checks
+        # came back with a mapping we signalled (no NAT, or one mapping for every peer)
+        self._check_sources: set[Address] = set()
+        self._stable_vias: set[Via] = set()
         # §7.3.1.4 re-checks of In-Progress pairs, held back until this time (see _recheck):
         # pair -> (when, the sent_at of the check it would replace)
         self._rechecks: dict[CandidatePair, tuple[float, object]] = {}
@@ -926,6 +932,7 @@ class Agent:
             else:
                 self._respond_error(msg, 487, via, addr, creds.key)
                 return
+        self._check_sources.add(addr)
         response = msg.response()
         response.add(XOR_MAPPED_ADDRESS, addr)
         if self.software:
@@ -1118,6 +1125,8 @@ class Agent:
             )
             self._locals.append(local)
             logger.debug("peer-reflexive local candidate %s:%d", mapped[0], mapped[1])
+        if local.candidate.type is not CandidateType.PEER_REFLEXIVE:
+            self._stable_vias.add(pair.via)
         # §7.2.5.3.2 the valid pair
         if local is pair.local or local.address == pair.local.address:
             valid = pair
@@ -1207,35 +1216,65 @@ class Agent:
     ) -> float | None:
         """Until when to wait for a pair better than ``best`` (None: nominate now).
 
-        None at once when ``best`` is the best pair that can still succeed: no pair of higher
-        priority is Frozen, Waiting or In-Progress (§8.1.1 leaves the choice of the moment to
+        "Better" means ranked above the check-list pair whose check produced ``best`` (its
+        valid pair may rank lower, with a peer-reflexive local candidate).  None at once
+        when ``best`` is the best pair that can still succeed: no better pair
+        is Frozen, Waiting or In-Progress (§8.1.1 leaves the choice of the moment to
         the controlling agent).  Else at most ``nomination_delay`` after the first valid pair;
         less when every better pair has been In-Progress for longer than one of ``best``'s
         round trips plus Ta (the peer may check that pair up to one pacing interval after
         us, and a working one would have answered by then - e.g. host pairs between two
-        private networks never do).
+        private networks never do).  A better In-Progress pair that is
+        :meth:`_promising` is waited for until its first retransmission could have been
+        answered, beyond ``nomination_delay``: under packet loss, two endpoint-independent
+        NATs otherwise settle on a relay when both first checks of the direct pair are lost.
         """
         deadline = first_valid + self.nomination_delay
         patience = (best.rtt if best.rtt is not None else self.min_rto) + self.ta
+        # the pairs to wait for rank above the check-list pair that produced ``best``: a
+        # valid pair with a peer-reflexive local candidate (a symmetric NAT's mapping) ranks
+        # below the pair checked, and must not wait for the pairs between the two (e.g. our
+        # relay towards the peer's private address, which never answers)
+        ranked = max(
+            [best.priority]
+            + [p.priority for p in self._checklist if p.valid_pair is best and p is not best]
+        )
         until: float | None = None
+        retransmission: float | None = None  # not capped by the deadline
         waiting = 0  # Waiting pairs go out in priority order, one per Ta (§6.1.4.2)
         for p in self._checklist:  # highest priority first
             if p.state is PairState.WAITING:
                 waiting += 1
-            if p.component != component or p.priority <= best.priority:
+            if p.component != component or p.priority <= ranked:
                 continue
             if p.state is PairState.FROZEN:
-                return deadline  # not tried yet, and no telling when it will be
-            if p.state is PairState.WAITING:
+                t = deadline  # not tried yet, and no telling when it will be
+            elif p.state is PairState.WAITING:
                 # not tried yet: give it the same chance once its turn has come
                 t = self._ordinary_at() + (waiting - 1) * self.ta + patience
             elif p.state is PairState.IN_PROGRESS:
                 sent = p.extra.get("sent_at")
                 t = sent + patience if isinstance(sent, float) else deadline
+                if self._promising(p) and p.hold_until != math.inf:
+                    # lost on the way, most likely: wait for its first retransmission
+                    r = p.hold_until + patience
+                    retransmission = r if retransmission is None else max(retransmission, r)
             else:
                 continue
             until = t if until is None else max(until, t)
-        return None if until is None else min(until, deadline)
+        if until is None:
+            return retransmission
+        until = min(until, deadline)
+        return until if retransmission is None else max(until, retransmission)
+
+    def _promising(self, pair: CandidatePair) -> bool:
+        """Is an unanswered pair likely to work, its first check or answer lost?  Yes when
+        both ends showed a stable mapping: a check from our socket came back with a
+        mapped address we signalled (no NAT, or an endpoint-independent one), and a check
+        of the peer's came from the pair's remote address (the peer's mapping towards us
+        is the one it signalled).  E.g. two endpoint-independent NATs under packet loss;
+        never with a symmetric NAT on either side."""
+        return pair.via in self._stable_vias and pair.remote_address in self._check_sources
 
     def _selected_generation(self, component: int) -> int:
         pair = self._selected.get(component)

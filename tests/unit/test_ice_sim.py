@@ -345,6 +345,19 @@ def exchange(a: Agent, b: Agent, *, lite_b: bool = False) -> None:
     b.end_of_candidates()
 
 
+def run_connected(net: Network, a: Host, b: Host, *, permit: bool) -> None:
+    """Exchange candidates, with ``permit`` TURN permissions for the peer's addresses up
+    front (as IceConnection asks for them), start both at 0 and run until both complete."""
+    exchange(a.agent, b.agent)
+    if permit:
+        net.permit(a)
+        net.permit(b)
+    a.agent.start(0.0)
+    b.agent.start(0.0)
+    net.run(40.0, completed(a, b))
+    assert completed(a, b)(), (a.events[-2:], b.events[-2:])
+
+
 def completed(*hosts: Host) -> Callable[[], bool]:
     return lambda: all(any(isinstance(e, Completed) for _, e in h.events) for h in hosts)
 
@@ -1090,11 +1103,9 @@ def test_eim_eim_completes_within_two_round_trips_and_ta(ta: float, expected: fl
     media_flows(net, a, b)
 
 
-def test_sym_sym_relay_pair_completes_two_round_trips_after_its_first_check() -> None:
-    """Two symmetric NATs: only the relay/relay pair (the lowest, checked 5th at 5 Ta)
-    works; through two relays one way is 60 ms (RTT 120 ms).  It is answered one RTT after
-    its first check and nominated at once: done 2 RTT after that check."""
-    ta = 0.02
+def _sym_sym(ta: float, *, permit: bool) -> tuple[Network, Wire, Host, Host]:
+    """Two laptops behind symmetric NATs with TURN relays, 20 ms a hop, connected; with
+    ``permit`` the relays hold permissions for the peer's addresses from the start."""
     net = Network(delay=0.02)
     wire = Wire()
     wire.tap(net)
@@ -1102,7 +1113,16 @@ def test_sym_sym_relay_pair_completes_two_round_trips_after_its_first_check() ->
     nat_b = Nat("203.0.113.2", mapping="symmetric")
     a = net.add_host("a", _timed_agent(True, 1, ta), "10.0.1.2", nat=nat_a, relay=True)
     b = net.add_host("b", _timed_agent(False, 2, ta), "10.0.2.2", nat=nat_b, relay=True)
-    connect(net, a, b)
+    run_connected(net, a, b, permit=permit)
+    return net, wire, a, b
+
+
+def test_sym_sym_relay_pair_completes_two_round_trips_after_its_first_check() -> None:
+    """Two symmetric NATs: only the relay/relay pair (the lowest, checked 5th at 5 Ta)
+    works; through two relays one way is 60 ms (RTT 120 ms).  It is answered one RTT after
+    its first check and nominated at once: done 2 RTT after that check."""
+    ta = 0.02
+    net, wire, a, b = _sym_sym(ta, permit=False)
     assert pair_types(a.agent) == ("relay", "relay")
     ordinary = [t for t, uc in wire.requests("a") if not uc]
     assert ordinary[:6] == pytest.approx([i * ta for i in range(6)])
@@ -1219,7 +1239,7 @@ def test_media_flows_on_a_valid_pair_before_nomination_completes() -> None:
     assert both() and not completed(a)() and not completed(b)()
     usable_at = net.now
     assert usable_at == pytest.approx(0.04)  # one RTT after the first checks
-    for sender, receiver in ((a, b), (b, a)):
+    for sender in (a, b):
         assert net.send_media(sender, 1, b"\x80early-" + sender.name.encode())
     net.run(net.now + 0.021)  # one hop, before the nomination is done
     for sender, receiver in ((a, b), (b, a)):
@@ -1231,4 +1251,76 @@ def test_media_flows_on_a_valid_pair_before_nomination_completes() -> None:
         assert got and all(receiver.agent.component_of(via, src) == 1 for via, src in got)
     net.run(5.0, completed(a, b))
     assert _completed_at(a) > usable_at
+    media_flows(net, a, b)
+
+
+def test_sym_sym_with_permissions_up_front_completes_two_round_trips_after_the_third_check() -> (
+    None
+):
+    """Two symmetric NATs, TURN permissions for the peer's addresses made when its candidates
+    arrive (as IceConnection does): our host's check to the peer's relay (the 3rd pair, sent
+    at 2 Ta) gets through at once, through one relay (RTT 80 ms).  It is nominated on its
+    answer - the better pairs had their RTT + Ta, and the pairs ranked between the valid
+    pair (peer-reflexive local, lower) and the pair checked are not waited for - so the
+    controlling side completes at 2 Ta + 2 RTT (it was 5 Ta + 2 RTT through both relays)."""
+    ta = 0.02
+    net, wire, a, b = _sym_sym(ta, permit=True)
+    assert pair_types(a.agent) == ("prflx", "relay")
+    assert pair_types(b.agent) == ("relay", "prflx")
+    nominations = [t for t, uc in wire.requests("a") if uc]
+    assert nominations == [pytest.approx(2 * ta + 0.08)]
+    assert _completed_at(a) == pytest.approx(2 * ta + 2 * 0.08)
+    agents_agree(a.agent, b.agent)
+    media_flows(net, a, b)
+
+
+class _LosesFirstSrflxChecks(Network):
+    """Loses the first check each side sends to the other's server-reflexive address."""
+
+    def __init__(self, srflx: set[Address], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.srflx = srflx
+        self.lost: list[tuple[float, str, Address]] = []
+
+    def send(self, host: Host, data: bytes, via: Hashable, dst: Address) -> None:
+        if dst in self.srflx and data[0] < 4 and parse_message(data).cls is StunClass.REQUEST:
+            if not any(name == host.name for _, name, _ in self.lost):
+                self.lost.append((self.now, host.name, dst))
+                return
+        super().send(host, data, via, dst)
+
+
+def _first_srflx_checks_lost(mapping_a: str) -> tuple[_LosesFirstSrflxChecks, Host, Host]:
+    """a (controlling, NAT with ``mapping_a``) and b (endpoint-independent NAT), both with
+    TURN relays holding permissions for the peer; both first checks to a srflx are lost."""
+    srflx = {("203.0.113.1", 40000), ("203.0.113.2", 40000)}
+    net = _LosesFirstSrflxChecks(srflx, delay=0.01)
+    nat_a = Nat("203.0.113.1", mapping=mapping_a)
+    a = net.add_host("a", make(True, seed=1), "10.0.1.2", nat=nat_a, relay=True)
+    b = net.add_host("b", make(False, seed=2), "10.0.2.2", nat=Nat("203.0.113.2"), relay=True)
+    run_connected(net, a, b, permit=True)
+    return net, a, b
+
+
+def test_eim_eim_waits_for_the_retransmission_of_a_lost_direct_check() -> None:
+    """Two endpoint-independent NATs with TURN relays: both first checks of the direct
+    srflx pair are lost, the relay pairs work.  Both ends showed stable mappings (our check
+    through the peer's relay came back with our srflx address; the peer's check came from
+    its srflx address), so the controlling side waits for the direct pair's retransmission
+    (RTO 0.5 s) instead of settling on the relay after ``nomination_delay``."""
+    net, a, b = _first_srflx_checks_lost("eim")
+    assert [name for _, name, _ in net.lost] == ["a", "b"]
+    assert pair_types(a.agent) == ("srflx", "srflx"), pair_types(a.agent)
+    assert 0.5 < _completed_at(a) < 0.7  # the retransmission's round trip, then nomination
+    agents_agree(a.agent, b.agent)
+    media_flows(net, a, b)
+
+
+def test_sym_nat_does_not_wait_for_retransmissions() -> None:
+    """The same losses with the controlling side behind a symmetric NAT: its check through
+    the peer's relay comes back with a mapping it never signalled, so the direct pair is not
+    promising and the relay is nominated without waiting for the retransmission."""
+    net, a, b = _first_srflx_checks_lost("symmetric")
+    assert "relay" in pair_types(a.agent)
+    assert _completed_at(a) < 0.5
     media_flows(net, a, b)
