@@ -849,25 +849,16 @@ class Call:
         gatherer = None
         if pool is not None and _CONNECTION_TAKES_GATHERER:
             gatherer = pool.take(components, config=gather)
-        if gatherer is not None:
-            self.ice = IceConnection(
-                controlling,
-                components=components,
-                gather=gather,
-                bind=bind,
-                agent_options=self._agent_options(),
-                gatherer=gatherer,  # type: ignore[call-arg,unused-ignore]
-            )
-            self.progress("candidates from the pool")
-        else:
-            self.ice = IceConnection(
-                controlling,
-                components=components,
-                gather=gather,
-                bind=bind,
-                agent_options=self._agent_options(),
-            )
-            self.progress("gathering candidates")
+        extra: dict[str, Any] = {} if gatherer is None else {"gatherer": gatherer}
+        self.ice = IceConnection(
+            controlling,
+            components=components,
+            gather=gather,
+            bind=bind,
+            agent_options=self._agent_options(),
+            **extra,
+        )
+        self.progress("candidates from the pool" if gatherer else "gathering candidates")
         # after gather_timeout, whatever was gathered so far (a slow server adds nothing)
         candidates = await self.ice.gather(self.options.gather_timeout)
         kinds = sorted({c.type.value for c in candidates})
