@@ -20,6 +20,9 @@ turns the kept ``name[:value]`` texts into :class:`Attribute` objects once, then
 ICE attributes (``a=candidate``, ``a=ice-ufrag``, ``a=ice-pwd``, ``a=ice-options``,
 ``a=end-of-candidates``, ``a=remote-candidates``) are deliberately kept as plain attributes whose
 value is preserved byte for byte; their meaning belongs to the ``ice`` package (RFC 8839).
+:meth:`MediaDescription.candidates` gives the ``a=candidate`` lines in their parsed SDP form
+(:class:`CandidateAttribute`, RFC 8839 §5.1), and :meth:`MediaDescription.codecs` the
+rtpmap/fmtp pairs as :class:`Codec` objects, each in one pass over the attribute list.
 """
 
 from __future__ import annotations
