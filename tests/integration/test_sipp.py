@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
 from sip.aio import AsyncCall, AsyncUserAgent
 from sip.ua import UAConfig
+from tests.helpers_net import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +29,27 @@ OFFER = (
 ANSWER = OFFER.replace(b"30000", b"40000")
 
 
-async def start_ua(user: str = "service", transport: str = "udp") -> AsyncUserAgent:
+@asynccontextmanager
+async def running_ua(
+    user: str = "service", transport: str = "udp"
+) -> AsyncIterator[AsyncUserAgent]:
     ua = AsyncUserAgent(
         UAConfig(
             user=user, domain="127.0.0.1", local_host="127.0.0.1", local_port=0, transport=transport
         )
     )
     await ua.start()
-    return ua
+    try:
+        yield ua
+    finally:
+        await ua.close()
+
+
+def sipp_calling(sipp_factory: Any, ua: AsyncUserAgent, scenario: str, **kw: Any) -> Any:
+    """A sipp client running ``scenario`` against our UA's "service" user (not started)."""
+    return sipp_factory(
+        scenario, remote=f"127.0.0.1:{ua.config.local_port}", service="service", **kw
+    )
 
 
 def auto_answer(ua: AsyncUserAgent) -> list[AsyncCall]:
@@ -69,44 +85,28 @@ async def run_sipp(sipp: Any, timeout: float) -> Any:
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_sipp_uac_200_calls_at_20cps(sipp_factory, transport):
-    ua = await start_ua(transport=transport)
-    calls = auto_answer(ua)
-    try:
-        sipp = sipp_factory(
-            "uac_sdp",
-            remote=f"127.0.0.1:{ua.config.local_port}",
-            transport=transport,
-            calls=200,
-            rate=20,
-            limit=50,
-            call_duration_ms=200,
-            service="service",
-            trace_msg=False,
-        )
+    async with running_ua(transport=transport) as ua:
+        calls = auto_answer(ua)
+        sipp = sipp_calling(
+            sipp_factory, ua, "uac_sdp", transport=transport, calls=200, rate=20, limit=50,
+            call_duration_ms=200, trace_msg=False,
+        )  # fmt: skip
         result = await run_sipp(sipp, 90)
         assert result.successful == 200, result.describe()
         assert result.failed == 0, result.describe()
         assert result.ok, result.describe()
         assert len(calls) == 200
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: all(c.ended.done() for c in calls))  # the last BYEs' 200s
         ended = [c for c in calls if c.ended.done()]
         assert len(ended) == 200
         assert all(c.ended.result() == "remote-bye" for c in ended)
-    finally:
-        await ua.close()
 
 
 async def test_sipp_uac_retransmitting_invite(sipp_factory):
-    ua = await start_ua()
-    calls = auto_answer(ua)
-    try:
-        sipp = sipp_factory(
-            "uac_invite_retrans",
-            remote=f"127.0.0.1:{ua.config.local_port}",
-            calls=3,
-            rate=5,
-            call_duration_ms=100,
-            service="service",
+    async with running_ua() as ua:
+        calls = auto_answer(ua)
+        sipp = sipp_calling(
+            sipp_factory, ua, "uac_invite_retrans", calls=3, rate=5, call_duration_ms=100
         )
         result = await run_sipp(sipp, 60)
         assert result.ok and result.successful == 3, result.describe()
@@ -117,42 +117,43 @@ async def test_sipp_uac_retransmitting_invite(sipp_factory):
             m for m in sipp.traced("received") if m.first_line.startswith("SIP/2.0 200")
         ]
         assert len(received_200) > 3
-    finally:
-        await ua.close()
 
 
 async def test_sipp_uac_cancels(sipp_factory):
-    ua = await start_ua()
     rung: list[AsyncCall] = []
 
     def on_incoming(call: AsyncCall) -> None:
         rung.append(call)
         call.ring()
 
-    ua.on_incoming = on_incoming
-    try:
-        sipp = sipp_factory(
-            "uac_cancel",
-            remote=f"127.0.0.1:{ua.config.local_port}",
-            calls=3,
-            rate=5,
-            service="service",
-        )
+    async with running_ua() as ua:
+        ua.on_incoming = on_incoming
+        sipp = sipp_calling(sipp_factory, ua, "uac_cancel", calls=3, rate=5)
         result = await run_sipp(sipp, 60)
         assert result.ok and result.successful == 3, result.describe()
         assert len(rung) == 3
         for call in rung:
             assert await call.wait_ended(5) == "remote-cancel"
             assert call.call.final_status == 487
+
+
+@asynccontextmanager
+async def calling_sipp_uas(
+    sipp_factory: Any, scenario: str, calls: int
+) -> AsyncIterator[tuple[AsyncUserAgent, Any]]:
+    """Our UA ("caller") and a started sipp UAS running ``scenario`` for ``calls`` calls."""
+    sipp = sipp_factory(scenario, calls=calls)
+    sipp.start()
+    try:
+        async with running_ua("caller") as ua:
+            yield ua, sipp
     finally:
-        await ua.close()
+        if sipp.running():
+            sipp.stop(grace=1)
 
 
 async def test_our_uac_against_sipp_uas(sipp_factory):
-    sipp = sipp_factory("uas_sdp", calls=3)
-    sipp.start()
-    ua = await start_ua("caller")
-    try:
+    async with calling_sipp_uas(sipp_factory, "uas_sdp", 3) as (ua, sipp):
         for _ in range(3):
             call = await ua.invite(f"sip:service@{sipp.uri_host}", OFFER, timeout=10)
             assert call.remote_sdp is not None and b"m=audio" in call.remote_sdp
@@ -160,24 +161,13 @@ async def test_our_uac_against_sipp_uas(sipp_factory):
             assert await call.bye(10) == "local-bye"
         result = await asyncio.to_thread(sipp.wait, 30)
         assert result.ok and result.successful == 3, result.describe()
-    finally:
-        await ua.close()
-        if sipp.running():
-            sipp.stop(grace=1)
 
 
 async def test_our_uac_cancels_ringing_sipp_uas(sipp_factory):
-    sipp = sipp_factory("uas_ring_wait", calls=1)
-    sipp.start()
-    ua = await start_ua("caller")
-    try:
+    async with calling_sipp_uas(sipp_factory, "uas_ring_wait", 1) as (ua, sipp):
         call = ua.start_call(f"sip:service@{sipp.uri_host}", OFFER)
         await asyncio.wait_for(call.ringing.wait(), 10)
         await call.cancel(10)
         assert call.call.final_status == 487
         result = await asyncio.to_thread(sipp.wait, 30)
         assert result.ok and result.successful == 1, result.describe()
-    finally:
-        await ua.close()
-        if sipp.running():
-            sipp.stop(grace=1)
