@@ -15,6 +15,7 @@ from ice.candidate import (
     candidate_priority,
     compute_foundation,
 )
+from tests.helpers_ice import laptop_host, laptop_srflx
 
 
 def test_priority_formula_recommended_values() -> None:
@@ -91,18 +92,10 @@ def test_foundation_same_for_same_type_base_server_transport() -> None:
 
 
 def test_make_local_candidates() -> None:
-    host = Candidate.make(CandidateType.HOST, "192.168.1.5", 40000)
+    host = laptop_host()
     assert host.priority == 2130706431 and host.component == 1 and host.transport == "udp"
     assert host.foundation == compute_foundation(CandidateType.HOST, "192.168.1.5")
-    srflx = Candidate.make(
-        CandidateType.SERVER_REFLEXIVE,
-        "203.0.113.7",
-        50000,
-        base_address="192.168.1.5",
-        server_address="198.51.100.1",
-        related=("192.168.1.5", 40000),
-        component=2,
-    )
+    srflx = laptop_srflx(component=2)
     assert srflx.related_address == "192.168.1.5" and srflx.related_port == 40000
     assert srflx.priority == candidate_priority(CandidateType.SERVER_REFLEXIVE, 2)
     assert srflx.foundation == compute_foundation(
