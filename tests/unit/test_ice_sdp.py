@@ -25,6 +25,7 @@ from ice.sdp import (
     validate_pwd,
     validate_ufrag,
 )
+from tests.helpers_ice import laptop_host, laptop_relay, laptop_srflx
 
 # ------------------------------------------------------------------------------------------
 # a=candidate
@@ -311,17 +312,7 @@ def test_bad_credentials_raise(media: list[tuple[str, str | None]]) -> None:
 
 def test_format_and_parse_back() -> None:
     params = IceParameters("8hhY", "asd88fgpdd777uzjYhagZg", ("trickle",), lite=True)
-    cands = [
-        Candidate.make(CandidateType.HOST, "192.168.1.5", 40000),
-        Candidate.make(
-            CandidateType.SERVER_REFLEXIVE,
-            "203.0.113.7",
-            50000,
-            base_address="192.168.1.5",
-            server_address="198.51.100.1",
-            related=("192.168.1.5", 40000),
-        ),
-    ]
+    cands = [laptop_host(), laptop_srflx()]
     session, media = format_ice_attributes(
         params,
         cands,
@@ -380,24 +371,10 @@ def test_parse_ice_attributes_only_raises_ice_sdp_error(
 
 
 def _local_candidates() -> list[Candidate]:
-    host = Candidate.make(CandidateType.HOST, "192.168.1.5", 40000)
+    host = laptop_host()
     host2 = Candidate.make(CandidateType.HOST, "10.0.0.5", 40002, local_preference=100)
-    srflx = Candidate.make(
-        CandidateType.SERVER_REFLEXIVE,
-        "203.0.113.7",
-        50000,
-        base_address="192.168.1.5",
-        server_address="198.51.100.1",
-        related=("192.168.1.5", 40000),
-    )
-    relay = Candidate.make(
-        CandidateType.RELAYED,
-        "198.51.100.1",
-        49170,
-        base_address="203.0.113.7",
-        server_address="198.51.100.1",
-        related=("203.0.113.7", 50000),
-    )
+    srflx = laptop_srflx()
+    relay = laptop_relay()
     rtcp_host = Candidate.make(CandidateType.HOST, "192.168.1.5", 40001, component=2)
     return [host, host2, srflx, relay, rtcp_host]
 
