@@ -284,6 +284,10 @@ class AsyncUserAgent:
         self._dead: dict[Target, float] = {}
         #: branch -> (transaction, target) of requests sent where another target exists
         self._awaiting: dict[str, tuple[Any, Target]] = {}
+        #: branch -> (transaction, target) of INVITEs sent: their ACK (3xx-6xx) and CANCEL
+        #: go to the same target
+        self._invite_hops: dict[str, tuple[ClientTransaction, Target]] = {}
+        self._hops_ended: dict[str, float] = {}  # branch -> when its transaction was over
         #: TCP/TLS connection id -> client transactions whose request went out on it
         self._sent_on: dict[int, set[ClientTransaction]] = {}
         #: how long a target that failed is skipped in favour of the next one
@@ -486,9 +490,11 @@ class AsyncUserAgent:
     def _on_message(self, message: Request | Response, source: Source) -> None:
         if self._closed:
             return
-        if isinstance(message, Response) and self._awaiting:
+        if isinstance(message, Response) and self._awaiting and message.status >= 200:
             with contextlib.suppress(ValueError):
-                self._awaiting.pop(message.top_via.branch or "", None)
+                entry = self._awaiting.pop(message.top_via.branch or "", None)
+                if entry is not None and message.status == 503:
+                    self._target_failed(entry[1])  # RFC 3263 §4.3: unavailable, next one
         elif isinstance(message, Request) and message.method == "OPTIONS" and self._probes:
             with contextlib.suppress(ValueError):
                 probe = self._probes.get(message.call_id)
@@ -630,7 +636,7 @@ class AsyncUserAgent:
 
     def _flush(self) -> None:
         """Send what the core queued, deliver its events, re-arm its timer."""
-        if self._awaiting:
+        if self._awaiting or self._invite_hops:
             self._check_unanswered()
         for out in self.ua.messages_to_send():
             self._spawn(self._send(out))
@@ -686,7 +692,16 @@ class AsyncUserAgent:
 
     def _check_unanswered(self) -> None:
         """A request that timed out without any response (RFC 3263 §4.3: the target did not
-        answer) sends the next requests to the next target."""
+        answer) sends the next requests to the next target. (Also forgets the hops of
+        INVITE transactions that are over.)"""
+        now = self.now()
+        for branch, (itx, _t) in list(self._invite_hops.items()):
+            if itx.state is TxState.TERMINATED:
+                # kept a little longer: its last ACK may still be waiting to be sent
+                ended = self._hops_ended.setdefault(branch, now)
+                if now - ended > 5.0:
+                    del self._invite_hops[branch]
+                    del self._hops_ended[branch]
         for branch, (tx, target) in list(self._awaiting.items()):
             if tx.state is TxState.TERMINATED:
                 del self._awaiting[branch]
@@ -702,26 +717,36 @@ class AsyncUserAgent:
 
     async def _send_request(self, out: Outgoing) -> None:
         """Send a request to the first target that takes it (a refused or failed connection,
-        or a send error, moves on to the next target at once)."""
+        or a send error, moves on to the next target at once). The ACK of a 3xx-6xx and a
+        CANCEL go where their INVITE went (RFC 3261 §17.1.1.3, §9.1), whatever failed since."""
         assert self.transport is not None
         transport = self.transport
         msg = out.message
+        assert isinstance(msg, Request)
+        branch = ""
+        with contextlib.suppress(ValueError):
+            branch = msg.top_via.branch or ""
+        if msg.method in ("ACK", "CANCEL") and branch in self._invite_hops:
+            self._note_flow(out, await transport.send(msg, self._invite_hops[branch][1]))
+            return
         targets = await self._ordered_targets(out.peer)
         if len(targets) == 1:
-            self._note_flow(out, await transport.send(msg, targets[0]))
-            return
+            used = targets[0]
+            self._note_flow(out, await transport.send(msg, used))
+        else:
 
-        async def attempt(target: Target) -> Target:
-            self._note_flow(out, await transport.send(msg, target))
-            return target
+            async def attempt(target: Target) -> Target:
+                self._note_flow(out, await transport.send(msg, target))
+                return target
 
-        def on_error(target: Target) -> None:
-            self._target_failed(target)
+            def on_error(target: Target) -> None:
+                self._target_failed(target)
 
-        used = await try_targets(targets, attempt, on_failure=on_error)
-        if out.transaction is not None and isinstance(msg, Request) and msg.method != "ACK":
-            with contextlib.suppress(ValueError):
-                self._awaiting[msg.top_via.branch or ""] = (out.transaction, used)
+            used = await try_targets(targets, attempt, on_failure=on_error)
+            if out.transaction is not None and msg.method not in ("ACK", "CANCEL"):
+                self._awaiting[branch] = (out.transaction, used)
+        if msg.method == "INVITE" and isinstance(out.transaction, ClientTransaction):
+            self._invite_hops[branch] = (out.transaction, used)
 
     def _note_flow(self, out: Outgoing, flow: Source) -> None:
         """Remember the connection a client transaction's request went out on."""

@@ -26,8 +26,9 @@ UAC behaviour beyond a single hop:
   (the I/O shell's keepalive or connection watcher) registers again at once, backing off per
   §4.5 (``UAConfig.flow_backoff``) while the registrar cannot be reached.
 - RFC 3263 §4.3: a request other than REGISTER/ACK/CANCEL that times out or fails in transport
-  without any response is sent again (new branch, same Call-ID and CSeq) while the next hop has
-  other located targets (``UserAgent.target_count``, set by the I/O shell).
+  without any response, or is answered 503, is sent again (new branch, same Call-ID and CSeq)
+  while the next hop has other located targets (``UserAgent.target_count``, set by the I/O
+  shell).
 - RFC 3261 §8.1.3.4: an initial INVITE answered 300/301/302 is sent again (next CSeq, new
   branch) to the best Contact not tried yet, at most ``MAX_REDIRECTS`` times
   (:class:`CallRedirected`).
@@ -405,13 +406,21 @@ class UserAgent:
             self._attempts[id(tx)] = (request, destination, _attempt)
         self._pump(now)
 
-    def _fail_over(self, tx: ClientTransaction, handler: ResponseHandler, now: float) -> bool:
-        """RFC 3263 §4.3: a request that timed out or failed in transport without any response
-        is sent again -- the same request with a new Via branch, so a new transaction, same
-        Call-ID and CSeq -- to the next target of its next hop (the I/O shell orders targets
-        that failed last). True when it was sent again."""
+    def _fail_over(
+        self,
+        tx: ClientTransaction,
+        handler: ResponseHandler,
+        now: float,
+        *,
+        unavailable: bool = False,
+    ) -> bool:
+        """RFC 3263 §4.3: a request that timed out or failed in transport without any response,
+        or was answered 503 Service Unavailable (``unavailable``), is sent again -- the same
+        request with a new Via branch, so a new transaction, same Call-ID and CSeq -- to the
+        next target of its next hop (the I/O shell orders targets that failed last). True
+        when it was sent again."""
         attempt = self._attempts.pop(id(tx), None)
-        answered = id(tx) in self._answered
+        answered = id(tx) in self._answered and not unavailable
         self._answered.discard(id(tx))
         if attempt is None or answered or self.target_count is None:
             return False
@@ -689,8 +698,15 @@ class UserAgent:
         elif isinstance(event, AckReceived):
             self._on_ack(event.request, now)
         elif isinstance(event, ResponseReceived):
-            if id(event.transaction) in self._attempts:
-                self._answered.add(id(event.transaction))
+            ctx = event.transaction
+            if id(ctx) in self._attempts:
+                if event.response.status == 503:
+                    # RFC 3263 §4.3: the element is unavailable; try the next one
+                    handler = self._handlers.get(id(ctx))
+                    if handler is not None and self._fail_over(ctx, handler, now, unavailable=True):
+                        self._handlers.pop(id(ctx), None)
+                        return
+                self._answered.add(id(ctx))
             handler = self._handlers.get(id(event.transaction))
             if handler is not None:
                 # Marked first: the handler may send requests, which pumps the later events

@@ -19,7 +19,7 @@ import pytest
 
 from sip.aio import AsyncCall, AsyncUserAgent
 from sip.locate import SystemLookup
-from sip.message import Request, parse_message
+from sip.message import Request, make_response, new_tag, parse_message
 from sip.timers import TimerConfig
 from sip.ua import UAConfig
 from tests.integration.test_outbound import auto_answer
@@ -32,15 +32,24 @@ DOMAIN = "failover.test"
 
 
 class Swallow(asyncio.DatagramProtocol):
-    """The dead first target: reads and keeps every datagram, answers nothing."""
+    """The failing first target: keeps every request; answers nothing, or (``unavailable``)
+    503 Service Unavailable to each request but ACK."""
 
-    def __init__(self) -> None:
+    def __init__(self, unavailable: bool = False) -> None:
         self.requests: list[Request] = []
+        self.unavailable = unavailable
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         msg = parse_message(data)
-        if isinstance(msg, Request):
-            self.requests.append(msg)
+        if not isinstance(msg, Request):
+            return
+        self.requests.append(msg)
+        if self.unavailable and msg.method != "ACK" and self.transport is not None:
+            self.transport.sendto(make_response(msg, 503, to_tag=new_tag()).to_bytes(), addr)
 
 
 @dataclass
@@ -52,9 +61,15 @@ class Setup:
 
 
 @pytest.fixture
-async def setup(dns_factory: Callable[..., Dnsmasq]) -> AsyncIterator[Setup]:
+async def setup(
+    dns_factory: Callable[..., Dnsmasq], request: pytest.FixtureRequest
+) -> AsyncIterator[Setup]:
+    """``request.param`` (indirect parametrization) "503": the first target answers 503."""
     loop = asyncio.get_running_loop()
-    transport, dead = await loop.create_datagram_endpoint(Swallow, local_addr=("127.0.0.1", 0))
+    unavailable = getattr(request, "param", "silent") == "503"
+    transport, dead = await loop.create_datagram_endpoint(
+        lambda: Swallow(unavailable), local_addr=("127.0.0.1", 0)
+    )
     dead_port = transport.get_extra_info("sockname")[1]
     bob = AsyncUserAgent(
         UAConfig(user="bob", domain=DOMAIN, local_host="127.0.0.1", local_port=0),
@@ -122,3 +137,18 @@ async def test_options_fails_over_to_the_next_srv_target(setup):
     assert {r.method for r in dead.requests} == {"OPTIONS"}
     assert result.response is not None
     assert result.response.call_id == dead.requests[0].call_id
+
+
+@pytest.mark.parametrize("setup", ["503"], indirect=True)
+async def test_invite_answered_503_by_the_first_srv_target_goes_to_the_next(setup):
+    """§4.3: 503 Service Unavailable from the first target: the INVITE (ACKed there) goes
+    to the next target at once, and that target is preferred afterwards."""
+    alice, dead, answered = setup.alice, setup.dead, setup.answered
+    call = await alice.invite(f"sip:bob@{DOMAIN}", offer(30044), timeout=10)
+    assert [r.method for r in dead.requests] == ["INVITE", "ACK"]
+    assert len(answered) == 1
+    got = answered[0].call.invite
+    assert got is not None and got.cseq == dead.requests[0].cseq
+    result = await alice.options(f"sip:bob@{DOMAIN}", timeout=10)
+    assert result.status == 200 and len(dead.requests) == 2
+    assert await call.bye(timeout=10) == "local-bye"

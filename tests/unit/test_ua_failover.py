@@ -164,3 +164,28 @@ def test_register_is_not_failed_over_by_the_core():
     assert net.run(lambda: bool(net.of(alice, RegistrationFailed)), max_time=60)
     assert [f.status for f in net.of(alice, RegistrationFailed)] == [408]
     assert len({m.top_via.branch for m in silent.received if isinstance(m, Request)}) == 1
+
+
+@pytest.mark.parametrize(("targets", "expected"), [(2, 200), (1, 503)])
+def test_503_sends_the_request_to_the_next_target(targets, expected):
+    """§4.3: a 503 Service Unavailable means the element failed: the next one is tried (with
+    a new branch); with no other target the 503 is the outcome."""
+    net = SimNet()
+    alice = make_ua("10.0.0.1", "alice")
+    alice.target_count = lambda peer: targets
+    net.add(alice)
+    branches: list[str] = []
+
+    def unavailable_once(msg: Any, src: Peer, n: SimNet) -> list[tuple[Response, Peer]]:
+        if not isinstance(msg, Request) or msg.method != "OPTIONS":
+            return []
+        branch = msg.top_via.branch or ""
+        if branch not in branches:
+            branches.append(branch)
+        return [(make_response(msg, 503 if branch == branches[0] else 200), src)]
+
+    net.add_peer(FakePeer("10.0.0.9", 5060, unavailable_once))
+    alice.options("sip:carol@10.0.0.9", net.now)
+    assert net.run(lambda: bool(net.of(alice, OptionsResult)), max_time=60)
+    assert [r.status for r in net.of(alice, OptionsResult)] == [expected]
+    assert len(branches) == targets
