@@ -469,9 +469,7 @@ class CandidateAttribute:
 
         Fields are separated by whitespace (the grammar says one SP; other runs are tolerated).
         """
-        parts = text.split(" ")
-        if "" in parts or not text.isprintable():  # not single spaces between visible fields
-            parts = text.split()
+        parts = text.split()
         n = len(parts)
         # 8 fields up to the type, then name/value pairs; an ASCII line has ASCII digits only
         if n < 8 or n & 1 or parts[6] != "typ" or not text.isascii():

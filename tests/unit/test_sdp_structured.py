@@ -125,7 +125,7 @@ def _outcome(parse: object, text: str) -> object:
 @PROPERTY
 @given(candidate_texts())
 def test_candidate_spacing_does_not_matter(text: str) -> None:
-    """Single spaces (the split(" ") path) and any other whitespace (the split() path) agree."""
+    """Single spaces and any other whitespace between the fields give the same candidate."""
     got = _outcome(CandidateAttribute.parse, text)
     normalized = " ".join(text.split())
     assert got == _outcome(CandidateAttribute.parse, normalized)
