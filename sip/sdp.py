@@ -308,22 +308,24 @@ class Codec:
     @classmethod
     def parse_encoding(cls, text: str, fmtp: str | None = None) -> Codec | None:
         """Parse ``<name>/<clock rate>[/<channels>]``; None when malformed."""
-        m = _ENCODING_RE.fullmatch(text)
-        if m is not None:  # the usual form; what the general code below gives
-            name, rate, channels = m.groups()
-            return _new_codec(name, int(rate), 1 if channels is None else int(channels), fmtp)
         parts = text.strip().split("/")
-        if len(parts) not in (2, 3) or not parts[0]:
+        n = len(parts)
+        if (n != 2 and n != 3) or not parts[0]:
             return None
-        rate_number = _opt_uint(parts[1])
-        channel_count = _opt_uint(parts[2]) if len(parts) == 3 else 1
-        if rate_number is None or channel_count is None:
+        rate = parts[1]
+        channels = parts[2] if n == 3 else "1"
+        if not (  # what _opt_uint accepts, for both
+            rate.isdigit()
+            and channels.isdigit()
+            and rate.isascii()
+            and channels.isascii()
+            and len(rate) <= 30
+            and len(channels) <= 30
+        ):
             return None
-        return cls(parts[0], rate_number, channel_count, fmtp)
+        return _new_codec(parts[0], int(rate), int(channels), fmtp)
 
 
-# ``name/rate[/channels]`` without surrounding whitespace: split("/") and _opt_uint agree with it.
-_ENCODING_RE = re.compile(r"([^/\s]++)/([0-9]{1,30}+)(?:/([0-9]{1,30}+))?")
 _new_object = object.__new__
 _set_attribute = object.__setattr__
 

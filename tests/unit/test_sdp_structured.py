@@ -1,9 +1,8 @@
 """Structured SDP attribute values: a=candidate (RFC 8839 §5.1) and the one-pass codecs().
 
 a=candidate values parse the same whatever whitespace separates their fields; ``codecs()`` must
-give, for every payload type, what the per-type accessor ``codec()`` gives; the fast path of
-``Codec.parse_encoding`` must agree with its general code.  Hypothesis builds texts around the
-edges of each path.
+give, for every payload type, what the per-type accessor ``codec()`` gives;
+``Codec.parse_encoding`` must follow its grammar.  Hypothesis builds texts around the edges.
 """
 
 from __future__ import annotations
@@ -190,7 +189,7 @@ ENCODING_PARTS = st.sampled_from(["opus", "PCMU", "48000", "2", "8000", "", " ",
 
 @PROPERTY
 @given(st.lists(ENCODING_PARTS, min_size=1, max_size=4), st.sampled_from(["", " ", "\t"]))
-def test_parse_encoding_fast_path_matches_general(parts: list[str], pad: str) -> None:
+def test_parse_encoding_follows_the_grammar(parts: list[str], pad: str) -> None:
     text = pad + "/".join(parts) + pad
     got = Codec.parse_encoding(text, "x")
     split = text.strip().split("/")
