@@ -828,21 +828,7 @@ def test_stream_framer_rejects_lost_framing() -> None:
         StreamFramer().feed(b"\x80\x00\x00\x00")
 
 
-@given(st.integers(0x4000, 0x4FFF), st.binary(max_size=300), st.booleans())
-def test_channel_data_roundtrip(channel: int, payload: bytes, pad: bool) -> None:
-    encoded = encode_channel_data(channel, payload, pad=pad)
-    assert len(encoded) % 4 == 0 or not pad
-    parsed = parse_channel_data(encoded)
-    assert (parsed.channel, parsed.data) == (channel, payload)
-
-
-@given(st.binary(max_size=64))
-def test_channel_data_parser_raises_only_parse_errors(data: bytes) -> None:
-    try:
-        cd = parse_channel_data(data)
-    except StunParseError:
-        return
-    assert 0x4000 <= cd.channel <= 0x4FFF and len(cd.data) <= len(data) - 4
+# (the ChannelData codec itself: test_stun_fuzz)
 
 
 def test_error_code_reason_in_permission_failed_event() -> None:
