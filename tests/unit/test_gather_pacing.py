@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ice.candidate import CandidateType
 from ice.gather import (
@@ -254,3 +256,50 @@ def test_reuse_needs_the_same_server_and_user_and_an_idle_client() -> None:
     started = TurnClient(SERVER, "alice", "s3cret")
     started.allocate(0.0)
     assert not started.reuse_credentials(first)
+
+
+# -- properties -----------------------------------------------------------------------------------
+
+SERVERS: list[Address] = [STUN1, TURN, ("198.51.100.4", 3478), ("198.51.100.5", 3478)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sockets=st.integers(min_value=1, max_value=4),
+    components=st.integers(min_value=1, max_value=2),
+    stun=st.lists(st.sampled_from(SERVERS), max_size=3, unique=True),
+    turn=st.lists(st.sampled_from(SERVERS), max_size=1),  # one simulated TURN server
+    ta=st.sampled_from([0.005, 0.02, 0.05]),
+)
+def test_new_bindings_are_at_least_ta_apart_and_each_group_leaves_together(
+    sockets: int, components: int, stun: list[Address], turn: list[Address], ta: float
+) -> None:
+    cfg = GatherConfig(
+        stun_servers=stun,
+        turn_servers=[TurnServer(t, "alice", "secret") for t in turn],
+        ta=ta,
+        stun_timeout=1.0,
+        turn_timeout=1.0,
+    )
+    hosts = [
+        ((f"192.168.1.{10 + i}", 40000 + c), c, 65535 - i)
+        for i in range(sockets)
+        for c in range(1, components + 1)
+    ]
+    g = started(cfg, *hosts)
+    # the simulated TURN server answers at its own address; the others are plain STUN
+    net = Recording(nat=True, turn=FakeTurn(address=turn[0]) if turn else None)
+    run(g, net)
+    assert g.complete
+    starts = firsts(net)
+    groups: dict[tuple[Address, Address], float] = {}
+    for t, local, dst, method in starts:
+        if method == "ALLOCATE" and dst not in turn:
+            continue
+        groups.setdefault((local, dst), t)
+    # a Binding and an Allocate to one address from one socket start at the same time
+    for t, local, dst, _ in starts:
+        assert t == pytest.approx(groups[(local, dst)])
+    times = sorted(groups.values())
+    assert all(b - a >= ta - 1e-9 for a, b in zip(times, times[1:], strict=False))
+    assert len(groups) == len({(h[0], s) for h in hosts for s in {*stun, *turn}})
