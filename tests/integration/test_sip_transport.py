@@ -924,45 +924,10 @@ async def test_send_fills_via_in_place_keeping_header_order(pair):
 
 # --- interop with SIPp -------------------------------------------------------------------------
 
-SIPP_UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="options uac">
-  <send retrans="500">
-    <![CDATA[
-
-      OPTIONS sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 OPTIONS
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200" />
-</scenario>
-"""
-
-SIPP_UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="options uas">
-  <recv request="OPTIONS" />
-  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"""
+# SIPp scenarios: an OPTIONS client expecting a 200, and a server answering OPTIONS with 200.
+SIPP_SCENARIOS = Path(__file__).parents[1] / "data" / "sipp"
+SIPP_UAC = SIPP_SCENARIOS / "options_uac.xml"
+SIPP_UAS = SIPP_SCENARIOS / "options_uas.xml"
 
 needs_sipp = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
 
@@ -973,13 +938,11 @@ def over_udp_and_tcp(test):
     return needs_sipp(modes(test))
 
 
-async def run_sipp(tmp_path: Path, scenario: str, args: list[str]) -> asyncio.subprocess.Process:
-    scenario_file = tmp_path / "scenario.xml"
-    scenario_file.write_text(scenario)
+async def run_sipp(scenario: Path, args: list[str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         shutil.which("sipp") or "sipp",
         "-sf",
-        str(scenario_file),
+        str(scenario),
         *args,
         "-nostdin",
         "-timeout",
@@ -1000,7 +963,7 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
 
 
 @over_udp_and_tcp
-async def test_sipp_uac_gets_our_response(tmp_path, transport, mode):
+async def test_sipp_uac_gets_our_response(transport, mode):
     server: TransportLayer
     loop = asyncio.get_running_loop()
     seen: list[Incoming] = []
@@ -1014,7 +977,6 @@ async def test_sipp_uac_gets_our_response(tmp_path, transport, mode):
     await server.start("127.0.0.1", 0, ("UDP", "TCP"))
     host, port = server.local_address(transport)
     proc = await run_sipp(
-        tmp_path,
         SIPP_UAC,
         [f"{host}:{port}", "-i", "127.0.0.1", "-p", "0", "-t", mode, "-m", "1", "-s", "bob"],
     )
@@ -1030,11 +992,9 @@ async def test_sipp_uac_gets_our_response(tmp_path, transport, mode):
 
 
 @over_udp_and_tcp
-async def test_sipp_uas_answers_our_request(tmp_path, transport, mode):
+async def test_sipp_uas_answers_our_request(transport, mode):
     port = free_port()  # the same number free for UDP and TCP
-    proc = await run_sipp(
-        tmp_path, SIPP_UAS, ["-i", "127.0.0.1", "-p", str(port), "-t", mode, "-m", "1"]
-    )
+    proc = await run_sipp(SIPP_UAS, ["-i", "127.0.0.1", "-p", str(port), "-t", mode, "-m", "1"])
     client = TransportLayer()
     await client.start("127.0.0.1", 0, ("UDP", "TCP"))
     try:
