@@ -78,6 +78,8 @@ Address = tuple[str, int]
 Progress = Callable[[str], None]
 
 DTMF_DIGITS = "0123456789*#ABCD"
+#: How often the call looks whether ICE has a pair to send media on (seconds).
+USABLE_POLL = 0.002
 #: A digit sent by SIP INFO lasts this long (the body's ``Duration``), then a pause.
 INFO_DTMF_MS = 160
 INFO_DTMF_GAP_MS = 90
@@ -948,6 +950,9 @@ class Call:
         if not remote.rtcp_mux and ice.agent.components > 1:
             rtcp_path = ice.transport(2)
         self._paths = (ice.transport(1), rtcp_path)
+        # the first frame goes out when the media starts: start it when a pair can carry it
+        # (else it waits for the next 20 ms tick of the source's clock)
+        await self._until_ice_connected(usable=True)
         self._start_media(*self._paths)
         await self._until_ice_connected()
         selected = ice.transport(1).selected
@@ -960,13 +965,13 @@ class Call:
         if ice.agent.controlling:
             self.selected_offer = asyncio.ensure_future(self._offer_selected_candidates())
 
-    async def _until_ice_connected(self) -> None:
-        """Wait for ICE to complete; a peer that hangs up meanwhile ends the wait (its reason
-        becomes ours: remote-bye, remote-cancel ...)."""
+    async def _until_ice_connected(self, *, usable: bool = False) -> None:
+        """Wait for ICE to complete, or with ``usable`` only until the RTP component can
+        send (a valid pair, RFC 8445 §12.1); a peer that hangs up meanwhile ends the wait
+        (its reason becomes ours: remote-bye, remote-cancel ...)."""
         assert self.ice is not None and self.sip is not None
-        connected: asyncio.Future[Any] = asyncio.ensure_future(
-            self.ice.connected(self.options.ice_timeout)
-        )
+        wait = self._ice_usable() if usable else self.ice.connected(self.options.ice_timeout)
+        connected: asyncio.Future[Any] = asyncio.ensure_future(wait)
         ended: asyncio.Future[Any] = asyncio.ensure_future(asyncio.shield(self.sip.ended))
         try:
             await asyncio.wait({connected, ended}, return_when=FIRST_COMPLETED)
@@ -979,6 +984,23 @@ class Call:
             return
         reason = self.sip.ended.result() if not self.sip.ended.cancelled() else "ended"
         raise CallFailed(f"the peer ended the call during ICE ({reason})", kind=reason)
+
+    async def _ice_usable(self) -> None:
+        """Until the RTP component has a pair to send on (the agent's ``send_target``: the
+        selected pair, or a valid one before the nomination), or ICE completed or failed
+        (then :meth:`IceConnection.connected` tells which). The agent signals no event for
+        a first valid pair, so this looks every few milliseconds, for a few round trips."""
+        ice = self.ice
+        assert ice is not None
+        done = asyncio.ensure_future(ice.connected(self.options.ice_timeout))
+        try:
+            while ice.agent.send_target(1) is None and not done.done():
+                await asyncio.sleep(USABLE_POLL)
+        finally:
+            if not done.done():
+                done.cancel()
+        if done.done() and not done.cancelled():
+            done.result()  # IceError
 
     def _connect_ms(self) -> float:
         if self.ice is None or self.ice.connect_time is None:

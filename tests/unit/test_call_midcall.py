@@ -6,6 +6,7 @@ RTCP reports. Sans-I/O pieces directly; the rest with two in-process user agents
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ice.aio import IceConnection
 from media.analysis import dominant_frequency
 from media.rtcp import ReceiverReport, ReportBlock, SenderReport, serialize_rtcp
 from media.rtp import RtpPacket
@@ -25,6 +27,7 @@ from softphone import call as call_module
 from softphone.call import Call, MediaOptions, PeerReports, parse_info_dtmf
 from softphone.config import Account, HostPort
 from softphone.sdp_glue import RemoteMedia, audio_codecs
+from softphone.useragent import start_candidate_pool
 from tests.unit.test_call_features import _until
 
 LOOPBACK = HostPort("127.0.0.1", 0)
@@ -442,12 +445,11 @@ async def test_lost_consent_is_recovered_by_an_ice_restart(
 
 
 @pytest.mark.parametrize("alice_pacing", [5, None])
-async def test_ice_pacing_and_media_before_ice_completes(
+async def test_ice_pacing_negotiated(
     uas: tuple[AsyncUserAgent, AsyncUserAgent], alice_pacing: int | None
 ) -> None:
     """Two softphones propose a=ice-pacing:5 and check every 5 ms; when one proposes nothing
-    both use 50 ms (RFC 8445 §14.2). The media session starts with the checks, before ICE
-    completes (RFC 8445 §12.1)."""
+    both use 50 ms (RFC 8445 §14.2)."""
     alice, bob = await _connect(
         uas,
         Account(bind=LOOPBACK, ice_pacing_ms=alice_pacing),
@@ -461,13 +463,85 @@ async def test_ice_pacing_and_media_before_ice_completes(
         assert alice.ice.agent.ta == expected and bob.ice.agent.ta == expected
         assert alice.remote is not None and alice.remote.ice is not None
         assert alice.remote.ice.pacing_ms == 5
-        for call in (alice, bob):
-            assert call.ice is not None and call.stream is not None
-            assert call.stream.started_at is not None and call.ice.connect_time is not None
-            completed = call.ice._started_at + call.ice.connect_time  # type: ignore[operator]
-            assert call.stream.started_at <= completed
         await _until(lambda: _received(alice) > 5 and _received(bob) > 5)
     finally:
         await alice.hangup()
         await asyncio.wait_for(bob.run(), 5)
     assert alice.succeeded and bob.succeeded
+
+
+async def test_media_starts_on_a_valid_pair_before_ice_completes(
+    uas: tuple[AsyncUserAgent, AsyncUserAgent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 8445 §12.1: media flows as soon as a pair is valid, not after the nomination: with
+    ICE completion held back by 0.4 s, both sides already send and receive RTP."""
+    real = IceConnection.connected
+    completed: list[float] = []
+
+    async def slow(self: IceConnection, timeout: float | None = None) -> None:
+        await asyncio.sleep(0.4)
+        await real(self, timeout)
+        completed.append(time.monotonic())
+
+    monkeypatch.setattr(IceConnection, "connected", slow)
+    account = Account(bind=LOOPBACK)
+    alice, bob = await _connect(uas, account, account, _media("tone:440"), _media("tone:880"))
+    try:
+        for call in (alice, bob):
+            assert call.stream is not None and call.stream.started_at is not None
+            assert call.stream.started_at < min(completed) - 0.2
+            assert call.stats is not None and call.stats.packets_sent > 3
+            assert call.stats.packets_received > 3
+    finally:
+        await alice.hangup()
+        await asyncio.wait_for(bob.run(), 5)
+    assert alice.succeeded and bob.succeeded
+
+
+# --- candidate pool ------------------------------------------------------------------------
+
+
+async def test_candidate_pool_of_an_account() -> None:
+    assert await start_candidate_pool(Account(bind=LOOPBACK, ice=False)) is None
+    assert await start_candidate_pool(Account(bind=LOOPBACK, candidate_pool=0)) is None
+    pool = await start_candidate_pool(Account(bind=LOOPBACK))
+    assert pool is not None
+    try:
+        await pool.wait_ready(1, timeout=5)
+        assert pool.ready == 1 and pool.config.components == 2
+    finally:
+        await pool.close()
+
+
+async def test_callee_answers_with_candidates_from_the_pool(
+    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+) -> None:
+    """The callee takes a pre-gathered set (no gathering on the call path); the call works
+    as with gathered candidates, and the pool refills."""
+    if not call_module._CONNECTION_TAKES_GATHERER:
+        pytest.skip("ice.aio.IceConnection takes no gatherer= (pooled set) yet")
+    account = Account(bind=LOOPBACK)
+    pool = await start_candidate_pool(account)
+    assert pool is not None
+    lines: list[str] = []
+    try:
+        await pool.wait_ready(1, timeout=5)
+        alice_ua, bob_ua = uas
+        alice = Call(alice_ua, account, _media("tone:440"))
+        bob = Call(bob_ua, account, _media("tone:880"), pool=pool, progress=lines.append)
+        dialing = asyncio.ensure_future(alice.dial(f"sip:bob@127.0.0.1:{bob_ua.config.local_port}"))
+        incoming: AsyncCall = await asyncio.wait_for(bob_ua.incoming.get(), 5)
+        await bob.accept(incoming)
+        await asyncio.wait_for(dialing, 5)
+        try:
+            assert "candidates from the pool" in lines and "gathering candidates" not in lines
+            assert pool.stats().taken == 1
+            assert bob.ice is not None and bob.ice.agent.components == 1  # rtcp-mux
+            await _until(lambda: _received(alice) > 5 and _received(bob) > 5)
+        finally:
+            await alice.hangup()
+            await asyncio.wait_for(bob.run(), 5)
+        assert alice.succeeded and bob.succeeded
+        await pool.wait_ready(1, timeout=5)  # refilled for the next call
+    finally:
+        await pool.close()
