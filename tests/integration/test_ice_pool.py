@@ -49,6 +49,14 @@ def turn_states(g: AsyncGatherer) -> dict[int, TurnState]:
     return {t.sock.component: t.client.state for t in g.core._turns}
 
 
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 async def adopt(conn: IceConnection, gatherer: AsyncGatherer) -> None:
     """What ``IceConnection(..., gatherer=gatherer)`` is to do (ice/aio.py belongs to another
     change): take the pooled gatherer instead of its own, and have its candidates replayed."""
@@ -78,7 +86,7 @@ async def test_host_only_pool_hands_out_ready_sets_and_refills() -> None:
         assert first.complete and not first.closed
         assert sorted(c.candidate.component for c in first.core.signalled_candidates) == [1, 2]
         assert [c.candidate.component for c in second.core.signalled_candidates] == [1]
-        assert await _closes_soon(second)  # component 2's socket
+        await wait_for(lambda: len(second.local_addresses) == 1)  # component 2's socket closed
         await pool.wait_ready(timeout=5)
         stats = pool.stats()
         assert stats.taken == 2 and stats.gathered >= 4
@@ -89,14 +97,6 @@ async def test_host_only_pool_hands_out_ready_sets_and_refills() -> None:
     finally:
         await pool.close()
     assert pool.ready == 0 and pool.take() is None
-
-
-async def _closes_soon(g: AsyncGatherer) -> bool:
-    for _ in range(200):
-        if len(g.local_addresses) == 1:
-            return True
-        await asyncio.sleep(0.01)
-    return False
 
 
 async def test_a_set_is_only_handed_to_a_call_that_would_gather_the_same(turn: Coturn) -> None:
@@ -150,17 +150,9 @@ async def test_too_old_sets_are_gathered_again() -> None:
     try:
         await pool.wait_ready(timeout=5)
         old = pool._ready[0].gatherer
-        for _ in range(300):
-            if pool.stats().expired and pool.ready:
-                break
-            await asyncio.sleep(0.01)
-        assert pool.stats().expired >= 1 and pool.ready == 1
+        await wait_for(lambda: pool.stats().expired >= 1 and pool.ready == 1)
         assert pool._ready[0].gatherer is not old
-        for _ in range(100):
-            if old.closed:
-                break
-            await asyncio.sleep(0.01)
-        assert old.closed
+        await wait_for(lambda: old.closed)
     finally:
         await pool.close()
 
@@ -195,10 +187,7 @@ async def test_pool_with_coturn_keeps_allocations_and_releases_them(turn: Coturn
         taken = pool.take(components=1)
         assert taken is sets[0]
         # component 2's allocation is released at once, component 1's kept
-        for _ in range(200):
-            if turn_states(taken)[2] is TurnState.CLOSED:
-                break
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: turn_states(taken)[2] is TurnState.CLOSED)
         assert turn_states(taken) == {1: TurnState.ALLOCATED, 2: TurnState.CLOSED}
         await taken.close()
         assert turn_states(taken)[1] is TurnState.CLOSED
@@ -285,12 +274,59 @@ async def test_keepalives_leave_the_allocation_working(turn: Coturn) -> None:
             g.permit(relayed, ["127.0.0.1"])
             client = g.core.turn_client(relayed)
             assert client is not None
-            for _ in range(200):
-                if client.has_permission("127.0.0.1"):
-                    break
-                await asyncio.sleep(0.01)
+            await wait_for(lambda: client.has_permission("127.0.0.1"))
             peer.sendto(b"still relaying", relayed)
             assert await asyncio.wait_for(got.get(), 5) == b"still relaying"
         await g.close()
     finally:
         await pool.close()
+
+
+async def test_invalidate_gathers_every_ready_set_again() -> None:
+    pool = CandidatePool(GatherConfig(), size=2, addresses=LOOPBACK)
+    await pool.start()
+    try:
+        await pool.wait_ready(timeout=5)
+        old = [e.gatherer for e in pool._ready]
+        pool.invalidate()
+        assert pool.ready == 0
+        await pool.wait_ready(timeout=5)
+        assert not {id(e.gatherer) for e in pool._ready} & {id(g) for g in old}
+        await wait_for(lambda: all(g.closed for g in old))
+    finally:
+        await pool.close()
+
+
+async def test_close_while_a_set_is_still_gathering_releases_it() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        dead = silent.getsockname()
+        cfg = GatherConfig(stun_servers=[dead], stun_timeout=30.0)
+        pool = CandidatePool(cfg, addresses=LOOPBACK)
+        await pool.start()
+        await wait_for(lambda: pool.stats().gathering == 1)
+        await asyncio.sleep(0.05)  # its socket is open, the Binding request is out
+        await pool.close()
+        assert pool.stats().gathering == 0 and pool.ready == 0
+        assert pool.take() is None
+
+
+async def test_a_set_missing_a_server_is_used_but_gathered_again_sooner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ice.pool
+
+    monkeypatch.setattr(ice.pool, "DEGRADED_MAX_AGE", 0.3)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        cfg = GatherConfig(stun_servers=[silent.getsockname()], stun_timeout=0.1)
+        pool = CandidatePool(cfg, max_age=60.0, addresses=LOOPBACK)
+        await pool.start()
+        try:
+            await pool.wait_ready(timeout=5)
+            entry = pool._ready[0]
+            assert entry.degraded  # the STUN server never answered; host candidates only
+            await wait_for(lambda: pool.stats().expired >= 1, timeout=5)  # not after 60 s
+            await wait_for(lambda: pool.ready == 1 and pool._ready[0] is not entry)
+        finally:
+            await pool.close()
