@@ -91,7 +91,7 @@ def run_loop(env: dict[str, str], tmp_path: Path, freq: float, rate: int, second
 
 @pytest.fixture
 def monitor_reader(pulse, tmp_path):
-    """``parec`` recording the null sink's monitor for the whole test, then ~2 s to settle."""
+    """``parec`` recording the null sink's monitor for the whole test, from its first bytes."""
     path = tmp_path / "parec.raw"
     with path.open("wb") as f:
         proc = subprocess.Popen(
@@ -110,8 +110,13 @@ def monitor_reader(pulse, tmp_path):
             stderr=subprocess.DEVNULL,
         )
     try:
-        time.sleep(2.0)
+        # Wait until parec records (the monitor runs; about 2 s after the start here), not a
+        # fixed time: from then on audio reaches the file every 20 ms.
+        deadline = time.monotonic() + 30.0
+        while path.stat().st_size == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert proc.poll() is None, "parec exited"
+        assert path.stat().st_size > 0, "parec recorded nothing"
         yield path
     finally:
         proc.terminate()
