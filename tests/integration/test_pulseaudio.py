@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -89,29 +91,18 @@ def run_loop(env: dict[str, str], tmp_path: Path, freq: float, rate: int, second
     return report, np.load(out)
 
 
-@pytest.fixture
-def monitor_reader(pulse, tmp_path):
-    """``parec`` recording the null sink's monitor for the whole test, from its first bytes."""
-    path = tmp_path / "parec.raw"
+@contextmanager
+def recording(pulse, source: str, path: Path) -> Iterator[Path]:
+    """``parec`` recording ``source`` (a monitor) into ``path`` from its first bytes on: a fresh
+    monitor takes a while (about 2 s here) before it delivers, so wait for that, not a fixed
+    time; from then on audio reaches the file every 20 ms."""
     with path.open("wb") as f:
         proc = subprocess.Popen(
-            [
-                "parec",
-                "--raw",
-                "--format=s16le",
-                "--rate=48000",
-                "--channels=1",
-                "--latency-msec=20",
-                "-d",
-                "nullsink.monitor",
-            ],
-            env=pulse.env(),
-            stdout=f,
-            stderr=subprocess.DEVNULL,
-        )
+            ["parec", "--raw", "--format=s16le", "--rate=48000", "--channels=1",
+             "--latency-msec=20", "-d", source],
+            env=pulse.env(), stdout=f, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
     try:
-        # Wait until parec records (the monitor runs; about 2 s after the start here), not a
-        # fixed time: from then on audio reaches the file every 20 ms.
         deadline = time.monotonic() + 30.0
         while path.stat().st_size == 0 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -125,6 +116,13 @@ def monitor_reader(pulse, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def monitor_reader(pulse, tmp_path):
+    """``parec`` recording the null sink's monitor for the whole test."""
+    with recording(pulse, "nullsink.monitor", tmp_path / "parec.raw") as path:
+        yield path
 
 
 def test_tone_through_the_null_sink_comes_back_on_the_monitor(pulse, monitor_reader, tmp_path):
@@ -230,28 +228,21 @@ def test_call_with_microphone_and_speaker(pulse, monitor_reader, tmp_path):
     player = subprocess.Popen(
         ["paplay", "--device=micsink", str(tone)], env=pulse.env(), stderr=subprocess.DEVNULL
     )
-    # a fresh monitor source takes a while before it delivers: keep a reader on it, settle
-    reader = subprocess.Popen(
-        ["parec", "--raw", "-d", "micsink.monitor"],
-        env=pulse.env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     record = tmp_path / "b.wav"
     env = {**pulse.env(), "PULSE_SOURCE": "micsink.monitor", "PYTHONPATH": str(REPO)}
     try:
-        time.sleep(2.0)
-        proc = subprocess.run(
-            [sys.executable, "-c", CALL, "3.0", str(record)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        # keep a reader on the fresh monitor source until it delivers, and during the call
+        with recording(pulse, "micsink.monitor", tmp_path / "micsink.raw"):
+            proc = subprocess.run(
+                [sys.executable, "-c", CALL, "3.0", str(record)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
     finally:
-        for p in (player, reader):
-            p.terminate()
-            p.wait(5)
+        player.terminate()
+        player.wait(5)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     print(json.dumps(report, indent=1))
