@@ -246,10 +246,13 @@ async def test_garbage_from_the_peer_does_not_stop_the_stream(tmp_path):
     try:
         a.start()
         b.start()
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: a.stats().packets_received > 0)  # media flows
         for junk in (b"", b"\x80", b"\x80\x00" + bytes(10), b"\xc9" * 3, bytes(range(256))):
             tb.send(junk)  # from the peer's own address: it reaches the session
-        await asyncio.sleep(1.0)
+        # until the junk was counted and more than a second of media (50 packets) arrived
+        await wait_until(
+            lambda: a.stats().parse_errors >= 3 and a.stats().packets_received > 50, timeout=10
+        )
         stats = await a.stop()
         await b.stop()
     finally:
