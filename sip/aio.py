@@ -773,6 +773,21 @@ class AsyncUserAgent:
                 self.ua.transport_error(out.transaction, self.now())
                 self._flush()
 
+    def _keepalive_interval_for(self, target: Target) -> float | None:
+        """Our keepalive interval, shortened to the registrar's Flow-Timer if it gave one
+        (RFC 5626 §4.4: keepalives at least that often; the schedule draws each wait between
+        80 % and 100 % of the interval, as §4.4 asks)."""
+        flow_timer = self.registered.flow_timer if self.registered is not None else None
+        if flow_timer is None:
+            return self.keepalive_interval
+        assert self.transport is not None
+        default = (
+            self.transport.udp_keepalive_interval
+            if target.transport == "UDP"
+            else self.transport.stream_keepalive_interval
+        )
+        return min(self.keepalive_interval or default, float(flow_timer))
+
     def _use_stun_keepalive(self) -> bool:
         """RFC 5626 §4.4.2: STUN keepalives over UDP when asked to, or ("auto") when the
         registrar's 2xx said ``Require: outbound`` (the edge proxy then answers STUN)."""
@@ -798,7 +813,7 @@ class AsyncUserAgent:
             if self.keepalive is not None:
                 self.keepalive.cancel()
             handle = await self.transport.start_keepalive(
-                target, self.keepalive_interval, stun=stun
+                target, self._keepalive_interval_for(target), stun=stun
             )
             self.keepalive = handle
             self._keepalive_started = True

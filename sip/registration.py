@@ -53,6 +53,8 @@ class Registered:
     aor: str = ""
     #: RFC 5626 §4.2.1: the 2xx said ``Require: outbound`` (the flow is used for our binding)
     outbound: bool = False
+    #: RFC 5626 §4.4: the registrar's ``Flow-Timer`` (s): keepalives at least that often
+    flow_timer: int | None = None
 
 
 @dataclass
@@ -349,7 +351,12 @@ class Registration:
         self.expires_granted = granted
         self.expires_at = now + granted
         self.refresh_at = now + max(min(granted / 2, granted - self.config.refresh_margin), 1.0)
-        self._events.append(Registered(granted, contacts, self.config.aor, self.outbound))
+        flow_timer = _int_or_none(response.headers.get("Flow-Timer"))
+        if flow_timer is not None and flow_timer <= 0:
+            flow_timer = None
+        self._events.append(
+            Registered(granted, contacts, self.config.aor, self.outbound, flow_timer)
+        )
         return None
 
     # ---------------------------------------------------------------- timers

@@ -341,7 +341,11 @@ class UserAgent:
         return str(uri)
 
     def contact(self) -> str:
-        """Our Contact header value (SessionHost)."""
+        """Our Contact header value for dialogs (SessionHost). RFC 5626 §4.3: with a binding
+        registered through outbound, the URI carries ``;ob`` so the edge proxy routes the
+        dialog's requests over our flow."""
+        if any(reg.outbound and reg.registered for reg in self.registrations):
+            return f"<{self.contact_uri()};ob>"
         return f"<{self.contact_uri()}>"
 
     def _via(self, transport: str) -> str:

@@ -144,8 +144,11 @@ class ScriptedRegistrar:
     first ``mute_connections`` connections get no pong; later ones are answered. The first
     ``reset_registers`` REGISTERs get no answer: their connection is reset."""
 
-    def __init__(self, mute_connections: int = 1, reset_registers: int = 0) -> None:
+    def __init__(
+        self, mute_connections: int = 1, reset_registers: int = 0, flow_timer: int | None = None
+    ) -> None:
         self.mute_connections = mute_connections
+        self.flow_timer = flow_timer  # sent as Flow-Timer with Require: outbound
         self.reset_registers = reset_registers  # the first N REGISTERs: reset the connection
         self.registers: list[tuple[int, Request]] = []  # (connection number, request)
         self.connections = 0
@@ -195,6 +198,9 @@ class ScriptedRegistrar:
                         resp = make_response(msg, 200, to_tag="reg1")
                         for contact in msg.headers.get_all("Contact"):
                             resp.headers.add("Contact", contact)
+                        if self.flow_timer is not None:
+                            resp.headers.add("Require", "outbound")
+                            resp.headers.add("Flow-Timer", str(self.flow_timer))
                         writer.write(resp.to_bytes())
         except (ConnectionError, OSError):
             pass
@@ -332,3 +338,26 @@ async def test_a_new_mapped_address_fails_the_flow():
     finally:
         await layer.close()
         server.close()
+
+
+async def test_flow_timer_from_the_registrar_sets_the_keepalive_interval():
+    """RFC 5626 §4.4: a registrar using outbound says how often it wants keepalives
+    (Flow-Timer); the UA pings at least that often (here 1 s instead of its 90 s default)."""
+    registrar = ScriptedRegistrar(mute_connections=0, flow_timer=1)
+    await registrar.start()
+    ua = registrar.user_agent()
+    await ua.start()
+    assert ua.transport is not None
+    ua.transport.pong_timeout = 1.0
+    try:
+        reg = await ua.register(expires=3600)
+        assert reg.outbound and reg.flow_timer == 1
+        assert ua.keepalive is not None and ua.keepalive.schedule.interval == 1.0
+        for _ in range(30):  # pings go out every ~1 s and are answered: the flow stays up
+            if ua.keepalive.schedule.failed or registrar.connections > 1:
+                break
+            await asyncio.sleep(0.1)
+        assert registrar.connections == 1 and not ua.keepalive.failed.is_set()
+    finally:
+        await ua.close()
+        await registrar.close()

@@ -322,3 +322,40 @@ def test_headers_supported_merge_does_not_duplicate():
     req.headers.add("Supported", "timer")
     ua._prepare(req)
     assert req.headers.get_all("Supported") == ["timer"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("120", 120), (None, None), ("x", None)])
+def test_flow_timer_of_the_2xx_is_reported(value, expected):
+    """§4.4: the registrar's Flow-Timer tells how often the UA must send keepalives."""
+    reg = registration(instance_id=INSTANCE, reg_id=1)
+    resp = ok(reg.start(0.0), require="outbound")
+    if value is not None:
+        resp.headers.add("Flow-Timer", value)
+    reg.handle_response(resp, 0.1)
+    ev = reg.next_event()
+    assert isinstance(ev, Registered) and ev.flow_timer == expected
+
+
+@pytest.mark.parametrize("require", [True, False])
+def test_dialog_contact_has_ob_only_when_registered_through_outbound(require):
+    """§4.3: ``;ob`` in the Contact of dialog-forming requests once outbound is in use."""
+    net, ua, registrar = outbound_setup()
+    answer = registrar._answer
+
+    def with_require(req: Request) -> Response:
+        resp = answer(req)
+        if require and resp.status == 200:
+            resp.headers.add("Require", "outbound")
+        return resp
+
+    registrar._answer = with_require  # type: ignore[method-assign]
+    assert ua.contact().endswith(":5060>")
+    ua.register(net.now, expires=600)
+    assert net.run(lambda: bool(net.of(ua, Registered)))
+    assert net.of(ua, Registered)[0].outbound is require
+    call = ua.invite("sip:bob@example.org", b"", net.now)
+    assert call.invite is not None
+    contact = call.invite.contacts[0].uri
+    assert ("ob" in contact.params) is require
+    # the REGISTER's own Contact never carries ;ob
+    assert all("ob" not in r.contacts[0].uri.params for r in registrar.requests)
