@@ -9,8 +9,8 @@ transport per component.
   does not consume, whose datagrams go out of the right socket - or through the right TURN
   allocation, wrapped in Send indications / ChannelData by :class:`ice.turn.TurnClient` - and
   whose timer runs with ``loop.call_at`` (a timer already due runs at once; while the checks
-  run, a timer is woken up to :data:`PRECISE_WINDOW` early and then waits out the rest by
-  yielding to the loop, since the selector sleeps in whole milliseconds);
+  run, a :class:`PreciseWake` - a timerfd the loop watches - wakes the loop on time, since
+  the selector sleeps in whole milliseconds: see :data:`PRECISE_TIMERS`);
 * a :class:`ComponentTransport` per component: ``send(data)`` and ``on_receive`` / ``recv()``
   hide whether the selected pair is direct or relayed.
 
@@ -41,9 +41,12 @@ parameters by other means (tests, benchmarks).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import ipaddress
 import logging
+import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -73,16 +76,118 @@ from ice.gather import (
 from ice.interfaces import DEFAULT_EXCLUDE, LocalAddress
 from ice.stun import Address
 
-PRECISE_WINDOW = 0.0015
+PRECISE_TIMERS = True
 """epoll (and so the asyncio loop) sleeps in whole milliseconds, rounded up: a ``call_at`` runs
 up to about 1 ms late.  While the connectivity checks run (their pacing and the nomination
-are what the connect time is made of), timers are set this much early and the last stretch
-is waited out with ``call_soon`` (the loop keeps handling I/O meanwhile)."""
+are what the connect time is made of), the agent's timer is a Linux ``timerfd`` armed for the
+exact time and watched by the loop (:class:`PreciseWake`): the loop wakes when it expires,
+to the microsecond, without polling.  False (or no timerfd: not Linux) uses ``call_at``."""
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+_CLOCK_MONOTONIC = 1  # what time.monotonic() and so loop.time() read (Linux)
+_TFD_TIMER_ABSTIME = 1
+_TFD_NONBLOCK = os.O_NONBLOCK
+_TFD_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _load_libc() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.timerfd_settime.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.POINTER(_Itimerspec),
+            ctypes.c_void_p,
+        ]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _load_libc()
+
+
+class PreciseWake:
+    """Calls ``callback`` on the loop at an absolute ``loop.time()``, to the microsecond.
+
+    A ``timerfd`` (Linux, ``CLOCK_MONOTONIC`` - the clock of ``time.monotonic()``, which the
+    asyncio loop reads) is armed with the exact time and registered with ``add_reader``: the
+    kernel makes it readable when the time comes, which wakes the loop's selector at once
+    (epoll's own timeout is in whole milliseconds, rounded up).  No thread, no polling.
+    :meth:`create` returns None where that is not available; use ``call_at`` then.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, callback: Callable[[], None]):
+        self._loop = loop
+        self._fd = fd
+        self._callback = callback
+        self.armed = False
+
+    @classmethod
+    def create(
+        cls, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]
+    ) -> PreciseWake | None:
+        if _LIBC is None or not PRECISE_TIMERS:
+            return None
+        fd = _LIBC.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
+        if fd < 0:
+            return None
+        wake = cls(loop, fd, callback)
+        try:
+            loop.add_reader(fd, wake._fired)
+        except (NotImplementedError, RuntimeError, ValueError):
+            os.close(fd)
+            return None
+        return wake
+
+    def set(self, when: float) -> bool:
+        """Arm for ``when`` (``loop.time()`` seconds); False if the kernel refused."""
+        sec = int(when)
+        nsec = min(999_999_999, max(1, int((when - sec) * 1e9)))  # never all 0 (disarms)
+        spec = _Itimerspec(_Timespec(0, 0), _Timespec(sec, nsec))
+        if _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) < 0:
+            return False
+        self.armed = True
+        return True
+
+    def cancel(self) -> None:
+        if self.armed:
+            spec = _Itimerspec(_Timespec(0, 0), _Timespec(0, 0))
+            _LIBC.timerfd_settime(self._fd, 0, ctypes.byref(spec), None)
+            self.armed = False
+
+    def close(self) -> None:
+        self.cancel()
+        self._loop.remove_reader(self._fd)
+        os.close(self._fd)
+
+    def _fired(self) -> None:
+        try:
+            os.read(self._fd, 8)
+        except BlockingIOError:
+            return  # disarmed or re-armed meanwhile
+        if self.armed:
+            self.armed = False
+            self._callback()
+
 
 __all__ = [
+    "PRECISE_TIMERS",
     "ComponentTransport",
     "IceConnection",
     "IceError",
+    "PreciseWake",
     "RelayVia",
     "connect",
 ]
@@ -206,6 +311,7 @@ class IceConnection:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Handle | None = None
         self._timer_at: float | None = None
+        self._precise: PreciseWake | None = None
         self._connected: asyncio.Future[None] | None = None
         self._usable: asyncio.Future[None] | None = None
         self._gathering_started = False
@@ -398,6 +504,9 @@ class IceConnection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._precise is not None:
+            self._precise.close()
+            self._precise = None
         for future in (self._connected, self._usable):
             if future is not None and not future.done():
                 future.set_exception(IceError("closed"))
@@ -490,12 +599,22 @@ class IceConnection:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = None
-            if when is not None:
-                wake = when
-                if self.agent.state is AgentState.RUNNING and when - now > PRECISE_WINDOW:
-                    wake = when - PRECISE_WINDOW
-                self._timer = self._loop.call_at(wake, self._on_timer)
+            if self._precise is not None:
+                self._precise.cancel()
+            if when is not None and not self._wake_precisely(when, now):
+                self._timer = self._loop.call_at(when, self._on_timer)
             self._timer_at = when
+
+    def _wake_precisely(self, when: float, now: float) -> bool:
+        """While the checks run, arm the :class:`PreciseWake` for ``when`` (a check paced at
+        5 ms then leaves at 5 ms, not at 5-6 ms); False: use ``call_at``."""
+        if self.agent.state is not AgentState.RUNNING or when <= now or self._loop is None:
+            return False
+        if self._precise is None:
+            self._precise = PreciseWake.create(self._loop, self._on_timer)
+            if self._precise is None:
+                return False
+        return self._precise.set(when)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -504,9 +623,8 @@ class IceConnection:
             return
         now = self._loop.time()
         if self._timer_at is not None and now < self._timer_at:
-            # woken early on purpose (PRECISE_WINDOW): wait out the rest, letting the
-            # loop run its I/O in between
-            self._timer = self._loop.call_soon(self._on_timer)
+            # a hair early (clock rounding): wait for the rest
+            self._timer = self._loop.call_at(self._timer_at, self._on_timer)
             return
         self._timer_at = None
         self.agent.handle_timer(now)

@@ -1,0 +1,83 @@
+"""ice.aio's precise timer: a Linux timerfd watched by the asyncio loop (PreciseWake)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+
+import ice.aio
+from ice.aio import IceConnection, PreciseWake, connect
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux")
+
+
+@pytest.fixture
+async def wake() -> AsyncIterator[tuple[PreciseWake, list[float]]]:
+    """A PreciseWake and the loop times its callback ran at."""
+    loop = asyncio.get_running_loop()
+    fired: list[float] = []
+    made = PreciseWake.create(loop, lambda: fired.append(loop.time()))
+    assert made is not None
+    yield made, fired
+    made.close()
+
+
+@linux_only
+async def test_precise_wake_fires_once_never_early(
+    wake: tuple[PreciseWake, list[float]],
+) -> None:
+    timer, fired = wake
+    when = asyncio.get_running_loop().time() + 0.003
+    assert timer.set(when)
+    await asyncio.sleep(0.05)
+    assert len(fired) == 1 and fired[0] >= when
+    assert not timer.armed
+
+
+@linux_only
+async def test_precise_wake_cancel_and_rearm(wake: tuple[PreciseWake, list[float]]) -> None:
+    timer, fired = wake
+    loop = asyncio.get_running_loop()
+    assert timer.set(loop.time() + 0.002)
+    timer.cancel()
+    await asyncio.sleep(0.03)
+    assert fired == []
+    first = loop.time() + 0.5
+    assert timer.set(first)
+    later = loop.time() + 0.004  # re-armed: only the new time counts
+    assert timer.set(later)
+    await asyncio.sleep(0.05)
+    assert len(fired) == 1 and later <= fired[0] < first
+    assert timer.set(loop.time() - 1.0)  # in the past: at once
+    await asyncio.sleep(0.01)
+    assert len(fired) == 2
+
+
+@linux_only
+async def test_connection_uses_the_precise_wake_while_checking() -> None:
+    a = IceConnection(True, bind="127.0.0.1", agent_options={"ta": 0.02})
+    b = IceConnection(False, bind="127.0.0.1", agent_options={"ta": 0.02})
+    try:
+        await connect(a, b, timeout=5)
+        assert a._precise is not None  # the nomination waited for the 5 ms floor with it
+        assert a.transport().send(b"\x80x")
+        assert await asyncio.wait_for(b.transport().recv(), 2) == b"\x80x"
+    finally:
+        await a.close()
+        await b.close()
+    assert a._precise is None  # closed with the connection
+
+
+async def test_without_precise_timers_call_at_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ice.aio, "PRECISE_TIMERS", False)
+    a = IceConnection(True, bind="127.0.0.1", agent_options={"ta": 0.02})
+    b = IceConnection(False, bind="127.0.0.1", agent_options={"ta": 0.02})
+    try:
+        await connect(a, b, timeout=5)
+        assert a._precise is None and b._precise is None
+    finally:
+        await a.close()
+        await b.close()
