@@ -21,7 +21,7 @@ from sip.locate import Target
 from sip.message import Keepalive, Request, StreamFramer, make_response, parse_message
 from sip.offer_answer import LocalMedia, OfferAnswer
 from sip.registration import Registered, instance_id_for
-from sip.transport import TransportLayer
+from sip.transport import TlsConfig, TransportLayer
 from sip.ua import UAConfig
 from tests.integration.test_sip_robustness import offer, wait_contacts
 from tests.unit.test_stun_keepalive import response as stun_response
@@ -43,6 +43,8 @@ def make_ua(kamailio: Any, user: str, transport: str = "tcp", **kw: Any) -> Asyn
         instance_id=instance_id_for(f"test-outbound-{user}"),
     )
     kw.setdefault("binding_check_interval", None)
+    if transport == "tls":  # a TLS client only: the proxy reaches us over our connection
+        kw.setdefault("tls", TlsConfig(cafile=str(kamailio.pki.ca_file)))
     return AsyncUserAgent(cfg, **kw)
 
 
@@ -61,10 +63,10 @@ def auto_answer(ua: AsyncUserAgent, port: int) -> list[AsyncCall]:
 
 
 async def callee_and_caller(
-    kamailio: Any,
+    kamailio: Any, transport: str = "tcp"
 ) -> tuple[AsyncUserAgent, AsyncUserAgent, list[AsyncCall]]:
-    """bob on TCP, registered for an hour and answering every call; alice on UDP."""
-    bob = make_ua(kamailio, "bob", keepalive_interval=5.0)
+    """bob on TCP (or TLS), registered for an hour and answering every call; alice on UDP."""
+    bob = make_ua(kamailio, "bob", transport, keepalive_interval=5.0)
     alice = make_ua(kamailio, "alice", "udp")
     answered = auto_answer(bob, 40020)
     await bob.start()
@@ -114,13 +116,14 @@ async def test_tcp_callee_registers_again_at_once_after_proxy_restart(kamailio):
         await bob.close()
 
 
-async def test_tcp_callee_stays_reachable_in_a_call_across_proxy_restart(kamailio):
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_callee_stays_reachable_in_a_call_across_proxy_restart(kamailio, transport):
     """The issue-5 case: Kamailio restarts mid-call while bob (TCP) is the callee. bob's flow
     fails, he reconnects -- from the same local port, which Kamailio's ;alias in his dialog
     Contact and the received address of his binding point at -- and registers again; alice's
     BYE through the restarted proxy then reaches him (he is not left in a dead call), and the
     next call reaches him too."""
-    bob, alice, answered = await callee_and_caller(kamailio)
+    bob, alice, answered = await callee_and_caller(kamailio, transport)
     try:
         await alice.register(expires=120)
         call = await alice.invite(f"sip:bob@{kamailio.domain}", offer(30030), timeout=15)
