@@ -15,7 +15,19 @@ turns the core's events into awaitables and callbacks::
     ua.on_incoming = handler        # called with an AsyncCall for each incoming INVITE
     ...                             # handler: await call.answer(sdp) / call.reject(486)
 
-The core keeps every protocol rule; this layer only moves bytes and time.
+The core keeps every protocol rule; this layer only moves bytes and time. What it adds:
+
+- RFC 5626 flows to the registrar: a keepalive per flow (CRLF ping/pong on TCP/TLS; on UDP
+  CRLFCRLF, or STUN Binding requests with ``udp_keepalive="stun"`` or when the registrar
+  requires outbound), at the registrar's Flow-Timer if it gives one; a flow whose pong does
+  not come, whose connection closes, or whose STUN mapped address changes makes the core
+  register again at once over a new flow (``UserAgent.flow_failed``, backing off per §4.5).
+  A TCP/TLS flow is re-opened from the same local port, so a proxy without flow tokens
+  (Kamailio's ``;alias``/received) reaches us over it, in new calls and in ongoing dialogs.
+- RFC 3263 §4.3: targets that failed are tried last for ``dead_target_time``; the core sends a
+  timed-out (or 503) request again, and the shell puts it on the next target; ACK/CANCEL follow
+  their INVITE's target. A request on a connection that closed before any response fails at
+  once (§18.4) instead of at Timer B/F.
 """
 
 from __future__ import annotations
