@@ -23,6 +23,7 @@ API summary (all times are ``now: float`` seconds on any monotonic clock)::
     agent.get_timer() -> float | None ; agent.handle_timer(now)
     agent.next_event() -> AgentEvent | None
     agent.selected_pair(component) -> CandidatePair | None    # .via .remote_address .local .remote
+    agent.data_pair(component) -> CandidatePair | None        # selected, else a valid one
     agent.send_target(component) -> (via, remote_addr) | None # selected pair, before that the
                                                               # best valid one (§12.1); None if
                                                               # none or consent lost
@@ -1510,12 +1511,17 @@ class Agent:
         check instead of after the nomination.  None when no pair is valid yet, when ICE
         failed or was closed, or after consent was lost (RFC 7675 §5.1: stop sending).
         """
-        if component in self._consent_lost or self.state is AgentState.CLOSED:
-            return None
-        pair = self._selected.get(component) or self._early_pair(component)
+        pair = self.data_pair(component)
         if pair is None:
             return None
         return pair.via, pair.remote_address
+
+    def data_pair(self, component: int = 1) -> CandidatePair | None:
+        """The pair ``component``'s data goes on now (see :meth:`send_target`): the
+        selected pair, before selection a valid one, else None."""
+        if component in self._consent_lost or self.state is AgentState.CLOSED:
+            return None
+        return self._selected.get(component) or self._early_pair(component)
 
     def _early_pair(self, component: int) -> CandidatePair | None:
         """The valid pair to send on before ``component`` has a selected pair (§12.1)."""

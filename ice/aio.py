@@ -250,6 +250,15 @@ class ComponentTransport:
         return pair.local.candidate, pair.remote
 
     @property
+    def in_use(self) -> tuple[Candidate, Candidate] | None:
+        """``(local, remote)`` candidates of the pair data goes on now: the selected pair,
+        or before selection the valid pair :meth:`send` uses (RFC 8445 §12.1)."""
+        pair = self._connection.agent.data_pair(self.component)
+        if pair is None:
+            return None
+        return pair.local.candidate, pair.remote
+
+    @property
     def relayed(self) -> bool:
         """True when the selected pair goes through a TURN relay (ours or the peer's)."""
         sel = self.selected

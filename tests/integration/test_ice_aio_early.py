@@ -37,6 +37,8 @@ async def test_data_flows_on_a_valid_pair_before_completion() -> None:
         await asyncio.wait_for(asyncio.gather(a.usable(), b.usable()), 2)
         assert a.agent.state is AgentState.RUNNING, "a waits for the silent pair (Ta 3 s)"
         assert a.transport().selected is None
+        in_use = a.transport().in_use
+        assert in_use is not None and in_use[1].port != silent.getsockname()[1]
         for sender, receiver, tag in ((a, b, b"\x80a->b"), (b, a, b"\x80b->a")):
             assert sender.transport().send(tag)
             assert await asyncio.wait_for(receiver.transport().recv(), 2) == tag

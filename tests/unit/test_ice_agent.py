@@ -1138,6 +1138,8 @@ def test_data_may_use_any_valid_pair_before_selection_and_only_the_selected_afte
     # the worse pair is valid, the better one still in progress (nomination waits for it)
     assert agent.selected_pair(1) is None
     assert agent.send_target(1) == (VIA, low_addr)
+    early = agent.data_pair(1)
+    assert early is not None and early.valid and early.remote_address == low_addr
     assert agent.is_from_selected(1, low_addr, VIA) and agent.component_of(VIA, low_addr) == 1
     assert not agent.is_from_selected(1, low_addr, "other-socket")
     assert not agent.is_from_selected(1, REMOTE) and agent.component_of(VIA, REMOTE) is None
@@ -1148,7 +1150,7 @@ def test_data_may_use_any_valid_pair_before_selection_and_only_the_selected_afte
     assert agent.send_target(1) == (VIA, REMOTE)
     assert agent.is_from_selected(1, REMOTE) and agent.is_from_selected(1, low_addr)
     agent.receive(peer.answer(nomination[0]), VIA, REMOTE, 0.04)
-    assert agent.selected_pair(1) is not None
+    assert agent.selected_pair(1) is not None and agent.data_pair(1) is agent.selected_pair(1)
     assert agent.send_target(1) == (VIA, REMOTE)
     assert agent.is_from_selected(1, REMOTE, VIA) and agent.component_of(VIA, REMOTE) == 1
     assert not agent.is_from_selected(1, low_addr) and agent.component_of(VIA, low_addr) is None
@@ -1164,7 +1166,7 @@ def test_no_data_on_a_valid_pair_once_ice_failed() -> None:
     agent.handle_timer(1.0)
     assert agent.state is AgentState.FAILED
     assert agent.send_target(1) is None and not agent.is_from_selected(1, REMOTE)
-    assert agent.component_of(VIA, REMOTE) is None
+    assert agent.component_of(VIA, REMOTE) is None and agent.data_pair(1) is None
 
 
 # -- Ta negotiation (RFC 8445 §14.2, RFC 8839 a=ice-pacing) -----------------------------------
