@@ -8,6 +8,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sip.message import Headers, Request, Response, make_response, new_tag
 from sip.registration import (
@@ -359,3 +361,69 @@ def test_dialog_contact_has_ob_only_when_registered_through_outbound(require):
     assert ("ob" in contact.params) is require
     # the REGISTER's own Contact never carries ;ob
     assert all("ob" not in r.contacts[0].uri.params for r in registrar.requests)
+
+
+EVENTS = st.lists(
+    st.sampled_from(["flow_failed", "ok", "timeout", "503", "403", "timer", "unregister"]),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(EVENTS, st.integers(0, 2**16))
+def test_any_sequence_keeps_one_binding_and_bounded_waits(events, seed):
+    """Whatever happens -- flow failures, answers, timeouts, timers -- the binding keeps its
+    Call-ID, instance and reg-id, CSeq only grows, the wait after a flow failure never exceeds
+    the §4.5 bound for the failures so far, and nothing is registered after unregistering."""
+    backoff = FlowBackoff(base_time_all_failed=1.0, max_time=120.0)
+    cfg = RegistrationConfig(
+        aor="sip:bob@example.org",
+        registrar="sip:example.org",
+        contact="sip:bob@192.0.2.7:5070;transport=tcp",
+        instance_id=INSTANCE,
+        reg_id=1,
+        flow_backoff=backoff,
+        retry_after_failure=60.0,
+    )
+    reg = Registration(cfg, rng=random.Random(seed))
+    now = 0.0
+    last = reg.start(now)
+    sent = [last]
+    unregistered = False
+    for ev in events:
+        now += 1.0
+        nxt: Request | None = None
+        if ev == "flow_failed":
+            nxt = reg.flow_failed(now)
+        elif ev == "ok" and last is not None:
+            nxt = reg.handle_response(ok(last), now)
+        elif ev in ("503", "403") and last is not None:
+            nxt = reg.handle_response(make_response(last, int(ev), to_tag=new_tag()), now)
+        elif ev == "timeout":
+            reg.handle_timeout(now)
+        elif ev == "timer":
+            t = reg.get_timer()
+            if t is not None:
+                now = max(now, t)
+                nxt = reg.handle_timer(now)
+        elif ev == "unregister":
+            nxt = reg.unregister(now)
+            unregistered = True
+        if ev in ("timeout", "503") and reg.retry_at is not None:
+            # a flow failure: the §4.5 wait, never the fixed 60 s
+            assert reg.consecutive_failures >= 1
+            assert reg.retry_at - now <= backoff.upper_bound(reg.consecutive_failures)
+        while reg.next_event() is not None:
+            pass
+        if nxt is not None:
+            if unregistered and nxt.headers.get("Expires") != "0":
+                raise AssertionError("a binding was registered after unregistering")
+            sent.append(nxt)
+            last = nxt
+    assert len({r.call_id for r in sent}) == 1
+    seqs = [r.cseq.seq for r in sent]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    for r in sent:
+        params = r.contacts[-1].params
+        assert params["+sip.instance"] == f'"<{INSTANCE}>"'
+        assert params["reg-id"] == "1"
