@@ -1365,11 +1365,12 @@ class Call:
         self.progress("holding the peer" if hold else "resumed the call")
         return True
 
-    async def change_codecs(self, codecs: Sequence[str]) -> bool:
-        """Re-offer with another codec list or order (re-INVITE, RFC 3264 §8.3.2: a new list
-        in a re-offer changes the media format) and switch the running stream to the codec
-        the answer picks, without ending the call (:meth:`_switch_media`). False when the
-        re-offer failed (the call stays as it was)."""
+    async def change_codecs(self, codecs: Sequence[str], *, method: str = "INVITE") -> bool:
+        """Re-offer with another codec list or order (re-INVITE, or ``method="UPDATE"``,
+        RFC 3311; RFC 3264 §8.3.2: a new list in a re-offer changes the media format) and
+        switch the running stream to the codec the answer picks, without ending the call
+        (:meth:`_switch_media`). False when the re-offer failed (the call stays as it
+        was)."""
         sip, oa = self.sip, self.oa
         if sip is None or oa is None or self._closed or not self.answered:
             return False
@@ -1382,9 +1383,10 @@ class Call:
             media.codecs = previous
             log.info("cannot change codecs now: %s", exc)
             return False
-        self.progress(f"offering {', '.join(codecs)}")
+        self.progress(f"offering {', '.join(codecs)} ({method})")
         try:
-            answer = await sip.reinvite(offer, timeout=32.0)
+            send = sip.update if method == "UPDATE" else sip.reinvite
+            answer = await send(offer, timeout=32.0)
             negotiation = oa.process_answer(answer or b"")
             audio = negotiation.audio
             if audio is None:

@@ -257,13 +257,13 @@ def _tone_at_end(path: Path, seconds: float = 0.4) -> float:
     return dominant_frequency(tail, rate)
 
 
-@pytest.mark.parametrize("who", ["caller", "callee"])
+@pytest.mark.parametrize(("who", "method"), [("caller", "INVITE"), ("callee", "UPDATE")])
 async def test_codec_change_pcmu_to_opus_mid_call(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent], tmp_path: Path, who: str
+    uas: tuple[AsyncUserAgent, AsyncUserAgent], tmp_path: Path, who: str, method: str
 ) -> None:
-    """A re-offer with Opus first switches the running stream from PCMU to Opus on both
-    sides (new session, same paths, source and sink): the tones still arrive at the right
-    frequency, recorded into the same WAV files."""
+    """A re-offer (re-INVITE or UPDATE) with Opus first switches the running stream from
+    PCMU to Opus on both sides (new session, same paths, source and sink): the tones still
+    arrive at the right frequency, recorded into the same WAV files."""
     alice_wav, bob_wav = tmp_path / "alice.wav", tmp_path / "bob.wav"
     # the one who re-offers had only PCMU at first; the other has Opus too
     pcmu_only, both = Account(bind=LOOPBACK, codecs=("pcmu",)), Account(bind=LOOPBACK)
@@ -279,7 +279,7 @@ async def test_codec_change_pcmu_to_opus_mid_call(
         await _until(lambda: _received(alice) > 10 and _received(bob) > 10)
         first = alice.stream, bob.stream
         starter, other = (alice, bob) if who == "caller" else (bob, alice)
-        assert await starter.change_codecs(["opus", "pcmu"])
+        assert await starter.change_codecs(["opus", "pcmu"], method=method)
         await other.media_settled()
         for call, stream in zip((alice, bob), first, strict=True):
             assert call.remote is not None and call.remote.codec_name == "opus/48000/2"
