@@ -986,12 +986,17 @@ class Call:
         raise CallFailed(f"the peer ended the call during ICE ({reason})", kind=reason)
 
     async def _ice_usable(self) -> None:
-        """Until the RTP component has a pair to send on (the agent's ``send_target``: the
-        selected pair, or a valid one before the nomination), or ICE completed or failed
-        (then :meth:`IceConnection.connected` tells which). The agent signals no event for
-        a first valid pair, so this looks every few milliseconds, for a few round trips."""
+        """Until the RTP component has a pair to send on (the selected pair, or a valid one
+        before the nomination, RFC 8445 §12.1), or ICE failed (IceError). With one
+        component that is :meth:`IceConnection.usable`; with RTP and RTCP components (no
+        rtcp-mux) the RTCP one is not waited for: the agent is asked every few ms (so too
+        after :meth:`Agent.limit_components`: ``usable()`` still counts the dropped
+        component's transport there)."""
         ice = self.ice
         assert ice is not None
+        if ice.components == 1:
+            await ice.usable(self.options.ice_timeout)
+            return
         done = asyncio.ensure_future(ice.connected(self.options.ice_timeout))
         try:
             while ice.agent.send_target(1) is None and not done.done():
