@@ -1098,7 +1098,12 @@ class Call:
             self._earlier_stats.append(stats)
             if self._closed:
                 return
-            self._start_media(*self._paths)
+            try:
+                self._start_media(*self._paths)
+            except CallFailed as exc:  # the audio ends cannot work at the new rate
+                self.progress(f"cannot switch to {remote.codec_name}: {exc.reason}")
+                await self._teardown(exc.kind, send_bye=True)
+                return
             self.progress(f"codec changed: {was} -> {remote.codec_name}")
 
     def _on_media(self, event: SessionEvent) -> None:
