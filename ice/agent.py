@@ -826,7 +826,8 @@ class Agent:
         pair.checks_sent += 1
         self._last_check_at = now
         self._stats.checks_sent += 1
-        trace.debug("check %s%s", pair.describe(), " USE-CANDIDATE" if use_candidate else "")
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug("check %s%s", pair.describe(), " USE-CANDIDATE" if use_candidate else "")
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -1151,7 +1152,8 @@ class Agent:
         self._events.append(
             PairChecked(pair.component, valid.local.candidate, valid.remote, True, rtt)
         )
-        trace.debug("check succeeded: %s (valid %s)", pair.describe(), valid.describe())
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug("check succeeded: %s (valid %s)", pair.describe(), valid.describe())
         # §7.2.5.3.3 unfreeze the pairs of the same foundation
         self._checklist.unfreeze_foundation(pair.foundation)
         component = pair.component
