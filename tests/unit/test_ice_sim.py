@@ -1103,14 +1103,16 @@ def test_eim_eim_completes_within_two_round_trips_and_ta(ta: float, expected: fl
     media_flows(net, a, b)
 
 
-def _sym_sym(ta: float, *, permit: bool) -> tuple[Network, Wire, Host, Host]:
-    """Two laptops behind symmetric NATs with TURN relays, 20 ms a hop, connected; with
-    ``permit`` the relays hold permissions for the peer's addresses from the start."""
+def _natted_with_relays(
+    ta: float, mapping_a: str, mapping_b: str, *, permit: bool
+) -> tuple[Network, Wire, Host, Host]:
+    """Two laptops behind NATs with these mappings and TURN relays, 20 ms a hop, connected;
+    with ``permit`` the relays hold permissions for the peer's addresses from the start."""
     net = Network(delay=0.02)
     wire = Wire()
     wire.tap(net)
-    nat_a = Nat("203.0.113.1", mapping="symmetric")
-    nat_b = Nat("203.0.113.2", mapping="symmetric")
+    nat_a = Nat("203.0.113.1", mapping=mapping_a)
+    nat_b = Nat("203.0.113.2", mapping=mapping_b)
     a = net.add_host("a", _timed_agent(True, 1, ta), "10.0.1.2", nat=nat_a, relay=True)
     b = net.add_host("b", _timed_agent(False, 2, ta), "10.0.2.2", nat=nat_b, relay=True)
     run_connected(net, a, b, permit=permit)
@@ -1122,7 +1124,7 @@ def test_sym_sym_relay_pair_completes_two_round_trips_after_its_first_check() ->
     works; through two relays one way is 60 ms (RTT 120 ms).  It is answered one RTT after
     its first check and nominated at once: done 2 RTT after that check."""
     ta = 0.02
-    net, wire, a, b = _sym_sym(ta, permit=False)
+    net, wire, a, b = _natted_with_relays(ta, "symmetric", "symmetric", permit=False)
     assert pair_types(a.agent) == ("relay", "relay")
     ordinary = [t for t, uc in wire.requests("a") if not uc]
     assert ordinary[:6] == pytest.approx([i * ta for i in range(6)])
@@ -1254,19 +1256,27 @@ def test_media_flows_on_a_valid_pair_before_nomination_completes() -> None:
     media_flows(net, a, b)
 
 
-def test_sym_sym_with_permissions_up_front_completes_two_round_trips_after_the_third_check() -> (
-    None
-):
-    """Two symmetric NATs, TURN permissions for the peer's addresses made when its candidates
-    arrive (as IceConnection does): our host's check to the peer's relay (the 3rd pair, sent
-    at 2 Ta) gets through at once, through one relay (RTT 80 ms).  It is nominated on its
-    answer - the better pairs had their RTT + Ta, and the pairs ranked between the valid
-    pair (peer-reflexive local, lower) and the pair checked are not waited for - so the
-    controlling side completes at 2 Ta + 2 RTT (it was 5 Ta + 2 RTT through both relays)."""
-    ta = 0.02
-    net, wire, a, b = _sym_sym(ta, permit=True)
-    assert pair_types(a.agent) == ("prflx", "relay")
-    assert pair_types(b.agent) == ("relay", "prflx")
+@pytest.mark.parametrize("ta", [0.02, 0.05])
+@pytest.mark.parametrize(
+    ("mapping_a", "mapping_b", "types_a"),
+    [
+        ("symmetric", "symmetric", ("prflx", "relay")),
+        ("symmetric", "eim", ("prflx", "relay")),
+        ("eim", "symmetric", ("srflx", "relay")),
+    ],
+)
+def test_symmetric_nat_with_permissions_up_front_completes_at_two_ta_and_two_rtt(
+    ta: float, mapping_a: str, mapping_b: str, types_a: tuple[str, str]
+) -> None:
+    """A symmetric NAT on either side (or both), TURN permissions for the peer's addresses
+    made when its candidates arrive (as IceConnection does): our host's check to the peer's
+    relay (the 3rd pair, sent at 2 Ta) gets through at once, through one relay (RTT 80 ms).
+    It is nominated on its answer - the better pairs had their RTT + Ta, and the pairs
+    ranked between the valid pair (peer-reflexive local, lower) and the pair checked are not
+    waited for - so the controlling side completes at 2 Ta + 2 RTT (sym/sym was 5 Ta +
+    2 RTT through both relays; the issue's 2 RTT + Ta would need that pair checked 2nd)."""
+    net, wire, a, b = _natted_with_relays(ta, mapping_a, mapping_b, permit=True)
+    assert pair_types(a.agent) == types_a
     nominations = [t for t, uc in wire.requests("a") if uc]
     assert nominations == [pytest.approx(2 * ta + 0.08)]
     assert _completed_at(a) == pytest.approx(2 * ta + 2 * 0.08)
