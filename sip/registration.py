@@ -243,6 +243,8 @@ class Registration:
         self.last_status = status
         if status < 200:
             return None
+        if self.state is RegistrationState.IDLE:
+            return None  # a late answer to a REGISTER given up on (we unregistered since)
         if self.state is RegistrationState.UNREGISTERING:
             self.state = RegistrationState.IDLE
             self.expires_at = self.refresh_at = None
@@ -266,6 +268,8 @@ class Registration:
 
     def handle_timeout(self, now: float) -> None:
         """The REGISTER transaction timed out (Timer F) or the transport failed."""
+        if self.state is RegistrationState.IDLE:
+            return  # nothing was in progress (a REGISTER given up on when we unregistered)
         if self.state is RegistrationState.UNREGISTERING:
             self.state = RegistrationState.IDLE
             self._events.append(Unregistered(self.config.aor))
