@@ -11,7 +11,8 @@ interfaces) and talks to the test in JSON lines: one object per line, commands o
    by itself once gathering is complete;
 2. test: ``remote`` (the peer's ufrag, pwd, candidates) -> node: ``connected`` (local and
    remote of the selected pair: type, address, port; relayed; connect_time from the agent's
-   start to Completed; wall_time) or ``failed`` (reason, last agent events);
+   start to Completed; wall_time; usable_time: until data could flow on a valid pair, RFC
+   8445 §12.1) or ``failed`` (reason, last agent events);
 3. test: ``exchange`` (tag, want) -> the node sends ``0x80 "tag i"`` every ``interval``
    seconds until ``stop`` and reports ``received`` (messages) once ``want`` distinct packets
    came in (or after ``timeout``);
@@ -133,9 +134,17 @@ class Node:
         candidates = [parse_candidate(c) for c in cmd["candidates"]]
         self.conn.set_remote(cmd["ufrag"], cmd["pwd"], candidates)
         started = time.monotonic()
+        usable: list[float] = []
+
+        async def first_valid_pair() -> None:
+            await self.conn.usable()
+            usable.append(round(time.monotonic() - started, 4))
+
+        watcher = asyncio.ensure_future(first_valid_pair())
         try:
             await self.conn.connect(timeout=self.args.ice_timeout + 2)
         except IceError as exc:
+            watcher.cancel()
             emit("failed", reason=str(exc), events=[repr(e) for e in self.conn.events][-20:])
             return
         pairs = []
@@ -160,7 +169,9 @@ class Node:
             pairs=pairs,
             connect_time=self.conn.connect_time,
             wall_time=round(time.monotonic() - started, 3),
+            usable_time=usable[0] if usable else None,
         )
+        watcher.cancel()
 
     def _text(self, tag: str, component: int, i: int) -> bytes:
         if self.components == 1:

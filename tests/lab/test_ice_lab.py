@@ -48,6 +48,18 @@ def assert_mirrored(r: PairResult, ice_lab: IceLab, a: str, b: str) -> None:
             )
 
 
+def assert_usable_first(r: PairResult, case: str) -> None:
+    """Both ends could send on a valid pair (RFC 8445 §12.1) no later than ICE completed."""
+    for report in (r.a, r.b):
+        assert report["usable_time"] is not None, report
+        assert report["usable_time"] <= report["wall_time"], report
+    print(
+        f"[ice-lab] {case}: usable after {r.a['usable_time'] * 1000:.1f}/"
+        f"{r.b['usable_time'] * 1000:.1f} ms, completed after {r.a['wall_time'] * 1000:.0f}/"
+        f"{r.b['wall_time'] * 1000:.0f} ms"
+    )
+
+
 def assert_direct(r: PairResult, ice_lab: IceLab, a: str, b: str) -> None:
     for report, peer in ((r.a, ice_lab[b]), (r.b, ice_lab[a])):
         assert not report["relayed"], report
@@ -64,6 +76,7 @@ def test_eim_eim_direct_reflexive_pair(ice_lab: IceLab) -> None:
     assert_mirrored(r, ice_lab, "lan1a", "eim2l")
     for report in (r.a, r.b):
         assert report["remote"]["type"] in DIRECT_REMOTE, report
+    assert_usable_first(r, "eim/eim")
     assert_data_both_ways(r)
 
 
@@ -77,6 +90,7 @@ def test_sym_sym_relayed_pair(ice_lab: IceLab) -> None:
         assert "relay" in (report["local"]["type"], report["remote"]["type"]), report
     assert any("typ relay" in c for c in r.candidates_a)
     assert any("typ relay" in c for c in r.candidates_b)
+    assert_usable_first(r, "sym/sym")
     assert_data_both_ways(r)
 
 
@@ -111,6 +125,7 @@ def test_eim_sym_connects(ice_lab: IceLab) -> None:
     r = run_pair(ice_lab, "eim/sym", "eim2l", "sym1l")
     assert_mirrored(r, ice_lab, "eim2l", "sym1l")
     assert r.a["relayed"] and r.b["relayed"], r
+    assert_usable_first(r, "eim/sym")
     assert_data_both_ways(r)
 
 
