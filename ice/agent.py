@@ -628,6 +628,7 @@ class Agent:
         self._first_valid_at.clear()
         self._rechecks.clear()
         self._nominating.clear()
+        self._check_sources.clear()  # the peer may have moved (our own mappings stay)
         self._restarting = bool(self._selected)
         self.state = AgentState.RUNNING
         self._generation_started = now
