@@ -70,9 +70,13 @@ def turn(coturn_factory: Callable[..., Coturn]) -> Coturn:
     return coturn_factory(tls=False)
 
 
-async def test_turn_permissions_for_the_peer_before_any_check(turn: Coturn) -> None:
-    """The permission for each remote candidate's IP is asked for when the candidates
-    arrive, before a single check went through the relay (checks not even started)."""
+@pytest.mark.parametrize("remote_first", [False, True], ids=["gathered-first", "remote-first"])
+async def test_turn_permissions_for_the_peer_before_any_check(
+    turn: Coturn, remote_first: bool
+) -> None:
+    """The permission for each remote candidate's IP is asked for as soon as both the
+    relayed candidate and the remote candidates are known, whichever comes first, before a
+    single check went through the relay (the checks are not even started)."""
     user = "alice"
     config = GatherConfig(
         turn_servers=[TurnServer(turn.turn_address(), user, turn.users[user])],
@@ -80,13 +84,17 @@ async def test_turn_permissions_for_the_peer_before_any_check(turn: Coturn) -> N
         turn_timeout=5.0,
     )
     a = IceConnection(True, bind="127.0.0.1", gather=config)
+    peer = Candidate.make(CandidateType.HOST, "127.0.0.1", 9)
     try:
+        if remote_first:
+            a.set_remote("peerufrag", "peerpasswordpeerpassword", [peer])
         await a.gather(10)
         (relayed,) = [c for c in a.local_candidates if c.type is CandidateType.RELAYED]
         client = a.gatherer.core.turn_client(relayed.transport_address)
-        assert client is not None and not client.has_permission("127.0.0.1")
-        peer = Candidate.make(CandidateType.HOST, "127.0.0.1", 9)
-        a.set_remote("peerufrag", "peerpasswordpeerpassword", [peer])
+        assert client is not None
+        if not remote_first:
+            assert not client.has_permission("127.0.0.1")
+            a.set_remote("peerufrag", "peerpasswordpeerpassword", [peer])
         for _ in range(100):
             if client.has_permission("127.0.0.1"):
                 break
