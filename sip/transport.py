@@ -765,7 +765,15 @@ class TransportLayer:
                 break
         key = (target.transport, normalize_ip(target.ip), target.port)
         previous = self._last_local.get(key) if self.reuse_local_port else None
-        sock = _bound_socket(previous) if previous is not None else None
+        sock = None
+        if previous is not None:
+            # our side of the old connection may still wait for the ACK of its FIN (LAST_ACK,
+            # one round trip): give it a moment before taking any port
+            for _ in range(REBIND_ATTEMPTS):
+                sock = _bound_socket(previous)
+                if sock is not None:
+                    break
+                await asyncio.sleep(REBIND_WAIT)
 
         def factory() -> _StreamProtocol:
             return _StreamProtocol(self, target.transport, outgoing=True)
@@ -1141,6 +1149,11 @@ class TransportLayer:
 
 def _family(ip: str) -> int:
     return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+#: how often, and how far apart (s), binding the previous local port is tried on a reconnect
+REBIND_ATTEMPTS = 5
+REBIND_WAIT = 0.2
 
 
 def _bound_socket(local: Address) -> socket.socket | None:
