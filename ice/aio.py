@@ -608,10 +608,11 @@ class IceConnection:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = None
-            if self._precise is not None:
-                self._precise.cancel()
-            if when is not None and not self._wake_precisely(when, now):
-                self._timer = self._loop.call_at(when, self._on_timer)
+            if when is None or not self._wake_precisely(when, now):  # re-arming replaces
+                if self._precise is not None:
+                    self._precise.cancel()
+                if when is not None:
+                    self._timer = self._loop.call_at(when, self._on_timer)
             self._timer_at = when
 
     def _wake_precisely(self, when: float, now: float) -> bool:
