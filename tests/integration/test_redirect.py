@@ -83,3 +83,68 @@ async def test_redirect_to_itself_is_not_followed():
     finally:
         await alice.close()
         await server.layer.close()
+
+
+REDIRECT_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!-- UAS: 100 then 302 with the Contact given as -key target; expects the ACK. -->
+<scenario name="uas redirect">
+  <recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 100 Trying
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 302 Moved Temporarily
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <[target]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>
+</scenario>
+"""
+
+
+async def test_call_redirected_by_sipp_reaches_a_sipp_uas(sipp_factory, tmp_path):
+    """Interop: sipp answers 302 (after a 100); we ACK it and send the INVITE to the Contact,
+    another sipp that answers with SDP; both sipp runs count their call as successful."""
+    scenario = tmp_path / "uas_redirect.xml"
+    scenario.write_text(REDIRECT_SCENARIO)
+    callee = sipp_factory("uas_sdp", calls=1)
+    callee.start()
+    redirector = sipp_factory(scenario, calls=1, keys={"target": f"sip:service@{callee.uri_host}"})
+    redirector.start()
+    alice = user_agent("alice")
+    await alice.start()
+    try:
+        call = await alice.invite(f"sip:service@{redirector.uri_host}", offer(30054), timeout=15)
+        assert call.remote_sdp is not None and b"m=audio" in call.remote_sdp
+        redirected = [e for e in call.events if isinstance(e, CallRedirected)]
+        assert [(r.status, r.target) for r in redirected] == [
+            (302, f"sip:service@{callee.uri_host}")
+        ]
+        assert await call.bye(10) == "local-bye"
+        for sipp in (redirector, callee):
+            result = await asyncio.to_thread(sipp.wait, 30)
+            assert result.ok and result.successful == 1, result.describe()
+    finally:
+        await alice.close()
+        for sipp in (redirector, callee):
+            if sipp.running():
+                sipp.stop(grace=1)
