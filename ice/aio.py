@@ -133,6 +133,9 @@ class PreciseWake:
         self._fd = fd
         self._callback = callback
         self.armed = False
+        self._spec = _Itimerspec()  # reused: no allocation per call
+        self._spec_ref = ctypes.byref(self._spec)
+        self._settime = _LIBC.timerfd_settime
 
     @classmethod
     def create(
@@ -154,17 +157,19 @@ class PreciseWake:
     def set(self, when: float) -> bool:
         """Arm for ``when`` (``loop.time()`` seconds); False if the kernel refused."""
         sec = int(when)
-        nsec = min(999_999_999, max(1, int((when - sec) * 1e9)))  # never all 0 (disarms)
-        spec = _Itimerspec(_Timespec(0, 0), _Timespec(sec, nsec))
-        if _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) < 0:
+        value = self._spec.it_value
+        value.tv_sec = sec
+        value.tv_nsec = min(999_999_999, max(1, int((when - sec) * 1e9)))  # 0 would disarm
+        if self._settime(self._fd, _TFD_TIMER_ABSTIME, self._spec_ref, None) < 0:
             return False
         self.armed = True
         return True
 
     def cancel(self) -> None:
         if self.armed:
-            spec = _Itimerspec(_Timespec(0, 0), _Timespec(0, 0))
-            _LIBC.timerfd_settime(self._fd, 0, ctypes.byref(spec), None)
+            value = self._spec.it_value
+            value.tv_sec = value.tv_nsec = 0
+            self._settime(self._fd, 0, self._spec_ref, None)
             self.armed = False
 
     def close(self) -> None:
