@@ -93,6 +93,11 @@ for _spelling, (_key, _canonical) in list(_NAME_INFO.items()):
     for _variant in (_spelling, _spelling.upper(), _canonical):
         _KEYS[_variant] = _key
         _CANONICAL[_variant] = _canonical
+# the same for the start of a header line as real stacks write it: "<spelling>: " before the value
+_LINE_KEYS = {f"{spelling}: ": key for spelling, key in _KEYS.items()}
+_LINE_NAMES = {f"{spelling}: ": name for spelling, name in _CANONICAL.items()}
+# line starts that to_bytes() writes back unchanged: canonical name, colon, one space
+_CANONICAL_LINE_STARTS = frozenset(f"{name}: " for name in _CANONICAL_NAMES)
 
 # Headers whose values are comma-separated lists (RFC 3261 §7.3.1, §20); get_all() splits them.
 _LIST_HEADERS = frozenset(
@@ -131,23 +136,31 @@ class Headers:
     The lines are kept in three parallel lists (lookup key, name, value): the parser fills them
     with C-level ``map``/slicing, and a lookup is a C-level ``list.index`` over the keys (a SIP
     message has a few dozen lines at most, so no index dict is worth building).
+
+    ``_as_sent`` is True only for the headers of a parsed message whose header lines were already
+    in the form ``to_bytes()`` writes, and stays so until the first change (``add``, ``set``,
+    ``remove``): a message can then serialize as the octets it was parsed from.
     """
 
-    __slots__ = ("_keys", "_names", "_values")
+    __slots__ = ("_keys", "_names", "_values", "_as_sent")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._keys: list[str] = []  # lookup key per line (lower-case long form)
         self._names: list[str] = []  # canonical name per line
         self._values: list[str] = []
+        self._as_sent = False
         for name, value in items:
             self.add(name, value)
 
     @classmethod
-    def _from_parsed(cls, keys: list[str], names: list[str], values: list[str]) -> Headers:
+    def _from_parsed(
+        cls, keys: list[str], names: list[str], values: list[str], as_sent: bool = False
+    ) -> Headers:
         headers = cls.__new__(cls)
         headers._keys = keys
         headers._names = names
         headers._values = values
+        headers._as_sent = as_sent
         return headers
 
     def _first(self, key: str) -> str | None:
@@ -199,6 +212,7 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a header line."""
         key, canonical = _name_info(name)
+        self._as_sent = False
         self._keys.append(key)
         self._names.append(canonical)
         self._values.append(value)
@@ -206,6 +220,7 @@ class Headers:
     def set(self, name: str, value: str) -> None:
         """Replace every ``name`` line by one line (at the position of the first, else appended)."""
         key, canonical = _name_info(name)
+        self._as_sent = False
         keys = self._keys
         if key not in keys:
             self.add(name, value)
@@ -220,6 +235,7 @@ class Headers:
         """Remove every ``name`` line (no error if there is none)."""
         key = _name_info(name)[0]
         if key in self._keys:
+            self._as_sent = False
             self._keep([k != key for k in self._keys])
 
     def _keep(self, keep: list[bool]) -> None:
@@ -288,9 +304,35 @@ class Headers:
 
 
 class _MessageFields:
-    """Structured accessors shared by Request and Response (parsed on demand)."""
+    """Serialization and the structured accessors (parsed on demand) of Request and Response."""
 
     headers: Headers
+    body: bytes
+
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def _fields(self) -> tuple[object, ...]:
+        """The fields other than ``headers`` that to_bytes() writes."""
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """Start line, headers, ``Content-Length: len(body)`` (RFC 3261 §18.3), CRLF, body.
+
+        A message that parse_message() made from octets already in exactly this form, and that is
+        unchanged since (the same field values, its headers neither added to, set nor removed
+        from), returns those octets: they are what the serializer would write.
+        """
+        wire: tuple[bytes, Headers, tuple[object, ...]] | None = self.__dict__.get("_wire")
+        headers = self.headers
+        if (
+            wire is not None
+            and wire[1] is headers
+            and headers._as_sent
+            and wire[2] == self._fields()
+        ):
+            return wire[0]
+        return _encode(self._start_line(), headers, self.body)
 
     def _single(self, key: str, name: str) -> str:
         """The first value of a header (``key`` is its lookup key); SipParseError if missing."""
@@ -353,9 +395,11 @@ class Request(_MessageFields):
     body: bytes = b""
     version: str = "SIP/2.0"
 
-    def to_bytes(self) -> bytes:
-        """Request-Line, headers, ``Content-Length: len(body)``, CRLF, body."""
-        return _encode(f"{self.method} {self.uri} {self.version}", self.headers, self.body)
+    def _start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.method, self.uri, self.version, self.body)
 
     @property
     def request_uri(self) -> SipURI:
@@ -372,8 +416,11 @@ class Response(_MessageFields):
     body: bytes = b""
     version: str = "SIP/2.0"
 
-    def to_bytes(self) -> bytes:
-        return _encode(f"{self.version} {self.status:03d} {self.reason}", self.headers, self.body)
+    def _start_line(self) -> str:
+        return f"{self.version} {self.status:03d} {self.reason}"
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.status, self.reason, self.version, self.body)
 
 
 # --- parsing ------------------------------------------------------------------------------------
@@ -409,17 +456,19 @@ def _split_head(data: bytes) -> tuple[int, int, int]:
     return start, n, n  # no empty line: a body-less message missing its final CRLF
 
 
-# possessive: the name class excludes ":" and nothing follows the LWS, so backtracking never helps
-_HEADER_SPLIT_RE = re.compile(r"\r\n([^:\r\n]++):[ \t]*+")
+# Cuts before each "<name>:<LWS>" (kept with its colon and LWS; possessive: the name class excludes
+# ":" and nothing can follow the LWS, so backtracking never helps).
+_HEADER_SPLIT_RE = re.compile(r"\r\n([^:\r\n]++:[ \t]*+)")
 
 
 def _parse_header_section(
     head: str,
-) -> tuple[str, list[str], list[str], list[str], list[str]] | None:
+) -> tuple[str, list[str], list[str], list[str], list[str], bool] | None:
     """Fast path for a CRLF header section without folding or trailing LWS.
 
-    Returns (start line, keys, names, values, Content-Length values), or None when the section
-    needs the general line-by-line parser.
+    Returns (start line, keys, names, values, Content-Length values, as sent), or None when the
+    section needs the general line-by-line parser.  "As sent" is True when every line reads
+    ``<canonical name>: <value>``, i.e. the lines are what ``Headers`` writes back.
     """
     if " \r\n" in head or ("\t" in head and "\t\r\n" in head) or head[-1] in " \t\r\n":
         return None  # trailing LWS to strip (a one-character search for TAB is cheap)
@@ -427,21 +476,28 @@ def _parse_header_section(
     if len(parts) != 2 * head.count("\n") + 1:
         return None  # a line without a colon, or bare LF line ends
     # Now every LF of ``head`` ends a CRLF line followed by "name:"; so no bare LF, no empty line.
-    names = parts[1::2]
-    keys = list(map(_KEYS.get, names))
-    canonical = list(map(_CANONICAL.get, names))
+    starts = parts[1::2]  # "<name>:<LWS>" per line
+    keys = list(map(_LINE_KEYS.get, starts))
+    canonical = list(map(_LINE_NAMES.get, starts))
+    known = starts
+    as_sent = True
     if None in keys:
+        known = []
         for i, key in enumerate(keys):
-            if key is None:
-                name = names[i]
-                if name[0] == " " or name[0] == "\t":
-                    return None  # a folded continuation line
-                name = name.rstrip(" \t")
-                key, canonical_name = _name_info(name)
-                if canonical_name is name and not is_token(name):
-                    raise SipParseError(f"bad header name {name!r}")
-                keys[i] = key
-                canonical[i] = canonical_name
+            start = starts[i]
+            if key is not None:
+                known.append(start)
+                continue
+            if start[0] == " " or start[0] == "\t":
+                return None  # a folded continuation line
+            name = start[: start.index(":")].rstrip(" \t")
+            key, canonical_name = _name_info(name)
+            if canonical_name is name and not is_token(name):
+                raise SipParseError(f"bad header name {name!r}")
+            keys[i] = key
+            canonical[i] = canonical_name
+            if start != f"{canonical_name}: ":
+                as_sent = False
     values = parts[2::2]
     cl_count = keys.count("content-length")
     if cl_count == 0:
@@ -452,7 +508,8 @@ def _parse_header_section(
         cl_values = [
             value for key, value in zip(keys, values, strict=True) if key == "content-length"
         ]
-    return parts[0], keys, canonical, values, cl_values  # type: ignore[return-value]
+    as_sent = as_sent and _CANONICAL_LINE_STARTS.issuperset(known)
+    return parts[0], keys, canonical, values, cl_values, as_sent  # type: ignore[return-value]
 
 
 def _parse_header_lines(lines: list[str]) -> list[tuple[str, str, str]]:
@@ -506,11 +563,12 @@ def parse_message(data: bytes) -> Request | Response:
         start = len(data) - len(data.lstrip(b"\r\n"))  # RFC 3261 §7.5
     head_end = data.find(b"\r\n\r\n", start)
     parsed = None
+    as_sent = False
     if head_end > start:
         # Fast path; it accepts only a section without bare LFs, so the CRLFCRLF found is the end.
         parsed = _parse_header_section(data[start:head_end].decode("utf-8", "surrogateescape"))
     if parsed is not None:
-        first, keys, names, values, cl_values = parsed
+        first, keys, names, values, cl_values, as_sent = parsed
         headers = Headers._from_parsed(keys, names, values)
         body_start = head_end + 4
     else:
@@ -535,8 +593,12 @@ def parse_message(data: bytes) -> Request | Response:
         if length > received:
             raise SipParseError(f"Content-Length {length} exceeds the {received} octets received")
         body = data[body_start : body_start + length]
+        # the one Content-Length that to_bytes() writes
+        as_sent = as_sent and len(cl_values) == 1 and cl_values[0] == str(length)
     else:
         body = data[body_start:]
+        as_sent = False  # to_bytes() adds a Content-Length
+    message: Request | Response
     if first[:4].upper() == "SIP/":
         parts = first.split(" ", 2)
         if len(parts) < 2:
@@ -547,18 +609,29 @@ def parse_message(data: bytes) -> Request | Response:
         if len(code) != 3 or not (code.isascii() and code.isdigit()) or code[0] == "0":
             raise SipParseError(f"bad status code in {first[:80]!r}")
         reason = parts[2] if len(parts) == 3 else ""
-        return Response(int(code), reason, headers, body, version.upper())
-    parts = first.split()
-    if len(parts) != 3:
-        raise SipParseError(f"bad request line {first[:80]!r}")
-    method, uri, version = parts
-    if not (method.isalpha() and method.isascii()) and not is_token(method):
-        raise SipParseError(f"bad method in {first[:80]!r}")
-    if version != "SIP/2.0":
-        if _VERSION_RE.fullmatch(version) is None:
-            raise SipParseError(f"bad SIP version in {first[:80]!r}")
-        version = version.upper()
-    return Request(method, uri, headers, body, version)
+        message = Response(int(code), reason, headers, body, version.upper())
+    else:
+        parts = first.split()
+        if len(parts) != 3:
+            raise SipParseError(f"bad request line {first[:80]!r}")
+        method, uri, version = parts
+        if not (method.isalpha() and method.isascii()) and not is_token(method):
+            raise SipParseError(f"bad method in {first[:80]!r}")
+        if version != "SIP/2.0":
+            if _VERSION_RE.fullmatch(version) is None:
+                raise SipParseError(f"bad SIP version in {first[:80]!r}")
+            version = version.upper()
+        message = Request(method, uri, headers, body, version)
+    if as_sent and first == message._start_line():
+        # Parsed from the very octets to_bytes() writes: it returns them for as long as the
+        # message is unchanged (the same field values, its headers not modified since).
+        headers._as_sent = True
+        message.__dict__["_wire"] = (
+            data[start : body_start + len(body)],
+            headers,
+            message._fields(),
+        )
+    return message
 
 
 # --- stream framing -----------------------------------------------------------------------------
