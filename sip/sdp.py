@@ -327,18 +327,18 @@ class Codec:
 
 
 _new_object = object.__new__
-_set_attribute = object.__setattr__
 
 
 def _new_codec(name: str, clock_rate: int, channels: int, fmtp: str | None) -> Codec:
     """``Codec(name, clock_rate, channels, fmtp)`` without the frozen dataclass's per-field
-    ``object.__setattr__`` calls (the codecs() hot path; a test checks the result is equal)."""
+    ``object.__setattr__`` calls: the fields go straight into the new instance's ``__dict__``
+    (the codecs() hot path; a test checks the result is equal)."""
     codec = _new_object(Codec)
-    _set_attribute(
-        codec,
-        "__dict__",
-        {"name": name, "clock_rate": clock_rate, "channels": channels, "fmtp": fmtp},
-    )
+    state = codec.__dict__
+    state["name"] = name
+    state["clock_rate"] = clock_rate
+    state["channels"] = channels
+    state["fmtp"] = fmtp
     return codec
 
 
@@ -717,39 +717,51 @@ class MediaDescription(_AttributeList):
         """Every payload type of the m= line whose codec is known, in m= (preference) order.
 
         The same codecs as :meth:`codec` gives for each payload type, from one pass over the
-        attributes (the first ``a=rtpmap`` / ``a=fmtp`` of a format wins, as there).
+        attributes (the first ``a=rtpmap`` / ``a=fmtp`` of a format wins, as there) and one over
+        the m= formats (the payload types of :attr:`payload_types`, each once).
         """
         rtpmaps: dict[str, str] = {}
         fmtps: dict[str, str] = {}
-        for attr in self._named("rtpmap", "fmtp"):
-            value = attr.value
-            if value is None:
-                continue  # no format: matches no payload type
-            fmt, _, rest = value.strip().partition(" ")
+        for attr in self.attributes:
             name = attr.name
             if name == "rtpmap":
                 table = rtpmaps
             elif name == "fmtp":
                 table = fmtps
+            elif name in _PLAIN_NAMES:
+                continue  # another usual spelling: no call
             else:
-                table = rtpmaps if _attr_key(name) == "rtpmap" else fmtps
+                key = _attr_key(name)
+                if key == "rtpmap":
+                    table = rtpmaps
+                elif key == "fmtp":
+                    table = fmtps
+                else:
+                    continue
+            value = attr.value
+            if value is None:
+                continue  # no format: matches no payload type
+            fmt, _, rest = value.strip().partition(" ")
             if fmt not in table:
                 table[fmt] = rest.strip()
         result: dict[int, Codec] = {}
-        for pt in self.payload_types:
-            if pt in result:
+        parse = Codec.parse_encoding
+        for fmt in self.formats:
+            if not (len(fmt) <= 3 and fmt.isdigit() and fmt.isascii()):
+                continue
+            pt = int(fmt)
+            if pt > 127 or pt in result:
                 continue
             key = str(pt)
+            fmtp = fmtps.get(key)
             encoding = rtpmaps.get(key)
-            found = None
-            if encoding is not None:
-                found = Codec.parse_encoding(encoding, fmtps.get(key))
+            found = None if encoding is None else parse(encoding, fmtp)
             if found is None:
                 static = STATIC_PAYLOAD_TYPES.get(pt)
-                if static is not None:
-                    found = static.with_fmtp(fmtps.get(key))
-            if found is not None:
-                result[pt] = found
+                if static is None:
+                    continue
+                found = static.with_fmtp(fmtp)
+            result[pt] = found
         return result
 
     def candidates(self) -> list[CandidateAttribute]:
