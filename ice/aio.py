@@ -84,6 +84,12 @@ exact time and watched by the loop (:class:`PreciseWake`): the loop wakes when i
 to the microsecond, without polling.  False (or no timerfd: not Linux) uses ``call_at``."""
 
 
+PRECISE_HORIZON = 0.1
+"""Only timers due within this many seconds get a :class:`PreciseWake` (pacing, the 5 ms
+floor, nomination); retransmissions and consent checks, 0.5 s and more away, do not need
+sub-millisecond precision and stay on ``call_at`` (arming costs a system call)."""
+
+
 class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
@@ -188,6 +194,7 @@ class PreciseWake:
 
 
 __all__ = [
+    "PRECISE_HORIZON",
     "PRECISE_TIMERS",
     "ComponentTransport",
     "IceConnection",
@@ -390,6 +397,9 @@ class IceConnection:
         self._loop = asyncio.get_running_loop()
         self._connected = self._loop.create_future()
         self._usable = self._loop.create_future()
+        # made now, not when the checks need it: its setup (a timerfd and an epoll
+        # registration) is then not part of the connect time
+        self._precise = PreciseWake.create(self._loop, self._on_timer)
         await self.gatherer.start()
 
     def set_remote(
@@ -623,12 +633,10 @@ class IceConnection:
     def _wake_precisely(self, when: float, now: float) -> bool:
         """While the checks run, arm the :class:`PreciseWake` for ``when`` (a check paced at
         5 ms then leaves at 5 ms, not at 5-6 ms); False: use ``call_at``."""
-        if self.agent.state is not AgentState.RUNNING or when <= now or self._loop is None:
+        if self.agent.state is not AgentState.RUNNING or not now < when < now + PRECISE_HORIZON:
             return False
         if self._precise is None:
-            self._precise = PreciseWake.create(self._loop, self._on_timer)
-            if self._precise is None:
-                return False
+            return False
         return self._precise.set(when)
 
     def _on_timer(self) -> None:

@@ -58,11 +58,27 @@ async def test_precise_wake_cancel_and_rearm(wake: tuple[PreciseWake, list[float
 
 @linux_only
 async def test_connection_uses_the_precise_wake_while_checking() -> None:
-    a = IceConnection(True, bind="127.0.0.1", agent_options={"ta": 0.02})
+    """While checking, near timers (here the first retransmission, 50 ms away, whatever
+    the machine's load; on loopback also the 5 ms floor before the nomination) are waited
+    out with the PreciseWake; it is made with the sockets and closed with them."""
+    a = IceConnection(True, bind="127.0.0.1", agent_options={"ta": 0.02, "min_rto": 0.05})
     b = IceConnection(False, bind="127.0.0.1", agent_options={"ta": 0.02})
     try:
-        await connect(a, b, timeout=5)
-        assert a._precise is not None  # the nomination waited for the 5 ms floor with it
+        await asyncio.gather(a.gather(), b.gather())
+        precise = a._precise
+        assert precise is not None
+        armed: list[float] = []
+        real_set = precise.set
+
+        def recording_set(when: float) -> bool:
+            armed.append(when - asyncio.get_running_loop().time())
+            return real_set(when)
+
+        precise.set = recording_set  # type: ignore[method-assign]
+        a.set_remote(b.local_ufrag, b.local_pwd, b.local_candidates)
+        b.set_remote(a.local_ufrag, a.local_pwd, a.local_candidates)
+        await asyncio.gather(a.connect(5), b.connect(5))
+        assert armed and all(0 < t < ice.aio.PRECISE_HORIZON for t in armed)
         assert a.transport().send(b"\x80x")
         assert await asyncio.wait_for(b.transport().recv(), 2) == b"\x80x"
     finally:
