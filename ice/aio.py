@@ -295,6 +295,13 @@ class IceConnection:
     gathers on loopback only); ``agent_options`` are passed to :class:`ice.agent.Agent`
     (``ta``, ``nomination_delay``, ``timeout`` ...).  ``on_candidate`` is called for every
     local candidate as it is gathered (trickle ICE, RFC 8838).
+
+    ``gatherer``: a started :class:`ice.gather.AsyncGatherer` to use instead of gathering -
+    a set from :class:`ice.pool.CandidatePool` (``pool.take(components)``): its sockets,
+    candidates and TURN allocations become this connection's (:meth:`gather` returns its
+    candidates at once) and are closed with it; ``gather``/``bind``/``addresses``/
+    ``include``/``exclude``/``port`` are then not used.  It must serve at least
+    ``components`` components (extra ones are dropped).
     """
 
     def __init__(
@@ -310,23 +317,34 @@ class IceConnection:
         port: int = 0,
         agent_options: dict[str, Any] | None = None,
         on_candidate: Callable[[Candidate], None] | None = None,
+        gatherer: AsyncGatherer | None = None,
     ) -> None:
-        config = gather or GatherConfig()
-        if config.components != components:
-            config = dataclasses.replace(config, components=components)
         self.components = components
         self.agent = Agent(controlling, components, **(agent_options or {}))
-        self.gatherer = AsyncGatherer(
-            config,
-            addresses=addresses,
-            bind=bind,
-            include=include,
-            exclude=exclude,
-            port=port,
-            on_event=self._on_gather_event,
-            on_datagram=self._on_socket_datagram,
-            on_relayed=self._on_relayed_datagram,
-        )
+        self._adopted = gatherer is not None
+        if gatherer is not None:
+            if not gatherer.started or gatherer.closed:
+                raise ValueError("the gatherer must be started and not closed")
+            if gatherer.config.components < components:
+                raise ValueError(
+                    f"the gatherer serves {gatherer.config.components} components, not {components}"
+                )
+            self.gatherer = gatherer  # attached in start_gathering(), on the loop
+        else:
+            config = gather or GatherConfig()
+            if config.components != components:
+                config = dataclasses.replace(config, components=components)
+            self.gatherer = AsyncGatherer(
+                config,
+                addresses=addresses,
+                bind=bind,
+                include=include,
+                exclude=exclude,
+                port=port,
+                on_event=self._on_gather_event,
+                on_datagram=self._on_socket_datagram,
+                on_relayed=self._on_relayed_datagram,
+            )
         self.on_candidate = on_candidate
         self._transports = {c: ComponentTransport(self, c) for c in range(1, components + 1)}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -400,6 +418,17 @@ class IceConnection:
         # made now, not when the checks need it: its setup (a timerfd and an epoll
         # registration) is then not part of the connect time
         self._precise = PreciseWake.create(self._loop, self._on_timer)
+        if self._adopted:
+            if self.gatherer.config.components > self.components:
+                self.gatherer.limit_components(self.components)
+            # its candidates so far are replayed as CandidateGathered events (to the agent,
+            # on_candidate), then GatheringComplete if it is
+            self.gatherer.attach(
+                on_event=self._on_gather_event,
+                on_datagram=self._on_socket_datagram,
+                on_relayed=self._on_relayed_datagram,
+            )
+            return
         await self.gatherer.start()
 
     def set_remote(
