@@ -13,9 +13,9 @@ already in canonical order therefore serializes back to the same text.
 Speed: a description written the usual way (CRLF lines, no blank lines, each section's ``a=`` lines
 after its other lines) is cut into sections and attribute lines by C-level splits, and the usual
 v/o/s/c/t and m/c head lines are read with one regex match per section; anything else takes the
-line-by-line parser, which gives the same model (tests/unit/test_parse_fastpaths.py).  The
-attribute lists of a parsed description are built on first use: ``attributes`` is a property that
-turns the kept ``name[:value]`` texts into :class:`Attribute` objects once, then returns that list.
+line-by-line parser, which gives the same model (tests/unit/test_parse_fastpaths.py).  Every
+``a=`` line becomes its :class:`Attribute` as the description is parsed (one C-level partition
+each).
 
 ICE attributes (``a=candidate``, ``a=ice-ufrag``, ``a=ice-pwd``, ``a=ice-options``,
 ``a=end-of-candidates``, ``a=remote-candidates``) are deliberately kept as plain attributes whose
@@ -54,6 +54,7 @@ __all__ = [
 
 CRLF = "\r\n"
 _LINE_SPLIT = re.compile(r"\r\n|\r|\n")
+_new_object = object.__new__  # an instance without its __init__ (the parser's hot paths)
 
 
 class SdpParseError(ValueError):
@@ -310,23 +311,19 @@ class Codec:
         """Parse ``<name>/<clock rate>[/<channels>]``; None when malformed."""
         parts = text.strip().split("/")
         n = len(parts)
-        if (n != 2 and n != 3) or not parts[0]:
+        if n == 2:
+            name, rate = parts
+            channels = 1
+        elif n == 3:
+            name, rate, count = parts
+            if not (count.isdigit() and count.isascii() and len(count) <= 30):  # as _opt_uint
+                return None
+            channels = int(count)
+        else:
             return None
-        rate = parts[1]
-        channels = parts[2] if n == 3 else "1"
-        if not (  # what _opt_uint accepts, for both
-            rate.isdigit()
-            and channels.isdigit()
-            and rate.isascii()
-            and channels.isascii()
-            and len(rate) <= 30
-            and len(channels) <= 30
-        ):
+        if not (name and rate.isdigit() and rate.isascii() and len(rate) <= 30):
             return None
-        return _new_codec(parts[0], int(rate), int(channels), fmtp)
-
-
-_new_object = object.__new__
+        return _new_codec(name, int(rate), channels, fmtp)
 
 
 def _new_codec(name: str, clock_rate: int, channels: int, fmtp: str | None) -> Codec:
@@ -360,6 +357,9 @@ def format_fmtp_params(params: dict[str, str]) -> str:
     """Inverse of :func:`parse_fmtp_params`."""
     return ";".join(f"{k}={v}" if v else k for k, v in params.items())
 
+
+# "0" ... "127": the RTP payload type numbers as an m= line writes them (RFC 3551 §3)
+_PAYLOAD_TYPE_NUMBERS = {str(number): number for number in range(128)}
 
 #: RFC 3551 §6 static payload types (used when an m= line lists one without a=rtpmap).
 STATIC_PAYLOAD_TYPES: dict[int, Codec] = {
@@ -747,12 +747,16 @@ class MediaDescription(_AttributeList):
         result: dict[int, Codec] = {}
         parse = Codec.parse_encoding
         for fmt in self.formats:
-            if not (len(fmt) <= 3 and fmt.isdigit() and fmt.isascii()):
+            pt = _PAYLOAD_TYPE_NUMBERS.get(fmt)
+            if pt is not None:
+                key = fmt
+            elif len(fmt) <= 3 and fmt.isdigit() and fmt.isascii() and int(fmt) < 128:
+                pt = int(fmt)  # written with leading zeros
+                key = str(pt)
+            else:
+                continue  # not an RTP payload type (see payload_types)
+            if pt in result:
                 continue
-            pt = int(fmt)
-            if pt > 127 or pt in result:
-                continue
-            key = str(pt)
             fmtp = fmtps.get(key)
             encoding = rtpmaps.get(key)
             found = None if encoding is None else parse(encoding, fmtp)
@@ -953,50 +957,30 @@ def _key_and_attribute_lines(section: MediaDescription | SessionDescription) -> 
     yield from (str(line) for line in section.other_lines)
 
 
-# Attribute lists are materialised lazily.  ``attributes`` of both classes is a property over
-# ``_attributes`` in the instance dict: a list of Attribute, or None while the parser's texts
-# (``name[:value]``, the line after ``a=``) wait in ``_attribute_texts``.  Equality, repr,
-# dataclasses.replace and every method go through the property, so only the cost moves.
-
-
-def _get_attributes(self: _AttributeList) -> list[Attribute]:
-    state = self.__dict__
-    attributes: list[Attribute] | None = state["_attributes"]
-    if attributes is None:
-        texts = state.pop("_attribute_texts")
-        attributes = state["_attributes"] = [  # as Attribute.parse, one C-level partition each
-            Attribute(name, value if sep else None)
-            for name, sep, value in map(str.partition, texts, repeat(":", len(texts)))
-        ]
+def _attribute_list(texts: list[str]) -> list[Attribute]:
+    """The Attribute of each ``name[:value]`` text (a line after its ``a=``), as Attribute.parse
+    makes it: one C-level partition per text, the two slots set on a bare instance (cheaper
+    than the dataclass __init__ call; a test checks the objects are equal)."""
+    attributes: list[Attribute] = []
+    append = attributes.append
+    for name, sep, value in map(str.partition, texts, repeat(":", len(texts))):
+        attribute = _new_object(Attribute)
+        attribute.name = name
+        attribute.value = value if sep else None
+        append(attribute)
     return attributes
 
-
-def _set_attributes(self: _AttributeList, value: list[Attribute]) -> None:
-    state = self.__dict__
-    state["_attributes"] = value
-    if "_attribute_texts" in state:
-        del state["_attribute_texts"]
-
-
-def _defer_attributes(owner: _AttributeList, texts: list[str]) -> None:
-    state = owner.__dict__
-    state["_attributes"] = None
-    state["_attribute_texts"] = texts
-
-
-for _cls in (MediaDescription, SessionDescription):
-    setattr(_cls, "attributes", property(_get_attributes, _set_attributes))  # noqa: B010
 
 _NO_ORIGIN = Origin()  # placeholder while parsing; a description without o= is rejected
 
 
 def _new_media(
-    media: str, port: int, proto: str, formats: list[str], texts: list[str]
+    media: str, port: int, proto: str, formats: list[str], attributes: list[Attribute]
 ) -> MediaDescription:
-    """What ``MediaDescription(media, port, proto, formats)`` makes, attribute texts deferred.
+    """What ``MediaDescription(media, port, proto, formats, attributes=attributes)`` makes.
 
-    The dataclass __init__ costs a call per default factory and one through the ``attributes``
-    property; this is the parser's hot path.  test_parse_fastpaths.py checks the fields match.
+    The dataclass __init__ costs a call per default factory; this is the parser's hot path.
+    test_parse_fastpaths.py checks the fields match.
     """
     obj = object.__new__(MediaDescription)
     obj.__dict__ = {
@@ -1010,8 +994,7 @@ def _new_media(
         "extra_connections": [],
         "bandwidths": [],
         "encryption_key": None,
-        "_attributes": None,
-        "_attribute_texts": texts,
+        "attributes": attributes,
         "other_lines": [],
     }
     return obj
@@ -1023,9 +1006,9 @@ def _new_session(
     version: int,
     connection: Connection | None,
     timing: list[Timing],
-    texts: list[str],
+    attributes: list[Attribute],
 ) -> SessionDescription:
-    """What the SessionDescription constructor makes, attribute texts deferred (see _new_media)."""
+    """What the SessionDescription constructor makes (see _new_media)."""
     obj = object.__new__(SessionDescription)
     obj.__dict__ = {
         "origin": origin,
@@ -1041,8 +1024,7 @@ def _new_session(
         "timing": timing,
         "time_zones": None,
         "encryption_key": None,
-        "_attributes": None,
-        "_attribute_texts": texts,
+        "attributes": attributes,
         "media": [],
         "other_lines": [],
     }
@@ -1055,6 +1037,8 @@ def _new_session(
 
 
 def _decode(data: str | bytes) -> str:
+    if type(data) is bytes:
+        return data.decode("utf-8", "surrogateescape")
     if isinstance(data, bytes | bytearray | memoryview):
         return bytes(data).decode("utf-8", "surrogateescape")
     if isinstance(data, str):
@@ -1094,10 +1078,6 @@ def parse_sdp(data: str | bytes) -> SessionDescription:
     CRLF, LF or CR end lines; blank lines are skipped. Unknown attributes are kept in order;
     lines with an unknown type letter, and repeated or misplaced single-valued lines, are kept as
     :class:`SdpLine` in the section where they appeared. Raises only :class:`SdpParseError`.
-
-    ``a=`` lines are split into :class:`Attribute` objects when an attribute list is first used
-    (an attribute line cannot be malformed, so this changes nothing but the cost of a parse whose
-    attributes are never read).
     """
     text = _decode(data)
     if text[:2] == "v=":
@@ -1155,7 +1135,7 @@ def _parse_plain(text: str) -> SessionDescription | None:
             int(v),
             None if cnet is None else Connection(caddr, ctype, cnet, None, None),
             [Timing(int(start), int(stop), [])],
-            texts,
+            _attribute_list(texts),
         )
         seen_origin = True
     else:
@@ -1176,7 +1156,7 @@ def _parse_plain(text: str) -> SessionDescription | None:
                 _session_line(session, kind, line[2:])
         if len(texts) > 1:
             del texts[0]
-            _defer_attributes(session, texts)
+            session.attributes = _attribute_list(texts)
     for texts in sections[1:]:
         m = _MEDIA_HEAD_RE.fullmatch(texts[0])
         if m is not None:
@@ -1185,7 +1165,7 @@ def _parse_plain(text: str) -> SessionDescription | None:
             if number > 65535:
                 return None
             del texts[0]
-            media = _new_media(kind, number, proto, formats.split(), texts)
+            media = _new_media(kind, number, proto, formats.split(), _attribute_list(texts))
             if cnet is not None:
                 media.connection = Connection(caddr, ctype, cnet, None, None)
         else:
@@ -1197,7 +1177,7 @@ def _parse_plain(text: str) -> SessionDescription | None:
                 _section_line(media, line[0], line[2:])
             if len(texts) > 1:
                 del texts[0]
-                _defer_attributes(media, texts)
+                media.attributes = _attribute_list(texts)
         session.media.append(media)
     return _finish(session, seen_origin)
 
