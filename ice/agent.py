@@ -51,6 +51,19 @@ also emitted again when it changes), :class:`Completed`, :class:`Failed`, :class
 Failure: ``Failed`` once every pair of a component has failed after the peer's
 :meth:`Agent.end_of_candidates`, or ``timeout`` seconds after the checks could start (the
 peer's parameters known).  A failed restart keeps the previous pairs (``Failed("restart: ...")``).
+
+Choices where RFC 8445 leaves room (each documented where it is made):
+
+* Pacing: Ta is ours (``ta``/``pacing_ms``) or, once the peer's ``a=ice-pacing`` is known,
+  the larger proposal (§14.2); triggered checks wait only for the 5 ms floor.
+* Frozen pairs (§6.1.2.6, §6.1.4.2): an In-Progress pair holds its foundation's Frozen pairs
+  back only until its first retransmission (:attr:`CandidatePair.hold_until`), and a
+  component's selection unfreezes the other components - so RTCP's component never starves
+  behind RTP pairs that will never answer.
+* Nomination (§8.1.1): regular, by the controlling agent, after waiting only as long as a
+  better pair can still answer (:meth:`Agent._nomination_wait`).
+* Data (§12.1): may flow on a valid pair before selection, both ways (:meth:`Agent.send_target`,
+  :meth:`Agent.component_of`); after selection, only on the selected pair.
 """
 
 from __future__ import annotations
