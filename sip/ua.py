@@ -110,6 +110,10 @@ MAX_TARGET_FAILOVERS = 3
 #: requests never sent again elsewhere: CANCEL and ACK follow their INVITE's hop (§9.1, §17.1.1.3)
 _NO_FAILOVER = frozenset({"ACK", "CANCEL", "REGISTER"})
 
+#: target refresh after a new flow: tries per call, and the wait before try n+1 (n * this, s)
+TARGET_REFRESH_TRIES = 4
+TARGET_REFRESH_RETRY = 2.0
+
 #: RFC 3261 §8.1.3.4: redirections of an INVITE we follow (to a Contact of the 3xx); 305 Use
 #: Proxy and 380 Alternative Service are not followed
 REDIRECT_STATUSES = frozenset({300, 301, 302})
@@ -315,6 +319,11 @@ class UserAgent:
         #: requests; ``_answered``: those that got any response (no failover then)
         self._attempts: dict[int, tuple[Request, SipURI | None, int]] = {}
         self._answered: set[int] = set()
+        #: a flow failed: refresh the targets of ongoing dialogs once registered again
+        self._refresh_targets_after_recovery = False
+        #: Call-ID -> failed target refreshes so far; when to try those calls again
+        self._refresh_failures: dict[str, int] = {}
+        self._refresh_at: float | None = None
         #: Call-ID -> Request-URIs an outgoing call was sent to (redirections, §8.1.3.4)
         self._redirected: dict[str, list[str]] = {}
 
@@ -579,7 +588,7 @@ class UserAgent:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        times = [self.transactions.get_timer()]
+        times = [self.transactions.get_timer(), self._refresh_at]
         times += [r.get_timer() for r in self.registrations]
         times += [c.get_timer() for c in self.calls]
         valid = [t for t in times if t is not None]
@@ -599,6 +608,9 @@ class UserAgent:
             t = call.get_timer()
             if t is not None and t <= now:
                 call.handle_timer(now)
+        if self._refresh_at is not None and self._refresh_at <= now:
+            self._refresh_at = None
+            self.refresh_dialog_targets(now, only=set(self._refresh_failures))
         self._gc_calls()
         self._pump(now)
 
@@ -610,9 +622,13 @@ class UserAgent:
         self._pump(now)
 
     def _gc_calls(self) -> None:
+        live = {c.call_id for c in self.calls if c.state is not CallState.TERMINATED}
         for call_id in list(self._redirected):
             if not any(c.call_id == call_id for c in self.calls):
                 del self._redirected[call_id]
+        for call_id in list(self._refresh_failures):
+            if call_id not in live:
+                del self._refresh_failures[call_id]
         self.calls = [
             c
             for c in self.calls
@@ -1047,12 +1063,63 @@ class UserAgent:
     def flow_failed(self, now: float) -> None:
         """RFC 5626 §4.4.1/§4.5: the flow to the registrar failed (the I/O shell saw no
         keepalive response, or the connection closed): register every binding again at once
-        over a new flow; failures back off per ``UAConfig.flow_backoff``."""
+        over a new flow; failures back off per ``UAConfig.flow_backoff``. Once registered
+        again over TCP/TLS, ongoing calls get a target refresh (:meth:`refresh_dialog_targets`)."""
+        if self.config.transport.lower() in ("tcp", "tls"):
+            self._refresh_targets_after_recovery = True
         for reg in self.registrations:
             req = reg.flow_failed(now)
             if req is not None:
                 self._send_register(reg, req, now)
             self._drain_registration(reg)
+
+    def refresh_dialog_targets(self, now: float, only: set[str] | None = None) -> int:
+        """RFC 3261 §12.2.1.2 / RFC 3311 §5.1: send every confirmed call (or those whose
+        Call-ID is in ``only``) an UPDATE without a body carrying our Contact (a target
+        refresh). After our flow to the proxy was replaced (a new connection, maybe a new NAT
+        mapping), a proxy without RFC 5626 flow tokens that learns our address from the
+        requests we send (Kamailio's ``;alias``) gives the peer a remote target that reaches
+        us over the new flow. An UPDATE that fails (the peer may be recovering its own flow
+        at the same moment) is sent again up to ``TARGET_REFRESH_TRIES`` times, a little
+        later each time. Calls whose peer does not allow UPDATE are left alone (a re-INVITE
+        would involve the offer/answer). Returns how many UPDATEs were sent."""
+        sent = 0
+        for call in self.calls:
+            dialog = call.dialog
+            if call.state is not CallState.CONNECTED or dialog is None:
+                continue
+            if only is not None and call.call_id not in only:
+                continue
+            if not call.allows("UPDATE"):
+                log.info("call %s: peer does not allow UPDATE; no target refresh", call.call_id)
+                continue
+            dialog.local_contact = self.contact()
+            req = dialog.create_request("UPDATE")
+
+            def on_response(resp: Response | None, t: float, call: Call = call) -> None:
+                if resp is not None and resp.status < 200:
+                    return
+                if resp is not None and resp.status < 300:
+                    self._refresh_failures.pop(call.call_id, None)
+                    if call.dialog is not None:
+                        call.dialog.refresh_target(resp)
+                    return
+                status = resp.status if resp is not None else 408
+                tries = self._refresh_failures.get(call.call_id, 0) + 1
+                if status in (405, 481, 501) or tries >= TARGET_REFRESH_TRIES:
+                    log.info("call %s: target refresh failed (%d)", call.call_id, status)
+                    self._refresh_failures.pop(call.call_id, None)
+                    return
+                self._refresh_failures[call.call_id] = tries
+                at = t + TARGET_REFRESH_RETRY * tries
+                self._refresh_at = at if self._refresh_at is None else min(self._refresh_at, at)
+                log.info("call %s: target refresh got %d; again in %.0f s", call.call_id,
+                         status, at - t)  # fmt: skip
+
+            log.info("call %s: target refresh (UPDATE) after a new flow", call.call_id)
+            self.send_request(req, on_response, now, dialog.next_hop())
+            sent += 1
+        return sent
 
     @property
     def recovering(self) -> bool:
@@ -1084,6 +1151,9 @@ class UserAgent:
             self._adopt_public_address(reg)
             if nxt is not None:
                 self._send_register(reg, nxt, t)
+            elif reg.registered and self._refresh_targets_after_recovery:
+                self._refresh_targets_after_recovery = False
+                self.refresh_dialog_targets(t)
             self._drain_registration(reg)
 
         self.send_request(request, on_response, now)

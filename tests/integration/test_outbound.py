@@ -364,3 +364,31 @@ async def test_flow_timer_from_the_registrar_sets_the_keepalive_interval():
     finally:
         await ua.close()
         await registrar.close()
+
+
+async def test_target_refresh_reaches_a_callee_whose_new_flow_has_another_address(kamailio):
+    """A NAT that maps the new connection to another port (symmetric NAT), simulated by bob
+    reconnecting from any port: Kamailio's old ;alias is dead, so after registering again
+    bob sends an UPDATE without body in the call (a target refresh, RFC 3311); Kamailio
+    puts the new flow's alias in its Contact, alice takes it as remote target, and her BYE
+    reaches bob over the new connection."""
+    bob, alice, answered = await callee_and_caller(kamailio)
+    assert bob.transport is not None
+    bob.transport.reuse_local_port = False
+    try:
+        await alice.register(expires=120)
+        call = await alice.invite(f"sip:bob@{kamailio.domain}", offer(30036), timeout=15)
+        await call.wait_confirmed(5)
+        mark = await asyncio.to_thread(kamailio.log_mark)
+        await asyncio.to_thread(kamailio.restart)
+        assert await wait_contacts(kamailio, "bob", 15.0), "bob never registered again"
+        for _ in range(50):
+            if "REQ UPDATE" in await asyncio.to_thread(kamailio.log_since, mark):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        assert await call.bye(timeout=10) == "local-bye"
+        assert await answered[0].wait_ended(10) == "remote-bye", "the BYE did not reach bob"
+    finally:
+        await alice.close()
+        await bob.close()

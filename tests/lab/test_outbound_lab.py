@@ -3,10 +3,11 @@ signalling over TCP to Kamailio on the public net.
 
 Kamailio restarts mid-call, losing its registrations and every TCP connection. bob, the
 callee behind an endpoint-independent NAT, notices his flow died, reconnects at once -- from
-the same local port, so the NAT gives the new connection the public address that Kamailio's
-``;alias`` in his dialog Contact points at -- and registers again. alice's BYE through the
-restarted proxy then reaches him (before, a TCP callee was left in a dead call), and a new
-call reaches him too.
+the same local port, so an endpoint-independent NAT gives the new connection the public
+address that Kamailio's ``;alias`` in his dialog Contact points at -- and registers again;
+behind a symmetric NAT (a new public port) his target refresh (UPDATE) tells alice the new
+alias. alice's BYE through the restarted proxy then reaches him (before, a TCP callee was left
+in a dead call), and a new call reaches him too.
 
 Needs root, iproute2, iptables, coturn and kamailio (skips saying which is missing).
 """
@@ -16,15 +17,26 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.lab.softphone_lab import TIMES, SoftphoneLab, assert_call_ok, run_call
 from tests.lab.test_softphone_lab import softphone_lab
 
 __all__ = ["softphone_lab"]  # the module-scoped lab fixture, shared with this module
 
 
+@pytest.mark.parametrize(
+    ("callee", "duration"),
+    [("eim2l", 8.0), ("sym2l", 18.0)],
+    ids=["eim-same-port", "sym-target-refresh"],
+)
 def test_tcp_callee_behind_nat_gets_the_bye_after_a_proxy_restart_mid_call(
-    softphone_lab: SoftphoneLab, tmp_path: Path
+    softphone_lab: SoftphoneLab, tmp_path: Path, callee: str, duration: float
 ) -> None:
+    """eim: the NAT keeps the reconnected port, so the old ;alias works again at once. sym:
+    the new connection gets another public port; bob's target refresh (an UPDATE once he
+    registered again, repeated while alice is still recovering her own flow: each failed
+    try costs Kamailio's 5 s fr_timer) gives alice the new alias before her BYE."""
     kamailio = softphone_lab.kamailio
 
     def restart(lab: SoftphoneLab) -> dict[str, object]:
@@ -37,10 +49,10 @@ def test_tcp_callee_behind_nat_gets_the_bye_after_a_proxy_restart_mid_call(
         return {"bob_again": kamailio.contacts("bob"), "mark": mark}
 
     r = run_call(
-        softphone_lab, tmp_path / "first", ("alice", "lan1a"), ("bob", "eim2l"),
-        transport="tcp", duration=8, during=restart,
+        softphone_lab, tmp_path / "first", ("alice", "lan1a"), ("bob", callee),
+        transport="tcp", duration=duration, during=restart,
     )  # fmt: skip
-    TIMES.record("tcp restart lan1a->eim2l", r)
+    TIMES.record(f"tcp restart lan1a->{callee}", r)
     assert r.extra["bob_again"], f"bob did not register again\n{r.callee_log}"
     assert "registering again" in r.callee_log
     assert_call_ok(r)
@@ -49,7 +61,7 @@ def test_tcp_callee_behind_nat_gets_the_bye_after_a_proxy_restart_mid_call(
     assert "REQ BYE" in restarted
     assert r.callee["call"]["end_reason"] == "remote-bye", (r.callee["call"], r.callee_log)
     again = run_call(
-        softphone_lab, tmp_path / "second", ("alice", "lan1a"), ("bob", "eim2l"), transport="tcp"
+        softphone_lab, tmp_path / "second", ("alice", "lan1a"), ("bob", callee), transport="tcp"
     )
-    TIMES.record("tcp after-restart lan1a->eim2l", again)
+    TIMES.record(f"tcp after-restart lan1a->{callee}", again)
     assert_call_ok(again)
