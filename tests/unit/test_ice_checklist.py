@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ice.candidate import Candidate, CandidateType, candidate_priority
 from ice.checklist import (
     CandidatePair,
@@ -317,3 +322,42 @@ def test_unfreeze_component() -> None:
     assert cl.unfreeze_component(2) == 2
     assert all(p.state is PairState.WAITING for p in cl)
     assert cl.unfreeze_component(2) == 0
+
+
+_STATES = st.sampled_from(list(PairState))
+_HOLDS = st.one_of(st.just(math.inf), st.floats(0.0, 10.0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    remotes=st.integers(1, 3),
+    states=st.lists(st.tuples(_STATES, _HOLDS), min_size=12, max_size=12),
+    now=st.floats(0.0, 12.0),
+)
+def test_release_time_and_next_check_agree(
+    remotes: int, states: list[tuple[PairState, float]], now: float
+) -> None:
+    """Whatever the states and holds: a check is available exactly when next_check finds
+    one, and when none is, release_at() is in the future and a check is available then (so
+    a timer set for it neither spins nor sleeps for ever)."""
+    cl = CheckList(True)
+    # two sockets per component on one address: four pairs per foundation (remote IP)
+    locals_ = [host("10.0.0.1", 1000 + i, 1 + i % 2) for i in range(4)]
+    cl.add_pairs(
+        locals_,
+        [
+            remote(CandidateType.HOST, f"192.0.2.{i + 1}", 5, c)
+            for i in range(remotes)
+            for c in (1, 2)
+        ],
+    )
+    cl.start()
+    for pair, (state, hold) in zip(cl, states, strict=False):
+        pair.state = state
+        pair.hold_until = hold
+    available = cl.has_check(now)
+    assert (cl.next_check(now) is not None) == available
+    release = cl.release_at()
+    if not available and release is not None:
+        assert release > now
+        assert cl.has_check(release)
