@@ -19,12 +19,13 @@ from tests.peers.coturn import Coturn
 
 async def test_data_flows_on_a_valid_pair_before_completion() -> None:
     """The controlling side checks a silent candidate ranked first (a socket that never
-    answers) and, with Ta 3 s, waits that long before nominating the working pair.  Both
-    sides are usable long before: data goes both ways while ICE is still running, then the
-    same pair is nominated and data keeps flowing."""
+    answers) and, with Ta 3 s (and no cap on that wait), waits that long before nominating
+    the working pair.  Both sides are usable long before: data goes both ways while ICE is
+    still running, then the same pair is nominated and data keeps flowing."""
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))
-    a = IceConnection(True, bind="127.0.0.1", agent_options={"ta": 3.0})
+    patient = {"ta": 3.0, "nomination_delay": 30.0}
+    a = IceConnection(True, bind="127.0.0.1", agent_options=patient)
     b = IceConnection(False, bind="127.0.0.1", agent_options={"ta": 0.02})
     try:
         await asyncio.gather(a.gather(), b.gather())
