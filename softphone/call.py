@@ -40,6 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ice.aio import IceConnection, IceError
 from ice.candidate import Candidate, CandidateType
 from ice.pool import CandidatePool
@@ -47,7 +49,7 @@ from ice.sdp import RemoteCandidate, choose_default_candidate, format_remote_can
 from media.aio import MediaStream, UdpTransport, open_udp_transport
 from media.resample import Resampler
 from media.rtcp import ReceiverReport, RtcpParseError, SenderReport, parse_rtcp
-from media.session import DtmfReceived, RtpSession, SessionEvent
+from media.session import CodecDescription, DtmfReceived, RtpSession, SessionEvent
 from media.sources import ClockedSink, open_sink, open_source
 from media.stats import Stats
 from sip.aio import AsyncCall, AsyncUserAgent, CallError
@@ -67,7 +69,7 @@ from softphone.sdp_glue import (
 )
 from softphone.useragent import gather_config
 
-__all__ = ["Call", "CallFailed", "MediaOptions", "PeerReports"]
+__all__ = ["Call", "CallFailed", "MediaOptions", "PeerReports", "warm_up"]
 
 log = logging.getLogger("softphone.call")
 
@@ -1747,6 +1749,28 @@ class Call:
         else:
             out["rtp"] = None
         return out
+
+
+def warm_up(codecs: Sequence[str] = ("opus", "pcmu")) -> None:
+    """Do once, at start-up, what the first call would otherwise pay for on its call path:
+    the lazy imports, compiled patterns and tables of the SDP offer/answer and of a media
+    session (numpy's random generators, the G.711 tables, libopus) - several milliseconds
+    of the first call's setup and of the time to its first RTP."""
+    # an offer/answer round with ICE attributes (SDP and candidate parsers and writers)
+    host = Candidate.make(CandidateType.HOST, "192.0.2.1", 9)
+    ours = LocalTransport.from_ice("warmupAA", "warmupwarmupwarmupwarmup", [host])
+    theirs = LocalTransport.from_ice("warmupBB", "warmupwarmupwarmupwarmup", [host])
+    offer = new_offer_answer(local_media(codecs, ours), ours).create_offer().to_bytes()
+    inspect_offer(offer)
+    _, negotiation = new_offer_answer(local_media(codecs, theirs), theirs).process_offer(offer)
+    if negotiation.audio is not None:
+        read_negotiation(negotiation.audio)
+    for codec in audio_codecs(codecs):
+        if codec.name.lower() == "telephone-event":
+            continue
+        description = CodecDescription(codec.name, 0, codec.clock_rate, codec.channels)
+        session = RtpSession(description, now=time.monotonic())
+        session.send_frame(np.zeros(session.frame_samples, dtype=np.int16), time.monotonic())
 
 
 def _base(candidate: Candidate) -> Address:

@@ -26,7 +26,7 @@ from typing import Any
 
 from ice.pool import CandidatePool
 from sip.aio import AsyncCall, AsyncUserAgent, RegistrationError
-from softphone.call import Call, CallFailed, MediaOptions
+from softphone.call import Call, CallFailed, MediaOptions, warm_up
 from softphone.config import Account, ConfigError
 from softphone.report import Reporter
 from softphone.useragent import listen_transports, make_user_agent, start_candidate_pool
@@ -181,6 +181,7 @@ async def run_call(account: Account, args: argparse.Namespace, reporter: Reporte
             reporter.section("call").update(sip_status=None, end_reason="failed")
             reporter.progress(f"cannot start: {exc}")
             return EXIT_FAILED
+        warm_up(account.codecs)  # not on the call path
         call = Call(ua, account, options, progress=reporter.progress)
         try:
             dial = asyncio.ensure_future(call.dial(target))
@@ -225,6 +226,7 @@ async def run_answer(account: Account, args: argparse.Namespace, reporter: Repor
             reporter.progress(f"cannot start: {exc}")
             reporter.section("answer").update(calls=0, succeeded=0)
             return EXIT_FAILED
+        warm_up(account.codecs)  # not on the call path
         pool = await _start_pool(account, reporter)
         reporter.progress("waiting for calls" + ("" if args.auto else "; Enter answers"))
         try:

@@ -545,3 +545,12 @@ async def test_callee_answers_with_candidates_from_the_pool(
         await pool.wait_ready(1, timeout=5)  # refilled for the next call
     finally:
         await pool.close()
+
+
+def test_warm_up_runs_the_call_path_once() -> None:
+    """warm_up() (at start-up, off the call path) builds an offer and answer with ICE and
+    a media session per codec, and leaves nothing behind."""
+    call_module.warm_up()
+    call_module.warm_up(("pcma",))
+    with pytest.raises(ValueError):
+        call_module.warm_up(("g729",))  # an unknown codec is the account's error
