@@ -134,17 +134,12 @@ class Node:
         candidates = [parse_candidate(c) for c in cmd["candidates"]]
         self.conn.set_remote(cmd["ufrag"], cmd["pwd"], candidates)
         started = time.monotonic()
-        usable: list[float] = []
-
-        async def first_valid_pair() -> None:
-            await self.conn.usable()
-            usable.append(round(time.monotonic() - started, 4))
-
-        watcher = asyncio.ensure_future(first_valid_pair())
         try:
-            await self.conn.connect(timeout=self.args.ice_timeout + 2)
+            self.conn.start()
+            await self.conn.usable(timeout=self.args.ice_timeout + 2)
+            usable = time.monotonic() - started
+            await self.conn.connected(timeout=self.args.ice_timeout + 2)
         except IceError as exc:
-            watcher.cancel()
             emit("failed", reason=str(exc), events=[repr(e) for e in self.conn.events][-20:])
             return
         pairs = []
@@ -169,9 +164,8 @@ class Node:
             pairs=pairs,
             connect_time=self.conn.connect_time,
             wall_time=round(time.monotonic() - started, 3),
-            usable_time=usable[0] if usable else None,
+            usable_time=round(usable, 3),
         )
-        watcher.cancel()
 
     def _text(self, tag: str, component: int, i: int) -> bytes:
         if self.components == 1:
