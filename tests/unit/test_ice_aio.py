@@ -97,3 +97,19 @@ async def test_without_precise_timers_call_at_is_used(monkeypatch: pytest.Monkey
     finally:
         await a.close()
         await b.close()
+
+
+async def test_both_ends_pace_at_the_larger_proposal() -> None:
+    """Each side signals its ``pacing_ms`` (a=ice-pacing) and passes the other's to
+    ``set_remote``: both use the larger, and still connect."""
+    a = IceConnection(True, bind="127.0.0.1", agent_options={"pacing_ms": 20})
+    b = IceConnection(False, bind="127.0.0.1", agent_options={"pacing_ms": 35})
+    try:
+        await asyncio.gather(a.gather(), b.gather())
+        a.set_remote(b.local_ufrag, b.local_pwd, b.local_candidates, pacing_ms=b.pacing_ms)
+        b.set_remote(a.local_ufrag, a.local_pwd, a.local_candidates, pacing_ms=a.pacing_ms)
+        assert a.ta == b.ta == pytest.approx(0.035)
+        await asyncio.gather(a.connect(5), b.connect(5))
+    finally:
+        await a.close()
+        await b.close()
