@@ -610,6 +610,7 @@ def parse_message(data: bytes) -> Request | Response:
             raise SipParseError(f"bad status code in {first[:80]!r}")
         reason = parts[2] if len(parts) == 3 else ""
         message = Response(int(code), reason, headers, body, version.upper())
+        as_sent = as_sent and first == message._start_line()
     else:
         parts = first.split()
         if len(parts) != 3:
@@ -622,7 +623,8 @@ def parse_message(data: bytes) -> Request | Response:
                 raise SipParseError(f"bad SIP version in {first[:80]!r}")
             version = version.upper()
         message = Request(method, uri, headers, body, version)
-    if as_sent and first == message._start_line():
+        as_sent = as_sent and first == f"{method} {uri} {version}"  # as _start_line() writes it
+    if as_sent:
         # Parsed from the very octets to_bytes() writes: it returns them for as long as the
         # message is unchanged (the same field values, its headers not modified since).
         headers._as_sent = True

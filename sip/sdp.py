@@ -323,7 +323,13 @@ class Codec:
             return None
         if not (name and rate.isdigit() and rate.isascii() and len(rate) <= 30):
             return None
-        return _new_codec(name, int(rate), channels, fmtp)
+        codec = _new_object(Codec)  # _new_codec(name, int(rate), channels, fmtp), inlined
+        state = codec.__dict__
+        state["name"] = name
+        state["clock_rate"] = int(rate)
+        state["channels"] = channels
+        state["fmtp"] = fmtp
+        return codec
 
 
 def _new_codec(name: str, clock_rate: int, channels: int, fmtp: str | None) -> Codec:
@@ -548,6 +554,7 @@ _PLAIN_NAMES = frozenset(
 class _AttributeList:
     """Ordered attribute access; names compare case-insensitively, others keep their order."""
 
+    __slots__ = ()
     attributes: list[Attribute]
 
     def find(self, name: str) -> Attribute | None:
@@ -643,7 +650,7 @@ class _AttributeList:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class MediaDescription(_AttributeList):
     """One media section: ``m=<media> <port>[/<count>] <proto> <fmt> ...`` and its lines (§5.14)."""
 
@@ -854,7 +861,7 @@ def _ms_value(value: str | None) -> int | None:
     return max(1, round(number))
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionDescription(_AttributeList):
     """A whole session description (RFC 8866 §5)."""
 
@@ -982,21 +989,13 @@ def _new_media(
     The dataclass __init__ costs a call per default factory; this is the parser's hot path.
     test_parse_fastpaths.py checks the fields match.
     """
-    obj = object.__new__(MediaDescription)
-    obj.__dict__ = {
-        "media": media,
-        "port": port,
-        "proto": proto,
-        "formats": formats,
-        "port_count": None,
-        "information": None,
-        "connection": None,
-        "extra_connections": [],
-        "bandwidths": [],
-        "encryption_key": None,
-        "attributes": attributes,
-        "other_lines": [],
-    }
+    obj = _new_object(MediaDescription)
+    # the fields in declaration order, each list a new one
+    (
+        obj.media, obj.port, obj.proto, obj.formats, obj.port_count, obj.information,
+        obj.connection, obj.extra_connections, obj.bandwidths, obj.encryption_key,
+        obj.attributes, obj.other_lines,
+    ) = (media, port, proto, formats, None, None, None, [], [], None, attributes, [])  # fmt: skip
     return obj
 
 
@@ -1009,25 +1008,15 @@ def _new_session(
     attributes: list[Attribute],
 ) -> SessionDescription:
     """What the SessionDescription constructor makes (see _new_media)."""
-    obj = object.__new__(SessionDescription)
-    obj.__dict__ = {
-        "origin": origin,
-        "session_name": name,
-        "version": version,
-        "information": None,
-        "uri": None,
-        "emails": [],
-        "phones": [],
-        "connection": connection,
-        "extra_connections": [],
-        "bandwidths": [],
-        "timing": timing,
-        "time_zones": None,
-        "encryption_key": None,
-        "attributes": attributes,
-        "media": [],
-        "other_lines": [],
-    }
+    obj = _new_object(SessionDescription)
+    (
+        obj.origin, obj.session_name, obj.version, obj.information, obj.uri, obj.emails,
+        obj.phones, obj.connection, obj.extra_connections, obj.bandwidths, obj.timing,
+        obj.time_zones, obj.encryption_key, obj.attributes, obj.media, obj.other_lines,
+    ) = (
+        origin, name, version, None, None, [], [], connection, [], [], timing, None, None,
+        attributes, [], [],
+    )  # fmt: skip
     return obj
 
 

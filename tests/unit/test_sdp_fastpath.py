@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import pickle
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sip.sdp import Attribute, Codec, _attribute_list, _new_codec, parse_sdp
+from sip.sdp import (
+    Attribute,
+    Codec,
+    MediaDescription,
+    _attribute_list,
+    _new_codec,
+    parse_sdp,
+)
 
 ATTRIBUTE_TEXTS = st.text(alphabet="ab:rtpmap 0-/\u00e9\t", max_size=12)
 
@@ -56,4 +64,6 @@ def test_parsed_description_attributes_are_built_as_parsed() -> None:
     media = parsed.media[0]
     assert media.attributes == [Attribute("rtpmap", "8 PCMA/8000"), Attribute("sendrecv")]
     assert media.codecs() == {0: Codec("PCMU", 8000), 8: Codec("PCMA", 8000)}
-    assert "attributes" in vars(media)  # a plain dataclass field, no deferred texts
+    # a plain dataclass field (a slot), no property over deferred texts
+    assert not isinstance(inspect.getattr_static(MediaDescription, "attributes"), property)
+    assert not hasattr(media, "__dict__")
