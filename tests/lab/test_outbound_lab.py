@@ -43,7 +43,7 @@ def test_tcp_callee_behind_nat_gets_the_bye_after_a_proxy_restart_mid_call(
         time.sleep(0.5)
         kamailio.restart()
         mark = kamailio.log().rindex("==== start")  # where the restarted Kamailio's log begins
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 30
         while not kamailio.contacts("bob") and time.monotonic() < deadline:
             time.sleep(0.2)
         return {"bob_again": kamailio.contacts("bob"), "mark": mark}
