@@ -21,7 +21,10 @@ fully parsed)" that the >= 2x goal is measured on:
   kept intact as attributes: their ICE structure is RFC 8839's and the ICE layer parses it
   (``MediaDescription.candidates()`` parses them on demand; the row below does that too).  The
   codec map is built from rtpmap/fmtp (``MediaDescription.codecs()``; pyVoIP builds one as well).
-* the message serialized with ``to_bytes()``.
+* the message serialized with ``to_bytes()``.  A message parsed from octets already in the form
+  the serializer writes (canonical names, ``: ``, one correct Content-Length - as this INVITE
+  is) and not changed since returns those octets; any change to it gives the serializer's
+  output (tests/unit/test_sip_message_wire.py).  The "parse + to_bytes" row shows that cost.
 
 Other rows, for context: the same plus every ``a=candidate`` parsed into a CandidateAttribute; the
 like-for-like row, which adds what pyVoIP's eager parser extracts from the headers, parsed into
