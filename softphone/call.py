@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import logging
 import time
 from asyncio import FIRST_COMPLETED
@@ -72,9 +71,6 @@ from softphone.useragent import gather_config
 __all__ = ["Call", "CallFailed", "MediaOptions", "PeerReports", "warm_up"]
 
 log = logging.getLogger("softphone.call")
-
-#: ``IceConnection(gatherer=...)`` (a set from the candidate pool) is in this ``ice.aio``.
-_CONNECTION_TAKES_GATHERER = "gatherer" in inspect.signature(IceConnection).parameters
 
 Address = tuple[str, int]
 Progress = Callable[[str], None]
@@ -269,6 +265,7 @@ class _SendGate:
         self.paused = False
         self.held_back = 0
         self.unsent = 0  #: RTP packets the path could not send
+        self.first_sent = False
         self.last_received = time.monotonic()
         self._handler: Callable[[bytes], None] | None = None
 
@@ -295,6 +292,9 @@ class _SendGate:
         self.reports.sent(data)
         if self.path.send(data) is False and not _is_rtcp(data):
             self.unsent += 1  # no pair to send on yet (ICE still checking), or consent lost
+        elif not self.first_sent:
+            self.first_sent = True
+            log.info("first packet sent (%d not sent before)", self.unsent)
 
 
 class _MuteSwitch:
@@ -850,17 +850,14 @@ class Call:
         # the pool's servers are resolved already (no name lookup on the call path)
         gather = pool.config if pool is not None else await gather_config(self.account)
         gather = dataclasses.replace(gather, components=components)
-        gatherer = None
-        if pool is not None and _CONNECTION_TAKES_GATHERER:
-            gatherer = pool.take(components, config=gather)
-        extra: dict[str, Any] = {} if gatherer is None else {"gatherer": gatherer}
+        gatherer = None if pool is None else pool.take(components, config=gather)
         self.ice = IceConnection(
             controlling,
             components=components,
             gather=gather,
             bind=bind,
             agent_options=self._agent_options(),
-            **extra,
+            gatherer=gatherer,  # a pooled set: nothing to gather
         )
         self.progress("candidates from the pool" if gatherer else "gathering candidates")
         # after gather_timeout, whatever was gathered so far (a slow server adds nothing)

@@ -518,8 +518,6 @@ async def test_callee_answers_with_candidates_from_the_pool(
 ) -> None:
     """The callee takes a pre-gathered set (no gathering on the call path); the call works
     as with gathered candidates, and the pool refills."""
-    if not call_module._CONNECTION_TAKES_GATHERER:
-        pytest.skip("ice.aio.IceConnection takes no gatherer= (pooled set) yet")
     account = Account(bind=LOOPBACK)
     pool = await start_candidate_pool(account)
     assert pool is not None
