@@ -1,6 +1,7 @@
 """``sip.transport``: a new TCP connection to a peer we were connected to starts from the same
 local port (so a proxy without RFC 5626 flow tokens, which knows us by that address, reaches us
-over it), and falls back to any port when that one cannot be had."""
+over it), and falls back to any port when that one cannot be had; a request whose connection is
+reset before any response fails at once."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from sip.aio import AsyncUserAgent, CallError
 from sip.locate import Target
 from sip.message import Headers, Request, new_branch
 from sip.transport import Source, TransportLayer
+from sip.ua import UAConfig
+from tests.integration.test_sip_robustness import offer
 
 
 def options() -> Request:
@@ -115,3 +119,27 @@ async def test_without_reuse_any_port_is_taken(peer):
     second = await layer.send(options(), target)
     await server.wait_peers(2)
     assert second.local != first.local
+
+
+async def test_invite_on_a_connection_reset_before_any_response_fails_at_once():
+    """RFC 3261 §18.4 in the asyncio UA: the server resets the connection carrying our
+    INVITE; the call fails (408, a transport error) now rather than at Timer B (32 s)."""
+
+    async def reset_on_data(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset_on_data, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ua = AsyncUserAgent(
+        UAConfig(user="alice", domain="example.org", transport="tcp", local_port=0),
+        binding_check_interval=None,
+    )
+    await ua.start("127.0.0.1", 0)
+    try:
+        with pytest.raises(CallError) as failed:
+            await ua.invite(f"sip:bob@127.0.0.1:{port};transport=tcp", offer(30060), timeout=10)
+        assert failed.value.status == 408
+    finally:
+        await ua.close()
+        server.close()
