@@ -2,14 +2,18 @@
 
 Caller (shared/DESIGN.md "One call, end to end")::
 
-    gather (host/srflx/relay, RTP and RTCP components)  ->  offer (codecs, a=rtcp-mux, ICE,
-    default candidates in c=/m= and a=rtcp)  ->  INVITE  ->  200 OK with the answer  ->  ICE
-    checks as controlling agent (component 2 dropped when the answer accepts rtcp-mux,
-    RFC 5761 §5.1.3)  ->  media on the nominated pair's component transport(s)
+    gather (host/srflx/relay, RTP and RTCP components)  ->  offer (codecs, a=rtcp-mux, ICE
+    with our a=ice-pacing, default candidates in c=/m= and a=rtcp)  ->  INVITE  ->  200 OK
+    with the answer  ->  ICE checks as controlling agent (component 2 dropped when the
+    answer accepts rtcp-mux, RFC 5761 §5.1.3; Ta the larger a=ice-pacing, RFC 8445 §14.2)
+    ->  media as soon as a pair is valid (RFC 8445 §12.1), before the nomination
 
-Callee: offer (from the INVITE)  ->  gather (one component with rtcp-mux, else two)  ->  answer
-(``a=ice-mismatch`` and no ICE when the offer's c=/m= is none of its candidates, RFC 8839
-§5.1)  ->  ICE as controlled agent  ->  media.
+Callee: offer (from the INVITE)  ->  candidates (a pre-gathered set from the account's
+:class:`ice.pool.CandidatePool`, else gathered: one component with rtcp-mux, else two)  ->
+answer (``a=ice-mismatch`` and no ICE when the offer's c=/m= is none of its candidates,
+RFC 8839 §5.1)  ->  ICE as controlled agent  ->  media. An INVITE without SDP (late offer,
+RFC 3261 §13.3.1) is answered with our offer in the 200 and the answer read from the ACK;
+with ``MediaOptions.late_offer`` we send one and answer the 2xx's offer in the ACK.
 
 Without ICE (``--no-ice``, or a peer whose SDP has no ``a=ice-ufrag``) media runs over plain UDP
 with symmetric RTP (RFC 4961) at the ``c=``/``m=`` address (RFC 8445 fallback). When we offered
@@ -18,13 +22,18 @@ ICE and the answer has none, the peer sends to our default candidates, so media 
 
 During the call, re-offers (re-INVITE/UPDATE) are answered through the call's offer/answer
 state (RFC 3264 §8): hold stops our RTP but not RTCP, a new address is followed, new ICE
-credentials restart ICE (RFC 8445 §9). A selected pair that loses consent (RFC 7675), or a
-peer that sends nothing for ``media_timeout`` seconds, ends the call.
+credentials restart ICE (RFC 8445 §9), another codec replaces the media session on the same
+paths, source and sink (:meth:`Call._switch_media`). We can re-offer too: hold/resume,
+:meth:`Call.restart_ice`, :meth:`Call.change_codecs`. A selected pair that loses consent
+(RFC 7675) gets one ICE restart of ours, then the call ends; so does a peer that sends
+nothing for ``media_timeout`` seconds. DTMF goes as RFC 4733 events when telephone-event
+was negotiated at the audio's clock, else by SIP INFO (:meth:`Call.send_dtmf`).
 
 Hang-up (:meth:`Call.hangup`) tears everything down in order: the media session (its RTCP
 BYE, RFC 3550 §6.6), the SIP session (BYE, or CANCEL while ringing), then the ICE connection
 (which releases TURN allocations, RFC 8656 §8). :meth:`Call.report` gives the ``--json``
-sections ``call``, ``ice`` and ``rtp``.
+sections ``call``, ``ice`` and ``rtp``; "audio both ways" (the exit status) also reads the
+peer's RTCP reception reports (:class:`PeerReports`).
 """
 
 from __future__ import annotations
