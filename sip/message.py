@@ -153,14 +153,12 @@ class Headers:
             self.add(name, value)
 
     @classmethod
-    def _from_parsed(
-        cls, keys: list[str], names: list[str], values: list[str], as_sent: bool = False
-    ) -> Headers:
+    def _from_parsed(cls, keys: list[str], names: list[str], values: list[str]) -> Headers:
         headers = cls.__new__(cls)
         headers._keys = keys
         headers._names = names
         headers._values = values
-        headers._as_sent = as_sent
+        headers._as_sent = False  # parse_message() sets it once it has checked the whole message
         return headers
 
     def _first(self, key: str) -> str | None:
