@@ -33,9 +33,15 @@ from ice.agent import (
 )
 from ice.aio import ComponentTransport, IceConnection, IceError
 from ice.candidate import Candidate, CandidateType, candidate_priority
-from ice.gather import CandidateGatherer, GatherConfig, TurnServer, gather_candidates
+from ice.gather import (
+    CandidateGatherer,
+    GatherConfig,
+    MappingDetected,
+    TurnServer,
+    gather_candidates,
+)
 from ice.interfaces import local_addresses
-from ice.nat import FilteringBehavior, MappingBehavior, NatBehavior, discover_nat
+from ice.nat import FilteringBehavior, MappingBehavior, MappingCache, NatBehavior, discover_nat
 from ice.pool import CandidatePool
 from ice.sdp import (
     IceAttributes,
@@ -73,6 +79,8 @@ __all__ = [
     "IceParameters",
     "IceSdpError",
     "MappingBehavior",
+    "MappingCache",
+    "MappingDetected",
     "NatBehavior",
     "PairNominated",
     "RoleChanged",

@@ -74,6 +74,7 @@ from ice.gather import (
     RelayLost,
 )
 from ice.interfaces import DEFAULT_EXCLUDE, LocalAddress
+from ice.nat import MappingBehavior
 from ice.stun import Address
 
 PRECISE_TIMERS = True
@@ -547,6 +548,13 @@ class IceConnection:
 
     def stats(self) -> AgentStats:
         return self.agent.stats()
+
+    @property
+    def nat_mapping(self) -> MappingBehavior:
+        """Our NAT's mapping behaviour as found while gathering (RFC 4787 §4.1): behind an
+        endpoint-dependent ("symmetric") one our relayed candidates rank above the
+        server-reflexive ones (:mod:`ice.gather`); UNKNOWN before or without a finding."""
+        return self.gatherer.mapping
 
     async def close(self) -> None:
         """Stop ICE, release TURN allocations, close the sockets."""

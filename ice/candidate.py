@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 __all__ = [
+    "RELAY_PREFERENCE_BEHIND_SYMMETRIC_NAT",
     "TYPE_PREFERENCES",
     "Candidate",
     "CandidateType",
     "TcpType",
     "candidate_priority",
     "compute_foundation",
+    "relay_type_preference",
 ]
 
 
@@ -46,6 +48,31 @@ TYPE_PREFERENCES: dict[CandidateType, int] = {
     CandidateType.SERVER_REFLEXIVE: 100,
     CandidateType.RELAYED: 0,
 }
+
+
+RELAY_PREFERENCE_BEHIND_SYMMETRIC_NAT = 105
+"""The type preference of our relayed candidates when our NAT's mapping is known to depend on
+the destination (RFC 4787 §4.1 address- or address-and-port-dependent, a "symmetric" NAT).
+
+RFC 8445 §5.1.2.2 only *recommends* host 126, peer-reflexive 110, server-reflexive 100 and
+relayed 0; it asks that host rank highest and that the value reflect how likely a candidate
+is to work.  Behind such a NAT our server-reflexive candidate is a mapping towards the STUN
+server only: a peer behind another NAT reaches it never (its packets come from another
+address the NAT has no mapping for), so ranking it above the relay just costs a Ta and a
+failed check before the relayed pairs are tried.  105 keeps our candidates in the order
+host > peer-reflexive > relayed > server-reflexive: a direct path learnt during the checks
+(a peer-reflexive candidate, e.g. towards a public or endpoint-independent peer) still wins
+over the relay, host pairs (same LAN) are tried first, and the peer's own ranking is
+untouched (pair priorities, §6.1.2.3, combine both sides' values).  The agent only uses this
+value when the mapping was detected (:mod:`ice.gather`); an unknown mapping keeps 0."""
+
+
+def relay_type_preference(endpoint_dependent_mapping: bool) -> int:
+    """The type preference for a relayed candidate: :data:`RELAY_PREFERENCE_BEHIND_SYMMETRIC_NAT`
+    when our mapping is known to be endpoint-dependent, else the recommended 0 (§5.1.2.2)."""
+    if endpoint_dependent_mapping:
+        return RELAY_PREFERENCE_BEHIND_SYMMETRIC_NAT
+    return TYPE_PREFERENCES[CandidateType.RELAYED]
 
 
 def candidate_priority(
@@ -160,17 +187,21 @@ class Candidate:
         related: tuple[str, int] | None = None,
         local_preference: int = 65535,
         tcptype: TcpType | None = None,
+        type_preference: int | None = None,
     ) -> Candidate:
         """A local candidate with RFC 8445 priority and foundation computed.
 
-        ``base_address`` defaults to ``address`` (host candidates are their own base).
+        ``base_address`` defaults to ``address`` (host candidates are their own base);
+        ``type_preference`` defaults to the recommended one for the type (§5.1.2.2).
         """
         base = address if base_address is None else base_address
         return cls(
             foundation=compute_foundation(candidate_type, base, transport, server_address),
             component=component,
             transport=transport,
-            priority=candidate_priority(candidate_type, component, local_preference),
+            priority=candidate_priority(
+                candidate_type, component, local_preference, type_preference=type_preference
+            ),
             address=address,
             port=port,
             type=candidate_type,

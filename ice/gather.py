@@ -46,6 +46,19 @@ Rules implemented:
   :class:`AsyncGatherer`) and reports to the core through
   :meth:`CandidateGatherer.external_relay_done`; both kinds are used through
   ``relay_send`` / ``on_relayed`` alike.
+* the NAT's mapping behaviour (RFC 4787 §4.1) is detected on the way, per socket: two server
+  addresses reporting different mapped addresses for one socket (a STUN server and a TURN
+  server's Allocate, or two STUN servers) show a mapping that depends on the destination;
+  with one server, its Binding response's OTHER-ADDRESS (RFC 5780 §7.4) gets one more
+  Binding from the same socket (RFC 5780 §4.3 test II), paced like the others and bounded by
+  ``GatherConfig.mapping_timeout`` (it never produces a candidate or a :class:`ServerFailed`).
+  Behind such a "symmetric" NAT the relayed candidates rank above the server-reflexive ones
+  (:data:`ice.candidate.RELAY_PREFERENCE_BEHIND_SYMMETRIC_NAT`): a relayed candidate whose
+  socket's test is still running is held back until it ends (at most ``mapping_timeout``),
+  so its priority is right when it is signalled.  Results are reported
+  (:class:`MappingDetected`, :attr:`CandidateGatherer.mapping`) and cached per (local IP,
+  server) in a :class:`ice.nat.MappingCache` (the process's, for :class:`AsyncGatherer`), so
+  the next gathering from the same address sends no extra transaction.
 """
 
 from __future__ import annotations
@@ -59,9 +72,11 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ice.candidate import Candidate, CandidateType
+from ice.candidate import Candidate, CandidateType, relay_type_preference
 from ice.interfaces import DEFAULT_EXCLUDE, LocalAddress, local_addresses
+from ice.nat import PROCESS_MAPPING_CACHE, MappingBehavior, MappingCache, compare_mappings
 from ice.stun import (
+    OTHER_ADDRESS,
     XOR_MAPPED_ADDRESS,
     Address,
     StunClass,
@@ -90,6 +105,7 @@ __all__ = [
     "GatherEvent",
     "GatheringComplete",
     "GatheredCandidate",
+    "MappingDetected",
     "PROCESS_PACER",
     "RelayLost",
     "RelayedDataReceived",
@@ -182,6 +198,12 @@ class GatherConfig:
     ta: float = DEFAULT_TA
     relay_only: bool = False
     software: str | None = None
+    detect_mapping: bool = True
+    """Detect an endpoint-dependent NAT mapping (see the module docstring) and rank relayed
+    candidates above server-reflexive ones behind one."""
+    mapping_timeout: float = 0.25
+    """How long the extra RFC 5780 test II Binding may take (one retransmission at half of
+    it), and so how long a relayed candidate may be held back waiting for the result."""
     keepalive: float | None = None
     """Seconds between STUN Binding indications from each socket to each UDP server that
     answered it (RFC 8489 §3: indications need no answer), keeping the NAT bindings behind
@@ -250,7 +272,36 @@ class RelayLost:
     reason: str
 
 
-GatherEvent = CandidateGathered | ServerFailed | GatheringComplete | RelayedDataReceived | RelayLost
+@dataclass(frozen=True, slots=True)
+class MappingDetected:
+    """The NAT mapping behaviour in front of socket ``local`` (RFC 4787 §4.1), found with the
+    answers from ``servers`` (one entry: taken from the cache, or no NAT)."""
+
+    local: Address
+    mapping: MappingBehavior
+    servers: tuple[Address, ...]
+
+    @property
+    def endpoint_dependent(self) -> bool:
+        """A "symmetric" NAT: the mapping changes with the destination."""
+        return _dependent(self.mapping)
+
+
+GatherEvent = (
+    CandidateGathered
+    | ServerFailed
+    | GatheringComplete
+    | RelayedDataReceived
+    | RelayLost
+    | MappingDetected
+)
+
+
+def _dependent(mapping: MappingBehavior | None) -> bool:
+    return mapping in (
+        MappingBehavior.ADDRESS_DEPENDENT,
+        MappingBehavior.ADDRESS_AND_PORT_DEPENDENT,
+    )
 
 
 def local_preferences(addresses: Sequence[str]) -> dict[str, int]:
@@ -282,6 +333,7 @@ class _Binding:
     transaction: StunClientTransaction | None = None
     deadline: float = 0.0
     done: bool = False
+    probe: bool = False  # the RFC 5780 test II Binding of the mapping detection
 
 
 @dataclass(slots=True)
@@ -293,6 +345,21 @@ class _Turn:
     deadline: float = 0.0
     done: bool = False
     relayed: Address | None = None
+
+
+@dataclass(slots=True)
+class _MappingState:
+    answers: list[tuple[Address, Address]] = field(default_factory=list)  # (server, mapped)
+    behavior: MappingBehavior | None = None
+    probe: _Binding | None = None
+
+
+@dataclass(slots=True)
+class _HeldRelay:
+    turn: _Turn
+    relayed: Address
+    related: Address
+    until: float
 
 
 class CandidateGatherer:
@@ -309,10 +376,17 @@ class CandidateGatherer:
     """
 
     def __init__(
-        self, config: GatherConfig | None = None, *, pacer: TransactionPacer | None = None
+        self,
+        config: GatherConfig | None = None,
+        *,
+        pacer: TransactionPacer | None = None,
+        mapping_cache: MappingCache | None = None,
     ) -> None:
         self.config = config or GatherConfig()
         self.pacer = pacer
+        self.mapping_cache = mapping_cache
+        self._mapping: dict[Address, _MappingState] = {}
+        self._held: list[_HeldRelay] = []
         self._sockets: dict[Address, _Socket] = {}
         self._bindings: list[_Binding] = []
         self._turns: list[_Turn] = []
@@ -360,6 +434,7 @@ class CandidateGatherer:
                 local_preference=sock.preference,
             )
             self._add_candidate(GatheredCandidate(host, sock.local), signal=not cfg.relay_only)
+        self._mapping_from_cache(now)
         groups: dict[tuple[Address, Address], list[_Binding | _Turn]] = {}
         for sock in sorted(self._sockets.values(), key=lambda k: k.component):
             for index, turn in enumerate(cfg.turn_servers):
@@ -386,6 +461,25 @@ class CandidateGatherer:
     @property
     def complete(self) -> bool:
         return self._complete
+
+    @property
+    def mappings(self) -> dict[Address, MappingBehavior]:
+        """The mapping behaviour found so far for each socket (absent: not known yet)."""
+        return {a: st.behavior for a, st in self._mapping.items() if st.behavior is not None}
+
+    @property
+    def mapping(self) -> MappingBehavior:
+        """The mapping behaviour of the NAT in front of us: endpoint-dependent if any socket
+        showed it, else endpoint-independent if any socket showed that, else UNKNOWN."""
+        found = self.mappings.values()
+        for behavior in (
+            MappingBehavior.ADDRESS_AND_PORT_DEPENDENT,
+            MappingBehavior.ADDRESS_DEPENDENT,
+            MappingBehavior.ENDPOINT_INDEPENDENT,
+        ):
+            if behavior in found:
+                return behavior
+        return MappingBehavior.UNKNOWN
 
     @property
     def candidates(self) -> list[GatheredCandidate]:
@@ -435,6 +529,7 @@ class CandidateGatherer:
                 t = b.transaction.get_timer()
                 if t is not None:
                     times.append(t)
+        times.extend(h.until for h in self._held)
         for tu in self._turns:
             if tu.client.state is TurnState.ALLOCATING and not tu.done:
                 times.append(tu.deadline)
@@ -455,7 +550,7 @@ class CandidateGatherer:
                 self._binding_failed(b, "no answer before the deadline")
                 continue
             b.transaction.handle_timer(now)
-            self._binding_result(b)
+            self._binding_result(b, now)
         for tu in self._turns:
             if tu.client.state is TurnState.IDLE:
                 continue
@@ -465,6 +560,7 @@ class CandidateGatherer:
                 continue
             tu.client.handle_timer(now)
             self._turn_events(tu, now)
+        self._release_held(now)
         self._check_complete()
 
     def receive(self, data: bytes, local: Address, addr: Address, now: float) -> bool:
@@ -479,6 +575,7 @@ class CandidateGatherer:
             if tu.sock.local == local and tu.client.server == addr:
                 if tu.client.receive(data, addr, now):
                     self._turn_events(tu, now)
+                    self._release_held(now)
                     self._check_complete()
                     return True
         if not is_stun(data):
@@ -494,7 +591,8 @@ class CandidateGatherer:
                 except StunParseError:
                     return True
                 b.transaction.receive(message, now)
-                self._binding_result(b)
+                self._binding_result(b, now)
+                self._release_held(now)
                 self._check_complete()
                 return True
         return False
@@ -551,6 +649,7 @@ class CandidateGatherer:
         for group in self._pending_starts:
             group[:] = [item for item in group if item.sock.local not in gone]
         self._pending_starts = deque(g for g in self._pending_starts if g)
+        self._held = [h for h in self._held if h.turn.sock.local not in gone]
         self._candidates = [c for c in self._candidates if c.candidate.component <= keep]
         self.config = replace(self.config, components=keep)
         self._check_complete()
@@ -559,6 +658,7 @@ class CandidateGatherer:
     def close(self, now: float) -> None:
         """Cancel what is running and release every TURN allocation (RFC 8656 §8.1)."""
         self._keepalive_at = None
+        self._held.clear()
         for b in self._bindings:
             if b.transaction is not None:
                 b.transaction.cancel()
@@ -623,12 +723,21 @@ class CandidateGatherer:
         while self._pending_starts and now >= self._slot(self._next_start):
             for item in self._pending_starts.popleft():
                 if isinstance(item, _Binding):
+                    if item.done:
+                        continue  # a mapping test no longer needed
                     request = StunMessage(StunMethod.BINDING, StunClass.REQUEST)
+                    timeout = cfg.mapping_timeout if item.probe else cfg.stun_timeout
+                    rto = cfg.mapping_timeout / 2 if item.probe else cfg.stun_rto
                     item.transaction = StunClientTransaction(
-                        request.encode(fingerprint=True), now, rto=cfg.stun_rto
+                        request.encode(fingerprint=True), now, rto=rto
                     )
-                    item.deadline = now + cfg.stun_timeout
-                    logger.debug("STUN Binding %s -> %s", item.sock.local, item.server)
+                    item.deadline = now + timeout
+                    logger.debug(
+                        "STUN Binding %s -> %s%s",
+                        item.sock.local,
+                        item.server,
+                        " (mapping test II)" if item.probe else "",
+                    )
                 else:
                     self._reuse_turn_credentials(item)
                     item.deadline = now + cfg.turn_timeout
@@ -649,11 +758,14 @@ class CandidateGatherer:
                 if tu.client.reuse_credentials(other.client):
                     return
 
-    def _binding_result(self, b: _Binding) -> None:
+    def _binding_result(self, b: _Binding, now: float) -> None:
         tx = b.transaction
         if tx is None or not tx.done or b.done:
             return
         result = tx.result
+        if b.probe:
+            self._probe_result(b, result, now)
+            return
         if not isinstance(result, StunTransactionSucceeded):
             reason = "timed out" if result is None else type(result).__name__
             if result is not None and hasattr(result, "reason"):
@@ -670,9 +782,17 @@ class CandidateGatherer:
             return
         b.done = True
         self._add_srflx(b.sock, mapped, b.server[0])
+        try:
+            other = result.response.get(OTHER_ADDRESS)
+        except StunParseError:
+            other = None
+        self._observe_mapping(b.sock, b.server, mapped, other, now)
 
     def _binding_failed(self, b: _Binding, reason: str) -> None:
         b.done = True
+        if b.probe:
+            logger.debug("mapping test II %s -> %s: %s", b.sock.local, b.server, reason)
+            return
         logger.info("STUN server %s failed from %s: %s", b.server, b.sock.local, reason)
         self._events.append(ServerFailed("stun", b.server, b.sock.local, reason))
 
@@ -698,17 +818,14 @@ class CandidateGatherer:
                 tu.done = True
                 tu.relayed = event.relayed
                 related = event.mapped or tu.sock.local
-                cand = Candidate.make(
-                    CandidateType.RELAYED,
-                    event.relayed[0],
-                    event.relayed[1],
-                    component=tu.sock.component,
-                    base_address=tu.sock.local[0],
-                    server_address=tu.server.address[0],
-                    related=related,
-                    local_preference=max(0, tu.sock.preference - tu.index),
-                )
-                self._add_candidate(GatheredCandidate(cand, tu.sock.local, client.server))
+                if event.mapped is not None:
+                    self._observe_mapping(tu.sock, client.server, event.mapped, None, now)
+                if self._mapping_pending(tu.sock):
+                    until = now + self.config.mapping_timeout
+                    self._held.append(_HeldRelay(tu, event.relayed, related, until))
+                    logger.debug("relayed %s held until the mapping is known", event.relayed)
+                else:
+                    self._add_relayed(tu, event.relayed, related)
                 if event.mapped is not None and not self.config.relay_only:
                     self._add_srflx(tu.sock, event.mapped, tu.server.address[0])
             elif isinstance(event, AllocationFailed):
@@ -722,6 +839,137 @@ class CandidateGatherer:
                     self._events.append(RelayLost(tu.relayed, event.reason))
             else:
                 logger.debug("TURN %s: %s", tu.server.address, event)
+
+    def _add_relayed(self, tu: _Turn, relayed: Address, related: Address) -> None:
+        state = self._mapping.get(tu.sock.local)
+        dependent = state is not None and _dependent(state.behavior)
+        cand = Candidate.make(
+            CandidateType.RELAYED,
+            relayed[0],
+            relayed[1],
+            component=tu.sock.component,
+            base_address=tu.sock.local[0],
+            server_address=tu.server.address[0],
+            related=related,
+            local_preference=max(0, tu.sock.preference - tu.index),
+            type_preference=relay_type_preference(dependent),
+        )
+        self._add_candidate(GatheredCandidate(cand, tu.sock.local, tu.client.server))
+
+    # -- mapping behaviour (RFC 4787 §4.1, RFC 5780 §4.3) --------------------------------------
+
+    def _mapping_from_cache(self, now: float) -> None:
+        cache, cfg = self.mapping_cache, self.config
+        if cache is None or not cfg.detect_mapping:
+            return
+        servers = [t.address for t in cfg.turn_servers if t.transport == "udp"]
+        servers += [(a[0], int(a[1])) for a in cfg.stun_servers]
+        for sock in self._sockets.values():
+            for server in servers:
+                behavior = cache.get(sock.local[0], server, now)
+                if behavior is not None:
+                    self._decide_mapping(sock, behavior, (server,), now, cached=True)
+                    break
+
+    def _observe_mapping(
+        self, sock: _Socket, server: Address, mapped: Address, other: Address | None, now: float
+    ) -> None:
+        """A mapped address seen by ``server`` (with its OTHER-ADDRESS, if any) for ``sock``."""
+        cfg = self.config
+        if not cfg.detect_mapping:
+            return
+        state = self._mapping.setdefault(sock.local, _MappingState())
+        if state.behavior is not None:
+            return
+        if mapped == sock.local:  # no NAT on this path
+            self._decide_mapping(sock, MappingBehavior.ENDPOINT_INDEPENDENT, (server,), now)
+            return
+        for seen in state.answers:
+            if seen[0] != server:
+                behavior = compare_mappings(sock.local, seen, (server, mapped))
+                self._decide_mapping(sock, behavior, (seen[0], server), now)
+                return
+        state.answers.append((server, mapped))
+        if (
+            other is not None
+            and state.probe is None
+            and other != server
+            and _same_family(other[0], sock.local[0])
+        ):
+            # RFC 5780 §4.3 test II: the same request to the alternate IP and port
+            probe = _Binding(sock, (other[0], int(other[1])), probe=True)
+            state.probe = probe
+            self._bindings.append(probe)
+            self._pending_starts.appendleft([probe])
+            self._start_due(now)
+
+    def _probe_result(self, b: _Binding, result: object, now: float) -> None:
+        mapped: Address | None = None
+        if isinstance(result, StunTransactionSucceeded):
+            try:
+                mapped = result.response.get(XOR_MAPPED_ADDRESS)
+            except StunParseError:
+                mapped = None
+        if mapped is None:
+            self._binding_failed(b, "no usable answer")
+            return
+        b.done = True
+        self._observe_mapping(b.sock, b.server, mapped, None, now)
+
+    def _decide_mapping(
+        self,
+        sock: _Socket,
+        behavior: MappingBehavior,
+        servers: tuple[Address, ...],
+        now: float,
+        *,
+        cached: bool = False,
+    ) -> None:
+        state = self._mapping.setdefault(sock.local, _MappingState())
+        state.behavior = behavior
+        probe = state.probe
+        if probe is not None and not probe.done:
+            if probe.transaction is not None:
+                probe.transaction.cancel()
+            probe.done = True
+        if (
+            self.mapping_cache is not None
+            and not cached
+            and behavior is not MappingBehavior.UNKNOWN
+        ):
+            for server in servers:
+                self.mapping_cache.put(sock.local[0], server, behavior, now)
+        logger.info(
+            "NAT mapping from %s: %s (%s)%s",
+            sock.local,
+            behavior.value,
+            ", ".join(f"{a[0]}:{a[1]}" for a in servers),
+            " - relayed candidates ranked above server-reflexive" if _dependent(behavior) else "",
+        )
+        self._events.append(MappingDetected(sock.local, behavior, servers))
+        self._release_held(now)
+
+    def _mapping_pending(self, sock: _Socket) -> bool:
+        """Could an answer still arriving tell this socket's mapping behaviour?"""
+        if not self.config.detect_mapping:
+            return False
+        state = self._mapping.get(sock.local)
+        if state is not None and state.behavior is not None:
+            return False
+        if any(b.sock is sock and not b.done for b in self._bindings):
+            return True
+        return any(t.sock is sock and not t.done for t in self._turns)
+
+    def _release_held(self, now: float) -> None:
+        if not self._held:
+            return
+        keep: list[_HeldRelay] = []
+        for h in self._held:
+            if now >= h.until or not self._mapping_pending(h.turn.sock):
+                self._add_relayed(h.turn, h.relayed, h.related)
+            else:
+                keep.append(h)
+        self._held = keep
 
     def _turn_failed(self, tu: _Turn, reason: str) -> None:
         tu.done = True
@@ -751,7 +999,7 @@ class CandidateGatherer:
     def _check_complete(self) -> None:
         if self._complete or not self._started or self._pending_starts:
             return
-        if self._external_pending:
+        if self._external_pending or self._held:
             return
         if all(b.done for b in self._bindings) and all(t.done for t in self._turns):
             self._complete = True
@@ -812,7 +1060,9 @@ class AsyncGatherer:
     ``on_event`` sees every :class:`GatherEvent`; ``on_datagram`` gets what the gatherer does
     not consume; ``on_relayed`` gets data that came through a TURN allocation as
     ``(data, relayed address, peer)``.  ``pacer`` (default: the one of the process,
-    :data:`PROCESS_PACER`) spaces the transactions of all gatherers (RFC 8445 §14.2).
+    :data:`PROCESS_PACER`) spaces the transactions of all gatherers (RFC 8445 §14.2);
+    ``mapping_cache`` (default: :data:`ice.nat.PROCESS_MAPPING_CACHE`) keeps the NAT mapping
+    behaviours found (:attr:`mapping`), so later gatherings need no extra transaction.
     """
 
     def __init__(
@@ -828,9 +1078,10 @@ class AsyncGatherer:
         on_datagram: DatagramHandler | None = None,
         on_relayed: DatagramHandler | None = None,
         pacer: TransactionPacer | None = PROCESS_PACER,
+        mapping_cache: MappingCache | None = PROCESS_MAPPING_CACHE,
     ) -> None:
         self.config = config or GatherConfig()
-        self.core = CandidateGatherer(self.config, pacer=pacer)
+        self.core = CandidateGatherer(self.config, pacer=pacer, mapping_cache=mapping_cache)
         self.on_event = on_event
         self.on_datagram = on_datagram
         self.on_relayed = on_relayed
@@ -872,6 +1123,12 @@ class AsyncGatherer:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def mapping(self) -> MappingBehavior:
+        """The NAT mapping behaviour found while gathering (RFC 4787 §4.1; UNKNOWN until
+        found or when it could not be): see :attr:`CandidateGatherer.mapping`."""
+        return self.core.mapping
 
     def attach(
         self,

@@ -53,10 +53,13 @@ from ice.stun import (
 from ice.stun_transaction import StunClientTransaction, StunTransactionSucceeded
 
 __all__ = [
+    "PROCESS_MAPPING_CACHE",
     "FilteringBehavior",
     "MappingBehavior",
+    "MappingCache",
     "NatBehavior",
     "NatDiscovery",
+    "compare_mappings",
     "describe",
     "discover_nat",
 ]
@@ -122,6 +125,74 @@ class NatBehavior:
             "error": self.error,
             "summary": describe(self),
         }
+
+
+def compare_mappings(
+    local: Address, first: tuple[Address, Address], second: tuple[Address, Address]
+) -> MappingBehavior:
+    """The mapping behaviour shown by two answers to Binding requests sent from one socket
+    ``local``, each ``(server address, mapped address)`` (RFC 5780 §4.3, RFC 4787 §4.1).
+
+    A mapped address equal to ``local`` means no NAT (endpoint-independent).  The same mapped
+    address from two different server addresses: endpoint-independent (RFC 5780 test II
+    with the server's OTHER-ADDRESS, or two servers).  Different mapped addresses: the
+    mapping depends on the destination; address-and-port-dependent when the two servers
+    share their IP (only the port changed), else address-dependent *at least* (test III,
+    which would tell the two apart, is not run: for ICE both mean the same - a
+    server-reflexive candidate is useless towards any other destination).  UNKNOWN when the
+    two answers came from the same server address.
+    """
+    (server1, mapped1), (server2, mapped2) = first, second
+    if mapped1 == local or mapped2 == local:
+        return MappingBehavior.ENDPOINT_INDEPENDENT
+    if server1 == server2:
+        return MappingBehavior.UNKNOWN
+    if mapped1 == mapped2:
+        return MappingBehavior.ENDPOINT_INDEPENDENT
+    if server1[0] == server2[0]:
+        return MappingBehavior.ADDRESS_AND_PORT_DEPENDENT
+    return MappingBehavior.ADDRESS_DEPENDENT
+
+
+class MappingCache:
+    """Mapping behaviours already found, per (local IP, STUN/TURN server address), kept for
+    ``ttl`` seconds on the caller's clock (sans-I/O: every call takes ``now``).
+
+    The mapping behaviour is a property of the NAT in front of a local address, not of one
+    socket, so the next gathering from the same local IP needs no extra transaction.  Forget
+    everything (:meth:`clear`) after a network change (:meth:`ice.pool.CandidatePool.invalidate`
+    does): a laptop can keep its private address on another network.
+    """
+
+    def __init__(self, ttl: float = 300.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[tuple[str, Address], tuple[MappingBehavior, float]] = {}
+
+    def get(self, local_ip: str, server: Address, now: float) -> MappingBehavior | None:
+        """The behaviour found from ``local_ip`` towards ``server`` (None: not known)."""
+        entry = self._entries.get((local_ip, server))
+        if entry is None:
+            return None
+        if now >= entry[1]:
+            del self._entries[(local_ip, server)]
+            return None
+        return entry[0]
+
+    def put(self, local_ip: str, server: Address, behavior: MappingBehavior, now: float) -> None:
+        """Remember ``behavior`` (UNKNOWN is not remembered)."""
+        if behavior is not MappingBehavior.UNKNOWN:
+            self._entries[(local_ip, server)] = (behavior, now + self.ttl)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+PROCESS_MAPPING_CACHE = MappingCache()
+"""The cache every :class:`ice.gather.AsyncGatherer` of the process shares (unless given
+another); the asyncio layer feeds it the event loop's clock."""
 
 
 def describe(result: NatBehavior) -> str:

@@ -52,6 +52,7 @@ from ice.gather import (
     TransactionPacer,
 )
 from ice.interfaces import DEFAULT_EXCLUDE, LocalAddress, local_addresses
+from ice.nat import PROCESS_MAPPING_CACHE, MappingBehavior, MappingCache
 
 __all__ = ["CandidatePool", "PoolStats"]
 
@@ -114,6 +115,7 @@ class CandidatePool:
         include: Sequence[str] | None = None,
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
         pacer: TransactionPacer | None = None,
+        mapping_cache: MappingCache | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a pool holds at least one set")
@@ -129,6 +131,8 @@ class CandidatePool:
         self._include = include
         self._exclude = exclude
         self._pacer = pacer or PROCESS_PACER
+        self._mapping_cache = PROCESS_MAPPING_CACHE if mapping_cache is None else mapping_cache
+        self._mapping = MappingBehavior.UNKNOWN
         self._closing: set[asyncio.Task[None]] = set()
         self._refill_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -235,8 +239,17 @@ class CandidatePool:
         self._refill_later()
         return gatherer
 
+    @property
+    def mapping(self) -> MappingBehavior:
+        """The NAT mapping behaviour the last completed set found (RFC 4787 §4.1); a set
+        taken from the pool carries its own (:attr:`ice.gather.AsyncGatherer.mapping`)."""
+        return self._mapping
+
     def invalidate(self) -> None:
-        """Gather every ready set again (after a network change, new servers ...)."""
+        """Gather every ready set again (after a network change, new servers ...); the NAT
+        mapping behaviours cached for the sets are forgotten too (the NAT may be another)."""
+        self._mapping_cache.clear()
+        self._mapping = MappingBehavior.UNKNOWN
         for entry in list(self._ready):
             self._ready.remove(entry)
             if entry.timer is not None:
@@ -305,7 +318,12 @@ class CandidatePool:
                     local_addresses, bind=self._bind, include=self._include, exclude=self._exclude
                 )
             )
-        gatherer = AsyncGatherer(self.config, addresses=addresses, pacer=self._pacer)
+        gatherer = AsyncGatherer(
+            self.config,
+            addresses=addresses,
+            pacer=self._pacer,
+            mapping_cache=self._mapping_cache,
+        )
         entry = _Set(gatherer)
         gatherer.on_event = lambda event: self._on_event(entry, event)
         try:
@@ -323,6 +341,7 @@ class CandidatePool:
         assert self._loop is not None
         self._gathered += 1
         entry.ready_at = self._loop.time()
+        self._mapping = gatherer.mapping
         if entry.lost:
             await gatherer.close()
             return  # _filled() starts another
