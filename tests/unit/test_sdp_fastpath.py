@@ -67,3 +67,18 @@ def test_parsed_description_attributes_are_built_as_parsed() -> None:
     # a plain dataclass field (a slot), no property over deferred texts
     assert not isinstance(inspect.getattr_static(MediaDescription, "attributes"), property)
     assert not hasattr(media, "__dict__")
+
+
+def test_bench_goal_row_computes_what_it_claims() -> None:
+    """bench/sip_parse.py's goal row: the value checks it prints all hold (no timing here)."""
+    from bench.sip_parse import INVITE, SDP, _like_for_like_checks, _ours_goal
+
+    failed = [what for what, ok in _like_for_like_checks() if not ok]
+    assert failed == []
+    headers, sdp, codecs, wire = _ours_goal(INVITE)
+    assert wire == INVITE
+    assert headers.get("Content-Type") == "application/sdp"
+    assert sdp.to_str() == SDP
+    assert [list(c) for c in codecs] == [[111, 0, 8, 101]]
+    lines = [f"a={a}" for a in sdp.attributes + sdp.media[0].attributes]
+    assert lines == [line for line in SDP.split("\r\n") if line.startswith("a=")]
