@@ -64,7 +64,7 @@ from ice.agent import (
     NotNegotiated,
     PairNominated,
 )
-from ice.candidate import Candidate, CandidateType
+from ice.candidate import Candidate, CandidateType, ranked_for_role
 from ice.gather import (
     AsyncGatherer,
     CandidateGathered,
@@ -583,7 +583,8 @@ class IceConnection:
             logger.warning("TURN allocation %s lost: %s", event.relayed, event.reason)
 
     def _add_local(self, gc: GatheredCandidate) -> None:
-        cand = gc.candidate
+        # a relay raised behind a symmetric NAT helps only a controlled agent (ice.candidate)
+        cand = ranked_for_role(gc.candidate, self.agent.controlling)
         via: Any = RelayVia(cand.transport_address) if gc.relay is not None else gc.local
         # a server-reflexive candidate's base is its socket; host and relayed are their own
         base = gc.local if cand.type is CandidateType.SERVER_REFLEXIVE else None

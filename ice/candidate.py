@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "TcpType",
     "candidate_priority",
     "compute_foundation",
+    "ranked_for_role",
     "relay_type_preference",
 ]
 
@@ -63,8 +64,16 @@ failed check before the relayed pairs are tried.  105 keeps our candidates in th
 host > peer-reflexive > relayed > server-reflexive: a direct path learnt during the checks
 (a peer-reflexive candidate, e.g. towards a public or endpoint-independent peer) still wins
 over the relay, host pairs (same LAN) are tried first, and the peer's own ranking is
-untouched (pair priorities, §6.1.2.3, combine both sides' values).  The agent only uses this
-value when the mapping was detected (:mod:`ice.gather`); an unknown mapping keeps 0."""
+untouched (pair priorities, §6.1.2.3, combine both sides' values).  The gatherer only uses
+this value when the mapping was detected (:mod:`ice.gather`); an unknown mapping keeps 0.
+
+It pays off when we are the *controlled* agent: the controlling peer's list then has "its host
+-> our relay" right after host/host (its NAT, whatever kind, reaches the relay, whose
+permission for the peer's IP exists from the start), and that check decides the nomination.
+As the controlling agent it would rank "our relay -> the peer's host" pairs high too, which
+a public relay never gets through to a private address, and the nomination would wait for
+them: :func:`ranked_for_role` puts the recommended 0 back then (sym/sym still gains: the
+controlled side's relay is raised)."""
 
 
 def relay_type_preference(endpoint_dependent_mapping: bool) -> int:
@@ -73,6 +82,25 @@ def relay_type_preference(endpoint_dependent_mapping: bool) -> int:
     if endpoint_dependent_mapping:
         return RELAY_PREFERENCE_BEHIND_SYMMETRIC_NAT
     return TYPE_PREFERENCES[CandidateType.RELAYED]
+
+
+def ranked_for_role(candidate: Candidate, controlling: bool) -> Candidate:
+    """``candidate`` as the agent in that role should use and signal it: a relayed candidate
+    raised to :data:`RELAY_PREFERENCE_BEHIND_SYMMETRIC_NAT` goes back to the recommended
+    relayed preference when ``controlling`` (see there); anything else is unchanged."""
+    if (
+        not controlling
+        or candidate.type is not CandidateType.RELAYED
+        or candidate.type_preference != RELAY_PREFERENCE_BEHIND_SYMMETRIC_NAT
+    ):
+        return candidate
+    priority = candidate_priority(
+        CandidateType.RELAYED,
+        candidate.component,
+        candidate.local_preference,
+        type_preference=TYPE_PREFERENCES[CandidateType.RELAYED],
+    )
+    return replace(candidate, priority=priority)
 
 
 def candidate_priority(

@@ -165,6 +165,7 @@ class Node:
             connect_time=self.conn.connect_time,
             wall_time=round(time.monotonic() - started, 3),
             usable_time=round(usable, 3),
+            nat_mapping=self.conn.nat_mapping.value,
         )
 
     def _text(self, tag: str, component: int, i: int) -> bytes:

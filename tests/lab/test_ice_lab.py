@@ -129,6 +129,51 @@ def test_eim_sym_connects(ice_lab: IceLab) -> None:
     assert_data_both_ways(r)
 
 
+def _type_preferences(candidates: list[str]) -> dict[str, set[int]]:
+    """Candidate type -> the type preferences (top byte of the priority) signalled."""
+    out: dict[str, set[int]] = {}
+    for line in candidates:
+        fields = line.split()
+        kind = fields[fields.index("typ") + 1]
+        out.setdefault(kind, set()).add(int(fields[3]) >> 24)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("a", "b"), [("eim2l", "sym1l"), ("sym1l", "eim2l")], ids=["eim-sym", "sym-eim"]
+)
+def test_symmetric_side_detects_its_mapping_and_ranks_relay_first(
+    ice_lab: IceLab, a: str, b: str
+) -> None:
+    """Gathering finds the mapping behaviour (RFC 5780 test II against coturn's
+    OTHER-ADDRESS): the symmetric side ranks its relayed candidate above its
+    server-reflexive one (ice.candidate.RELAY_PREFERENCE_BEHIND_SYMMETRIC_NAT) when it is the
+    controlled agent, the cone side keeps the recommended preferences; they connect through
+    the relay, whichever side is controlling (``a``)."""
+    from ice.candidate import RELAY_PREFERENCE_BEHIND_SYMMETRIC_NAT
+
+    r = run_pair(ice_lab, f"{a}/{b} ranking", a, b)
+    reports = {a: (r.a, r.candidates_a), b: (r.b, r.candidates_b)}
+    eim_report, eim_candidates = reports["eim2l"]
+    sym_report, sym_candidates = reports["sym1l"]
+    assert eim_report["nat_mapping"] == "endpoint-independent", eim_report
+    assert sym_report["nat_mapping"] in (
+        "address-dependent",
+        "address-and-port-dependent",
+    ), sym_report
+    eim, sym = _type_preferences(eim_candidates), _type_preferences(sym_candidates)
+    assert eim["relay"] == {0} and eim["srflx"] == {100}, eim
+    if b == "sym1l":  # controlled: the raised relay is signalled (ice.candidate.ranked_for_role)
+        assert sym["relay"] == {RELAY_PREFERENCE_BEHIND_SYMMETRIC_NAT}, sym
+        assert max(sym["srflx"]) < min(sym["relay"]), sym
+    else:  # controlling: the recommended preferences
+        assert sym["relay"] == {0} and sym["srflx"] == {100}, sym
+    assert r.a["relayed"] and r.b["relayed"], r
+    print(f"[ice-lab] {a}/{b} pair {r.pair('a')} | {r.pair('b')}")
+    assert_usable_first(r, f"{a}/{b} ranked")
+    assert_data_both_ways(r)
+
+
 @pytest.mark.parametrize("nat", ["eim", "sym"])
 def test_public_laptop_and_natted_laptop(ice_lab: IceLab, nat: str) -> None:
     """A laptop with a public address (no NAT) and one behind a NAT of either kind: the

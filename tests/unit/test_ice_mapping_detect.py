@@ -3,6 +3,7 @@ candidates behind a symmetric NAT, sans-I/O on a virtual clock."""
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 from dataclasses import dataclass, field
@@ -12,7 +13,9 @@ import pytest
 from ice.candidate import (
     RELAY_PREFERENCE_BEHIND_SYMMETRIC_NAT,
     TYPE_PREFERENCES,
+    Candidate,
     CandidateType,
+    ranked_for_role,
     relay_type_preference,
 )
 from ice.gather import (
@@ -203,6 +206,23 @@ def test_relay_type_preference_sits_between_srflx_and_prflx() -> None:
     srflx = TYPE_PREFERENCES[CandidateType.SERVER_REFLEXIVE]
     prflx = TYPE_PREFERENCES[CandidateType.PEER_REFLEXIVE]
     assert srflx < pref < prflx < TYPE_PREFERENCES[CandidateType.HOST]
+
+
+def test_ranked_for_role() -> None:
+    raised = Candidate.make(
+        CandidateType.RELAYED, "198.51.100.1", 50000, related=HOST, local_preference=65000
+    )
+    raised = dataclasses.replace(
+        raised, priority=(RELAY_PREFERENCE_BEHIND_SYMMETRIC_NAT << 24) + (65000 << 8) + 255
+    )
+    assert ranked_for_role(raised, controlling=False) is raised
+    lowered = ranked_for_role(raised, controlling=True)
+    assert lowered.type_preference == 0 and lowered.local_preference == 65000
+    assert lowered.priority == (65000 << 8) + 255 and lowered.foundation == raised.foundation
+    host = Candidate.make(CandidateType.HOST, *HOST)
+    assert ranked_for_role(host, controlling=True) is host
+    plain = Candidate.make(CandidateType.RELAYED, "198.51.100.1", 50000)
+    assert ranked_for_role(plain, controlling=True) is plain
 
 
 # -- detection with one server that has OTHER-ADDRESS (RFC 5780 test II) -----------------------
