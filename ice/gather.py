@@ -1012,7 +1012,7 @@ class CandidateGatherer:
         targets: dict[tuple[Address, Address], None] = {}
         for b in self._bindings:
             tx = b.transaction
-            alive = b.sock.local in self._sockets
+            alive = b.sock.local in self._sockets and not b.probe
             if alive and tx is not None and isinstance(tx.result, StunTransactionSucceeded):
                 targets[(b.sock.local, b.server)] = None
         for tu in self._turns:

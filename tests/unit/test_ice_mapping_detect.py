@@ -389,3 +389,23 @@ def test_no_nat_decided_without_test() -> None:
     assert {d for _, _, d in world.sent} == {SERVER}
     assert [d.mapping for d in detected(events)] == [MappingBehavior.ENDPOINT_INDEPENDENT]
     assert gathered(events)[CandidateType.RELAYED] == 0
+
+
+def test_keepalives_skip_the_mapping_test_address() -> None:
+    """The NAT binding towards the alternate address only served the test: the keepalives of
+    a pre-gathered set (GatherConfig.keepalive) go to the servers the candidates came from."""
+    world = World(Nat("sym"), stun={SERVER: SERVER_ALT}, turn=FakeTurn(address=SERVER))
+    cfg = GatherConfig(stun_servers=[SERVER], turn_servers=[turn_server()], keepalive=1.0)
+    g = gatherer(cfg, MappingCache())
+    world.run(g)
+    assert g.mapping is MappingBehavior.ADDRESS_DEPENDENT
+    done = world.now
+    world.sent.clear()
+    while world.now < done + 2.5:
+        timer = g.get_timer()
+        assert timer is not None
+        world.now = timer
+        g.handle_timer(world.now)
+        for _data, local, dst in g.datagrams_to_send(world.now):
+            world.sent.append((world.now, local, dst))
+    assert world.sent and {d for _, _, d in world.sent} == {SERVER}
