@@ -55,10 +55,13 @@ Rules implemented:
   Behind such a "symmetric" NAT the relayed candidates rank above the server-reflexive ones
   (:data:`ice.candidate.RELAY_PREFERENCE_BEHIND_SYMMETRIC_NAT`): a relayed candidate whose
   socket's test is still running is held back until it ends (at most ``mapping_timeout``),
-  so its priority is right when it is signalled.  Results are reported
-  (:class:`MappingDetected`, :attr:`CandidateGatherer.mapping`) and cached per (local IP,
-  server) in a :class:`ice.nat.MappingCache` (the process's, for :class:`AsyncGatherer`), so
-  the next gathering from the same address sends no extra transaction.
+  so its priority is right when it is signalled.  An agent keeps that priority only as the
+  controlled agent (:func:`ice.candidate.ranked_for_role`, applied by
+  :class:`ice.aio.IceConnection`; values and reasoning at the constant).  Results are
+  reported (:class:`MappingDetected`, :attr:`CandidateGatherer.mapping`) and cached per
+  (local IP, server) in a :class:`ice.nat.MappingCache` (the process's, for
+  :class:`AsyncGatherer`), so the next gathering from the same address sends no extra
+  transaction.
 """
 
 from __future__ import annotations
