@@ -6,9 +6,12 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import random
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ice.candidate import (
     RELAY_PREFERENCE_BEHIND_SYMMETRIC_NAT,
@@ -76,6 +79,9 @@ class World:
     stun: dict[Address, Address | None] = field(default_factory=dict)  # addr -> OTHER-ADDRESS
     turn: FakeTurn | None = None
     dead: set[Address] = field(default_factory=set)
+    delays: dict[Address, float] = field(default_factory=dict)  # one way, per server address
+    loss: float = 0.0
+    rng: random.Random = field(default_factory=lambda: random.Random(1))
     now: float = 0.0
     sent: list[tuple[float, Address, Address]] = field(default_factory=list)
     queue: list[tuple[float, int, bytes, Address, Address]] = field(default_factory=list)
@@ -109,8 +115,8 @@ class World:
             for data, local, dst in g.datagrams_to_send(self.now):
                 self.sent.append((self.now, local, dst))
                 reply = self.server_side(data, self.nat.outbound(local, dst), dst)
-                if reply is not None:
-                    at = self.now + 2 * DELAY
+                if reply is not None and self.rng.random() >= self.loss:
+                    at = self.now + 2 * self.delays.get(dst, DELAY)
                     heapq.heappush(self.queue, (at, next(self.seq), reply, local, dst))
             while (event := g.next_event()) is not None:
                 events.append((self.now, event))
@@ -409,3 +415,66 @@ def test_keepalives_skip_the_mapping_test_address() -> None:
         for _data, local, dst in g.datagrams_to_send(world.now):
             world.sent.append((world.now, local, dst))
     assert world.sent and {d for _, _, d in world.sent} == {SERVER}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    kind=st.sampled_from(["sym", "eim", "none"]),
+    other=st.booleans(),
+    alt_dead=st.booleans(),
+    stun_delay=st.floats(0.0005, 0.3),
+    alt_delay=st.floats(0.0005, 0.3),
+    turn_delay=st.floats(0.0005, 0.3),
+    loss=st.sampled_from([0.0, 0.2, 0.5]),
+    seed=st.integers(0, 1000),
+)
+def test_gathering_always_completes_with_each_relay_once(
+    kind: str,
+    other: bool,
+    alt_dead: bool,
+    stun_delay: float,
+    alt_delay: float,
+    turn_delay: float,
+    loss: float,
+    seed: int,
+) -> None:
+    """Whatever the delays and losses: gathering completes within the servers' own
+    deadlines plus the test's bound, the relayed candidate (if allocated) is signalled at
+    most once, with the raised preference exactly when an endpoint-dependent mapping had
+    been found by then, and a mapping found is never wrong."""
+    turn_at = ("198.51.100.3", 3478)
+    world = World(
+        Nat(kind),
+        stun={SERVER: SERVER_ALT if other else None},
+        turn=FakeTurn(address=turn_at),
+        dead={SERVER_ALT} if alt_dead else set(),
+        delays={SERVER: stun_delay, SERVER_ALT: alt_delay, turn_at: turn_delay},
+        loss=loss,
+        rng=random.Random(seed),
+    )
+    cfg = GatherConfig(
+        stun_servers=[SERVER],
+        turn_servers=[TurnServer(turn_at, "alice", "secret")],
+        stun_timeout=1.0,
+        turn_timeout=1.5,
+    )
+    g = gatherer(cfg, MappingCache())
+    events = world.run(g, until=30.0)
+    done = completed_at(events)
+    assert done <= cfg.turn_timeout + cfg.mapping_timeout + 2 * cfg.ta + 1e-6
+    # a relayed candidate signalled before the mapping was found keeps its priority (the
+    # hold is bounded by mapping_timeout); one signalled after it has the right one
+    dependent_yet = False
+    relays = 0
+    found: list[MappingDetected] = []
+    for _, e in events:
+        if isinstance(e, MappingDetected):
+            found.append(e)
+            dependent_yet = e.endpoint_dependent
+        elif isinstance(e, CandidateGathered) and e.local.candidate.type is CandidateType.RELAYED:
+            relays += 1
+            assert e.local.candidate.type_preference == relay_type_preference(dependent_yet)
+    assert relays <= 1 and len(found) <= 1
+    if found:
+        want = MappingBehavior.ADDRESS_DEPENDENT if kind == "sym" else None
+        assert found[0].mapping is (want or MappingBehavior.ENDPOINT_INDEPENDENT)
