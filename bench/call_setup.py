@@ -32,9 +32,9 @@ baresip -> baresip (``medianat=ice``, STUN only: baresip's ICE module takes no T
 so a symmetric NAT leaves it without a working pair). The wire times come from a packet
 socket in each laptop's namespace (``--capture``, an internal mode of this script): the
 INVITE leaving the caller's laptop, the 200 coming back, and the first RTP reaching each
-laptop (unwrapped from TURN ChannelData when relayed). A baresip call counts when both ends
-logged incoming RTP within 15 s. ``ICE`` for ours is the caller's ``connect_ms``; baresip
-logs no times, so its ICE time shows in its first-RTP columns only.
+laptop (unwrapped from TURN ChannelData or Data indications when relayed). A baresip call
+counts when both ends logged incoming RTP within 15 s. ``ICE`` for ours is the caller's
+``connect_ms``; baresip logs no times, so its ICE time shows in its first-RTP columns only.
 """
 
 from __future__ import annotations
@@ -341,12 +341,25 @@ def capture_to_file(interface: str, path: str) -> None:
     def write(d: Datagram) -> None:
         text = d.payload[:1500].decode("latin-1")
         sip = text if text.startswith(("INVITE ", "SIP/2.0 ")) else ""
-        out.write(json.dumps({"t": d.t, "src": d.src, "dst": d.dst, "head": d.payload[:6].hex(),
+        out.write(json.dumps({"t": d.t, "src": d.src, "dst": d.dst, "head": d.payload[:64].hex(),
                               "n": len(d.payload), "sip": sip}) + "\n")  # fmt: skip
 
     LoopbackCapture(interface, sink=write).start()
     while True:
         time.sleep(3600)
+
+
+def turn_data(message: bytes) -> bytes:
+    """The DATA attribute (0x0013) of a STUN message (a TURN Data indication: what the relay
+    received from the peer, RFC 8656 §11.6), as far as the captured bytes go; b"" if absent."""
+    offset = 20
+    while offset + 4 <= len(message):
+        kind = int.from_bytes(message[offset : offset + 2], "big")
+        length = int.from_bytes(message[offset + 2 : offset + 4], "big")
+        if kind == 0x0013:
+            return message[offset + 4 : offset + 4 + length]
+        offset += 4 + (length + 3) // 4 * 4
+    return b""
 
 
 def read_capture(path: Path, since: float, until: float) -> list[Datagram]:
@@ -364,6 +377,8 @@ def read_capture(path: Path, since: float, until: float) -> list[Datagram]:
             payload = r["sip"].encode("latin-1") if r["sip"] else bytes.fromhex(r["head"])
             if not r["sip"] and payload and 0x40 <= payload[0] <= 0x7F:
                 payload = payload[4:]  # TURN ChannelData (RFC 8656 §12.4): what it carries
+            elif not r["sip"] and payload[:2] == b"\x00\x17":
+                payload = turn_data(payload)  # a TURN Data indication (RFC 8656 §11.6)
             payload += b"\0" * max(0, 12 - len(payload))  # is_rtp looks at 2 bytes and length
             packets.append(Datagram(r["t"], tuple(r["src"]), tuple(r["dst"]), payload))
     return packets
