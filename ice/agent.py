@@ -62,6 +62,10 @@ Choices where RFC 8445 leaves room (each documented where it is made):
   behind RTP pairs that will never answer.
 * Nomination (§8.1.1): regular, by the controlling agent, after waiting only as long as a
   better pair can still answer (:meth:`Agent._nomination_wait`).
+* Unlikely pairs (§6.1.2.3, §8.1.1): our relayed candidate towards a private host address of
+  a peer that also signalled a server-reflexive address is checked in the order of a relay
+  at the recommended preference 0 and not waited for by the nomination, but never pruned
+  (:meth:`Agent._unlikely`, :meth:`Agent._check_rank`).
 * Data (§12.1): may flow on a valid pair before selection, both ways (:meth:`Agent.send_target`,
   :meth:`Agent.component_of`); after selection, only on the selected pair.
 """
@@ -70,6 +74,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import ipaddress
 import logging
 import math
@@ -79,7 +84,7 @@ from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from ice.candidate import Candidate, CandidateType, compute_foundation
+from ice.candidate import Candidate, CandidateType, candidate_priority, compute_foundation
 from ice.checklist import (
     DEFAULT_MAX_PAIRS,
     CandidatePair,
@@ -87,6 +92,7 @@ from ice.checklist import (
     LocalCandidate,
     PairState,
     make_prflx_local,
+    pair_priority,
     prflx_priority,
 )
 from ice.consent import CONSENT_INTERVAL, CONSENT_TIMEOUT, ConsentFreshness
@@ -746,7 +752,7 @@ class Agent:
                     return
                 continue
             if self.state is AgentState.RUNNING and now >= self._ordinary_at():
-                pair = self._checklist.next_check(now)
+                pair = self._checklist.next_check(now, rank=self._check_rank)
                 if pair is not None:
                     self._send_check(pair, now)
                     self._last_ordinary_at = now
@@ -1245,6 +1251,7 @@ class Agent:
         :meth:`_promising` is waited for until its first retransmission could have been
         answered, beyond ``nomination_delay``: under packet loss, two endpoint-independent
         NATs otherwise settle on a relay when both first checks of the direct pair are lost.
+        A better pair that is :meth:`_unlikely` is not waited for at all.
         """
         deadline = first_valid + self.nomination_delay
         patience = (best.rtt if best.rtt is not None else self.min_rto) + self.ta
@@ -1260,9 +1267,10 @@ class Agent:
         retransmission: float | None = None  # not capped by the deadline
         waiting = 0  # Waiting pairs go out in priority order, one per Ta (§6.1.4.2)
         for p in self._checklist:  # highest priority first
-            if p.state is PairState.WAITING:
-                waiting += 1
-            if p.component != component or p.priority <= ranked:
+            unlikely = self._unlikely(p)
+            if p.state is PairState.WAITING and not unlikely:
+                waiting += 1  # an unlikely pair goes after the others (_send_due)
+            if p.component != component or p.priority <= ranked or unlikely:
                 continue
             if p.state is PairState.FROZEN:
                 t = deadline  # not tried yet, and no telling when it will be
@@ -1283,6 +1291,49 @@ class Agent:
             return retransmission
         until = min(until, deadline)
         return until if retransmission is None else max(until, retransmission)
+
+    def _unlikely(self, pair: CandidatePair) -> bool:
+        """Is ``pair`` our relayed candidate towards a private address behind the peer's NAT?
+
+        True when the local candidate is relayed, the remote one a host candidate with a
+        private or link-local address (RFC 1918, RFC 6598 shared space, 169.254/16, fc00::/7,
+        fe80::/10), and the peer also signalled a server-reflexive candidate of the same
+        address family with another address - so that host sits behind the peer's NAT, and
+        a TURN server on the public side never gets a packet to it.  Such a pair is checked
+        in the order it would have with our relay at the recommended preference
+        (:meth:`_check_rank`) and the nomination does not wait for it
+        (:meth:`_nomination_wait`); it is never pruned, since a TURN server inside the
+        peer's private network can reach it.  RFC 8445 leaves room for both: the controlling
+        agent nominates by its own criteria (§8.1.1), and the ranking of checks rests on
+        priorities that should reflect how likely a candidate is to work (§5.1.2.1,
+        §6.1.2.3); only the order changes, no pair is left out.
+        """
+        if pair.local.candidate.type is not CandidateType.RELAYED:
+            return False
+        remote = pair.remote
+        if remote.type is not CandidateType.HOST:
+            return False
+        address = _ip(remote.address)
+        if address is None or not any(address in net for net in _BEHIND_NAT_NETWORKS):
+            return False
+        for rc in self._remotes:
+            if rc.type is CandidateType.SERVER_REFLEXIVE and rc.address != remote.address:
+                other = _ip(rc.address)
+                if other is not None and other.version == address.version:
+                    return True
+        return False
+
+    def _check_rank(self, pair: CandidatePair) -> int:
+        """The order of ordinary checks: the pair priority, except for an :meth:`_unlikely`
+        pair, ranked as if our relayed candidate had the recommended type preference 0
+        (RFC 8445 §5.1.2.2) - a relay raised above our server-reflexive candidates (behind a
+        symmetric NAT, :mod:`ice.candidate`) is meant for the peer's public addresses."""
+        if not self._unlikely(pair):
+            return pair.priority
+        local = pair.local.candidate
+        ours = candidate_priority(CandidateType.RELAYED, local.component, local.local_preference)
+        theirs = pair.remote.priority
+        return pair_priority(ours, theirs) if self.controlling else pair_priority(theirs, ours)
 
     def _promising(self, pair: CandidatePair) -> bool:
         """Is an unanswered pair likely to work, its first check or answer lost?  Yes when
@@ -1606,6 +1657,29 @@ class Agent:
                 "rtt_ms": None if pair.rtt is None else round(pair.rtt * 1000, 1),
             }
         return s
+
+
+_BEHIND_NAT_NETWORKS = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "10.0.0.0/8",  # RFC 1918
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",  # RFC 6598 shared address space (carrier-grade NAT)
+        "169.254.0.0/16",  # RFC 3927 link-local
+        "fc00::/7",  # RFC 4193 unique local
+        "fe80::/10",  # RFC 4291 link-local
+    )
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``address`` as an IP address (zone index dropped), None for a name."""
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
 
 
 def normalize_address(addr: SockAddr) -> Address:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ice.candidate import Candidate, CandidateType, candidate_priority
@@ -361,7 +361,12 @@ class CheckList:
         if pair not in self.triggered:
             self.triggered.append(pair)
 
-    def next_check(self, now: float | None = None) -> CandidatePair | None:
+    def next_check(
+        self,
+        now: float | None = None,
+        *,
+        rank: Callable[[CandidatePair], int] | None = None,
+    ) -> CandidatePair | None:
         """The pair to check at this Ta tick (§6.1.4.2), or None if there is none.
 
         The triggered FIFO first; then the highest-priority Waiting pair; then, if none is
@@ -369,18 +374,24 @@ class CheckList:
         In-Progress pair is unfrozen and chosen.  Given ``now``, In-Progress pairs past
         their :attr:`~CandidatePair.hold_until` do not count: a Frozen pair of another
         component never waits for a pair that is probably hopeless.
+
+        ``rank`` (default: the pair priority) orders the Waiting and Frozen pairs instead,
+        ties in priority order: the agent ranks a pair it finds unlikely to work lower than
+        its priority says (``Agent._check_rank``); no pair is ever skipped.
         """
         while self.triggered:
             pair = self.triggered.popleft()
             if pair.state is PairState.WAITING and pair.key in self._by_key:
                 return pair
-        for pair in self.pairs:
-            if pair.state is PairState.WAITING:
-                return pair
+        waiting = [p for p in self.pairs if p.state is PairState.WAITING]
+        if waiting:
+            return waiting[0] if rank is None else max(waiting, key=rank)
         active = self._active_foundations(now)
-        for pair in self.pairs:
-            if pair.state is PairState.FROZEN and pair.foundation not in active:
-                return pair
+        frozen = [
+            p for p in self.pairs if p.state is PairState.FROZEN and p.foundation not in active
+        ]
+        if frozen:
+            return frozen[0] if rank is None else max(frozen, key=rank)
         return None
 
     def next_triggered(self) -> CandidatePair | None:
