@@ -1265,18 +1265,26 @@ class Agent:
         )
         until: float | None = None
         retransmission: float | None = None  # not capped by the deadline
-        waiting = 0  # Waiting pairs go out in priority order, one per Ta (§6.1.4.2)
+        # Waiting pairs go out in _check_rank order (the priority but for unlikely pairs),
+        # one per Ta (§6.1.4.2)
+        waiting = 0
+        reranked = [
+            self._check_rank(p)
+            for p in self._checklist
+            if p.state is PairState.WAITING and self._unlikely(p)
+        ]
         for p in self._checklist:  # highest priority first
             unlikely = self._unlikely(p)
             if p.state is PairState.WAITING and not unlikely:
-                waiting += 1  # an unlikely pair goes after the others (_send_due)
+                waiting += 1
             if p.component != component or p.priority <= ranked or unlikely:
                 continue
             if p.state is PairState.FROZEN:
                 t = deadline  # not tried yet, and no telling when it will be
             elif p.state is PairState.WAITING:
                 # not tried yet: give it the same chance once its turn has come
-                t = self._ordinary_at() + (waiting - 1) * self.ta + patience
+                ahead = waiting - 1 + sum(1 for r in reranked if r > p.priority)
+                t = self._ordinary_at() + ahead * self.ta + patience
             elif p.state is PairState.IN_PROGRESS:
                 sent = p.extra.get("sent_at")
                 t = sent + patience if isinstance(sent, float) else deadline
