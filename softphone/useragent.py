@@ -1,8 +1,11 @@
-"""Build a SIP user agent (``sip.aio.AsyncUserAgent``) for an :class:`~softphone.config.Account`.
+"""Build a SIP user agent (``sip.aio.AsyncUserAgent``) for an :class:`~softphone.config.Account`,
+and what ICE needs from the account.
 
 The account's ``server`` is the registrar and outbound proxy (a preloaded ``Route`` with ``;lr``,
 RFC 3261 §8.1.2), located per RFC 3263 by the ``sip`` package; the account's domain is the
-``@DOMAIN`` of its user, else the server's host (shared/DESIGN.md).
+``@DOMAIN`` of its user, else the server's host (shared/DESIGN.md). :func:`gather_config`
+resolves its STUN/TURN servers; :func:`start_candidate_pool` keeps candidate sets gathered
+ahead of incoming calls (``ice.pool``).
 """
 
 from __future__ import annotations
