@@ -162,8 +162,10 @@ class AsyncCall:
         self.ua._flush()
         return await self.wait_ended(timeout)
 
-    async def reinvite(self, sdp: bytes, timeout: float = 40.0) -> bytes | None:
-        """Send a re-INVITE; returns the answer (raises CallError on failure)."""
+    async def reinvite(self, sdp: bytes | None, timeout: float = 40.0) -> bytes | None:
+        """Send a re-INVITE; returns the answer (raises CallError on failure). ``sdp`` None:
+        no offer; returns the peer's offer from the 2xx, answered in the ACK through
+        ``UAConfig.offer_handler`` (RFC 3261 §14.1)."""
         self.call.reinvite(sdp, self.ua.now())
         self.ua._flush()
         return await self._wait_update(timeout)
@@ -182,7 +184,7 @@ class AsyncCall:
         async def wait() -> bytes | None:
             while True:
                 ev = await self._updates.get()
-                if isinstance(ev, inv.CallUpdated) and ev.local:
+                if isinstance(ev, inv.CallUpdated) and ev.local and ev.method != "ACK":
                     return ev.sdp
                 if isinstance(ev, inv.CallUpdateFailed):
                     raise CallError(ev.status, ev.reason)

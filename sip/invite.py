@@ -118,7 +118,10 @@ class CallEnded:
 
 @dataclass
 class CallUpdated:
-    """The remote session description changed (re-INVITE or UPDATE, in either direction)."""
+    """The remote session description changed (re-INVITE or UPDATE, in either direction).
+
+    ``method`` "ACK": the peer's re-INVITE had no offer, ours went in the 2xx and ``sdp`` is
+    the answer the ACK carried (RFC 3261 §14.2, RFC 3264 §8); ``local`` is then True."""
 
     call: Call
     sdp: bytes | None
@@ -198,6 +201,14 @@ class SessionHost(Protocol):
     def answer_offer(self, call: Call, offer: bytes, content_type: str | None) -> bytes:
         """The answer body for a re-INVITE/UPDATE offer from the peer."""
 
+    def make_offer(self, call: Call) -> bytes:
+        """Our offer for the 2xx to a re-INVITE without one (RFC 3261 §14.2, RFC 3264 §8:
+        the current description, its o= version raised only if something changed)."""
+
+    def take_answer(self, call: Call, answer: bytes, content_type: str | None) -> None:
+        """The answer (in the ACK) to the offer :meth:`make_offer` gave; ValueError when it
+        cannot be used."""
+
     def call_terminated(self, call: Call) -> None: ...
 
 
@@ -260,6 +271,7 @@ class Call:
         # in-dialog offer/answer
         self._reinvite_out: Request | None = None  # our re-INVITE / UPDATE in progress
         self._reinvite_in: Request | None = None  # peer's re-INVITE we are answering
+        self._offer_in_2xx = False  # that re-INVITE had no offer: ours is in the 2xx
         self._update_out: Request | None = None
         self._glare_retry_at: float | None = None
         self._glare_method: str = "INVITE"
@@ -744,8 +756,9 @@ class Call:
             self.remote_sdp, self.remote_content_type = sdp, ctype
         if self._ok_is_reinvite:
             self._reinvite_in = None
-            if sdp is not None:
-                self.host.emit(CallUpdated(self, sdp, "INVITE", local=False))
+            if self._offer_in_2xx:
+                self._offer_in_2xx = False
+                self._take_ack_answer(sdp, ctype, now)
             return
         if self.state is CallState.ANSWERED:
             self.state = CallState.CONNECTED
@@ -754,6 +767,22 @@ class Call:
             self.host.emit(CallConfirmed(self, sdp))
             if self._bye_after_ack:
                 self._send_bye(now)
+
+    def _take_ack_answer(self, sdp: bytes | None, ctype: str | None, now: float) -> None:
+        """The ACK to our 2xx offer (an offer-less re-INVITE) must carry the answer (RFC 3261
+        §14.2); without one, or with one we cannot use, the session is over: BYE
+        (§13.3.1.4)."""
+        if sdp is None:
+            log.warning("call %s: the ACK carried no answer to our offer; BYE", self.call_id)
+            self._send_bye(now, reason="no-answer")
+            return
+        try:
+            self.host.take_answer(self, sdp, ctype)
+        except ValueError as exc:
+            log.warning("call %s: unusable answer in the ACK (%s); BYE", self.call_id, exc)
+            self._send_bye(now, reason="bad-answer")
+            return
+        self.host.emit(CallUpdated(self, sdp, "ACK", local=True))
 
     # ================================================================== in-dialog: BYE
 
@@ -815,9 +844,11 @@ class Call:
 
     # ================================================================== re-INVITE / UPDATE
 
-    def reinvite(self, sdp: bytes, now: float, content_type: str = SDP) -> None:
-        """Send a re-INVITE with a new offer (hold: a=sendonly/inactive; resume: a=sendrecv)."""
-        self._send_offer("INVITE", sdp, now, content_type)
+    def reinvite(self, sdp: bytes | None, now: float, content_type: str = SDP) -> None:
+        """Send a re-INVITE with a new offer (hold: a=sendonly/inactive; resume: a=sendrecv);
+        ``sdp`` None (or empty): no offer, the peer offers in its 2xx and our answer
+        (``host.answer_offer``) goes in the ACK (RFC 3261 §14.1, RFC 3264 §8)."""
+        self._send_offer("INVITE", sdp or b"", now, content_type)
 
     def update(self, sdp: bytes, now: float, content_type: str = SDP) -> None:
         """Send an UPDATE with a new offer (RFC 3311)."""
@@ -835,10 +866,11 @@ class Call:
         if self._offer_pending():
             raise ValueError("an offer/answer exchange is already in progress")
         assert self.dialog is not None
-        self.local_sdp = sdp
-        self.local_content_type = content_type
+        if sdp:
+            self.local_sdp = sdp
+            self.local_content_type = content_type
         self.dialog.local_contact = self.host.contact()  # our address may have changed (NAT)
-        req = self.dialog.create_request(method, sdp, content_type)
+        req = self.dialog.create_request(method, sdp, content_type if sdp else None)
         if self.session_timers and self.session_expires is not None:
             req.headers.add(*self._session_header(self.we_refresh, uac=True))  # RFC 4028 §7.4
         self._reinvite_out = req
@@ -871,11 +903,29 @@ class Call:
             self._reinvite_out = None
             self.dialog.refresh_target(response)
             sdp, ctype = self._body(response)
+            bad_offer = False
             if method == "INVITE":
-                ack = self.dialog.create_ack(req.cseq.seq)
+                ack_body = b""
+                if not req.body and sdp is not None:
+                    # our re-INVITE had no offer: the 2xx has one, answered in the ACK (§14.1)
+                    try:
+                        ack_body = self.host.answer_offer(self, sdp, ctype)
+                    except ValueError as exc:
+                        # §13.2.2.4: a valid answer in the ACK, then BYE at once
+                        log.warning("call %s: unusable offer in the 2xx: %s", self.call_id, exc)
+                        bad_offer = True
+                    if not ack_body:
+                        ack_body = self.local_sdp
+                    self.local_sdp = ack_body
+                elif not req.body:
+                    log.warning("call %s: no offer in the 2xx to our re-INVITE", self.call_id)
+                ack = self.dialog.create_ack(req.cseq.seq, ack_body, self.local_content_type)
                 self._ack = ack
                 self._ack_hop = self.dialog.next_hop()
                 self.host.send_ack(ack, now, self._ack_hop)
+                if bad_offer:
+                    self._send_bye(now, reason="bad-offer")
+                    return
             if sdp is not None:
                 self.remote_sdp, self.remote_content_type = sdp, ctype
             self._timer_from_response(response, now)
@@ -953,9 +1003,12 @@ class Call:
                 return
             self.remote_sdp, self.remote_content_type = offer, ctype
         else:
-            body = self.local_sdp  # offer-less re-INVITE: our offer goes in the 2xx
+            # §14.2 / RFC 3264 §8: an offer-less re-INVITE: our offer goes in the 2xx and the
+            # answer comes in the ACK (receive_ack)
+            body = self.host.make_offer(self)
         self.dialog.refresh_target(req)
         self._reinvite_in = req
+        self._offer_in_2xx = offer is None and bool(body)
         if body:
             self.local_sdp = body
         resp = make_response(req, 200)
@@ -1056,6 +1109,7 @@ class Call:
             self._ok_next = self._ok_deadline = None
             log.warning("call %s: no ACK for our 2xx, sending BYE", self.call_id)
             self._reinvite_in = None
+            self._offer_in_2xx = False
             if not reinvite and self.state is CallState.ANSWERED:
                 self.state = CallState.CONNECTED
             self._send_bye(now, reason="local-bye" if self._bye_after_ack else "no-ack")

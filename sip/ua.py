@@ -212,6 +212,11 @@ class UAConfig:
     contact_transport_param: bool = True  # ;transport=tcp/tls in Contact for stream transports
     #: Answer body for a re-INVITE/UPDATE offer; default: our current local SDP.
     offer_handler: Callable[[Call, bytes, str | None], bytes] | None = None
+    #: Our offer for the 2xx to a re-INVITE without one (RFC 3261 §14.2, RFC 3264 §8);
+    #: default: our current local SDP, unchanged (same o= version).
+    reoffer_handler: Callable[[Call], bytes] | None = None
+    #: Takes the answer to that offer from the ACK (raise ValueError if unusable: BYE).
+    answer_handler: Callable[[Call, bytes, str | None], None] | None = None
     rewrite_contact: bool = True  # NAT: adopt the received/rport the registrar reports
     #: RFC 5626 §4.1 instance-id URN for ``+sip.instance`` (see ``instance_id_for``); None: a
     #: random one per UserAgent (give a stable one so the registrar knows us after a restart)
@@ -542,6 +547,15 @@ class UserAgent:
         if self.config.offer_handler is not None:
             return self.config.offer_handler(call, offer, content_type)
         return call.local_sdp
+
+    def make_offer(self, call: Call) -> bytes:
+        if self.config.reoffer_handler is not None:
+            return self.config.reoffer_handler(call)
+        return call.local_sdp
+
+    def take_answer(self, call: Call, answer: bytes, content_type: str | None) -> None:
+        if self.config.answer_handler is not None:
+            self.config.answer_handler(call, answer, content_type)
 
     def call_terminated(self, call: Call) -> None:
         # Keep the call around for late retransmissions until its timers are done.
