@@ -1140,10 +1140,36 @@ class Call:
             return local
 
         config.offer_handler = handler
+        previous_reoffer = config.reoffer_handler
+        previous_answer = config.answer_handler
+
+        def reoffer(call: Any) -> bytes:
+            if call is core and not self._closed:
+                offer = self._offer_in_2xx()
+                if offer is not None:
+                    return offer
+            if previous_reoffer is not None:
+                return previous_reoffer(call)
+            local: bytes = call.local_sdp
+            return local
+
+        def take_answer(call: Any, answer: bytes, content_type: str | None) -> None:
+            if call is core:
+                if not self._closed:
+                    self._take_ack_answer(answer)
+            elif previous_answer is not None:
+                previous_answer(call, answer, content_type)
+
+        config.reoffer_handler = reoffer
+        config.answer_handler = take_answer
 
         def restore() -> None:
             if config.offer_handler is handler:
                 config.offer_handler = previous
+            if config.reoffer_handler is reoffer:
+                config.reoffer_handler = previous_reoffer
+            if config.answer_handler is take_answer:
+                config.answer_handler = previous_answer
 
         self._restore_offer_handler = restore
         if self._info_receiver is None:
@@ -1173,6 +1199,62 @@ class Call:
         if remote is not None and audio is not None:
             self._apply_negotiation(remote, audio.direction.receives, audio.direction.sends)
         return answer.to_bytes()
+
+    def _offer_in_2xx(self) -> bytes | None:
+        """Our offer for the 2xx to the peer's re-INVITE without SDP (RFC 3261 §14.2, RFC 3264
+        §8): the current description, ``o=`` version unchanged unless something changed (the
+        selected pair's candidate as the default, RFC 8839 §4.4.3.2). None: keep the SIP
+        layer's previous description (no offer/answer state yet, or an offer outstanding)."""
+        oa = self.oa
+        if oa is None:
+            return None
+        self._default_to_selected(remote_candidates=False)
+        try:
+            return oa.create_offer().to_bytes()
+        except ValueError as exc:  # an offer of ours is outstanding (UPDATE)
+            log.warning("cannot offer in the 2xx to the re-INVITE: %s", exc)
+            return None
+
+    def _take_ack_answer(self, answer: bytes) -> None:
+        """The ACK's answer to our offer in the 2xx: hold, a new address, a codec change or
+        new ICE credentials apply as for any answer. ValueError (the SIP layer then ends the
+        call with BYE, RFC 3261 §13.3.1.4) when unusable."""
+        oa = self.oa
+        if oa is None or oa.state is not OfferAnswerState.OFFER_SENT:
+            return  # the SIP layer's previous description was offered: nothing to apply
+        try:
+            negotiation = oa.process_answer(answer)
+            audio = negotiation.audio
+            if audio is None:
+                raise SdpGlueError("the answer accepted no audio stream")
+            remote = read_negotiation(audio)
+        except ValueError as exc:  # OfferAnswerError, SdpGlueError, SdpParseError ...
+            log.warning("unusable answer in the ACK: %s", exc)
+            with contextlib.suppress(OfferAnswerError):
+                oa.cancel_offer()
+            self.progress(f"unusable answer in the ACK: {exc}")
+            raise
+        self._follow_answer_ice(remote)
+        self._apply_negotiation(remote, audio.direction.receives, audio.direction.sends)
+
+    def _follow_answer_ice(self, new: RemoteMedia) -> None:
+        """New ICE credentials in an answer: the peer restarted its side (RFC 8445 §9); the
+        agent checks against its new candidates."""
+        ice, old = self.ice, self.remote
+        if ice is None or old is None or old.ice is None or new.ice is None:
+            return
+        params = new.ice.parameters
+        if params is None or (params.ufrag, params.pwd) == (old.ice.ufrag, old.ice.pwd):
+            return
+        components = 1 if new.rtcp_mux else ice.agent.components
+        ice.set_remote(
+            params.ufrag,
+            params.pwd,
+            [c for c in new.ice.candidates if c.component <= components],
+            lite=params.lite,
+            pacing_ms=params.pacing_ms,
+        )
+        self.progress("the peer restarted ICE")
 
     def _answer_late_offer(self, offer: bytes) -> bytes:
         """Our INVITE had no SDP: the 2xx carries the offer, answered in the ACK (RFC 3261
@@ -1614,6 +1696,9 @@ class Call:
             reason = self.sip.ended.result() if not self.sip.ended.cancelled() else "ended"
             if reason == "session-expired":  # our BYE: no refresh came (RFC 4028 §10)
                 self.progress("the session expired without a refresh; hung up")
+            elif reason in ("no-answer", "bad-answer", "bad-offer"):
+                # our BYE: a re-INVITE's offer/answer failed (RFC 3261 §13.3.1.4, §14)
+                self.progress(f"re-INVITE offer/answer failed ({reason}); hung up")
             else:
                 self.progress(f"the peer hung up ({reason})")
             await self._teardown(reason, send_bye=False)
