@@ -6,17 +6,27 @@ RFC 3261 §8.1.2), located per RFC 3263 by the ``sip`` package; the account's do
 ``@DOMAIN`` of its user, else the server's host (shared/DESIGN.md). :func:`gather_config`
 resolves its STUN/TURN servers; :func:`start_candidate_pool` keeps candidate sets gathered
 ahead of incoming calls (``ice.pool``).
+
+The user agent registers with a stable RFC 5626 §4.1 instance-id (:func:`instance_id`): a
+name-based UUID of this device (``/etc/machine-id``, else a random id kept in
+``$XDG_STATE_HOME/softphone/device-id``, created once) and the account's AOR, so the
+registrar sees the same instance after a restart and replaces its old binding.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
 
 from ice.gather import GatherConfig, TurnServer
 from ice.pool import CandidatePool
 from sip.aio import AsyncUserAgent
+from sip.registration import instance_id_for
 from sip.transport import TlsConfig
 from sip.ua import UAConfig
 from softphone.config import Account, ConfigError, HostPort
@@ -27,6 +37,63 @@ STUN_PORT = 3478
 POOL_COMPONENTS = 2
 
 log = logging.getLogger("softphone.useragent")
+
+#: Where the machine id is read (systemd's machine-id(5); D-Bus's older copy).
+MACHINE_ID_PATHS = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+DEVICE_ID_FILE = "device-id"
+
+
+def state_dir() -> Path:
+    """``$XDG_STATE_HOME/softphone`` (default ``~/.local/state/softphone``)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "softphone"
+
+
+def _read_id(path: Path) -> str | None:
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    return text or None
+
+
+def device_id(
+    machine_id_paths: Sequence[Path] | None = None, directory: Path | None = None
+) -> str | None:
+    """A stable id of this device: the machine id if readable (``machine_id_paths``, default
+    :data:`MACHINE_ID_PATHS`), else a per-user random id in ``directory`` (default
+    :func:`state_dir`), created once (exclusive create, so two processes starting together
+    agree). None when neither can be had."""
+    paths = MACHINE_ID_PATHS if machine_id_paths is None else machine_id_paths
+    for path in paths:
+        found = _read_id(path)
+        if found is not None:
+            return found
+    folder = directory if directory is not None else state_dir()
+    path = folder / DEVICE_ID_FILE
+    found = _read_id(path)
+    if found is not None:
+        return found
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_id(path)  # another process created it just now
+    except OSError as exc:
+        log.warning("no device id (%s): a random instance-id this time", exc)
+        return None
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(uuid.uuid4().hex + "\n")
+    return _read_id(path)
+
+
+def instance_id(aor: str, device: str | None = None) -> str:
+    """The RFC 5626 §4.1 ``+sip.instance`` URN for ``aor`` on this device (``device``:
+    :func:`device_id` by default): the same URN at every start; random without a device id."""
+    device = device if device is not None else device_id()
+    if device is None:
+        return instance_id_for()
+    return instance_id_for(f"{device} {aor}")
 
 
 def server_uri(account: Account) -> str | None:
@@ -46,15 +113,17 @@ def ua_config(account: Account) -> UAConfig:
     if not domain:
         raise ConfigError("no domain: give --user USER@DOMAIN or --server HOST")
     bind = account.bind
+    host = domain if ":" not in domain else f"[{domain}]"
     return UAConfig(
         user=account.user,
-        domain=domain if ":" not in domain else f"[{domain}]",
+        domain=host,
         local_host=bind.host if bind else DEFAULT_BIND,
         local_port=bind.port if bind and bind.port is not None else 0,
         transport=account.transport,
         outbound_proxy=server_uri(account),
         auth_user=account.auth_user,
         password=account.password,
+        instance_id=instance_id(f"sip:{account.user}@{host}"),
     )
 
 
