@@ -971,7 +971,7 @@ class Call:
             log.info("call %s: glare (491), retrying %s in %.2fs", self.call_id, method, delay)
             self._glare_retry_at = now + delay
             self._glare_method = method
-            self._glare_sdp = self.local_sdp
+            self._glare_sdp = req.body  # b"": an offer-less re-INVITE stays one
             return
         self.host.emit(CallUpdateFailed(self, status, response.reason, method))
         if status in (408, 481):

@@ -143,3 +143,27 @@ def test_offerless_reinvite_without_offer_in_2xx_keeps_the_call():
     net.run(max_time=40)
     assert offers == []
     assert call.state is inv.CallState.CONNECTED and bcall.state is inv.CallState.CONNECTED
+
+
+def test_offerless_reinvite_retried_after_glare_stays_offerless():
+    """§14.1: after a 491 the retry is the same request: still without an offer."""
+    net, a, b = pair(delay=0.05)
+    made: list[inv.Call] = []
+
+    def reoffer(call: inv.Call) -> bytes:
+        made.append(call)
+        return SDP_B
+
+    b.config.reoffer_handler = reoffer
+    call, bcall, offers = _offerless(net, a, b, answer=SDP_A)
+    call.reinvite(None, net.now)
+    bcall.reinvite(SDP_B + b"a=sendonly\r\n", net.now)
+    net.run(
+        lambda: any(u.method == "ACK" for u in net.of(b, inv.CallUpdated))
+        and any(u.local and u.method == "INVITE" for u in net.of(b, inv.CallUpdated)),
+        max_time=30,
+    )
+    assert any(w[3].startswith("SIP/2.0 491") for w in net.wire)
+    assert made == [bcall]  # bob offered in a 2xx: alice's retry had no offer
+    assert [u.sdp for u in net.of(b, inv.CallUpdated) if u.method == "ACK"] == [SDP_A]
+    assert call.state is inv.CallState.CONNECTED and bcall.state is inv.CallState.CONNECTED
