@@ -159,8 +159,10 @@ def test_offerless_reinvite_retried_after_glare_stays_offerless():
     call.reinvite(None, net.now)
     bcall.reinvite(SDP_B + b"a=sendonly\r\n", net.now)
     net.run(
-        lambda: any(u.method == "ACK" for u in net.of(b, inv.CallUpdated))
-        and any(u.local and u.method == "INVITE" for u in net.of(b, inv.CallUpdated)),
+        lambda: (
+            any(u.method == "ACK" for u in net.of(b, inv.CallUpdated))
+            and any(u.local and u.method == "INVITE" for u in net.of(b, inv.CallUpdated))
+        ),
         max_time=30,
     )
     assert any(w[3].startswith("SIP/2.0 491") for w in net.wire)
