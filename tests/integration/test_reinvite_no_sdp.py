@@ -17,6 +17,7 @@ from sip.message import Request, Response
 from sip.ua import UAConfig
 from softphone.call import Call, MediaOptions
 from softphone.config import Account, HostPort
+from softphone.sdp_glue import audio_codecs
 from tests.unit.test_call_features import Wire, _until
 
 LOOPBACK = HostPort("127.0.0.1", 0)
@@ -187,3 +188,43 @@ async def test_sipp_ack_without_answer_gets_our_bye(sipp_factory: Any, ua: Async
             await call.hangup()
         if sipp.running():
             sipp.stop(grace=1)
+
+
+async def test_two_softphones_codec_change_in_the_ack_answer(
+    ua: AsyncUserAgent, alice: AsyncUserAgent
+) -> None:
+    """The ACK's answer picks another codec (RFC 3264 §8.3.2): our media session switches to
+    it without ending the call."""
+    bob_box: list[Call] = []
+    lines: list[str] = []
+    accepted = asyncio.Event()
+
+    async def incoming(call: AsyncCall) -> None:
+        bob = Call(ua, Account(bind=LOOPBACK, ice=False), _options(), progress=lines.append)
+        bob_box.append(bob)
+        await bob.accept(call)
+        accepted.set()
+
+    ua.on_incoming = incoming
+    caller = Call(alice, Account(bind=LOOPBACK, ice=False, codecs=("pcmu", "pcma")), _options())
+    try:
+        await caller.dial(f"sip:bob@127.0.0.1:{ua.config.local_port}")
+        await asyncio.wait_for(accepted.wait(), 5)
+        bob = bob_box[0]
+        assert bob.remote is not None and bob.remote.codec_name == "PCMU/8000"
+        assert caller.sip is not None and caller.oa is not None
+        caller.oa.media[0].codecs = audio_codecs(["pcma"])  # alice now answers PCMA only
+        await caller.sip.reinvite(None, timeout=5)
+        await _until(lambda: bob.remote is not None and bob.remote.codec_name == "PCMA/8000")
+        await bob.media_settled()
+        await _until(lambda: any("codec changed" in line for line in lines))
+        assert bob.stream is not None and "PCMA" in str(bob.stream.session.codec)
+        assert bob.sip is not None and bob.sip.state.value == "connected"
+        await caller.hangup()
+        assert await asyncio.wait_for(bob.run(), 5) == "remote-bye"
+    finally:
+        if not caller.end_reason:
+            await caller.hangup()
+        for bob in bob_box:
+            if not bob.end_reason:
+                await bob.hangup()
