@@ -58,6 +58,34 @@ def _options() -> MediaOptions:
     return MediaOptions(play="tone:440", record="none", ice_timeout=5.0, answer_timeout=5.0)
 
 
+class Bob:
+    """Our callee: answers the next call on ``ua`` with a softphone :class:`Call`."""
+
+    def __init__(self, ua: AsyncUserAgent, ice: bool) -> None:
+        self.lines: list[str] = []
+        self.calls: list[Call] = []
+        self.accepted = asyncio.Event()
+        self._ua, self._ice = ua, ice
+        ua.on_incoming = self._incoming
+
+    async def _incoming(self, incoming: AsyncCall) -> None:
+        account = Account(bind=LOOPBACK, ice=self._ice)
+        call = Call(self._ua, account, _options(), progress=self.lines.append)
+        self.calls.append(call)
+        await call.accept(incoming)
+        self.accepted.set()
+
+    async def dialled_by(self, caller: Call) -> Call:
+        await caller.dial(f"sip:bob@127.0.0.1:{self._ua.config.local_port}")
+        await asyncio.wait_for(self.accepted.wait(), 5)
+        return self.calls[0]
+
+    async def hang_up_all(self, caller: Call) -> None:
+        for call in (caller, *self.calls):
+            if not call.end_reason:
+                await call.hangup()
+
+
 @pytest.mark.parametrize("ice", [False, True])
 async def test_two_softphones_offerless_reinvite_holds_and_resumes(
     ua: AsyncUserAgent, alice: AsyncUserAgent, ice: bool
@@ -65,22 +93,11 @@ async def test_two_softphones_offerless_reinvite_holds_and_resumes(
     """Alice re-INVITEs without SDP; Bob offers his current description in the 200, and
     Alice's answer in the ACK (sendonly: she holds him) is applied to Bob's media."""
     bob_wire = Wire(ua)
-    lines: list[str] = []
-    bob_box: list[Call] = []
-    accepted = asyncio.Event()
-
-    async def incoming(call: AsyncCall) -> None:
-        bob = Call(ua, Account(bind=LOOPBACK, ice=ice), _options(), progress=lines.append)
-        bob_box.append(bob)
-        await bob.accept(call)
-        accepted.set()
-
-    ua.on_incoming = incoming
+    callee = Bob(ua, ice)
+    lines = callee.lines
     caller = Call(alice, Account(bind=LOOPBACK, ice=ice), _options())
     try:
-        await caller.dial(f"sip:bob@127.0.0.1:{ua.config.local_port}")
-        await asyncio.wait_for(accepted.wait(), 5)
-        bob = bob_box[0]
+        bob = await callee.dialled_by(caller)
         assert caller.sip is not None and caller.oa is not None and bob.stream is not None
         first = bob_wire.responses(200)[0].body
         # hold: alice's answer (in the ACK) says sendonly
@@ -112,11 +129,7 @@ async def test_two_softphones_offerless_reinvite_holds_and_resumes(
         await caller.hangup()
         assert await asyncio.wait_for(bob.run(), 5) == "remote-bye"
     finally:
-        if not caller.end_reason:
-            await caller.hangup()
-        for bob in bob_box:
-            if not bob.end_reason:
-                await bob.hangup()
+        await callee.hang_up_all(caller)
 
 
 async def _sipp_call(
@@ -195,22 +208,11 @@ async def test_two_softphones_codec_change_in_the_ack_answer(
 ) -> None:
     """The ACK's answer picks another codec (RFC 3264 §8.3.2): our media session switches to
     it without ending the call."""
-    bob_box: list[Call] = []
-    lines: list[str] = []
-    accepted = asyncio.Event()
-
-    async def incoming(call: AsyncCall) -> None:
-        bob = Call(ua, Account(bind=LOOPBACK, ice=False), _options(), progress=lines.append)
-        bob_box.append(bob)
-        await bob.accept(call)
-        accepted.set()
-
-    ua.on_incoming = incoming
+    callee = Bob(ua, ice=False)
+    lines = callee.lines
     caller = Call(alice, Account(bind=LOOPBACK, ice=False, codecs=("pcmu", "pcma")), _options())
     try:
-        await caller.dial(f"sip:bob@127.0.0.1:{ua.config.local_port}")
-        await asyncio.wait_for(accepted.wait(), 5)
-        bob = bob_box[0]
+        bob = await callee.dialled_by(caller)
         assert bob.remote is not None and bob.remote.codec_name == "PCMU/8000"
         assert caller.sip is not None and caller.oa is not None
         caller.oa.media[0].codecs = audio_codecs(["pcma"])  # alice now answers PCMA only
@@ -223,8 +225,4 @@ async def test_two_softphones_codec_change_in_the_ack_answer(
         await caller.hangup()
         assert await asyncio.wait_for(bob.run(), 5) == "remote-bye"
     finally:
-        if not caller.end_reason:
-            await caller.hangup()
-        for bob in bob_box:
-            if not bob.end_reason:
-                await bob.hangup()
+        await callee.hang_up_all(caller)
