@@ -320,7 +320,6 @@ class IceConnection:
         on_candidate: Callable[[Candidate], None] | None = None,
         gatherer: AsyncGatherer | None = None,
     ) -> None:
-        self.components = components
         self.agent = Agent(controlling, components, **(agent_options or {}))
         self._adopted = gatherer is not None
         if gatherer is not None:
@@ -354,6 +353,7 @@ class IceConnection:
         self._precise: PreciseWake | None = None
         self._connected: asyncio.Future[None] | None = None
         self._usable: asyncio.Future[None] | None = None
+        self._usable_component: dict[int, asyncio.Future[None]] = {}
         self._gathering_started = False
         self._started_at: float | None = None
         self.connect_time: float | None = None
@@ -385,6 +385,23 @@ class IceConnection:
     @property
     def controlling(self) -> bool:
         return self.agent.controlling
+
+    @property
+    def components(self) -> int:
+        """The components in use: as created, fewer after :meth:`limit_components` (or
+        ``agent.limit_components``).  Every wait (:meth:`usable`, :meth:`connected`) counts
+        only these; :meth:`transport` of a dropped one stays valid but sends nothing."""
+        return self.agent.components
+
+    def limit_components(self, count: int) -> None:
+        """Keep only components ``1..count`` - the answer accepted ``a=rtcp-mux`` (RFC 5761
+        §5.1.3) after we offered RTCP candidates: the agent drops the others' candidates,
+        pairs and checks (:meth:`ice.agent.Agent.limit_components`) and the gatherer their
+        sockets and TURN allocations (:meth:`ice.gather.AsyncGatherer.limit_components`)."""
+        self.agent.limit_components(count)
+        if self._gathering_started and self.gatherer.started and not self.gatherer.closed:
+            self.gatherer.limit_components(count)
+        self._pump()
 
     @property
     def local_candidates(self) -> list[Candidate]:
@@ -504,32 +521,56 @@ class IceConnection:
         """Wait for ICE to complete (see :meth:`connect`)."""
         if self._connected is None:
             raise RuntimeError("gather() first")
+        self._pump()  # an agent event not yet taken (agent.limit_components can complete it)
         try:
             await asyncio.wait_for(asyncio.shield(self._connected), timeout)
         except TimeoutError as exc:
             raise IceError("ICE did not complete in time") from exc
 
-    async def usable(self, timeout: float | None = None) -> None:
-        """Wait until every component can carry data both ways: it has a valid pair
-        (RFC 8445 §12.1: data may flow on any valid pair before nomination) or its selected
-        pair.  That is about one round trip after the first successful check, a round trip
-        or more before :meth:`connected`; :meth:`transport` sends on that pair meanwhile
-        and takes the peer's data from any valid pair until one is selected.
+    async def usable(self, timeout: float | None = None, *, component: int | None = None) -> None:
+        """Wait until every component in use (:attr:`components`) - or only ``component`` -
+        can carry data both ways: it has a valid pair (RFC 8445 §12.1: data may flow on
+        any valid pair before nomination) or its selected pair.  That is about one round
+        trip after the first successful check, a round trip or more before
+        :meth:`connected`; :meth:`transport` sends on that pair meanwhile and takes the
+        peer's data from any valid pair until one is selected.  (``component=1``: RTP may
+        start before the RTCP component of a session without rtcp-mux has a pair.)
 
-        Raises :class:`IceError` if ICE fails first or ``timeout`` passes.
+        Raises :class:`IceError` if ICE fails first, ``timeout`` passes or ``component``
+        is dropped meanwhile (:meth:`limit_components`); ValueError for a component not in
+        use.
         """
-        if self._usable is None:
+        if self._usable is None or self._loop is None:
             raise RuntimeError("gather() first")
+        future = self._usable
+        if component is not None and not future.done():
+            if not 1 <= component <= self.components:
+                raise ValueError(f"component must be 1..{self.components}")
+            future = self._usable_component.get(component) or self._loop.create_future()
+            self._usable_component[component] = future
+        self._pump()  # takes the agent's pending events and checks usability
         self._check_usable()
         try:
-            await asyncio.wait_for(asyncio.shield(self._usable), timeout)
+            await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError as exc:
             raise IceError("ICE not usable in time") from exc
 
     def _check_usable(self) -> None:
+        """Resolves :meth:`usable` when each component still in use (a dropped one,
+        :meth:`limit_components`, never gets a pair) has somewhere to send."""
+        for component, future in list(self._usable_component.items()):
+            if future.done():
+                del self._usable_component[component]
+            elif component > self.components:
+                del self._usable_component[component]
+                future.set_exception(IceError(f"component {component} was dropped"))
+                future.exception()  # retrieved here; awaiting it still raises
+            elif self.agent.send_target(component) is not None:
+                del self._usable_component[component]
+                future.set_result(None)
         if self._usable is None or self._usable.done():
             return
-        if all(self.agent.send_target(c) is not None for c in self._transports):
+        if all(self.agent.send_target(c) is not None for c in range(1, self.components + 1)):
             self._usable.set_result(None)
 
     def restart(self, *, controlling: bool | None = None) -> None:
@@ -568,7 +609,7 @@ class IceConnection:
         if self._precise is not None:
             self._precise.close()
             self._precise = None
-        for future in (self._connected, self._usable):
+        for future in (self._connected, self._usable, *self._usable_component.values()):
             if future is not None and not future.done():
                 future.set_exception(IceError("closed"))
                 future.exception()  # mark retrieved
@@ -704,7 +745,7 @@ class IceConnection:
             if self._connected is not None and not self._connected.done():
                 self._connected.set_result(None)
         elif isinstance(event, Failed):
-            for future in (self._connected, self._usable):
+            for future in (self._connected, self._usable, *self._usable_component.values()):
                 if future is not None and not future.done():
                     future.set_exception(IceError(event.reason))
                     future.exception()  # retrieved here; awaiting it still raises

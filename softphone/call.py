@@ -85,8 +85,6 @@ Address = tuple[str, int]
 Progress = Callable[[str], None]
 
 DTMF_DIGITS = "0123456789*#ABCD"
-#: How often the call looks whether ICE has a pair to send media on (seconds).
-USABLE_POLL = 0.002
 #: A digit sent by SIP INFO lasts this long (the body's ``Duration``), then a pause.
 INFO_DTMF_MS = 160
 INFO_DTMF_GAP_MS = 90
@@ -978,7 +976,9 @@ class Call:
         send (a valid pair, RFC 8445 §12.1); a peer that hangs up meanwhile ends the wait
         (its reason becomes ours: remote-bye, remote-cancel ...)."""
         assert self.ice is not None and self.sip is not None
-        wait = self._ice_usable() if usable else self.ice.connected(self.options.ice_timeout)
+        timeout = self.options.ice_timeout
+        # the RTP component only: RTCP (component 2 without rtcp-mux) is not waited for
+        wait = self.ice.usable(timeout, component=1) if usable else self.ice.connected(timeout)
         connected: asyncio.Future[Any] = asyncio.ensure_future(wait)
         ended: asyncio.Future[Any] = asyncio.ensure_future(asyncio.shield(self.sip.ended))
         try:
@@ -992,28 +992,6 @@ class Call:
             return
         reason = self.sip.ended.result() if not self.sip.ended.cancelled() else "ended"
         raise CallFailed(f"the peer ended the call during ICE ({reason})", kind=reason)
-
-    async def _ice_usable(self) -> None:
-        """Until the RTP component has a pair to send on (the selected pair, or a valid one
-        before the nomination, RFC 8445 §12.1), or ICE failed (IceError). With one
-        component that is :meth:`IceConnection.usable`; with RTP and RTCP components (no
-        rtcp-mux) the RTCP one is not waited for: the agent is asked every few ms (so too
-        after :meth:`Agent.limit_components`: ``usable()`` still counts the dropped
-        component's transport there)."""
-        ice = self.ice
-        assert ice is not None
-        if ice.components == 1:
-            await ice.usable(self.options.ice_timeout)
-            return
-        done = asyncio.ensure_future(ice.connected(self.options.ice_timeout))
-        try:
-            while ice.agent.send_target(1) is None and not done.done():
-                await asyncio.sleep(USABLE_POLL)
-        finally:
-            if not done.done():
-                done.cancel()
-        if done.done() and not done.cancelled():
-            done.result()  # IceError
 
     def _connect_ms(self) -> float:
         if self.ice is None or self.ice.connect_time is None:
