@@ -1485,12 +1485,15 @@ class Call:
         while self._switching is not None and not self._switching.done():
             await asyncio.shield(self._switching)
 
-    async def restart_ice(self, timeout: float | None = None) -> bool:
+    async def restart_ice(self, timeout: float | None = None, method: str = "INVITE") -> bool:
         """Restart ICE ourselves (RFC 8445 §9, RFC 8839 §4.4.1.1.1): new ufrag/pwd and our
-        candidates in a re-offer (UPDATE when the peer allows it, else re-INVITE); the answer's
+        candidates in a re-offer, by re-INVITE (the default, which every peer takes) or, with
+        ``method="UPDATE"``, by UPDATE when the peer allows it (else re-INVITE); the answer's
         new credentials and candidates restart the peer's side, and new checks run. Media
         stays on the current pair until the new checks nominate one (the agent keeps the
         selected pairs through a restart). True when the new checks completed in time."""
+        if method not in ("INVITE", "UPDATE"):
+            raise ValueError(f"an ICE restart goes by INVITE or UPDATE, not {method!r}")
         sip, oa, ice, remote = self.sip, self.oa, self.ice, self.remote
         if (
             sip is None
@@ -1509,7 +1512,8 @@ class Call:
         components = 1 if remote.rtcp_mux else ice.agent.components
         self._signal_local_ice(components)
         offer = oa.create_offer().to_bytes()
-        method = "UPDATE" if sip.call.allows("UPDATE") else "INVITE"
+        if method == "UPDATE" and not sip.call.allows("UPDATE"):
+            method = "INVITE"
         self.progress(f"restarting ICE ({method})")
         try:
             send = sip.update if method == "UPDATE" else sip.reinvite

@@ -207,12 +207,16 @@ def _received(call: Call) -> int:
     return 0 if stats is None else stats.packets_received
 
 
-@pytest.mark.parametrize("who", ["caller", "callee"])
+@pytest.mark.parametrize(
+    ("who", "method"),
+    [("caller", "INVITE"), ("callee", "INVITE"), ("caller", "UPDATE"), ("callee", "UPDATE")],
+)
 async def test_ice_restart_started_by_us_keeps_media_flowing(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent], who: str
+    uas: tuple[AsyncUserAgent, AsyncUserAgent], who: str, method: str
 ) -> None:
-    """RFC 8445 §9 / RFC 8839 §4.4.1.1.1: new ufrag/pwd in our re-offer, the answer's new
-    credentials restart the peer; media runs on the old pair until the new one is chosen."""
+    """RFC 8445 §9 / RFC 8839 §4.4.1.1.1: new ufrag/pwd in our re-offer (re-INVITE or UPDATE),
+    the answer's new credentials restart the peer; media runs on the old pair until the new
+    one is chosen."""
     account = Account(bind=LOOPBACK)
     alice, bob = await _connect(uas, account, account, _media("tone:440"), _media("tone:880"))
     try:
@@ -221,7 +225,10 @@ async def test_ice_restart_started_by_us_keeps_media_flowing(
         old = (starter.ice.local_ufrag, other.ice.local_ufrag)
         await _until(lambda: _received(alice) > 5 and _received(bob) > 5)
         stream = starter.stream
-        assert await starter.restart_ice()
+        lines: list[str] = []
+        starter.progress = lines.append
+        assert await starter.restart_ice(method=method)
+        assert f"restarting ICE ({method})" in lines
         assert starter.ice.local_ufrag != old[0] and other.ice.local_ufrag != old[1]
         assert starter.ice.agent.stats().restarts == 1 and other.ice.agent.stats().restarts == 1
         assert starter.remote is not None and starter.remote.ice is not None
