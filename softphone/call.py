@@ -62,7 +62,7 @@ from media.sources import ClockedSink, open_sink, open_source
 from media.stats import Stats
 from sip.aio import AsyncCall, AsyncUserAgent, CallError
 from sip.invite import CallRinging
-from sip.offer_answer import OfferAnswer, OfferAnswerError, OfferAnswerState
+from sip.offer_answer import NegotiatedMedia, OfferAnswer, OfferAnswerError, OfferAnswerState
 from sip.sdp import Attribute, SdpParseError
 from softphone.config import Account
 from softphone.sdp_glue import (
@@ -1463,17 +1463,9 @@ class Call:
             return False
         self.progress(f"offering {', '.join(codecs)} ({method})")
         try:
-            send = sip.update if method == "UPDATE" else sip.reinvite
-            answer = await send(offer, timeout=32.0)
-            negotiation = oa.process_answer(answer or b"")
-            audio = negotiation.audio
-            if audio is None:
-                raise SdpGlueError("the answer accepted no audio stream")
-            remote = read_negotiation(audio)
+            remote, audio = await self._reoffer(offer, method)
         except (CallError, TimeoutError, ValueError) as exc:
             log.info("codec change re-INVITE failed: %r", exc)
-            with contextlib.suppress(OfferAnswerError):
-                oa.cancel_offer()
             media.codecs = previous
             return False
         self._apply_negotiation(remote, audio.direction.receives, audio.direction.sends)
@@ -1484,6 +1476,24 @@ class Call:
         """Wait until a media change in progress (a codec switch) is done."""
         while self._switching is not None and not self._switching.done():
             await asyncio.shield(self._switching)
+
+    async def _reoffer(self, offer: bytes, method: str) -> tuple[RemoteMedia, NegotiatedMedia]:
+        """Send our re-offer in an UPDATE or a re-INVITE (RFC 3311, RFC 3261 §14.1) and read the
+        answer's audio stream. On failure (CallError, TimeoutError, ValueError: no answer, an
+        unusable answer, no audio accepted) the offer is withdrawn and the error raised."""
+        sip, oa = self.sip, self.oa
+        assert sip is not None and oa is not None
+        try:
+            send = sip.update if method == "UPDATE" else sip.reinvite
+            answer = await send(offer, timeout=32.0)
+            audio = oa.process_answer(answer or b"").audio
+            if audio is None:
+                raise SdpGlueError("the answer accepted no audio stream")
+            return read_negotiation(audio), audio
+        except (CallError, TimeoutError, ValueError):
+            with contextlib.suppress(OfferAnswerError):
+                oa.cancel_offer()
+            raise
 
     async def restart_ice(self, timeout: float | None = None, method: str = "INVITE") -> bool:
         """Restart ICE ourselves (RFC 8445 §9, RFC 8839 §4.4.1.1.1): new ufrag/pwd and our
@@ -1516,19 +1526,11 @@ class Call:
             method = "INVITE"
         self.progress(f"restarting ICE ({method})")
         try:
-            send = sip.update if method == "UPDATE" else sip.reinvite
-            answer = await send(offer, timeout=32.0)
-            negotiation = oa.process_answer(answer or b"")
-            audio = negotiation.audio
-            if audio is None:
-                raise SdpGlueError("the answer accepted no audio stream")
-            new = read_negotiation(audio)
+            new, audio = await self._reoffer(offer, method)
             if new.ice is None or new.ice.parameters is None:
                 raise SdpGlueError("the answer to our ICE restart has no ICE")
         except (CallError, TimeoutError, ValueError) as exc:
             log.info("ICE restart: %r", exc)
-            with contextlib.suppress(OfferAnswerError):
-                oa.cancel_offer()
             self.progress(f"ICE restart failed: {exc}")
             return False
         params = new.ice.parameters
