@@ -359,24 +359,24 @@ class _Device:
             self.end.close()
 
 
-class _KeptSource:
-    """A call's audio source as one media session sees it (see :meth:`Call._audio_ends`):
-    frames resampled to the session's rate (media.resample) when the source was opened at
-    another one, start once, never closed by the session."""
+class _KeptEnd:
+    """A call's audio device as one media session sees it (see :meth:`Call._audio_ends`):
+    frames resampled (media.resample) between the session's rate and the rate the device was
+    opened at, started once, never closed by the session (the call closes the device)."""
 
-    def __init__(self, device: _Device, sample_rate: int, frame_samples: int) -> None:
+    def __init__(
+        self, device: _Device, sample_rate: int, frame_samples: int, *, to_device: bool
+    ) -> None:
         self.device = device
-        self.source = device.end
         self.sample_rate = sample_rate
         self.frame_samples = frame_samples
-        self._resampler = (
-            None
-            if device.sample_rate == sample_rate
-            else Resampler(device.sample_rate, sample_rate)
+        rates = (
+            (sample_rate, device.sample_rate) if to_device else (device.sample_rate, sample_rate)
         )
+        self._resampler = None if rates[0] == rates[1] else Resampler(*rates)
 
     def __getattr__(self, name: str) -> Any:  # pacer, dropped_frames, ring ...
-        return getattr(self.source, name)
+        return getattr(self.device.end, name)
 
     def start(self) -> None:
         self.device.start()
@@ -387,6 +387,14 @@ class _KeptSource:
     def _convert(self, frame: Any) -> Any:
         return frame if self._resampler is None else self._resampler.process(frame)
 
+
+class _KeptSource(_KeptEnd):
+    """A call's audio source, frames resampled to the session's rate."""
+
+    def __init__(self, device: _Device, sample_rate: int, frame_samples: int) -> None:
+        super().__init__(device, sample_rate, frame_samples, to_device=False)
+        self.source = device.end
+
     async def read(self) -> Any:
         return self._convert(await self.source.read())
 
@@ -394,32 +402,15 @@ class _KeptSource:
         return self._convert(self.source.next_frame())
 
 
-class _KeptSink:
-    """A call's audio sink as one media session sees it (the counterpart of
-    :class:`_KeptSource`)."""
+class _KeptSink(_KeptEnd):
+    """A call's audio sink, frames resampled to the device's rate."""
 
     def __init__(self, device: _Device, sample_rate: int, frame_samples: int) -> None:
-        self.device = device
+        super().__init__(device, sample_rate, frame_samples, to_device=True)
         self.sink = device.end
-        self.sample_rate = sample_rate
-        self.frame_samples = frame_samples
-        self._resampler = (
-            None
-            if device.sample_rate == sample_rate
-            else Resampler(sample_rate, device.sample_rate)
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.sink, name)
-
-    def start(self) -> None:
-        self.device.start()
-
-    def close(self) -> None:
-        pass
 
     def write(self, frame: Any) -> None:
-        self.sink.write(frame if self._resampler is None else self._resampler.process(frame))
+        self.sink.write(self._convert(frame))
 
 
 class _KeptClockedSink(_KeptSink):
