@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -34,6 +34,9 @@ from textual.widgets import Button, Footer, Header, Input, RichLog, Static
 
 from softphone.config import Account
 from softphone.report import Reporter
+
+if TYPE_CHECKING:
+    from ice.pool import CandidatePool
 
 __all__ = [
     "AccountView",
@@ -51,6 +54,9 @@ log = logging.getLogger("softphone.tui")
 
 EXIT_OK, EXIT_FAILED = 0, 1
 METER_FLOOR_DB = -60.0
+POOL_READY_WAIT = 10.0
+"""Seconds the engine waits (in the background) for an account's first pooled candidate set
+before it says how many are ready."""
 DTMF_KEYS = "0123456789*#"
 
 
@@ -441,12 +447,14 @@ class PhoneApp(App[int]):
 
 @dataclass
 class _Line:
-    """One account with its user agent and registration state."""
+    """One account with its user agent, registration state and candidate pool."""
 
     account: Account
     ua: Any = None
     registration: str = "not registered"
     detail: str = ""
+    #: pre-gathered ICE candidate sets for this account's calls (None: gather per call)
+    pool: CandidatePool | None = None
 
 
 @dataclass
@@ -459,7 +467,10 @@ class SoftphoneEngine:
     ``more_accounts``): each registers when it has a server; calls go out from the selected
     account (:meth:`next_account`) with :class:`softphone.call.Call`; one incoming call at a
     time is offered on any account (others get 486 Busy Here); hold re-offers sendonly
-    (RFC 3264 §8.4)."""
+    (RFC 3264 §8.4). Each account with ICE keeps a :class:`ice.pool.CandidatePool`
+    (``candidate_pool`` sets, started in the background while it registers) from which its
+    calls, incoming and outgoing, take their candidates instead of gathering; :meth:`close`
+    releases it (TURN allocations included)."""
 
     def __init__(
         self,
@@ -484,6 +495,8 @@ class SoftphoneEngine:
         self._incoming_line: _Line | None = None
         self._task: asyncio.Task[None] | None = None
         self._watchers: set[asyncio.Future[None]] = set()
+        self._pool_starts: set[asyncio.Task[None]] = set()
+        self._closed = False
         self._state = _EngineState()
 
     @property
@@ -626,6 +639,10 @@ class SoftphoneEngine:
 
         ua.on_event = on_event
         self._changed()
+        # alongside the registration, never in its way (nor in the UI's)
+        task = asyncio.create_task(self._start_pool(line))
+        self._pool_starts.add(task)
+        task.add_done_callback(self._pool_starts.discard)
         if account.server is not None:
             try:
                 reg = await ua.register()
@@ -635,11 +652,41 @@ class SoftphoneEngine:
                 self._log(f"{account.name}: registration failed: {exc}")
             self._changed()
 
+    async def _start_pool(self, line: _Line) -> None:
+        """The account's candidate pool (none without ICE or with ``candidate_pool = 0``),
+        then a log line once its first set is ready."""
+        from softphone.useragent import start_candidate_pool
+
+        name = line.account.name
+        try:
+            pool = await start_candidate_pool(line.account)
+        except Exception as exc:  # calls gather as usual then
+            self._log(f"{name}: no candidate pool: {exc}")
+            return
+        if pool is None:
+            return
+        if self._closed:
+            await pool.close()
+            return
+        line.pool = pool
+        with contextlib.suppress(TimeoutError, RuntimeError):  # RuntimeError: closed meanwhile
+            await pool.wait_ready(1, timeout=POOL_READY_WAIT)
+        self._log(f"{name}: candidate pool: {pool.ready} of {pool.size} sets ready")
+
     async def close(self) -> None:
+        self._closed = True
         if self.call is not None:
             with contextlib.suppress(Exception):
                 await self.call.hangup()
+        starts = list(self._pool_starts)
+        for task in starts:
+            task.cancel()
+        await asyncio.gather(*starts, return_exceptions=True)
         for line in self.lines:
+            pool, line.pool = line.pool, None
+            if pool is not None:
+                with contextlib.suppress(Exception):  # the user agents still get closed
+                    await pool.close()  # its TURN allocations too
             ua, line.ua = line.ua, None
             if ua is None:
                 continue
@@ -669,7 +716,8 @@ class SoftphoneEngine:
         account = self.account
         target = complete_uri(uri, account)
         options = self._media_options(account)
-        self.call = Call(self.ua, account, options, progress=self._progress)
+        pool = self.lines[self.active].pool
+        self.call = Call(self.ua, account, options, progress=self._progress, pool=pool)
         self._state.view = CallView(state=CallState.CALLING, remote=target, outgoing=True)
         self._changed()
         try:
@@ -736,7 +784,7 @@ class SoftphoneEngine:
         if incoming is None or line is None:
             return
         options = self._media_options(line.account)
-        self.call = Call(line.ua, line.account, options, progress=self._progress)
+        self.call = Call(line.ua, line.account, options, progress=self._progress, pool=line.pool)
         try:
             await self.call.accept(incoming)
         except CallFailed as exc:
