@@ -328,15 +328,22 @@ def assert_no_secrets(lab: SoftphoneLab, r: CallResult) -> None:
         assert secret not in shown, "a password leaked into the output"
 
 
-def assert_proxied(r: CallResult, callee_user: str, callee_public_ip: str) -> None:
+def assert_proxied(
+    r: CallResult, callee_user: str, callee_public_ip: str, *, lossy: bool = False
+) -> None:
     """What Kamailio logged of the call: the INVITE challenged and sent again with
     credentials (digest auth), forked to the callee's NAT address (nathelper learnt it from
     the REGISTER), and the ACK and BYE through the proxy too (record-route, the contact
-    alias)."""
+    alias). ``lossy``: the path drops packets; the BYE is retransmitted until answered
+    (RFC 3261 §17.1.2) so it must get through, but an ACK for a 2xx is sent again only
+    when a retransmitted 2xx arrives (§13.2.2.4), so a short call may end before one of
+    those ACKs survives the loss: then the ACK is not required in the log."""
     log = r.extra["kamailio_log"]
     assert log.count(f"REQ INVITE sip:{callee_user}@{DOMAIN}") >= 2, log
     assert f"BRANCH INVITE to sip:{callee_user}@{callee_public_ip}:" in log, log
-    assert "REQ ACK " in log and "in-dialog BYE" in log, log
+    assert "in-dialog BYE" in log, log
+    if not lossy:
+        assert "REQ ACK " in log, log
 
 
 def relayed(r: CallResult, side: str = "caller") -> bool:
