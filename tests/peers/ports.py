@@ -13,10 +13,12 @@ import threading
 
 LOW = 20000
 HIGH = 32000  # exclusive; the ephemeral range starts at 32768
-# Single ports come from [LOW, RANGES_LOW), consecutive ranges (coturn's relay ports ...) from
-# [RANGES_LOW, HIGH): single ports handed out at random would otherwise fragment the space until
-# no long range is left.
+# Single ports and short runs (a SIP port, coturn's listening pair, sipp's media ports) come from
+# [LOW, RANGES_LOW), long ranges (coturn's relay ports ...) from [RANGES_LOW, HIGH): short
+# runs handed out at random would otherwise fragment the space until no long range is left
+# (seen: "no 200 free consecutive ports" late in a full run).
 RANGES_LOW = 26000
+SHORT_RUN = 8  # at most this many ports: from the single-port area
 
 _lock = threading.Lock()
 _handed_out: set[int] = set()
@@ -51,7 +53,7 @@ def free_port_range(
 ) -> int:
     """First port of ``count`` consecutive free ports (every ``step``-th port is checked)."""
     rng = random.Random()
-    low, high = (LOW, RANGES_LOW) if count == 1 else (RANGES_LOW, HIGH)
+    low, high = (LOW, RANGES_LOW) if count * step <= SHORT_RUN else (RANGES_LOW, HIGH)
     with _lock:
         for _ in range(500):
             base = rng.randrange(low, high - count * step)
