@@ -587,55 +587,47 @@ class Call:
         Raises :class:`CallFailed` (everything is torn down by then)."""
         self.role = "caller"
         self._started = time.monotonic()
-        try:
-            # RTP and RTCP candidates with a=rtcp-mux: an answerer without rtcp-mux still finds
-            # an RTCP candidate (RFC 5761 §5.1.3); one that accepts it drops component 2.
-            self.late_offer = self.options.late_offer
-            # the initial offerer is the controlling agent (RFC 8445 §6.1.1, RFC 8839 §3):
-            # with a late offer that is the callee
-            transport = await self._local_transport(
-                controlling=not self.late_offer, components=self.options.offer_components
-            )
-            offer = b""
-            if self.late_offer:
-                self._late_transport = transport
-            else:
-                self.oa = new_offer_answer(local_media(self.account.codecs, transport), transport)
-                offer = self.oa.create_offer().to_bytes()
-            self.sip = self.ua.start_call(target, offer)
-            self._handle_reoffers()
-            self.progress(f"calling {target}" + (" (INVITE without SDP)" if not offer else ""))
-            answer = await self._wait_answer(self.sip, transport)
-            self._answered_at = time.monotonic()
-            self.setup_ms = (self._answered_at - self._started) * 1000
-            self.sip_status = 200
-            self.progress(f"answered (200) after {self.setup_ms:.0f} ms")
-            if self.late_offer:
-                # the 2xx carried the offer, answered in our ACK (_answer_late_offer)
-                if self._late_error is not None or self.remote is None:
-                    why = self._late_error or "the 2xx carried no offer"
-                    raise CallFailed(f"unusable offer in the 2xx: {why}", 488, "bad-answer")
-                assert self._late_transport is not None
-                await self._connect_media(self._late_transport)
-            elif self._early is not None:
-                # RFC 3261 §13.2.1: the 183's SDP was the answer; the 2xx repeats it (or has
-                # none). The media started on the early dialog goes on, no restart (RFC 3960).
-                await self._early
-                if answer is not None and answer != self._early_sdp:
-                    log.warning("the 2xx SDP differs from the early answer; keeping that")
-            else:
-                self._take_answer(answer)
-                await self._connect_media(transport)
-        except BaseException as exc:
-            reason = _end_reason(exc)
-            await self._teardown(reason, send_bye=True)
-            if isinstance(exc, (CallFailed, asyncio.CancelledError, KeyboardInterrupt)):
-                raise
-            if isinstance(exc, IceError):
-                raise CallFailed(f"ICE failed: {exc}", kind="ice-failed") from exc
-            if isinstance(exc, (OSError, ValueError)):
-                raise CallFailed(str(exc)) from exc
-            raise
+        await self._guarded(self._dial(target))
+
+    async def _dial(self, target: str) -> None:
+        # RTP and RTCP candidates with a=rtcp-mux: an answerer without rtcp-mux still finds
+        # an RTCP candidate (RFC 5761 §5.1.3); one that accepts it drops component 2.
+        self.late_offer = self.options.late_offer
+        # the initial offerer is the controlling agent (RFC 8445 §6.1.1, RFC 8839 §3):
+        # with a late offer that is the callee
+        transport = await self._local_transport(
+            controlling=not self.late_offer, components=self.options.offer_components
+        )
+        offer = b""
+        if self.late_offer:
+            self._late_transport = transport
+        else:
+            self.oa = new_offer_answer(local_media(self.account.codecs, transport), transport)
+            offer = self.oa.create_offer().to_bytes()
+        self.sip = self.ua.start_call(target, offer)
+        self._handle_reoffers()
+        self.progress(f"calling {target}" + (" (INVITE without SDP)" if not offer else ""))
+        answer = await self._wait_answer(self.sip, transport)
+        self._answered_at = time.monotonic()
+        self.setup_ms = (self._answered_at - self._started) * 1000
+        self.sip_status = 200
+        self.progress(f"answered (200) after {self.setup_ms:.0f} ms")
+        if self.late_offer:
+            # the 2xx carried the offer, answered in our ACK (_answer_late_offer)
+            if self._late_error is not None or self.remote is None:
+                why = self._late_error or "the 2xx carried no offer"
+                raise CallFailed(f"unusable offer in the 2xx: {why}", 488, "bad-answer")
+            assert self._late_transport is not None
+            await self._connect_media(self._late_transport)
+        elif self._early is not None:
+            # RFC 3261 §13.2.1: the 183's SDP was the answer; the 2xx repeats it (or has
+            # none). The media started on the early dialog goes on, no restart (RFC 3960).
+            await self._early
+            if answer is not None and answer != self._early_sdp:
+                log.warning("the 2xx SDP differs from the early answer; keeping that")
+        else:
+            self._take_answer(answer)
+            await self._connect_media(transport)
 
     def _take_answer(self, answer: bytes | None) -> None:
         """Apply the answer to our offer (from the 2xx, or a 183 with early media)."""
