@@ -15,10 +15,12 @@ The public API, by layer:
   :class:`CandidatePool` of sets gathered ahead of calls), and the
   asyncio shell :class:`IceConnection` whose :class:`ComponentTransport` hides whether the
   selected pair is direct or relayed;
-- NAT behaviour discovery (RFC 5780): :func:`discover_nat`, :class:`NatBehavior`.
+- NAT behaviour discovery (RFC 5780): :func:`discover_nat`, :class:`NatBehavior`;
+- local address changes (Linux rtnetlink): :class:`AddressMonitor` reporting
+  :class:`AddressChange` batches (a :class:`CandidatePool` given one gathers again).
 
-Parsers raise only this package's errors (``StunParseError``, ``IceSdpError``), ``ValueError``
-subclasses.
+Parsers raise only this package's errors (``StunParseError``, ``IceSdpError``,
+``NetlinkParseError``), ``ValueError`` subclasses.
 """
 
 from ice.agent import (
@@ -42,6 +44,7 @@ from ice.gather import (
 )
 from ice.interfaces import local_addresses
 from ice.nat import FilteringBehavior, MappingBehavior, MappingCache, NatBehavior, discover_nat
+from ice.netmonitor import AddressChange, AddressMonitor, NetlinkParseError
 from ice.pool import CandidatePool
 from ice.sdp import (
     IceAttributes,
@@ -60,6 +63,8 @@ from ice.turn import TurnClient
 from ice.turn_aio import TurnAllocation, TurnError, allocate_turn
 
 __all__ = [
+    "AddressChange",
+    "AddressMonitor",
     "Agent",
     "AgentEvent",
     "AgentState",
@@ -82,6 +87,7 @@ __all__ = [
     "MappingCache",
     "MappingDetected",
     "NatBehavior",
+    "NetlinkParseError",
     "PairNominated",
     "RoleChanged",
     "StunClientTransaction",

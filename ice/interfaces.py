@@ -23,7 +23,8 @@ What is left out, and how to change it:
   interface; ``include`` (globs) keeps only the interfaces it names (and wins over
   ``exclude`` for them).
 
-The system is asked at most every :data:`CACHE_SECONDS` seconds.
+The system is asked at most every :data:`CACHE_SECONDS` seconds (:func:`forget_cached_addresses`
+after a network change; :mod:`ice.netmonitor` reports them).
 
 ``bind`` pins gathering to one address, as ``--bind`` does (DESIGN.md: a UA bound to
 127.0.0.1 works on loopback): an explicit address is returned as the only entry, whatever
@@ -50,7 +51,9 @@ __all__ = [
     "DEFAULT_EXCLUDE",
     "LocalAddress",
     "filter_addresses",
+    "forget_cached_addresses",
     "local_addresses",
+    "netlink_tables",
     "parse_if_inet6",
     "parse_ip_json",
     "parse_netlink_addresses",
@@ -296,23 +299,32 @@ def _netlink_dump(sock: socket.socket, kind: int, header: bytes, sequence: int) 
         chunks.append(data)
 
 
-def _from_netlink() -> list[LocalAddress] | None:
-    """Ask the kernel directly (Linux): a fraction of a millisecond, no program to run."""
+def netlink_tables() -> tuple[bytes, bytes]:
+    """The kernel's link and address tables as rtnetlink dump replies (RTM_NEWLINK and
+    RTM_NEWADDR messages, concatenated): what ``ip link`` and ``ip addr`` ask for.  Raises
+    ``OSError`` where there is no rtnetlink (not Linux) or the dump fails."""
     family = getattr(socket, "AF_NETLINK", None)
     if family is None:
-        return None
+        raise OSError("no netlink sockets on this system")
     try:
-        with socket.socket(family, socket.SOCK_RAW, 0) as sock:  # NETLINK_ROUTE
-            sock.settimeout(1.0)
+        with socket.socket(family, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0) as sock:
+            sock.settimeout(1.0)  # NETLINK_ROUTE (protocol 0)
             sock.bind((0, 0))
-            links = parse_netlink_links(
-                _netlink_dump(sock, _RTM_GETLINK, _IFINFOMSG.pack(0, 0, 0, 0, 0), 1)
-            )
+            links = _netlink_dump(sock, _RTM_GETLINK, _IFINFOMSG.pack(0, 0, 0, 0, 0), 1)
             addresses = _netlink_dump(sock, _RTM_GETADDR, _IFADDRMSG.pack(0, 0, 0, 0, 0), 2)
-    except (OSError, struct.error) as exc:
+    except struct.error as exc:
+        raise OSError(f"malformed netlink reply: {exc}") from exc
+    return links, addresses
+
+
+def _from_netlink() -> list[LocalAddress] | None:
+    """Ask the kernel directly (Linux): a fraction of a millisecond, no program to run."""
+    try:
+        links, addresses = netlink_tables()
+    except OSError as exc:
         logger.debug("netlink address dump failed: %s", exc)
         return None
-    return parse_netlink_addresses(addresses, links) or None
+    return parse_netlink_addresses(addresses, parse_netlink_links(links)) or None
 
 
 # -- system sources --------------------------------------------------------------------------
@@ -390,6 +402,13 @@ CACHE_SECONDS = 5.0
 """How long one look at the system's addresses is reused (``ip`` takes a few ms to run, when
 netlink is not there)."""
 _cache: tuple[float, list[LocalAddress]] | None = None
+
+
+def forget_cached_addresses() -> None:
+    """Make the next :func:`local_addresses` ask the system again (after a network change,
+    e.g. reported by :class:`ice.netmonitor.AddressMonitor`)."""
+    global _cache
+    _cache = None
 
 
 def _system_addresses() -> list[LocalAddress]:
