@@ -17,8 +17,15 @@ creates its media transports and TURN allocations at start-up and WebRTC has an
   released: an rtcp-mux call, RFC 5761).
 * A set older than ``max_age`` seconds, or whose allocation was lost (:class:`RelayLost`), or
   whose gathering failed to get every candidate type the servers should give, is closed and
-  gathered again; :meth:`CandidatePool.invalidate` does that for every set (after a network
-  change).  :meth:`CandidatePool.close` releases everything (TURN deallocations included).
+  gathered again; :meth:`CandidatePool.invalidate` does that for every set, and for the sets
+  being gathered (their candidates are not handed out).
+* Given an :class:`ice.netmonitor.AddressMonitor` (``monitor=`` or :meth:`CandidatePool.watch`),
+  the pool invalidates itself when an address it would gather on appears or goes away (the
+  ``bind`` / ``include`` / ``exclude`` rules, or the fixed ``addresses``): the host candidates
+  of its sets may name an address that is gone, and their server-reflexive and relayed ones
+  were obtained through it (RFC 8445 §5.1.1.1).  :attr:`CandidatePool.on_regathered` is called
+  once the first set gathered after the change is ready.
+* :meth:`CandidatePool.close` releases everything (TURN deallocations included).
 
 Use::
 
@@ -38,8 +45,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ice.gather import (
@@ -51,8 +59,15 @@ from ice.gather import (
     ServerFailed,
     TransactionPacer,
 )
-from ice.interfaces import DEFAULT_EXCLUDE, LocalAddress, local_addresses
+from ice.interfaces import (
+    DEFAULT_EXCLUDE,
+    LocalAddress,
+    filter_addresses,
+    forget_cached_addresses,
+    local_addresses,
+)
 from ice.nat import PROCESS_MAPPING_CACHE, MappingBehavior, MappingCache
+from ice.netmonitor import AddressChange, AddressMonitor
 
 __all__ = ["CandidatePool", "PoolStats"]
 
@@ -87,6 +102,7 @@ class _Set:
     degraded: bool = False  # a server failed while gathering: gather again sooner
     lost: bool = False  # a TURN allocation was lost: unusable
     timer: asyncio.TimerHandle | None = None
+    generation: int = 0  # the pool's generation when gathering started (see invalidate())
 
 
 class CandidatePool:
@@ -99,7 +115,8 @@ class CandidatePool:
     before it is gathered again.  ``gather_timeout``: how long one gathering may take before
     the set is used with what it has.  ``refill_delay``: seconds between handing a set out and
     gathering its replacement (its traffic and CPU then stay out of the new call's own
-    connectivity checks).
+    connectivity checks).  ``monitor``: see :meth:`watch` (``close_monitor``: :meth:`close`
+    closes it too).
     """
 
     def __init__(
@@ -116,6 +133,8 @@ class CandidatePool:
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
         pacer: TransactionPacer | None = None,
         mapping_cache: MappingCache | None = None,
+        monitor: AddressMonitor | None = None,
+        close_monitor: bool = False,
     ) -> None:
         if size < 1:
             raise ValueError("a pool holds at least one set")
@@ -137,10 +156,22 @@ class CandidatePool:
         self._refill_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: list[_Set] = []
-        self._filling: set[asyncio.Task[None]] = set()
+        self._filling: dict[asyncio.Task[None], int] = {}  # task: generation it gathers for
+        self._generation = 0
         self._closed = False
         self._changed: asyncio.Event | None = None
         self._taken = self._misses = self._expired = self._gathered = 0
+        self._monitor: AddressMonitor | None = None
+        self._unwatch: Callable[[], None] | None = None
+        self._close_monitor = False
+        self._network_changes: list[AddressChange] = []
+        self.network_changes = 0
+        """How many times a network change made the pool gather again."""
+        self.on_regathered: Callable[[Sequence[AddressChange]], None] | None = None
+        """Called (on the loop) with the changes once the first set gathered after a network
+        change is ready."""
+        if monitor is not None:
+            self.watch(monitor, close_monitor=close_monitor)
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -148,6 +179,12 @@ class CandidatePool:
     def ready(self) -> int:
         """How many sets can be taken now."""
         return len(self._ready)
+
+    @property
+    def monitor(self) -> AddressMonitor | None:
+        """The address monitor the pool watches (:meth:`watch`), if any: a call may subscribe
+        to it too (``pool.monitor.add_listener(...)``)."""
+        return self._monitor
 
     def stats(self) -> PoolStats:
         return PoolStats(
@@ -168,6 +205,34 @@ class CandidatePool:
         self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
         self._refill()
+
+    def watch(self, monitor: AddressMonitor, *, close_monitor: bool = False) -> None:
+        """Gather again when ``monitor`` reports that an address the pool would gather on
+        appeared or went away (``close_monitor``: :meth:`close` closes the monitor too).  The
+        monitor is started by its owner (``monitor.start()``); one monitor at a time."""
+        if self._unwatch is not None:
+            self._unwatch()
+        self._monitor = monitor
+        self._close_monitor = close_monitor
+        self._unwatch = monitor.add_listener(self._addresses_changed)
+
+    def matters(self, change: AddressChange) -> bool:
+        """Would the pool's address rules (fixed ``addresses``, ``bind``, ``include`` /
+        ``exclude``, no loopback or link-local) gather on the address of ``change``?"""
+        if self._addresses is not None:
+            fixed = {a.address if isinstance(a, LocalAddress) else a for a in self._addresses}
+            return change.host in {a.strip("[]").split("%", 1)[0] for a in fixed}
+        if self._bind is not None:
+            try:
+                bound = ipaddress.ip_address(self._bind.strip("[]"))
+            except ValueError:
+                return True
+            if not bound.is_unspecified:
+                return change.address == bound
+            if bound.version != change.address.version:
+                return False
+        local = LocalAddress(change.host, change.interface, change.prefixlen, change.deprecated)
+        return bool(filter_addresses([local], include=self._include, exclude=self._exclude))
 
     async def wait_ready(self, count: int | None = None, timeout: float | None = None) -> None:
         """Wait until ``count`` sets (default: the pool's size) are ready."""
@@ -246,8 +311,12 @@ class CandidatePool:
         return self._mapping
 
     def invalidate(self) -> None:
-        """Gather every ready set again (after a network change, new servers ...); the NAT
-        mapping behaviours cached for the sets are forgotten too (the NAT may be another)."""
+        """Gather every ready set again (after a network change, new servers ...); the sets
+        being gathered are discarded when done (never handed out) and replaced at once; the
+        local addresses are looked up again; the NAT mapping behaviours cached for the sets
+        are forgotten too (the NAT may be another)."""
+        self._generation += 1
+        forget_cached_addresses()
         self._mapping_cache.clear()
         self._mapping = MappingBehavior.UNKNOWN
         for entry in list(self._ready):
@@ -262,6 +331,11 @@ class CandidatePool:
         if self._closed:
             return
         self._closed = True
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        if self._monitor is not None and self._close_monitor:
+            self._monitor.close()
         if self._refill_timer is not None:
             self._refill_timer.cancel()
             self._refill_timer = None
@@ -294,13 +368,22 @@ class CandidatePool:
             self._refill_timer = None
         if self._closed or self._loop is None:
             return
-        while len(self._ready) + len(self._filling) < self.size:
-            task = self._loop.create_task(self._fill())
-            self._filling.add(task)
+        generation = self._generation
+        while len(self._ready) + self._gathering_current() < self.size:
+            task = self._loop.create_task(self._fill(generation))
+            self._filling[task] = generation
             task.add_done_callback(self._filled)
 
+    def _gathering_current(self) -> int:
+        """Sets being gathered that will be handed out (not those of an older generation)."""
+        return sum(1 for g in self._filling.values() if g == self._generation)
+
     def _filled(self, task: asyncio.Task[None]) -> None:
-        self._filling.discard(task)
+        generation = self._filling.pop(task, self._generation)
+        if generation != self._generation and not task.cancelled():
+            if task.exception() is not None:  # e.g. its address went away meanwhile
+                logger.debug("stale pool set failed: %s", task.exception())
+            return  # the current generation is being gathered already
         if not task.cancelled() and task.exception() is not None:
             logger.warning("gathering a pool set failed: %s", task.exception())
             # try again later rather than in a tight loop (e.g. no usable address)
@@ -309,7 +392,7 @@ class CandidatePool:
             return
         self._refill()
 
-    async def _fill(self) -> None:
+    async def _fill(self, generation: int) -> None:
         addresses = self._addresses
         if addresses is None:
             # ``ip addr`` may run here: keep it off the loop
@@ -324,7 +407,7 @@ class CandidatePool:
             pacer=self._pacer,
             mapping_cache=self._mapping_cache,
         )
-        entry = _Set(gatherer)
+        entry = _Set(gatherer, generation=generation)
         gatherer.on_event = lambda event: self._on_event(entry, event)
         try:
             await gatherer.start()
@@ -337,6 +420,10 @@ class CandidatePool:
             raise
         if self._closed:
             await gatherer.close()
+            return
+        if generation != self._generation:
+            logger.debug("pool set gathered before a network change: released")
+            await gatherer.close()  # its TURN allocations too
             return
         assert self._loop is not None
         self._gathered += 1
@@ -356,6 +443,27 @@ class CandidatePool:
         )
         if self._changed is not None:
             self._changed.set()
+        if self._network_changes:
+            changes, self._network_changes = self._network_changes, []
+            logger.info("network changed: candidate pool gathered again")
+            if self.on_regathered is not None:
+                try:
+                    self.on_regathered(changes)
+                except Exception:
+                    logger.exception("on_regathered callback failed")
+
+    def _addresses_changed(self, changes: Sequence[AddressChange]) -> None:
+        """An :class:`AddressMonitor` batch: gather again if an address that matters changed."""
+        relevant = [c for c in changes if self.matters(c)]
+        if not relevant or self._closed:
+            return
+        logger.info(
+            "network changed (%s): gathering the candidate pool again",
+            ", ".join(f"{'+' if c.added else '-'}{c.host}" for c in relevant),
+        )
+        self.network_changes += 1
+        self._network_changes.extend(relevant)
+        self.invalidate()
 
     def _on_event(self, entry: _Set, event: GatherEvent) -> None:
         if isinstance(event, ServerFailed):
@@ -381,7 +489,7 @@ class CandidatePool:
 
     def _usable(self, entry: _Set) -> bool:
         g = entry.gatherer
-        if entry.lost or g.closed or self._loop is None:
+        if entry.lost or g.closed or self._loop is None or entry.generation != self._generation:
             return False
         return self._loop.time() - entry.ready_at < self.max_age
 

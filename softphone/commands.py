@@ -147,8 +147,9 @@ async def _close_ua(ua: AsyncUserAgent, account: Account) -> None:
 async def _start_pool(account: Account, reporter: Reporter) -> CandidatePool | None:
     """The candidate pool of a phone waiting for calls (``candidate_pool`` in the account):
     calls are answered without gathering. Waits a little for the first set, so the phone
-    says it is waiting for calls when it can answer at once."""
-    pool = await start_candidate_pool(account)
+    says it is waiting for calls when it can answer at once. After a network change the pool
+    gathers again and says so ("network changed: candidate pool re-gathered")."""
+    pool = await start_candidate_pool(account, reporter.progress)
     if pool is not None:
         with contextlib.suppress(TimeoutError, RuntimeError):
             await pool.wait_ready(1, timeout=POOL_READY_WAIT)

@@ -658,8 +658,10 @@ class SoftphoneEngine:
         from softphone.useragent import start_candidate_pool
 
         name = line.account.name
-        try:
-            pool = await start_candidate_pool(line.account)
+        try:  # a network change makes it gather again, and say so in the log
+            pool = await start_candidate_pool(
+                line.account, lambda text: self._log(f"{name}: {text}")
+            )
         except Exception as exc:  # calls gather as usual then
             self._log(f"{name}: no candidate pool: {exc}")
             return

@@ -5,7 +5,9 @@ The account's ``server`` is the registrar and outbound proxy (a preloaded ``Rout
 RFC 3261 §8.1.2), located per RFC 3263 by the ``sip`` package; the account's domain is the
 ``@DOMAIN`` of its user, else the server's host (shared/DESIGN.md). :func:`gather_config`
 resolves its STUN/TURN servers; :func:`start_candidate_pool` keeps candidate sets gathered
-ahead of incoming calls (``ice.pool``).
+ahead of incoming calls (``ice.pool``), gathered again when the machine's addresses change
+(``ice.netmonitor``: Wi-Fi to Ethernet, a VPN, a new DHCP lease); the pool's ``monitor`` is
+there for a call to follow the same changes.
 
 The user agent registers with a stable RFC 5626 §4.1 instance-id (:func:`instance_id`): a
 name-based UUID of this device (``/etc/machine-id``, else a random id kept in
@@ -20,10 +22,11 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ice.gather import GatherConfig, TurnServer
+from ice.netmonitor import AddressChange, AddressMonitor
 from ice.pool import CandidatePool
 from sip.aio import AsyncUserAgent
 from sip.registration import instance_id_for
@@ -163,12 +166,41 @@ async def gather_config(account: Account, components: int = 1) -> GatherConfig:
     return GatherConfig(stun_servers=stun, turn_servers=turn, components=components)
 
 
-async def start_candidate_pool(account: Account) -> CandidatePool | None:
+#: The progress line once a network change made the candidate pool gather again.
+NETWORK_CHANGED = "network changed: candidate pool re-gathered"
+
+
+def describe_changes(changes: Sequence[AddressChange]) -> str:
+    """``+198.51.100.7 -198.51.100.5``: the addresses that came and went."""
+    return " ".join(f"{'+' if c.added else '-'}{c.host}" for c in changes)
+
+
+def start_address_monitor() -> AddressMonitor | None:
+    """A started :class:`ice.netmonitor.AddressMonitor`, or None where the system has no
+    rtnetlink (not Linux) or refuses the socket (then network changes go unnoticed)."""
+    monitor = AddressMonitor()
+    try:
+        monitor.start()
+    except OSError as exc:
+        log.warning("network changes will not be noticed: %s", exc)
+        return None
+    return monitor
+
+
+async def start_candidate_pool(
+    account: Account, progress: Callable[[str], None] | None = None
+) -> CandidatePool | None:
     """The account's pool of pre-gathered candidate sets (``candidate_pool`` sets, RTP and
     RTCP components, TURN allocations kept alive), filling in the background, so that an
     incoming call is answered without gathering on the call path (as pjsua does at start-up,
     or WebRTC's ``iceCandidatePoolSize``). None without ICE or with ``candidate_pool = 0``.
-    Close it with ``await pool.close()`` (TURN deallocations)."""
+
+    The pool watches the local addresses (``pool.monitor``, an
+    :class:`ice.netmonitor.AddressMonitor`, None where there is no rtnetlink): when one it
+    gathers on comes or goes, its sets are gathered again and, once the first is ready,
+    ``progress`` gets :data:`NETWORK_CHANGED` with the addresses. A call may subscribe to
+    ``pool.monitor`` too. Close the pool with ``await pool.close()`` (TURN deallocations; the
+    monitor is closed with it)."""
     if not account.ice or account.candidate_pool < 1:
         return None
     try:
@@ -177,6 +209,21 @@ async def start_candidate_pool(account: Account) -> CandidatePool | None:
         log.warning("no candidate pool: %s", exc)
         return None
     bind = account.bind.host if account.bind else None
-    pool = CandidatePool(config, size=account.candidate_pool, bind=bind)
-    await pool.start()
+    monitor = start_address_monitor()
+    pool = CandidatePool(
+        config, size=account.candidate_pool, bind=bind, monitor=monitor, close_monitor=True
+    )
+
+    def regathered(changes: Sequence[AddressChange]) -> None:
+        line = f"{NETWORK_CHANGED} ({describe_changes(changes)})"
+        log.info("%s: %s", account.name, line)
+        if progress is not None:
+            progress(line)
+
+    pool.on_regathered = regathered
+    try:
+        await pool.start()
+    except BaseException:
+        await pool.close()
+        raise
     return pool
