@@ -23,11 +23,12 @@ ICE and the answer has none, the peer sends to our default candidates, so media 
 During the call, re-offers (re-INVITE/UPDATE) are answered through the call's offer/answer
 state (RFC 3264 §8): hold stops our RTP but not RTCP, a new address is followed, new ICE
 credentials restart ICE (RFC 8445 §9), another codec replaces the media session on the same
-paths, source and sink (:meth:`Call._switch_media`). We can re-offer too: hold/resume,
-:meth:`Call.restart_ice`, :meth:`Call.change_codecs`. A selected pair that loses consent
-(RFC 7675) gets one ICE restart of ours, then the call ends; so does a peer that sends
-nothing for ``media_timeout`` seconds. DTMF goes as RFC 4733 events when telephone-event
-was negotiated at the audio's clock, else by SIP INFO (:meth:`Call.send_dtmf`).
+paths, source and sink (:meth:`Call._switch_media`; a microphone, speaker, tone or file
+source is reopened at the new codec's clock, so PCMU -> Opus becomes wideband). We can
+re-offer too: hold/resume, :meth:`Call.restart_ice`, :meth:`Call.change_codecs`. A selected
+pair that loses consent (RFC 7675) gets one ICE restart of ours, then the call ends; so does
+a peer that sends nothing for ``media_timeout`` seconds. DTMF goes as RFC 4733 events when
+telephone-event was negotiated at the audio's clock, else by SIP INFO (:meth:`Call.send_dtmf`).
 
 Hang-up (:meth:`Call.hangup`) tears everything down in order: the media session (its RTCP
 BYE, RFC 3550 §6.6), the SIP session (BYE, or CANCEL while ringing), then the ICE connection
@@ -58,7 +59,17 @@ from media.aio import MediaStream, UdpTransport, open_udp_transport
 from media.resample import Resampler
 from media.rtcp import ReceiverReport, RtcpParseError, SenderReport, parse_rtcp
 from media.session import CodecDescription, DtmfReceived, RtpSession, SessionEvent
-from media.sources import ClockedSink, open_sink, open_source
+from media.sources import (
+    ClockedSink,
+    Pacer,
+    SilenceSource,
+    ToneSource,
+    WavFileSource,
+    open_sink,
+    open_source,
+    parse_sink,
+    parse_source,
+)
 from media.stats import Stats
 from sip.aio import AsyncCall, AsyncUserAgent, CallError
 from sip.invite import CallRinging
@@ -307,14 +318,23 @@ class _SendGate:
 class _MuteSwitch:
     """The audio source with a mute switch: while muted it yields silence of the same shape, so
     RTP keeps flowing (timestamps, NAT bindings, ICE consent and the peer's media timeout are
-    undisturbed). Everything else (``pacer``, ``dropped_frames`` ...) is the source's."""
+    undisturbed). Everything else (``pacer``, ``dropped_frames`` ...) is the source's, which
+    :meth:`_Device.replace` may swap for one at another rate."""
 
     def __init__(self, source: Any) -> None:
         self.source = source
-        self.sample_rate: int = source.sample_rate
-        self.frame_samples: int = source.frame_samples
         self.muted = False
         self.muted_frames = 0
+
+    @property
+    def sample_rate(self) -> int:
+        rate: int = self.source.sample_rate
+        return rate
+
+    @property
+    def frame_samples(self) -> int:
+        samples: int = self.source.frame_samples
+        return samples
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.source, name)
@@ -338,31 +358,104 @@ class _MuteSwitch:
         return self._switch(self.source.next_frame())
 
 
+#: How long a speaker replaced by one at another rate keeps playing what it has queued.
+_SINK_LINGER_S = 0.2
+
+
 class _Device:
     """An opened audio source or sink of the call: started once, closed at the end of the
-    call (not when a media session using it stops)."""
+    call (not when a media session using it stops).
 
-    def __init__(self, end: Any) -> None:
+    ``reopen(old, rate, frame_samples)`` builds the same end at another rate (None: it keeps
+    its rate, like a WAV recording, whose rate is in its header); the call uses it when a codec
+    change brings another clock (:meth:`Call._reopen_ends`), so a microphone captures at the
+    new codec's rate instead of being resampled from the first codec's, and :meth:`replace`
+    puts the new end in place between two media sessions."""
+
+    def __init__(self, end: Any, reopen: Callable[[Any, int, int], Any] | None = None) -> None:
         self.end = end
+        self.reopen = reopen
         self.sample_rate: int = end.sample_rate
         self.frame_s: float = end.frame_samples / end.sample_rate
+        self.reopened = 0  #: times the end was replaced by one at another rate
         self._started = self._closed = False
+        self._retired: list[Any] = []
+
+    @property
+    def inner(self) -> Any:
+        """The source or sink itself (inside the mute switch of a source)."""
+        return self.end.source if isinstance(self.end, _MuteSwitch) else self.end
+
+    @property
+    def started(self) -> bool:
+        return self._started
 
     def start(self) -> None:
         if not self._started:
             self._started = True
             self.end.start()
 
+    def replace(self, new: Any, *, linger: float = 0.0) -> None:
+        """Use ``new`` (the same end at another rate, started when this one was) from now on;
+        the old one is closed, after ``linger`` seconds (a speaker plays out its queue)."""
+        old = self.inner
+        if isinstance(self.end, _MuteSwitch):
+            self.end.source = new
+        else:
+            self.end = new
+        self.sample_rate = new.sample_rate
+        self.reopened += 1
+        if linger > 0:
+            self._retired.append(old)
+            asyncio.get_running_loop().call_later(linger, self._retire, old)
+        else:
+            _close_quietly(old)
+
+    def _retire(self, old: Any) -> None:
+        if old in self._retired:
+            self._retired.remove(old)
+            _close_quietly(old)
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self.end.close()
+        while self._retired:
+            _close_quietly(self._retired.pop())
+
+
+def _close_quietly(end: Any) -> None:
+    try:
+        end.close()
+    except Exception as exc:  # a device that fails to close must not break the call
+        log.info("closing %r: %s", end, exc)
+
+
+def _catch_up(new: Any, old: Any) -> None:
+    """Make a freshly opened end (at another rate) continue where ``old`` is: a file source
+    skips the frames ``old`` has read (frames last the same whatever the rate; media.sources
+    has no seek, so this reads them, to within one frame of the position), and a microphone
+    drops what it captured while the old one was still in use (else those frames would go
+    out twice, late)."""
+    if isinstance(new, WavFileSource) and isinstance(old, WavFileSource):
+        skip = old.frames_read - new.frames_read
+        if not new.loop:  # past the end it plays silence anyway
+            skip = min(skip, len(new.samples) // max(1, new.frame_samples) + 1)
+        for _ in range(max(0, skip)):
+            new.next_frame()
+        return
+    drain = getattr(new, "read_nowait", None)
+    if callable(drain):
+        for _ in range(64):  # a microphone's ring holds a few frames
+            if drain() is None:
+                break
 
 
 class _KeptEnd:
     """A call's audio device as one media session sees it (see :meth:`Call._audio_ends`):
     frames resampled (media.resample) between the session's rate and the rate the device was
-    opened at, started once, never closed by the session (the call closes the device)."""
+    opened at (no resampler when they agree: the device was reopened at the session's rate),
+    started once, never closed by the session (the call closes the device)."""
 
     def __init__(
         self, device: _Device, sample_rate: int, frame_samples: int, *, to_device: bool
@@ -374,6 +467,11 @@ class _KeptEnd:
             (sample_rate, device.sample_rate) if to_device else (device.sample_rate, sample_rate)
         )
         self._resampler = None if rates[0] == rates[1] else Resampler(*rates)
+
+    @property
+    def resampled(self) -> bool:
+        """Frames go through a resampler (the device works at another rate)."""
+        return self._resampler is not None
 
     def __getattr__(self, name: str) -> Any:  # pacer, dropped_frames, ring ...
         return getattr(self.device.end, name)
@@ -393,7 +491,10 @@ class _KeptSource(_KeptEnd):
 
     def __init__(self, device: _Device, sample_rate: int, frame_samples: int) -> None:
         super().__init__(device, sample_rate, frame_samples, to_device=False)
-        self.source = device.end
+
+    @property
+    def source(self) -> Any:
+        return self.device.end
 
     async def read(self) -> Any:
         return self._convert(await self.source.read())
@@ -407,7 +508,10 @@ class _KeptSink(_KeptEnd):
 
     def __init__(self, device: _Device, sample_rate: int, frame_samples: int) -> None:
         super().__init__(device, sample_rate, frame_samples, to_device=True)
-        self.sink = device.end
+
+    @property
+    def sink(self) -> Any:
+        return self.device.end
 
     def write(self, frame: Any) -> None:
         self.sink.write(self._convert(frame))
@@ -981,12 +1085,9 @@ class Call:
             return 0.0
         return self.ice.connect_time * 1000
 
-    def _start_media(self, rtp_path: Any, rtcp_path: Any) -> None:
-        """A media session for the negotiated codec on the given paths; the audio source and
-        sink are opened by the first one and kept across codec changes."""
-        remote = self.remote
-        assert remote is not None
-        session = RtpSession(
+    def _new_session(self, remote: RemoteMedia) -> RtpSession:
+        """A media session (RTP/RTCP state, codec) for the negotiated ``remote`` media."""
+        return RtpSession(
             remote.codec,
             telephone_event=remote.session_telephone_event(),
             rtcp_mux=remote.rtcp_mux,
@@ -997,6 +1098,21 @@ class Call:
             ntp_offset=time.time() - time.monotonic(),
             now=time.monotonic(),
         )
+
+    def _start_media(
+        self,
+        rtp_path: Any,
+        rtcp_path: Any,
+        session: RtpSession | None = None,
+        remote: RemoteMedia | None = None,
+    ) -> None:
+        """A media session for the negotiated codec on the given paths (or ``session``, made
+        for ``remote`` already); the audio source and sink are opened by the first one and
+        kept across codec changes."""
+        remote = remote or self.remote
+        assert remote is not None
+        if session is None:
+            session = self._new_session(remote)
         try:
             source, sink = self._audio_ends(session)
             if self._gate is None:
@@ -1038,7 +1154,7 @@ class Call:
                 source.close()
                 raise
             self._mute = source
-            self._ends = (_Device(source), _Device(sink))
+            self._ends = (_Device(source, self._reopen_source), _Device(sink, self._reopen_sink))
         assert self._mute is not None
         self._mute.muted = self.muted or self.held
         source_dev, sink_dev = self._ends
@@ -1051,24 +1167,109 @@ class Call:
                     end.close()
             self._ends = None
 
+    def _reopen_source(self, old: Any, rate: int, samples: int) -> Any:
+        """The call's source (``--play``) at another rate: a file or tone source goes on with
+        the same pacer (the send clock does not jump; :func:`_catch_up` moves a file to where
+        the old one was), a microphone opens a new capture stream (media.audio captures at
+        the device's rate and converts to ours)."""
+        spec = parse_source(self.options.play)
+        pacer = getattr(old, "pacer", None)
+        pacer = pacer if isinstance(pacer, Pacer) else None
+        if spec.kind == "tone":
+            assert spec.frequency is not None
+            return ToneSource(spec.frequency, rate, samples, pacer=pacer)
+        if spec.kind == "wav":
+            assert spec.path is not None
+            loop = bool(getattr(old, "loop", False))
+            return WavFileSource(spec.path, rate, samples, loop=loop, pacer=pacer)
+        if spec.kind == "silence":
+            return SilenceSource(rate, samples, pacer=pacer)
+        return open_source(spec, rate, samples, device=self.options.input_device)
+
+    def _reopen_sink(self, old: Any, rate: int, samples: int) -> Any:
+        """The call's sink (``--record``) at another rate; None for a WAV recording (its
+        rate is in the file's header: it stays at the rate it was opened at)."""
+        spec = parse_sink(self.options.record)
+        if spec.kind == "wav":
+            return None
+        return open_sink(spec, rate, samples, device=self.options.output_device)
+
+    async def _reopen_ends(self, session: RtpSession) -> list[tuple[_Device, Any]]:
+        """The audio ends at the rate of the coming ``session``, for the devices that work at
+        another rate and can be reopened: opened (and started, in a worker thread: opening a
+        sound device blocks) while the running session still uses the old ones, so the
+        switch leaves no gap. A device that cannot work at the new rate (a tone above its
+        Nyquist frequency, a sound card that refuses it) is kept and resampled."""
+        ends = self._ends
+        rate, samples = session.sample_rate, session.frame_samples
+        if ends is None or ends[0].frame_s != samples / rate:
+            return []  # a new frame duration: _audio_ends opens everything anew
+        todo = [d for d in ends if d.reopen is not None and d.sample_rate != rate]
+        if not todo:
+            return []
+
+        def open_all() -> list[tuple[_Device, Any]]:
+            opened = []
+            for device in todo:
+                assert device.reopen is not None
+                try:
+                    new = device.reopen(device.inner, rate, samples)
+                    if new is not None and device.started:
+                        new.start()
+                except (RuntimeError, OSError, ValueError) as exc:  # AudioDeviceError ...
+                    log.info("keeping %r at %d Hz (resampled): %s", device.inner, rate, exc)
+                    continue
+                if new is not None:
+                    opened.append((device, new))
+            return opened
+
+        return await asyncio.to_thread(open_all)
+
     async def _switch_media(self) -> None:
         """A new negotiation changed the codec (or its payload types or packet time): stop
         the running session (RTCP BYE for its SSRC, RFC 3550 §6.6: the new session has its
         own SSRC and clock, as RFC 7160 §4.1 advises for another clock rate) and start one
-        for the new codec on the same paths, source and sink. The call goes on."""
+        for the new codec on the same paths, source and sink. The call goes on.
+
+        When the new codec has another clock (PCMU 8 kHz <-> Opus 48 kHz) the microphone and
+        speaker (and a tone or file source) are reopened at the new rate beforehand
+        (:meth:`_reopen_ends`), so Opus after PCMU is wideband from the capture on and PCMU
+        after Opus does not capture at 48 kHz to throw most of it away; a WAV recording
+        keeps its rate (resampled into it)."""
         async with self._switch_lock:
-            remote, old = self.remote, self.stream
+            old = self.stream
+            remote = self.remote
             if old is None or remote is None or self._closed:
                 return
             if _media_key(remote) == self._media_key:
                 return
             was = old.session.codec
+            while True:
+                session = self._new_session(remote)
+                prepared = await self._reopen_ends(session)
+                latest = self.remote
+                if self._closed or latest is None or _media_key(latest) == _media_key(remote):
+                    break
+                for _, new in prepared:  # renegotiated meanwhile: for that codec instead
+                    _close_quietly(new)
+                remote = latest
+            if self._closed:
+                for _, new in prepared:
+                    _close_quietly(new)
+                return
             stats = await old.stop("codec change")
             self._earlier_stats.append(stats)
-            if self._closed:
+            if self._closed or self._ends is None:
+                for _, new in prepared:
+                    _close_quietly(new)
                 return
+            sink_device = self._ends[1]
+            for device, new in prepared:
+                _catch_up(new, device.inner)
+                device.replace(new, linger=_SINK_LINGER_S if device is sink_device else 0.0)
+                log.info("audio %s reopened at %d Hz", new, new.sample_rate)
             try:
-                self._start_media(*self._paths)
+                self._start_media(*self._paths, session, remote)
             except CallFailed as exc:  # the audio ends cannot work at the new rate
                 self.progress(f"cannot switch to {remote.codec_name}: {exc.reason}")
                 await self._teardown(exc.kind, send_bye=True)
