@@ -580,8 +580,12 @@ class AddressMonitor:
         now = max(self._loop.time(), self.tracker.get_timer() or 0.0)
         changes = self.tracker.handle_timer(now)
         self._schedule()
-        if not changes:
-            return
+        if changes:
+            self.notify(changes)
+
+    def notify(self, changes: Sequence[AddressChange]) -> None:
+        """Log ``changes`` and call every listener with them, as after each burst (also a way
+        to feed changes seen elsewhere, and for tests)."""
         self.batches += 1
         forget_cached_addresses()  # local_addresses() must see the new table
         for change in changes:
