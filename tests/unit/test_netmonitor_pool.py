@@ -195,3 +195,27 @@ async def test_the_accounts_pool_has_a_monitor_and_says_when_it_gathered_again()
     finally:
         await pool.close()
     assert monitor is not None and not monitor.running
+
+
+async def test_the_tui_logs_the_network_change_and_closes_the_monitor() -> None:
+    from softphone.tui import SoftphoneEngine
+
+    account = Account(name="frank", user="frank", domain="127.0.0.1", bind=HostPort("127.0.0.1", 0))
+    engine = SoftphoneEngine(account, play="tone:440", record="none")
+    logged: list[str] = []
+    engine.on_log = logged.append
+    await engine.start()
+    try:
+        await wait_for(lambda: engine.lines[0].pool is not None, timeout=15)
+        pool = engine.lines[0].pool
+        assert pool is not None
+        monitor = pool.monitor
+        if monitor is None:
+            pytest.skip("no rtnetlink here: the pool has no monitor")
+        await pool.wait_ready(1, timeout=15)
+        monitor.notify([change("127.0.0.1", interface="lo", index=1)])
+        await wait_for(lambda: any(NETWORK_CHANGED in line for line in logged), timeout=15)
+        assert f"frank: {NETWORK_CHANGED} (-127.0.0.1)" in logged
+    finally:
+        await engine.close()
+    assert not monitor.running
