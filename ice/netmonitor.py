@@ -542,7 +542,7 @@ class AddressMonitor:
                 if exc.errno == errno.ENOBUFS:  # the kernel dropped notifications
                     logger.info("netlink notifications lost (%s); reading the tables again", exc)
                     self._resync(loop.time())
-                    continue
+                    break  # what is queued after the overrun comes on the next call
                 logger.warning("netlink socket failed: %s; address changes no longer seen", exc)
                 self.close()
                 return

@@ -501,3 +501,107 @@ async def test_monitor_as_async_context_manager() -> None:
     except OSError as exc:
         pytest.skip(f"no rtnetlink here: {exc}")
     assert not monitor.running
+
+
+class ScriptedSocket:
+    """Stands for the monitor's netlink socket: ``recv`` plays a script of datagrams and
+    errors, then would block."""
+
+    def __init__(self, real: socket.socket, script: list[bytes | OSError]) -> None:
+        self.real = real
+        self.script = script
+
+    def recv(self, size: int) -> bytes:
+        if not self.script:
+            raise BlockingIOError
+        item = self.script.pop(0)
+        if isinstance(item, OSError):
+            raise item
+        return item
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def close(self) -> None:
+        self.real.close()
+
+
+TABLE = (
+    link_msg(2, "eth0") + link_msg(3, "wlan0"),
+    addr_msg("198.51.100.5", 2) + addr_msg("203.0.113.9", 3, label="wlan0"),
+)
+
+
+async def scripted_monitor(
+    monkeypatch: pytest.MonkeyPatch, tables: list[tuple[bytes, bytes]]
+) -> tuple[AddressMonitor, list[list[tuple[bool, str]]]]:
+    """A started monitor whose tables come from ``tables`` (one per read) and whose batches
+    are collected."""
+    monkeypatch.setattr("ice.netmonitor.netlink_tables", lambda: tables.pop(0))
+    monitor = AddressMonitor(debounce=0.01)
+    try:
+        monitor.start()
+    except OSError as exc:
+        pytest.skip(f"no rtnetlink here: {exc}")
+    batches: list[list[tuple[bool, str]]] = []
+    monitor.add_listener(lambda changes: batches.append([(c.added, c.host) for c in changes]))
+    return monitor, batches
+
+
+def play(monitor: AddressMonitor, script: list[bytes | OSError]) -> None:
+    """Have the monitor read ``script`` as if its socket were readable."""
+    assert monitor._sock is not None
+    monitor._sock = ScriptedSocket(monitor._sock, script)  # type: ignore[assignment]
+    monitor._readable()
+
+
+async def test_monitor_reports_a_burst_read_from_its_socket(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monitor, batches = await scripted_monitor(monkeypatch, [TABLE])
+    try:
+        assert sorted(c.host for c in monitor.addresses()) == ["198.51.100.5", "203.0.113.9"]
+        with caplog.at_level("WARNING", logger="ice.netmonitor"):
+            play(
+                monitor,
+                [
+                    addr_msg("198.51.100.6", 2),
+                    b"\x01\x02\x03",  # malformed: dropped, logged, the rest still read
+                    addr_msg("198.51.100.5", 2, kind=RTM_DELADDR),
+                ],
+            )
+        assert "malformed netlink notification dropped" in caplog.text
+        assert batches == []  # debounced
+        await wait_batches(batches, 1)
+        assert batches == [[(True, "198.51.100.6"), (False, "198.51.100.5")]]
+    finally:
+        monitor.close()
+
+
+async def test_monitor_reads_the_tables_again_after_an_overrun(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    after = (TABLE[0], addr_msg("198.51.100.5", 2) + addr_msg("203.0.113.10", 3, label="wlan0"))
+    monitor, batches = await scripted_monitor(monkeypatch, [TABLE, after])
+    try:
+        play(monitor, [OSError(105, "No buffer space available")])  # ENOBUFS
+        await wait_batches(batches, 1)
+        assert sorted(batches[0]) == [(False, "203.0.113.9"), (True, "203.0.113.10")]
+    finally:
+        monitor.close()
+
+
+async def test_a_failing_socket_ends_the_monitor(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monitor, batches = await scripted_monitor(monkeypatch, [TABLE])
+    with caplog.at_level("WARNING", logger="ice.netmonitor"):
+        play(monitor, [OSError(9, "Bad file descriptor")])
+    assert not monitor.running and "address changes no longer seen" in caplog.text
+
+
+async def wait_batches(batches: list[list[tuple[bool, str]]], count: int) -> None:
+    for _ in range(500):
+        if len(batches) >= count:
+            return
+        await asyncio.sleep(0.01)
