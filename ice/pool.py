@@ -23,8 +23,10 @@ creates its media transports and TURN allocations at start-up and WebRTC has an
   the pool invalidates itself when an address it would gather on appears or goes away (the
   ``bind`` / ``include`` / ``exclude`` rules, or the fixed ``addresses``): the host candidates
   of its sets may name an address that is gone, and their server-reflexive and relayed ones
-  were obtained through it (RFC 8445 §5.1.1.1).  :attr:`CandidatePool.on_regathered` is called
-  once the first set gathered after the change is ready.
+  were obtained through it (RFC 8445 §5.1.1.1).  With STUN/TURN servers, an address coming or
+  going on any other interface (a VPN) counts too (:meth:`CandidatePool.matters`).
+  :attr:`CandidatePool.on_regathered` is called once the first set gathered after the change
+  is ready.
 * :meth:`CandidatePool.close` releases everything (TURN deallocations included).
 
 Use::
@@ -217,8 +219,15 @@ class CandidatePool:
         self._unwatch = monitor.add_listener(self._addresses_changed)
 
     def matters(self, change: AddressChange) -> bool:
-        """Would the pool's address rules (fixed ``addresses``, ``bind``, ``include`` /
-        ``exclude``, no loopback or link-local) gather on the address of ``change``?"""
+        """Does ``change`` make the pool's sets stale?
+
+        Yes when the pool's address rules (fixed ``addresses``, ``bind``, ``include`` /
+        ``exclude``, no loopback or link-local) gather on that address.  Also, when the pool
+        looks its addresses up and has STUN or TURN servers, for any other address that is
+        neither loopback nor link-local (a VPN's ``tun0`` or ``wg0``, skipped for host
+        candidates by default): the traffic to the servers may take another way now, so the
+        server-reflexive and relayed candidates may be other ones (RFC 8445 §5.1.1.2).
+        """
         if self._addresses is not None:
             fixed = {a.address if isinstance(a, LocalAddress) else a for a in self._addresses}
             return change.host in {a.strip("[]").split("%", 1)[0] for a in fixed}
@@ -232,7 +241,10 @@ class CandidatePool:
             if bound.version != change.address.version:
                 return False
         local = LocalAddress(change.host, change.interface, change.prefixlen, change.deprecated)
-        return bool(filter_addresses([local], include=self._include, exclude=self._exclude))
+        if filter_addresses([local], include=self._include, exclude=self._exclude):
+            return True
+        servers = bool(self.config.stun_servers or self.config.turn_servers)
+        return servers and bool(filter_addresses([local], include=None, exclude=()))
 
     async def wait_ready(self, count: int | None = None, timeout: float | None = None) -> None:
         """Wait until ``count`` sets (default: the pool's size) are ready."""

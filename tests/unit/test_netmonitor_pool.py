@@ -71,6 +71,16 @@ def test_which_changes_matter_to_a_pool() -> None:
     pinned6 = CandidatePool(config, bind="[2001:db8::7]")
     assert pinned6.matters(change("2001:db8::7")) and not pinned6.matters(change("2001:db8::8"))
 
+    # with servers, an address anywhere may change the way to them (a VPN): srflx / relay
+    servers = GatherConfig(stun_servers=[("192.0.2.1", 3478)])
+    assert CandidatePool(servers).matters(change("10.8.0.2", interface="tun0"))
+    assert not CandidatePool(servers).matters(change("fe80::1", interface="tun0"))
+    assert not CandidatePool(servers).matters(change("127.0.0.2", interface="lo"))
+    wg0, tun0 = change("2001:db8::7", interface="wg0"), change("10.8.0.2", interface="tun0")
+    assert CandidatePool(servers).matters(wg0)
+    assert not CandidatePool(servers, bind="0.0.0.0").matters(wg0)  # another family
+    assert not CandidatePool(servers, bind="198.51.100.7").matters(tun0)
+
     fixed = CandidatePool(config, addresses=[LocalAddress("198.51.100.7", "eth0"), "[::1]"])
     assert fixed.matters(change("198.51.100.7")) and fixed.matters(change("::1"))
     assert not fixed.matters(change("198.51.100.8"))
