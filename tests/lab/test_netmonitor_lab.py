@@ -13,6 +13,7 @@ import os
 import queue
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -245,3 +246,53 @@ def test_address_changes_are_reported_and_the_pool_gathers_again(netns: str, chi
 
     child.send("quit")
     assert child.expect("closed") == {"event": "closed", "monitor_running": True}
+
+
+def test_answer_says_when_a_network_change_made_it_gather_again(netns: str) -> None:
+    """``softphone answer`` (waiting for calls, with its candidate pool) in the namespace: its
+    address changes, and a progress line says the pool was gathered again."""
+    argv = ["ip", "netns", "exec", netns, "env", f"PYTHONPATH={REPO_ROOT}", "HOME=/nonexistent"]
+    argv += [sys.executable, "-m", "softphone", "--user", "bob", "--bind", "0.0.0.0:0"]
+    proc = subprocess.Popen(
+        [*argv, "answer", "--auto"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    log: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def expect(text: str) -> str:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            log.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no {text!r} line; stderr so far:\n{''.join(log)}")
+
+    try:
+        expect("waiting for calls")
+        ip("-n", netns, "addr", "add", "203.0.113.7/24", "dev", "nma")
+        ip("-n", netns, "addr", "del", "198.51.100.5/24", "dev", "nma")
+        line = expect("network changed: candidate pool re-gathered")
+        assert "+203.0.113.7" in line or "-198.51.100.5" in line
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # our own child, by its handle
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
