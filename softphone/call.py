@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import time
 from asyncio import FIRST_COMPLETED
@@ -53,6 +54,8 @@ import numpy as np
 
 from ice.aio import IceConnection, IceError
 from ice.candidate import Candidate, CandidateType
+from ice.interfaces import local_addresses
+from ice.netmonitor import AddressChange, AddressMonitor
 from ice.pool import CandidatePool
 from ice.sdp import RemoteCandidate, choose_default_candidate, format_remote_candidates
 from media.aio import MediaStream, UdpTransport, open_udp_transport
@@ -157,6 +160,10 @@ class MediaOptions:
     rtcp_interval: float = 5.0
     #: Passed to :class:`ice.agent.Agent` (``consent_interval``, ``timeout`` ...).
     ice_agent_options: dict[str, Any] = field(default_factory=dict)
+    #: After a local address change that matters to the call (see :meth:`Call.network_changed`),
+    #: wait this long for more before restarting ICE (or re-INVITing without ICE); changes
+    #: within it, or during the restart, lead to one more restart at most.
+    network_settle: float = 0.5
 
 
 class _DefaultCandidatePath:
@@ -295,6 +302,13 @@ class _SendGate:
     def on_receive(self, handler: Callable[[bytes], None] | None) -> None:
         self._handler = handler
         self.path.on_receive = None if handler is None else self._received
+
+    def repath(self, path: Any) -> None:
+        """Send on ``path`` from now on (an ICE connection that replaced ours); the old path
+        keeps delivering what still arrives on it until it is closed."""
+        self.path = path
+        if self._handler is not None:
+            path.on_receive = self._received
 
     def _received(self, data: bytes) -> None:
         self.last_received = time.monotonic()
@@ -577,8 +591,13 @@ class Call:
         progress: Progress | None = None,
         media_host: str | None = None,
         pool: CandidatePool | None = None,
+        monitor: AddressMonitor | None = None,
     ) -> None:
         self.ua = ua
+        #: Local address changes (``ice.netmonitor``): while the call is up it listens, and
+        #: restarts ICE when the addresses it uses go away (:meth:`network_changed`). None:
+        #: the pool's monitor (``pool.monitor``), if any.
+        self.monitor = monitor
         #: Pre-gathered candidate sets (``ice.pool``): a call takes one instead of gathering.
         self.pool = pool
         self.account = account
@@ -632,6 +651,14 @@ class Call:
         self._answered_at: float | None = None
         self._ended_at: float | None = None
         self._closed = False
+        self._unwatch: Callable[[], None] | None = None
+        self._network_task: asyncio.Future[None] | None = None
+        self._network_due = 0.0
+        self._network_again = False
+        self._retired_ice: list[IceConnection] = []
+        self._new_addresses: list[str] = []  # addresses that appeared during the call
+        #: ICE restarts (or re-INVITEs without ICE) made for a local address change.
+        self.network_restarts = 0
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -692,6 +719,7 @@ class Call:
         self.role = "caller"
         self._started = time.monotonic()
         await self._guarded(self._dial(target))
+        self._watch_network()
 
     async def _dial(self, target: str) -> None:
         # RTP and RTCP candidates with a=rtcp-mux: an answerer without rtcp-mux still finds
@@ -805,6 +833,7 @@ class Call:
         running goes on (RFC 3261 §13.3.1). Rejects the call (488) when its offer is unusable
         and raises :class:`CallFailed`."""
         await self._guarded(self._accept(incoming))
+        self._watch_network()
 
     async def early_media(self, incoming: AsyncCall) -> None:
         """Send 183 Session Progress with our answer and start ICE and media on the early
@@ -939,13 +968,24 @@ class Call:
             rtcp = await open_udp_transport((bind_host, 0))
             self._plain = [rtp, rtcp]
             return LocalTransport(host, rtp.local_address[1], rtcp=(host, rtcp.local_address[1]))
+        self.ice, pooled = await self._new_ice(controlling, components)
+        self.progress("candidates from the pool" if pooled else "gathering candidates")
+        # after gather_timeout, whatever was gathered so far (a slow server adds nothing)
+        candidates = await self.ice.gather(self.options.gather_timeout)
+        kinds = sorted({c.type.value for c in candidates})
+        self.progress(f"{len(candidates)} candidates ({', '.join(kinds) or 'none'})")
+        return self._ice_transport(candidates, components)
+
+    async def _new_ice(self, controlling: bool, components: int) -> tuple[IceConnection, bool]:
+        """A new ICE connection (not gathered yet), with a pre-gathered candidate set from the
+        pool when it has one (then True)."""
         bind = self.account.bind.host if self.account.bind else None
         pool = self.pool
         # the pool's servers are resolved already (no name lookup on the call path)
         gather = pool.config if pool is not None else await gather_config(self.account)
         gather = dataclasses.replace(gather, components=components)
         gatherer = None if pool is None else pool.take(components, config=gather)
-        self.ice = IceConnection(
+        connection = IceConnection(
             controlling,
             components=components,
             gather=gather,
@@ -953,12 +993,7 @@ class Call:
             agent_options=self._agent_options(),
             gatherer=gatherer,  # a pooled set: nothing to gather
         )
-        self.progress("candidates from the pool" if gatherer else "gathering candidates")
-        # after gather_timeout, whatever was gathered so far (a slow server adds nothing)
-        candidates = await self.ice.gather(self.options.gather_timeout)
-        kinds = sorted({c.type.value for c in candidates})
-        self.progress(f"{len(candidates)} candidates ({', '.join(kinds) or 'none'})")
-        return self._ice_transport(candidates, components)
+        return connection, gatherer is not None
 
     def _agent_options(self) -> dict[str, Any] | None:
         """The ICE agent's options: ours (tests) plus the account's ``a=ice-pacing``
@@ -1679,13 +1714,19 @@ class Call:
                 oa.cancel_offer()
             raise
 
-    async def restart_ice(self, timeout: float | None = None, method: str = "INVITE") -> bool:
+    async def restart_ice(
+        self, timeout: float | None = None, method: str = "INVITE", *, regather: bool = False
+    ) -> bool:
         """Restart ICE ourselves (RFC 8445 §9, RFC 8839 §4.4.1.1.1): new ufrag/pwd and our
         candidates in a re-offer, by re-INVITE (the default, which every peer takes) or, with
         ``method="UPDATE"``, by UPDATE when the peer allows it (else re-INVITE); the answer's
         new credentials and candidates restart the peer's side, and new checks run. Media
         stays on the current pair until the new checks nominate one (the agent keeps the
-        selected pairs through a restart). True when the new checks completed in time."""
+        selected pairs through a restart). True when the new checks completed in time.
+
+        ``regather``: candidates are gathered anew on the addresses there are now (a new ICE
+        connection, which replaces the old one once a pair of its is valid), for a restart
+        after a local address change (:meth:`network_changed`)."""
         if method not in ("INVITE", "UPDATE"):
             raise ValueError(f"an ICE restart goes by INVITE or UPDATE, not {method!r}")
         sip, oa, ice, remote = self.sip, self.oa, self.ice, self.remote
@@ -1702,8 +1743,11 @@ class Call:
         if oa.state is OfferAnswerState.OFFER_SENT:
             log.info("cannot restart ICE now: an offer of ours is outstanding")
             return False
-        ice.restart()
         components = 1 if remote.rtcp_mux else ice.agent.components
+        timeout = self.options.ice_timeout if timeout is None else timeout
+        if regather:
+            return await self._restart_regathered(ice, components, timeout, method)
+        ice.restart()
         self._signal_local_ice(components)
         offer = oa.create_offer().to_bytes()
         if method == "UPDATE" and not sip.call.allows("UPDATE"):
@@ -1717,6 +1761,18 @@ class Call:
             log.info("ICE restart: %r", exc)
             self.progress(f"ICE restart failed: {exc}")
             return False
+        self._set_remote_ice(ice, new, components)
+        self._apply_negotiation(new, audio.direction.receives, audio.direction.sends)
+        try:
+            await ice.connect(timeout)
+        except IceError as exc:
+            self.progress(f"ICE restart did not complete: {exc}")
+            return False
+        self._restarted_progress(ice)
+        return True
+
+    def _set_remote_ice(self, ice: IceConnection, new: RemoteMedia, components: int) -> None:
+        assert new.ice is not None and new.ice.parameters is not None
         params = new.ice.parameters
         ice.set_remote(
             params.ufrag,
@@ -1725,19 +1781,228 @@ class Call:
             lite=params.lite,
             pacing_ms=params.pacing_ms,
         )
-        self._apply_negotiation(new, audio.direction.receives, audio.direction.sends)
-        try:
-            await ice.connect(self.options.ice_timeout if timeout is None else timeout)
-        except IceError as exc:
-            self.progress(f"ICE restart did not complete: {exc}")
-            return False
+
+    def _restarted_progress(self, ice: IceConnection) -> None:
         selected = ice.transport(1).selected
         if selected is not None:
             lc, rc = selected
             self.progress(
                 f"ICE restarted: {lc.type.value}/{rc.type.value} pair {_addr(lc)} -> {_addr(rc)}"
             )
+
+    async def _restart_regathered(
+        self, old: IceConnection, components: int, timeout: float, method: str
+    ) -> bool:
+        """:meth:`restart_ice` with candidates gathered anew: a new connection (same role,
+        RFC 8445 §9 keeps it) gathers on today's addresses, its credentials and candidates go
+        in the re-offer, and the media moves to it as soon as one of its pairs is valid
+        (RFC 8445 §12.1); until then, and until the old connection is closed, whatever still
+        arrives on the old pairs is played too."""
+        sip, oa = self.sip, self.oa
+        assert sip is not None and oa is not None
+        try:
+            new, _ = await self._new_ice(old.agent.controlling, components)
+        except (OSError, ValueError) as exc:
+            self.progress(f"ICE restart failed: {exc}")
+            return False
+        self._retired_ice.append(old)
+        self.ice = new
+        try:
+            candidates = await new.gather(self.options.gather_timeout)
+            if not candidates:
+                raise IceError("no candidates on the addresses there are now")
+            if self._closed:
+                return False
+            self._signal_local_ice(components)
+            offer = oa.create_offer().to_bytes()
+            if method == "UPDATE" and not sip.call.allows("UPDATE"):
+                method = "INVITE"
+            self.progress(f"restarting ICE ({method}, {len(candidates)} new candidates)")
+            answer, audio = await self._reoffer(offer, method)
+            if answer.ice is None or answer.ice.parameters is None:
+                raise SdpGlueError("the answer to our ICE restart has no ICE")
+        except (CallError, TimeoutError, ValueError, OSError, IceError) as exc:
+            log.info("ICE restart with new candidates: %r", exc)
+            if not self._closed:
+                self.progress(f"ICE restart failed: {exc}")
+                self.ice = old  # the old connection goes on as it was
+                self._retired_ice.remove(old)
+                if self.oa is not None and oa.state is not OfferAnswerState.OFFER_SENT:
+                    self._signal_local_ice(components)
+            with contextlib.suppress(Exception):
+                await new.close()
+            return False
+        self._set_remote_ice(new, answer, components)
+        self._apply_negotiation(answer, audio.direction.receives, audio.direction.sends)
+        new.start()
+        try:
+            await new.usable(timeout, component=1)
+        except IceError as exc:
+            # media stays on the old pairs while they last (closed at the hang-up)
+            self.progress(f"ICE restart did not complete: {exc}")
+            return False
+        self._move_media(new, answer)
+        try:
+            await new.connected(timeout)
+        except IceError as exc:
+            self.progress(f"ICE restart did not complete: {exc}")
+            return False
+        # nominated: the peer sends on the new pairs now (RFC 8445 §8.1.2)
+        if old in self._retired_ice:
+            self._retired_ice.remove(old)
+            with contextlib.suppress(Exception):
+                await old.close()
+        self._restarted_progress(new)
         return True
+
+    def _move_media(self, new: IceConnection, remote: RemoteMedia) -> None:
+        """Send the media on ``new``'s pairs (a connection that replaced ours): the gates
+        keep their switches and counters, only their paths change."""
+        rtcp = None
+        if not remote.rtcp_mux and new.agent.components > 1:
+            rtcp = new.transport(2)
+        self._paths = (new.transport(1), rtcp)
+        if self._gate is not None:
+            self._gate.repath(new.transport(1))
+        if self._rtcp_gate is not None and rtcp is not None:
+            self._rtcp_gate.repath(rtcp)
+
+    # -- network changes ----------------------------------------------------------------------
+
+    def _watch_network(self) -> None:
+        """Listen to local address changes while the call is up (from the answer on; the
+        listener is removed at the hang-up)."""
+        monitor = self.monitor
+        if monitor is None and self.pool is not None:
+            monitor = getattr(self.pool, "monitor", None)
+        if monitor is None or self._unwatch is not None or self._closed:
+            return
+        self._unwatch = monitor.add_listener(self.network_changed)
+
+    def _unwatch_network(self) -> None:
+        unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            unwatch()
+        task = self._network_task
+        if task is not None and not task.done():
+            task.cancel()
+
+    def network_changed(self, changes: Sequence[AddressChange]) -> None:
+        """The local addresses changed (an :class:`ice.netmonitor.AddressMonitor` listener).
+
+        With ICE the call restarts it (RFC 8445 §9, candidates gathered anew) when the
+        address media goes from (the base of the selected pair's local candidate; for a
+        relayed one, any address we gathered on) went away, or when an address appeared
+        while media goes through a relay or no pair works (a direct path may exist now).
+        Without ICE, when the address in our ``c=`` went away, a re-INVITE moves it to one
+        there is now. Debounced (``MediaOptions.network_settle``): one restart for a burst,
+        and changes during a restart lead to one more at most."""
+        if self._closed or not self.answered:
+            return
+        for change in changes:  # newest first: where a media address may move to
+            host = _normal_ip(change.host)
+            if host in self._new_addresses:
+                self._new_addresses.remove(host)
+            if change.added and not change.deprecated:
+                self._new_addresses.insert(0, host)
+        why = self._network_reason(changes)
+        if why is None:
+            return
+        log.info("network changed: %s", why)
+        loop = asyncio.get_running_loop()
+        self._network_due = loop.time() + self.options.network_settle
+        task = self._network_task
+        if task is None or task.done():
+            self._network_task = asyncio.ensure_future(self._follow_network())
+        else:
+            self._network_again = True
+
+    def _network_reason(self, changes: Sequence[AddressChange]) -> str | None:
+        """Why ``changes`` need a restart (see :meth:`network_changed`), or None."""
+        gone = {_normal_ip(c.host) for c in changes if not c.added}
+        new = [c.host for c in changes if c.added and not c.deprecated]
+        ice, remote = self.ice, self.remote
+        if ice is not None and remote is not None and remote.ice is not None:
+            pair = ice.agent.data_pair(1)
+            dead = ice.agent.selected_pair(1) is not None and not ice.agent.has_consent(1)
+            gathered = {_normal_ip(a[0]) for a in ice.gatherer.local_addresses} & gone
+            if pair is None or dead:  # (also while a restart's new checks run)
+                if gathered:
+                    return f"address {min(gathered)} went away (no working pair)"
+                return f"no working pair, new address {new[0]}" if new else None
+            if pair.local.candidate.type is CandidateType.RELAYED:
+                if gathered:
+                    return f"address {min(gathered)} went away (relayed pair)"
+                return f"relayed pair, new address {new[0]}" if new else None
+            local = _normal_ip(pair.local.base[0])
+            return f"address {local} of the selected pair went away" if local in gone else None
+        if self.ice is None and self._plain and self.oa is not None:
+            ours = _normal_ip(self.oa.media[0].address)
+            return f"our media address {ours} went away" if ours in gone else None
+        return None  # our ICE, a peer without: its default candidate stays (not followed)
+
+    async def _follow_network(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            while (wait := self._network_due - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            self._network_again = False
+            self.network_restarts += 1
+            if self.ice is not None:
+                self.progress("network changed: restarting ICE")
+                await self.restart_ice(regather=True)
+            else:
+                await self._readdress()
+            if not self._network_again:
+                return
+            self._network_due = max(self._network_due, loop.time() + self.options.network_settle)
+
+    async def _readdress(self) -> bool:
+        """Without ICE: a re-INVITE with an address we have now in ``c=`` (our sockets are
+        bound to the wildcard address; one bound to the address that went away cannot
+        move). False when there is none, or the peer refused."""
+        oa, bind = self.oa, self.account.bind
+        if oa is None or self.sip is None:
+            return False
+        if bind is not None and not ipaddress.ip_address(bind.host).is_unspecified:
+            self.progress(f"network changed: media is bound to {bind.host}; cannot move it")
+            return False
+        media = oa.media[0]
+        host = self._new_media_host(media.address)
+        if host is None:
+            self.progress("network changed: no address to move the media to")
+            return False
+        previous = media.address, media.rtcp_address
+        media.address = host
+        if media.rtcp_address is not None:
+            media.rtcp_address = host
+        self.progress(f"network changed: re-INVITE with c={host}")
+        try:
+            offer = oa.create_offer().to_bytes()
+            remote, audio = await self._reoffer(offer, "INVITE")
+        except (CallError, TimeoutError, ValueError) as exc:
+            log.info("re-INVITE with a new address: %r", exc)
+            media.address, media.rtcp_address = previous
+            self.progress(f"re-INVITE with the new address failed: {exc}")
+            return False
+        self._apply_negotiation(remote, audio.direction.receives, audio.direction.sends)
+        return True
+
+    def _new_media_host(self, current: str) -> str | None:
+        """An address of ours of ``current``'s family other than it: the latest that
+        appeared during the call, else one of the interface table as it is now (a loopback
+        one only when ``current`` was one)."""
+        family6 = ":" in current
+        loopback = ipaddress.ip_address(current).is_loopback
+        try:
+            table = [a.address for a in local_addresses(loopback=loopback)]
+        except (OSError, ValueError) as exc:
+            log.info("local addresses: %s", exc)
+            table = []
+        for address in (*self._new_addresses, *table):
+            if (":" in address) == family6 and _normal_ip(address) != _normal_ip(current):
+                return address
+        return None
 
     def _signal_local_ice(self, components: int) -> None:
         """Our current ICE credentials and candidates into our next description (after a
@@ -1879,13 +2144,21 @@ class Call:
     async def _consent_lost(self) -> None:
         """Returns when the selected pair lost consent (no answer to consent checks for
         ``consent_timeout``, RFC 7675 §5.1); never without ICE."""
-        ice = self.ice
-        if ice is None or self.remote is None or self.remote.ice is None:
+        if self.ice is None or self.remote is None or self.remote.ice is None:
             await asyncio.Event().wait()
             return
         while True:
-            while ice.agent.has_consent(1) or ice.agent.selected_pair(1) is None:
+            ice = self.ice  # a restart for a network change replaces the connection
+            while ice is self.ice and (
+                ice.agent.has_consent(1) or ice.agent.selected_pair(1) is None
+            ):
                 await asyncio.sleep(0.25)
+            if ice is not self.ice:
+                continue
+            network = self._network_task
+            if network is not None and not network.done():
+                await asyncio.shield(network)  # that restart is the one to wait for
+                continue
             if not await self._restart_after_consent_loss():
                 return
 
@@ -1927,6 +2200,7 @@ class Call:
         if self._closed:
             return
         self._closed = True
+        self._unwatch_network()
         if self._early is not None and not self._early.done():
             self._early.cancel()
         if self.selected_offer is not None and not self.selected_offer.done():
@@ -1947,9 +2221,11 @@ class Call:
                 log.info("BYE: %r", exc)
         if self.sip_status is None and self.sip is not None and self.sip.call.final_status:
             self.sip_status = self.sip.call.final_status  # e.g. 487 after our CANCEL
-        if self.ice is not None:
-            with contextlib.suppress(Exception):
-                await self.ice.close()
+        for connection in (*self._retired_ice, self.ice):
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+        self._retired_ice.clear()
         for t in self._plain:
             t.close()
         if self._restore_offer_handler is not None:
@@ -2037,6 +2313,14 @@ def _base(candidate: Candidate) -> Address:
     if candidate.type is CandidateType.SERVER_REFLEXIVE and candidate.related_address:
         return candidate.related_address, candidate.related_port or 0
     return candidate.transport_address
+
+
+def _normal_ip(text: str) -> str:
+    """An address as :mod:`ipaddress` writes it (IPv6 zero runs, case), for comparisons."""
+    try:
+        return str(ipaddress.ip_address(text.strip("[]").split("%")[0]))
+    except ValueError:
+        return text
 
 
 def _addr(c: Candidate) -> str:
