@@ -467,8 +467,8 @@ class CandidatePool:
     def _addresses_changed(self, changes: Sequence[AddressChange]) -> None:
         """An :class:`AddressMonitor` batch: gather again if an address that matters changed."""
         relevant = [c for c in changes if self.matters(c)]
-        if not relevant or self._closed:
-            return
+        if not relevant or self._closed or self._loop is None:
+            return  # (not started: nothing gathered yet, the first sets will see the change)
         logger.info(
             "network changed (%s): gathering the candidate pool again",
             ", ".join(f"{'+' if c.added else '-'}{c.host}" for c in relevant),

@@ -117,6 +117,20 @@ async def test_a_change_that_matters_gathers_every_ready_set_again() -> None:
         await pool.close()
 
 
+async def test_a_change_before_the_pool_starts_is_nothing_to_gather_again() -> None:
+    monitor = AddressMonitor()
+    pool = CandidatePool(GatherConfig(), addresses=LOOPBACK, monitor=monitor)
+    regathered: list[Sequence[AddressChange]] = []
+    pool.on_regathered = regathered.append
+    monitor.notify([change("127.0.0.1", interface="lo", index=1)])
+    await pool.start()
+    try:
+        await pool.wait_ready(timeout=5)
+        assert pool.network_changes == 0 and not regathered
+    finally:
+        await pool.close()
+
+
 async def test_a_set_being_gathered_during_a_change_is_never_handed_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
