@@ -100,7 +100,8 @@ def netns() -> Iterator[str]:
     reason = _skip_reason()
     if reason is not None:
         pytest.skip(reason)
-    name = f"sptnm{os.getpid()}x{secrets.token_hex(2)}"
+    # the lab's naming (tests/peers/netns.py): a killed run's namespace is removed by the next lab
+    name = f"spt{os.getpid()}x{secrets.token_hex(2)}-netmon"
     ip("netns", "add", name)
     try:
         ip("-n", name, "link", "set", "lo", "up")
