@@ -15,7 +15,6 @@ at (``open_sink`` for ``speaker``), so the test reads what the sound card would 
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -278,21 +277,23 @@ def test_a_reopened_wav_source_goes_on_where_the_old_one_was(tmp_path: Path) -> 
     assert np.array_equal(frame, sweep[48000 : 48000 + 960])
 
 
-class ToneSoundCard:
-    """Stands in for sounddevice.InputStream: a thread (like PortAudio's) calls the stream's
-    callback every 20 ms with the next block of a tone at the device rate."""
+class SoundCard:
+    """Stands in for sounddevice.InputStream / OutputStream: a thread (like PortAudio's) calls
+    the stream's callback every block time, with the next block of a tone (``frequency``: an
+    input) or with a buffer to fill, kept in :attr:`played` (an output)."""
 
-    opened: list[ToneSoundCard] = []
+    opened: list[SoundCard] = []
 
-    def __init__(self, frequency: float, **kwargs: Any) -> None:
+    def __init__(self, frequency: float | None, **kwargs: Any) -> None:
         self.kwargs = kwargs
         self.rate = int(kwargs["samplerate"])
         self.block = int(kwargs["blocksize"])
-        self.tone = ToneSource(frequency, self.rate, self.block)
+        self.tone = None if frequency is None else ToneSource(frequency, self.rate, self.block)
+        self.played: list[Any] = []
         self.closed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        ToneSoundCard.opened.append(self)
+        SoundCard.opened.append(self)
 
     def start(self) -> None:
         self._thread.start()
@@ -300,11 +301,20 @@ class ToneSoundCard:
     def _run(self) -> None:
         interval = self.block / self.rate
         deadline = time.monotonic()
+        callback = self.kwargs["callback"]
         while not self._stop.is_set():
-            block = self.tone.next_frame().reshape(-1, 1)
-            self.kwargs["callback"](block, self.block, None, None)
+            if self.tone is not None:
+                callback(self.tone.next_frame().reshape(-1, 1), self.block, None, None)
+            else:
+                out = np.zeros((self.block, 1), dtype=np.int16)
+                callback(out, self.block, None, None)
+                self.played.append(out[:, 0])
             deadline += interval
             self._stop.wait(max(0.0, deadline - time.monotonic()))
+
+    def audio(self, skip_s: float = 0.0) -> Any:
+        x = np.concatenate(self.played) if self.played else np.zeros(0, np.int16)
+        return x[int(skip_s * self.rate) :]
 
     def stop(self) -> None:
         self._stop.set()
@@ -314,26 +324,41 @@ class ToneSoundCard:
         self.closed = True
 
 
-async def test_pcmu_to_opus_reopens_the_microphone_at_the_codec_rate(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
-    speakers: dict[str, list[MemorySpeaker]],
-    monkeypatch: pytest.MonkeyPatch,
+async def test_pcmu_to_opus_reopens_the_microphone_and_speaker_at_the_codec_rate(
+    uas: tuple[AsyncUserAgent, AsyncUserAgent], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The microphone (media.audio.Microphone on a stand-in 48 kHz sound card that hears a
-    6 kHz tone) is opened at 8 kHz for PCMU; after the switch to Opus a new capture stream
-    delivers 48 kHz frames and the first is closed: the 6 kHz tone reaches bob."""
-    from media.audio import Microphone
+    """The sound-card path (media.audio.Microphone and Speaker on stand-in 48 kHz cards):
+    alice's microphone hears a 6 kHz tone. With PCMU both ends work at 8 kHz (the cards at
+    48 kHz, converted inside): nothing of the tone reaches bob's card. After the switch to
+    Opus new capture and playback streams work at 48 kHz, the first ones are closed, and
+    bob's card plays the 6 kHz tone."""
+    from media.audio import Microphone, Speaker
 
-    ToneSoundCard.opened = []
-    real = call_module.open_source
+    SoundCard.opened = []
+    mics: list[SoundCard] = []
+    speakers: list[SoundCard] = []
+    real_source, real_sink = call_module.open_source, call_module.open_sink
+
+    def card(frequency: float | None, into: list[SoundCard]) -> Any:
+        def factory(**kwargs: Any) -> SoundCard:
+            opened = SoundCard(frequency, **kwargs)
+            into.append(opened)
+            return opened
+
+        return factory
 
     def open_source(spec: Any, rate: int, samples: int | None = None, *, device: Any = None) -> Any:
         if str(spec) != "mic":
-            return real(spec, rate, samples, device=device)
-        card = functools.partial(ToneSoundCard, 6000)
-        return Microphone(rate, samples, device_rate=48000, stream_factory=card)
+            return real_source(spec, rate, samples, device=device)
+        return Microphone(rate, samples, device_rate=48000, stream_factory=card(6000, mics))
+
+    def open_sink(spec: Any, rate: int, samples: int | None = None, *, device: Any = None) -> Any:
+        if str(spec) != "speaker":
+            return real_sink(spec, rate, samples, device=device)
+        return Speaker(rate, samples, device_rate=48000, stream_factory=card(None, speakers))
 
     monkeypatch.setattr(call_module, "open_source", open_source)
+    monkeypatch.setattr(call_module, "open_sink", open_sink)
     pcmu_only, both = Account(bind=LOOPBACK, codecs=("pcmu",)), Account(bind=LOOPBACK)
     alice, bob = await _connect(
         uas,
@@ -342,22 +367,24 @@ async def test_pcmu_to_opus_reopens_the_microphone_at_the_codec_rate(
     )
     try:
         await _until(lambda: _received(bob) > 25)
-        narrow = speakers["bob"][0].audio(skip_s=0.1)
         assert await alice.change_codecs(["opus", "pcmu"])
         await bob.media_settled()
-        assert alice._ends is not None
-        mic = alice._ends[0].inner
+        assert alice._ends is not None and bob._ends is not None
+        mic, speaker = alice._ends[0].inner, bob._ends[1].inner
         assert isinstance(mic, Microphone) and mic.sample_rate == 48000
-        assert not _resampled(alice, "source")
-        assert len(ToneSoundCard.opened) == 2 and ToneSoundCard.opened[0].closed
+        assert isinstance(speaker, Speaker) and speaker.sample_rate == 48000
+        assert not _resampled(alice, "source") and not _resampled(bob, "sink")
+        assert len(mics) == 2 and mics[0].closed and not mics[1].closed
+        assert len(speakers) == 2 and not speakers[1].closed
+        await _until(lambda: speakers[0].closed)  # after playing out its queue
         await _until(lambda: _received(bob) > 60)
     finally:
         await alice.hangup()
         await asyncio.wait_for(bob.run(), 5)
     assert alice.succeeded and bob.succeeded
-    assert all(card.closed for card in ToneSoundCard.opened)
-    assert rms_dbfs(narrow) < -45
-    heard = speakers["bob"][1].audio(skip_s=0.3)
-    assert len(heard) > 48000 * 0.5
-    assert abs(dominant_frequency(heard, 48000) - 6000) < 30
-    assert rms_dbfs(heard) > -25
+    assert all(opened.closed for opened in SoundCard.opened)
+    narrow, wide = speakers[0].audio(skip_s=0.2), speakers[1].audio(skip_s=0.3)
+    assert len(narrow) > 48000 * 0.3 and len(wide) > 48000 * 0.5
+    assert rms_dbfs(narrow) < -45  # an 8 kHz capture cannot carry it
+    assert abs(dominant_frequency(wide, 48000) - 6000) < 30
+    assert rms_dbfs(wide) > -30  # the tone is at -15 dBFS (gaps while priming: a few dB)
