@@ -605,3 +605,73 @@ async def wait_batches(batches: list[list[tuple[bool, str]]], count: int) -> Non
         if len(batches) >= count:
             return
         await asyncio.sleep(0.01)
+
+
+# -- the reports follow the table (property) ----------------------------------------------------
+
+POOL = ["198.51.100.1", "198.51.100.2", "2001:db8::1", "fe80::1", "127.0.0.2"]
+FLAGS = [0, IFA_F_TENTATIVE, IFA_F_DEPRECATED, IFA_F_DADFAILED, IFA_F_TENTATIVE | IFA_F_OPTIMISTIC]
+OPS = st.one_of(
+    st.tuples(st.just("add"), st.integers(1, 3), st.sampled_from(POOL), st.sampled_from(FLAGS)),
+    st.tuples(st.just("del"), st.integers(1, 3), st.sampled_from(POOL), st.just(0)),
+    st.tuples(st.just("link"), st.integers(1, 3), st.just(""), st.sampled_from([0, 1])),
+    st.tuples(st.just("dellink"), st.integers(1, 3), st.just(""), st.just(0)),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(OPS, st.sampled_from([0.0, 0.1, 0.5, 3.0])), max_size=40))
+def test_the_batches_reported_follow_the_usable_addresses(
+    steps: list[tuple[tuple[str, int, str, int], float]],
+) -> None:
+    """Applying every reported batch to the addresses known at the start gives the usable
+    addresses at the end (computed by an independent model); no batch adds an address already
+    reported or removes one not reported."""
+    tracker = AddressTracker(debounce=0.4)
+    tracker.load(link_msg(1, "eth1") + link_msg(2, "eth2"), addr_msg("198.51.100.1", 1))
+    links: dict[int, bool] = {1: True, 2: True}
+    table: dict[tuple[int, str], int] = {(1, "198.51.100.1"): IFA_F_PERMANENT}
+    reported = {(c.index, c.host) for c in tracker.addresses()}
+
+    def apply(batch: list[AddressChange]) -> None:
+        for c in batch:
+            key = (c.index, c.host)
+            if c.added:
+                assert key not in reported
+                reported.add(key)
+            else:
+                assert key in reported
+                reported.discard(key)
+
+    now = 0.0
+    for (op, index, host, value), dt in steps:
+        now += dt
+        when = tracker.get_timer()
+        if when is not None and when <= now:
+            apply(tracker.handle_timer(when))
+        if op == "add":
+            tracker.receive(addr_msg(host, index, flags=value, label=None), now)
+            table[(index, host)] = value
+        elif op == "del":
+            tracker.receive(addr_msg(host, index, kind=RTM_DELADDR, label=None), now)
+            table.pop((index, host), None)
+        elif op == "link":
+            tracker.receive(link_msg(index, f"eth{index}", up=bool(value)), now)
+            links[index] = bool(value)
+        else:
+            tracker.receive(link_msg(index, f"eth{index}", kind=RTM_DELLINK), now)
+            links.pop(index, None)
+            table = {k: v for k, v in table.items() if k[0] != index}
+    apply(tracker.handle_timer(now + 100.0))
+
+    def usable(key: tuple[int, str], flags: int) -> bool:
+        address = ip(key[1])
+        if address.is_loopback or address.is_link_local or flags & IFA_F_DADFAILED:
+            return False
+        if flags & IFA_F_TENTATIVE and not flags & IFA_F_OPTIMISTIC:
+            return False
+        return links.get(key[0], True)
+
+    expected = {key for key, flags in table.items() if usable(key, flags)}
+    assert reported == expected
+    assert {(c.index, c.host) for c in tracker.addresses()} == expected
