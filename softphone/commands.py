@@ -29,7 +29,12 @@ from sip.aio import AsyncCall, AsyncUserAgent, RegistrationError
 from softphone.call import Call, CallFailed, MediaOptions, warm_up
 from softphone.config import Account, ConfigError
 from softphone.report import Reporter
-from softphone.useragent import listen_transports, make_user_agent, start_candidate_pool
+from softphone.useragent import (
+    listen_transports,
+    make_user_agent,
+    start_address_monitor,
+    start_candidate_pool,
+)
 
 __all__ = ["complete_uri", "peer_account", "run_answer", "run_call"]
 
@@ -183,7 +188,9 @@ async def run_call(account: Account, args: argparse.Namespace, reporter: Reporte
             reporter.progress(f"cannot start: {exc}")
             return EXIT_FAILED
         warm_up(account.codecs)  # not on the call path
-        call = Call(ua, account, options, progress=reporter.progress)
+        # local address changes: the call restarts ICE when its addresses go (softphone.call)
+        monitor = start_address_monitor()
+        call = Call(ua, account, options, progress=reporter.progress, monitor=monitor)
         try:
             dial = asyncio.ensure_future(call.dial(target))
             stopper = asyncio.ensure_future(stop.wait())
@@ -204,6 +211,8 @@ async def run_call(account: Account, args: argparse.Namespace, reporter: Reporte
                     await call.run(args.duration, args.dtmf, stop)
         finally:
             _fill_report(reporter, call)
+            if monitor is not None:
+                monitor.close()
             await _close_ua(ua, account)
     return EXIT_OK if call.succeeded else EXIT_FAILED
 
@@ -229,6 +238,8 @@ async def run_answer(account: Account, args: argparse.Namespace, reporter: Repor
             return EXIT_FAILED
         warm_up(account.codecs)  # not on the call path
         pool = await _start_pool(account, reporter)
+        # the calls follow local address changes through the pool's monitor, else this one
+        monitor = start_address_monitor() if pool is None else None
         reporter.progress("waiting for calls" + ("" if args.auto else "; Enter answers"))
         try:
             while args.count is None or handled < args.count:
@@ -239,7 +250,9 @@ async def run_answer(account: Account, args: argparse.Namespace, reporter: Repor
                 if not args.auto and not await _wait_for_key(incoming, stop, reporter):
                     continue
                 handled += 1
-                call = Call(ua, account, options, progress=reporter.progress, pool=pool)
+                call = Call(
+                    ua, account, options, progress=reporter.progress, pool=pool, monitor=monitor
+                )
                 refuse = _refuse_others(ua, incoming)
                 try:
                     await call.accept(incoming)
@@ -256,7 +269,9 @@ async def run_answer(account: Account, args: argparse.Namespace, reporter: Repor
         finally:
             reporter.section("answer").update(calls=handled, succeeded=succeeded)
             if pool is not None:
-                await pool.close()  # its TURN allocations too
+                await pool.close()  # its TURN allocations and its monitor too
+            if monitor is not None:
+                monitor.close()
             await _close_ua(ua, account)
     ok = handled > 0 and succeeded == handled
     if args.count is not None:
