@@ -1,6 +1,8 @@
 """Benchmark: ICE connect time on loopback, ours vs aioice, in the same run.
 
-Run: ``.venv/bin/python -m bench.ice_connect [--runs 20]``.
+Run: ``.venv/bin/python -m bench.ice_connect [--runs 20] [--case loopback ...]`` (``--case``:
+only those cases - ``loopback`` (1 host each), ``black-holes``, ``relay``, ``gathering`` -
+measured the same way; repeat it for several).
 
 The clock starts when both agents hold each other's parameters and candidates (gathering is
 done and not timed).  Three times per run: ``connect()`` - until our
@@ -443,17 +445,22 @@ def _fmt(times: list[Times]) -> str:
     failed = len(times) - len(ok)
     connect = [t[0] * 1000 for t in ok]
     return (
-        f"{statistics.median(connect):16.1f} {min(connect):7.1f} {max(connect):7.1f}"
+        f"{statistics.median(connect):16.2f} {min(connect):7.2f} {max(connect):7.2f}"
         f" {_median_ms([t[1] for t in ok], 14)} {_median_ms([t[2] for t in ok], 13)}"
         f" {failed:>5}"
     )
 
 
-async def main_async(runs: int) -> None:
-    cases: list[tuple[str, list[str], int]] = [
-        ("1 host each", ["127.0.0.1"], 0),
-        ("4 hosts + 4 black holes", [f"127.0.0.{i}" for i in range(1, 5)], 4),
-    ]
+CASES = ("loopback", "black-holes", "relay", "gathering")
+"""``--case`` names: the connection cases, then gathering (all by default)."""
+
+
+async def main_async(runs: int, only: Sequence[str] = CASES) -> None:
+    cases: list[tuple[str, list[str], int]] = []
+    if "loopback" in only:
+        cases.append(("1 host each", ["127.0.0.1"], 0))
+    if "black-holes" in only:
+        cases.append(("4 hosts + 4 black holes", [f"127.0.0.{i}" for i in range(1, 5)], 4))
     agents: list[tuple[str, Run]] = [
         ("ours (Ta 50 ms)", lambda ad, de: _ours_pair(ad, de, 0.05)),
         ("ours (Ta 20 ms)", lambda ad, de: _ours_pair(ad, de, 0.02)),
@@ -479,11 +486,16 @@ async def main_async(runs: int) -> None:
         finally:
             for s in silent:
                 s.close()
-    with _coturn() as server:
-        await _relay_rows(server, runs)
+    if "relay" not in only and "gathering" not in only:
         print("* not RFC 8445 compliant (no 5 ms floor between transactions); reference only")
-        print()
-        await _gather_rows(server, runs)
+        return
+    with _coturn() as server:
+        if "relay" in only:
+            await _relay_rows(server, runs)
+        print("* not RFC 8445 compliant (no 5 ms floor between transactions); reference only")
+        if "gathering" in only:
+            print()
+            await _gather_rows(server, runs)
 
 
 def _lab_valid(r: Any) -> float:
@@ -650,6 +662,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--virtual", action="store_true", help="simulated network, virtual clock")
     parser.add_argument("--lab", action="store_true", help="real NATs in namespaces (root)")
+    parser.add_argument(
+        "--case",
+        action="append",
+        choices=CASES,
+        help="run only this case (repeatable; default: all of them)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.virtual:
@@ -657,7 +675,7 @@ def main() -> None:
     elif args.lab:
         main_lab(args.runs)
     else:
-        asyncio.run(main_async(args.runs))
+        asyncio.run(main_async(args.runs, args.case or CASES))
 
 
 if __name__ == "__main__":

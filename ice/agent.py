@@ -281,6 +281,22 @@ class _Check:
 
 
 @dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A check request encoded ahead of its time (see :meth:`Agent._prepare_triggered`),
+    good only for the same pair, role, nomination flag and credentials."""
+
+    pair: CandidatePair
+    use_candidate: bool
+    controlling: bool
+    tie_breaker: int
+    remote: _Credentials
+    local: _Credentials
+    message: StunMessage
+    data: bytes
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Credentials:
     ufrag: str
     pwd: str
@@ -386,6 +402,7 @@ class Agent:
         self._checklist = CheckList(controlling, max_pairs=max_pairs)
         self._checks: dict[bytes, _Check] = {}
         self._outbox: list[tuple[bytes, Via, Address]] = []
+        self._prepared: _Prepared | None = None
         self._events: deque[AgentEvent] = deque()
         self.state = AgentState.NEW
         self._started_at: float | None = None
@@ -667,14 +684,23 @@ class Agent:
     # -- output -------------------------------------------------------------------------------
 
     def datagrams_to_send(self, now: float | None = None) -> list[tuple[bytes, Via, Address]]:
-        """What to send: ``(data, via, remote_addr)``."""
+        """What to send: ``(data, via, remote_addr)``.  ``now``: when they leave (the shell
+        sends them at once) - the floor between checks (§14.2) then counts from the moment
+        the last one left rather than from when :meth:`handle_timer` decided on it."""
         out = self._outbox
         self._outbox = []
         for check in self._checks.values():
             data = check.tx.datagrams_to_send()
             if data and not check.cancelled:
-                if check.tx.attempts > 1 and check.consent_component is None:
-                    self._stats.check_retransmissions += len(data)
+                if check.consent_component is None:
+                    if check.tx.attempts > 1:
+                        self._stats.check_retransmissions += len(data)
+                    elif now is not None and (
+                        self._last_check_at is None or now > self._last_check_at
+                    ):
+                        # a new check leaves now: the 5 ms floor (§14.2) counts from here,
+                        # not from when it was decided and encoded a moment before
+                        self._last_check_at = now
                 for d in data:
                     out.append((d, check.via, check.dest))
         return out
@@ -743,7 +769,10 @@ class Agent:
         if self._remote is None or self.state not in (AgentState.RUNNING, AgentState.COMPLETED):
             return
         while True:
-            if self._checklist.has_triggered() and now >= self._triggered_at():
+            if self._checklist.has_triggered():
+                if now < self._triggered_at():
+                    self._prepare_triggered()
+                    return
                 pair = self._checklist.next_triggered()
                 if pair is None:
                     return
@@ -757,6 +786,46 @@ class Agent:
                     self._send_check(pair, now)
                     self._last_ordinary_at = now
             return
+
+    def _prepare_triggered(self) -> None:
+        """Encode the next triggered check while it waits for the 5 ms floor (§14.2) - e.g.
+        the nomination, a round trip after the first check - so that when the floor has
+        passed, :meth:`_send_check` only hands it out: what it sends is the same, only built
+        earlier (with its own fresh transaction id)."""
+        pair = self._checklist.peek_triggered()
+        if pair is None or self._remote is None:
+            return
+        use_candidate = self.controlling and pair.use_candidate
+        if self._prepared_for(pair, use_candidate) is not None:
+            return
+        msg, priority = self._request(pair.local.candidate, use_candidate)
+        data = msg.encode(self._remote.key, fingerprint=True)
+        self._prepared = _Prepared(
+            pair,
+            use_candidate,
+            self.controlling,
+            self.tie_breaker,
+            self._remote,
+            self._local,
+            msg,
+            data,
+            priority,
+        )
+
+    def _prepared_for(self, pair: CandidatePair, use_candidate: bool) -> _Prepared | None:
+        """The request prepared for ``pair``, if it is still what a check now would send."""
+        p = self._prepared
+        if (
+            p is None
+            or p.pair is not pair
+            or p.use_candidate != use_candidate
+            or p.controlling != self.controlling
+            or p.tie_breaker != self.tie_breaker
+            or p.remote is not self._remote
+            or p.local is not self._local
+        ):
+            return None
+        return p
 
     def handle_timer(self, now: float) -> None:
         """Run whatever is due at ``now``: a paced check, retransmissions, nomination,
@@ -806,8 +875,13 @@ class Agent:
     def _send_check(self, pair: CandidatePair, now: float) -> None:
         assert self._remote is not None
         use_candidate = self.controlling and pair.use_candidate
-        msg, priority = self._request(pair.local.candidate, use_candidate)
-        data = msg.encode(self._remote.key, fingerprint=True)
+        prepared = self._prepared_for(pair, use_candidate)
+        self._prepared = None
+        if prepared is not None:
+            msg, data, priority = prepared.message, prepared.data, prepared.priority
+        else:
+            msg, priority = self._request(pair.local.candidate, use_candidate)
+            data = msg.encode(self._remote.key, fingerprint=True)
         active = self._checklist.count(PairState.WAITING, PairState.IN_PROGRESS)
         rto = max(self.min_rto, self.ta * max(1, active))  # §14.3
         rc, rm, max_rto = self.check_rc, self.check_rm, max(rto, self.check_max_rto)
@@ -821,6 +895,7 @@ class Agent:
         tx = StunClientTransaction(
             data,
             now,
+            message=msg,
             rto=rto,
             rc=rc,
             rm=rm,

@@ -405,6 +405,14 @@ class CheckList:
     def has_triggered(self) -> bool:
         return any(p.state is PairState.WAITING for p in self.triggered)
 
+    def peek_triggered(self) -> CandidatePair | None:
+        """The pair :meth:`next_triggered` (and :meth:`next_check`) would take next, left in
+        the FIFO."""
+        for pair in self.triggered:
+            if pair.state is PairState.WAITING and pair.key in self._by_key:
+                return pair
+        return None
+
     def replace_remote(self, old: Candidate, new: Candidate) -> None:
         """A signalled candidate replaces a peer-reflexive one learnt earlier (§7.3.1.3)."""
         for pair in self.pairs + self.valid:

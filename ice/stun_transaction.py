@@ -88,7 +88,9 @@ class StunClientTransaction:
     discard responses whose MESSAGE-INTEGRITY(-SHA256) is absent or wrong, as if they never
     arrived (RFC 8489 §9.1.4, §9.2.5), except error responses whose code is in
     ``unauthenticated_errors`` and that carry no integrity at all (401 and 438 challenges of
-    the long-term mechanism; pass ``()`` for ICE's short-term checks).
+    the long-term mechanism; pass ``()`` for ICE's short-term checks).  ``message``: the
+    :class:`StunMessage` the encoded ``request`` was made from (it is then not parsed back;
+    its transaction id must be the encoding's).
     """
 
     def __init__(
@@ -104,12 +106,18 @@ class StunClientTransaction:
         max_rto: float | None = None,
         integrity_key: bytes | None = None,
         unauthenticated_errors: Collection[int] = (401, 438),
+        message: StunMessage | None = None,
     ) -> None:
         if rto <= 0 or rc < 1 or rm < 0 or ti <= 0:
             raise ValueError("rto and ti must be positive, rc >= 1, rm >= 0")
         if isinstance(request, StunMessage):
             message = request
             data = request.encode()
+        elif message is not None:
+            # the caller built ``request`` from ``message``: no need to parse it back
+            if message.transaction_id != bytes(request[8:20]):
+                raise ValueError("the message is not the one the request was encoded from")
+            data = bytes(request)
         else:
             data = bytes(request)
             try:

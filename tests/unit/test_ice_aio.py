@@ -113,3 +113,91 @@ async def test_both_ends_pace_at_the_larger_proposal() -> None:
     finally:
         await a.close()
         await b.close()
+
+
+@linux_only
+async def test_precise_wake_polls_the_last_stretch_and_serves_the_loop() -> None:
+    """With a lead the timerfd goes off early and the loop polls for the rest: never early,
+    once, and other callbacks (sockets, futures) still run while it polls."""
+    loop = asyncio.get_running_loop()
+    fired: list[float] = []
+    timer = PreciseWake.create(loop, lambda: fired.append(loop.time()), lead=0.004)
+    assert timer is not None and timer.lead == 0.004
+    try:
+        when = loop.time() + 0.005
+        assert timer.set(when)
+        served: list[float] = []
+
+        def tick() -> None:
+            served.append(loop.time())
+            if len(served) < 10_000 and not fired:
+                loop.call_soon(tick)
+
+        await asyncio.sleep(0.002)  # the timerfd has gone off: the loop polls now
+        loop.call_soon(tick)
+        await asyncio.sleep(0.02)
+        assert len(fired) == 1 and fired[0] >= when
+        assert served and served[0] < when, "other callbacks ran during the polling"
+        assert not timer.armed
+    finally:
+        timer.close()
+
+
+@linux_only
+async def test_precise_wake_cancel_or_rearm_while_polling() -> None:
+    loop = asyncio.get_running_loop()
+    fired: list[float] = []
+    timer = PreciseWake.create(loop, lambda: fired.append(loop.time()), lead=0.01)
+    assert timer is not None
+    try:
+        assert timer.set(loop.time() + 0.005)  # within the lead: polling at once
+        await asyncio.sleep(0)
+        timer.cancel()
+        await asyncio.sleep(0.02)
+        assert fired == [] and not timer.armed
+        assert timer.set(loop.time() + 0.005)
+        await asyncio.sleep(0)
+        later = loop.time() + 0.03  # re-armed while polling: only the new time counts
+        assert timer.set(later)
+        await asyncio.sleep(0.06)
+        assert len(fired) == 1 and fired[0] >= later
+    finally:
+        timer.close()
+
+
+async def test_connect_starts_the_checks_when_called() -> None:
+    """``connect()`` starts the checks at once (not when first awaited) and returns a
+    future; each call gets its own, settled together when ICE completes."""
+    a = IceConnection(True, bind="127.0.0.1", agent_options={"ta": 0.02})
+    b = IceConnection(False, bind="127.0.0.1", agent_options={"ta": 0.02})
+    try:
+        await asyncio.gather(a.gather(), b.gather())
+        a.set_remote(b.local_ufrag, b.local_pwd, b.local_candidates)
+        b.set_remote(a.local_ufrag, a.local_pwd, a.local_candidates)
+        first = a.connect()
+        assert isinstance(first, asyncio.Future) and not first.done()
+        assert a.agent.stats().checks_sent == 1, "the first check went out in the call"
+        second = a.connect(5)
+        assert second is not first
+        await asyncio.gather(first, second, b.connect(5))
+        assert a.connect().done(), "completed: a new waiter is done at once"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_connect_timeout_and_close_fail_the_waiters() -> None:
+    a = IceConnection(True, bind="127.0.0.1", agent_options={"ta": 0.02})
+    try:
+        await a.gather()
+        a.set_remote("peerufrag", "peerpasswordpeerpassword", [], end_of_candidates=False)
+        with pytest.raises(ice.aio.IceError, match="in time"):
+            await a.connect(0.01)
+        waiting = a.connect()
+        other = asyncio.ensure_future(a.connected())
+        await asyncio.sleep(0)
+    finally:
+        await a.close()
+    for future in (waiting, other):
+        with pytest.raises(ice.aio.IceError, match="closed"):
+            await future

@@ -404,3 +404,25 @@ def test_random_loss_and_delay_on_a_virtual_clock(fates: list[tuple[bool, bool, 
         assert now == pytest.approx(39.5)
         assert send_times == SCHEDULE
     assert tx.datagrams_to_send() == []
+
+
+def test_encoded_request_with_its_message_is_not_parsed_back() -> None:
+    """``message=``: the request as built goes with its encoding (the ICE agent's checks);
+    the transaction matches answers by its id and sends exactly those bytes."""
+    msg = _request()
+    data = msg.encode(KEY, fingerprint=True)
+    tx = StunClientTransaction(data, 0.0, message=msg, integrity_key=KEY)
+    assert tx.request is msg and tx.transaction_id == msg.transaction_id
+    assert tx.datagrams_to_send() == [data]
+    answer = parse_message(msg.response().encode(KEY, fingerprint=True))
+    assert tx.receive(answer, 0.01)
+    assert isinstance(tx.next_event(), StunTransactionSucceeded)
+
+
+def test_encoded_request_with_another_message_is_refused() -> None:
+    data = _request().encode(KEY)
+    with pytest.raises(ValueError, match="not the one"):
+        StunClientTransaction(data, 0.0, message=_request())
+    answer = _request().response()
+    with pytest.raises(ValueError, match="carries a request"):
+        StunClientTransaction(answer.encode(), 0.0, message=answer)
