@@ -36,6 +36,7 @@ from softphone.config import Account
 from softphone.report import Reporter
 
 if TYPE_CHECKING:
+    from ice.netmonitor import AddressMonitor
     from ice.pool import CandidatePool
 
 __all__ = [
@@ -496,6 +497,8 @@ class SoftphoneEngine:
         self._task: asyncio.Task[None] | None = None
         self._watchers: set[asyncio.Future[None]] = set()
         self._pool_starts: set[asyncio.Task[None]] = set()
+        self._monitor: AddressMonitor | None = None  # for calls of lines without a pool
+        self._monitor_tried = False
         self._closed = False
         self._state = _EngineState()
 
@@ -514,6 +517,18 @@ class SoftphoneEngine:
     def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change()
+
+    def _call_monitor(self, pool: CandidatePool | None) -> AddressMonitor | None:
+        """The address monitor a call follows network changes with: its pool's, else one the
+        engine starts on first need (closed with the engine); None where there is none."""
+        if pool is not None and pool.monitor is not None:
+            return None  # the call takes the pool's
+        if not self._monitor_tried and not self._closed:
+            from softphone.useragent import start_address_monitor
+
+            self._monitor_tried = True
+            self._monitor = start_address_monitor()
+        return self._monitor
 
     def _log(self, text: str) -> None:
         log.info("%s", text)
@@ -684,6 +699,9 @@ class SoftphoneEngine:
         for task in starts:
             task.cancel()
         await asyncio.gather(*starts, return_exceptions=True)
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.close()
         for line in self.lines:
             pool, line.pool = line.pool, None
             if pool is not None:
@@ -719,7 +737,10 @@ class SoftphoneEngine:
         target = complete_uri(uri, account)
         options = self._media_options(account)
         pool = self.lines[self.active].pool
-        self.call = Call(self.ua, account, options, progress=self._progress, pool=pool)
+        monitor = self._call_monitor(pool)
+        self.call = Call(
+            self.ua, account, options, progress=self._progress, pool=pool, monitor=monitor
+        )
         self._state.view = CallView(state=CallState.CALLING, remote=target, outgoing=True)
         self._changed()
         try:
@@ -786,7 +807,10 @@ class SoftphoneEngine:
         if incoming is None or line is None:
             return
         options = self._media_options(line.account)
-        self.call = Call(line.ua, line.account, options, progress=self._progress, pool=line.pool)
+        monitor = self._call_monitor(line.pool)
+        self.call = Call(
+            line.ua, line.account, options, progress=self._progress, pool=line.pool, monitor=monitor
+        )
         try:
             await self.call.accept(incoming)
         except CallFailed as exc:

@@ -243,3 +243,20 @@ async def test_the_tui_logs_the_network_change_and_closes_the_monitor() -> None:
     finally:
         await engine.close()
     assert not monitor.running
+
+
+async def test_tui_calls_without_a_pool_get_the_engines_monitor() -> None:
+    from softphone.tui import SoftphoneEngine
+
+    account = Account(name="gina", user="gina", domain="127.0.0.1", ice=False)
+    engine = SoftphoneEngine(account, play="tone:440", record="none")
+    pooled = CandidatePool(GatherConfig(), addresses=LOOPBACK, monitor=AddressMonitor())
+    try:
+        monitor = engine._call_monitor(None)
+        if monitor is None:
+            pytest.skip("no rtnetlink here")
+        assert monitor.running and engine._call_monitor(None) is monitor  # one, on first need
+        assert engine._call_monitor(pooled) is None  # the call takes the pool's
+    finally:
+        await engine.close()
+    assert not monitor.running
