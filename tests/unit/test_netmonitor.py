@@ -263,6 +263,11 @@ def test_mutated_kernel_messages_raise_only_the_parse_error(
         except NetlinkParseError:
             pass
         tracker.handle_timer(10.0)
+        try:
+            tracker.resync(chunk, chunk, 20.0)
+        except NetlinkParseError:
+            pass
+        tracker.handle_timer(30.0)
 
 
 def test_the_kernel_dump_parses_strictly() -> None:
