@@ -48,9 +48,11 @@ def changes(batch):
 
 async def main():
     loop = asyncio.get_running_loop()
+    options = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     async with AddressMonitor(debounce=0.3) as monitor:
         monitor.add_listener(changes)
-        pool = CandidatePool(GatherConfig(), refill_delay=0, monitor=monitor)
+        pool = CandidatePool(
+            GatherConfig(), refill_delay=0, monitor=monitor, include=options.get("include"))
         pool.on_regathered = lambda batch: say(
             event="regathered", addresses=[c.host for c in batch])
         await pool.start()
@@ -71,7 +73,7 @@ async def main():
                         c.candidate.address for c in gatherer.core.candidates
                         if c.candidate.type.value == "host")
                     await gatherer.close()
-                say(event="take", hosts=hosts, stats=pool.stats().gathered)
+                say(event="take", hosts=hosts, network_changes=pool.network_changes)
             else:
                 break
         await pool.close()
@@ -117,10 +119,10 @@ def netns() -> Iterator[str]:
 class Child:
     """The python process inside the namespace, its JSON lines read by a thread."""
 
-    def __init__(self, netns: str) -> None:
+    def __init__(self, netns: str, **options: object) -> None:
         argv = ["ip", "netns", "exec", netns, "env", f"PYTHONPATH={REPO_ROOT}"]
         self.proc = subprocess.Popen(
-            [*argv, sys.executable, "-u", "-c", CHILD],
+            [*argv, sys.executable, "-u", "-c", CHILD, json.dumps(options)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -169,9 +171,12 @@ class Child:
 
     def take(self, wait: float = 10.0) -> list[str] | None:
         """Host candidates of the set the pool hands out (waiting up to ``wait`` s for one)."""
-        self.send(f"take {wait}")
-        hosts: list[str] | None = self.expect("take")["hosts"]
+        hosts: list[str] | None = self.take_event(wait)["hosts"]
         return hosts
+
+    def take_event(self, wait: float = 10.0) -> dict[str, Any]:
+        self.send(f"take {wait}")
+        return self.expect("take")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -297,3 +302,42 @@ def test_answer_says_when_a_network_change_made_it_gather_again(netns: str) -> N
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+
+
+def test_only_the_pools_interfaces_matter_and_a_failed_dad_is_never_reported(netns: str) -> None:
+    """A pool gathering on ``nmc`` only (``include``): a change on ``nma`` is reported by the
+    monitor but leaves the pool alone; an IPv6 address whose duplicate address detection fails
+    (the peer ``nmd`` has it) is never reported; an address on ``nmc`` makes it gather again."""
+    ip("-n", netns, "link", "add", "nmc", "type", "veth", "peer", "name", "nmd")
+    ip("-n", netns, "link", "set", "nmd", "up")
+    ip("-n", netns, "link", "set", "nmc", "up")
+    ip("-n", netns, "addr", "add", "203.0.113.5/24", "dev", "nmc")
+    ip("-n", netns, "addr", "add", "2001:db8::9/64", "dev", "nmd", "nodad")
+    child = Child(netns, include=["nmc"])
+    try:
+        child.expect("ready")
+        first = child.take_event()
+        assert set(first["hosts"]) == {"203.0.113.5"} and first["network_changes"] == 0
+
+        ip("-n", netns, "addr", "add", "198.51.100.6/24", "dev", "nma")
+        seen = child.changes_until(lambda s: (True, "198.51.100.6") in s)
+        assert [(c["added"], c["address"]) for c in seen] == [(True, "198.51.100.6")]
+        after = child.take_event()
+        assert set(after["hosts"]) == {"203.0.113.5"} and after["network_changes"] == 0
+
+        ip("-n", netns, "addr", "add", "2001:db8::9/64", "dev", "nmc")  # a duplicate
+        show = ["ip", "-n", netns, "-6", "addr", "show", "dev", "nmc"]
+        deadline, shown = time.monotonic() + WAIT, ""
+        while time.monotonic() < deadline and "dadfailed" not in shown:
+            time.sleep(0.1)
+            shown = subprocess.run(show, capture_output=True, text=True, timeout=30).stdout
+        assert "dadfailed" in shown, shown
+        ip("-n", netns, "addr", "add", "203.0.113.6/24", "dev", "nmc")
+        seen = child.changes_until(lambda s: (True, "203.0.113.6") in s)
+        assert [(c["added"], c["address"]) for c in seen] == [(True, "203.0.113.6")]
+        child.expect("regathered")
+        last = child.take_event()
+        assert set(last["hosts"]) == {"203.0.113.5", "203.0.113.6"}
+        assert last["network_changes"] == 1
+    finally:
+        child.stop()
