@@ -163,7 +163,7 @@ class MediaOptions:
     #: After a local address change that matters to the call (see :meth:`Call.network_changed`),
     #: wait this long for more before restarting ICE (or re-INVITing without ICE); changes
     #: within it, or during the restart, lead to one more restart at most.
-    network_settle: float = 0.5
+    network_settle: float = 0.2
 
 
 class _DefaultCandidatePath:
