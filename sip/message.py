@@ -455,8 +455,10 @@ def _split_head(data: bytes) -> tuple[int, int, int]:
 
 
 # Cuts before each "<name>:<LWS>" (kept with its colon and LWS; possessive: the name class excludes
-# ":" and nothing can follow the LWS, so backtracking never helps).
-_HEADER_SPLIT_RE = re.compile(r"\r\n([^:\r\n]++:[ \t]*+)")
+# ":" and nothing can follow the LWS, so backtracking never helps).  The lookbehind refuses a cut
+# after a line that ends in LWS (a space or TAB before the CRLF, trimmed only by the general
+# parser): that CRLF then stays inside a piece, which the caller's LF check rejects.
+_HEADER_SPLIT_RE = re.compile(r"\r\n(?<![ \t]\r\n)([^:\r\n]++:[ \t]*+)")
 
 
 def _parse_header_section(
@@ -467,12 +469,17 @@ def _parse_header_section(
     Returns (start line, keys, names, values, Content-Length values, as sent), or None when the
     section needs the general line-by-line parser.  "As sent" is True when every line reads
     ``<canonical name>: <value>``, i.e. the lines are what ``Headers`` writes back.
+
+    The split cuts at every CRLF that starts a ``name:`` line and does not end a line with
+    trailing LWS; every other LF (a bare LF line end, a folded continuation, a line without a
+    colon, trailing LWS) is left inside a piece, so one C-level search of the joined pieces for
+    an LF tells whether the split accounted for every line end.
     """
-    if " \r\n" in head or ("\t" in head and "\t\r\n" in head) or head[-1] in " \t\r\n":
-        return None  # trailing LWS to strip (a one-character search for TAB is cheap)
+    if head[-1] in " \t\r\n":
+        return None  # trailing LWS (or a line end) at the end of the last line
     parts = _HEADER_SPLIT_RE.split(head)
-    if len(parts) != 2 * head.count("\n") + 1:
-        return None  # a line without a colon, or bare LF line ends
+    if "\n" in "".join(parts):
+        return None  # a line without a colon, bare LF line ends, trailing LWS, folding
     # Now every LF of ``head`` ends a CRLF line followed by "name:"; so no bare LF, no empty line.
     starts = parts[1::2]  # "<name>:<LWS>" per line
     keys = list(map(_LINE_KEYS.get, starts))

@@ -1090,6 +1090,15 @@ _SESSION_HEAD_RE = re.compile(
 _MEDIA_HEAD_RE = re.compile(rf"{_F} ([0-9]{{1,5}}+) {_F}((?: [!-~]++)*+)(?:\r\n{_C})?")
 
 
+def _head_lines(head: str) -> list[str] | None:
+    """The CRLF-separated lines of a section head, or None if a line holds a bare CR or LF."""
+    lines = head.split("\r\n")
+    breaks = len(lines) - 1
+    if head.count("\r") != breaks or head.count("\n") != breaks:
+        return None
+    return lines
+
+
 def _parse_plain(text: str) -> SessionDescription | None:
     """Fast path for CRLF lines, no blank lines, each section's ``a=`` lines after its others.
 
@@ -1098,26 +1107,24 @@ def _parse_plain(text: str) -> SessionDescription | None:
     (m [c]) are read by one regex match each, other head lines one by one.  Returns None for
     anything else; the general parser then gives what this one would have
     (tests/unit/test_parse_fastpaths.py checks that they agree).
+
+    The text has that form exactly when every piece the splits leave is clean: a head either
+    matches its regex (whose fields exclude CR and LF) or is CRLF-separated lines without a
+    bare CR or LF (:func:`_head_lines`), and the ``a=`` texts of a section hold no CR or LF at
+    all - a bare line end, a blank line or a non-``a=`` line after an ``a=`` line would leave
+    one inside them.  That last check is one C-level search per section of its joined texts.
     """
-    lf = text.count("\n")
-    if text.count("\r") != lf:
-        return None
     if text[-2:] == "\r\n":
         text = text[:-2]
-        lf -= 1
     sections = [section.split("\r\na=") for section in text.split("\r\nm=")]
-    # Lines if every line ends in CRLF and no a= line is followed by another kind in its section;
-    # equal to the number of LFs + 1 exactly when so (a bare CR/LF or a misplaced line lowers it).
-    lines = 0
-    for texts in sections:
-        lines += len(texts) + texts[0].count("\r\n")
-    if lines != lf + 1:
-        return None
     texts = sections[0]
     m = _SESSION_HEAD_RE.fullmatch(texts[0])
     if m is not None:
-        v, user, sid, sver, net, addrtype, addr, name, cnet, ctype, caddr, start, stop = m.groups()
         del texts[0]
+        joined = "".join(texts)
+        if "\n" in joined or "\r" in joined:
+            return None  # a bare line end, a blank or misplaced line among the a= lines
+        v, user, sid, sver, net, addrtype, addr, name, cnet, ctype, caddr, start, stop = m.groups()
         session = _new_session(
             Origin(user, sid, int(sver), net, addrtype, addr),
             name,
@@ -1128,7 +1135,9 @@ def _parse_plain(text: str) -> SessionDescription | None:
         )
         seen_origin = True
     else:
-        head = texts[0].split("\r\n")
+        head = _head_lines(texts[0])
+        if head is None:
+            return None
         session = SessionDescription(_NO_ORIGIN, version=_uint(head[0][2:], "v="), timing=[])
         seen_origin = seen_name = False
         for line in head[1:]:
@@ -1143,30 +1152,39 @@ def _parse_plain(text: str) -> SessionDescription | None:
                 seen_name = True
             else:
                 _session_line(session, kind, line[2:])
-        if len(texts) > 1:
-            del texts[0]
-            session.attributes = _attribute_list(texts)
+        del texts[0]
+        joined = "".join(texts)
+        if "\n" in joined or "\r" in joined:
+            return None
+        session.attributes = _attribute_list(texts)
     for texts in sections[1:]:
         m = _MEDIA_HEAD_RE.fullmatch(texts[0])
         if m is not None:
+            del texts[0]
+            joined = "".join(texts)
+            if "\n" in joined or "\r" in joined:
+                return None
             kind, port, proto, formats, cnet, ctype, caddr = m.groups()
             number = int(port)
             if number > 65535:
                 return None
-            del texts[0]
             media = _new_media(kind, number, proto, formats.split(), _attribute_list(texts))
             if cnet is not None:
                 media.connection = Connection(caddr, ctype, cnet, None, None)
         else:
-            head = texts[0].split("\r\n")
+            head = _head_lines(texts[0])
+            if head is None:
+                return None
             media = _parse_media_line(head[0])
             for line in head[1:]:
                 if line[1:2] != "=":
                     return None
                 _section_line(media, line[0], line[2:])
-            if len(texts) > 1:
-                del texts[0]
-                media.attributes = _attribute_list(texts)
+            del texts[0]
+            joined = "".join(texts)
+            if "\n" in joined or "\r" in joined:
+                return None
+            media.attributes = _attribute_list(texts)
         session.media.append(media)
     return _finish(session, seen_origin)
 
