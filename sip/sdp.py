@@ -723,26 +723,30 @@ class MediaDescription(_AttributeList):
     def codecs(self) -> dict[int, Codec]:
         """Every payload type of the m= line whose codec is known, in m= (preference) order.
 
-        The same codecs as :meth:`codec` gives for each payload type, from one pass over the
-        attributes (the first ``a=rtpmap`` / ``a=fmtp`` of a format wins, as there) and one over
-        the m= formats (the payload types of :attr:`payload_types`, each once).
+        The same codecs as :meth:`codec` gives for each payload type, computed from the current
+        attributes on every call: one pass over the attributes builds the rtpmap and fmtp tables
+        (the first ``a=rtpmap`` / ``a=fmtp`` of a format wins, as there), one over the m= formats
+        (the payload types of :attr:`payload_types`, each once) reads them.  The encoding is
+        split as :meth:`Codec.parse_encoding` splits it and each Codec is built on a bare
+        instance (see :func:`_new_codec`); tests/unit/test_sdp_structured.py checks the result
+        against :meth:`codec` and test_parse_fastpaths.py that edits to the attributes show.
         """
-        rtpmaps: dict[str, str] = {}
-        fmtps: dict[str, str] = {}
+        encodings: dict[str, str] = {}
+        parameters: dict[str, str] = {}
         for attr in self.attributes:
             name = attr.name
             if name == "rtpmap":
-                table = rtpmaps
+                table = encodings
             elif name == "fmtp":
-                table = fmtps
-            elif name in _PLAIN_NAMES:
-                continue  # another usual spelling: no call
+                table = parameters
+            elif name == "candidate" or name in _PLAIN_NAMES:
+                continue  # another usual spelling (the commonest first): no call
             else:
                 key = _attr_key(name)
                 if key == "rtpmap":
-                    table = rtpmaps
+                    table = encodings
                 elif key == "fmtp":
-                    table = fmtps
+                    table = parameters
                 else:
                     continue
             value = attr.value
@@ -752,27 +756,40 @@ class MediaDescription(_AttributeList):
             if fmt not in table:
                 table[fmt] = rest.strip()
         result: dict[int, Codec] = {}
-        parse = Codec.parse_encoding
         for fmt in self.formats:
             pt = _PAYLOAD_TYPE_NUMBERS.get(fmt)
-            if pt is not None:
-                key = fmt
-            elif len(fmt) <= 3 and fmt.isdigit() and fmt.isascii() and int(fmt) < 128:
-                pt = int(fmt)  # written with leading zeros
-                key = str(pt)
-            else:
-                continue  # not an RTP payload type (see payload_types)
+            if pt is None:
+                if len(fmt) <= 3 and fmt.isdigit() and fmt.isascii() and int(fmt) < 128:
+                    pt = int(fmt)  # written with leading zeros
+                    fmt = str(pt)
+                else:
+                    continue  # not an RTP payload type (see payload_types)
             if pt in result:
                 continue
-            fmtp = fmtps.get(key)
-            encoding = rtpmaps.get(key)
-            found = None if encoding is None else parse(encoding, fmtp)
-            if found is None:
-                static = STATIC_PAYLOAD_TYPES.get(pt)
-                if static is None:
+            fmtp = parameters.get(fmt)
+            encoding = encodings.get(fmt)
+            if encoding is not None:
+                # Codec.parse_encoding(encoding, fmtp) inlined (``encoding`` is stripped already):
+                # <name>/<rate>[/<channels>], ASCII digits, a non-empty name
+                name, _, rate = encoding.partition("/")
+                channels = 1
+                if "/" in rate:
+                    rate, _, count = rate.partition("/")
+                    channels = -1  # malformed unless ...
+                    if count.isdigit() and count.isascii() and len(count) <= 30:
+                        channels = int(count)
+                if channels >= 0 and name and rate.isdigit() and rate.isascii() and len(rate) <= 30:
+                    codec = _new_object(Codec)  # _new_codec(...), inlined
+                    state = codec.__dict__
+                    state["name"] = name
+                    state["clock_rate"] = int(rate)
+                    state["channels"] = channels
+                    state["fmtp"] = fmtp
+                    result[pt] = codec
                     continue
-                found = static.with_fmtp(fmtp)
-            result[pt] = found
+            static = STATIC_PAYLOAD_TYPES.get(pt)
+            if static is not None:
+                result[pt] = static.with_fmtp(fmtp)
         return result
 
     def candidates(self) -> list[CandidateAttribute]:
