@@ -4,80 +4,17 @@ session timers, mute and hold. Two in-process user agents on 127.0.0.1 (real soc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from sip.aio import AsyncCall, AsyncUserAgent
 from sip.invite import CallRinging
 from sip.message import Request, Response
-from sip.ua import UAConfig
-from softphone.call import Call, CallFailed, MediaOptions
-from softphone.config import Account, HostPort
+from softphone.call import Call, CallFailed
+from tests.helpers_call import Pair, Wire, until
 
-LOOPBACK = HostPort("127.0.0.1", 0)
-
-
-@dataclass
-class Pair:
-    alice: AsyncUserAgent
-    bob: AsyncUserAgent
-
-    @property
-    def bob_uri(self) -> str:
-        return f"sip:bob@127.0.0.1:{self.bob.config.local_port}"
-
-
-class Wire:
-    """Every SIP message a user agent sends, recorded (what is on the wire)."""
-
-    def __init__(self, ua: AsyncUserAgent) -> None:
-        self.sent: list[Request | Response] = []
-        core = ua.ua
-        original = core.messages_to_send
-
-        def tapped() -> Any:
-            out = original()
-            self.sent.extend(o.message for o in out)
-            return out
-
-        core.messages_to_send = tapped  # type: ignore[method-assign]
-
-    def requests(self, method: str) -> list[Request]:
-        return [m for m in self.sent if isinstance(m, Request) and m.method == method]
-
-    def responses(self, status: int) -> list[Response]:
-        return [m for m in self.sent if isinstance(m, Response) and m.status == status]
-
-
-@pytest.fixture
-async def pair() -> AsyncIterator[Pair]:
-    uas = []
-    for user in ("alice", "bob"):
-        ua = AsyncUserAgent(UAConfig(user=user, domain="127.0.0.1", local_port=0))
-        await ua.start("127.0.0.1", 0, transports=("UDP",))
-        uas.append(ua)
-    yield Pair(*uas)
-    for ua in uas:
-        await ua.close(timeout=1.0)
-
-
-def _account(**changes: Any) -> Account:
-    return Account(bind=LOOPBACK, **changes)
-
-
-def _options(tone: str, **changes: Any) -> MediaOptions:
-    return MediaOptions(play=tone, record="none", ice_timeout=5.0, answer_timeout=5.0, **changes)
-
-
-async def _until(predicate: Any, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    assert predicate()
+# tests.unit.test_call_midcall and test_call_late_offer import these from here
+_until = until
 
 
 # --- 1. early media ----------------------------------------------------------------------
@@ -88,11 +25,8 @@ async def test_early_media_from_a_183_continues_after_the_200(pair: Pair, ice: b
     """RFC 3261 §13.2.1 / RFC 3960: bob sends 183 with his answer and media before he answers;
     alice plays it at once, and the 200 (same SDP) changes nothing: same stream, same ICE."""
     alice_wire, bob_wire = Wire(pair.alice), Wire(pair.bob)
-    incoming: asyncio.Queue[AsyncCall] = pair.bob.incoming
-    bob = Call(pair.bob, _account(ice=ice), _options("tone:660"))
-    alice = Call(pair.alice, _account(ice=ice), _options("tone:440"))
-    dialing = asyncio.ensure_future(alice.dial(pair.bob_uri))
-    call = await asyncio.wait_for(incoming.get(), 5)
+    alice, bob = pair.calls(ice=ice)
+    dialing, call = await pair.ringing(alice)
     await bob.early_media(call)
     # bob's 183 carries the answer; no 200 yet
     progress = bob_wire.responses(183)
@@ -100,7 +34,7 @@ async def test_early_media_from_a_183_continues_after_the_200(pair: Pair, ice: b
     assert progress[0].headers.get("Content-Type") == "application/sdp"
     assert not bob_wire.responses(200)
     # alice hears bob's early media while the call is not answered
-    await _until(lambda: alice.stream is not None and alice.stream.stats().packets_received > 5)
+    await until(lambda: alice.stream is not None and alice.stream.stats().packets_received > 5)
     assert not alice.answered and not dialing.done()
     assert bob.stream is not None and bob.stream.stats().packets_received > 0
     early_stream, early_ice = alice.stream, alice.ice
@@ -123,13 +57,10 @@ async def test_early_media_from_a_183_continues_after_the_200(pair: Pair, ice: b
 
 
 async def test_early_media_then_rejected_tears_the_media_down(pair: Pair) -> None:
-    incoming: asyncio.Queue[AsyncCall] = pair.bob.incoming
-    bob = Call(pair.bob, _account(), _options("tone:660"))
-    alice = Call(pair.alice, _account(), _options("tone:440"))
-    dialing = asyncio.ensure_future(alice.dial(pair.bob_uri))
-    call = await asyncio.wait_for(incoming.get(), 5)
+    alice, bob = pair.calls()
+    dialing, call = await pair.ringing(alice)
     await bob.early_media(call)
-    await _until(lambda: alice.stream is not None and alice.stream.stats().packets_received > 0)
+    await until(lambda: alice.stream is not None and alice.stream.stats().packets_received > 0)
     call.reject(486)
     with pytest.raises(CallFailed) as info:
         await asyncio.wait_for(dialing, 5)
@@ -185,10 +116,8 @@ def _with_unreachable_default(call: Call, monkeypatch: pytest.MonkeyPatch) -> li
 
 async def test_no_updated_offer_when_the_default_is_the_selected_pair(pair: Pair) -> None:
     alice_wire = Wire(pair.alice)
-    bob = Call(pair.bob, _account(), _options("tone:660"))
-    pair.bob.on_incoming = bob.accept
-    alice = Call(pair.alice, _account(), _options("tone:440"))
-    await alice.dial(pair.bob_uri)
+    alice, bob = pair.calls()
+    await pair.answered(alice, bob)
     assert alice.selected_offer is not None
     assert await asyncio.wait_for(alice.selected_offer, 5) is None
     assert not alice_wire.requests("UPDATE") and len(alice_wire.requests("INVITE")) == 1
@@ -208,13 +137,11 @@ async def test_controlling_agent_signals_the_selected_pair_without_restart(
     if not allow_update:
         monkeypatch.setattr("sip.ua.ALLOW", ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS"))
     alice_wire, bob_wire = Wire(pair.alice), Wire(pair.bob)
-    bob = Call(pair.bob, _account(), _options("tone:660"))
+    alice, bob = pair.calls()
     bob_lines: list[str] = []
     bob.progress = bob_lines.append
-    pair.bob.on_incoming = bob.accept
-    alice = Call(pair.alice, _account(), _options("tone:440"))
     _with_unreachable_default(alice, monkeypatch)
-    await alice.dial(pair.bob_uri)
+    await pair.answered(alice, bob)
     first_offer = alice_wire.requests("INVITE")[0].body
     assert _sdp_line(first_offer, "m=audio 9 ")
     assert alice.selected_offer is not None
@@ -420,22 +347,20 @@ def test_no_session_timer_unless_the_far_end_asks() -> None:
 
 
 async def test_mute_sends_silence_without_stopping_rtp(pair: Pair) -> None:
-    bob = Call(pair.bob, _account(), _options("tone:660"))
-    pair.bob.on_incoming = bob.accept
-    alice = Call(pair.alice, _account(), _options("tone:440"))
-    await alice.dial(pair.bob_uri)
+    alice, bob = pair.calls()
+    await pair.answered(alice, bob)
     assert alice.stream is not None
-    await _until(lambda: alice.stream is not None and alice.stream.sent_level.last > -30)
+    await until(lambda: alice.stream is not None and alice.stream.sent_level.last > -30)
     alice.mute()
     sent = alice.stream.stats().packets_sent
     active = alice.stream.sent_level.active_frames
-    await _until(lambda: alice._mute is not None and alice._mute.muted_frames > 10)
+    await until(lambda: alice._mute is not None and alice._mute.muted_frames > 10)
     assert alice.stream.stats().packets_sent > sent + 5  # RTP goes on
     assert alice.stream.sent_level.last == alice.stream.sent_level.floor  # silence
     assert alice.stream.sent_level.active_frames == active
-    await _until(lambda: bob.stats is not None and bob.stats.packets_received > sent + 5)
+    await until(lambda: bob.stats is not None and bob.stats.packets_received > sent + 5)
     alice.mute(False)
-    await _until(lambda: alice.stream is not None and alice.stream.sent_level.last > -30)
+    await until(lambda: alice.stream is not None and alice.stream.sent_level.last > -30)
     assert alice.stream.sent_level.active_frames > active
     await alice.hangup()
     await asyncio.wait_for(bob.run(), 5)
@@ -445,13 +370,11 @@ async def test_hold_and_resume_by_reinvite(pair: Pair) -> None:
     """Our hold: a re-INVITE with a=sendonly; bob stops sending (on hold by the peer), we send
     silence; resume: a=sendrecv and audio both ways again."""
     alice_wire = Wire(pair.alice)
-    bob = Call(pair.bob, _account(ice=False), _options("tone:660"))
+    alice, bob = pair.calls(ice=False)
     bob_lines: list[str] = []
     bob.progress = bob_lines.append
-    pair.bob.on_incoming = bob.accept
-    alice = Call(pair.alice, _account(ice=False), _options("tone:440"))
-    await alice.dial(pair.bob_uri)
-    await _until(lambda: bob.sip is not None and bob.sip.confirmed.done())
+    await pair.answered(alice, bob)
+    await until(lambda: bob.sip is not None and bob.sip.confirmed.done())
     assert await alice.hold()
     reinvite = alice_wire.requests("INVITE")[-1]
     assert len(alice_wire.requests("INVITE")) == 2 and b"a=sendonly" in reinvite.body
@@ -459,14 +382,14 @@ async def test_hold_and_resume_by_reinvite(pair: Pair) -> None:
     assert bob._gate is not None and alice._mute is not None and alice._mute.muted
     held_back = bob._gate.held_back
     received = alice.stats.packets_received if alice.stats else 0
-    await _until(lambda: bob._gate is not None and bob._gate.held_back > held_back + 10)
+    await until(lambda: bob._gate is not None and bob._gate.held_back > held_back + 10)
     assert alice.stats is not None and alice.stats.packets_received <= received + 2
     assert await alice.resume()
     resume = alice_wire.requests("INVITE")[-1]
     assert len(alice_wire.requests("INVITE")) == 3 and b"a=sendrecv" in resume.body
     assert not alice.held and not bob.on_hold and not alice._mute.muted
     received = alice.stats.packets_received
-    await _until(lambda: alice.stats is not None and alice.stats.packets_received > received + 10)
+    await until(lambda: alice.stats is not None and alice.stats.packets_received > received + 10)
     assert await alice.run(duration=0.1) == "local-bye"
     assert await asyncio.wait_for(bob.run(), 5) == "remote-bye"
 
@@ -478,14 +401,11 @@ async def test_selected_candidates_signalled_during_early_media(
     updated offer goes out (UPDATE works in an early dialog, RFC 3311 §5.1) and the call is
     then answered with the media untouched."""
     alice_wire = Wire(pair.alice)
-    incoming: asyncio.Queue[AsyncCall] = pair.bob.incoming
-    bob = Call(pair.bob, _account(), _options("tone:660"))
-    alice = Call(pair.alice, _account(), _options("tone:440"))
+    alice, bob = pair.calls()
     _with_unreachable_default(alice, monkeypatch)
-    dialing = asyncio.ensure_future(alice.dial(pair.bob_uri))
-    call = await asyncio.wait_for(incoming.get(), 5)
+    dialing, call = await pair.ringing(alice)
     await bob.early_media(call)
-    await _until(lambda: alice.selected_offer is not None)
+    await until(lambda: alice.selected_offer is not None)
     assert alice.selected_offer is not None
     assert await asyncio.wait_for(alice.selected_offer, 10) == "UPDATE"
     assert not alice.answered and len(alice_wire.requests("UPDATE")) == 1

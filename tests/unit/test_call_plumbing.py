@@ -4,8 +4,6 @@ sockets, short calls), URI completion, the report shape, teardown and failures."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -15,8 +13,7 @@ from ice.candidate import Candidate, CandidateType
 from ice.sdp import IceParameters
 from media.aio import open_udp_transport
 from media.rtcp import Goodbye, parse_rtcp
-from sip.aio import AsyncCall, AsyncUserAgent
-from sip.ua import UAConfig
+from sip.aio import AsyncCall
 from softphone.call import Call, CallFailed, MediaOptions, _DefaultCandidatePath
 from softphone.commands import complete_uri, peer_account
 from softphone.config import Account, ConfigError, HostPort
@@ -27,9 +24,7 @@ from softphone.sdp_glue import (
     new_offer_answer,
     read_negotiation,
 )
-
-LOOPBACK = HostPort("127.0.0.1", 0)
-
+from tests.helpers_call import Callee, Pair, loopback_account, media_options
 
 # --- URIs and accounts -------------------------------------------------------------------
 
@@ -66,85 +61,20 @@ def test_peer_account_fills_user_and_domain_for_peer_to_peer() -> None:
 # --- two user agents ---------------------------------------------------------------------
 
 
-@dataclass
-class Pair:
-    alice: AsyncUserAgent
-    bob: AsyncUserAgent
-
-    @property
-    def bob_uri(self) -> str:
-        return f"sip:bob@127.0.0.1:{self.bob.config.local_port}"
-
-
-@pytest.fixture
-async def pair() -> AsyncIterator[Pair]:
-    uas = []
-    for user in ("alice", "bob"):
-        ua = AsyncUserAgent(UAConfig(user=user, domain="127.0.0.1", local_port=0))
-        await ua.start("127.0.0.1", 0, transports=("UDP",))
-        uas.append(ua)
-    yield Pair(*uas)
-    for ua in uas:
-        await ua.close(timeout=1.0)
-
-
-def _account(**changes: Any) -> Account:
-    return Account(bind=LOOPBACK, **changes)
-
-
-def _options(tone: str) -> MediaOptions:
-    return MediaOptions(play=tone, record="none", ice_timeout=5.0, answer_timeout=5.0)
-
-
-class Callee:
-    """Bob: accepts the next incoming call with a :class:`Call` and keeps it."""
-
-    def __init__(
-        self,
-        ua: AsyncUserAgent,
-        account: Account,
-        tone: str = "tone:660",
-        options: MediaOptions | None = None,
-    ) -> None:
-        self.options = options or _options(tone)
-        self.call: Call | None = None
-        self.error: CallFailed | None = None
-        self.accepted = asyncio.Event()
-        self.lines: list[str] = []
-        self._account = account
-        self._tone = tone
-        ua.on_incoming = self._incoming
-        self._ua = ua
-
-    async def _incoming(self, incoming: AsyncCall) -> None:
-        self.call = Call(self._ua, self._account, self.options, progress=self.lines.append)
-        try:
-            await self.call.accept(incoming)
-        except CallFailed as exc:
-            self.error = exc
-        self.accepted.set()
-
-
-async def _dial(pair: Pair, account: Account, **kw: Any) -> tuple[Call, list[str]]:
-    lines: list[str] = []
-    call = Call(pair.alice, account, _options("tone:440"), progress=lines.append, **kw)
-    await call.dial(pair.bob_uri)
-    return call, lines
-
-
 @pytest.mark.parametrize("ice", [True, False])
 async def test_call_both_ways_then_local_hangup_tears_everything_down(
     pair: Pair, ice: bool
 ) -> None:
-    callee = Callee(pair.bob, _account(ice=ice))
-    caller, lines = await _dial(pair, _account(ice=ice, codecs=("pcmu", "opus")))
-    await asyncio.wait_for(callee.accepted.wait(), 5)
-    assert callee.call is not None and callee.error is None
+    callee = Callee(pair.bob, loopback_account(ice=ice))
+    lines: list[str] = []
+    account = loopback_account(ice=ice, codecs=("pcmu", "opus"))
+    caller = Call(pair.alice, account, media_options(), progress=lines.append)
+    bob = await callee.dialled_by(caller)
     reason = await caller.run(duration=0.6)
     assert reason == "local-bye"
-    bob_reason = await asyncio.wait_for(callee.call.run(), 5)
+    bob_reason = await asyncio.wait_for(bob.run(), 5)
     assert bob_reason == "remote-bye"
-    for call in (caller, callee.call):
+    for call in (caller, bob):
         assert call.succeeded, call.report()
         report = call.report()
         assert report["call"]["sip_status"] == 200
@@ -160,43 +90,39 @@ async def test_call_both_ways_then_local_hangup_tears_everything_down(
             assert all(t.sent > 0 for t in call._plain[:1])
     if ice:
         assert caller.report()["ice"]["role"] == "controlling"
-        assert callee.call.report()["ice"]["role"] == "controlled"
+        assert bob.report()["ice"]["role"] == "controlled"
         assert any(line.startswith("connected via host/host pair") for line in lines)
     # the media session was closed (its RTCP BYE queued and sent) before the SIP BYE
     assert caller.stream is not None and caller.stream.session.closed
 
 
 async def test_remote_hangup_ends_the_call(pair: Pair) -> None:
-    callee = Callee(pair.bob, _account())
-    caller, _ = await _dial(pair, _account())
-    await asyncio.wait_for(callee.accepted.wait(), 5)
-    assert callee.call is not None
+    caller = Call(pair.alice, loopback_account(), media_options())
+    bob = await Callee(pair.bob, loopback_account()).dialled_by(caller)
     running = asyncio.ensure_future(caller.run())
     await asyncio.sleep(0.4)
-    await callee.call.hangup()
+    await bob.hangup()
     assert await asyncio.wait_for(running, 5) == "remote-bye"
     assert caller.report()["call"]["end_reason"] == "remote-bye"
-    assert callee.call.report()["call"]["end_reason"] == "local-bye"
+    assert bob.report()["call"]["end_reason"] == "local-bye"
 
 
 async def test_dtmf_reaches_the_peer(pair: Pair) -> None:
-    callee = Callee(pair.bob, _account())
-    caller, _ = await _dial(pair, _account())
-    await asyncio.wait_for(callee.accepted.wait(), 5)
-    assert callee.call is not None
+    caller = Call(pair.alice, loopback_account(), media_options())
+    bob = await Callee(pair.bob, loopback_account()).dialled_by(caller)
     assert caller.send_dtmf("7*")
     for _ in range(100):
-        if len(callee.call.dtmf_received) >= 2:
+        if len(bob.dtmf_received) >= 2:
             break
         await asyncio.sleep(0.05)
-    assert callee.call.dtmf_received == ["7", "*"]
+    assert bob.dtmf_received == ["7", "*"]
     await caller.hangup()
-    await callee.call.run()
+    await bob.run()
 
 
 async def test_rejected_call_fails_with_its_status_and_releases_ice(pair: Pair) -> None:
     pair.bob.on_incoming = lambda incoming: incoming.reject(486)
-    call = Call(pair.alice, _account(), _options("tone:440"))
+    call = Call(pair.alice, loopback_account(), media_options())
     with pytest.raises(CallFailed) as info:
         await call.dial(pair.bob_uri)
     assert info.value.status == 486
@@ -207,7 +133,7 @@ async def test_rejected_call_fails_with_its_status_and_releases_ice(pair: Pair) 
 
 
 async def test_offer_without_audio_is_refused_with_488(pair: Pair) -> None:
-    callee = Callee(pair.bob, _account())
+    callee = Callee(pair.bob, loopback_account())
     offer = (
         b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
         b"m=video 40000 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n"
@@ -221,8 +147,8 @@ async def test_offer_without_audio_is_refused_with_488(pair: Pair) -> None:
 
 
 async def test_no_common_codec_is_refused_with_488(pair: Pair) -> None:
-    callee = Callee(pair.bob, _account(codecs=("pcma",)))
-    call = Call(pair.alice, _account(codecs=("opus",)), _options("tone:440"))
+    callee = Callee(pair.bob, loopback_account(codecs=("pcma",)))
+    call = Call(pair.alice, loopback_account(codecs=("opus",)), media_options())
     with pytest.raises(CallFailed) as info:
         await call.dial(pair.bob_uri)
     assert info.value.status == 488
@@ -303,7 +229,7 @@ def test_default_candidate_path_through_the_turn_relay() -> None:
 async def test_callee_answers_an_offer_without_rtcp_mux_with_two_components(pair: Pair) -> None:
     """A pjsua-like caller (ICE, no rtcp-mux): we gather and answer two components, RTP runs
     on component 1 and RTCP (here: the BYE at hang-up) on component 2."""
-    callee = Callee(pair.bob, _account())
+    callee = Callee(pair.bob, loopback_account())
     conn = IceConnection(True, components=2, bind="127.0.0.1")
     try:
         candidates = await conn.gather(5)
@@ -341,11 +267,10 @@ async def test_callee_answers_an_offer_without_rtcp_mux_with_two_components(pair
 async def test_reoffers_hold_resume_and_move_the_media(pair: Pair) -> None:
     """re-INVITEs (RFC 3264 §8): hold stops our RTP (RTCP goes on), resume restarts it, and a
     new address in a re-offer moves where we send."""
-    callee = Callee(pair.bob, _account(ice=False))
-    caller, _ = await _dial(pair, _account(ice=False))
-    await asyncio.wait_for(callee.accepted.wait(), 5)
-    bob = callee.call
-    assert bob is not None and bob.stream is not None and caller.oa is not None
+    callee = Callee(pair.bob, loopback_account(ice=False))
+    caller = Call(pair.alice, loopback_account(ice=False), media_options())
+    bob = await callee.dialled_by(caller)
+    assert bob.stream is not None and caller.oa is not None
     assert caller.sip is not None
 
     async def reoffer(offer: bytes) -> None:
@@ -382,36 +307,34 @@ async def test_reoffers_hold_resume_and_move_the_media(pair: Pair) -> None:
 
 
 def _fast_consent() -> MediaOptions:
-    options = _options("tone:440")
+    options = media_options()
     options.ice_agent_options = {"consent_interval": 0.1, "consent_timeout": 0.8}
     options.consent_restart = 1.0
     return options
 
 
 async def test_lost_consent_hangs_up(pair: Pair) -> None:
-    callee = Callee(pair.bob, _account())
-    caller = Call(pair.alice, _account(), _fast_consent())
-    await caller.dial(pair.bob_uri)
-    await asyncio.wait_for(callee.accepted.wait(), 5)
-    assert callee.call is not None and callee.call.ice is not None
+    caller = Call(pair.alice, loopback_account(), _fast_consent())
+    bob = await Callee(pair.bob, loopback_account()).dialled_by(caller)
+    assert bob.ice is not None
     running = asyncio.ensure_future(caller.run())
     await asyncio.sleep(0.3)
-    await callee.call.ice.close()  # the peer's network is gone: no consent responses
+    await bob.ice.close()  # the peer's network is gone: no consent responses
     assert await asyncio.wait_for(running, 10) == "ice-consent-lost"
     assert caller.report()["call"]["end_reason"] == "ice-consent-lost"
-    assert await asyncio.wait_for(callee.call.run(), 5) == "remote-bye"  # our BYE got there
+    assert await asyncio.wait_for(bob.run(), 5) == "remote-bye"  # our BYE got there
 
 
 async def test_ice_that_cannot_connect_fails_the_call(pair: Pair) -> None:
     """The offer's only candidate is a port nobody answers on: ICE fails, the callee hangs up."""
-    callee_options = _options("tone:660")
+    callee_options = media_options("tone:660")
     callee_options.ice_timeout = 1.0
     ua = pair.bob
     result: dict[str, Any] = {}
     done = asyncio.Event()
 
     async def accept(incoming: AsyncCall) -> None:
-        call = Call(ua, _account(), callee_options)
+        call = Call(ua, loopback_account(), callee_options)
         result["call"] = call
         try:
             await call.accept(incoming)
@@ -447,7 +370,7 @@ async def test_hanging_up_while_ringing_cancels(pair: Pair) -> None:
 
     pair.bob.on_incoming = ring
     lines: list[str] = []
-    call = Call(pair.alice, _account(), _options("tone:440"), progress=lines.append)
+    call = Call(pair.alice, loopback_account(), media_options(), progress=lines.append)
     dialing = asyncio.ensure_future(call.dial(pair.bob_uri))
     await asyncio.wait_for(rang.wait(), 5)
     for _ in range(100):
@@ -488,7 +411,8 @@ async def test_caller_offers_rtcp_candidates_and_uses_them_without_mux(pair: Pai
 
     pair.bob.on_incoming = answer
     try:
-        caller, _ = await _dial(pair, _account())
+        caller = Call(pair.alice, loopback_account(), media_options())
+        await caller.dial(pair.bob_uri)
         await asyncio.wait_for(answered.wait(), 5)
         assert b"a=rtcp-mux" in offers[0] and b"a=rtcp:" in offers[0]
         assert caller.ice is not None and caller.ice.agent.components == 2
@@ -506,10 +430,10 @@ async def test_caller_offers_rtcp_candidates_and_uses_them_without_mux(pair: Pai
 
 
 async def test_audio_that_cannot_start_ends_the_call(pair: Pair) -> None:
-    callee = Callee(pair.bob, _account())
-    options = _options("tone:440")
+    callee = Callee(pair.bob, loopback_account())
+    options = media_options()
     options.play = "/nonexistent/hello.wav"
-    call = Call(pair.alice, _account(), options)
+    call = Call(pair.alice, loopback_account(), options)
     with pytest.raises(CallFailed) as info:
         await call.dial(pair.bob_uri)
     assert info.value.kind == "audio-failed"
@@ -524,7 +448,7 @@ async def test_offer_whose_default_is_no_candidate_gets_ice_mismatch_and_plain_r
 ) -> None:
     """RFC 8839 §5.1: c=/m= matches none of the candidates (an ALG rewrote it): answer with
     a=ice-mismatch, no ICE, and send to c=/m=."""
-    callee = Callee(pair.bob, _account())
+    callee = Callee(pair.bob, loopback_account())
     plain = await open_udp_transport(("127.0.0.1", 0))
     try:
         elsewhere = Candidate.make(CandidateType.HOST, "127.0.0.1", 9)
@@ -559,9 +483,9 @@ async def test_caller_giving_up_while_the_callee_gathers(pair: Pair) -> None:
     silent = await open_udp_transport(("127.0.0.1", 0))  # a "STUN server" that never answers
     try:
         stun = HostPort("127.0.0.1", silent.local_address[1])
-        options = _options("tone:660")
+        options = media_options("tone:660")
         options.gather_timeout = 1.0  # then go on with the host candidates
-        callee = Callee(pair.bob, _account(stun=stun), options=options)
+        callee = Callee(pair.bob, loopback_account(stun=stun), options=options)
         host = Candidate.make(CandidateType.HOST, "127.0.0.1", 9)
         transport = LocalTransport.from_ice("abcd", "0123456789abcdefghijkl", [host])
         oa = new_offer_answer(local_media(["pcmu"], transport), transport)
@@ -578,13 +502,13 @@ async def test_caller_giving_up_while_the_callee_gathers(pair: Pair) -> None:
 
 async def test_a_silent_peer_is_hung_up_on(pair: Pair) -> None:
     """Plain RTP has no consent checks: nothing from the peer for media_timeout ends the call."""
-    options = _options("tone:660")
+    options = media_options("tone:660")
     options.media_timeout = 0.6
-    callee = Callee(pair.bob, _account(ice=False), options=options)
-    caller, _ = await _dial(pair, _account(ice=False))
-    await asyncio.wait_for(callee.accepted.wait(), 5)
-    assert callee.call is not None and caller.stream is not None and caller.sip is not None
-    running = asyncio.ensure_future(callee.call.run())
+    callee = Callee(pair.bob, loopback_account(ice=False), options=options)
+    caller = Call(pair.alice, loopback_account(ice=False), media_options())
+    bob = await callee.dialled_by(caller)
+    assert caller.stream is not None and caller.sip is not None
+    running = asyncio.ensure_future(bob.run())
     await asyncio.sleep(0.3)
     assert not running.done()  # media flows: no timeout
     await caller.stream.stop()  # the caller's media dies, its SIP does not say so
@@ -597,7 +521,7 @@ async def test_a_silent_peer_is_hung_up_on(pair: Pair) -> None:
 async def test_callee_follows_an_ice_restart_in_a_reoffer(pair: Pair) -> None:
     """RFC 8445 §9: new credentials in a re-INVITE restart ICE; the answer carries new ones
     of ours, the checks run again and media keeps flowing."""
-    callee = Callee(pair.bob, _account())
+    callee = Callee(pair.bob, loopback_account())
     conn = IceConnection(True, bind="127.0.0.1")
     try:
         candidates = await conn.gather(5)
