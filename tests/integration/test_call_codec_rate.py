@@ -31,6 +31,7 @@ from sip.ua import UAConfig
 from softphone import call as call_module
 from softphone.call import Call, MediaOptions
 from softphone.config import Account, HostPort
+from tests.helpers_media import FakeSoundStream
 
 LOOPBACK = HostPort("127.0.0.1", 0)
 
@@ -388,3 +389,25 @@ async def test_pcmu_to_opus_reopens_the_microphone_and_speaker_at_the_codec_rate
     assert rms_dbfs(narrow) < -45  # an 8 kHz capture cannot carry it
     assert abs(dominant_frequency(wide, 48000) - 6000) < 30
     assert rms_dbfs(wide) > -30  # the tone is at -15 dBFS (gaps while priming: a few dB)
+
+
+def test_a_reopened_microphone_drops_what_it_captured_while_the_old_one_was_in_use() -> None:
+    """The new capture stream runs while the old session still sends from the old one: the
+    frames it queued meanwhile cover the same time, so they are dropped (else they would go
+    out late, after the old stream's); the next frame is the next block of the card."""
+    from media.audio import Microphone
+
+    old = Microphone(8000, 160, device_rate=48000, stream_factory=FakeSoundStream)
+    new = Microphone(48000, 960, device_rate=48000, stream_factory=FakeSoundStream)
+    new.start()
+    card = FakeSoundStream.instances[-1]
+    assert new.ring is not None and card.started
+    for _ in range(4):
+        card.callback(np.zeros((960, 1), dtype=np.int16), 960, None, None)
+    assert new.read_nowait() is not None and len(new.ring) == 3
+    call_module._catch_up(new, old)
+    assert len(new.ring) == 0 and new.read_nowait() is None
+    card.callback(np.full((960, 1), 1000, dtype=np.int16), 960, None, None)
+    frame = new.read_nowait()
+    assert frame is not None and len(frame) == 960
+    new.close()
