@@ -51,6 +51,8 @@ __all__ = [
     "parse_message",
 ]
 
+_new_object = object.__new__  # an instance without its __init__ (the parser's hot path)
+
 MAX_MESSAGE_SIZE = 65535
 """Largest message (start line + headers + body) accepted from a datagram or a stream."""
 
@@ -96,8 +98,8 @@ for _spelling, (_key, _canonical) in list(_NAME_INFO.items()):
 # the same for the start of a header line as real stacks write it: "<spelling>: " before the value
 _LINE_KEYS = {f"{spelling}: ": key for spelling, key in _KEYS.items()}
 _LINE_NAMES = {f"{spelling}: ": name for spelling, name in _CANONICAL.items()}
-# line starts that to_bytes() writes back unchanged: canonical name, colon, one space
-_CANONICAL_LINE_STARTS = frozenset(f"{name}: " for name in _CANONICAL_NAMES)
+# line starts that to_bytes() writes back unchanged (canonical name, colon, one space) -> key
+_CANONICAL_LINE_KEYS = {f"{name}: ": name.lower() for name in _CANONICAL_NAMES}
 
 # Headers whose values are comma-separated lists (RFC 3261 §7.3.1, §20); get_all() splits them.
 _LIST_HEADERS = frozenset(
@@ -482,16 +484,19 @@ def _parse_header_section(
         return None  # a line without a colon, bare LF line ends, trailing LWS, folding
     # Now every LF of ``head`` ends a CRLF line followed by "name:"; so no bare LF, no empty line.
     starts = parts[1::2]  # "<name>:<LWS>" per line
-    keys = list(map(_LINE_KEYS.get, starts))
+    # The canonical spellings first: a line written so is known and as to_bytes() writes it.
+    keys = list(map(_CANONICAL_LINE_KEYS.get, starts))
     canonical = list(map(_LINE_NAMES.get, starts))
-    known = starts
     as_sent = True
     if None in keys:
-        known = []
         for i, key in enumerate(keys):
-            start = starts[i]
             if key is not None:
-                known.append(start)
+                continue
+            start = starts[i]
+            key = _LINE_KEYS.get(start)
+            if key is not None:  # a known name spelled otherwise (compact, case, LWS)
+                keys[i] = key
+                as_sent = False
                 continue
             if start[0] == " " or start[0] == "\t":
                 return None  # a folded continuation line
@@ -513,7 +518,6 @@ def _parse_header_section(
         cl_values = [
             value for key, value in zip(keys, values, strict=True) if key == "content-length"
         ]
-    as_sent = as_sent and _CANONICAL_LINE_STARTS.issuperset(known)
     return parts[0], keys, canonical, values, cl_values, as_sent  # type: ignore[return-value]
 
 
@@ -562,9 +566,10 @@ def parse_message(data: bytes) -> Request | Response:
     """
     if len(data) > MAX_MESSAGE_SIZE:
         raise SipParseError(f"message larger than {MAX_MESSAGE_SIZE} octets")
-    data = bytes(data)
+    if type(data) is not bytes:
+        data = bytes(data)
     start = 0
-    if data.startswith((b"\r", b"\n")):
+    if data[:1] in (b"\r", b"\n"):
         start = len(data) - len(data.lstrip(b"\r\n"))  # RFC 3261 §7.5
     head_end = data.find(b"\r\n\r\n", start)
     parsed = None
@@ -574,7 +579,11 @@ def parse_message(data: bytes) -> Request | Response:
         parsed = _parse_header_section(data[start:head_end].decode("utf-8", "surrogateescape"))
     if parsed is not None:
         first, keys, names, values, cl_values, as_sent = parsed
-        headers = Headers._from_parsed(keys, names, values)
+        headers = _new_object(Headers)  # Headers._from_parsed(keys, names, values), inlined
+        headers._keys = keys
+        headers._names = names
+        headers._values = values
+        headers._as_sent = False
         body_start = head_end + 4
     else:
         start, head_end, body_start = _split_head(data)
@@ -628,10 +637,17 @@ def parse_message(data: bytes) -> Request | Response:
                 raise SipParseError(f"bad SIP version in {first[:80]!r}")
             version = version.upper()
         message = Request(method, uri, headers, body, version)
-        as_sent = as_sent and first == f"{method} {uri} {version}"  # as _start_line() writes it
+        if as_sent and first == f"{method} {uri} {version}":  # as _start_line() writes it
+            # Parsed from the very octets to_bytes() writes: it returns them for as long as the
+            # message is unchanged (the same field values, its headers not modified since).
+            headers._as_sent = True
+            message.__dict__["_wire"] = (
+                data[start : body_start + len(body)],
+                headers,
+                (method, uri, version, body),  # message._fields()
+            )
+        return message
     if as_sent:
-        # Parsed from the very octets to_bytes() writes: it returns them for as long as the
-        # message is unchanged (the same field values, its headers not modified since).
         headers._as_sent = True
         message.__dict__["_wire"] = (
             data[start : body_start + len(body)],
