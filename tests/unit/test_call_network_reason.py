@@ -147,3 +147,34 @@ def test_not_answered_or_ended_calls_ignore_changes() -> None:
     call._answered_at, call._closed = 1.0, True
     call.network_changed([change("192.0.2.10", False)])
     assert call._network_task is None
+
+
+def test_the_pools_monitor_is_used_when_none_is_given() -> None:
+    listeners: list[Any] = []
+
+    def add_listener(listener: Any) -> Any:
+        listeners.append(listener)
+        return lambda: listeners.remove(listener)
+
+    monitor = SimpleNamespace(add_listener=add_listener)
+    pool: Any = SimpleNamespace(monitor=monitor)
+    call = Call(SimpleNamespace(), Account(), MediaOptions(), pool=pool)  # type: ignore[arg-type]
+    call._watch_network()
+    call._watch_network()  # once
+    assert listeners == [call.network_changed]
+    call._unwatch_network()
+    assert listeners == []
+    # an explicit monitor wins; no monitor at all: nothing to do
+    other: list[Any] = []
+
+    def add_other(listener: Any) -> Any:
+        other.append(listener)
+        return lambda: None
+
+    mine = SimpleNamespace(add_listener=add_other)
+    call = Call(SimpleNamespace(), Account(), pool=pool, monitor=mine)  # type: ignore[arg-type]
+    call._watch_network()
+    assert other == [call.network_changed] and listeners == []
+    lone = Call(SimpleNamespace(), Account())  # type: ignore[arg-type]
+    lone._watch_network()
+    assert lone._unwatch is None
