@@ -686,7 +686,13 @@ class Agent:
     def datagrams_to_send(self, now: float | None = None) -> list[tuple[bytes, Via, Address]]:
         """What to send: ``(data, via, remote_addr)``.  ``now``: when they leave (the shell
         sends them at once) - the floor between checks (§14.2) then counts from the moment
-        the last one left rather than from when :meth:`handle_timer` decided on it."""
+        the last one left rather than from when :meth:`handle_timer` decided on it.  A
+        triggered check encoded while it waited for that floor (:meth:`_prepare_triggered`)
+        leaves with the first call whose ``now`` is past the floor - what
+        :meth:`handle_timer` would send first at that moment, without running the rest of
+        it before the datagram is out."""
+        if now is not None and self._prepared is not None:
+            self._send_prepared(now)
         out = self._outbox
         self._outbox = []
         for check in self._checks.values():
@@ -811,6 +817,26 @@ class Agent:
             data,
             priority,
         )
+
+    def _send_prepared(self, now: float) -> None:
+        """Start the prepared check's transaction if its pair is still the next triggered
+        check and the floor has passed (see :meth:`datagrams_to_send`)."""
+        prepared = self._prepared
+        if (
+            prepared is None
+            or self._remote is None
+            or self.state not in (AgentState.RUNNING, AgentState.COMPLETED)
+            or now < self._triggered_at()
+        ):
+            return
+        pair = prepared.pair
+        if self._checklist.peek_triggered() is not pair:
+            return
+        if self._prepared_for(pair, self.controlling and pair.use_candidate) is None:
+            return
+        self._checklist.next_triggered()
+        self._now = max(self._now, now)
+        self._send_check(pair, now)
 
     def _prepared_for(self, pair: CandidatePair, use_candidate: bool) -> _Prepared | None:
         """The request prepared for ``pair``, if it is still what a check now would send."""
@@ -1193,7 +1219,8 @@ class Agent:
     def _fail_pair(self, pair: CandidatePair, reason: str, now: float) -> None:
         pair.state = PairState.FAILED
         self._stats.pairs_failed += 1
-        logger.debug("pair failed (%s): %s", reason, pair.describe())
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("pair failed (%s): %s", reason, pair.describe())
         self._events.append(PairChecked(pair.component, pair.local.candidate, pair.remote, False))
         nominating = self._nominating.get(pair.component)
         if nominating is not None and (
@@ -1307,7 +1334,8 @@ class Agent:
             generator.use_candidate = True
             self._nominating[component] = best
             self._checklist.enqueue_triggered(generator)
-            logger.debug("nominating %s", best.describe())
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("nominating %s", best.describe())
 
     def _nomination_wait(
         self, component: int, best: CandidatePair, first_valid: float
@@ -1455,16 +1483,17 @@ class Agent:
             now, interval=self.consent_interval, timeout=self.consent_timeout, rng=self._rng
         )
         lc = valid.local.candidate
-        logger.info(
-            "component %d selected: %s %s:%d -> %s %s:%d",
-            component,
-            lc.type.value,
-            lc.address,
-            lc.port,
-            valid.remote.type.value,
-            valid.remote.address,
-            valid.remote.port,
-        )
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "component %d selected: %s %s:%d -> %s %s:%d",
+                component,
+                lc.type.value,
+                lc.address,
+                lc.port,
+                valid.remote.type.value,
+                valid.remote.address,
+                valid.remote.port,
+            )
         self._events.append(
             PairNominated(component, lc, valid.remote, valid.via, valid.remote_address)
         )

@@ -160,6 +160,7 @@ class PreciseWake:
         self.lead = lead
         self.armed = False
         self._when = 0.0
+        self._fd_armed = False  # the timerfd is set (and not read since it went off)
         self._polling: asyncio.Handle | None = None
         self._spec = _Itimerspec()  # reused: no allocation per call
         self._spec_ref = ctypes.byref(self._spec)
@@ -194,26 +195,39 @@ class PreciseWake:
             self._polling.cancel()
             self._polling = None
         at = when - self.lead
+        if self.lead > 0 and at <= self._loop.time():
+            # within the lead already: poll from the next turn on (arming a timerfd for a
+            # time gone by costs ~20 us on a VM: it expires inside the system call)
+            if self._fd_armed:
+                self._disarm()
+            self._when = when
+            self.armed = True
+            self._polling = self._loop.call_soon(self._poll)
+            return True
         sec = int(at)
         value = self._spec.it_value
         value.tv_sec = sec
         value.tv_nsec = min(999_999_999, max(1, int((at - sec) * 1e9)))  # 0 would disarm
         if self._settime(self._fd, _TFD_TIMER_ABSTIME, self._spec_ref, None) < 0:
-            self.armed = False
+            self.armed = self._fd_armed = False
             return False
         self._when = when
-        self.armed = True
+        self.armed = self._fd_armed = True
         return True
 
     def cancel(self) -> None:
         if self._polling is not None:
             self._polling.cancel()
             self._polling = None
-        if self.armed:
-            value = self._spec.it_value
-            value.tv_sec = value.tv_nsec = 0
-            self._settime(self._fd, 0, self._spec_ref, None)
-            self.armed = False
+        if self._fd_armed:
+            self._disarm()
+        self.armed = False
+
+    def _disarm(self) -> None:
+        value = self._spec.it_value
+        value.tv_sec = value.tv_nsec = 0
+        self._settime(self._fd, 0, self._spec_ref, None)  # also drops an unread expiry
+        self._fd_armed = False
 
     def close(self) -> None:
         self.cancel()
@@ -225,6 +239,7 @@ class PreciseWake:
             os.read(self._fd, 8)
         except BlockingIOError:
             return  # disarmed or re-armed meanwhile
+        self._fd_armed = False
         if self.armed and self._polling is None:
             self._poll()
 
@@ -553,8 +568,9 @@ class IceConnection:
         if self._loop is None:
             raise RuntimeError("gather() or start_gathering() first")
         if self._started_at is None:
-            self._started_at = self._loop.time()
-            self.agent.start(self._started_at)
+            self._started_at = now = self._loop.time()
+            self.agent.start(now)
+            self.agent.handle_timer(now)  # the first check is due at once
         self._pump()
 
     def connect(self, timeout: float | None = None) -> asyncio.Future[None]:
@@ -635,6 +651,8 @@ class IceConnection:
     def _check_usable(self) -> None:
         """Resolves :meth:`usable` when each component still in use (a dropped one,
         :meth:`limit_components`, never gets a pair) has somewhere to send."""
+        if not self._usable_component and (self._usable is None or self._usable.done()):
+            return
         for component, future in list(self._usable_component.items()):
             if future.done():
                 del self._usable_component[component]
@@ -809,7 +827,8 @@ class IceConnection:
             self._timer = self._loop.call_at(self._timer_at, self._on_timer)
             return
         self._timer_at = None
-        self.agent.handle_timer(now)
+        # _pump runs handle_timer for whatever is due, after a check whose datagram is
+        # ready (the nomination, encoded while it waited for the floor) is out
         self._pump()
 
     def _on_agent_event(self, event: AgentEvent) -> None:

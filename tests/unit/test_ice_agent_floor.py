@@ -126,3 +126,42 @@ def test_prepared_check_is_dropped_when_the_role_changes() -> None:
     assert addr == other
     assert msg.transaction_id != stale.message.transaction_id
     assert ICE_CONTROLLING.type in msg and ICE_CONTROLLED.type not in msg
+
+
+def test_prepared_nomination_leaves_with_the_first_datagrams_after_the_floor() -> None:
+    """The shell asks for datagrams at the floor (its precise timer): the waiting nomination
+    is out at once, before the rest of :meth:`Agent.handle_timer` runs; a moment before
+    the floor nothing leaves."""
+    agent, peer = make_agent(ta=0.05)
+    raw = _first_check(agent, 0.0, 0.0)
+    agent.receive(peer.answer(raw), VIA, REMOTE, 0.001)
+    assert agent.datagrams_to_send(0.001) == []
+    assert agent.datagrams_to_send(0.0049) == []
+    ((data, via, addr),) = agent.datagrams_to_send(0.005)
+    msg = parse_message(data)
+    assert (via, addr) == (VIA, REMOTE) and USE_CANDIDATE.type in msg
+    assert agent.stats().checks_sent == 2
+    agent.handle_timer(0.005)  # nothing else was due: nothing more goes out
+    assert agent.datagrams_to_send(0.005) == []
+    assert agent.get_timer() is not None and agent.get_timer() > 0.01  # type: ignore[operator]
+    agent.receive(peer.answer(data), VIA, REMOTE, 0.006)
+    assert any(isinstance(e, Completed) for e in events(agent))
+
+
+def test_prepared_check_follows_a_role_change() -> None:
+    """After a role change the stale prepared bytes never leave: the check is prepared
+    again for the new role (ICE-CONTROLLING) and that one goes at the floor."""
+    other = ("192.0.2.2", 2000)
+    agent, peer = make_agent(False, remotes=(REMOTE, other), ta=0.05)
+    _first_check(agent, 0.0, 0.0)
+    agent.receive(peer.request(controlling=True), VIA, other, 0.001)
+    agent.datagrams_to_send(0.001)  # the answer
+    stale = agent._prepared
+    assert stale is not None and not stale.controlling
+    agent.receive(peer.request(tie=5), VIA, REMOTE, 0.002)  # we become controlling
+    assert agent.controlling
+    agent.datagrams_to_send(0.002)  # the answer
+    requests = [parse_message(d) for d, _, _ in agent.datagrams_to_send(0.005)]
+    (msg,) = [m for m in requests if m.cls.name == "REQUEST"]
+    assert msg.transaction_id != stale.message.transaction_id
+    assert ICE_CONTROLLING.type in msg and ICE_CONTROLLED.type not in msg
