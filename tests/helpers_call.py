@@ -2,8 +2,8 @@
 
 In process: user agents on 127.0.0.1 (alice and bob, UDP), softphone :class:`Call` set-up
 (account, media options, bob answering), what a user agent put on the wire, and waiting for a
-condition. As users run it: ``softphone`` CLI processes (a caller, an answerer) and their
-JSON reports.
+condition; sipp as the far end. As users run it: ``softphone`` CLI processes (a caller, an
+answerer) and their JSON reports.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sip.aio import AsyncCall, AsyncUserAgent
@@ -26,6 +27,7 @@ from sip.ua import UAConfig
 from softphone.call import Call, CallFailed, MediaOptions
 from softphone.config import Account, HostPort
 from tests.peers.ports import free_port
+from tests.peers.sipp import Sipp, SippResult
 
 LOOPBACK = HostPort("127.0.0.1", 0)
 CALLER_TONE, CALLEE_TONE = "tone:440", "tone:660"
@@ -266,3 +268,24 @@ def answering(*args: str) -> Iterator[tuple[Answerer, str]]:
         yield answerer, f"sip:bob@127.0.0.1:{port}"
     finally:
         answerer.stop()
+
+
+# --- against sipp ---------------------------------------------------------------------------
+
+
+def sipp_calling(
+    sipp_factory: Callable[..., Sipp], ua: AsyncUserAgent, scenario: Path, **options: Any
+) -> Sipp:
+    """sipp, started, making one call with ``scenario`` to the user agent ``ua`` and echoing
+    the RTP it gets (``options``: more of :class:`Sipp`'s)."""
+    remote = f"127.0.0.1:{ua.config.local_port}"
+    sipp = sipp_factory(scenario, remote, calls=1, service=ua.config.user, rtp_echo=True, **options)
+    sipp.start()
+    return sipp
+
+
+async def sipp_succeeded(sipp: Sipp, timeout: float = 20.0) -> SippResult:
+    """Wait (in a thread) for sipp's end: it ran its one call successfully."""
+    result = await asyncio.to_thread(sipp.wait, timeout)
+    assert result.ok and result.successful == 1, result.describe()
+    return result

@@ -1,4 +1,5 @@
-"""Helpers shared by the SIP unit tests: requests written out as they would be on the wire."""
+"""Helpers shared by the SIP tests: requests written out as they would be on the wire, the SDP
+and SIPp scenario files of tests/data."""
 
 from __future__ import annotations
 
@@ -34,3 +35,11 @@ SDP_SAMPLES = Path(__file__).parent / "data" / "sdp"
 def sdp_sample(name: str) -> str:
     """The SDP test vector ``tests/data/sdp/NAME.sdp``, as written there (LF line ends)."""
     return (SDP_SAMPLES / f"{name}.sdp").read_text(encoding="ascii")
+
+
+SIPP_SCENARIOS = Path(__file__).parent / "data" / "sipp"
+
+
+def sipp_scenario(name: str) -> Path:
+    """The SIPp scenario file ``tests/data/sipp/NAME.xml``."""
+    return SIPP_SCENARIOS / f"{name}.xml"

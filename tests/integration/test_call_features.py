@@ -12,48 +12,21 @@ from typing import Any
 
 import pytest
 
-from sip.aio import AsyncCall, AsyncUserAgent
+from sip.aio import AsyncCall
 from sip.message import Request, Response
-from sip.ua import UAConfig
 from softphone.call import Call, MediaOptions
-from softphone.config import Account, HostPort
 from softphone.sdp_glue import LocalTransport, local_media, new_offer_answer
-
-LOOPBACK = HostPort("127.0.0.1", 0)
+from tests.helpers_call import Pair, Wire, loopback_account, started_pair
+from tests.helpers_sip import sipp_scenario
 
 
 @pytest.fixture
-async def uas(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[AsyncUserAgent, ...]]:
+async def pair(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Pair]:
+    """alice: a bare caller that asks for a session timer but never refreshes itself; bob
+    supports timers. Min-SE lowered to 2 s."""
     monkeypatch.setattr("sip.invite.MIN_SE", 2)
-    out = []
-    for user in ("alice", "bob"):
-        ua = AsyncUserAgent(
-            # alice: a bare caller that asks for a session timer but never refreshes itself
-            UAConfig(
-                user=user,
-                domain="127.0.0.1",
-                local_port=0,
-                supported=("timer",) if user == "bob" else (),
-            )
-        )
-        await ua.start("127.0.0.1", 0, transports=("UDP",))
-        out.append(ua)
-    yield tuple(out)
-    for ua in out:
-        await ua.close(timeout=1.0)
-
-
-def _record(ua: AsyncUserAgent) -> list[Request | Response]:
-    sent: list[Request | Response] = []
-    original = ua.ua.messages_to_send
-
-    def tapped() -> Any:
-        out = original()
-        sent.extend(o.message for o in out)
-        return out
-
-    ua.ua.messages_to_send = tapped  # type: ignore[method-assign]
-    return sent
+    async with started_pair(supported=("timer",)) as agents:
+        yield agents
 
 
 async def _plain_offer() -> tuple[bytes, Any]:
@@ -66,25 +39,24 @@ async def _plain_offer() -> tuple[bytes, Any]:
 
 
 @pytest.mark.parametrize("refresher", ["uas", "uac"])
-async def test_softphone_callee_honours_session_expires(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent], refresher: str
-) -> None:
+async def test_softphone_callee_honours_session_expires(pair: Pair, refresher: str) -> None:
     """A caller asks for Session-Expires 4 s. refresher=uas: the softphone refreshes (UPDATE,
     the caller allows it) every 2 s and the call lives on. refresher=uac: the caller never
     refreshes, so the softphone hangs up (BYE) before the session expires."""
-    alice, bob_ua = uas
-    bob_sent = _record(bob_ua)
+    bob_sent = Wire(pair.bob).sent
     bob = Call(
-        bob_ua,
-        Account(bind=LOOPBACK, ice=False),
+        pair.bob,
+        loopback_account(ice=False),
         MediaOptions(play="tone:660", record="none", media_timeout=None),
     )
-    bob_ua.on_incoming = bob.accept
+    pair.bob.on_incoming = bob.accept
     offer, sock = await _plain_offer()
     try:
-        target = f"sip:bob@127.0.0.1:{bob_ua.config.local_port}"
-        call = await alice.invite(
-            target, offer, timeout=5, headers=[("Session-Expires", f"4;refresher={refresher}")]
+        call = await pair.alice.invite(
+            pair.bob_uri,
+            offer,
+            timeout=5,
+            headers=[("Session-Expires", f"4;refresher={refresher}")],
         )
         assert isinstance(call, AsyncCall)
         ok = [m for m in bob_sent if isinstance(m, Response) and m.cseq.method == "INVITE"]
@@ -113,17 +85,13 @@ async def test_softphone_callee_honours_session_expires(
         sock.close()
 
 
-async def test_early_media_then_answer_on_real_sockets_without_ice(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
-) -> None:
+async def test_early_media_then_answer_on_real_sockets_without_ice(pair: Pair) -> None:
     """Plain RTP (no ICE): bob's 183 starts alice's media at once; after the 200 the same
     stream carries on."""
-    alice_ua, bob_ua = uas
-    account = Account(bind=LOOPBACK, ice=False)
-    bob = Call(bob_ua, account, MediaOptions(play="tone:660", record="none"))
-    alice = Call(alice_ua, account, MediaOptions(play="tone:440", record="none"))
-    dialing = asyncio.ensure_future(alice.dial(f"sip:bob@127.0.0.1:{bob_ua.config.local_port}"))
-    incoming = await asyncio.wait_for(bob_ua.incoming.get(), 5)
+    account = loopback_account(ice=False)
+    bob = Call(pair.bob, account, MediaOptions(play="tone:660", record="none"))
+    alice = Call(pair.alice, account, MediaOptions(play="tone:440", record="none"))
+    dialing, incoming = await pair.ringing(alice)
     await bob.early_media(incoming)
     for _ in range(250):
         if alice.stream is not None and alice.stream.stats().packets_received > 10:
@@ -142,93 +110,16 @@ async def test_early_media_then_answer_on_real_sockets_without_ice(
 
 # --- against sipp: early media and a session timer from a real peer ----------------------
 
-_SIPP_SDP = """
-      v=0
-      o=sipp 2890844527 2890844527 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0 101
-      a=rtpmap:0 PCMU/8000
-      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-15
-      a=ptime:20
-      a=sendrecv
-"""
-
-_SIPP_HEAD = """
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE
-"""
-
-EARLY_MEDIA_TIMER_UAS = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="uas 183 early media then 200 with Session-Expires">
-  <recv request="INVITE" crlf="true"/>
-  <send><![CDATA[
-
-      SIP/2.0 183 Session Progress{_SIPP_HEAD}      Content-Type: application/sdp
-      Content-Length: [len]
-{_SIPP_SDP}
-    ]]></send>
-  <pause milliseconds="2000"/>
-  <send retrans="500"><![CDATA[
-
-      SIP/2.0 200 OK{_SIPP_HEAD}      Session-Expires: 4;refresher=uac
-      Require: timer
-      Content-Type: application/sdp
-      Content-Length: [len]
-{_SIPP_SDP}
-    ]]></send>
-  <recv request="ACK" crlf="true"/>
-  <recv request="UPDATE"/>
-  <send><![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Session-Expires: 4;refresher=uac
-      Require: timer
-      Content-Length: 0
-
-    ]]></send>
-  <recv request="BYE"/>
-  <send><![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]></send>
-  <timewait milliseconds="400"/>
-</scenario>
-"""
-
 
 @pytest.mark.integration
-async def test_sipp_early_media_and_session_refresh(
-    sipp_factory: Any, tmp_path: Any, uas: tuple[AsyncUserAgent, AsyncUserAgent]
-) -> None:
+async def test_sipp_early_media_and_session_refresh(sipp_factory: Any, pair: Pair) -> None:
     """sipp answers 183 with SDP and echoes our RTP: we hear it before the 200; its 200 asks
     for Session-Expires 4 s with us (uac) as refresher: we refresh by UPDATE (it allows it)."""
-    scenario = tmp_path / "uas_early_timer.xml"
-    scenario.write_text(EARLY_MEDIA_TIMER_UAS)
-    sipp = sipp_factory(scenario, calls=1, rtp_echo=True)
+    sipp = sipp_factory(sipp_scenario("uas_early_media_session_timer"), calls=1, rtp_echo=True)
     sipp.start()
-    ua = uas[1]  # supports "timer"
-    sent = _record(ua)
-    call = Call(ua, Account(bind=LOOPBACK, ice=False), MediaOptions(play="tone:440", record="none"))
+    ua = pair.bob  # supports "timer"
+    sent = Wire(ua).sent
+    call = Call(ua, loopback_account(ice=False), MediaOptions(play="tone:440", record="none"))
     dialing = asyncio.ensure_future(call.dial(f"sip:service@{sipp.uri_host}"))
     try:
         # sipp echoes our RTP on the early dialog (the session drops it as our own SSRC
