@@ -1894,9 +1894,11 @@ class Call:
         address media goes from (the base of the selected pair's local candidate; for a
         relayed one, any address we gathered on) went away, or when an address appeared
         while media goes through a relay or no pair works (a direct path may exist now).
-        Without ICE, when the address in our ``c=`` went away, a re-INVITE moves it to one
-        there is now. Debounced (``MediaOptions.network_settle``): one restart for a burst,
-        and changes during a restart lead to one more at most."""
+        With a peer without ICE, when our default candidate's address went away, a
+        re-INVITE carries a new one (gathered anew); without ICE at all, when the address in
+        our ``c=`` went away, a re-INVITE moves it to one there is now. Debounced
+        (``MediaOptions.network_settle``): one restart for a burst, and changes during a
+        restart lead to one more at most."""
         if self._closed or not self.answered:
             return
         for change in changes:  # newest first: where a media address may move to
@@ -1936,10 +1938,19 @@ class Call:
                 return f"relayed pair, new address {new[0]}" if new else None
             local = _normal_ip(pair.local.base[0])
             return f"address {local} of the selected pair went away" if local in gone else None
+        path = self._paths[0]
+        if ice is not None and isinstance(path, _DefaultCandidatePath):
+            # our ICE, a peer without: media runs on our default candidate
+            used = {_normal_ip(path.local[0])}
+            if path.relayed:
+                used = {_normal_ip(a[0]) for a in ice.gatherer.local_addresses}
+            if used & gone:
+                return f"address {min(used & gone)} of our default candidate went away"
+            return None
         if self.ice is None and self._plain and self.oa is not None:
             ours = _normal_ip(self.oa.media[0].address)
             return f"our media address {ours} went away" if ours in gone else None
-        return None  # our ICE, a peer without: its default candidate stays (not followed)
+        return None
 
     async def _follow_network(self) -> None:
         loop = asyncio.get_running_loop()
@@ -1948,7 +1959,9 @@ class Call:
                 await asyncio.sleep(wait)
             self._network_again = False
             self.network_restarts += 1
-            if self.ice is not None:
+            if isinstance(self._paths[0], _DefaultCandidatePath):
+                await self._new_default_candidate()
+            elif self.ice is not None:
                 self.progress("network changed: restarting ICE")
                 await self.restart_ice(regather=True)
             else:
@@ -1956,6 +1969,62 @@ class Call:
             if not self._network_again:
                 return
             self._network_due = max(self._network_due, loop.time() + self.options.network_settle)
+
+    async def _new_default_candidate(self) -> bool:
+        """Our ICE, a peer without (:class:`_DefaultCandidatePath`): candidates gathered anew
+        on the addresses there are now, and a re-INVITE with the new default candidate in
+        ``c=``/``m=`` (RFC 8839 §4.2.1.1: the peer sends there); the media moves to it once
+        the peer has the offer."""
+        old, remote, oa = self.ice, self.remote, self.oa
+        if old is None or remote is None or oa is None or self.sip is None:
+            return False
+        components = 1 if remote.rtcp_mux else old.agent.components
+        self.progress("network changed: new candidates for the peer without ICE")
+        try:
+            new, _ = await self._new_ice(old.agent.controlling, components)
+        except (OSError, ValueError) as exc:
+            self.progress(f"no new candidates: {exc}")
+            return False
+        try:
+            candidates = await new.gather(self.options.gather_timeout)
+            local = self._ice_transport(candidates, components)
+            default = local.default_candidate
+            if default is None or self._closed:
+                raise IceError("no candidates on the addresses there are now")
+            media = oa.media[0]
+            previous = media.address, media.port, media.attributes
+            media.attributes = local_media(self.account.codecs, local).attributes
+            media.address, media.port = default.transport_address
+            self.progress(f"network changed: re-INVITE with c={default.address}")
+            try:
+                answer, audio = await self._reoffer(oa.create_offer().to_bytes(), "INVITE")
+            except (CallError, TimeoutError, ValueError):
+                media.address, media.port, media.attributes = previous
+                raise
+        except (CallError, TimeoutError, ValueError, OSError, IceError) as exc:
+            log.info("new default candidate: %r", exc)
+            self.progress(f"re-INVITE with a new address failed: {exc}")
+            with contextlib.suppress(Exception):
+                await new.close()
+            return False
+        rtp: Any = _DefaultCandidatePath(new, default, answer.rtp)
+        rtcp: Any = None
+        rtcp_default = choose_default_candidate(local.candidates, 2)
+        if not answer.rtcp_mux and rtcp_default is not None:
+            rtcp = _DefaultCandidatePath(new, rtcp_default, answer.rtcp)
+        self.ice = new
+        self._paths = (rtp, rtcp)
+        if self._gate is not None:
+            self._gate.repath(rtp)
+        if self._rtcp_gate is not None and rtcp is not None:
+            self._rtcp_gate.repath(rtcp)
+        self._apply_negotiation(answer, audio.direction.receives, audio.direction.sends)
+        with contextlib.suppress(Exception):
+            await old.close()
+        self.progress(
+            f"plain RTP {_addr2(rtp.local)} ({default.type.value}) <-> {_addr2(answer.rtp)}"
+        )
+        return True
 
     async def _readdress(self) -> bool:
         """Without ICE: a re-INVITE with an address we have now in ``c=`` (our sockets are

@@ -231,3 +231,33 @@ async def test_without_ice_a_reinvite_moves_our_media_address(
     finally:
         await _hang_up(alice, bob)
     assert alice.succeeded and bob.succeeded
+
+
+async def test_our_ice_with_a_peer_without_moves_the_default_candidate(
+    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+) -> None:
+    """We offered ICE, the peer answered without: media runs on our default candidate. Its
+    address goes away: candidates are gathered anew and a re-INVITE puts the new default
+    candidate in c=/m=; the peer follows and the media goes on."""
+    monitor = FakeMonitor()
+    alice, bob = await _connect(
+        uas, (Account(bind=LOOPBACK), Account(bind=LOOPBACK, ice=False)), (monitor, None)
+    )
+    lines: list[str] = []
+    alice.progress = lines.append
+    try:
+        assert alice.remote is not None and alice.remote.ice is None
+        assert bob.remote is not None
+        old_port, old_ice = bob.remote.rtp[1], alice.ice
+        await _flowing(alice, bob)
+        monitor.fire(change("127.0.0.1", False, "lo"))
+        await _until(lambda: any(line.startswith("plain RTP 127.0.0.1:") for line in lines))
+        assert "network changed: new candidates for the peer without ICE" in lines
+        assert alice.ice is not old_ice and alice.ice is not None
+        assert bob.remote is not None and bob.remote.rtp[1] != old_port
+        assert alice.oa is not None and alice.oa.media[0].port == bob.remote.rtp[1]
+        await _flowing(alice, bob)
+        assert alice.network_restarts == 1
+    finally:
+        await _hang_up(alice, bob)
+    assert alice.succeeded and bob.succeeded

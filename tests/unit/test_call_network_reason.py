@@ -16,6 +16,7 @@ import pytest
 
 from ice.candidate import Candidate, CandidateType
 from ice.netmonitor import AddressChange
+from softphone import call as call_module
 from softphone.call import Call, MediaOptions
 from softphone.config import Account
 
@@ -178,3 +179,16 @@ def test_the_pools_monitor_is_used_when_none_is_given() -> None:
     lone = Call(SimpleNamespace(), Account())  # type: ignore[arg-type]
     lone._watch_network()
     assert lone._unwatch is None
+
+
+def test_a_peer_without_ice_looks_at_our_default_candidate() -> None:
+    call = _call(CandidateType.HOST, sockets=("192.0.2.10", "10.0.0.2"))
+    path = object.__new__(call_module._DefaultCandidatePath)
+    path.local, path.relayed = ("192.0.2.10", 5000), False
+    call._paths = (path, None)
+    call.remote = SimpleNamespace(ice=None)  # type: ignore[assignment]
+    assert call._network_reason([change("192.0.2.10", False)]) is not None
+    assert call._network_reason([change("10.0.0.2", False)]) is None
+    assert call._network_reason([change("198.51.100.1", True)]) is None
+    path.local, path.relayed = ("203.0.113.50", 6000), True  # through our TURN allocation
+    assert call._network_reason([change("10.0.0.2", False)]) is not None
