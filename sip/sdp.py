@@ -726,7 +726,8 @@ class MediaDescription(_AttributeList):
         The same codecs as :meth:`codec` gives for each payload type, computed from the current
         attributes on every call: one pass over the attributes builds the rtpmap and fmtp tables
         (the first ``a=rtpmap`` / ``a=fmtp`` of a format wins, as there), one over the m= formats
-        (the payload types of :attr:`payload_types`, each once) reads them.  The encoding is
+        (the payload types of :attr:`payload_types`, each once: a repeated one computes the same
+        codec again, and a dict keeps its first position) reads them.  The encoding is
         split as :meth:`Codec.parse_encoding` splits it and each Codec is built on a bare
         instance (see :func:`_new_codec`); tests/unit/test_sdp_structured.py checks the result
         against :meth:`codec` and test_parse_fastpaths.py that edits to the attributes show.
@@ -764,8 +765,6 @@ class MediaDescription(_AttributeList):
                     fmt = str(pt)
                 else:
                     continue  # not an RTP payload type (see payload_types)
-            if pt in result:
-                continue
             fmtp = parameters.get(fmt)
             encoding = encodings.get(fmt)
             if encoding is not None:
@@ -1085,7 +1084,7 @@ def parse_sdp(data: str | bytes) -> SessionDescription:
     lines with an unknown type letter, and repeated or misplaced single-valued lines, are kept as
     :class:`SdpLine` in the section where they appeared. Raises only :class:`SdpParseError`.
     """
-    text = _decode(data)
+    text = data.decode("utf-8", "surrogateescape") if type(data) is bytes else _decode(data)
     if text[:2] == "v=":
         try:
             session = _parse_plain(text)
@@ -1133,8 +1132,8 @@ def _parse_plain(text: str) -> SessionDescription | None:
     """
     if text[-2:] == "\r\n":
         text = text[:-2]
-    sections = [section.split("\r\na=") for section in text.split("\r\nm=")]
-    texts = sections[0]
+    sections = text.split("\r\nm=")
+    texts = sections[0].split("\r\na=")
     m = _SESSION_HEAD_RE.fullmatch(texts[0])
     if m is not None:
         del texts[0]
@@ -1174,7 +1173,8 @@ def _parse_plain(text: str) -> SessionDescription | None:
         if "\n" in joined or "\r" in joined:
             return None
         session.attributes = _attribute_list(texts)
-    for texts in sections[1:]:
+    for section in sections[1:]:
+        texts = section.split("\r\na=")
         m = _MEDIA_HEAD_RE.fullmatch(texts[0])
         if m is not None:
             del texts[0]
