@@ -1827,8 +1827,7 @@ class Call:
                 self.progress(f"ICE restart failed: {exc}")
                 self.ice = old  # the old connection goes on as it was
                 self._retired_ice.remove(old)
-                if self.oa is not None and oa.state is not OfferAnswerState.OFFER_SENT:
-                    self._signal_local_ice(components)
+                self._signal_local_ice(components)  # its credentials in our next offers
             with contextlib.suppress(Exception):
                 await new.close()
             return False
@@ -1959,13 +1958,16 @@ class Call:
                 await asyncio.sleep(wait)
             self._network_again = False
             self.network_restarts += 1
-            if isinstance(self._paths[0], _DefaultCandidatePath):
-                await self._new_default_candidate()
-            elif self.ice is not None:
-                self.progress("network changed: restarting ICE")
-                await self.restart_ice(regather=True)
-            else:
-                await self._readdress()
+            try:
+                if isinstance(self._paths[0], _DefaultCandidatePath):
+                    await self._new_default_candidate()
+                elif self.ice is not None:
+                    self.progress("network changed: restarting ICE")
+                    await self.restart_ice(regather=True)
+                else:
+                    await self._readdress()
+            except Exception:  # never let it end the call; the consent/media checks decide
+                log.exception("following a network change")
             if not self._network_again:
                 return
             self._network_due = max(self._network_due, loop.time() + self.options.network_settle)
@@ -2226,7 +2228,7 @@ class Call:
                 continue
             network = self._network_task
             if network is not None and not network.done():
-                await asyncio.shield(network)  # that restart is the one to wait for
+                await asyncio.wait({network})  # that restart is the one to wait for
                 continue
             if not await self._restart_after_consent_loss():
                 return
