@@ -456,11 +456,13 @@ def _split_head(data: bytes) -> tuple[int, int, int]:
     return start, n, n  # no empty line: a body-less message missing its final CRLF
 
 
-# Cuts before each "<name>:<LWS>" (kept with its colon and LWS; possessive: the name class excludes
+# Cuts before each "<token>:<LWS>" (kept with its colon and LWS; possessive: the name class excludes
 # ":" and nothing can follow the LWS, so backtracking never helps).  The lookbehind refuses a cut
 # after a line that ends in LWS (a space or TAB before the CRLF, trimmed only by the general
-# parser): that CRLF then stays inside a piece, which the caller's LF check rejects.
-_HEADER_SPLIT_RE = re.compile(r"\r\n(?<![ \t]\r\n)([^:\r\n]++:[ \t]*+)")
+# parser).  A CRLF not cut at - that one, or one before a name that is not a bare token (LWS
+# before the colon, a folded continuation, a bad name) - stays inside a piece, which the LF
+# check of _parse_header_section() sends to the general parser.
+_HEADER_SPLIT_RE = re.compile(r"\r\n(?<![ \t]\r\n)([!#$%&'*+\-.0-9A-Z^_`a-z|~]++:[ \t]*+)")
 
 
 def _parse_header_section(
