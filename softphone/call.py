@@ -657,6 +657,7 @@ class Call:
         self._network_again = False
         self._retired_ice: list[IceConnection] = []
         self._new_addresses: list[str] = []  # addresses that appeared during the call
+        self._gone_addresses: set[str] = set()  # ... and went away (and did not come back)
         #: ICE restarts (or re-INVITEs without ICE) made for a local address change.
         self.network_restarts = 0
 
@@ -1906,6 +1907,10 @@ class Call:
                 self._new_addresses.remove(host)
             if change.added and not change.deprecated:
                 self._new_addresses.insert(0, host)
+            if change.added:
+                self._gone_addresses.discard(host)
+            else:
+                self._gone_addresses.add(host)
         why = self._network_reason(changes)
         if why is None:
             return
@@ -1919,8 +1924,10 @@ class Call:
             self._network_again = True
 
     def _network_reason(self, changes: Sequence[AddressChange]) -> str | None:
-        """Why ``changes`` need a restart (see :meth:`network_changed`), or None."""
-        gone = {_normal_ip(c.host) for c in changes if not c.added}
+        """Why ``changes`` need a restart (see :meth:`network_changed`), or None. An address
+        that went away in an earlier batch counts as gone too (a restart then may have found
+        no address to gather on: the next change, a new address, tries again)."""
+        gone = {_normal_ip(c.host) for c in changes if not c.added} | self._gone_addresses
         new = [c.host for c in changes if c.added and not c.deprecated]
         ice, remote = self.ice, self.remote
         if ice is not None and remote is not None and remote.ice is not None:

@@ -192,3 +192,28 @@ def test_a_peer_without_ice_looks_at_our_default_candidate() -> None:
     assert call._network_reason([change("198.51.100.1", True)]) is None
     path.local, path.relayed = ("203.0.113.50", 6000), True  # through our TURN allocation
     assert call._network_reason([change("10.0.0.2", False)]) is not None
+
+
+async def test_an_address_gone_in_an_earlier_batch_still_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pair's address went away and the restart found nothing to gather on; when a new
+    address comes later, the call tries again. An address that came back is not gone."""
+    call = _call(CandidateType.HOST)
+    restarts: list[bool] = []
+
+    async def restart_ice(**kwargs: Any) -> bool:
+        restarts.append(kwargs.get("regather", False))
+        return False  # no address to gather on
+
+    monkeypatch.setattr(call, "restart_ice", restart_ice)
+    call.network_changed([change("192.0.2.10", False)])
+    assert call._network_task is not None
+    await asyncio.wait_for(call._network_task, 2)
+    call.network_changed([change("198.51.100.1", True)])  # the next change: again
+    assert call._network_task is not None
+    await asyncio.wait_for(call._network_task, 2)
+    assert restarts == [True, True]
+    call.network_changed([change("192.0.2.10", True)])  # back again: nothing to do
+    assert call._network_task.done()
+    assert call._network_reason([change("198.51.100.2", True)]) is None
