@@ -101,8 +101,6 @@ from ice.sdp import generate_pwd, generate_ufrag
 from ice.stun import (
     ICE_CONTROLLED,
     ICE_CONTROLLING,
-    MESSAGE_INTEGRITY,
-    MESSAGE_INTEGRITY_SHA256,
     PRIORITY,
     SOFTWARE,
     UNKNOWN_ATTRIBUTES,
@@ -1015,9 +1013,7 @@ class Agent:
         (§7.3, RFC 8489 §9.1.3)."""
         self._stats.checks_received += 1
         username = msg.get(USERNAME)
-        if username is None or not (
-            MESSAGE_INTEGRITY.type in msg or MESSAGE_INTEGRITY_SHA256.type in msg
-        ):
+        if username is None or not msg.has_integrity:
             self._respond_error(msg, 400, via, addr, None)
             return
         lfrag = username.split(":", 1)[0]

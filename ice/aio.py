@@ -93,6 +93,11 @@ when the 5 ms floor between checks (RFC 8445 §14.2) is all the nomination waits
 costs this much CPU time per paced check, only while the checks run."""
 
 
+PRECISE_SPIN = 0.00002
+"""The last few microseconds before a :class:`PreciseWake` time are waited out in place
+(shorter than one turn of the loop, which would otherwise make it that much late)."""
+
+
 PRECISE_HORIZON = 0.1
 """Only timers due within this many seconds get a :class:`PreciseWake` (pacing, the 5 ms
 floor, nomination); retransmissions and consent checks, 0.5 s and more away, do not need
@@ -248,9 +253,16 @@ class PreciseWake:
         self._polling = None
         if not self.armed:
             return
-        if self._loop.time() < self._when:
+        left = self._when - self._loop.time()
+        if left > PRECISE_SPIN:
             self._polling = self._loop.call_soon(self._poll)
             return
+        if left > 0:
+            # less than a loop turn to go: wait it out here rather than a turn too long
+            end = self._when
+            clock = self._loop.time
+            while clock() < end:
+                pass
         self.armed = False
         self._callback()
 
@@ -258,6 +270,7 @@ class PreciseWake:
 __all__ = [
     "PRECISE_HORIZON",
     "PRECISE_LEAD",
+    "PRECISE_SPIN",
     "PRECISE_TIMERS",
     "ComponentTransport",
     "IceConnection",

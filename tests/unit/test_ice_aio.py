@@ -201,3 +201,22 @@ async def test_connect_timeout_and_close_fail_the_waiters() -> None:
     for future in (waiting, other):
         with pytest.raises(ice.aio.IceError, match="closed"):
             await future
+
+
+@linux_only
+async def test_precise_wake_waits_out_the_last_microseconds() -> None:
+    """Less than PRECISE_SPIN to go at a poll: the callback runs on time, not a loop turn
+    late nor early."""
+    loop = asyncio.get_running_loop()
+    fired: list[float] = []
+    timer = PreciseWake.create(loop, lambda: fired.append(loop.time()), lead=0.002)
+    assert timer is not None
+    try:
+        for _ in range(20):
+            when = loop.time() + 0.003
+            assert timer.set(when)
+            await asyncio.sleep(0.006)
+            assert fired and fired[-1] >= when
+        assert len(fired) == 20
+    finally:
+        timer.close()
