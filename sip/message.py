@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 import re
 import secrets
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import compress
@@ -86,8 +87,10 @@ _COMPACT_FORMS = {
 }  # fmt: skip
 
 # lower-case spelling -> (lookup key, canonical name)
-_NAME_INFO: dict[str, tuple[str, str]] = {n.lower(): (n.lower(), n) for n in _CANONICAL_NAMES}
-_NAME_INFO.update({c: (n.lower(), n) for c, n in _COMPACT_FORMS.items()})
+# (one string object per key, interned, so that tables and header lists share it)
+_KEY_OF = {n: sys.intern(n.lower()) for n in _CANONICAL_NAMES}
+_NAME_INFO: dict[str, tuple[str, str]] = {_KEY_OF[n]: (_KEY_OF[n], n) for n in _CANONICAL_NAMES}
+_NAME_INFO.update({c: (_KEY_OF[n], n) for c, n in _COMPACT_FORMS.items()})
 # exact spellings seen on the wire (canonical, lower-case, compact in either case) -> key / name
 _KEYS: dict[str, str] = {}
 _CANONICAL: dict[str, str] = {}
@@ -97,9 +100,10 @@ for _spelling, (_key, _canonical) in list(_NAME_INFO.items()):
         _CANONICAL[_variant] = _canonical
 # the same for the start of a header line as real stacks write it: "<spelling>: " before the value
 _LINE_KEYS = {f"{spelling}: ": key for spelling, key in _KEYS.items()}
-_LINE_NAMES = {f"{spelling}: ": name for spelling, name in _CANONICAL.items()}
+# lookup key -> canonical name of the known headers
+_KEY_NAMES = {key: name for name, key in _KEY_OF.items()}
 # line starts that to_bytes() writes back unchanged (canonical name, colon, one space) -> key
-_CANONICAL_LINE_KEYS = {f"{name}: ": name.lower() for name in _CANONICAL_NAMES}
+_CANONICAL_LINE_KEYS = {f"{name}: ": key for name, key in _KEY_OF.items()}
 
 # Headers whose values are comma-separated lists (RFC 3261 §7.3.1, §20); get_all() splits them.
 _LIST_HEADERS = frozenset(
@@ -488,8 +492,8 @@ def _parse_header_section(
     starts = parts[1::2]  # "<name>:<LWS>" per line
     # The canonical spellings first: a line written so is known and as to_bytes() writes it.
     keys = list(map(_CANONICAL_LINE_KEYS.get, starts))
-    canonical = list(map(_LINE_NAMES.get, starts))
     as_sent = True
+    unknown: list[tuple[int, str]] = []
     if None in keys:
         for i, key in enumerate(keys):
             if key is not None:
@@ -507,9 +511,12 @@ def _parse_header_section(
             if canonical_name is name and not is_token(name):
                 raise SipParseError(f"bad header name {name!r}")
             keys[i] = key
-            canonical[i] = canonical_name
+            unknown.append((i, canonical_name))
             if start != f"{canonical_name}: ":
                 as_sent = False
+    canonical = list(map(_KEY_NAMES.get, keys))  # the keys are the table's own strings
+    for i, canonical_name in unknown:
+        canonical[i] = canonical_name
     values = parts[2::2]
     cl_count = keys.count("content-length")
     if cl_count == 0:
