@@ -312,6 +312,9 @@ class _MessageFields:
 
     headers: Headers
     body: bytes
+    # (octets, headers, _fields()) of a message parse_message() made from octets already in the
+    # form to_bytes() writes; None otherwise (set on the instance by the parser)
+    _wire: tuple[bytes, Headers, tuple[object, ...]] | None = None
 
     def _start_line(self) -> str:
         raise NotImplementedError
@@ -327,7 +330,7 @@ class _MessageFields:
         unchanged since (the same field values, its headers neither added to, set nor removed
         from), returns those octets: they are what the serializer would write.
         """
-        wire: tuple[bytes, Headers, tuple[object, ...]] | None = self.__dict__.get("_wire")
+        wire = self._wire
         headers = self.headers
         if (
             wire is not None
@@ -514,7 +517,7 @@ def _parse_header_section(
             unknown.append((i, canonical_name))
             if start != f"{canonical_name}: ":
                 as_sent = False
-    canonical = list(map(_KEY_NAMES.get, keys))  # the keys are the table's own strings
+    canonical = list(map(_KEY_NAMES.get, keys))  # type: ignore[arg-type]  # no None left
     for i, canonical_name in unknown:
         canonical[i] = canonical_name
     values = parts[2::2]
@@ -611,13 +614,17 @@ def parse_message(data: bytes) -> Request | Response:
         )
         cl_values = [value for key, _, value in items if key == "content-length"]
     if cl_values:
-        length = _parse_content_length(cl_values)
+        value = cl_values[0]
+        if len(cl_values) == 1 and value.isdigit() and value.isascii() and len(value) <= 10:
+            length = int(value)  # _parse_content_length(cl_values), the usual case inline
+        else:
+            length = _parse_content_length(cl_values)
         received = len(data) - body_start
         if length > received:
             raise SipParseError(f"Content-Length {length} exceeds the {received} octets received")
         body = data[body_start : body_start + length]
-        # the one Content-Length that to_bytes() writes
-        as_sent = as_sent and len(cl_values) == 1 and cl_values[0] == str(length)
+        # the one Content-Length that to_bytes() writes (no leading zeros)
+        as_sent = as_sent and len(cl_values) == 1 and (value[0] != "0" or value == "0")
     else:
         body = data[body_start:]
         as_sent = False  # to_bytes() adds a Content-Length
@@ -645,12 +652,17 @@ def parse_message(data: bytes) -> Request | Response:
             if _VERSION_RE.fullmatch(version) is None:
                 raise SipParseError(f"bad SIP version in {first[:80]!r}")
             version = version.upper()
-        message = Request(method, uri, headers, body, version)
+        message = _new_object(Request)  # Request(method, uri, headers, body, version)
+        message.method = method
+        message.uri = uri
+        message.headers = headers
+        message.body = body
+        message.version = version
         if as_sent and first == f"{method} {uri} {version}":  # as _start_line() writes it
             # Parsed from the very octets to_bytes() writes: it returns them for as long as the
             # message is unchanged (the same field values, its headers not modified since).
             headers._as_sent = True
-            message.__dict__["_wire"] = (
+            message._wire = (
                 data[start : body_start + len(body)],
                 headers,
                 (method, uri, version, body),  # message._fields()
@@ -658,7 +670,7 @@ def parse_message(data: bytes) -> Request | Response:
         return message
     if as_sent:
         headers._as_sent = True
-        message.__dict__["_wire"] = (
+        message._wire = (
             data[start : body_start + len(body)],
             headers,
             message._fields(),
