@@ -1065,19 +1065,20 @@ class Agent:
     def _learn_from_request(
         self, msg: StunMessage, via: Via, addr: Address, priority: int, now: float
     ) -> None:
-        base = next((lc for lc in self._locals if lc.via == via and lc.is_base), None)
+        base = None
+        for lc in self._locals:  # plain loops: this runs for every check received
+            if lc.via == via and lc.is_base:
+                base = lc
+                break
         if base is None:
             return
         component = base.component
         # §7.3.1.3 peer-reflexive remote candidates
-        remote = next(
-            (
-                rc
-                for rc in self._remotes
-                if rc.transport_address == addr and rc.component == component
-            ),
-            None,
-        )
+        remote = None
+        for rc in self._remotes:
+            if rc.port == addr[1] and rc.address == addr[0] and rc.component == component:
+                remote = rc
+                break
         if remote is None:
             self._prflx_counter += 1
             remote = Candidate(
@@ -1232,9 +1233,12 @@ class Agent:
         self, pair: CandidatePair, check: _Check, mapped: Address, rtt: float | None, now: float
     ) -> None:
         # §7.2.5.3.1 the local candidate that the mapped address names
-        local = next(
-            (lc for lc in self._locals if lc.via == pair.via and lc.address == mapped), None
-        )
+        local = None
+        via = pair.via
+        for lc in self._locals:
+            if lc.via == via and lc.address == mapped:
+                local = lc
+                break
         if local is None:
             self._prflx_counter += 1
             local = make_prflx_local(
@@ -1525,20 +1529,21 @@ class Agent:
     def _check_completed(self, now: float) -> None:
         if self._completed_generation == self._generation:
             return
-        if all(
-            self._selected_generation(c) == self._generation for c in range(1, self.components + 1)
-        ):
-            self._completed_generation = self._generation
-            self.state = AgentState.COMPLETED
-            self._restarting = False
-            self._previous_local = None
-            self._previous_remote = None
-            start = self._generation_started if self._generation_started is not None else now
-            connect = now - start
-            if self._stats.connect_time is None:
-                self._stats.connect_time = connect
-            logger.info("ICE completed in %.1f ms", connect * 1000)
-            self._events.append(Completed(connect))
+        generation = self._generation
+        for c in range(1, self.components + 1):
+            if self._selected_generation(c) != generation:
+                return
+        self._completed_generation = self._generation
+        self.state = AgentState.COMPLETED
+        self._restarting = False
+        self._previous_local = None
+        self._previous_remote = None
+        start = self._generation_started if self._generation_started is not None else now
+        connect = now - start
+        if self._stats.connect_time is None:
+            self._stats.connect_time = connect
+        logger.info("ICE completed in %.1f ms", connect * 1000)
+        self._events.append(Completed(connect))
 
     def _check_failure(self, now: float) -> None:
         if self.state is not AgentState.RUNNING or self._remote is None:

@@ -403,7 +403,10 @@ class CheckList:
         return None
 
     def has_triggered(self) -> bool:
-        return any(p.state is PairState.WAITING for p in self.triggered)
+        for p in self.triggered:  # plain loops here and below: the timer path runs them often
+            if p.state is PairState.WAITING:
+                return True
+        return False
 
     def peek_triggered(self) -> CandidatePair | None:
         """The pair :meth:`next_triggered` (and :meth:`next_check`) would take next, left in
@@ -424,10 +427,11 @@ class CheckList:
 
     def has_check(self, now: float | None = None) -> bool:
         """Would :meth:`next_check` find something (without consuming the FIFO)?"""
-        if any(p.state is PairState.WAITING for p in self.triggered):
+        if self.has_triggered():
             return True
-        if any(p.state is PairState.WAITING for p in self.pairs):
-            return True
+        for p in self.pairs:
+            if p.state is PairState.WAITING:
+                return True
         active = self._active_foundations(now)
         return any(p.state is PairState.FROZEN and p.foundation not in active for p in self.pairs)
 
@@ -447,6 +451,8 @@ class CheckList:
                 del self._by_key[pair.key]
                 continue
             keep.append(pair)
+        if len(keep) == len(self.pairs):
+            return  # nothing dropped
         self.pairs = keep
         self.triggered = deque(p for p in self.triggered if p.key in self._by_key)
 
