@@ -433,6 +433,10 @@ class Response(_MessageFields):
 # --- parsing ------------------------------------------------------------------------------------
 
 _VERSION_RE = re.compile(r"SIP/\d+\.\d+", re.IGNORECASE)
+# The usual Request-Line in one match: an alphabetic method, a visible-ASCII Request-URI, SIP/2.0,
+# single spaces.  The general code below parses what it accepts the same way, and it is exactly
+# the line _start_line() writes.
+_REQUEST_LINE_RE = re.compile(r"([A-Za-z]++) ([!-~]++) SIP/2\.0")
 
 
 def _parse_content_length(values: list[str]) -> int:
@@ -628,8 +632,11 @@ def parse_message(data: bytes) -> Request | Response:
     else:
         body = data[body_start:]
         as_sent = False  # to_bytes() adds a Content-Length
-    message: Request | Response
-    if first[:4].upper() == "SIP/":
+    request_line = _REQUEST_LINE_RE.fullmatch(first)
+    if request_line is not None:
+        method, uri = request_line.groups()
+        version = "SIP/2.0"
+    elif first[:4].upper() == "SIP/":
         parts = first.split(" ", 2)
         if len(parts) < 2:
             raise SipParseError(f"bad status line {first[:80]!r}")
@@ -639,8 +646,11 @@ def parse_message(data: bytes) -> Request | Response:
         if len(code) != 3 or not (code.isascii() and code.isdigit()) or code[0] == "0":
             raise SipParseError(f"bad status code in {first[:80]!r}")
         reason = parts[2] if len(parts) == 3 else ""
-        message = Response(int(code), reason, headers, body, version.upper())
-        as_sent = as_sent and first == message._start_line()
+        response = Response(int(code), reason, headers, body, version.upper())
+        if as_sent and first == response._start_line():
+            headers._as_sent = True
+            response._wire = (data[start : body_start + len(body)], headers, response._fields())
+        return response
     else:
         parts = first.split()
         if len(parts) != 3:
@@ -652,28 +662,21 @@ def parse_message(data: bytes) -> Request | Response:
             if _VERSION_RE.fullmatch(version) is None:
                 raise SipParseError(f"bad SIP version in {first[:80]!r}")
             version = version.upper()
-        message = _new_object(Request)  # Request(method, uri, headers, body, version)
-        message.method = method
-        message.uri = uri
-        message.headers = headers
-        message.body = body
-        message.version = version
-        if as_sent and first == f"{method} {uri} {version}":  # as _start_line() writes it
-            # Parsed from the very octets to_bytes() writes: it returns them for as long as the
-            # message is unchanged (the same field values, its headers not modified since).
-            headers._as_sent = True
-            message._wire = (
-                data[start : body_start + len(body)],
-                headers,
-                (method, uri, version, body),  # message._fields()
-            )
-        return message
+        as_sent = as_sent and first == f"{method} {uri} {version}"  # as _start_line() writes it
+    message = _new_object(Request)  # Request(method, uri, headers, body, version)
+    message.method = method
+    message.uri = uri
+    message.headers = headers
+    message.body = body
+    message.version = version
     if as_sent:
+        # Parsed from the very octets to_bytes() writes: it returns them for as long as the
+        # message is unchanged (the same field values, its headers not modified since).
         headers._as_sent = True
         message._wire = (
             data[start : body_start + len(body)],
             headers,
-            message._fields(),
+            (method, uri, version, body),  # message._fields()
         )
     return message
 
