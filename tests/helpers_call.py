@@ -184,6 +184,27 @@ async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
     assert predicate()
 
 
+# --- against sipp ---------------------------------------------------------------------------
+
+
+def sipp_calling(
+    sipp_factory: Callable[..., Sipp], ua: AsyncUserAgent, scenario: Path, **options: Any
+) -> Sipp:
+    """sipp, started, making one call with ``scenario`` to the user agent ``ua`` and echoing
+    the RTP it gets (``options``: more of :class:`Sipp`'s)."""
+    remote = f"127.0.0.1:{ua.config.local_port}"
+    sipp = sipp_factory(scenario, remote, calls=1, service=ua.config.user, rtp_echo=True, **options)
+    sipp.start()
+    return sipp
+
+
+async def sipp_succeeded(sipp: Sipp, timeout: float = 20.0) -> SippResult:
+    """Wait (in a thread) for sipp's end: it ran its one call successfully."""
+    result = await asyncio.to_thread(sipp.wait, timeout)
+    assert result.ok and result.successful == 1, result.describe()
+    return result
+
+
 # --- as users run it: softphone processes ---------------------------------------------------
 
 
@@ -246,10 +267,12 @@ class Process:
 
 
 class Answerer(Process):
-    """A ``softphone ... answer`` process (progress lines on stderr, the report on stdout)."""
+    """A ``softphone ... answer`` process (progress lines on stderr, the report on stdout),
+    called at ``uri`` (where known)."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, uri: str = "") -> None:
         super().__init__(softphone(*args))
+        self.uri = uri
 
     def wait_listening(self, timeout: float = 20.0) -> None:
         if not self.wait_for("waiting for calls", timeout):
@@ -258,34 +281,15 @@ class Answerer(Process):
 
 
 @contextmanager
-def answering(*args: str) -> Iterator[tuple[Answerer, str]]:
+def answering(*args: str) -> Iterator[Answerer]:
     """``softphone --json --bind 127.0.0.1:PORT ARGS`` (``ARGS``: options, then ``answer ...``)
-    waiting for calls, and the URI it is called at; killed on the way out if still running."""
+    waiting for calls (at its ``uri``); killed on the way out if still running."""
     port = free_port()
-    answerer = Answerer("--json", "--bind", f"127.0.0.1:{port}", *args)
+    answerer = Answerer(
+        "--json", "--bind", f"127.0.0.1:{port}", *args, uri=f"sip:bob@127.0.0.1:{port}"
+    )
     try:
         answerer.wait_listening()
-        yield answerer, f"sip:bob@127.0.0.1:{port}"
+        yield answerer
     finally:
         answerer.stop()
-
-
-# --- against sipp ---------------------------------------------------------------------------
-
-
-def sipp_calling(
-    sipp_factory: Callable[..., Sipp], ua: AsyncUserAgent, scenario: Path, **options: Any
-) -> Sipp:
-    """sipp, started, making one call with ``scenario`` to the user agent ``ua`` and echoing
-    the RTP it gets (``options``: more of :class:`Sipp`'s)."""
-    remote = f"127.0.0.1:{ua.config.local_port}"
-    sipp = sipp_factory(scenario, remote, calls=1, service=ua.config.user, rtp_echo=True, **options)
-    sipp.start()
-    return sipp
-
-
-async def sipp_succeeded(sipp: Sipp, timeout: float = 20.0) -> SippResult:
-    """Wait (in a thread) for sipp's end: it ran its one call successfully."""
-    result = await asyncio.to_thread(sipp.wait, timeout)
-    assert result.ok and result.successful == 1, result.describe()
-    return result

@@ -1,8 +1,9 @@
 """Helpers shared by the SIP tests: requests written out as they would be on the wire, the SDP
-and SIPp scenario files of tests/data."""
+and SIPp scenario files of tests/data, and the SIP messages in ``softphone --trace`` output."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -43,3 +44,33 @@ SIPP_SCENARIOS = Path(__file__).parent / "data" / "sipp"
 def sipp_scenario(name: str) -> Path:
     """The SIPp scenario file ``tests/data/sipp/NAME.xml``."""
     return SIPP_SCENARIOS / f"{name}.xml"
+
+
+_TRACE_HEADER = re.compile(r"^\S+ \S+ sip\.trace \w+ (send|recv) ")
+_OTHER_LINE = re.compile(r"^(\d{4}-\d\d-\d\d |\[\s*[\d.]+s\]|\{)")
+
+
+def traced_messages(stderr: str) -> list[tuple[str, str]]:
+    """(direction ``send``/``recv``, text) of every SIP message in ``softphone --trace``
+    output (logger ``sip.trace``); a log line, a progress line or the JSON report ends one."""
+    messages: list[tuple[str, list[str]]] = []
+    current: list[str] | None = None
+    for line in stderr.splitlines():
+        header = _TRACE_HEADER.match(line)
+        if header:
+            current = []
+            messages.append((header.group(1), current))
+        elif _OTHER_LINE.match(line):
+            current = None
+        elif current is not None:
+            current.append(line)
+    return [(d, "\n".join(lines)) for d, lines in messages]
+
+
+def traced_sdp(stderr: str, direction: str) -> str:
+    """The SDP (from its ``v=0`` line) of the first SIP message in ``softphone --trace``
+    output that went in ``direction`` (``send``/``recv``) with one."""
+    for sent_or_received, text in traced_messages(stderr):
+        if sent_or_received == direction and "\nv=0" in text:
+            return text[text.index("\nv=0") + 1 :]
+    raise AssertionError(f"no SDP ({direction}) in the trace")

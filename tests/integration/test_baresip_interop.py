@@ -20,10 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +27,10 @@ from typing import Any
 
 import pytest
 
-from media.analysis import dominant_frequency
-from media.sources import load_wav
+from tests.helpers_call import answering, run_command, softphone
+from tests.helpers_media import baresip_heard, dominant_tone
+from tests.helpers_sip import traced_sdp
 from tests.peers.baresip import Baresip
-from tests.peers.ports import free_port
 
 BARESIP_TONE = 440.0  # the Baresip peer's ``ausine,440`` source
 OUR_TONE = 1000.0
@@ -63,44 +59,13 @@ CODEC_PARAMS = [
 ]
 
 
-def softphone(*args: str) -> list[str]:
-    return [sys.executable, "-m", "softphone", *args]
-
-
-def dominant(path: Path) -> float:
-    samples, rate = load_wav(path)
-    assert len(samples) > rate // 2, f"{path} holds only {len(samples)} samples"
-    return dominant_frequency(samples[rate // 5 :], rate)  # skip start-up (200 ms)
-
-
-def baresip_heard(phone: Baresip) -> float:
-    """Dominant frequency of what baresip decoded in its (last) call."""
-    phone.wait_for_log(r"audio: destroyed", timeout=10)  # the dump file is closed
-    dumps = sorted(phone.workdir.glob("dump-*-dec.wav"))
-    assert dumps, "baresip dumped no received audio:\n" + phone.log()[-3000:]
-    return dominant(dumps[-1])
+def each_codec_and_ice_mode(test: Callable[..., None]) -> Callable[..., None]:
+    """Runs ``test`` for each codec (``codec``), our side with and without ICE (``ice``)."""
+    by_codec = pytest.mark.parametrize("codec", CODEC_PARAMS)(test)
+    return pytest.mark.parametrize("ice", list(ICE_MODES))(by_codec)
 
 
 # ---- what the SDP said ------------------------------------------------------------------
-
-_TRACE_HEADER = re.compile(r"^\S+ \S+ sip\.trace \w+ (send|recv) ")
-_OTHER_LINE = re.compile(r"^(\d{4}-\d\d-\d\d |\[\s*[\d.]+s\]|\{)")
-
-
-def traced_messages(stderr: str) -> list[tuple[str, str]]:
-    """(direction, text) of every SIP message in ``--trace`` output (logger ``sip.trace``)."""
-    messages: list[tuple[str, list[str]]] = []
-    current: list[str] | None = None
-    for line in stderr.splitlines():
-        header = _TRACE_HEADER.match(line)
-        if header:
-            current = []
-            messages.append((header.group(1), current))
-        elif _OTHER_LINE.match(line):
-            current = None
-        elif current is not None:
-            current.append(line)
-    return [(d, "\n".join(lines)) for d, lines in messages]
 
 
 @dataclass
@@ -126,17 +91,11 @@ class Negotiated:
 
 def baresip_sdp(stderr: str) -> Negotiated:
     """baresip's SDP: the body of a received message that carries one."""
-    for direction, text in traced_messages(stderr):
-        if direction == "recv" and "\nv=0" in text:
-            return Negotiated.from_sdp(text[text.index("\nv=0") :])
-    raise AssertionError("no SDP from baresip in the trace")
+    return Negotiated.from_sdp(traced_sdp(stderr, "recv"))
 
 
 def our_sdp(stderr: str) -> Negotiated:
-    for direction, text in traced_messages(stderr):
-        if direction == "send" and "\nv=0" in text:
-            return Negotiated.from_sdp(text[text.index("\nv=0") :])
-    raise AssertionError("no SDP of ours in the trace")
+    return Negotiated.from_sdp(traced_sdp(stderr, "send"))
 
 
 def describe(case: str, report: dict[str, Any], theirs: Negotiated, ours: Negotiated) -> str:
@@ -153,7 +112,9 @@ def describe(case: str, report: dict[str, Any], theirs: Negotiated, ours: Negoti
 
 
 def check_report(report: dict[str, Any], codec: str) -> None:
+    """Our report of a call that went well and that we hung up."""
     assert report["call"]["sip_status"] == 200
+    assert report["call"]["end_reason"] == "local-bye"
     assert report["rtp"]["codec"] == CODECS[codec][1]
     assert report["rtp"]["sent"] > 50 and report["rtp"]["received"] > 50
     # baresip runs without ICE here: we must have fallen back to its c=/m= address
@@ -163,108 +124,51 @@ def check_report(report: dict[str, Any], codec: str) -> None:
 # ---- the cases ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ice", list(ICE_MODES))
-@pytest.mark.parametrize("codec", CODEC_PARAMS)
+@each_codec_and_ice_mode
 def test_softphone_calls_baresip(
     baresip_factory: Callable[..., Baresip], tmp_path: Path, codec: str, ice: str
 ) -> None:
     bob = baresip_factory(user="bob", audio_codecs=CODECS[codec][0])
     ours = tmp_path / "ours.wav"
-    result = subprocess.run(
+    result = run_command(
         softphone(
             "--trace", "--json", "--bind", "127.0.0.1:0", "--codecs", codec, *ICE_MODES[ice],
             "call", bob.contact_uri,
             "--play", f"tone:{OUR_TONE:g}", "--record", str(ours), "--duration", "3",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
+        )
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-5000:] + bob.log()[-3000:]
     report = json.loads(result.stdout)
     check_report(report, codec)
-    assert report["call"]["end_reason"] == "local-bye"
     theirs, mine = baresip_sdp(result.stderr), our_sdp(result.stderr)
     assert not theirs.ice
     assert mine.ice == (ice == "ice")
     assert CODECS[codec][1].split("/")[0].lower() in theirs.codecs[0].lower()
     assert bob.wait_for_log(r"Call established: sip:", timeout=5)
-    assert abs(dominant(ours) - BARESIP_TONE) < 5
+    assert abs(dominant_tone(ours) - BARESIP_TONE) < 5
     assert abs(baresip_heard(bob) - OUR_TONE) < 5
     print(describe(f"softphone->baresip {codec} {ice}", report, theirs, mine))
 
 
-class Answerer:
-    """A ``softphone answer`` process; its stderr is collected by a thread."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            text=True,
-        )  # fmt: skip
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def wait_for(self, text: str, timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
-                return True
-            if self.proc.poll() is not None:
-                self._reader.join(2)
-                return any(text in line for line in self.lines)
-            time.sleep(0.05)
-        return False
-
-    def finish(self, timeout: float = 30.0) -> tuple[int, dict[str, Any], str]:
-        assert self.proc.stdout is not None
-        self.proc.wait(timeout)
-        out = self.proc.stdout.read()
-        self._reader.join(5)
-        stderr = "".join(self.lines)
-        assert out.strip(), stderr[-5000:]
-        return self.proc.returncode, json.loads(out), stderr
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-@pytest.mark.parametrize("ice", list(ICE_MODES))
-@pytest.mark.parametrize("codec", CODEC_PARAMS)
+@each_codec_and_ice_mode
 def test_baresip_calls_softphone(
     baresip_factory: Callable[..., Baresip], tmp_path: Path, codec: str, ice: str
 ) -> None:
     alice = baresip_factory(user="alice", audio_codecs=CODECS[codec][0])
-    port = free_port()
     ours = tmp_path / "ours.wav"
-    answerer = Answerer(
-        softphone(
-            "--trace", "--json", "--bind", f"127.0.0.1:{port}", "--codecs", codec,
-            *ICE_MODES[ice], "answer", "--auto", "--count", "1", "--duration", "3",
-            "--play", f"tone:{OUR_TONE:g}", "--record", str(ours),
-        )
-    )  # fmt: skip
-    try:
-        assert answerer.wait_for("waiting for calls"), "".join(answerer.lines)[-3000:]
-        assert alice.dial(f"sip:bob@127.0.0.1:{port}")["ok"]
+    with answering(
+        "--trace", "--codecs", codec, *ICE_MODES[ice],
+        "answer", "--auto", "--count", "1", "--duration", "3",
+        "--play", f"tone:{OUR_TONE:g}", "--record", str(ours),
+    ) as answerer:  # fmt: skip
+        assert alice.dial(answerer.uri)["ok"]
         status, report, stderr = answerer.finish()
-    finally:
-        answerer.stop()
     assert status == 0, stderr[-5000:] + alice.log()[-3000:]
     check_report(report, codec)
-    assert report["call"]["end_reason"] == "local-bye"
     theirs, mine = baresip_sdp(stderr), our_sdp(stderr)
     assert not theirs.ice and not mine.ice  # an answer has ICE only if the offer had
     assert not mine.rtcp_mux or theirs.rtcp_mux  # RFC 5761 §5.1.1: mux only if offered
-    assert abs(dominant(ours) - BARESIP_TONE) < 5
+    assert abs(dominant_tone(ours) - BARESIP_TONE) < 5
     assert abs(baresip_heard(alice) - OUR_TONE) < 5
     print(describe(f"baresip->softphone {codec} {ice}", report, theirs, mine))
 
@@ -277,37 +181,26 @@ def test_codec_choice_both_ways(baresip_factory: Callable[..., Baresip], tmp_pat
         pytest.skip(f"baresip has no g711 module in {MODULES}")
     bob = baresip_factory(user="bob", audio_codecs="PCMA/8000/1")
     ours = tmp_path / "out.wav"
-    result = subprocess.run(
+    result = run_command(
         softphone(
             "--json", "--bind", "127.0.0.1:0", "call", bob.contact_uri,
             "--play", f"tone:{OUR_TONE:g}", "--record", str(ours), "--duration", "2",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
+        )
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-5000:]
     assert json.loads(result.stdout)["rtp"]["codec"] == "PCMA/8000"
-    assert abs(dominant(ours) - BARESIP_TONE) < 5
+    assert abs(dominant_tone(ours) - BARESIP_TONE) < 5
     assert abs(baresip_heard(bob) - OUR_TONE) < 5
 
     alice = baresip_factory(user="alice")  # offers opus/48000/2, PCMU, PCMA
-    port = free_port()
     ours_in = tmp_path / "in.wav"
-    answerer = Answerer(
-        softphone(
-            "--json", "--bind", f"127.0.0.1:{port}", "--codecs", "pcma",
-            "answer", "--auto", "--count", "1", "--duration", "2",
-            "--play", f"tone:{OUR_TONE:g}", "--record", str(ours_in),
-        )
-    )  # fmt: skip
-    try:
-        assert answerer.wait_for("waiting for calls"), "".join(answerer.lines)[-3000:]
-        assert alice.dial(f"sip:bob@127.0.0.1:{port}")["ok"]
+    with answering(
+        "--codecs", "pcma", "answer", "--auto", "--count", "1", "--duration", "2",
+        "--play", f"tone:{OUR_TONE:g}", "--record", str(ours_in),
+    ) as answerer:  # fmt: skip
+        assert alice.dial(answerer.uri)["ok"]
         status, report, stderr = answerer.finish()
-    finally:
-        answerer.stop()
     assert status == 0, stderr[-5000:]
     assert report["rtp"]["codec"] == "PCMA/8000"
-    assert abs(dominant(ours_in) - BARESIP_TONE) < 5
+    assert abs(dominant_tone(ours_in) - BARESIP_TONE) < 5
     assert abs(baresip_heard(alice) - OUR_TONE) < 5

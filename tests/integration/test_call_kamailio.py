@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.test_cli_call import Answerer, Process, dominant, softphone
+from tests.helpers_call import Answerer, Process, run_command, softphone
+from tests.helpers_media import dominant_tone
 from tests.peers.kamailio import DEFAULT_USERS, Kamailio
 from tests.peers.lab_services import LabServices, start_lab_services
 from tests.peers.netns import Lab, build_nat_lab
@@ -34,16 +34,13 @@ def test_alice_calls_bob_through_kamailio_with_ice(
     try:
         bob.wait_listening()
         assert kamailio.contacts("bob"), "bob is not registered"
-        alice = subprocess.run(
+        alice = run_command(
             softphone(
                 "--json", *server, "--user", "alice@example.org", "--password-env", "ALICE_PW",
                 "--bind", "127.0.0.1:0",
                 "call", "bob", "--play", "tone:440", "--record", str(alice_wav),
                 "--duration", "3",
-            ),
-            capture_output=True,
-            text=True,
-            timeout=60,
+            )
         )  # fmt: skip
         bob_status, bob_report, bob_err = bob.finish()
     finally:
@@ -60,8 +57,8 @@ def test_alice_calls_bob_through_kamailio_with_ice(
     assert report["rtp"]["received"] > 0 and bob_report["rtp"]["received"] > 0
     assert "calling sip:bob@example.org" in alice.stderr  # completed with the account's domain
     assert "incoming call from sip:alice@example.org" in bob_err
-    assert abs(dominant(bob_wav) - 440) < 5
-    assert abs(dominant(alice_wav) - 880) < 5
+    assert abs(dominant_tone(bob_wav) - 440) < 5
+    assert abs(dominant_tone(alice_wav) - 880) < 5
     # both unregistered on the way out
     assert kamailio.contacts("bob") == []
     for secret in (DEFAULT_USERS["alice"], DEFAULT_USERS["bob"]):
@@ -117,26 +114,21 @@ def test_call_between_two_natted_laptops(
     )  # fmt: skip
     try:
         assert bob.wait_for("waiting for calls", 30), "".join(bob.lines)
-        alice = subprocess.run(
+        alice = run_command(
             _laptop_softphone(
                 alice_site.laptop, *common,
                 "--user", "alice@example.org", "--password-env", "ALICE_PW",
                 "call", "bob", "--play", "tone:440", "--record", str(alice_wav),
                 "--duration", "3",
             ),
-            capture_output=True,
-            text=True,
             timeout=90,
         )  # fmt: skip
-        assert bob.proc.stdout is not None
-        bob.proc.wait(30)
-        bob_out = bob.proc.stdout.read()
+        bob_status, bob_report, bob_err = bob.finish(30)
     finally:
         bob.stop()
-    bob_err = "".join(bob.lines)
     assert alice.returncode == 0, alice.stderr + bob_err
-    assert bob.proc.returncode == 0, bob_err
-    report, bob_report = json.loads(alice.stdout), json.loads(bob_out)
+    assert bob_status == 0, bob_err
+    report = json.loads(alice.stdout)
     selected = report["ice"]["selected"]
     # alice reaches bob at his NAT's public address, learnt by STUN or by the checks
     types = {selected["local"]["type"], selected["remote"]["type"]}
@@ -149,23 +141,20 @@ def test_call_between_two_natted_laptops(
     assert selected["remote"]["type"] != "host"  # bob's private address is out of reach
     assert report["rtp"]["received"] > 0 and bob_report["rtp"]["received"] > 0
     assert "candidates (host, relay, srflx)" in alice.stderr
-    assert abs(dominant(bob_wav) - 440) < 5
-    assert abs(dominant(alice_wav) - 880) < 5
+    assert abs(dominant_tone(bob_wav) - 440) < 5
+    assert abs(dominant_tone(alice_wav) - 880) < 5
 
 
 def test_call_with_a_wrong_password_fails_at_registration(
     kamailio: Kamailio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ALICE_PW", "not-the-password")
-    result = subprocess.run(
+    result = run_command(
         softphone(
             "--json", "--server", kamailio.server(), "--user", "alice@example.org",
             "--password-env", "ALICE_PW", "--bind", "127.0.0.1:0",
             "call", "bob", "--play", "tone:440", "--record", "none",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
+        )
     )  # fmt: skip
     assert result.returncode == 1
     report = json.loads(result.stdout)["call"]

@@ -4,14 +4,10 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,80 +15,12 @@ import pytest
 
 from media.analysis import dominant_frequency, rms_dbfs
 from media.sources import load_wav
+from tests.helpers_call import Answerer, Process, answering, run_command, softphone
+from tests.helpers_media import dominant_tone
 from tests.peers.coturn import Coturn
 from tests.peers.ports import free_port
 
 CALLER_TONE, CALLEE_TONE = 440.0, 660.0
-
-
-def softphone(*args: str) -> list[str]:
-    return [sys.executable, "-m", "softphone", *args]
-
-
-class Process:
-    """A child process whose output lines a thread collects (to wait for a line)."""
-
-    def __init__(self, argv: list[str], *, merge_stdout: bool = False) -> None:
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT if merge_stdout else subprocess.PIPE,
-            stdin=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ),
-        )
-        self.lines: list[str] = []
-        stream = self.proc.stdout if merge_stdout else self.proc.stderr
-        self._reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._reader.start()
-
-    def _read(self, stream: Any) -> None:
-        for line in stream:
-            self.lines.append(line)
-
-    def wait_for(self, text: str, timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
-                return True
-            if self.proc.poll() is not None:
-                self._reader.join(2)
-                return any(text in line for line in self.lines)
-            time.sleep(0.05)
-        return False
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-class Answerer(Process):
-    """A ``softphone answer`` process (progress lines on stderr, the report on stdout)."""
-
-    def __init__(self, *args: str) -> None:
-        super().__init__(softphone(*args))
-
-    def wait_listening(self, timeout: float = 20.0) -> None:
-        if not self.wait_for("waiting for calls", timeout):
-            self.stop()
-            raise AssertionError("answerer did not start:\n" + "".join(self.lines))
-
-    def finish(self, timeout: float = 30.0) -> tuple[int, dict[str, Any], str]:
-        assert self.proc.stdout is not None
-        self.proc.wait(timeout)
-        out = self.proc.stdout.read()
-        self._reader.join(5)
-        stderr = "".join(self.lines)
-        assert out.strip(), stderr
-        return self.proc.returncode, json.loads(out), stderr
-
-
-def dominant(path: Path) -> float:
-    samples, rate = load_wav(path)
-    assert len(samples) > rate // 2, f"{path} holds only {len(samples)} samples"
-    # skip the first 200 ms (jitter-buffer fill, codec start-up)
-    return dominant_frequency(samples[rate // 5 :], rate)
 
 
 def run_call(
@@ -102,33 +30,23 @@ def run_call(
     extra_call: list[str] | None = None,
     duration: float = 3.0,
 ) -> tuple[subprocess.CompletedProcess[str], tuple[int, dict[str, Any], str]]:
-    port = free_port()
     callee_wav, caller_wav = tmp_path / "callee.wav", tmp_path / "caller.wav"
-    answerer = Answerer(
-        "--json", "--bind", f"127.0.0.1:{port}", *callee_opts,
-        "answer", "--auto", "--count", "1",
+    with answering(
+        *callee_opts, "answer", "--auto", "--count", "1",
         "--record", str(callee_wav), "--play", f"tone:{CALLEE_TONE:g}",
-    )  # fmt: skip
-    try:
-        answerer.wait_listening()
-        caller = subprocess.run(
+    ) as answerer:  # fmt: skip
+        caller = run_command(
             softphone(
-                "--json", "--bind", "127.0.0.1:0", *caller_opts,
-                "call", f"sip:bob@127.0.0.1:{port}",
+                "--json", "--bind", "127.0.0.1:0", *caller_opts, "call", answerer.uri,
                 "--play", f"tone:{CALLER_TONE:g}", "--record", str(caller_wav),
                 "--duration", f"{duration:g}", *(extra_call or []),
-            ),
-            capture_output=True,
-            text=True,
-            timeout=60,
+            )
         )  # fmt: skip
         callee = answerer.finish()
-    finally:
-        answerer.stop()
     assert caller.returncode == 0, caller.stderr
     assert callee[0] == 0, callee[2]
-    assert abs(dominant(callee_wav) - CALLER_TONE) < 5
-    assert abs(dominant(caller_wav) - CALLEE_TONE) < 5
+    assert abs(dominant_tone(callee_wav) - CALLER_TONE) < 5
+    assert abs(dominant_tone(caller_wav) - CALLEE_TONE) < 5
     return caller, callee
 
 
@@ -205,14 +123,11 @@ def test_dtmf_is_sent_once_connected(tmp_path: Path) -> None:
 
 def test_call_to_nobody_fails(tmp_path: Path) -> None:
     port = free_port()
-    result = subprocess.run(
+    result = run_command(
         softphone(
             "--json", "--bind", "127.0.0.1:0", "--transport", "tcp",
             "call", f"sip:bob@127.0.0.1:{port}", "--play", "tone:440", "--record", "none",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
+        )
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
@@ -245,17 +160,11 @@ def test_turn_relay_reaches_a_peer_without_ice(
     assert coturn.wait_for_log(r"refreshed, realm=<example\.org>, username=<alice>, lifetime=0")
 
 
-def test_answer_without_auto_rings_until_enter(tmp_path: Path) -> None:
-    port = free_port()
-    answerer = Answerer(
-        "--json", "--bind", f"127.0.0.1:{port}",
-        "answer", "--count", "1", "--record", "none", "--play", "tone:660",
-    )  # fmt: skip
-    try:
-        answerer.wait_listening()
+def test_answer_without_auto_rings_until_enter() -> None:
+    with answering("answer", "--count", "1", "--record", "none", "--play", "tone:660") as answerer:
         caller = subprocess.Popen(
             softphone(
-                "--json", "--bind", "127.0.0.1:0", "call", f"sip:bob@127.0.0.1:{port}",
+                "--json", "--bind", "127.0.0.1:0", "call", answerer.uri,
                 "--play", "tone:440", "--record", "none", "--duration", "1",
             ),
             stdout=subprocess.PIPE,
@@ -268,8 +177,6 @@ def test_answer_without_auto_rings_until_enter(tmp_path: Path) -> None:
         answerer.proc.stdin.flush()
         out, err = caller.communicate(timeout=60)
         status, report, callee_err = answerer.finish()
-    finally:
-        answerer.stop()
     assert caller.returncode == 0, err
     assert status == 0, callee_err
     assert "ringing (180)" in err
@@ -277,35 +184,27 @@ def test_answer_without_auto_rings_until_enter(tmp_path: Path) -> None:
     assert report["answer"] == {"calls": 1, "succeeded": 1}
 
 
-def test_answer_keeps_answering_until_count(tmp_path: Path) -> None:
-    port = free_port()
-    answerer = Answerer(
-        "--json", "--bind", f"127.0.0.1:{port}", "--codecs", "pcmu",
+def test_answer_keeps_answering_until_count() -> None:
+    with answering(
+        "--codecs", "pcmu",
         "answer", "--auto", "--count", "2", "--record", "none", "--play", "tone:660",
-    )  # fmt: skip
-    try:
-        answerer.wait_listening()
+    ) as answerer:  # fmt: skip
         for _ in range(2):
-            caller = subprocess.run(
+            caller = run_command(
                 softphone(
-                    "--bind", "127.0.0.1:0", "call", f"sip:bob@127.0.0.1:{port}",
+                    "--bind", "127.0.0.1:0", "call", answerer.uri,
                     "--play", "tone:440", "--record", "none", "--duration", "1",
-                ),
-                capture_output=True,
-                text=True,
-                timeout=60,
+                )
             )  # fmt: skip
             assert caller.returncode == 0, caller.stderr
             assert caller.stdout == ""  # no --json: no report
         status, report, err = answerer.finish()
-    finally:
-        answerer.stop()
     assert status == 0, err
     assert report["answer"] == {"calls": 2, "succeeded": 2}
     assert err.count("incoming call from") == 2
 
 
-def test_answer_without_count_stops_on_sigterm(tmp_path: Path) -> None:
+def test_answer_without_count_stops_on_sigterm() -> None:
     answerer = Answerer("--json", "--bind", "127.0.0.1:0", "answer", "--auto", "--record", "none")
     try:
         answerer.wait_listening()
@@ -349,7 +248,7 @@ def baresip_config(directory: Path, sip_port: int, tone: float, codecs: str = "o
 def baresip_heard(directory: Path) -> float:
     dumps = sorted((directory / "snd").glob("dump-*-dec.wav"))
     assert dumps, "baresip dumped no received audio"
-    return dominant(dumps[-1])
+    return dominant_tone(dumps[-1])
 
 
 needs_baresip = pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip not installed")
@@ -364,15 +263,12 @@ def test_softphone_calls_baresip(tmp_path: Path, codec: str) -> None:
     try:
         assert baresip.wait_for("baresip is ready"), "".join(baresip.lines)
         ours = tmp_path / "ours.wav"
-        result = subprocess.run(
+        result = run_command(
             softphone(
                 "--json", "--bind", "127.0.0.1:0", "--codecs", codec,
                 "call", f"sip:carol@127.0.0.1:{port}",
                 "--play", "tone:440", "--record", str(ours), "--duration", "3",
-            ),
-            capture_output=True,
-            text=True,
-            timeout=60,
+            )
         )  # fmt: skip
     finally:
         baresip.proc.terminate()
@@ -383,64 +279,50 @@ def test_softphone_calls_baresip(tmp_path: Path, codec: str) -> None:
     assert report["ice"] is None  # baresip without ICE: RFC 8445 fallback to c=/m=
     _check_rtp(report, CODECS[codec])
     assert "peer without ICE" in result.stderr
-    assert abs(dominant(ours) - 550) < 5
+    assert abs(dominant_tone(ours) - 550) < 5
     assert abs(baresip_heard(tmp_path / "baresip") - 440) < 5
 
 
 @needs_baresip
 def test_baresip_calls_softphone(tmp_path: Path) -> None:
-    port = free_port()
     conf = baresip_config(tmp_path / "baresip", free_port(), 550.0, codecs="pcmu")
     ours = tmp_path / "ours.wav"
-    answerer = Answerer(
-        "--json", "--bind", f"127.0.0.1:{port}",
+    with answering(
         "answer", "--auto", "--count", "1", "--duration", "3",
         "--record", str(ours), "--play", "tone:660",
-    )  # fmt: skip
-    try:
-        answerer.wait_listening()
+    ) as answerer:  # fmt: skip
         baresip = subprocess.run(
-            ["baresip", "-f", str(conf), "-e", f"/dial sip:bob@127.0.0.1:{port}", "-t", "8"],
+            ["baresip", "-f", str(conf), "-e", f"/dial {answerer.uri}", "-t", "8"],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=30,
         )
         status, report, err = answerer.finish()
-    finally:
-        answerer.stop()
     assert status == 0, err + baresip.stdout + baresip.stderr
     assert report["call"]["end_reason"] == "local-bye"
     assert report["ice"] is None
     _check_rtp(report, "PCMU/8000")  # the offerer's first codec
-    assert abs(dominant(ours) - 550) < 5
+    assert abs(dominant_tone(ours) - 550) < 5
     assert abs(baresip_heard(tmp_path / "baresip") - 660) < 5
 
 
-def test_a_second_call_gets_busy_here(tmp_path: Path) -> None:
-    port = free_port()
-    answerer = Answerer(
-        "--json", "--bind", f"127.0.0.1:{port}",
-        "answer", "--auto", "--count", "1", "--record", "none", "--play", "tone:660",
-    )  # fmt: skip
-    call = [
-        "--json", "--bind", "127.0.0.1:0", "call", f"sip:bob@127.0.0.1:{port}",
-        "--play", "tone:440", "--record", "none",
-    ]  # fmt: skip
-    try:
-        answerer.wait_listening()
+def test_a_second_call_gets_busy_here() -> None:
+    with answering(
+        "answer", "--auto", "--count", "1", "--record", "none", "--play", "tone:660"
+    ) as answerer:
+        call = [
+            "--json", "--bind", "127.0.0.1:0", "call", answerer.uri,
+            "--play", "tone:440", "--record", "none",
+        ]  # fmt: skip
         first = Process(softphone(*call, "--duration", "4"))
         try:
             assert answerer.wait_for("media:"), "".join(answerer.lines)
-            second = subprocess.run(
-                softphone(*call, "--duration", "1"), capture_output=True, text=True, timeout=60
-            )
+            second = run_command(softphone(*call, "--duration", "1"))
             first.proc.wait(30)
         finally:
             first.stop()
         status, report, err = answerer.finish()
-    finally:
-        answerer.stop()
     assert second.returncode == 1
     busy = json.loads(second.stdout)["call"]
     assert busy["sip_status"] == 486 and busy["end_reason"] == "rejected"
@@ -453,27 +335,18 @@ def test_microphone_and_speaker_in_a_call(pulse: Any, tmp_path: Path) -> None:
     callee's tone into the null sink, and its microphone (the sink's monitor) sends it back."""
     config = tmp_path / "config.toml"
     config.write_text('[accounts.sound]\ninput_device = "pulse"\noutput_device = "pulse"\n')
-    port = free_port()
     callee_wav = tmp_path / "callee.wav"
-    answerer = Answerer(
-        "--json", "--bind", f"127.0.0.1:{port}", "--codecs", "pcmu",
+    with answering(
+        "--codecs", "pcmu",
         "answer", "--auto", "--count", "1", "--record", str(callee_wav), "--play", "tone:660",
-    )  # fmt: skip
-    try:
-        answerer.wait_listening()
-        caller = subprocess.run(
+    ) as answerer:  # fmt: skip
+        caller = run_command(
             softphone(
-                "--config", str(config), "--json", "--bind", "127.0.0.1:0",
-                "call", f"sip:bob@127.0.0.1:{port}",
+                "--config", str(config), "--json", "--bind", "127.0.0.1:0", "call", answerer.uri,
                 "--play", "mic", "--record", "speaker", "--duration", "4",
-            ),
-            capture_output=True,
-            text=True,
-            timeout=60,
+            )
         )  # fmt: skip
         status, _, err = answerer.finish()
-    finally:
-        answerer.stop()
     assert caller.returncode == 0, caller.stderr
     assert status == 0, err
     samples, rate = load_wav(callee_wav)
@@ -518,11 +391,8 @@ def test_answer_on_a_port_in_use_fails_cleanly(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            softphone("--json", "--bind", f"127.0.0.1:{port}", "answer", "--auto"),
-            capture_output=True,
-            text=True,
-            timeout=30,
+        result = run_command(
+            softphone("--json", "--bind", f"127.0.0.1:{port}", "answer", "--auto"), timeout=30
         )
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "Traceback" not in result.stderr

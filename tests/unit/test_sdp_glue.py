@@ -53,6 +53,14 @@ def _offer_with(transport: LocalTransport, codecs: tuple[str, ...] = ("opus", "p
     return oa, oa.create_offer().to_bytes()
 
 
+def _answered(answer: str) -> RemoteMedia:
+    """The remote media a peer's ``answer`` to our ICE offer (host + srflx) describes."""
+    oa, _ = _offer_with(LocalTransport.from_ice(UFRAG, PWD, _candidates()))
+    negotiation = oa.process_answer(answer)
+    assert negotiation.audio is not None
+    return read_negotiation(negotiation.audio)
+
+
 # --- our offer -----------------------------------------------------------------------------
 
 
@@ -132,11 +140,7 @@ ASTERISK_ANSWER = (
 
 
 def test_asterisk_answer_without_ice_is_reached_at_c_and_m() -> None:
-    transport = LocalTransport.from_ice(UFRAG, PWD, _candidates())
-    oa, _ = _offer_with(transport)
-    negotiation = oa.process_answer(ASTERISK_ANSWER)
-    assert negotiation.audio is not None
-    remote = read_negotiation(negotiation.audio)
+    remote = _answered(ASTERISK_ANSWER)
     assert remote.ice is None  # RFC 8445 fallback
     assert remote.rtp == ("10.0.0.5", 17170)
     assert not remote.rtcp_mux and remote.rtcp == ("10.0.0.5", 17171)
@@ -238,11 +242,7 @@ BARESIP_ANSWER = (
 
 
 def test_baresip_answer_with_session_level_credentials() -> None:
-    transport = LocalTransport.from_ice(UFRAG, PWD, _candidates())
-    oa, offer = _offer_with(transport)
-    negotiation = oa.process_answer(BARESIP_ANSWER)
-    assert negotiation.audio is not None
-    remote = read_negotiation(negotiation.audio)
+    remote = _answered(BARESIP_ANSWER)
     assert remote.rtcp_mux and remote.components == 1
     assert remote.rtcp == remote.rtp == ("127.0.0.1", 10346)
     assert remote.ice is not None and remote.ice.pwd == "Fg8VHcrZUtS4Cw0DBunwQm"
