@@ -714,43 +714,54 @@ class Agent:
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must run next (None: nothing scheduled)."""
-        if self.state in (AgentState.NEW, AgentState.CLOSED):
+        state = self.state
+        if state is AgentState.NEW or state is AgentState.CLOSED:
             return None
-        times: list[float] = []
+        # the earliest of everything below (no list: this runs after every event)
+        best: float | None = None
         for check in self._checks.values():
             t = check.tx.get_timer()
-            if t is not None:
-                times.append(t)
+            if t is not None and (best is None or t < best):
+                best = t
         for pair, (at, sent) in self._rechecks.items():
             if pair.state is PairState.IN_PROGRESS and pair.extra.get("sent_at") == sent:
-                times.append(at)
-        if self._remote is not None and self.state in (AgentState.RUNNING, AgentState.COMPLETED):
+                if best is None or at < best:
+                    best = at
+        running = state is AgentState.RUNNING
+        if self._remote is not None and (running or state is AgentState.COMPLETED):
+            t = None
             if self._checklist.has_triggered():
-                times.append(self._triggered_at())
-            elif self.state is AgentState.RUNNING:
+                t = self._triggered_at()
+            elif running:
                 if self._checklist.has_check(self._now):
-                    times.append(self._ordinary_at())
+                    t = self._ordinary_at()
                 elif (release := self._checklist.release_at()) is not None:
                     # a Frozen pair is held back by a pair whose first request is unanswered
-                    times.append(max(release, self._ordinary_at()))
-        if self.state is AgentState.RUNNING:
-            for component, first in self._first_valid_at.items():
-                if (
-                    self.controlling
-                    and component not in self._nominating
-                    and self._selected_generation(component) != self._generation
-                ):
-                    best = self._checklist.best_valid(component)
-                    if best is not None:
-                        wait = self._nomination_wait(component, best, first)
-                        times.append(self._now if wait is None else wait)
+                    t = max(release, self._ordinary_at())
+            if t is not None and (best is None or t < best):
+                best = t
+        if running:
+            if self.controlling:
+                for component, first in self._first_valid_at.items():
+                    if (
+                        component not in self._nominating
+                        and self._selected_generation(component) != self._generation
+                    ):
+                        valid = self._checklist.best_valid(component)
+                        if valid is not None:
+                            wait = self._nomination_wait(component, valid, first)
+                            t = self._now if wait is None else wait
+                            if best is None or t < best:
+                                best = t
             if self._generation_started is not None and self.timeout > 0 and self._remote:
-                times.append(self._generation_started + self.timeout)
+                t = self._generation_started + self.timeout
+                if best is None or t < best:
+                    best = t
         for consent in self._consent.values():
             t = consent.get_timer()
-            if t is not None:
-                times.append(t)
-        return min(times) if times else None
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def _triggered_at(self) -> float:
         """When a triggered check may go: at once, but never closer than

@@ -810,6 +810,18 @@ class IceConnection:
             # than one event-loop iteration later
             self.agent.handle_timer(now)
         if when != self._timer_at:
+            if (
+                when is not None
+                and self._timer is not None
+                and self._timer_at is not None
+                and self._timer_at < when
+                and when - now > PRECISE_HORIZON
+            ):
+                # later than the loop timer already set, and far: keep that one (it finds
+                # the time not yet come and waits for the rest, see _on_timer) rather than
+                # cancel and make another on the way of every answer
+                self._timer_at = when
+                return
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = None
@@ -831,17 +843,11 @@ class IceConnection:
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._loop is None or self._closed:
-            self._timer_at = None
-            return
-        now = self._loop.time()
-        if self._timer_at is not None and now < self._timer_at:
-            # a hair early (clock rounding): wait for the rest
-            self._timer = self._loop.call_at(self._timer_at, self._on_timer)
-            return
         self._timer_at = None
-        # _pump runs handle_timer for whatever is due, after a check whose datagram is
-        # ready (the nomination, encoded while it waited for the floor) is out
+        # _pump runs handle_timer for whatever is due - after a check whose datagram is
+        # ready (the nomination, encoded while it waited for the floor) is out - and arms
+        # the timer again; nothing may be due yet (a timer kept for a later time, see
+        # _pump, or one a hair early)
         self._pump()
 
     def _on_agent_event(self, event: AgentEvent) -> None:

@@ -220,3 +220,36 @@ async def test_precise_wake_waits_out_the_last_microseconds() -> None:
         assert len(fired) == 20
     finally:
         timer.close()
+
+
+async def test_a_later_far_timer_keeps_the_loop_timer_already_set() -> None:
+    """The agent's next timer moves later (e.g. the consent check after the last
+    retransmission time): the loop timer already set is kept, finds nothing due when it
+    fires, and the agent's timer still runs at the new time, once."""
+    conn = IceConnection(True, bind="127.0.0.1")
+    try:
+        await conn.gather()
+        loop = asyncio.get_running_loop()
+        agent = conn.agent
+        due: list[float | None] = [loop.time() + 0.15]
+        ran: list[float] = []
+
+        def handle_timer(now: float) -> None:
+            ran.append(now)
+            due[0] = None
+
+        agent.get_timer = lambda: due[0]  # type: ignore[method-assign]
+        agent.handle_timer = handle_timer  # type: ignore[method-assign]
+        conn._pump()
+        first = conn._timer
+        assert first is not None
+        later = loop.time() + 0.3
+        due[0] = later
+        conn._pump()
+        assert conn._timer is first, "kept, not cancelled and made again"
+        await asyncio.sleep(0.2)  # the kept timer went off: nothing was due
+        assert ran == [] and conn._timer is not None and conn._timer is not first
+        await asyncio.sleep(0.2)
+        assert len(ran) == 1 and ran[0] >= later
+    finally:
+        await conn.close()
