@@ -323,27 +323,12 @@ class Session:
 
 
 def run_pair(
-    ice_lab: IceLab,
-    case: str,
-    a: str,
-    b: str,
-    want: int = 10,
-    timeout: float = 30.0,
-    relay_only: bool = False,
-    extra_args: Sequence[str] = (),
-    extra_args_b: Sequence[str] | None = None,
-    turn: bool = True,
-    expect_failure: bool = False,
+    ice_lab: IceLab, case: str, a: str, b: str, want: int = 10, **options: Any
 ) -> PairResult:
     """Laptop ``a`` (controlling) and ``b`` (controlled) gather, swap candidates out of band,
-    connect, then send tagged packets both ways until each got ``want`` distinct ones.
-    ``extra_args`` go to both nodes, or to ``a`` only when ``extra_args_b`` is given.
-    ``turn=False``: STUN only.  ``expect_failure``: ICE must fail on both sides (the result
-    then holds the two ``failed`` reports and no data)."""
-    with pair_session(
-        ice_lab, case, a, b, want, timeout, relay_only, extra_args, extra_args_b, turn,
-        expect_failure,
-    ) as session:  # fmt: skip
+    connect, then send tagged packets both ways until each got ``want`` distinct ones; the
+    nodes are closed before it returns. ``options``: those of :func:`pair_session`."""
+    with pair_session(ice_lab, case, a, b, want, **options) as session:
         return session.result
 
 
@@ -362,7 +347,11 @@ def pair_session(
     expect_failure: bool = False,
 ) -> Iterator[Session]:
     """:func:`run_pair`, keeping the two nodes running (connected, data exchanged) for the
-    ``with`` block; they are closed (and killed if need be) when it ends."""
+    ``with`` block; they are closed (and killed if need be) when it ends.
+
+    ``extra_args`` go to both nodes, or to ``a`` only when ``extra_args_b`` is given.
+    ``turn=False``: STUN only. ``relay_only``: relayed candidates only. ``expect_failure``: ICE
+    must fail on both sides (the result then holds the two ``failed`` reports and no data)."""
     logdir = ice_lab.lab.workdir / "nodes"
     base = node_args(ice_lab, relay_only, turn)
     args = [*base, *extra_args]

@@ -18,10 +18,14 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.helpers_media import baresip_heard
+from tests.helpers_sip import traced_sdp
 from tests.lab.conftest import SERVER_IP, IceLab, Laptop
 from tests.lab.softphone_lab import (
     DOMAIN,
@@ -73,37 +77,10 @@ def start_baresip(lab: SoftphoneLab, laptop: Laptop, workdir: Path, user: str) -
     return phone
 
 
-def baresip_heard(phone: Baresip) -> float:
-    phone.wait_for_log(r"audio: destroyed", timeout=15)
-    dumps = sorted(phone.workdir.glob("dump-*-dec.wav"))
-    assert dumps, "baresip dumped no received audio:\n" + phone.log()[-3000:]
-    return heard(dumps[-1])
-
-
-_TRACE_HEADER = re.compile(r"^\S+ \S+ sip\.trace \w+ (send|recv) ")
-_OTHER_LINE = re.compile(r"^(\d{4}-\d\d-\d\d |\[\s*[\d.]+s\]|\{)")
 _CANDIDATE = re.compile(r"^a=candidate:\S+ \d \S+ \d+ (\S+ \d+ typ \w+)", re.M)
 
 
-def remote_sdp(stderr: str) -> str:
-    """The SDP of the first SIP message we received that carries one (``--trace``)."""
-    current: list[str] | None = None
-    for line in stderr.splitlines():
-        header = _TRACE_HEADER.match(line)
-        if header:
-            if current and "v=0" in current:
-                return "\n".join(current[current.index("v=0") :])
-            current = [] if header.group(1) == "recv" else None
-        elif _OTHER_LINE.match(line):
-            if current and "v=0" in current:
-                return "\n".join(current[current.index("v=0") :])
-            current = None
-        elif current is not None:
-            current.append(line)
-    raise AssertionError("no SDP from baresip in the trace")
-
-
-def describe(case: str, report: dict, sdp: str) -> str:
+def describe(case: str, report: dict[str, Any], sdp: str) -> str:
     ice = report["ice"]
     pair = ice and f"{ice['selected']['local']['type']}/{ice['selected']['remote']['type']}"
     return (
@@ -120,7 +97,7 @@ def common(lab: SoftphoneLab, user: str) -> list[str]:
     return ["--trace", *lab.common_args(user)]
 
 
-def check_ice(report: dict, lab: SoftphoneLab, nat: str) -> None:
+def check_ice(report: dict[str, Any], lab: SoftphoneLab, nat: str) -> None:
     """ICE ran with baresip and picked the pair this NAT pairing allows."""
     ice = report["ice"]
     assert ice is not None, report
@@ -130,6 +107,39 @@ def check_ice(report: dict, lab: SoftphoneLab, nat: str) -> None:
         assert remote["address"] == lab.ice[THEIRS[nat]].public_ip, ice
     else:
         assert "relay" in (local["type"], remote["type"]), ice
+
+
+@dataclass
+class Ended:
+    """A call between our softphone and baresip, over: what each end says."""
+
+    status: int  # our exit status
+    report: dict[str, Any]  # our JSON report
+    stderr: str  # ours, with --trace
+    their_audio: float  # the tone baresip heard
+    logs: str  # ours and baresip's, for the failure messages
+
+    @classmethod
+    def of(
+        cls,
+        ours: Softphone,
+        result: tuple[int, dict[str, Any]],
+        bob: Baresip | None,
+        their_audio: float,
+    ) -> Ended:
+        """The end of the call ``ours`` made or answered (its ``finish()`` result)."""
+        logs = ours.stderr[-6000:] + "\n--- baresip\n" + (bob.log()[-4000:] if bob else "")
+        return cls(*result, ours.stderr, their_audio, logs)
+
+    def check(self, lab: SoftphoneLab, nat: str, case: str, recording: Path) -> None:
+        """We ended well, ICE picked the pair this NAT pairing allows, media went both ways
+        and each end heard the other's tone."""
+        assert self.status == 0, self.logs
+        print(describe(case, self.report, traced_sdp(self.stderr, "recv")))
+        check_ice(self.report, lab, nat)
+        assert self.report["rtp"]["received"] > 0 and self.report["rtp"]["sent"] > 0
+        assert abs(heard(recording) - BARESIP_TONE) < 10, self.logs
+        assert abs(self.their_audio - OUR_TONE) < 10, self.logs
 
 
 @pytest.mark.parametrize("nat", CASES)
@@ -146,20 +156,14 @@ def test_softphone_calls_baresip_across_nats(
         tmp_path / "caller.log",
     )  # fmt: skip
     try:
-        status, report = caller.finish(90)
-        their_audio = baresip_heard(bob)
+        result = caller.finish(90)
+        their_audio = baresip_heard(bob, timeout=15)
     finally:
         caller.stop()
         bob.stop()
-    logs = caller.stderr[-6000:] + "\n--- baresip\n" + bob.log()[-4000:]
-    assert report["call"]["sip_status"] == 200, logs
-    assert status == 0, logs
-    sdp = remote_sdp(caller.stderr)
-    print(describe(f"softphone->baresip eim/{nat}", report, sdp))
-    check_ice(report, lab, nat)
-    assert report["rtp"]["received"] > 0 and report["rtp"]["sent"] > 0
-    assert abs(heard(ours) - BARESIP_TONE) < 10, logs
-    assert abs(their_audio - OUR_TONE) < 10, logs
+    ended = Ended.of(caller, result, bob, their_audio)
+    assert ended.report["call"]["sip_status"] == 200, ended.logs
+    ended.check(lab, nat, f"softphone->baresip eim/{nat}", ours)
 
 
 # baresip (controlling, behind the symmetric NAT) -> softphone (controlled, eim): component 1
@@ -190,17 +194,11 @@ def test_baresip_calls_softphone_across_nats(
         assert answerer.wait_for("waiting for calls", 40), answerer.stderr
         bob = start_baresip(lab, lab.ice[THEIRS[nat]], tmp_path / "baresip", "bob")
         assert bob.dial(f"sip:alice@{DOMAIN}")["ok"]
-        status, report = answerer.finish(90)
-        their_audio = baresip_heard(bob)
+        result = answerer.finish(90)
+        their_audio = baresip_heard(bob, timeout=15)
     finally:
         answerer.stop()
         if bob is not None:
             bob.stop()
-    logs = answerer.stderr[-6000:] + "\n--- baresip\n" + (bob.log()[-4000:] if bob else "")
-    assert status == 0, logs
-    sdp = remote_sdp(answerer.stderr)
-    print(describe(f"baresip->softphone eim/{nat}", report, sdp))
-    check_ice(report, lab, nat)
-    assert report["rtp"]["received"] > 0 and report["rtp"]["sent"] > 0
-    assert abs(heard(ours) - BARESIP_TONE) < 10, logs
-    assert abs(their_audio - OUR_TONE) < 10, logs
+    ended = Ended.of(answerer, result, bob, their_audio)
+    ended.check(lab, nat, f"baresip->softphone eim/{nat}", ours)
