@@ -1,4 +1,4 @@
-"""Fast paths give exactly what the general parsers give (sip.sdp, sip.uri, sip.headers).
+"""Fast paths give exactly what the general parsers give (sip.sdp, sip.uri, sip.headers, messages).
 
 Each fast path handles only the plain form real stacks send and hands everything else to the general
 code; these property tests build texts around the edges of what a fast path accepts (line ends,
@@ -12,13 +12,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
+import re
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import sip.message
 from sip.headers import Via
+from sip.message import Request, Response, parse_message
 from sip.sdp import (
     Attribute,
+    Codec,
     Connection,
     MediaDescription,
     Origin,
@@ -316,3 +321,206 @@ def test_fast_constructors_set_exactly_the_dataclass_fields() -> None:
             value = getattr(made, name)
             if isinstance(value, list) and not value:
                 assert value is not getattr(other, name)
+
+
+# --- SDP: what the fast path checks before it takes a text ---------------------------------------
+
+USUAL_SDP = (
+    "v=0\r\no=- 1 2 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+    "a=ice-ufrag:x\r\na=ice-pwd:y\r\nm=audio 4000 RTP/AVP 111 0 101\r\n"
+    "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10\r\na=rtpmap:0 PCMU/8000\r\n"
+    "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("a=sendrecv\r\n", "a=sendrecv"),  # no final line end
+        ("a=sendrecv\r\n", "a=sendrecv\r\n\r\n"),  # a blank line at the end
+        ("a=sendrecv\r\n", "a=sendrecv\r\n \r\n"),  # a whitespace line at the end
+        ("a=sendrecv\r\n", "a=sendrecv\n"),  # a bare LF at the end
+        ("a=sendrecv\r\n", "a=sendrecv\r"),  # a lone CR at the end
+        ("a=ice-pwd:y", "a=ice-pwd:y\rb"),  # a lone CR inside a session a= line
+        ("a=ice-pwd:y", "a=ice-pwd:y\nb=AS:1"),  # a bare LF inside a session a= line
+        ("a=fmtp:111 minptime=10", "a=fmtp:111 min\rptime=10"),  # in a media a= line
+        ("a=fmtp:111 minptime=10", "a=fmtp:111 min\nptime=10"),
+        ("a=sendrecv", "a=sendrecv\r\nc=IN IP4 h"),  # a c= line after the a= lines
+        ("a=ice-pwd:y", "a=ice-pwd:y\r\nb=AS:64"),  # a session b= after its a= lines
+        ("a=ice-pwd:y", "a=ice-pwd:y\r\n\r\na=z"),  # a blank line among the a= lines
+        ("s=-", "s=-\rx"),  # a lone CR in the session head
+        ("s=-", "s=-\nx"),  # a bare LF in the session head
+        ("s=-\r\n", "s=-\r\ni=info\r\n"),  # a session head the regex does not take ...
+        ("s=-\r\n", "s=-\r\ni=in\rfo\r\n"),  # ... with a lone CR in it
+        ("s=-\r\n", "s=-\r\ni=in\nfo\r\n"),  # ... with a bare LF in it
+        ("RTP/AVP 111 0 101", "RTP/AVP 111 0\r101"),  # a lone CR in the m= line
+        ("RTP/AVP 111 0 101\r\n", "RTP/AVP 111 0 101\r\ni=x\r\n"),  # media head, no regex
+        ("RTP/AVP 111 0 101\r\n", "RTP/AVP 111 0 101\r\ni=x\ry\r\n"),
+        ("RTP/AVP 111 0 101\r\n", "RTP/AVP 111 0 101\r\ni=x\ny\r\n"),
+        ("a=sendrecv\r\n", "a=sendrecv\r\nm=video 0 RTP/AVP 96\r\n"),  # a second section
+        ("a=sendrecv\r\n", "a=sendrecv\r\nm=video 0 RTP/AVP 96\r\na=inactive\r\n"),
+        ("a=sendrecv\r\n", "a=sendrecv\r\nm=video 0 RTP/AVP 96\r\nm=text 0 RTP/AVP 9\r\n"),
+    ],
+)
+def test_sdp_fast_path_checks_every_line_end(old: str, new: str) -> None:
+    """Each edit puts a line end, a blank line or a misplaced line where the fast path's splits
+    would hide it; the result must be the general parser's, value for value (or its error)."""
+    assert old in USUAL_SDP
+    _assert_same(USUAL_SDP.replace(old, new, 1))
+
+
+def test_sdp_fast_path_takes_the_edited_usual_forms() -> None:
+    """The fast path still handles (does not hand over) the clean forms above."""
+    assert _parse_plain(USUAL_SDP) == _parse_lines(_split_lines(USUAL_SDP))
+    for text in (
+        USUAL_SDP[:-2],
+        USUAL_SDP.replace("s=-\r\n", "s=-\r\ni=info\r\n"),
+        USUAL_SDP + "m=video 0 RTP/AVP 96\r\nm=text 0 RTP/AVP 9\r\n",
+    ):
+        fast = _parse_plain(text)
+        assert fast is not None
+        assert fast == _parse_lines(_split_lines(text))
+    assert _parse_plain(USUAL_SDP.replace("a=ice-pwd:y", "a=ice-pwd:y\rb")) is None
+
+
+# --- codecs(): computed from the attributes as they are when it is called ---------------------
+
+
+def _codecs_per_payload_type(media: MediaDescription) -> dict[int, Codec]:
+    expected: dict[int, Codec] = {}
+    for pt in media.payload_types:
+        found = media.codec(pt)
+        if found is not None and pt not in expected:
+            expected[pt] = found
+    return expected
+
+
+def test_codecs_follow_every_edit_of_the_model() -> None:
+    """codecs() reads media.attributes and media.formats on each call: an edit to an Attribute
+    object, to the attribute list or to the formats shows in the next call."""
+    media = parse_sdp(USUAL_SDP).media[0]
+    first = media.codecs()
+    assert [str(c) for c in first.values()] == ["opus/48000/2", "PCMU/8000", "telephone-event/8000"]
+    assert first[111].fmtp == "minptime=10"
+    edits = [
+        lambda m: setattr(m.attributes[0], "value", "111 OPUS/16000"),  # the Attribute object
+        lambda m: setattr(m.attributes[1], "value", "111 useinbandfec=1"),
+        lambda m: setattr(m.attributes[2], "name", "x-rtpmap"),  # PCMU: back to the static one
+        lambda m: setattr(m.attributes[2], "name", " RTPMAP"),  # odd spelling, still rtpmap
+        lambda m: m.attributes.insert(0, Attribute("rtpmap", "101 red/8000")),  # first one wins
+        lambda m: m.attributes.append(Attribute("rtpmap", "96 VP8/90000")),  # not in m=
+        lambda m: m.formats.append("96"),
+        lambda m: m.formats.remove("111"),
+        lambda m: m.attributes.remove(m.attributes[0]),
+        lambda m: m.attributes.__setitem__(slice(None), [Attribute("rtpmap", "0 G711/8000")]),
+        lambda m: setattr(m, "attributes", [Attribute("fmtp", "101 0-15")]),
+        lambda m: m.remove_format("101"),
+        lambda m: m.add_codec(8, Codec("PCMA", 8000)),
+    ]
+    for edit in edits:
+        edit(media)
+        assert media.codecs() == _codecs_per_payload_type(media)
+    assert media.formats == ["0", "96", "8"]  # 96 lost its rtpmap with the list replaced
+    assert media.codecs() == {0: Codec("PCMU", 8000), 8: Codec("PCMA", 8000)}
+    assert first[111] == Codec("opus", 48000, 2, "minptime=10")  # an earlier result is its own
+
+
+# --- SIP messages: header section and Request-Line fast paths ---------------------------------
+
+MESSAGE_NAMES = ["Via", "via", "v", "Call-ID", "i", "X-Foo2", "X_Y.z", "x foo", "Via ", " cont"]
+MESSAGE_SEPS = [": ", ":", ":  ", ":\t", " : "]
+MESSAGE_VALUES = ["a", "a ", "", "a\t", "x, y", "a\rb", "\u00fc", "b: c"]
+MESSAGE_ENDS = ["\r\n", "\r\n", "\r\n", "\n", " \r\n"]
+START_LINES = [
+    "INVITE sip:bob@198.51.100.20:5060;transport=udp SIP/2.0",
+    "invite sip:bob@h SIP/2.0",
+    "X-Y sip:h SIP/2.0",  # a token method that is not alphabetic
+    "INVITE sip:b\u00f6b@h SIP/2.0",  # a non-ASCII Request-URI
+    "INVITE  sip:h SIP/2.0",
+    "INVITE\tsip:h SIP/2.0",
+    "INVITE sip:h sip/2.0",
+    "INVITE sip:h SIP/2.1",
+    "INVITE sip:h SIP/2.0 ",
+    "INVITE sip:h",
+    "SIP/2.0 200 OK",
+    "SIP/2.0 180 Ringing Now",
+    "sip/2.0 200 OK",
+    "SIP/2.0 099 Bad",
+    "SIP/2.0 200",
+]
+
+
+def _parsed(data: bytes) -> object:
+    try:
+        message = parse_message(data)
+    except SipParseError:
+        return "error"
+    return message, message.to_bytes()
+
+
+def _parsed_generally(data: bytes, monkeypatch: pytest.MonkeyPatch) -> object:
+    """parse_message with its fast paths turned off: the line-by-line header parser and the
+    general Request-Line code."""
+    with monkeypatch.context() as patch:
+        patch.setattr(sip.message, "_parse_header_section", lambda head: None)
+        patch.setattr(sip.message, "_REQUEST_LINE_RE", re.compile(r"(?!)"))
+        return _parsed(data)
+
+
+@PROPERTY
+@given(
+    st.sampled_from(START_LINES),
+    st.lists(
+        st.tuples(
+            st.sampled_from(MESSAGE_NAMES),
+            st.sampled_from(MESSAGE_SEPS),
+            st.sampled_from(MESSAGE_VALUES),
+            st.sampled_from(MESSAGE_ENDS),
+        ),
+        max_size=5,
+    ),
+    st.sampled_from(["", "Content-Length: 3\r\n", "l: 003\r\n", "Content-Length: 9\r\n"]),
+)
+def test_message_fast_paths_match_the_general_parser(start, lines, length):
+    """A whole message parses to the same Request/Response - and serializes to the same octets -
+    with the fast paths as without them, or fails in both."""
+    head = start + "\r\n" + "".join(name + sep + value + end for name, sep, value, end in lines)
+    data = (head + length + "\r\n" + "abc").encode("utf-8", "surrogateescape")
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        assert _parsed(data) == _parsed_generally(data, monkeypatch)
+    finally:
+        monkeypatch.undo()
+
+
+def test_message_fast_paths_take_the_usual_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.sip_parse import INVITE
+
+    head = INVITE[: INVITE.index(b"\r\n\r\n")].decode()
+    assert sip.message._parse_header_section(head) is not None
+    assert sip.message._REQUEST_LINE_RE.fullmatch(head.split("\r\n")[0]) is not None
+    assert _parsed(INVITE) == _parsed_generally(INVITE, monkeypatch)
+    message = parse_message(INVITE)
+    assert isinstance(message, Request) and message.to_bytes() is INVITE  # its own octets
+    # a line with trailing LWS (start line or header) is the general parser's: values trimmed
+    for spot in (b" SIP/2.0\r\n", b"Max-Forwards: 69\r\n"):
+        edited = INVITE.replace(spot, spot[:-2] + b" \r\n", 1)
+        assert (
+            sip.message._parse_header_section(edited[: edited.index(b"\r\n\r\n")].decode()) is None
+        )
+        assert _parsed(edited) == _parsed_generally(edited, monkeypatch)
+        assert parse_message(edited).headers.items() == message.headers.items()
+
+
+def test_content_length_with_leading_zeros_is_rewritten() -> None:
+    data = b"SIP/2.0 200 OK\r\nCall-ID: a\r\nContent-Length: 003\r\n\r\nabcdef"
+    message = parse_message(data)
+    assert isinstance(message, Response) and message.body == b"abc"
+    assert not message.headers._as_sent  # "003" is not what to_bytes() writes
+    assert message.to_bytes() == b"SIP/2.0 200 OK\r\nCall-ID: a\r\nContent-Length: 3\r\n\r\nabc"
+    assert parse_message(message.to_bytes()).to_bytes() is not None
+    zero = parse_message(b"OPTIONS sip:h SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+    assert (
+        zero.headers._as_sent
+        and zero.to_bytes() == b"OPTIONS sip:h SIP/2.0\r\nContent-Length: 0\r\n\r\n"
+    )
