@@ -1142,14 +1142,19 @@ def _parse_plain(text: str) -> SessionDescription | None:
         if "\n" in joined or "\r" in joined:
             return None  # a bare line end, a blank or misplaced line among the a= lines
         v, user, sid, sver, net, addrtype, addr, name, cnet, ctype, caddr, start, stop = m.groups()
-        session = _new_session(
-            Origin(user, sid, int(sver), net, addrtype, addr),
-            name,
-            int(v),
-            None if cnet is None else Connection(caddr, ctype, cnet, None, None),
-            [Timing(int(start), int(stop), [])],
-            _attribute_list(texts),
-        )
+        # the values on bare instances, as for the descriptions (_new_session): Origin(user,
+        # sid, int(sver), net, addrtype, addr), Connection(caddr, ctype, cnet), Timing(start, stop)
+        origin = _new_object(Origin)
+        origin.username, origin.session_id, origin.session_version = user, sid, int(sver)
+        origin.nettype, origin.addrtype, origin.address = net, addrtype, addr
+        connection = None
+        if cnet is not None:
+            connection = _new_object(Connection)
+            connection.address, connection.addrtype, connection.nettype = caddr, ctype, cnet
+            connection.ttl = connection.count = None
+        timing = _new_object(Timing)
+        timing.start, timing.stop, timing.repeats = int(start), int(stop), []
+        session = _new_session(origin, name, int(v), connection, [timing], _attribute_list(texts))
         seen_origin = True
     else:
         head = _head_lines(texts[0])
