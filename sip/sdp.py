@@ -1008,11 +1008,16 @@ def _new_media(
     """
     obj = _new_object(MediaDescription)
     # the fields in declaration order, each list a new one
-    (
-        obj.media, obj.port, obj.proto, obj.formats, obj.port_count, obj.information,
-        obj.connection, obj.extra_connections, obj.bandwidths, obj.encryption_key,
-        obj.attributes, obj.other_lines,
-    ) = (media, port, proto, formats, None, None, None, [], [], None, attributes, [])  # fmt: skip
+    obj.media = media
+    obj.port = port
+    obj.proto = proto
+    obj.formats = formats
+    obj.port_count = obj.information = obj.connection = None
+    obj.extra_connections = []
+    obj.bandwidths = []
+    obj.encryption_key = None
+    obj.attributes = attributes
+    obj.other_lines = []
     return obj
 
 
@@ -1026,14 +1031,21 @@ def _new_session(
 ) -> SessionDescription:
     """What the SessionDescription constructor makes (see _new_media)."""
     obj = _new_object(SessionDescription)
-    (
-        obj.origin, obj.session_name, obj.version, obj.information, obj.uri, obj.emails,
-        obj.phones, obj.connection, obj.extra_connections, obj.bandwidths, obj.timing,
-        obj.time_zones, obj.encryption_key, obj.attributes, obj.media, obj.other_lines,
-    ) = (
-        origin, name, version, None, None, [], [], connection, [], [], timing, None, None,
-        attributes, [], [],
-    )  # fmt: skip
+    # the fields in declaration order, each list a new one
+    obj.origin = origin
+    obj.session_name = name
+    obj.version = version
+    obj.information = obj.uri = None
+    obj.emails = []
+    obj.phones = []
+    obj.connection = connection
+    obj.extra_connections = []
+    obj.bandwidths = []
+    obj.timing = timing
+    obj.time_zones = obj.encryption_key = None
+    obj.attributes = attributes
+    obj.media = []
+    obj.other_lines = []
     return obj
 
 
