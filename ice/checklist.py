@@ -344,6 +344,8 @@ class CheckList:
         """The earliest time a Frozen pair's foundation stops being held back by its
         In-Progress pairs (the latest of their :attr:`~CandidatePair.hold_until`), or None."""
         frozen = {p.foundation for p in self.pairs if p.state is PairState.FROZEN}
+        if not frozen:
+            return None
         holds: dict[tuple[str, str], float] = {}
         for p in self.pairs:
             if p.foundation not in frozen:
@@ -429,14 +431,23 @@ class CheckList:
         """Would :meth:`next_check` find something (without consuming the FIFO)?"""
         if self.has_triggered():
             return True
+        frozen = False
         for p in self.pairs:
             if p.state is PairState.WAITING:
                 return True
+            if p.state is PairState.FROZEN:
+                frozen = True
+        if not frozen:
+            return False
         active = self._active_foundations(now)
         return any(p.state is PairState.FROZEN and p.foundation not in active for p in self.pairs)
 
     def count(self, *states: PairState) -> int:
-        return sum(1 for p in self.pairs if p.state in states)
+        n = 0
+        for p in self.pairs:
+            if p.state in states:
+                n += 1
+        return n
 
     def remove_pending(self, component: int, below: int | None = None) -> None:
         """Drop Frozen/Waiting pairs of ``component`` (those with priority below ``below`` if
