@@ -735,12 +735,14 @@ class MediaDescription(_AttributeList):
         parameters: dict[str, str] = {}
         for attr in self.attributes:
             name = attr.name
+            if name == "candidate":
+                continue  # the commonest line of an ICE offer, first
             if name == "rtpmap":
                 table = encodings
             elif name == "fmtp":
                 table = parameters
-            elif name == "candidate" or name in _PLAIN_NAMES:
-                continue  # another usual spelling (the commonest first): no call
+            elif name in _PLAIN_NAMES:
+                continue  # another usual spelling: no call
             else:
                 key = _attr_key(name)
                 if key == "rtpmap":
