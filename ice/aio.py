@@ -9,8 +9,9 @@ transport per component.
   does not consume, whose datagrams go out of the right socket - or through the right TURN
   allocation, wrapped in Send indications / ChannelData by :class:`ice.turn.TurnClient` - and
   whose timer runs with ``loop.call_at`` (a timer already due runs at once; while the checks
-  run, a :class:`PreciseWake` - a timerfd the loop watches - wakes the loop on time, since
-  the selector sleeps in whole milliseconds: see :data:`PRECISE_TIMERS`);
+  run, a :class:`PreciseWake` - a timerfd the loop watches, then a few turns of polling -
+  wakes the loop on time, since the selector sleeps in whole milliseconds and a sleeping CPU
+  wakes slowly: see :data:`PRECISE_TIMERS`);
 * a :class:`ComponentTransport` per component: ``send(data)`` and ``on_receive`` / ``recv()``
   hide whether the selected pair is direct or relayed.
 
@@ -80,9 +81,10 @@ from ice.stun import Address
 PRECISE_TIMERS = True
 """epoll (and so the asyncio loop) sleeps in whole milliseconds, rounded up: a ``call_at`` runs
 up to about 1 ms late.  While the connectivity checks run (their pacing and the nomination
-are what the connect time is made of), the agent's timer is a Linux ``timerfd`` armed for the
-exact time and watched by the loop (:class:`PreciseWake`): the loop wakes when it expires,
-to the microsecond, without polling.  False (or no timerfd: not Linux) uses ``call_at``."""
+are what the connect time is made of), the agent's timer is a Linux ``timerfd`` watched by
+the loop (:class:`PreciseWake`), armed :data:`PRECISE_LEAD` early, after which the loop polls
+for the rest: it runs to a few microseconds.  False (or no timerfd: not Linux) uses
+``call_at``."""
 
 
 PRECISE_LEAD = 0.0003
