@@ -100,6 +100,7 @@ for _spelling, (_key, _canonical) in list(_NAME_INFO.items()):
         _CANONICAL[_variant] = _canonical
 # the same for the start of a header line as real stacks write it: "<spelling>: " before the value
 _LINE_KEYS = {f"{spelling}: ": key for spelling, key in _KEYS.items()}
+_CONTENT_LENGTH = _KEY_OF["Content-Length"]  # the key object the header lists hold
 # lookup key -> canonical name of the known headers
 _KEY_NAMES = {key: name for name, key in _KEY_OF.items()}
 # line starts that to_bytes() writes back unchanged (canonical name, colon, one space) -> key
@@ -501,7 +502,7 @@ def _parse_header_section(
     keys = list(map(_CANONICAL_LINE_KEYS.get, starts))
     as_sent = True
     unknown: list[tuple[int, str]] = []
-    if None in keys:
+    if not all(keys):  # a None: a line not in the canonical spelling (all() beats "None in")
         for i, key in enumerate(keys):
             if key is not None:
                 continue
@@ -525,11 +526,11 @@ def _parse_header_section(
     for i, canonical_name in unknown:
         canonical[i] = canonical_name
     values = parts[2::2]
-    cl_count = keys.count("content-length")
+    cl_count = keys.count(_CONTENT_LENGTH)
     if cl_count == 0:
         cl_values = []
     elif cl_count == 1:
-        cl_values = [values[keys.index("content-length")]]
+        cl_values = [values[keys.index(_CONTENT_LENGTH)]]
     else:
         cl_values = [
             value for key, value in zip(keys, values, strict=True) if key == "content-length"
