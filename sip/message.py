@@ -15,9 +15,12 @@ Text is UTF-8 (RFC 3261 §7.3); octets that are not valid UTF-8 survive a round 
 escapes (``errors="surrogateescape"``).
 
 Speed (this is the hot path of a proxy-facing UA; ``bench/sip_parse.py`` measures it): a header
-section with CRLF line ends, no folding and no trailing LWS - what real stacks send - is split by
-one regex and mapped to canonical names with C-level ``map``/``zip``; anything else takes the
-line-by-line parser, which gives the same result for what both accept (tests check this).  The
+section with CRLF line ends, token names, no folding and no trailing LWS - what real stacks send -
+is split by one regex (which leaves any other line end inside a piece, where one search of the
+joined pieces finds it) and mapped to lookup keys and canonical names with C-level ``map``, the
+canonical ``Name: `` spellings first; the usual Request-Line is read by one regex match.  Anything
+else takes the line-by-line parser and the general start-line code, which give the same result
+for what both accept (tests/unit/test_parse_fastpaths.py parses whole messages both ways).  The
 URI, name-addr and Via parsers likewise try one regex for the plain form before the general code.
 """
 

@@ -12,10 +12,12 @@ already in canonical order therefore serializes back to the same text.
 
 Speed: a description written the usual way (CRLF lines, no blank lines, each section's ``a=`` lines
 after its other lines) is cut into sections and attribute lines by C-level splits, and the usual
-v/o/s/c/t and m/c head lines are read with one regex match per section; anything else takes the
-line-by-line parser, which gives the same model (tests/unit/test_parse_fastpaths.py).  Every
-``a=`` line becomes its :class:`Attribute` as the description is parsed (one C-level partition
-each).
+v/o/s/c/t and m/c head lines are read with one regex match per section; one search per section
+for a CR or LF left in its ``a=`` texts tells that the splits saw every line end.  Anything else
+takes the line-by-line parser, which gives the same model (tests/unit/test_parse_fastpaths.py).
+Every ``a=`` line becomes its :class:`Attribute` as the description is parsed (one C-level
+partition each, the slots set on a bare instance).  :meth:`MediaDescription.codecs` computes the
+codec map from the attributes on every call (nothing is kept between calls).
 
 ICE attributes (``a=candidate``, ``a=ice-ufrag``, ``a=ice-pwd``, ``a=ice-options``,
 ``a=end-of-candidates``, ``a=remote-candidates``) are deliberately kept as plain attributes whose
