@@ -471,6 +471,8 @@ def _split_head(data: bytes) -> tuple[int, int, int]:
     return start, n, n  # no empty line: a body-less message missing its final CRLF
 
 
+_HEAD_END_RE = re.compile(rb"\r\n\r\n")  # the empty line that ends the header section
+
 # Cuts before each "<token>:<LWS>" (kept with its colon and LWS; possessive: the name class excludes
 # ":" and nothing can follow the LWS, so backtracking never helps).  The lookbehind refuses a cut
 # after a line that ends in LWS (a space or TAB before the CRLF, trimmed only by the general
@@ -591,7 +593,8 @@ def parse_message(data: bytes) -> Request | Response:
     start = 0
     if data[:1] in (b"\r", b"\n"):
         start = len(data) - len(data.lstrip(b"\r\n"))  # RFC 3261 §7.5
-    head_end = data.find(b"\r\n\r\n", start)
+    end = _HEAD_END_RE.search(data, start)  # (sre's literal search beats bytes.find here)
+    head_end = -1 if end is None else end.start()
     parsed = None
     as_sent = False
     if head_end > start:
