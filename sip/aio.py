@@ -47,7 +47,18 @@ from sip.registration import Registered, RegistrationExpired, RegistrationFailed
 from sip.transaction import ClientTransaction
 from sip.transaction import State as TxState
 from sip.transport import KeepaliveHandle, Source, TlsConfig, TransportLayer
-from sip.ua import DEFAULT_PORTS, OptionsResult, Outgoing, Peer, UAConfig, UserAgent, peer_for_uri
+from sip.ua import (
+    DEFAULT_PORTS,
+    ROUTE_PROBES,
+    OptionsResult,
+    Outgoing,
+    Peer,
+    UAConfig,
+    UserAgent,
+    choose_local_host,
+    peer_for_uri,
+    usable_local_host,
+)
 from sip.uri import SipURI
 
 log = logging.getLogger("sip.aio")
@@ -351,8 +362,11 @@ class AsyncUserAgent:
         except LookupError:  # a TLS client without a certificate of its own: no TLS listener,
             # the registrar reaches us over our outgoing connection (RFC 3261 §18, RFC 5923)
             local_host, local_port = self.transport.local_address("TCP")
-        if local_host in ("0.0.0.0", "::"):
-            local_host = await self._local_host_toward_proxy() or self._route_source()
+        #: listening on every address: ours is the one routed toward the proxy, and follows
+        #: address changes (:meth:`address_changed`); a specific bind stays as it is
+        self._wildcard = local_host in ("0.0.0.0", "::")
+        if self._wildcard:
+            local_host = await self._local_host_toward_proxy() or await self._route_source()
         self.config.local_host = local_host
         self.config.local_port = local_port
         log.info("user agent %s listening at %s:%d", self.config.aor, local_host, local_port)
@@ -366,20 +380,92 @@ class AsyncUserAgent:
         try:
             target = await self._target(peer_for_uri(SipURI.parse(proxy), self.config.transport))
             listening = "UDP" if target.transport == "TLS" else target.transport
-            return self.transport.local_address_for(
+            self.transport.local_address_for(  # LookupError: not listening on it
                 Target(listening, target.host, target.ip, target.port, target.domain)
-            )[0]
+            )
         except (OSError, LocateError, LookupError, ValueError) as exc:
             log.info("no local address toward %s: %r", proxy, exc)
             return None
+        host = source_address_toward(target.ip)
+        if host is None or (not usable_local_host(host) and usable_local_host(target.ip)):
+            log.info("no route toward %s (%s)", proxy, target.ip)
+            return None  # (a loopback source toward a proxy elsewhere: no route at all)
+        return host
 
-    def _route_source(self) -> str:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.connect(("192.0.2.1", 9))
-                return str(s.getsockname()[0])
-            except OSError:
-                return "127.0.0.1"
+    async def _route_source(self) -> str:
+        """Our address without a route toward a proxy (none configured, or no route to it):
+        a usable source the kernel picks toward one of :data:`sip.ua.ROUTE_PROBES` (a UDP
+        connect() sends nothing), else an address the host name resolves to, else
+        127.0.0.1 (see :func:`sip.ua.choose_local_host`)."""
+        return choose_local_host(
+            [*(source_address_toward(ip) for ip in ROUTE_PROBES), *await _host_addresses()]
+        )
+
+    async def _current_local_host(self) -> str | None:
+        """Where our address is now: the source toward the proxy/registrar when one is
+        configured (None while there is no route to it), else :meth:`_route_source` (None
+        when it finds nothing but loopback)."""
+        if self.config.outbound_proxy or self.config.registrar:
+            return await self._local_host_toward_proxy()
+        host = await self._route_source()
+        return host if usable_local_host(host) else None
+
+    async def address_changed(
+        self, *, refresh_dialogs: bool = False, timeout: float | None = 10.0
+    ) -> bool:
+        """The machine's addresses changed (e.g. an ``ice.netmonitor`` batch): find our
+        address again and, when it is not the one in our Via/Contact any more, move there.
+
+        True when it moved: the core has taken the new address (Via, Contact, registrations
+        re-sent with the old binding removed, dialogs' Contact for their next target refresh:
+        :meth:`sip.ua.UserAgent.change_local_address`); TCP/TLS connections from the old
+        address are closed (RFC 5626 §4.4.1: a flow that cannot work, its keepalive stopped
+        without the flow-failure re-registration, which the move already does) and
+        targets marked dead while there was no network are forgiven (RFC 3263 §4.3). With
+        registrations, waits up to ``timeout`` seconds for their outcome (the new Contact,
+        maybe rewritten to the public address the registrar saw, is then :attr:`contact`).
+        False when the address is the same, when we listen on a specific address (it is
+        not ours to change), or while there is no route at all (a later change decides).
+        ``refresh_dialogs``: also send confirmed calls an UPDATE target refresh (RFC 3311
+        §5.1) once registered again -- not needed when the application re-INVITEs anyway."""
+        if self.transport is None or self._closed or not getattr(self, "_wildcard", False):
+            return False
+        host = await self._current_local_host()
+        old = self.config.local_host
+        if host is None or host == old or self._closed:
+            return False
+        log.info("local address changed: %s -> %s", old, host)
+        keepalive, self.keepalive = self.keepalive, None
+        if keepalive is not None:
+            keepalive.cancel()  # its watcher sees it replaced (see _watch_flow)
+        self._keepalive_started = False
+        self._dead.clear()
+        self.transport.forget_local_host(old)
+        waiter: asyncio.Future[Any] | None = None
+        if self.ua.registrations and timeout:
+            waiter = asyncio.get_running_loop().create_future()
+            self._reg_waiters.append(waiter)
+        self.ua.change_local_address(host, self.now(), refresh_dialogs=refresh_dialogs)
+        self._flush()
+        if waiter is not None:
+            if not any(reg.recovering for reg in self.ua.registrations):
+                self._reg_waiters.remove(waiter)  # nothing was sent (none wanted)
+            else:
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiter), timeout)
+                except TimeoutError:
+                    log.info("no answer to the REGISTER from %s yet", host)
+                finally:
+                    if waiter in self._reg_waiters:
+                        self._reg_waiters.remove(waiter)
+                if not self._keepalive_started and self.registered is not None:
+                    await self._start_keepalive()
+        return True
+
+    @property
+    def contact(self) -> str:
+        """Our Contact URI now (after NAT learning, the public address the registrar saw)."""
+        return self.ua.contact_uri()
 
     async def close(self, timeout: float = 5.0) -> None:
         """Hang up, unregister, wait (briefly) for the transactions, close sockets."""
@@ -549,8 +635,8 @@ class AsyncUserAgent:
         """RFC 5626 §4.4.1: when the flow to the registrar dies (no pong, or the connection
         closed), register again at once over a new flow so incoming calls still reach us."""
         await handle.failed.wait()
-        if self._closed:
-            return
+        if self._closed or self.keepalive is not handle:
+            return  # dropped on purpose (address_changed registers from the new address)
         log.warning("flow to the registrar failed; registering again")
         self._keepalive_started = False
         await self._register_again()
@@ -887,6 +973,31 @@ class AsyncUserAgent:
                 self.on_event(ev)
             except Exception:
                 log.exception("on_event callback failed")
+
+
+def source_address_toward(ip: str) -> str | None:
+    """The local address the kernel would send from toward ``ip`` (a UDP connect() sends
+    nothing), or None when there is no route."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect((ip.strip("[]"), 9))
+            return str(sock.getsockname()[0]).split("%", 1)[0]
+        except OSError:
+            return None
+
+
+async def _host_addresses() -> list[str]:
+    """The addresses this machine's host name resolves to (/etc/hosts, DNS), IPv4 first."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(socket.gethostname(), None, type=socket.SOCK_DGRAM), 2.0
+        )
+    except (OSError, TimeoutError, UnicodeError):
+        return []
+    found = [str(info[4][0]) for info in infos]
+    return sorted(dict.fromkeys(found), key=lambda a: ":" in a)
 
 
 def order_targets(targets: list[Target], dead: dict[Target, float], now: float) -> list[Target]:

@@ -20,6 +20,10 @@ Rules implemented:
   ``Supported: outbound, path``. A 2xx with ``Require: outbound`` means the registrar (and edge
   proxy) use the flow (reported as ``Registered.outbound``); a 439 First Hop Lacks Outbound
   Support is retried once without ``reg-id`` (§4.2.1, §11.6).
+- Address change (RFC 3261 §10.2.1, §10.2.2): :meth:`Registration.change_contact` registers
+  the new contact at once (same Call-ID, the next CSeq) and removes the old binding in the same
+  REGISTER (its Contact with ``expires=0``); a registrar that confirmed RFC 5626 outbound
+  replaces the binding of our instance and reg-id itself (RFC 5626 §6): no old URI then.
 - RFC 5626 §4.5 flow recovery: :meth:`Registration.flow_failed` registers again at once (same
   Call-ID, reg-id and instance); a REGISTER that then fails for a flow reason (timeout,
   transport error, 5xx) is retried after :meth:`FlowBackoff.wait_time`, growing with the
@@ -170,6 +174,8 @@ class Registration:
         self.refresh_at: float | None = None
         self.retry_at: float | None = None
         self._old_contact: str | None = None  # contact to remove after a NAT rewrite
+        #: contact to remove after our address changed (RFC 3261 §10.2.2; see change_contact)
+        self._gone_contact: str | None = None
         self._rewrites = 0  # consecutive rewrites (a NAT that keeps changing must not loop us)
         self._events: list[RegistrationEvent] = []
         self._want_registered = False
@@ -209,6 +215,11 @@ class Registration:
         h.add("Max-Forwards", "70")
         if self._old_contact is not None and exp > 0:
             h.add("Contact", self._contact_value(self._old_contact, 0))
+        if self._gone_contact is not None and exp > 0:
+            # RFC 3261 §10.2.2 / §10.3 step 6: the old URI with expires=0 removes its binding
+            # (plain URI: a registrar matching +sip.instance must not take it for the new one)
+            gone = NameAddr(uri=SipURI.parse(self._gone_contact), params={"expires": "0"})
+            h.add("Contact", str(gone))
         h.add("Contact", self._contact_value(self.contact, exp))
         h.add("Expires", str(exp))
         if self.reg_id is not None:
@@ -312,6 +323,42 @@ class Registration:
         self.retry_at = None
         return self.build_request()
 
+    def change_contact(self, contact: str, now: float) -> Request | None:
+        """Our address changed (a new network): register ``contact`` instead of the current one.
+
+        Returns the REGISTER to send at once (same Call-ID, next CSeq, RFC 3261 §10.2.4), or
+        None when we do not want to be registered (the new contact is then used by the next
+        :meth:`start`). The old binding is removed in the same request when the registrar may
+        hold it: RFC 3261 §10.2.2 allows removing a binding with a Contact of ``expires=0``
+        among the others of a REGISTER (named by its URI alone, without ``+sip.instance``/
+        ``reg-id``); when the registrar confirmed RFC 5626 outbound (``Require: outbound``) it
+        replaces the binding of our instance and reg-id by the new one (RFC 5626 §6), so the
+        old URI is not named. A REGISTER still in progress is superseded (its response no
+        longer matches our CSeq); a backoff in progress is cut short: a new network is a new
+        chance to form a flow (RFC 5626 §4.5). The NAT rewrite count starts again, since the
+        registrar is about to report the address it sees us at from the new network (RFC
+        3581)."""
+        if contact == self.contact:
+            return None
+        old, self.contact = self.contact, contact
+        self._old_contact = None
+        self._rewrites = 0
+        if not self._want_registered:
+            self._gone_contact = None
+            return None
+        had_binding = self.expires_at is not None or self.state in (
+            RegistrationState.REGISTERED,
+            RegistrationState.REGISTERING,
+        )
+        replaced = self.reg_id is not None and self.outbound  # RFC 5626 §6 at the registrar
+        self._gone_contact = old if had_binding and not replaced else None
+        log.info("address of %s changed: registering %s", self.config.aor, contact)
+        self.state = RegistrationState.REGISTERING
+        self.refresh_at = None
+        self.retry_at = None
+        self.consecutive_failures = 0
+        return self.build_request()
+
     @property
     def recovering(self) -> bool:
         """Wanted registered, but not (yet) registered again."""
@@ -335,6 +382,7 @@ class Registration:
         if granted is None:
             granted = self.expires_requested
         self._old_contact = None
+        self._gone_contact = None
         # NAT: the registrar saw us at Via received/rport (RFC 3581) -> rewrite our contact.
         if self.config.rewrite_contact and self._rewrites < 3:
             new_contact = _public_contact(response, ours)

@@ -713,6 +713,22 @@ class TransportLayer:
             except Exception:
                 logger.exception("on_connection_lost callback failed")
 
+    def forget_local_host(self, host: str) -> int:
+        """Our address ``host`` went away: close the TCP/TLS connections whose local end is on
+        it (no packet can leave or reach it any more; RFC 5626 §4.4.1 counts such a flow as
+        failed) and no longer reconnect from it (:meth:`_open` re-binds the previous local
+        port). Returns how many connections were closed. Their transactions learn it through
+        ``on_connection_lost`` like any other closed connection."""
+        ip = normalize_ip(host)
+        for key, local in list(self._last_local.items()):
+            if local[0] == ip:
+                del self._last_local[key]
+        gone = [conn for conn in self._connections.values() if conn.local[0] == ip]
+        for conn in gone:
+            logger.info("closing connection %d from %s: address gone", conn.id, _fmt(conn.local))
+            conn.close()
+        return len(gone)
+
     def connection_count(self) -> int:
         return len(self._connections)
 

@@ -29,6 +29,10 @@ UAC behaviour beyond a single hop:
   without any response, or is answered 503, is sent again (new branch, same Call-ID and CSeq)
   while the next hop has other located targets (``UserAgent.target_count``, set by the I/O
   shell).
+- A new local address (the machine moved to another network): :meth:`UserAgent.change_local_address`
+  puts it in Via/Contact, forgets the NAT address learned from the old one (RFC 3581), registers
+  the new Contact and removes the old binding (RFC 3261 §10.2.2), and gives ongoing dialogs the
+  new Contact for their next target refresh (§12.2.1.1, §14.1, RFC 3311 §5.1).
 - RFC 3261 §8.1.3.4: an initial INVITE answered 300/301/302 is sent again (next CSeq, new
   branch) to the best Contact not tried yet, at most ``MAX_REDIRECTS`` times
   (:class:`CallRedirected`).
@@ -36,10 +40,11 @@ UAC behaviour beyond a single hop:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,6 +263,43 @@ def peer_for_uri(uri: SipURI, default_transport: str = "udp") -> Peer:
     host = uri.params.get("maddr") or uri.host
     port = uri.port or DEFAULT_PORTS[transport]
     return Peer(transport, host, port)
+
+
+#: Where a machine without a default route may still have one (RFC 5737 documentation nets,
+#: RFC 1918 private nets, RFC 6598 shared space): a UDP connect() toward each (which sends
+#: nothing) tells the source address the kernel would use, see :func:`choose_local_host`.
+ROUTE_PROBES = (
+    "192.0.2.1",
+    "198.51.100.1",
+    "203.0.113.1",
+    "10.255.255.254",
+    "172.31.255.254",
+    "192.168.255.254",
+    "100.127.255.254",
+)
+
+
+def usable_local_host(host: str | None) -> bool:
+    """An address to put in Via/Contact for peers elsewhere: unicast, not loopback, not
+    unspecified, not link-local (RFC 3927 / RFC 4291 §2.5.6 addresses do not route)."""
+    if not host:
+        return False
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    return not (ip.is_loopback or ip.is_unspecified or ip.is_link_local or ip.is_multicast)
+
+
+def choose_local_host(candidates: Iterable[str | None], fallback: str = "127.0.0.1") -> str:
+    """Our address when nothing routes toward the proxy (no default route, or no proxy): the
+    first usable one of ``candidates`` (:func:`usable_local_host`) -- in the I/O shell, the
+    sources the kernel picks toward the peer, toward :data:`ROUTE_PROBES`, then the addresses
+    the host name resolves to -- else ``fallback`` (a machine with loopback only)."""
+    for host in candidates:
+        if host is not None and usable_local_host(host):
+            return host.strip("[]")
+    return fallback
 
 
 def _stamp_received(request: Request, peer: Peer) -> None:
@@ -1135,6 +1177,48 @@ class UserAgent:
             sent += 1
         return sent
 
+    def change_local_address(self, host: str, now: float, *, refresh_dialogs: bool = False) -> bool:
+        """Our local address is now ``host`` (the old one went away, or the route toward the
+        proxy leaves from another one). False, and nothing done, when it is the same.
+
+        - Via sent-by and Contact use ``host`` from now on (RFC 3261 §18.1.1, §8.1.1.8).
+        - The public address learned from the registrar's ``received``/``rport`` (RFC 3581
+          §4, :attr:`public_host`) belonged to the old network and is dropped; the next
+          REGISTER's response teaches the new one (contact rewriting, ``sip.registration``).
+        - Every registration sends a REGISTER at once with the new Contact, removing the old
+          binding (RFC 3261 §10.2.2; RFC 5626 §6 replacement with outbound), see
+          :meth:`sip.registration.Registration.change_contact`.
+        - Ongoing dialogs take the new Contact as their local target: their next target
+          refresh -- a re-INVITE (§14.1) or UPDATE (RFC 3311 §5.1), e.g. the ICE restart's
+          re-INVITE of the application -- and our 2xx to the peer's carry it (§12.2.1.1),
+          so the peer's later in-dialog requests (BYE, re-INVITE) reach the new address.
+          With ``refresh_dialogs`` every confirmed call is sent an UPDATE without a body
+          (:meth:`refresh_dialog_targets`) -- once registered again, when registering --
+          for applications that send nothing else.
+        """
+        if host == self.config.local_host:
+            return False
+        log.info("local address %s -> %s", self.config.local_host, host)
+        self.config.local_host = host
+        self.public_host = self.public_port = None
+        contact = self.contact()  # (;ob kept while the outbound binding is being moved)
+        for call in self.calls:
+            if call.dialog is not None and call.state is not CallState.TERMINATED:
+                call.dialog.local_contact = contact
+        uri = self.contact_uri()
+        for reg in self.registrations:
+            request = reg.change_contact(uri, now)
+            if request is not None:
+                self._send_register(reg, request, now)
+            self._drain_registration(reg)
+        self._refresh_failures.clear()
+        if refresh_dialogs:
+            if self.recovering:  # once registered at the new address (as after a new flow)
+                self._refresh_targets_after_recovery = True
+            else:
+                self.refresh_dialog_targets(now)
+        return True
+
     @property
     def recovering(self) -> bool:
         """Some binding we want is not registered (being registered again, or backing off)."""
@@ -1258,6 +1342,9 @@ __all__ = [
     "Peer",
     "RequestRejected",
     "UAConfig",
+    "ROUTE_PROBES",
     "UserAgent",
+    "choose_local_host",
     "peer_for_uri",
+    "usable_local_host",
 ]
