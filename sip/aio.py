@@ -988,7 +988,8 @@ def source_address_toward(ip: str) -> str | None:
 
 
 async def _host_addresses() -> list[str]:
-    """The addresses this machine's host name resolves to (/etc/hosts, DNS), IPv4 first."""
+    """The addresses of this machine its host name resolves to (/etc/hosts, DNS), IPv4
+    first."""
     loop = asyncio.get_running_loop()
     try:
         infos = await asyncio.wait_for(
@@ -996,8 +997,21 @@ async def _host_addresses() -> list[str]:
         )
     except (OSError, TimeoutError, UnicodeError):
         return []
-    found = [str(info[4][0]) for info in infos]
-    return sorted(dict.fromkeys(found), key=lambda a: ":" in a)
+    found = [str(info[4][0]).split("%", 1)[0] for info in infos]
+    ours = [a for a in dict.fromkeys(found) if _is_local(a)]
+    return sorted(ours, key=lambda a: ":" in a)
+
+
+def _is_local(ip: str) -> bool:
+    """``ip`` is an address of this machine (of this network namespace): a socket binds to
+    it (the host name may resolve to an address the machine no longer has)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((ip, 0))
+        except OSError:
+            return False
+    return True
 
 
 def order_targets(targets: list[Target], dead: dict[Target, float], now: float) -> list[Target]:

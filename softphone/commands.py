@@ -30,6 +30,7 @@ from softphone.call import Call, CallFailed, MediaOptions, warm_up
 from softphone.config import Account, ConfigError
 from softphone.report import Reporter
 from softphone.useragent import (
+    follow_address_changes,
     listen_transports,
     make_user_agent,
     start_address_monitor,
@@ -190,6 +191,9 @@ async def run_call(account: Account, args: argparse.Namespace, reporter: Reporte
         warm_up(account.codecs)  # not on the call path
         # local address changes: the call restarts ICE when its addresses go (softphone.call)
         monitor = start_address_monitor()
+        # ... and the user agent registers from the new address first (its listener runs
+        # before the call's), so the restart's re-INVITE carries the new Contact
+        follower = follow_address_changes(ua, monitor, reporter.progress)
         call = Call(ua, account, options, progress=reporter.progress, monitor=monitor)
         try:
             dial = asyncio.ensure_future(call.dial(target))
@@ -211,6 +215,8 @@ async def run_call(account: Account, args: argparse.Namespace, reporter: Reporte
                     await call.run(args.duration, args.dtmf, stop)
         finally:
             _fill_report(reporter, call)
+            if follower is not None:
+                follower.close()
             if monitor is not None:
                 monitor.close()
             await _close_ua(ua, account)
@@ -240,6 +246,10 @@ async def run_answer(account: Account, args: argparse.Namespace, reporter: Repor
         pool = await _start_pool(account, reporter)
         # the calls follow local address changes through the pool's monitor, else this one
         monitor = start_address_monitor() if pool is None else None
+        # the user agent follows them too (re-registers from a new address), ahead of calls
+        follower = follow_address_changes(
+            ua, pool.monitor if pool is not None else monitor, reporter.progress
+        )
         reporter.progress("waiting for calls" + ("" if args.auto else "; Enter answers"))
         try:
             while args.count is None or handled < args.count:
@@ -268,6 +278,8 @@ async def run_answer(account: Account, args: argparse.Namespace, reporter: Repor
                     break
         finally:
             reporter.section("answer").update(calls=handled, succeeded=succeeded)
+            if follower is not None:
+                follower.close()
             if pool is not None:
                 await pool.close()  # its TURN allocations and its monitor too
             if monitor is not None:

@@ -499,6 +499,7 @@ class SoftphoneEngine:
         self._pool_starts: set[asyncio.Task[None]] = set()
         self._monitor: AddressMonitor | None = None  # for calls of lines without a pool
         self._monitor_tried = False
+        self._followers: list[Any] = []  # user agents following address changes
         self._closed = False
         self._state = _EngineState()
 
@@ -679,19 +680,43 @@ class SoftphoneEngine:
             )
         except Exception as exc:  # calls gather as usual then
             self._log(f"{name}: no candidate pool: {exc}")
+            self._follow(line, None)
             return
         if pool is None:
+            self._follow(line, None)
             return
         if self._closed:
             await pool.close()
             return
         line.pool = pool
+        self._follow(line, pool)
         with contextlib.suppress(TimeoutError, RuntimeError):  # RuntimeError: closed meanwhile
             await pool.wait_ready(1, timeout=POOL_READY_WAIT)
         self._log(f"{name}: candidate pool: {pool.ready} of {pool.size} sets ready")
 
+    def _follow(self, line: _Line, pool: CandidatePool | None) -> None:
+        """The line's user agent follows local address changes (re-registers from a new
+        address, ``softphone.useragent.AddressFollower``) through the pool's monitor, else
+        the engine's; subscribed before any call of the line, so it moves first."""
+        from softphone.useragent import follow_address_changes
+
+        if self._closed or line.ua is None:
+            return
+        monitor = pool.monitor if pool is not None else None
+        if monitor is None:
+            monitor = self._call_monitor(None)
+        name = line.account.name
+        follower = follow_address_changes(
+            line.ua, monitor, lambda text: self._log(f"{name}: {text}")
+        )
+        if follower is not None:
+            self._followers.append(follower)
+
     async def close(self) -> None:
         self._closed = True
+        followers, self._followers = self._followers, []
+        for follower in followers:
+            follower.close()
         if self.call is not None:
             with contextlib.suppress(Exception):
                 await self.call.hangup()

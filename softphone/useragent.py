@@ -7,7 +7,9 @@ RFC 3261 §8.1.2), located per RFC 3263 by the ``sip`` package; the account's do
 resolves its STUN/TURN servers; :func:`start_candidate_pool` keeps candidate sets gathered
 ahead of incoming calls (``ice.pool``), gathered again when the machine's addresses change
 (``ice.netmonitor``: Wi-Fi to Ethernet, a VPN, a new DHCP lease); the pool's ``monitor`` is
-there for a call to follow the same changes.
+there for a call to follow the same changes, and for the user agent
+(:func:`follow_address_changes`): it registers again from its new address before the calls
+restart ICE, so their re-INVITEs carry the new Contact.
 
 The user agent registers with a stable RFC 5626 §4.1 instance-id (:func:`instance_id`): a
 name-based UUID of this device (``/etc/machine-id``, else a random id kept in
@@ -173,6 +175,93 @@ NETWORK_CHANGED = "network changed: candidate pool re-gathered"
 def describe_changes(changes: Sequence[AddressChange]) -> str:
     """``+198.51.100.7 -198.51.100.5``: the addresses that came and went."""
     return " ".join(f"{'+' if c.added else '-'}{c.host}" for c in changes)
+
+
+#: The progress line once the user agent moved to a new address (followed by its Contact).
+REREGISTERED = "network changed: re-registered as"
+
+
+class AddressFollower:
+    """Makes ``ua`` follow the local address changes ``monitor`` reports: on each batch,
+    ``await ua.address_changed()`` (``sip.aio``: new Via/Contact, a REGISTER from the new
+    address removing the old binding, TCP/TLS flows from the old address closed, dialogs'
+    Contact for their next re-INVITE), then ``progress`` gets
+    ``"network changed: re-registered as <contact>"`` (or what happened instead).
+
+    Subscribe before the calls do (:func:`follow_address_changes` right after the monitor
+    starts): the monitor calls its listeners in order, the user agent takes its new address
+    at once while a call's ICE restart waits ``MediaOptions.network_settle``, so the
+    restart's re-INVITE already carries the new Contact. Batches arriving while one is
+    being handled are handled once more afterwards. :meth:`close` unsubscribes."""
+
+    def __init__(
+        self,
+        ua: AsyncUserAgent,
+        monitor: AddressMonitor,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.ua = ua
+        self.progress = progress
+        #: how many times the user agent moved to a new address
+        self.moves = 0
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+        self._remove: Callable[[], None] | None = monitor.add_listener(self._changed)
+
+    def _changed(self, changes: Sequence[AddressChange]) -> None:
+        if self._remove is None:
+            return
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.ensure_future(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            self._again = False
+            try:
+                moved = await self.ua.address_changed()
+            except Exception:  # never let a listener die: the next change tries again
+                log.exception("following a local address change")
+                moved = False
+            if moved:
+                self.moves += 1
+                self._report()
+            if not self._again or self._remove is None:
+                return
+
+    def _report(self) -> None:
+        contact = self.ua.contact
+        core = self.ua.ua
+        if not core.registrations:
+            line = f"network changed: SIP now at {contact}"
+        elif self.ua.registered is not None and not core.recovering:
+            line = f"{REREGISTERED} {contact}"
+        else:
+            line = f"network changed: registering as {contact} (no answer yet)"
+        log.info("%s: %s", self.ua.config.aor, line)
+        if self.progress is not None:
+            self.progress(line)
+
+    def close(self) -> None:
+        remove, self._remove = self._remove, None
+        if remove is not None:
+            remove()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+
+
+def follow_address_changes(
+    ua: AsyncUserAgent,
+    monitor: AddressMonitor | None,
+    progress: Callable[[str], None] | None = None,
+) -> AddressFollower | None:
+    """``ua`` follows ``monitor`` (see :class:`AddressFollower`); None without a monitor
+    (no rtnetlink: changes go unnoticed). Close it before the user agent."""
+    if monitor is None:
+        return None
+    return AddressFollower(ua, monitor, progress)
 
 
 def start_address_monitor() -> AddressMonitor | None:

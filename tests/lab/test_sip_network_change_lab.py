@@ -1,0 +1,236 @@
+"""The SIP side follows a new local address (root, real kernel, real netlink, real Kamailio).
+
+One LAN: a bridge in the ``srv`` namespace (Kamailio, registrar and record-routing proxy, at
+198.51.100.1) and two hosts on it, alice (198.51.100.10) and bob (198.51.100.20). bob runs
+``softphone answer`` registered with Kamailio; the test renumbers bob's interface to
+198.51.100.21 (new address added, old one deleted, as a DHCP renumbering would) and checks:
+
+- bob registers again from the new address, removing the old binding (Kamailio's location
+  table has exactly the new contact), and says "network changed: re-registered as ...";
+- a call from alice to bob's AOR through Kamailio then reaches him (audio both ways);
+- mid-call: bob's ICE restart re-INVITE carries his new Contact, so alice's BYE, routed by
+  Kamailio to bob's remote target, reaches him at the new address (he reports remote-bye).
+
+Needs root, iproute2 and kamailio (skipped otherwise). Documentation addresses, only inside
+the namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from tests.peers.kamailio import DEFAULT_USERS, Kamailio
+from tests.peers.netns import REPO_ROOT, Lab, Namespace, netns_available
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(netns_available() is not None, reason=str(netns_available())),
+    pytest.mark.skipif(shutil.which("kamailio") is None, reason="kamailio not installed"),
+]
+
+SERVER, ALICE, BOB, BOB_NEW = "198.51.100.1", "198.51.100.10", "198.51.100.20", "198.51.100.21"
+DOMAIN = "example.org"
+PASSWORD_ENV = {"alice": "ALICE_SIP_PW", "bob": "BOB_SIP_PW"}
+WAIT = 30.0  # a generous bound for "it happens" (shared machine), never a pass/fail time
+
+
+class Softphone:
+    """``python -m softphone ARGS`` in a namespace; stderr lines collected by a thread."""
+
+    def __init__(self, ns: Namespace, env: dict[str, str], *args: str) -> None:
+        self.proc = subprocess.Popen(
+            ns.exec_argv([sys.executable, "-m", "softphone", *args]),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO_ROOT,
+        )
+        self.lines: list[str] = []
+        self.stdout = ""
+        assert self.proc.stderr is not None and self.proc.stdout is not None
+        self._err = threading.Thread(target=self._read, args=(self.proc.stderr,), daemon=True)
+        self._out = threading.Thread(target=self._read_out, args=(self.proc.stdout,), daemon=True)
+        self._err.start()
+        self._out.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def _read_out(self, stream: IO[str]) -> None:
+        self.stdout = stream.read()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = WAIT) -> re.Match[str] | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if found := re.search(pattern, line):
+                    return found
+            if self.proc.poll() is not None:
+                self._err.join(2)
+                return next((m for line in self.lines if (m := re.search(pattern, line))), None)
+            time.sleep(0.05)
+        return None
+
+    def finish(self, timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"still running after {timeout:.0f} s\n{self.text}") from None
+        self._out.join(5)
+        self._err.join(5)
+        text = self.stdout.strip()
+        assert text, f"no JSON report\n{self.text}"
+        return self.proc.returncode, json.loads(text.splitlines()[-1])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, 15)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.proc.pid, 9)
+                self.proc.wait(5)
+
+
+class SipLan:
+    """The lab: Kamailio on a bridge with alice's and bob's namespaces."""
+
+    def __init__(self, lab: Lab, workdir: Path) -> None:
+        self.srv = lab.namespace("srv")
+        self.alice = lab.namespace("alice")
+        self.bob = lab.namespace("bob")
+        lab.bridge(self.srv, "br0", [f"{SERVER}/24"])
+        for ns, addr in ((self.alice, ALICE), (self.bob, BOB)):
+            link = lab.link(ns, self.srv, f"{addr}/24", None, a_if="eth0", b_if=f"p-{ns.short}")
+            lab.attach_to_bridge(self.srv, link.b_if, "br0")
+            # a second address of the subnet must outlive the first (the renumbering)
+            ns.sysctl("net.ipv4.conf.eth0.promote_secondaries", "1")
+            ns.add_route("default", via=SERVER)
+        users = {u: DEFAULT_USERS[u] for u in ("alice", "bob")}
+        self.kamailio = Kamailio(
+            workdir / "kamailio", host=SERVER, domain=DOMAIN, users=users, tls=False,
+            netns=self.srv.name,
+        )  # fmt: skip
+        self.kamailio.start()
+        self.env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        for user, var in PASSWORD_ENV.items():
+            self.env[var] = users[user]
+
+    def args(self, user: str) -> list[str]:
+        return [
+            "--json", "--server", self.kamailio.server("udp"), "--user", f"{user}@{DOMAIN}",
+            "--password-env", PASSWORD_ENV[user],
+        ]  # fmt: skip
+
+    def renumber_bob(self) -> None:
+        self.bob.ip("addr", "add", f"{BOB_NEW}/24", "dev", "eth0")
+        self.bob.ip("addr", "del", f"{BOB}/24", "dev", "eth0")
+
+    def bob_contacts(self) -> list[str]:
+        return self.kamailio.contacts("bob")
+
+    def wait_contacts(self, predicate: Any, timeout: float = WAIT) -> list[str]:
+        deadline = time.monotonic() + timeout
+        contacts = self.bob_contacts()
+        while not predicate(contacts) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            contacts = self.bob_contacts()
+        return contacts
+
+
+def hosts_of(contacts: list[str]) -> list[str]:
+    return [re.sub(r"^sips?:[^@]*@", "", c).split(":")[0].split(";")[0] for c in contacts]
+
+
+def test_registered_callee_renumbered_registers_again_and_is_reached(tmp_path: Path) -> None:
+    with Lab(tmp_path) as lab:
+        net = SipLan(lab, tmp_path)
+        bob = Softphone(
+            net.bob, net.env, *net.args("bob"), "--no-ice", "answer", "--auto", "--count", "1",
+            "--play", "tone:880", "--record", "none", "--duration", "2",
+        )  # fmt: skip
+        alice: Softphone | None = None
+        try:
+            assert bob.wait_for("waiting for calls"), bob.text
+            before = net.bob_contacts()
+            assert hosts_of(before) == [BOB], before
+            net.renumber_bob()
+            moved = bob.wait_for(r"network changed: re-registered as (\S+)")
+            assert moved is not None, bob.text
+            assert f"@{BOB_NEW}:" in moved.group(1), bob.text
+            # the registrar has the new binding only: the old one was removed, not left
+            # to expire
+            after = net.wait_contacts(lambda c: hosts_of(c) == [BOB_NEW])
+            assert hosts_of(after) == [BOB_NEW], (after, bob.text)
+            # the AOR reaches bob at his new address
+            alice = Softphone(
+                net.alice, net.env, *net.args("alice"), "--no-ice", "call", "bob",
+                "--play", "tone:440", "--record", "none", "--duration", "4",
+            )  # fmt: skip
+            bob_status, bob_report = bob.finish()
+            alice_status, alice_report = alice.finish()
+        finally:
+            bob.stop()
+            if alice is not None:
+                alice.stop()
+    assert alice_report["call"]["sip_status"] == 200, alice.text
+    assert alice_status == 0 and bob_status == 0, (alice.text, bob.text)
+    assert bob_report["answer"] == {"calls": 1, "succeeded": 1}, bob.text
+
+
+def test_call_in_progress_follows_the_callee_and_the_bye_reaches_him(tmp_path: Path) -> None:
+    with Lab(tmp_path) as lab:
+        net = SipLan(lab, tmp_path)
+        bob = Softphone(
+            net.bob, net.env, *net.args("bob"), "answer", "--auto", "--count", "1",
+            "--play", "tone:880", "--record", "none",
+        )  # fmt: skip
+        alice: Softphone | None = None
+        try:
+            assert bob.wait_for("waiting for calls"), bob.text
+            alice = Softphone(
+                net.alice, net.env, *net.args("alice"), "call", "bob",
+                "--play", "tone:440", "--record", "none", "--duration", "10",
+            )  # fmt: skip
+            assert bob.wait_for("connected via"), bob.text
+            time.sleep(1.0)
+            net.renumber_bob()
+            assert bob.wait_for("network changed: re-registered as"), bob.text
+            assert bob.wait_for("ICE restarted"), bob.text
+            alice_status, alice_report = alice.finish()  # alice hangs up (--duration)
+            bob_status, bob_report = bob.finish()
+            contacts = net.bob_contacts()
+        finally:
+            bob.stop()
+            if alice is not None:
+                alice.stop()
+    text = bob.text
+    # the re-registration came before the restart's re-INVITE
+    assert text.index("network changed: re-registered as") < text.index("ICE restarted"), text
+    assert bob_report["call"]["end_reason"] == "remote-bye", text  # alice's BYE reached bob
+    assert alice_report["call"]["end_reason"] == "local-bye", alice.text
+    assert bob_report["ice"]["selected"]["local"]["address"] == BOB_NEW, text
+    assert alice_status == 0 and bob_status == 0, (alice.text, text)
+    assert hosts_of(contacts) in ([BOB_NEW], []), contacts  # (bob unregistered at exit)
