@@ -328,3 +328,40 @@ def test_callee_moving_to_another_nat_registers_its_new_public_contact(tmp_path:
     # point -- the INVITE to bob's AOR reached him behind router 2 and he answered it)
     assert alice_report["call"]["sip_status"] == 200, alice.text
     assert bob_report["answer"]["calls"] == 1, bob.text
+
+
+def test_caller_renumbered_mid_call_gets_the_callees_bye(tmp_path: Path) -> None:
+    """The other way round: alice, the caller (``softphone call``), moves; bob hangs up and
+    his BYE, routed by Kamailio to alice's remote target, reaches her new address."""
+    alice_new = "198.51.100.11"
+    with Lab(tmp_path) as lab:
+        net = SipLan(lab, tmp_path)
+        bob = Softphone(
+            net.bob, net.env, *net.args("bob"), "answer", "--auto", "--count", "1",
+            "--play", "tone:880", "--record", "none", "--duration", "8",
+        )  # fmt: skip
+        alice: Softphone | None = None
+        try:
+            assert bob.wait_for("waiting for calls"), bob.text
+            alice = Softphone(
+                net.alice, net.env, *net.args("alice"), "call", "bob",
+                "--play", "tone:440", "--record", "none", "--duration", "30",
+            )  # fmt: skip
+            assert alice.wait_for("connected via"), alice.text
+            time.sleep(1.0)
+            net.alice.ip("addr", "add", f"{alice_new}/24", "dev", "eth0")
+            net.alice.ip("addr", "del", f"{ALICE}/24", "dev", "eth0")
+            moved = alice.wait_for(r"network changed: re-registered as (\S+)")
+            assert moved is not None, alice.text
+            assert f"@{alice_new}:" in moved.group(1), alice.text
+            assert alice.wait_for("ICE restarted"), alice.text
+            bob_status, bob_report = bob.finish()
+            alice_status, alice_report = alice.finish()
+        finally:
+            bob.stop()
+            if alice is not None:
+                alice.stop()
+    assert alice_report["call"]["end_reason"] == "remote-bye", alice.text  # bob's BYE reached
+    assert bob_report["call"]["end_reason"] == "local-bye", bob.text
+    assert alice_report["ice"]["selected"]["local"]["address"] == alice_new, alice.text
+    assert alice_status == 0 and bob_status == 0, (alice.text, bob.text)
