@@ -28,6 +28,12 @@ The core keeps every protocol rule; this layer only moves bytes and time. What i
   timed-out (or 503) request again, and the shell puts it on the next target; ACK/CANCEL follow
   their INVITE's target. A request on a connection that closed before any response fails at
   once (§18.4) instead of at Timer B/F.
+- A new local address (:meth:`AsyncUserAgent.address_changed`, e.g. on an ``ice.netmonitor``
+  batch, which the ``softphone`` package wires up): with a wildcard listener our address is
+  found again (the route toward the proxy; without one, :data:`sip.ua.ROUTE_PROBES` and the
+  host name, never loopback while something else exists); when it moved, the core takes it
+  (Via, Contact, REGISTER removing the old binding, dialogs' next target refresh) and the
+  TCP/TLS flows from the old address are closed.
 """
 
 from __future__ import annotations
@@ -322,6 +328,7 @@ class AsyncUserAgent:
         self._keepalive_started = False
         self._keepalive_starting = False
         self._closed = False
+        self._wildcard = False  # listening on every address (see start / address_changed)
         self.registered: Registered | None = None
 
     # ================================================================== lifecycle
@@ -428,7 +435,7 @@ class AsyncUserAgent:
         not ours to change), or while there is no route at all (a later change decides).
         ``refresh_dialogs``: also send confirmed calls an UPDATE target refresh (RFC 3311
         §5.1) once registered again -- not needed when the application re-INVITEs anyway."""
-        if self.transport is None or self._closed or not getattr(self, "_wildcard", False):
+        if self.transport is None or self._closed or not self._wildcard:
             return False
         host = await self._current_local_host()
         old = self.config.local_host
