@@ -20,11 +20,13 @@ registrar sees the same instance after a restart and replaces its old binding.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import uuid
 from collections.abc import Callable, Sequence
+from ipaddress import ip_address
 from pathlib import Path
 
 from ice.gather import GatherConfig, TurnServer
@@ -33,7 +35,7 @@ from ice.pool import CandidatePool
 from sip.aio import AsyncUserAgent
 from sip.registration import instance_id_for
 from sip.transport import TlsConfig
-from sip.ua import UAConfig
+from sip.ua import UAConfig, usable_local_host
 from softphone.config import Account, ConfigError, HostPort
 
 DEFAULT_BIND = "0.0.0.0"
@@ -181,6 +183,12 @@ def describe_changes(changes: Sequence[AddressChange]) -> str:
 REREGISTERED = "network changed: re-registered as"
 
 
+#: After a change that took our SIP address away without giving a route from another one
+#: (a DHCP client may add the route a moment after the address; routes are not reported),
+#: look again after these waits (s), sooner on the next change.
+RETRY_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
 class AddressFollower:
     """Makes ``ua`` follow the local address changes ``monitor`` reports: on each batch,
     ``await ua.address_changed()`` (``sip.aio``: new Via/Contact, a REGISTER from the new
@@ -192,20 +200,26 @@ class AddressFollower:
     starts): the monitor calls its listeners in order, the user agent takes its new address
     at once while a call's ICE restart waits ``MediaOptions.network_settle``, so the
     restart's re-INVITE already carries the new Contact. Batches arriving while one is
-    being handled are handled once more afterwards. :meth:`close` unsubscribes."""
+    being handled are handled once more afterwards. While our address is gone and nothing
+    routes toward the proxy yet, it looks again after :data:`RETRY_WAITS`. :meth:`close`
+    unsubscribes."""
 
     def __init__(
         self,
         ua: AsyncUserAgent,
         monitor: AddressMonitor,
         progress: Callable[[str], None] | None = None,
+        retry_waits: Sequence[float] = RETRY_WAITS,
     ) -> None:
         self.ua = ua
+        self.monitor = monitor
         self.progress = progress
+        self.retry_waits = tuple(retry_waits)
         #: how many times the user agent moved to a new address
         self.moves = 0
         self._task: asyncio.Task[None] | None = None
         self._again = False
+        self._wake = asyncio.Event()
         self._remove: Callable[[], None] | None = monitor.add_listener(self._changed)
 
     def _changed(self, changes: Sequence[AddressChange]) -> None:
@@ -213,12 +227,15 @@ class AddressFollower:
             return
         if self._task is not None and not self._task.done():
             self._again = True
+            self._wake.set()
             return
         self._task = asyncio.ensure_future(self._follow())
 
     async def _follow(self) -> None:
-        while True:
+        retries = 0
+        while self._remove is not None:
             self._again = False
+            self._wake.clear()
             try:
                 moved = await self.ua.address_changed()
             except Exception:  # never let a listener die: the next change tries again
@@ -227,8 +244,24 @@ class AddressFollower:
             if moved:
                 self.moves += 1
                 self._report()
-            if not self._again or self._remove is None:
+            if self._again:
+                continue
+            if moved or not self._stranded() or retries >= len(self.retry_waits):
                 return
+            with contextlib.suppress(TimeoutError):  # a new batch wakes us sooner
+                await asyncio.wait_for(self._wake.wait(), self.retry_waits[retries])
+            retries += 1
+
+    def _stranded(self) -> bool:
+        """Our SIP address is not one of the machine's any more (and we did not move)."""
+        host = self.ua.config.local_host
+        if not usable_local_host(host):
+            return False
+        try:
+            ours = ip_address(host.strip("[]"))
+        except ValueError:
+            return False
+        return all(change.address != ours for change in self.monitor.addresses())
 
     def _report(self) -> None:
         contact = self.ua.contact

@@ -365,3 +365,28 @@ def test_caller_renumbered_mid_call_gets_the_callees_bye(tmp_path: Path) -> None
     assert bob_report["call"]["end_reason"] == "local-bye", bob.text
     assert alice_report["ice"]["selected"]["local"]["address"] == alice_new, alice.text
     assert alice_status == 0 and bob_status == 0, (alice.text, bob.text)
+
+
+def test_route_arriving_after_the_address_is_waited_for(tmp_path: Path) -> None:
+    """As a DHCP client may do it: the old address goes, the new one comes without a route,
+    and the route toward the registrar comes a moment later (routes are not reported by the
+    address monitor): bob, stranded, looks again until he can register from the new one."""
+    with Lab(tmp_path) as lab:
+        net = SipLan(lab, tmp_path)
+        bob = Softphone(
+            net.bob, net.env, *net.args("bob"), "--no-ice", "answer", "--auto", "--count", "1",
+        )  # fmt: skip
+        try:
+            assert bob.wait_for("waiting for calls"), bob.text
+            net.bob.ip("addr", "del", f"{BOB}/24", "dev", "eth0")
+            net.bob.ip("addr", "add", f"{BOB_NEW}/32", "dev", "eth0")  # no subnet route
+            time.sleep(1.5)  # the monitor reported both; nothing routes toward Kamailio yet
+            assert "re-registered" not in bob.text, bob.text
+            net.bob.ip("route", "add", "198.51.100.0/24", "dev", "eth0", "src", BOB_NEW)
+            moved = bob.wait_for(r"network changed: re-registered as (\S+)")
+            assert moved is not None, bob.text
+            assert f"@{BOB_NEW}:" in moved.group(1), bob.text
+            after = net.wait_contacts(lambda c: hosts_of(c) == [BOB_NEW])
+            assert hosts_of(after) == [BOB_NEW], (after, bob.text)
+        finally:
+            bob.stop()

@@ -20,6 +20,10 @@ from softphone.useragent import REREGISTERED, AddressFollower, follow_address_ch
 class FakeMonitor:
     def __init__(self) -> None:
         self.listeners: list[Callable[[Sequence[AddressChange]], None]] = []
+        self.usable: list[AddressChange] = []
+
+    def addresses(self) -> list[AddressChange]:
+        return list(self.usable)
 
     def add_listener(self, cb: Callable[[Sequence[AddressChange]], None]) -> Callable[[], None]:
         self.listeners.append(cb)
@@ -146,6 +150,47 @@ async def test_a_failing_move_does_not_end_the_follower() -> None:
     monitor.emit(change("198.51.100.22", True))
     await settle()
     assert ua.calls == 2 and len(lines) == 1
+
+
+async def test_stranded_without_a_route_looks_again() -> None:
+    """Our address went away and nothing routes toward the proxy yet (the route comes a
+    moment after the new address): look again after the retry waits until it moves."""
+    monitor = FakeMonitor()
+    ua = FakeUA([False, False, True])
+    ua.config.local_host = "198.51.100.20"
+    lines: list[str] = []
+    follower = AddressFollower(ua, monitor, lines.append, retry_waits=(0.01, 0.01, 0.01))  # type: ignore[arg-type]
+    monitor.emit(change("198.51.100.20", False))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if follower.moves:
+            break
+    assert ua.calls == 3 and follower.moves == 1
+    assert lines == [f"{REREGISTERED} sip:bob@198.51.100.21:5060"]
+    # gives up after the last wait
+    ua.results = [False] * 10
+    monitor.emit(change("198.51.100.21", False))
+    await asyncio.sleep(0.2)
+    assert ua.calls == 3 + 4
+
+
+async def test_not_stranded_no_retry_and_a_batch_wakes_a_waiting_retry() -> None:
+    monitor = FakeMonitor()
+    ua = FakeUA([False, False])
+    ua.config.local_host = "198.51.100.20"
+    monitor.usable = [change("198.51.100.20", True)]  # still ours: nothing to retry
+    AddressFollower(ua, monitor, retry_waits=(30.0,))  # type: ignore[arg-type]
+    monitor.emit(change("198.51.100.21", True))
+    await asyncio.sleep(0.05)
+    assert ua.calls == 1
+    monitor.usable = []  # gone: a retry waits 30 s, the next batch ends the wait
+    monitor.emit(change("198.51.100.20", False))
+    await asyncio.sleep(0.05)
+    assert ua.calls == 2
+    ua.results = [True]
+    monitor.emit(change("198.51.100.22", True))
+    await asyncio.sleep(0.05)
+    assert ua.calls == 3
 
 
 # ------------------------------------------------------------------ the asyncio shell
