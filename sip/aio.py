@@ -402,10 +402,15 @@ class AsyncUserAgent:
     async def _route_source(self) -> str:
         """Our address without a route toward a proxy (none configured, or no route to it):
         a usable source the kernel picks toward one of :data:`sip.ua.ROUTE_PROBES` (a UDP
-        connect() sends nothing), else an address the host name resolves to, else
-        127.0.0.1 (see :func:`sip.ua.choose_local_host`)."""
+        connect() sends nothing), else an interface's IPv4 address
+        (:func:`interface_addresses`), else an address of ours the host name resolves to,
+        else 127.0.0.1 (see :func:`sip.ua.choose_local_host`)."""
         return choose_local_host(
-            [*(source_address_toward(ip) for ip in ROUTE_PROBES), *await _host_addresses()]
+            [
+                *(source_address_toward(ip) for ip in ROUTE_PROBES),
+                *interface_addresses(),
+                *await _host_addresses(),
+            ]
         )
 
     async def _current_local_host(self) -> str | None:
@@ -992,6 +997,34 @@ def source_address_toward(ip: str) -> str | None:
             return str(sock.getsockname()[0]).split("%", 1)[0]
         except OSError:
             return None
+
+
+#: Linux ioctl reading an interface's (primary) IPv4 address (netdevice(7))
+_SIOCGIFADDR = 0x8915
+
+
+def interface_addresses() -> list[str]:
+    """The primary IPv4 address of each interface, in interface order (Linux: SIOCGIFADDR;
+    elsewhere, or without any, an empty list). The ``sip`` package does not enumerate
+    addresses otherwise (rtnetlink lives in ``ice``, which ``sip`` does not import)."""
+    try:
+        import fcntl
+        import struct
+
+        names = [name for _index, name in socket.if_nameindex()]
+    except (ImportError, OSError):
+        return []
+    found = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for name in names:
+            try:
+                packed = fcntl.ioctl(
+                    sock.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15])
+                )
+            except OSError:  # no IPv4 address there
+                continue
+            found.append(socket.inet_ntoa(packed[20:24]))
+    return found
 
 
 async def _host_addresses() -> list[str]:

@@ -237,10 +237,15 @@ async def test_route_source_fallback_skips_loopback(monkeypatch: pytest.MonkeyPa
     async def host_addresses() -> list[str]:
         return ["192.0.2.77"]
 
+    interfaces = ["127.0.0.1", "169.254.9.9"]
     monkeypatch.setattr(aio, "_host_addresses", host_addresses)
+    monkeypatch.setattr(aio, "interface_addresses", lambda: interfaces)
     assert await ua._route_source() == "10.1.2.3"
     routes.clear()
     assert await ua._route_source() == "192.0.2.77"
+    interfaces.append("10.9.8.7")  # an interface's address comes before the host name's
+    assert await ua._route_source() == "10.9.8.7"
+    interfaces.pop()
 
     async def none() -> list[str]:
         return []
@@ -248,3 +253,14 @@ async def test_route_source_fallback_skips_loopback(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(aio, "_host_addresses", none)
     assert await ua._route_source() == "127.0.0.1"
     assert aio._is_local("127.0.0.1") and not aio._is_local("192.0.2.77")
+
+
+def test_interface_addresses_include_loopback() -> None:
+    import socket
+
+    import sip.aio as aio
+
+    names = [name for _i, name in socket.if_nameindex()]
+    if "lo" not in names:
+        pytest.skip("no Linux loopback interface here")
+    assert "127.0.0.1" in aio.interface_addresses()
