@@ -1,6 +1,10 @@
 """``softphone register``: register with the account's registrar (RFC 3261 §10) and stay
 registered (the ``sip`` core refreshes before expiry and keeps NAT bindings open with RFC 5626
-keepalives), or with ``--once`` register, report, unregister and exit."""
+keepalives), or with ``--once`` register, report, unregister and exit.
+
+Staying registered, it follows local address changes (``softphone.useragent.AddressFollower``):
+after a move the registrar gets a REGISTER from the new address that removes the old binding
+(RFC 3261 §10.2.2), so calls keep reaching this phone."""
 
 from __future__ import annotations
 
@@ -13,7 +17,13 @@ from sip.aio import RegistrationError
 from sip.registration import Registered, RegistrationExpired, RegistrationFailed
 from softphone.config import Account, ConfigError
 from softphone.report import Reporter
-from softphone.useragent import listen_transports, make_user_agent, server_uri
+from softphone.useragent import (
+    follow_address_changes,
+    listen_transports,
+    make_user_agent,
+    server_uri,
+    start_address_monitor,
+)
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -74,10 +84,16 @@ async def _stay_registered(ua: Any, reporter: Reporter, report: dict[str, Any]) 
             reporter.progress("registration expired")
 
     ua.on_event = on_event
+    monitor = start_address_monitor()
+    follower = follow_address_changes(ua, monitor, reporter.progress)
     reporter.progress("staying registered; Ctrl-C to unregister and quit")
     try:
         await stop.wait()
     finally:
+        if follower is not None:
+            follower.close()
+        if monitor is not None:
+            monitor.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
