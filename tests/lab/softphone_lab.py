@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -137,6 +138,13 @@ class Softphone:
         assert text, f"{self.laptop.name}: no JSON report\n{self.stderr}"
         return self.proc.returncode, json.loads(text.splitlines()[-1])
 
+    def interrupt(self) -> None:
+        """SIGINT, as Ctrl-C: a ``call`` hangs up (BYE) and reports as at the end of
+        ``--duration``."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGINT)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -249,7 +257,9 @@ def run_call(
     during: Any = None,
 ) -> CallResult:
     """``caller`` = (user, laptop name) calls ``callee`` (registered first, answering
-    once).  ``during(lab)`` runs once the call is up (the callee printed 'connected')."""
+    once).  ``during(lab)`` runs once the call is up (the callee printed 'connected'); its
+    dict goes into ``extra``, and when it holds ``hang_up: True`` the caller hangs up then
+    (SIGINT) instead of waiting out ``duration`` (which stays the upper bound)."""
     workdir.mkdir(parents=True, exist_ok=True)
     caller_user, caller_laptop = caller
     callee_user, callee_laptop = callee
@@ -286,6 +296,8 @@ def run_call(
         if during is not None:
             assert answerer.wait_for("connected via", 40), answerer.stderr + calling.stderr
             extra.update(during(lab) or {})
+            if extra.get("hang_up"):
+                calling.interrupt()
         caller_status, caller_report = calling.finish(90)
         callee_status, callee_report = answerer.finish(30)
     finally:

@@ -14,6 +14,7 @@ Needs root, iproute2, iptables, coturn and kamailio (skips saying which is missi
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -23,6 +24,15 @@ from tests.lab.softphone_lab import TIMES, SoftphoneLab, assert_call_ok, run_cal
 from tests.lab.test_softphone_lab import softphone_lab
 
 __all__ = ["softphone_lab"]  # the module-scoped lab fixture, shared with this module
+
+
+def _refreshed(log: str) -> bool:
+    """Kamailio relayed bob's in-dialog UPDATE to alice and her 200 back (his new alias)."""
+    for m in re.finditer(r"\{1 (\d+) UPDATE (\S+)\} <script>: REQ UPDATE sip:alice@", log):
+        cseq, call_id = m.group(1), re.escape(m.group(2))
+        if re.search(rf"\{{2 {cseq} UPDATE {call_id}\}} <script>: REPLY 200 ", log):
+            return True
+    return False
 
 
 @pytest.mark.parametrize(
@@ -36,7 +46,10 @@ def test_tcp_callee_behind_nat_gets_the_bye_after_a_proxy_restart_mid_call(
     """eim: the NAT keeps the reconnected port, so the old ;alias works again at once. sym:
     the new connection gets another public port; bob's target refresh (an UPDATE once he
     registered again, repeated while alice is still recovering her own flow: each failed
-    try costs Kamailio's 5 s fr_timer) gives alice the new alias before her BYE."""
+    try costs Kamailio's 5 s fr_timer) gives alice the new alias before her BYE.
+
+    alice hangs up as soon as the restarted Kamailio relayed the 200 to bob's target refresh
+    (``duration`` is only the upper bound: then she hangs up anyway)."""
     kamailio = softphone_lab.kamailio
 
     def restart(lab: SoftphoneLab) -> dict[str, object]:
@@ -46,7 +59,11 @@ def test_tcp_callee_behind_nat_gets_the_bye_after_a_proxy_restart_mid_call(
         deadline = time.monotonic() + 30
         while not kamailio.contacts("bob") and time.monotonic() < deadline:
             time.sleep(0.2)
-        return {"bob_again": kamailio.contacts("bob"), "mark": mark}
+        bob_again = kamailio.contacts("bob")
+        deadline = time.monotonic() + duration - 3
+        while not _refreshed(kamailio.log()[mark:]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return {"bob_again": bob_again, "mark": mark, "hang_up": _refreshed(kamailio.log()[mark:])}
 
     r = run_call(
         softphone_lab, tmp_path / "first", ("alice", "lan1a"), ("bob", callee),
