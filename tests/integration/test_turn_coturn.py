@@ -282,13 +282,13 @@ async def test_stream_close_is_confirmed(turn_server: Coturn, transport: str) ->
 
 @pytest.fixture(scope="module")
 def short_lived_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coturn]:
-    """coturn granting at most 6 s per allocation, with nonces that expire after 3 s."""
+    """coturn granting at most 3 s per allocation, with nonces that expire after 2 s."""
     yield from _running(
         Coturn(
             Path(tmp_path_factory.mktemp("coturn-short")),
             alt_host=None,
             tls=False,
-            extra_args=["--max-allocate-lifetime=6", "--stale-nonce=3"],
+            extra_args=["--max-allocate-lifetime=3", "--stale-nonce=2"],
         )
     )
 
@@ -301,12 +301,12 @@ async def _outlive(server: Coturn, transport: str) -> None:
 
     async with allocated(server, transport, expect_closed=True, on_event=recorder) as alloc:
         with udp_peer() as peer:
-            assert alloc.client.lifetime == 6
+            assert alloc.client.lifetime == 3
             first_nonce = alloc.client.nonce
             await alloc.bind_channel(peer.getsockname())
             # Two lifetimes and more: only the client's Refreshes keep the allocation alive,
             # and the nonce goes stale on the way (438, retried with the new one). The client
-            # refreshes at half the 6 s lifetime, so four refreshes take us past 12 s.
+            # refreshes at half the 3 s lifetime, so four refreshes take us past 6 s.
             await wait_until(lambda: refreshes() >= 4, timeout=30, step=0.1)
             assert refreshes() >= 4
             assert not [e for e in recorder.events if isinstance(e, AllocationExpired)]
