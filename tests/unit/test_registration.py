@@ -5,9 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from sip.auth import make_challenge, parse_authorization, verify_authorization
-from sip.headers import Via
-from sip.message import Headers, Request, Response, make_response, new_tag
+from sip.message import Request, Response, make_response
 from sip.registration import (
     Registered,
     Registration,
@@ -17,124 +15,17 @@ from sip.registration import (
     RegistrationState,
     Unregistered,
 )
-from sip.ua import Peer, UserAgent
+from sip.ua import UserAgent
 from sip.uri import NameAddr
-from tests.unit.test_ua import FakePeer, SimNet, make_ua
-
-REGISTRAR = ("10.0.0.5", 5060)
-
-
-class FakeRegistrar:
-    """A digest-authenticating registrar (RFC 3261 §10.3) for SimNet."""
-
-    def __init__(
-        self,
-        *,
-        password: str = "secret",
-        realm: str = "example.org",
-        algorithm: str = "MD5",
-        min_expires: int | None = None,
-        max_expires: int = 3600,
-        nat: tuple[str, int] | None = None,
-        stale_once: bool = False,
-    ) -> None:
-        self.password = password
-        self.realm = realm
-        self.algorithm = algorithm
-        self.min_expires = min_expires
-        self.max_expires = max_expires
-        self.nat = nat
-        self.stale_once = stale_once
-        self.silent = False
-        self.nonces: list[str] = []
-        self.bindings: dict[str, int] = {}
-        self.requests: list[Request] = []
-        self._n = itertools.count(1)
-
-    def peer(self) -> FakePeer:
-        return FakePeer(REGISTRAR[0], REGISTRAR[1], self.handle)
-
-    def _challenge(self, req: Request, stale: bool = False) -> Response:
-        nonce = f"nonce{next(self._n)}"
-        self.nonces.append(nonce)
-        resp = make_response(req, 401, to_tag=new_tag())
-        resp.headers.add(
-            "WWW-Authenticate",
-            make_challenge(self.realm, nonce, algorithm=self.algorithm, stale=stale),
-        )
-        return resp
-
-    def handle(self, msg: Any, src: Peer, net: SimNet) -> list[tuple[Response, Peer]]:
-        if not isinstance(msg, Request) or msg.method != "REGISTER":
-            return []
-        self.requests.append(msg)
-        if self.silent:
-            return []
-        return [(self._answer(msg), src)]
-
-    def _answer(self, req: Request) -> Response:
-        auth = req.headers.get("Authorization")
-        if auth is None:
-            return self._challenge(req)
-        parsed = parse_authorization(auth)
-        if parsed.nonce not in self.nonces:
-            return self._challenge(req)
-        if not verify_authorization(auth, method="REGISTER", password=self.password):
-            return self._challenge(req)
-        if self.stale_once:
-            self.stale_once = False
-            self.nonces.remove(parsed.nonce)
-            return self._challenge(req, stale=True)
-        default = int(req.headers.get("Expires") or "3600")
-        for value in req.headers.get_all("Contact"):
-            c = NameAddr.parse(value)
-            exp = int(c.params.get("expires") or default)
-            if exp and self.min_expires and exp < self.min_expires:
-                resp = make_response(req, 423, to_tag=new_tag())
-                resp.headers.add("Min-Expires", str(self.min_expires))
-                return resp
-            key = str(c.uri)
-            if exp == 0:
-                self.bindings.pop(key, None)
-            else:
-                self.bindings[key] = min(exp, self.max_expires)
-        resp = make_response(req, 200, to_tag=new_tag())
-        for uri, exp in self.bindings.items():
-            resp.headers.add("Contact", f"<{uri}>;expires={exp}")
-        if self.nat is not None:
-            via = resp.top_via
-            params = dict(via.params)
-            params["received"], params["rport"] = self.nat[0], str(self.nat[1])
-            vias = resp.headers.get_all("Via")
-            h = Headers()
-            for name, value in resp.headers.items():
-                if name == "Via":
-                    continue
-                h.add(name, value)
-            rebuilt = Headers()
-            rebuilt.add("Via", str(Via(via.transport, via.host, via.port, params)))
-            for v in vias[1:]:
-                rebuilt.add("Via", v)
-            for name, value in h.items():
-                rebuilt.add(name, value)
-            resp.headers = rebuilt
-        return resp
+from tests.helpers_sip import REGISTRAR as REGISTRAR  # (tests.unit.test_ua imports it from here)
+from tests.helpers_sip import FakeRegistrar, alice_and_registrar
+from tests.unit.test_ua import SimNet
 
 
 def setup(**kw: Any) -> tuple[SimNet, UserAgent, FakeRegistrar]:
-    loss = kw.pop("loss", 0.0)
-    seed = kw.pop("seed", 1)
-    net = SimNet(loss=loss, seed=seed)
-    reg = FakeRegistrar(**kw)
-    net.add_peer(reg.peer())
-    ua = make_ua(
-        "10.0.0.1",
-        "alice",
-        password="secret",
-        outbound_proxy=f"sip:{REGISTRAR[0]}:{REGISTRAR[1]}",
-    )
-    net.add(ua)
-    return net, ua, reg
+    """alice and a FakeRegistrar(``kw``) on a SimNet (``loss``, ``seed``); nothing sent yet."""
+    net = SimNet(loss=kw.pop("loss", 0.0), seed=kw.pop("seed", 1))
+    return alice_and_registrar(FakeRegistrar(**kw), net=net)
 
 
 def test_register_with_digest_challenge():

@@ -15,28 +15,16 @@ from sip.message import Headers, Request, Response, make_response, new_tag
 from sip.registration import (
     FlowBackoff,
     Registered,
-    Registration,
-    RegistrationConfig,
     RegistrationFailed,
     RegistrationState,
     instance_id_for,
 )
 from sip.ua import DEFAULT_FLOW_BACKOFF
-from tests.unit.test_registration import REGISTRAR, FakeRegistrar
+from tests.helpers_sip import REGISTRAR, FakeRegistrar, alice_and_registrar, bob_registration
 from tests.unit.test_ua import FakePeer, SimNet, make_ua
 
 INSTANCE = "urn:uuid:00000000-0000-4000-8000-000000000001"
 UUID_URN = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-def registration(**kw: Any) -> Registration:
-    cfg = RegistrationConfig(
-        aor="sip:bob@example.org",
-        registrar="sip:example.org",
-        contact="sip:bob@192.0.2.7:5070;transport=tcp",
-        **kw,
-    )
-    return Registration(cfg, rng=random.Random(7))
 
 
 def ok(req: Request, *, require: str | None = None, contact: str | None = None) -> Response:
@@ -63,7 +51,7 @@ def test_instance_id_is_a_uuid_urn_stable_for_a_seed():
 
 
 def test_contact_carries_instance_and_reg_id_and_supported_outbound():
-    reg = registration(instance_id=INSTANCE, reg_id=1)
+    reg = bob_registration(instance_id=INSTANCE, reg_id=1)
     req = reg.start(0.0)
     contact = req.contacts[0]
     assert contact.params["+sip.instance"] == f'"<{INSTANCE}>"'
@@ -76,32 +64,32 @@ def test_contact_carries_instance_and_reg_id_and_supported_outbound():
 
 
 def test_instance_without_reg_id_is_not_outbound():
-    req = registration(instance_id=INSTANCE).start(0.0)
+    req = bob_registration(instance_id=INSTANCE).start(0.0)
     assert req.contacts[0].params["+sip.instance"] == f'"<{INSTANCE}>"'
     assert "reg-id" not in req.contacts[0].params
     assert "Supported" not in req.headers
 
 
 def test_reg_id_needs_an_instance():
-    req = registration(reg_id=1).start(0.0)
+    req = bob_registration(reg_id=1).start(0.0)
     assert "reg-id" not in req.contacts[0].params
     assert "+sip.instance" not in req.contacts[0].params
     assert "Supported" not in req.headers
 
 
 def test_require_outbound_in_2xx_reports_outbound_in_use():
-    reg = registration(instance_id=INSTANCE, reg_id=1)
+    reg = bob_registration(instance_id=INSTANCE, reg_id=1)
     assert reg.handle_response(ok(reg.start(0.0), require="outbound"), 0.1) is None
     ev = reg.next_event()
     assert isinstance(ev, Registered) and ev.outbound is True
-    reg2 = registration(instance_id=INSTANCE, reg_id=1)
+    reg2 = bob_registration(instance_id=INSTANCE, reg_id=1)
     reg2.handle_response(ok(reg2.start(0.0)), 0.1)
     ev2 = reg2.next_event()
     assert isinstance(ev2, Registered) and ev2.outbound is False
 
 
 def test_439_registers_again_without_reg_id():
-    reg = registration(instance_id=INSTANCE, reg_id=1)
+    reg = bob_registration(instance_id=INSTANCE, reg_id=1)
     first = reg.start(0.0)
     retry = reg.handle_response(make_response(first, 439, to_tag=new_tag()), 0.1)
     assert retry is not None
@@ -118,7 +106,7 @@ def test_439_registers_again_without_reg_id():
 def test_binding_found_by_instance_when_the_registrar_rewrote_the_address():
     """A registrar (or edge proxy) may return our binding under another address (e.g. the
     received one); the +sip.instance still identifies it, so its expires is the granted one."""
-    reg = registration(instance_id=INSTANCE, reg_id=1, rewrite_contact=False)
+    reg = bob_registration(instance_id=INSTANCE, reg_id=1, rewrite_contact=False)
     req = reg.start(0.0)
     other = f'<sip:bob@198.51.100.1:40000;transport=tcp>;+sip.instance="<{INSTANCE}>";expires=77'
     reg.handle_response(ok(req, contact=other), 1.0)
@@ -130,7 +118,7 @@ def test_binding_found_by_instance_when_the_registrar_rewrote_the_address():
 
 
 def test_flow_failure_registers_again_at_once_with_the_same_binding():
-    reg = registration(instance_id=INSTANCE, reg_id=1, flow_backoff=FlowBackoff())
+    reg = bob_registration(instance_id=INSTANCE, reg_id=1, flow_backoff=FlowBackoff())
     first = reg.start(0.0)
     reg.handle_response(ok(first), 0.1)
     assert reg.registered
@@ -147,14 +135,14 @@ def test_flow_failure_registers_again_at_once_with_the_same_binding():
 
 
 def test_flow_failure_supersedes_a_register_in_progress():
-    reg = registration(flow_backoff=FlowBackoff())
+    reg = bob_registration(flow_backoff=FlowBackoff())
     first = reg.start(0.0)
     again = reg.flow_failed(0.5)
     assert again is not None and again.cseq.seq == first.cseq.seq + 1
 
 
 def test_flow_failure_after_unregister_sends_nothing():
-    reg = registration(flow_backoff=FlowBackoff())
+    reg = bob_registration(flow_backoff=FlowBackoff())
     reg.handle_response(ok(reg.start(0.0)), 0.1)
     unreg = reg.unregister(1.0)
     assert unreg is not None
@@ -185,7 +173,7 @@ def test_backoff_wait_is_between_half_and_all_of_the_bound():
 
 def test_failed_attempts_back_off_exponentially_then_success_resets():
     backoff = FlowBackoff(base_time_all_failed=30.0, max_time=1800.0)
-    reg = registration(instance_id=INSTANCE, reg_id=1, flow_backoff=backoff)
+    reg = bob_registration(instance_id=INSTANCE, reg_id=1, flow_backoff=backoff)
     reg.handle_response(ok(reg.start(0.0)), 0.1)
     reg.next_event()
     now = 100.0
@@ -219,14 +207,14 @@ def test_failed_attempts_back_off_exponentially_then_success_resets():
 def test_non_flow_failures_keep_the_fixed_retry_time():
     """A 403 is not a flow problem (§4.5 counts flows that could not be formed): the plain
     retry time applies and the failure count stays."""
-    reg = registration(flow_backoff=FlowBackoff(), retry_after_failure=60.0)
+    reg = bob_registration(flow_backoff=FlowBackoff(), retry_after_failure=60.0)
     req = reg.start(0.0)
     reg.handle_response(make_response(req, 403, to_tag=new_tag()), 1.0)
     assert reg.retry_at == 61.0 and reg.consecutive_failures == 0
 
 
 def test_without_backoff_a_timeout_uses_the_fixed_retry_time():
-    reg = registration(retry_after_failure=60.0)
+    reg = bob_registration(retry_after_failure=60.0)
     reg.start(0.0)
     reg.handle_timeout(32.0)
     assert reg.retry_at == 92.0
@@ -236,20 +224,8 @@ def test_without_backoff_a_timeout_uses_the_fixed_retry_time():
 
 
 def outbound_setup(**kw: Any) -> tuple[SimNet, Any, FakeRegistrar]:
-    net = SimNet()
-    registrar = FakeRegistrar()
-    net.add_peer(registrar.peer())
     kw.setdefault("instance_id", INSTANCE)
-    ua = make_ua(
-        "10.0.0.1",
-        "alice",
-        password="secret",
-        outbound_proxy=f"sip:{REGISTRAR[0]}:{REGISTRAR[1]}",
-        supported=("timer",),
-        **kw,
-    )
-    net.add(ua)
-    return net, ua, registrar
+    return alice_and_registrar(supported=("timer",), **kw)
 
 
 def test_ua_register_sends_instance_reg_id_and_merged_supported():
@@ -329,7 +305,7 @@ def test_headers_supported_merge_does_not_duplicate():
 @pytest.mark.parametrize(("value", "expected"), [("120", 120), (None, None), ("x", None)])
 def test_flow_timer_of_the_2xx_is_reported(value, expected):
     """§4.4: the registrar's Flow-Timer tells how often the UA must send keepalives."""
-    reg = registration(instance_id=INSTANCE, reg_id=1)
+    reg = bob_registration(instance_id=INSTANCE, reg_id=1)
     resp = ok(reg.start(0.0), require="outbound")
     if value is not None:
         resp.headers.add("Flow-Timer", value)
@@ -376,16 +352,9 @@ def test_any_sequence_keeps_one_binding_and_bounded_waits(events, seed):
     Call-ID, instance and reg-id, CSeq only grows, the wait after a flow failure never exceeds
     the §4.5 bound for the failures so far, and nothing is registered after unregistering."""
     backoff = FlowBackoff(base_time_all_failed=1.0, max_time=120.0)
-    cfg = RegistrationConfig(
-        aor="sip:bob@example.org",
-        registrar="sip:example.org",
-        contact="sip:bob@192.0.2.7:5070;transport=tcp",
-        instance_id=INSTANCE,
-        reg_id=1,
-        flow_backoff=backoff,
-        retry_after_failure=60.0,
+    reg = bob_registration(
+        seed, instance_id=INSTANCE, reg_id=1, flow_backoff=backoff, retry_after_failure=60.0
     )
-    reg = Registration(cfg, rng=random.Random(seed))
     now = 0.0
     last = reg.start(now)
     sent = [last]

@@ -5,7 +5,6 @@ dialogs' next target refresh carrying the new Contact (RFC 3261 §12.2.1.1, §14
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
@@ -15,13 +14,20 @@ from sip.message import Request, Response, make_response, new_tag
 from sip.registration import (
     Registered,
     Registration,
-    RegistrationConfig,
     RegistrationFailed,
     RegistrationState,
 )
 from sip.ua import ROUTE_PROBES, UserAgent, choose_local_host, usable_local_host
 from sip.uri import NameAddr
-from tests.unit.test_registration import REGISTRAR, FakeRegistrar
+from tests.helpers_sip import (
+    REGISTRAR_PROXY,
+    FakeRegistrar,
+    alice_and_registrar,
+    bob_registration,
+    in_a_call,
+    register,
+    with_registrar,
+)
 from tests.unit.test_ua import SDP_A, SDP_B, SimNet, auto_answer, make_ua
 
 INSTANCE = "urn:uuid:00000000-0000-4000-8000-000000000002"
@@ -47,20 +53,10 @@ def contacts(request: Request) -> list[tuple[str, str | None]]:
 
 
 def registered_ua(**kw: Any) -> tuple[SimNet, UserAgent, FakeRegistrar]:
-    nat = kw.pop("nat", None)
-    net = SimNet()
-    registrar = FakeRegistrar(nat=nat)
-    net.add_peer(registrar.peer())
-    ua = make_ua(
-        "10.0.0.1",
-        "alice",
-        password="secret",
-        outbound_proxy=f"sip:{REGISTRAR[0]}:{REGISTRAR[1]}",
-        **kw,
-    )
-    net.add(ua)
-    ua.register(net.now, expires=600)
-    assert net.run(lambda: bool(net.of(ua, Registered)))
+    """alice registered for 600 s (``nat``: the registrar's view of her address; the rest:
+    more UAConfig fields)."""
+    net, ua, registrar = alice_and_registrar(FakeRegistrar(nat=kw.pop("nat", None)), **kw)
+    register(net, ua, 600)
     return net, ua, registrar
 
 
@@ -105,9 +101,8 @@ def test_same_address_changes_nothing():
 
 def test_not_registered_sends_no_register():
     net = SimNet()
-    registrar = FakeRegistrar()
-    net.add_peer(registrar.peer())
-    ua = make_ua("10.0.0.1", "alice", outbound_proxy=f"sip:{REGISTRAR[0]}:{REGISTRAR[1]}")
+    registrar = with_registrar(net)
+    ua = make_ua("10.0.0.1", "alice", outbound_proxy=REGISTRAR_PROXY)
     net.add(ua)
     assert move(net, ua, "10.0.7.1")
     net.run(max_time=5)
@@ -184,14 +179,7 @@ def test_register_in_flight_from_the_old_address_is_superseded():
 
 
 def outbound_registration() -> Registration:
-    cfg = RegistrationConfig(
-        aor="sip:bob@example.org",
-        registrar="sip:example.org",
-        contact="sip:bob@192.0.2.7:5070;transport=tcp",
-        instance_id=INSTANCE,
-        reg_id=1,
-    )
-    return Registration(cfg, rng=random.Random(7))
+    return bob_registration(instance_id=INSTANCE, reg_id=1)
 
 
 def ok(req: Request, *, require: str | None = None) -> Response:
@@ -303,23 +291,7 @@ def test_refresh_dialogs_sends_an_update_with_the_new_contact():
 
 
 def test_refresh_waits_for_the_registration_at_the_new_address():
-    net = SimNet()
-    registrar = FakeRegistrar()
-    net.add_peer(registrar.peer())
-    alice = make_ua("10.0.0.1", "alice")
-    bob = make_ua(
-        "10.0.0.2",
-        "bob",
-        password="secret",
-        outbound=False,
-        outbound_proxy=f"sip:{REGISTRAR[0]}:{REGISTRAR[1]}",
-    )
-    net.add(alice)
-    net.add(bob, auto_answer(net, bob))
-    bob.register(net.now, expires=600)
-    assert net.run(lambda: bool(net.of(bob, Registered)))
-    alice.invite("sip:bob@10.0.0.2", SDP_A, net.now)
-    assert net.run(lambda: bool(net.of(bob, inv.CallConfirmed)), max_time=30)
+    net, _alice, bob, registrar = in_a_call(600, outbound=False)
     registered = len(net.of(bob, Registered))
     assert move(net, bob, "10.0.9.2", refresh_dialogs=True)
     assert not net.sent_lines("UPDATE sip:")  # not before the registrar has the new contact

@@ -8,31 +8,9 @@ from typing import Any
 from sip import invite as inv
 from sip.message import Request
 from sip.registration import Registered
-from sip.ua import TARGET_REFRESH_TRIES, Peer, UserAgent
-from tests.unit.test_registration import REGISTRAR, FakeRegistrar
-from tests.unit.test_ua import SDP_A, SimNet, auto_answer, make_ua
-
-
-def in_a_call(transport: str = "tcp") -> tuple[SimNet, UserAgent, UserAgent, FakeRegistrar]:
-    """alice called bob (bob registered with the registrar over ``transport``)."""
-    net = SimNet()
-    registrar = FakeRegistrar()
-    net.add_peer(registrar.peer())
-    alice = make_ua("10.0.0.1", "alice")
-    bob = make_ua(
-        "10.0.0.2",
-        "bob",
-        password="secret",
-        transport=transport,
-        outbound_proxy=f"sip:{REGISTRAR[0]}:{REGISTRAR[1]}",
-    )
-    net.add(alice)
-    net.add(bob, auto_answer(net, bob))
-    bob.register(net.now, expires=3600)
-    assert net.run(lambda: bool(net.of(bob, Registered)))
-    alice.invite("sip:bob@10.0.0.2", SDP_A, net.now)
-    assert net.run(lambda: bool(net.of(bob, inv.CallConfirmed)), max_time=30)
-    return net, alice, bob, registrar
+from sip.ua import TARGET_REFRESH_TRIES, Peer
+from tests.helpers_sip import in_a_call
+from tests.unit.test_ua import SimNet
 
 
 def updates(net: SimNet) -> list[tuple[float, str, str, str, bool]]:
@@ -40,7 +18,7 @@ def updates(net: SimNet) -> list[tuple[float, str, str, str, bool]]:
 
 
 def test_registered_again_after_a_flow_failure_refreshes_the_call_target():
-    net, alice, bob, _registrar = in_a_call()
+    net, alice, bob, _registrar = in_a_call(transport="tcp")
     registered = len(net.of(bob, Registered))
     bob.flow_failed(net.now)
     assert net.run(lambda: len(net.of(bob, Registered)) > registered)
@@ -58,7 +36,7 @@ def test_registered_again_after_a_flow_failure_refreshes_the_call_target():
 
 
 def test_a_failed_refresh_is_tried_again_later():
-    net, _alice, bob, _registrar = in_a_call()
+    net, _alice, bob, _registrar = in_a_call(transport="tcp")
     dropped: list[str] = []
 
     def drop_first_updates(msg: Any, src: Peer, dst: Peer) -> bool:
@@ -79,7 +57,7 @@ def test_a_failed_refresh_is_tried_again_later():
 
 
 def test_refresh_gives_up_after_its_tries():
-    net, _alice, bob, _registrar = in_a_call()
+    net, _alice, bob, _registrar = in_a_call(transport="tcp")
     branches: set[str] = set()
 
     def drop_updates(msg: Any, src: Peer, dst: Peer) -> bool:
@@ -96,10 +74,10 @@ def test_refresh_gives_up_after_its_tries():
 
 
 def test_no_refresh_over_udp_or_when_the_peer_does_not_allow_update():
-    net, _alice, bob, _registrar = in_a_call("udp")
+    net, _alice, bob, _registrar = in_a_call(transport="udp")
     bob.flow_failed(net.now)
     net.run(max_time=30)
     assert not updates(net)
-    net, _alice, bob, _registrar = in_a_call()
+    net, _alice, bob, _registrar = in_a_call(transport="tcp")
     bob.calls[0].remote_allow = frozenset({"INVITE", "ACK", "BYE"})
     assert bob.refresh_dialog_targets(net.now) == 0
