@@ -41,6 +41,7 @@ import socket
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from ice.interfaces import forget_cached_addresses, netlink_tables
 
@@ -422,27 +423,30 @@ class AddressTracker:
 AddressListener = Callable[[Sequence[AddressChange]], None]
 
 
+class _TrackerOptions(TypedDict, total=False):
+    """The keyword options an :class:`AddressMonitor` hands on to its :class:`AddressTracker`
+    (defaults and meaning there)."""
+
+    max_delay: float | None
+    loopback: bool
+    link_local: bool
+
+
 class AddressMonitor:
     """Reports the local address changes of this network namespace (Linux rtnetlink).
 
     ``debounce`` seconds of quiet end a burst (``max_delay``, default five times that, bounds
     the wait); listeners added with :meth:`add_listener` are called on the event loop with each
     non-empty batch of :class:`AddressChange` (see :class:`AddressTracker` for what is a
-    change).  :meth:`start` needs a running loop and raises ``OSError`` where there is no
-    rtnetlink.  Also an async context manager (start on enter, close on exit).
+    change; ``loopback`` and ``link_local`` also as there).  :meth:`start` needs a running loop
+    and raises ``OSError`` where there is no rtnetlink.  Also an async context manager (start
+    on enter, close on exit).
     """
 
     def __init__(
-        self,
-        debounce: float = DEFAULT_DEBOUNCE,
-        *,
-        max_delay: float | None = None,
-        loopback: bool = False,
-        link_local: bool = False,
+        self, debounce: float = DEFAULT_DEBOUNCE, **options: Unpack[_TrackerOptions]
     ) -> None:
-        self.tracker = AddressTracker(
-            debounce=debounce, max_delay=max_delay, loopback=loopback, link_local=link_local
-        )
+        self.tracker = AddressTracker(debounce=debounce, **options)
         self._listeners: list[AddressListener] = []
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
