@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,9 @@ THEIRS = {"eim": "eim2l", "sym": "sym1l", "pub": "pub"}  # pub: on the public ne
 # lost to a NAT's filtering; ICE takes ~60 ms with baresip on the public net): ICE takes
 # ~4.7 s eim/eim and ~9.3 s eim/sym, and our --duration counts from the answer, so the call
 # lasts long enough to carry audio after that
+# (an upper bound: we hang up HOLD seconds after our side connected, see hang_up_once_connected)
 DURATION = {"eim": 9, "sym": 15, "pub": 9}
+HOLD = 3.0  # seconds of audio both ways once ICE connected, before we hang up
 CASES = [pytest.param(nat, id=f"eim/{nat}") for nat in THEIRS]
 
 
@@ -109,6 +112,14 @@ def check_ice(report: dict[str, Any], lab: SoftphoneLab, nat: str) -> None:
         assert "relay" in (local["type"], remote["type"]), ice
 
 
+def hang_up_once_connected(ours: Softphone) -> None:
+    """Once our side connected (ICE, however long baresip took), HOLD seconds of audio,
+    then we hang up (SIGINT: a BYE, as at the end of ``--duration``)."""
+    if ours.wait_for("connected via", 40):
+        time.sleep(HOLD)
+        ours.interrupt()
+
+
 @dataclass
 class Ended:
     """A call between our softphone and baresip, over: what each end says."""
@@ -135,6 +146,7 @@ class Ended:
         """We ended well, ICE picked the pair this NAT pairing allows, media went both ways
         and each end heard the other's tone."""
         assert self.status == 0, self.logs
+        assert self.report["call"]["end_reason"] == "local-bye", self.logs  # baresip stayed
         print(describe(case, self.report, traced_sdp(self.stderr, "recv")))
         check_ice(self.report, lab, nat)
         assert self.report["rtp"]["received"] > 0 and self.report["rtp"]["sent"] > 0
@@ -156,6 +168,7 @@ def test_softphone_calls_baresip_across_nats(
         tmp_path / "caller.log",
     )  # fmt: skip
     try:
+        hang_up_once_connected(caller)
         result = caller.finish(90)
         their_audio = baresip_heard(bob, timeout=15)
     finally:
@@ -194,6 +207,7 @@ def test_baresip_calls_softphone_across_nats(
         assert answerer.wait_for("waiting for calls", 40), answerer.stderr
         bob = start_baresip(lab, lab.ice[THEIRS[nat]], tmp_path / "baresip", "bob")
         assert bob.dial(f"sip:alice@{DOMAIN}")["ok"]
+        hang_up_once_connected(answerer)
         result = answerer.finish(90)
         their_audio = baresip_heard(bob, timeout=15)
     finally:
