@@ -26,6 +26,7 @@ from sip.message import Request, Response
 from sip.ua import UAConfig
 from softphone.call import Call, CallFailed, MediaOptions
 from softphone.config import Account, HostPort
+from tests.helpers_net import wait_until
 from tests.peers.ports import free_port
 from tests.peers.sipp import Sipp, SippResult
 
@@ -41,9 +42,10 @@ def loopback_account(**changes: Any) -> Account:
     return Account(bind=LOOPBACK, **changes)
 
 
-def media_options(tone: str = CALLER_TONE, **changes: Any) -> MediaOptions:
-    """Play ``tone``, record nothing, ICE and the answer given 5 s; with ``changes``."""
-    return MediaOptions(play=tone, record="none", ice_timeout=5.0, answer_timeout=5.0, **changes)
+def media_options(tone: str = CALLER_TONE, record: str = "none", **changes: Any) -> MediaOptions:
+    """Play ``tone``, record to ``record`` (nothing by default), ICE and the answer given 5 s;
+    with ``changes``."""
+    return MediaOptions(play=tone, record=record, ice_timeout=5.0, answer_timeout=5.0, **changes)
 
 
 def sip_uri(ua: AsyncUserAgent) -> str:
@@ -91,6 +93,14 @@ class Pair:
         dialing = asyncio.ensure_future(alice.dial(self.bob_uri))
         incoming: AsyncCall = await asyncio.wait_for(self.bob.incoming.get(), 5)
         return dialing, incoming
+
+    async def connected(self, alice: Call, bob: Call) -> tuple[Call, Call]:
+        """alice's call dials bob, his call ``bob`` accepts the incoming call, and alice is
+        answered: the two calls, up."""
+        dialing, incoming = await self.ringing(alice)
+        await bob.accept(incoming)
+        await asyncio.wait_for(dialing, 5)
+        return alice, bob
 
 
 @asynccontextmanager
@@ -175,13 +185,17 @@ class Wire:
         return [m for m in self.sent if isinstance(m, Response) and m.status == status]
 
 
-async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    """Wait (polling) until ``predicate`` is true; assert it is after ``timeout``."""
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    assert predicate()
+def packets_received(call: Call) -> int:
+    """The RTP packets ``call`` has received so far (all its sessions; 0 before its media)."""
+    stats = call.stats
+    return 0 if stats is None else stats.packets_received
+
+
+async def until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    """Wait (polling) until ``predicate`` is true; assert it is after ``timeout`` seconds (a
+    generous bound for "it happens", never a timing under test)."""
+    await wait_until(predicate, timeout)
+    assert predicate(), "condition not met in time"
 
 
 # --- against sipp ---------------------------------------------------------------------------

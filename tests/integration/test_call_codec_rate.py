@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,11 @@ import pytest
 
 from media.analysis import dominant_frequency, rms_dbfs
 from media.sources import ToneSource, WavFileSource, load_wav, save_wav
-from sip.aio import AsyncCall, AsyncUserAgent
-from sip.ua import UAConfig
 from softphone import call as call_module
 from softphone.call import Call, MediaOptions
-from softphone.config import Account, HostPort
+from softphone.config import Account
+from tests.helpers_call import LOOPBACK, Pair, media_options, until
 from tests.helpers_media import FakeSoundStream
-
-LOOPBACK = HostPort("127.0.0.1", 0)
 
 
 class MemorySpeaker:
@@ -80,41 +76,16 @@ def speakers(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[MemorySpeaker]]:
     return opened
 
 
-@pytest.fixture
-async def uas() -> AsyncIterator[tuple[AsyncUserAgent, AsyncUserAgent]]:
-    agents = []
-    for user in ("alice", "bob"):
-        ua = AsyncUserAgent(UAConfig(user=user, domain="127.0.0.1", local_port=0))
-        await ua.start("127.0.0.1", 0, transports=("UDP",))
-        agents.append(ua)
-    yield agents[0], agents[1]
-    for ua in agents:
-        await ua.close(timeout=1.0)
-
-
 async def _connect(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
-    accounts: tuple[Account, Account],
-    media: tuple[MediaOptions, MediaOptions],
+    pair: Pair, accounts: tuple[Account, Account], media: tuple[MediaOptions, MediaOptions]
 ) -> tuple[Call, Call]:
-    alice_ua, bob_ua = uas
-    alice = Call(alice_ua, accounts[0], media[0])
-    bob = Call(bob_ua, accounts[1], media[1])
-    dialing = asyncio.ensure_future(alice.dial(f"sip:bob@127.0.0.1:{bob_ua.config.local_port}"))
-    incoming: AsyncCall = await asyncio.wait_for(bob_ua.incoming.get(), 5)
-    await bob.accept(incoming)
-    await asyncio.wait_for(dialing, 5)
-    return alice, bob
+    """alice's call (her account and media first) to bob's, answered."""
+    alice = Call(pair.alice, accounts[0], media[0])
+    return await pair.connected(alice, Call(pair.bob, accounts[1], media[1]))
 
 
 def _media(play: str, record: str, device: str) -> MediaOptions:
-    return MediaOptions(
-        play=play,
-        record=record,
-        output_device=device,
-        ice_timeout=5.0,
-        answer_timeout=5.0,
-    )
+    return media_options(play, record, output_device=device)
 
 
 def _tone_wav(path: Path, frequency: float, seconds: float = 20.0, rate: int = 48000) -> str:
@@ -128,14 +99,6 @@ def _tone_wav(path: Path, frequency: float, seconds: float = 20.0, rate: int = 4
 def _received(call: Call) -> int:
     stream = call.stream
     return 0 if stream is None else stream.stats().packets_received
-
-
-async def _until(predicate: Any, timeout: float = 8.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    assert predicate()
 
 
 def _resampled(call: Call, end: str) -> bool:
@@ -152,7 +115,7 @@ def _source_rate(call: Call) -> int:
 
 @pytest.mark.parametrize(("who", "method"), [("caller", "INVITE"), ("callee", "UPDATE")])
 async def test_pcmu_to_opus_reopens_the_source_at_48_khz_and_a_6_khz_tone_gets_through(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+    pair: Pair,
     speakers: dict[str, list[MemorySpeaker]],
     tmp_path: Path,
     who: str,
@@ -166,12 +129,12 @@ async def test_pcmu_to_opus_reopens_the_source_at_48_khz_and_a_6_khz_tone_gets_t
     pcmu_only, both = Account(bind=LOOPBACK, codecs=("pcmu",)), Account(bind=LOOPBACK)
     accounts = (pcmu_only, both) if who == "caller" else (both, pcmu_only)
     alice, bob = await _connect(
-        uas, accounts, (_media(alice_wav, "speaker", "alice"), _media(bob_wav, "speaker", "bob"))
+        pair, accounts, (_media(alice_wav, "speaker", "alice"), _media(bob_wav, "speaker", "bob"))
     )
     try:
         assert alice.remote is not None and alice.remote.codec_name == "PCMU/8000"
         assert _source_rate(alice) == 8000 and _source_rate(bob) == 8000
-        await _until(lambda: _received(alice) > 25 and _received(bob) > 25)
+        await until(lambda: _received(alice) > 25 and _received(bob) > 25)
         narrow = {name: speakers[name][0].audio(skip_s=0.1) for name in ("alice", "bob")}
         first_stream = alice.stream
         assert alice._ends is not None and first_stream is not None
@@ -190,7 +153,7 @@ async def test_pcmu_to_opus_reopens_the_source_at_48_khz_and_a_6_khz_tone_gets_t
             assert source.sample_rate == 48000 and source.reopened == 1
             assert sink.sample_rate == 48000 and sink.reopened == 1
             assert not _resampled(call, "source") and not _resampled(call, "sink")
-        await _until(lambda: _received(alice) > 50 and _received(bob) > 50)
+        await until(lambda: _received(alice) > 50 and _received(bob) > 50)
     finally:
         await alice.hangup()
         await asyncio.wait_for(bob.run(), 5)
@@ -214,7 +177,7 @@ async def test_pcmu_to_opus_reopens_the_source_at_48_khz_and_a_6_khz_tone_gets_t
 
 
 async def test_opus_to_pcmu_reopens_at_8_khz_and_keeps_what_cannot_change(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+    pair: Pair,
     speakers: dict[str, list[MemorySpeaker]],
     tmp_path: Path,
 ) -> None:
@@ -225,13 +188,13 @@ async def test_opus_to_pcmu_reopens_at_8_khz_and_keeps_what_cannot_change(
     bob_wav = tmp_path / "bob.wav"
     account = Account(bind=LOOPBACK)
     alice, bob = await _connect(
-        uas,
+        pair,
         (account, account),
         (_media("tone:1000", "speaker", "alice"), _media("tone:6000", str(bob_wav), "bob")),
     )
     try:
         assert alice.remote is not None and alice.remote.codec_name == "opus/48000/2"
-        await _until(lambda: _received(alice) > 25 and _received(bob) > 25)
+        await until(lambda: _received(alice) > 25 and _received(bob) > 25)
         assert await alice.change_codecs(["pcmu"])
         await bob.media_settled()
         assert alice.stream is not None and bob.stream is not None
@@ -244,7 +207,7 @@ async def test_opus_to_pcmu_reopens_at_8_khz_and_keeps_what_cannot_change(
         assert bob._ends[0].sample_rate == 48000 and bob._ends[0].reopened == 0
         assert bob._ends[1].sample_rate == 48000 and bob._ends[1].reopened == 0
         assert _resampled(bob, "source") and _resampled(bob, "sink")
-        await _until(lambda: _received(alice) > 50 and _received(bob) > 50)
+        await until(lambda: _received(alice) > 50 and _received(bob) > 50)
         assert not alice._closed and not bob._closed
     finally:
         await alice.hangup()
@@ -326,7 +289,7 @@ class SoundCard:
 
 
 async def test_pcmu_to_opus_reopens_the_microphone_and_speaker_at_the_codec_rate(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent], monkeypatch: pytest.MonkeyPatch
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The sound-card path (media.audio.Microphone and Speaker on stand-in 48 kHz cards):
     alice's microphone hears a 6 kHz tone. With PCMU both ends work at 8 kHz (the cards at
@@ -362,12 +325,12 @@ async def test_pcmu_to_opus_reopens_the_microphone_and_speaker_at_the_codec_rate
     monkeypatch.setattr(call_module, "open_sink", open_sink)
     pcmu_only, both = Account(bind=LOOPBACK, codecs=("pcmu",)), Account(bind=LOOPBACK)
     alice, bob = await _connect(
-        uas,
+        pair,
         (pcmu_only, both),
         (_media("mic", "none", "alice"), _media("tone:440", "speaker", "bob")),
     )
     try:
-        await _until(lambda: _received(bob) > 25)
+        await until(lambda: _received(bob) > 25)
         assert await alice.change_codecs(["opus", "pcmu"])
         await bob.media_settled()
         assert alice._ends is not None and bob._ends is not None
@@ -377,8 +340,8 @@ async def test_pcmu_to_opus_reopens_the_microphone_and_speaker_at_the_codec_rate
         assert not _resampled(alice, "source") and not _resampled(bob, "sink")
         assert len(mics) == 2 and mics[0].closed and not mics[1].closed
         assert len(speakers) == 2 and not speakers[1].closed
-        await _until(lambda: speakers[0].closed)  # after playing out its queue
-        await _until(lambda: _received(bob) > 60)
+        await until(lambda: speakers[0].closed)  # after playing out its queue
+        await until(lambda: _received(bob) > 60)
     finally:
         await alice.hangup()
         await asyncio.wait_for(bob.run(), 5)

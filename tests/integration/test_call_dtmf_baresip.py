@@ -18,7 +18,7 @@ from sip.message import Request
 from sip.ua import UAConfig
 from softphone.call import Call, MediaOptions
 from softphone.config import Account, HostPort
-from tests.unit.test_call_features import Wire
+from tests.helpers_call import Wire
 
 
 @pytest.mark.integration

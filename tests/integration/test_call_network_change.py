@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
 from ice.netmonitor import AddressChange
 from media.aio import UdpTransport
-from sip.aio import AsyncCall, AsyncUserAgent
-from sip.ua import UAConfig
 from softphone.call import Call, MediaOptions
 from softphone.config import Account, HostPort
+from tests.helpers_call import LOOPBACK, Pair, media_options, packets_received, until
 
-LOOPBACK = HostPort("127.0.0.1", 0)
 ANY = HostPort("0.0.0.0", 0)
 
 Listener = Callable[[Sequence[AddressChange]], None]
@@ -53,56 +51,22 @@ def change(host: str, added: bool, interface: str = "eth0") -> AddressChange:
     return AddressChange(added, ipaddress.ip_address(host), 24, 2, interface)
 
 
-@pytest.fixture
-async def uas() -> AsyncIterator[tuple[AsyncUserAgent, AsyncUserAgent]]:
-    agents = []
-    for user in ("alice", "bob"):
-        ua = AsyncUserAgent(UAConfig(user=user, domain="127.0.0.1", local_port=0))
-        await ua.start("127.0.0.1", 0, transports=("UDP",))
-        agents.append(ua)
-    yield agents[0], agents[1]
-    for ua in agents:
-        await ua.close(timeout=1.0)
+async def _connect(
+    pair: Pair, accounts: tuple[Account, Account], monitors: tuple[Any, Any]
+) -> tuple[Call, Call]:
+    """alice's call (her account and address monitor first) to bob's, answered."""
+    alice = Call(pair.alice, accounts[0], _media(), monitor=monitors[0])
+    return await pair.connected(alice, Call(pair.bob, accounts[1], _media(), monitor=monitors[1]))
 
 
 def _media() -> MediaOptions:
-    return MediaOptions(
-        play="tone:440", record="none", ice_timeout=5.0, answer_timeout=5.0, network_settle=0.2
-    )
-
-
-async def _connect(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
-    accounts: tuple[Account, Account],
-    monitors: tuple[Any, Any],
-) -> tuple[Call, Call]:
-    alice_ua, bob_ua = uas
-    alice = Call(alice_ua, accounts[0], _media(), monitor=monitors[0])
-    bob = Call(bob_ua, accounts[1], _media(), monitor=monitors[1])
-    dialing = asyncio.ensure_future(alice.dial(f"sip:bob@127.0.0.1:{bob_ua.config.local_port}"))
-    incoming: AsyncCall = await asyncio.wait_for(bob_ua.incoming.get(), 5)
-    await bob.accept(incoming)
-    await asyncio.wait_for(dialing, 5)
-    return alice, bob
-
-
-def _received(call: Call) -> int:
-    stats = call.stats
-    return 0 if stats is None else stats.packets_received
-
-
-async def _until(predicate: Any, timeout: float = 8.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    assert predicate()
+    return media_options(network_settle=0.2)
 
 
 async def _flowing(alice: Call, bob: Call, more: int = 10) -> None:
     """Media goes on both ways: ``more`` packets more each side."""
-    before = _received(alice), _received(bob)
-    await _until(lambda: _received(alice) > before[0] + more and _received(bob) > before[1] + more)
+    alice_wants, bob_wants = packets_received(alice) + more, packets_received(bob) + more
+    await until(lambda: packets_received(alice) > alice_wants and packets_received(bob) > bob_wants)
 
 
 async def _hang_up(alice: Call, bob: Call) -> None:
@@ -112,12 +76,12 @@ async def _hang_up(alice: Call, bob: Call) -> None:
 
 @pytest.mark.parametrize("who", ["caller", "callee"])
 async def test_the_selected_pairs_address_going_away_restarts_ice_once(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent], who: str
+    pair: Pair, who: str
 ) -> None:
     monitor = FakeMonitor()
     account = Account(bind=LOOPBACK)
     monitors = (monitor, None) if who == "caller" else (None, monitor)
-    alice, bob = await _connect(uas, (account, account), monitors)
+    alice, bob = await _connect(pair, (account, account), monitors)
     moved, other = (alice, bob) if who == "caller" else (bob, alice)
     lines: list[str] = []
     moved.progress = lines.append
@@ -130,7 +94,7 @@ async def test_the_selected_pairs_address_going_away_restarts_ice_once(
         # one burst: the address goes away (reported twice) and another one comes
         monitor.fire(change("127.0.0.1", False, "lo"))
         monitor.fire(change("127.0.0.1", False, "lo"), change("192.0.2.20", True))
-        await _until(lambda: any(line.startswith("ICE restarted") for line in lines))
+        await until(lambda: any(line.startswith("ICE restarted") for line in lines))
         assert lines.count("network changed: restarting ICE") == 1
         assert moved.network_restarts == 1
         new_ice = moved.ice
@@ -154,11 +118,11 @@ async def test_the_selected_pairs_address_going_away_restarts_ice_once(
 
 
 async def test_changes_during_a_restart_lead_to_one_more(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+    pair: Pair,
 ) -> None:
     monitor = FakeMonitor()
     account = Account(bind=LOOPBACK)
-    alice, bob = await _connect(uas, (account, account), (monitor, None))
+    alice, bob = await _connect(pair, (account, account), (monitor, None))
     lines: list[str] = []
 
     def progress(line: str) -> None:
@@ -172,8 +136,8 @@ async def test_changes_during_a_restart_lead_to_one_more(
     try:
         await _flowing(alice, bob)
         monitor.fire(change("127.0.0.1", False, "lo"))
-        await _until(lambda: sum(line.startswith("ICE restarted") for line in lines) == 2)
-        await _until(lambda: alice._network_task is not None and alice._network_task.done())
+        await until(lambda: sum(line.startswith("ICE restarted") for line in lines) == 2)
+        await until(lambda: alice._network_task is not None and alice._network_task.done())
         assert lines.count("network changed: restarting ICE") == 2
         assert alice.network_restarts == 2
         assert bob.ice is not None and bob.ice.agent.stats().restarts == 2
@@ -183,13 +147,13 @@ async def test_changes_during_a_restart_lead_to_one_more(
 
 
 async def test_changes_that_do_not_touch_the_call_are_ignored(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+    pair: Pair,
 ) -> None:
     """Another interface's address goes away, a new one comes while the pair is direct and
     alive: nothing to do."""
     monitor = FakeMonitor()
     account = Account(bind=LOOPBACK)
-    alice, bob = await _connect(uas, (account, account), (monitor, None))
+    alice, bob = await _connect(pair, (account, account), (monitor, None))
     try:
         await _flowing(alice, bob, 3)
         ice = alice.ice
@@ -203,13 +167,13 @@ async def test_changes_that_do_not_touch_the_call_are_ignored(
 
 
 async def test_without_ice_a_reinvite_moves_our_media_address(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+    pair: Pair,
 ) -> None:
     """No ICE: our c= address goes away and another appears; a re-INVITE puts the new one in
     c=, the peer sends there (our RTP sockets are bound to the wildcard address)."""
     monitor = FakeMonitor()
     alice, bob = await _connect(
-        uas, (Account(bind=ANY, ice=False), Account(bind=LOOPBACK, ice=False)), (monitor, None)
+        pair, (Account(bind=ANY, ice=False), Account(bind=LOOPBACK, ice=False)), (monitor, None)
     )
     lines: list[str] = []
     alice.progress = lines.append
@@ -217,7 +181,7 @@ async def test_without_ice_a_reinvite_moves_our_media_address(
         assert bob.remote is not None and bob.remote.rtp[0] == "127.0.0.1"
         await _flowing(alice, bob)
         monitor.fire(change("127.0.0.1", False, "lo"), change("127.0.0.2", True, "lo"))
-        await _until(lambda: bob.remote is not None and bob.remote.rtp[0] == "127.0.0.2")
+        await until(lambda: bob.remote is not None and bob.remote.rtp[0] == "127.0.0.2")
         assert "network changed: re-INVITE with c=127.0.0.2" in lines
         assert alice.oa is not None and alice.oa.media[0].address == "127.0.0.2"
         # bob's RTP reaches alice at 127.0.0.2. (Alice's own RTP still leaves from 127.0.0.1,
@@ -225,8 +189,8 @@ async def test_without_ice_a_reinvite_moves_our_media_address(
         rtp = bob._paths[0]
         assert isinstance(rtp, UdpTransport) and rtp.remote is not None
         assert rtp.remote[0] == "127.0.0.2"
-        before = _received(alice)
-        await _until(lambda: _received(alice) > before + 10)
+        before = packets_received(alice)
+        await until(lambda: packets_received(alice) > before + 10)
         assert alice.network_restarts == 1
     finally:
         await _hang_up(alice, bob)
@@ -234,14 +198,14 @@ async def test_without_ice_a_reinvite_moves_our_media_address(
 
 
 async def test_our_ice_with_a_peer_without_moves_the_default_candidate(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+    pair: Pair,
 ) -> None:
     """We offered ICE, the peer answered without: media runs on our default candidate. Its
     address goes away: candidates are gathered anew and a re-INVITE puts the new default
     candidate in c=/m=; the peer follows and the media goes on."""
     monitor = FakeMonitor()
     alice, bob = await _connect(
-        uas, (Account(bind=LOOPBACK), Account(bind=LOOPBACK, ice=False)), (monitor, None)
+        pair, (Account(bind=LOOPBACK), Account(bind=LOOPBACK, ice=False)), (monitor, None)
     )
     lines: list[str] = []
     alice.progress = lines.append
@@ -251,7 +215,7 @@ async def test_our_ice_with_a_peer_without_moves_the_default_candidate(
         old_port, old_ice = bob.remote.rtp[1], alice.ice
         await _flowing(alice, bob)
         monitor.fire(change("127.0.0.1", False, "lo"))
-        await _until(lambda: any(line.startswith("plain RTP 127.0.0.1:") for line in lines))
+        await until(lambda: any(line.startswith("plain RTP 127.0.0.1:") for line in lines))
         assert "network changed: new candidates for the peer without ICE" in lines
         assert alice.ice is not old_ice and alice.ice is not None
         assert bob.remote is not None and bob.remote.rtp[1] != old_port

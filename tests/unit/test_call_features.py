@@ -13,10 +13,6 @@ from sip.message import Request, Response
 from softphone.call import Call, CallFailed
 from tests.helpers_call import Pair, Wire, until
 
-# tests.unit.test_call_midcall and test_call_late_offer import these from here
-_until = until
-
-
 # --- 1. early media ----------------------------------------------------------------------
 
 

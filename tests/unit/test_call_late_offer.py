@@ -5,45 +5,33 @@ the offer-less INVITE, our callee offers (as the controlling ICE agent, RFC 8445
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
-from sip.aio import AsyncCall, AsyncUserAgent
 from softphone import call as call_module
-from softphone.call import Call, CallFailed, MediaOptions
-from softphone.config import Account, HostPort
-from tests.unit import test_call_midcall
-from tests.unit.test_call_features import Wire, _until
-
-LOOPBACK = HostPort("127.0.0.1", 0)
-uas = test_call_midcall.uas  # the two user agents fixture
-
-
-def _media(play: str, **changes: Any) -> MediaOptions:
-    return MediaOptions(play=play, record="none", ice_timeout=5.0, answer_timeout=5.0, **changes)
+from softphone.call import Call, CallFailed
+from softphone.config import Account
+from tests.helpers_call import LOOPBACK, Pair, Wire, media_options, until
 
 
 @pytest.mark.parametrize("ice", [True, False])
 @pytest.mark.parametrize("mux", [True, False])
 async def test_late_offer_between_two_softphones(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+    pair: Pair,
     monkeypatch: pytest.MonkeyPatch,
     ice: bool,
     mux: bool,
 ) -> None:
-    alice_ua, bob_ua = uas
-    alice_wire, bob_wire = Wire(alice_ua), Wire(bob_ua)
+    alice_wire, bob_wire = Wire(pair.alice), Wire(pair.bob)
     account = Account(bind=LOOPBACK, ice=ice)
-    alice = Call(alice_ua, account, _media("tone:440", late_offer=True))
-    bob = Call(bob_ua, account, _media("tone:880", offer_components=1 if mux else 2))
+    alice = Call(pair.alice, account, media_options("tone:440", late_offer=True))
+    bob = Call(pair.bob, account, media_options("tone:880", offer_components=1 if mux else 2))
     if not mux:  # bob's offer without a=rtcp-mux: two components, RTCP on its own port
         real = call_module.local_media
         monkeypatch.setattr(
             call_module, "local_media", lambda c, t, **kw: real(c, t, rtcp_mux=False)
         )
-    dialing = asyncio.ensure_future(alice.dial(f"sip:bob@127.0.0.1:{bob_ua.config.local_port}"))
-    incoming: AsyncCall = await asyncio.wait_for(bob_ua.incoming.get(), 5)
+    dialing, incoming = await pair.ringing(alice)
     assert not incoming.offer  # the INVITE carried no SDP
     await asyncio.wait_for(bob.accept(incoming), 5)
     await asyncio.wait_for(dialing, 5)
@@ -61,7 +49,7 @@ async def test_late_offer_between_two_softphones(
             assert alice.ice is not None and bob.ice is not None
             assert bob.ice.controlling and not alice.ice.controlling
             assert alice.ice.agent.components == (1 if mux else 2)
-        await _until(
+        await until(
             lambda: all(c.stats is not None and c.stats.packets_received > 5 for c in (alice, bob))
         )
         assert alice.remote is not None and bob.remote is not None
@@ -73,17 +61,17 @@ async def test_late_offer_between_two_softphones(
 
 
 async def test_late_offer_caller_rejects_an_unusable_offer_in_the_2xx(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+    pair: Pair,
 ) -> None:
     """No common codec in the 2xx's offer: the ACK goes without a body and the caller hangs
     up (BYE); the callee sees an ACK without an answer and fails too."""
-    alice_ua, bob_ua = uas
     alice = Call(
-        alice_ua, Account(bind=LOOPBACK, codecs=("pcma",)), _media("tone:440", late_offer=True)
+        pair.alice,
+        Account(bind=LOOPBACK, codecs=("pcma",)),
+        media_options("tone:440", late_offer=True),
     )
-    bob = Call(bob_ua, Account(bind=LOOPBACK, codecs=("opus",)), _media("tone:880"))
-    dialing = asyncio.ensure_future(alice.dial(f"sip:bob@127.0.0.1:{bob_ua.config.local_port}"))
-    incoming: AsyncCall = await asyncio.wait_for(bob_ua.incoming.get(), 5)
+    bob = Call(pair.bob, Account(bind=LOOPBACK, codecs=("opus",)), media_options("tone:880"))
+    dialing, incoming = await pair.ringing(alice)
     accepting = asyncio.ensure_future(bob.accept(incoming))
     with pytest.raises(CallFailed) as failed:
         await asyncio.wait_for(dialing, 5)
@@ -96,22 +84,20 @@ async def test_late_offer_caller_rejects_an_unusable_offer_in_the_2xx(
 
 
 async def test_early_media_is_skipped_for_an_offerless_invite(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+    pair: Pair,
 ) -> None:
     """No offer to answer in a 183: the callee rings without SDP, the offer goes in the 2xx."""
-    alice_ua, bob_ua = uas
-    bob_wire = Wire(bob_ua)
-    alice = Call(alice_ua, Account(bind=LOOPBACK), _media("tone:440", late_offer=True))
-    bob = Call(bob_ua, Account(bind=LOOPBACK), _media("tone:880"))
-    dialing = asyncio.ensure_future(alice.dial(f"sip:bob@127.0.0.1:{bob_ua.config.local_port}"))
-    incoming: AsyncCall = await asyncio.wait_for(bob_ua.incoming.get(), 5)
+    bob_wire = Wire(pair.bob)
+    alice = Call(pair.alice, Account(bind=LOOPBACK), media_options("tone:440", late_offer=True))
+    bob = Call(pair.bob, Account(bind=LOOPBACK), media_options("tone:880"))
+    dialing, incoming = await pair.ringing(alice)
     await bob.early_media(incoming)
-    await _until(lambda: bool(bob_wire.responses(180)))
+    await until(lambda: bool(bob_wire.responses(180)))
     assert not bob_wire.responses(183) and bob.stream is None
     await bob.accept(incoming)
     await asyncio.wait_for(dialing, 5)
     try:
-        await _until(
+        await until(
             lambda: all(c.stats is not None and c.stats.packets_received > 5 for c in (alice, bob))
         )
     finally:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,12 @@ from media.rtcp import ReceiverReport, ReportBlock, SenderReport, serialize_rtcp
 from media.rtp import RtpPacket
 from media.session import CodecDescription
 from media.sources import load_wav
-from sip.aio import AsyncCall, AsyncUserAgent
-from sip.message import Request
-from sip.ua import UAConfig
 from softphone import call as call_module
 from softphone.call import Call, MediaOptions, PeerReports, parse_info_dtmf
-from softphone.config import Account, HostPort
+from softphone.config import Account
 from softphone.sdp_glue import RemoteMedia, audio_codecs
 from softphone.useragent import start_candidate_pool
-from tests.unit.test_call_features import _until
-
-LOOPBACK = HostPort("127.0.0.1", 0)
-
+from tests.helpers_call import LOOPBACK, Pair, Wire, media_options, packets_received, until
 
 # --- sans-I/O ------------------------------------------------------------------------------
 
@@ -169,42 +162,18 @@ def test_kept_source_resamples_for_a_new_session_and_is_started_and_closed_once(
 # --- two user agents -----------------------------------------------------------------------
 
 
-@pytest.fixture
-async def uas() -> AsyncIterator[tuple[AsyncUserAgent, AsyncUserAgent]]:
-    agents = []
-    for user in ("alice", "bob"):
-        ua = AsyncUserAgent(UAConfig(user=user, domain="127.0.0.1", local_port=0))
-        await ua.start("127.0.0.1", 0, transports=("UDP",))
-        agents.append(ua)
-    yield agents[0], agents[1]
-    for ua in agents:
-        await ua.close(timeout=1.0)
-
-
 async def _connect(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+    pair: Pair,
     alice_account: Account,
-    bob_account: Account,
-    alice_media: MediaOptions,
-    bob_media: MediaOptions,
+    bob_account: Account | None = None,
+    alice_media: MediaOptions | None = None,
+    bob_media: MediaOptions | None = None,
 ) -> tuple[Call, Call]:
-    alice_ua, bob_ua = uas
-    alice = Call(alice_ua, alice_account, alice_media)
-    bob = Call(bob_ua, bob_account, bob_media)
-    dialing = asyncio.ensure_future(alice.dial(f"sip:bob@127.0.0.1:{bob_ua.config.local_port}"))
-    incoming: AsyncCall = await asyncio.wait_for(bob_ua.incoming.get(), 5)
-    await bob.accept(incoming)
-    await asyncio.wait_for(dialing, 5)
-    return alice, bob
-
-
-def _media(play: str, record: str = "none", **changes: Any) -> MediaOptions:
-    return MediaOptions(play=play, record=record, ice_timeout=5.0, answer_timeout=5.0, **changes)
-
-
-def _received(call: Call) -> int:
-    stats = call.stats
-    return 0 if stats is None else stats.packets_received
+    """alice's call (a 440 Hz tone unless ``alice_media``) to bob's (880 Hz unless
+    ``bob_media``; alice's account unless ``bob_account``), answered."""
+    alice = Call(pair.alice, alice_account, alice_media or media_options("tone:440"))
+    bob = Call(pair.bob, bob_account or alice_account, bob_media or media_options("tone:880"))
+    return await pair.connected(alice, bob)
 
 
 @pytest.mark.parametrize(
@@ -212,18 +181,18 @@ def _received(call: Call) -> int:
     [("caller", "INVITE"), ("callee", "INVITE"), ("caller", "UPDATE"), ("callee", "UPDATE")],
 )
 async def test_ice_restart_started_by_us_keeps_media_flowing(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent], who: str, method: str
+    pair: Pair, who: str, method: str
 ) -> None:
     """RFC 8445 §9 / RFC 8839 §4.4.1.1.1: new ufrag/pwd in our re-offer (re-INVITE or UPDATE),
     the answer's new credentials restart the peer; media runs on the old pair until the new
     one is chosen."""
     account = Account(bind=LOOPBACK)
-    alice, bob = await _connect(uas, account, account, _media("tone:440"), _media("tone:880"))
+    alice, bob = await _connect(pair, account)
     try:
         starter, other = (alice, bob) if who == "caller" else (bob, alice)
         assert starter.ice is not None and other.ice is not None
         old = (starter.ice.local_ufrag, other.ice.local_ufrag)
-        await _until(lambda: _received(alice) > 5 and _received(bob) > 5)
+        await until(lambda: packets_received(alice) > 5 and packets_received(bob) > 5)
         stream = starter.stream
         lines: list[str] = []
         starter.progress = lines.append
@@ -237,8 +206,12 @@ async def test_ice_restart_started_by_us_keeps_media_flowing(
         assert other.remote.ice.ufrag == starter.ice.local_ufrag
         assert starter.ice.transport(1).selected is not None
         assert starter.stream is stream  # the same media session went on
-        before = (_received(alice), _received(bob))
-        await _until(lambda: _received(alice) > before[0] + 5 and _received(bob) > before[1] + 5)
+        before = (packets_received(alice), packets_received(bob))
+        await until(
+            lambda: (
+                packets_received(alice) > before[0] + 5 and packets_received(bob) > before[1] + 5
+            )
+        )
         # a second restart works as well (a new generation)
         assert await starter.restart_ice()
         assert starter.ice.agent.stats().restarts == 2
@@ -248,9 +221,9 @@ async def test_ice_restart_started_by_us_keeps_media_flowing(
     assert alice.succeeded and bob.succeeded
 
 
-async def test_ice_restart_needs_ice(uas: tuple[AsyncUserAgent, AsyncUserAgent]) -> None:
+async def test_ice_restart_needs_ice(pair: Pair) -> None:
     account = Account(bind=LOOPBACK, ice=False)
-    alice, bob = await _connect(uas, account, account, _media("tone:440"), _media("tone:880"))
+    alice, bob = await _connect(pair, account)
     try:
         assert not await alice.restart_ice()
     finally:
@@ -266,7 +239,7 @@ def _tone_at_end(path: Path, seconds: float = 0.4) -> float:
 
 @pytest.mark.parametrize(("who", "method"), [("caller", "INVITE"), ("callee", "UPDATE")])
 async def test_codec_change_pcmu_to_opus_mid_call(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent], tmp_path: Path, who: str, method: str
+    pair: Pair, tmp_path: Path, who: str, method: str
 ) -> None:
     """A re-offer (re-INVITE or UPDATE) with Opus first switches the running stream from
     PCMU to Opus on both sides (new session, same paths, source and sink): the tones still
@@ -275,15 +248,15 @@ async def test_codec_change_pcmu_to_opus_mid_call(
     # the one who re-offers had only PCMU at first; the other has Opus too
     pcmu_only, both = Account(bind=LOOPBACK, codecs=("pcmu",)), Account(bind=LOOPBACK)
     alice, bob = await _connect(
-        uas,
+        pair,
         pcmu_only if who == "caller" else both,
         both if who == "caller" else pcmu_only,
-        _media("tone:440", str(alice_wav)),
-        _media("tone:880", str(bob_wav)),
+        media_options("tone:440", str(alice_wav)),
+        media_options("tone:880", str(bob_wav)),
     )
     try:
         assert alice.remote is not None and alice.remote.codec_name == "PCMU/8000"
-        await _until(lambda: _received(alice) > 10 and _received(bob) > 10)
+        await until(lambda: packets_received(alice) > 10 and packets_received(bob) > 10)
         first = alice.stream, bob.stream
         starter, other = (alice, bob) if who == "caller" else (bob, alice)
         assert await starter.change_codecs(["opus", "pcmu"], method=method)
@@ -293,7 +266,7 @@ async def test_codec_change_pcmu_to_opus_mid_call(
             assert call.stream is not None and call.stream is not stream
             assert call.stream.session.codec.encoding == "opus"
         opus_streams = alice.stream, bob.stream
-        await _until(
+        await until(
             lambda: all(s is not None and s.stats().packets_received > 40 for s in opus_streams),
             8,
         )
@@ -311,14 +284,12 @@ async def test_codec_change_pcmu_to_opus_mid_call(
 
 
 async def test_codec_change_that_the_peer_refuses_keeps_the_call(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+    pair: Pair,
 ) -> None:
     alice, bob = await _connect(
-        uas,
+        pair,
         Account(bind=LOOPBACK, codecs=("pcmu",)),
         Account(bind=LOOPBACK, codecs=("pcmu",)),
-        _media("tone:440"),
-        _media("tone:880"),
     )
     try:
         stream = alice.stream
@@ -333,7 +304,7 @@ async def test_codec_change_that_the_peer_refuses_keeps_the_call(
 
 
 async def test_dtmf_by_sip_info_when_telephone_event_has_another_clock(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent], monkeypatch: pytest.MonkeyPatch
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Opus with telephone-event/8000 only (as baresip answers): no RFC 4733 events with a
     wrong clock; the digits go by SIP INFO (application/dtmf-relay) and arrive."""
@@ -347,25 +318,16 @@ async def test_dtmf_by_sip_info_when_telephone_event_has_another_clock(
 
     monkeypatch.setattr(call_module, "local_media", baresip_like)
     account = Account(bind=LOOPBACK, codecs=("opus",))
-    alice, bob = await _connect(uas, account, account, _media("tone:440"), _media("tone:880"))
-    sent: list[Request] = []
-    core = alice.ua.ua
-    original = core.messages_to_send
-
-    def tapped() -> Any:
-        out = original()
-        sent.extend(o.message for o in out if isinstance(o.message, Request))
-        return out
-
-    core.messages_to_send = tapped  # type: ignore[method-assign]
+    alice, bob = await _connect(pair, account)
+    wire = Wire(pair.alice)
     try:
         assert alice.remote is not None and alice.remote.telephone_event is not None
         assert alice.remote.telephone_event.clock_rate == 8000
         assert not alice.remote.dtmf_in_band
         assert alice.send_dtmf("4#")
-        await _until(lambda: len(bob.dtmf_received) >= 2)
+        await until(lambda: len(bob.dtmf_received) >= 2)
         assert bob.dtmf_received == ["4", "#"]
-        infos = [m for m in sent if m.method == "INFO"]
+        infos = wire.requests("INFO")
         assert [m.body for m in infos] == [
             b"Signal=4\r\nDuration=160\r\n",
             b"Signal=#\r\nDuration=160\r\n",
@@ -378,17 +340,20 @@ async def test_dtmf_by_sip_info_when_telephone_event_has_another_clock(
 
 
 async def test_audio_both_ways_confirmed_by_the_peer_reports(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+    pair: Pair,
 ) -> None:
     """After the first RTCP interval each side knows from the other's reception report that
     its RTP arrived, and how many of its packets."""
     account = Account(bind=LOOPBACK, ice=False)
     fast: dict[str, Any] = {"rtcp_interval": 1.0}
     alice, bob = await _connect(
-        uas, account, account, _media("tone:440", **fast), _media("tone:880", **fast)
+        pair,
+        account,
+        alice_media=media_options("tone:440", **fast),
+        bob_media=media_options("tone:880", **fast),
     )
     try:
-        await _until(lambda: alice.peer_reports.heard_us and bob.peer_reports.heard_us, 8)
+        await until(lambda: alice.peer_reports.heard_us and bob.peer_reports.heard_us, 8)
     finally:
         await alice.hangup()
         await asyncio.wait_for(bob.run(), 5)
@@ -398,21 +363,24 @@ async def test_audio_both_ways_confirmed_by_the_peer_reports(
 
 
 async def test_audio_that_never_reaches_the_peer_is_not_both_ways(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+    pair: Pair,
 ) -> None:
     """alice's RTP is dropped on the way out (RTCP still passes): bob's reports never name
     her stream, so her call did not succeed although she sent and received packets."""
     account = Account(bind=LOOPBACK, ice=False)
     fast: dict[str, Any] = {"rtcp_interval": 1.0}
     alice, bob = await _connect(
-        uas, account, account, _media("tone:440", **fast), _media("tone:880", **fast)
+        pair,
+        account,
+        alice_media=media_options("tone:440", **fast),
+        bob_media=media_options("tone:880", **fast),
     )
     assert alice._gate is not None
     path = alice._gate.path
     real_send = path.send
     path.send = lambda data: real_send(data) if 192 <= data[1] <= 223 else None
     try:
-        await _until(lambda: alice.peer_reports.reports_without_us >= 2, 8)
+        await until(lambda: alice.peer_reports.reports_without_us >= 2, 8)
         stats = alice.stats
         assert stats is not None and stats.packets_sent > 0 and stats.packets_received > 0
         assert not alice.audio_both_ways
@@ -423,27 +391,27 @@ async def test_audio_that_never_reaches_the_peer_is_not_both_ways(
 
 
 async def test_lost_consent_is_recovered_by_an_ice_restart(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+    pair: Pair,
 ) -> None:
     """bob's network drops everything for a moment: alice's selected pair loses consent
     (RFC 7675), she restarts ICE by re-offer instead of hanging up, and media resumes."""
     account = Account(bind=LOOPBACK)
-    quick = _media("tone:440", consent_restart=4.0)
+    quick = media_options("tone:440", consent_restart=4.0)
     quick.ice_agent_options = {"consent_interval": 0.1, "consent_timeout": 0.8}
-    alice, bob = await _connect(uas, account, account, quick, _media("tone:880"))
+    alice, bob = await _connect(pair, account, alice_media=quick)
     running = asyncio.ensure_future(alice.run())
     try:
         assert alice.ice is not None and bob.ice is not None
-        await _until(lambda: _received(alice) > 5)
+        await until(lambda: packets_received(alice) > 5)
         gatherer = bob.ice.gatherer
         real_send = gatherer.send
         gatherer.send = lambda *args: None  # type: ignore[method-assign]
         agent = alice.ice.agent
-        await _until(lambda: not agent.has_consent(1))
+        await until(lambda: not agent.has_consent(1))
         gatherer.send = real_send  # type: ignore[method-assign]
-        await _until(lambda: agent.stats().restarts == 1 and agent.has_consent(1), 8)
-        before = _received(alice)
-        await _until(lambda: _received(alice) > before + 5)
+        await until(lambda: agent.stats().restarts == 1 and agent.has_consent(1), 8)
+        before = packets_received(alice)
+        await until(lambda: packets_received(alice) > before + 5)
         assert not running.done() and alice.end_reason is None
     finally:
         await alice.hangup()
@@ -452,17 +420,13 @@ async def test_lost_consent_is_recovered_by_an_ice_restart(
 
 
 @pytest.mark.parametrize("alice_pacing", [5, None])
-async def test_ice_pacing_negotiated(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent], alice_pacing: int | None
-) -> None:
+async def test_ice_pacing_negotiated(pair: Pair, alice_pacing: int | None) -> None:
     """Two softphones propose a=ice-pacing:5 and check every 5 ms; when one proposes nothing
     both use 50 ms (RFC 8445 §14.2)."""
     alice, bob = await _connect(
-        uas,
+        pair,
         Account(bind=LOOPBACK, ice_pacing_ms=alice_pacing),
         Account(bind=LOOPBACK),
-        _media("tone:440"),
-        _media("tone:880"),
     )
     try:
         assert alice.ice is not None and bob.ice is not None
@@ -470,7 +434,7 @@ async def test_ice_pacing_negotiated(
         assert alice.ice.agent.ta == expected and bob.ice.agent.ta == expected
         assert alice.remote is not None and alice.remote.ice is not None
         assert alice.remote.ice.pacing_ms == 5
-        await _until(lambda: _received(alice) > 5 and _received(bob) > 5)
+        await until(lambda: packets_received(alice) > 5 and packets_received(bob) > 5)
     finally:
         await alice.hangup()
         await asyncio.wait_for(bob.run(), 5)
@@ -478,7 +442,7 @@ async def test_ice_pacing_negotiated(
 
 
 async def test_media_starts_on_a_valid_pair_before_ice_completes(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent], monkeypatch: pytest.MonkeyPatch
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """RFC 8445 §12.1: media flows as soon as a pair is valid, not after the nomination: with
     ICE completion held back by 0.4 s, both sides already send and receive RTP."""
@@ -492,7 +456,7 @@ async def test_media_starts_on_a_valid_pair_before_ice_completes(
 
     monkeypatch.setattr(IceConnection, "connected", slow)
     account = Account(bind=LOOPBACK)
-    alice, bob = await _connect(uas, account, account, _media("tone:440"), _media("tone:880"))
+    alice, bob = await _connect(pair, account)
     try:
         for call in (alice, bob):
             assert call.stream is not None and call.stream.started_at is not None
@@ -521,7 +485,7 @@ async def test_candidate_pool_of_an_account() -> None:
 
 
 async def test_callee_answers_with_candidates_from_the_pool(
-    uas: tuple[AsyncUserAgent, AsyncUserAgent],
+    pair: Pair,
 ) -> None:
     """The callee takes a pre-gathered set (no gathering on the call path); the call works
     as with gathered candidates, and the pool refills."""
@@ -531,18 +495,15 @@ async def test_callee_answers_with_candidates_from_the_pool(
     lines: list[str] = []
     try:
         await pool.wait_ready(1, timeout=5)
-        alice_ua, bob_ua = uas
-        alice = Call(alice_ua, account, _media("tone:440"))
-        bob = Call(bob_ua, account, _media("tone:880"), pool=pool, progress=lines.append)
-        dialing = asyncio.ensure_future(alice.dial(f"sip:bob@127.0.0.1:{bob_ua.config.local_port}"))
-        incoming: AsyncCall = await asyncio.wait_for(bob_ua.incoming.get(), 5)
-        await bob.accept(incoming)
-        await asyncio.wait_for(dialing, 5)
+        alice, bob = await pair.connected(
+            Call(pair.alice, account, media_options("tone:440")),
+            Call(pair.bob, account, media_options("tone:880"), pool=pool, progress=lines.append),
+        )
         try:
             assert "candidates from the pool" in lines and "gathering candidates" not in lines
             assert pool.stats().taken == 1
             assert bob.ice is not None and bob.ice.agent.components == 1  # rtcp-mux
-            await _until(lambda: _received(alice) > 5 and _received(bob) > 5)
+            await until(lambda: packets_received(alice) > 5 and packets_received(bob) > 5)
         finally:
             await alice.hangup()
             await asyncio.wait_for(bob.run(), 5)
