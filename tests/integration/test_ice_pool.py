@@ -26,6 +26,7 @@ from ice.gather import (
 )
 from ice.pool import CandidatePool
 from ice.turn import TurnState
+from tests.helpers_call import until
 from tests.peers.coturn import Coturn
 
 LOOPBACK = ["127.0.0.1"]
@@ -47,14 +48,6 @@ def turn_config(server: Coturn, **options: object) -> GatherConfig:
 
 def turn_states(g: AsyncGatherer) -> dict[int, TurnState]:
     return {t.sock.component: t.client.state for t in g.core._turns}
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def adopt(conn: IceConnection, gatherer: AsyncGatherer) -> None:
@@ -86,7 +79,7 @@ async def test_host_only_pool_hands_out_ready_sets_and_refills() -> None:
         assert first.complete and not first.closed
         assert sorted(c.candidate.component for c in first.core.signalled_candidates) == [1, 2]
         assert [c.candidate.component for c in second.core.signalled_candidates] == [1]
-        await wait_for(lambda: len(second.local_addresses) == 1)  # component 2's socket closed
+        await until(lambda: len(second.local_addresses) == 1)  # component 2's socket closed
         await pool.wait_ready(timeout=5)
         stats = pool.stats()
         assert stats.taken == 2 and stats.gathered >= 4
@@ -150,9 +143,9 @@ async def test_too_old_sets_are_gathered_again() -> None:
     try:
         await pool.wait_ready(timeout=5)
         old = pool._ready[0].gatherer
-        await wait_for(lambda: pool.stats().expired >= 1 and pool.ready == 1)
+        await until(lambda: pool.stats().expired >= 1 and pool.ready == 1)
         assert pool._ready[0].gatherer is not old
-        await wait_for(lambda: old.closed)
+        await until(lambda: old.closed)
     finally:
         await pool.close()
 
@@ -187,7 +180,7 @@ async def test_pool_with_coturn_keeps_allocations_and_releases_them(turn: Coturn
         taken = pool.take(components=1)
         assert taken is sets[0]
         # component 2's allocation is released at once, component 1's kept
-        await wait_for(lambda: turn_states(taken)[2] is TurnState.CLOSED)
+        await until(lambda: turn_states(taken)[2] is TurnState.CLOSED)
         assert turn_states(taken) == {1: TurnState.ALLOCATED, 2: TurnState.CLOSED}
         await taken.close()
         assert turn_states(taken)[1] is TurnState.CLOSED
@@ -274,7 +267,7 @@ async def test_keepalives_leave_the_allocation_working(turn: Coturn) -> None:
             g.permit(relayed, ["127.0.0.1"])
             client = g.core.turn_client(relayed)
             assert client is not None
-            await wait_for(lambda: client.has_permission("127.0.0.1"))
+            await until(lambda: client.has_permission("127.0.0.1"))
             peer.sendto(b"still relaying", relayed)
             assert await asyncio.wait_for(got.get(), 5) == b"still relaying"
         await g.close()
@@ -292,7 +285,7 @@ async def test_invalidate_gathers_every_ready_set_again() -> None:
         assert pool.ready == 0
         await pool.wait_ready(timeout=5)
         assert not {id(e.gatherer) for e in pool._ready} & {id(g) for g in old}
-        await wait_for(lambda: all(g.closed for g in old))
+        await until(lambda: all(g.closed for g in old))
     finally:
         await pool.close()
 
@@ -304,7 +297,7 @@ async def test_close_while_a_set_is_still_gathering_releases_it() -> None:
         cfg = GatherConfig(stun_servers=[dead], stun_timeout=30.0)
         pool = CandidatePool(cfg, addresses=LOOPBACK)
         await pool.start()
-        await wait_for(lambda: pool.stats().gathering == 1)
+        await until(lambda: pool.stats().gathering == 1)
         await asyncio.sleep(0.05)  # its socket is open, the Binding request is out
         await pool.close()
         assert pool.stats().gathering == 0 and pool.ready == 0
@@ -326,7 +319,7 @@ async def test_a_set_missing_a_server_is_used_but_gathered_again_sooner(
             await pool.wait_ready(timeout=5)
             entry = pool._ready[0]
             assert entry.degraded  # the STUN server never answered; host candidates only
-            await wait_for(lambda: pool.stats().expired >= 1, timeout=5)  # not after 60 s
-            await wait_for(lambda: pool.ready == 1 and pool._ready[0] is not entry)
+            await until(lambda: pool.stats().expired >= 1, timeout=5)  # not after 60 s
+            await until(lambda: pool.ready == 1 and pool._ready[0] is not entry)
         finally:
             await pool.close()

@@ -3,7 +3,6 @@ TURN allocations are released (Refresh with LIFETIME 0, RFC 8656 §7) and new on
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from collections.abc import Callable
 
@@ -13,6 +12,7 @@ from ice.gather import AsyncGatherer, GatherConfig, TurnServer
 from ice.netmonitor import AddressChange, AddressMonitor
 from ice.pool import CandidatePool
 from ice.turn import TurnState
+from tests.helpers_call import until
 from tests.peers.coturn import Coturn
 
 
@@ -23,14 +23,6 @@ def turn(coturn_factory: Callable[..., Coturn]) -> Coturn:
 
 def turn_states(g: AsyncGatherer) -> list[TurnState]:
     return [t.client.state for t in g.core._turns]
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_network_change_releases_the_allocations_and_makes_new_ones(turn: Coturn) -> None:
@@ -47,7 +39,7 @@ async def test_a_network_change_releases_the_allocations_and_makes_new_ones(turn
         assert all(turn_states(g) == [TurnState.ALLOCATED] for g in old)
         gone = AddressChange(False, ipaddress.ip_address("127.0.0.1"), 8, 1, "lo")
         monitor.notify([gone])
-        await wait_for(lambda: all(turn_states(g) == [TurnState.CLOSED] for g in old))
+        await until(lambda: all(turn_states(g) == [TurnState.CLOSED] for g in old))
         await pool.wait_ready(timeout=10)
         fresh = [e.gatherer for e in pool._ready]
         assert all(turn_states(g) == [TurnState.ALLOCATED] for g in fresh)

@@ -5,11 +5,10 @@ sets and sets being gathered are replaced, the softphone's pool says so and clos
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import itertools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -19,6 +18,7 @@ from ice.netmonitor import AddressChange, AddressMonitor
 from ice.pool import CandidatePool
 from softphone.config import Account, HostPort
 from softphone.useragent import NETWORK_CHANGED, start_candidate_pool
+from tests.helpers_call import until
 
 LOOPBACK = ["127.0.0.1"]
 
@@ -28,14 +28,6 @@ def change(
 ) -> AddressChange:
     address = ipaddress.ip_address(host)
     return AddressChange(added, address, 24 if address.version == 4 else 64, index, interface)
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def hosts(gatherer: AsyncGatherer) -> set[str]:
@@ -108,7 +100,7 @@ async def test_a_change_that_matters_gathers_every_ready_set_again() -> None:
         await pool.wait_ready(timeout=5)
         fresh = [e.gatherer for e in pool._ready]
         assert not {id(g) for g in fresh} & {id(g) for g in old}
-        await wait_for(lambda: all(g.closed for g in old))  # retired: sockets released
+        await until(lambda: all(g.closed for g in old))  # retired: sockets released
         assert regathered == [[gone]]  # once, when the first fresh set was ready
         taken = pool.take()
         assert taken is not None and taken in fresh
@@ -152,13 +144,13 @@ async def test_a_set_being_gathered_during_a_change_is_never_handed_out(
     pool.on_regathered = regathered.append
     await pool.start()
     try:
-        await wait_for(lambda: pool.stats().gathering == 1)
+        await until(lambda: pool.stats().gathering == 1)
         stale = next(iter(pool._filling))
         monitor.notify([change("198.51.100.7"), change("198.51.100.8", added=True)])
         assert pool.stats().gathering == 2  # the replacement starts at once
         gate.set()
         await pool.wait_ready(timeout=5)
-        await wait_for(lambda: stale.done())
+        await until(lambda: stale.done())
         taken = pool.take()
         assert taken is not None
         assert hosts(taken) == {"127.0.0.2"}
@@ -213,7 +205,7 @@ async def test_the_accounts_pool_has_a_monitor_and_says_when_it_gathered_again()
         monitor.notify([change("198.51.100.7", added=True)])  # not on 127.0.0.1: ignored
         assert pool.ready == 1 and not lines
         monitor.notify([change("127.0.0.1", interface="lo", index=1)])
-        await wait_for(lambda: bool(lines))
+        await until(lambda: bool(lines))
         assert lines == [f"{NETWORK_CHANGED} (-127.0.0.1)"]
         assert [[c.host for c in batch] for batch in seen] == [["198.51.100.7"], ["127.0.0.1"]]
     finally:
@@ -230,7 +222,7 @@ async def test_the_tui_logs_the_network_change_and_closes_the_monitor() -> None:
     engine.on_log = logged.append
     await engine.start()
     try:
-        await wait_for(lambda: engine.lines[0].pool is not None, timeout=15)
+        await until(lambda: engine.lines[0].pool is not None, timeout=15)
         pool = engine.lines[0].pool
         assert pool is not None
         monitor = pool.monitor
@@ -238,7 +230,7 @@ async def test_the_tui_logs_the_network_change_and_closes_the_monitor() -> None:
             pytest.skip("no rtnetlink here: the pool has no monitor")
         await pool.wait_ready(1, timeout=15)
         monitor.notify([change("127.0.0.1", interface="lo", index=1)])
-        await wait_for(lambda: any(NETWORK_CHANGED in line for line in logged), timeout=15)
+        await until(lambda: any(NETWORK_CHANGED in line for line in logged), timeout=15)
         assert f"frank: {NETWORK_CHANGED} (-127.0.0.1)" in logged
     finally:
         await engine.close()
