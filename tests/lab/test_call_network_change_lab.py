@@ -5,7 +5,8 @@ Two namespaces joined by a veth pair: alice (198.51.100.1) runs ``softphone call
 (ice.netmonitor) and whose call listens to the same monitor. Mid-call the test gives bob's
 interface a new address (198.51.100.3) and removes the old one, as a DHCP renumbering would:
 bob's selected pair is gone, so bob restarts ICE with candidates gathered on the new address
-(re-INVITE with new ufrag/pwd) and the audio comes back on the new pair; bob then hangs up.
+(re-INVITE with new ufrag/pwd) and the audio comes back on the new pair; bob then hangs up
+(interrupted a few seconds after the restart; his ``--duration`` is only an upper bound).
 
 Needs root and iproute2 (skipped otherwise). Addresses: documentation range, only inside the
 namespaces.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -36,6 +38,8 @@ pytestmark = [
 ALICE, BOB, BOB_NEW = "198.51.100.1", "198.51.100.2", "198.51.100.3"
 ALICE_TONE, BOB_TONE = 440.0, 880.0
 WAIT = 30.0  # a generous bound for "it happens" (shared machine), never a pass/fail time
+# how long bob stays on the call once ICE restarted (alice's recording's last 2 s are checked)
+AFTER_RESTART = 3.0
 
 
 class Softphone:
@@ -83,6 +87,11 @@ class Softphone:
         self._reader.join(5)
         assert out.strip(), self.text
         return self.proc.returncode, json.loads(out)
+
+    def interrupt(self) -> None:
+        """SIGINT, as Ctrl-C: the call hangs up (BYE), as at the end of ``--duration``."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -134,6 +143,8 @@ def test_callee_renumbered_mid_call_restarts_ice_and_audio_comes_back(
                 b.ip("addr", "add", f"{BOB_NEW}/24", "dev", "eth0")
             assert bob.wait_for("network changed: restarting ICE"), bob.text
             assert bob.wait_for("ICE restarted"), bob.text
+            time.sleep(AFTER_RESTART)  # audio on the new pair, then bob hangs up
+            bob.interrupt()
             bob_status, bob_report = bob.finish()
             alice_status, alice_report = alice.finish()
         finally:
