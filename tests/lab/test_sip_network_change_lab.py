@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -101,6 +102,12 @@ class Softphone:
         text = self.stdout.strip()
         assert text, f"no JSON report\n{self.text}"
         return self.proc.returncode, json.loads(text.splitlines()[-1])
+
+    def interrupt(self) -> None:
+        """SIGINT, as Ctrl-C: a call hangs up (BYE), as at the end of ``--duration``."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGINT)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -227,7 +234,9 @@ def test_call_in_progress_follows_the_callee_and_the_bye_reaches_him(
             net.renumber_bob()
             assert bob.wait_for("network changed: re-registered as"), bob.text
             assert bob.wait_for("ICE restarted"), bob.text
-            alice_status, alice_report = alice.finish()  # alice hangs up (--duration)
+            time.sleep(1.0)  # media on the new pair; then alice hangs up (--duration: a bound)
+            alice.interrupt()
+            alice_status, alice_report = alice.finish()
             bob_status, bob_report = bob.finish()
             contacts = net.bob_contacts()
         finally:
@@ -355,6 +364,8 @@ def test_caller_renumbered_mid_call_gets_the_callees_bye(tmp_path: Path) -> None
             assert moved is not None, alice.text
             assert f"@{alice_new}:" in moved.group(1), alice.text
             assert alice.wait_for("ICE restarted"), alice.text
+            time.sleep(1.0)  # media on the new pair; then bob hangs up (--duration: a bound)
+            bob.interrupt()
             bob_status, bob_report = bob.finish()
             alice_status, alice_report = alice.finish()
         finally:
