@@ -146,26 +146,32 @@ def test_call_survives_a_kamailio_restart(softphone_lab: SoftphoneLab, tmp_path:
     def restart(lab: SoftphoneLab) -> dict[str, object]:
         time.sleep(1.0)  # media flowing for a second
         kamailio.restart()
-        return {"contacts_after_restart": kamailio.contacts("bob"), "mark": kamailio.log_mark()}
+        contacts, mark = kamailio.contacts("bob"), kamailio.log_mark()
+        time.sleep(3.0)  # media flowing on through the restarted proxy; then alice hangs up
+        return {"contacts_after_restart": contacts, "mark": mark, "hang_up": True}
 
     r = run_call(
         softphone_lab, tmp_path / "first", ("alice", "lan1a"), ("bob", "eim2l"),
-        duration=6, during=restart,
+        duration=30, during=restart,
     )  # fmt: skip
     TIMES.record("restart lan1a->eim2l", r)
     assert r.extra["contacts_after_restart"] == [], "registrations survived the restart?"
     assert_call_ok(r)
     _direct(r, softphone_lab, "lan1a", "eim2l")
+    assert r.caller["call"]["end_reason"] == "local-bye", r.caller["call"]  # alice hung up
     assert r.callee["call"]["end_reason"] == "remote-bye", r.callee["call"]
     # the BYE went through the restarted Kamailio: the restart was mid-call
     assert "REQ BYE" in kamailio.log_since(r.extra["mark"])
-    assert r.caller["call"]["duration_s"] >= 5.5, r.caller["call"]
+    # the call lasted from before the restart (1 s in) to well after it, without a gap
+    assert r.caller["call"]["duration_s"] >= 3.5, r.caller["call"]
     for path, tone in ((r.callee_wav, CALLER_TONE), (r.caller_wav, CALLEE_TONE)):
         windows = heard_windows(path)
-        assert len(windows) >= 8, (path, windows)
+        assert len(windows) >= 5, (path, windows)
         assert all(abs(f - tone) < 10 for f in windows), (path, windows)
     # both register again (new processes) and call through the restarted proxy
-    again = run_call(softphone_lab, tmp_path / "second", ("alice", "lan1a"), ("bob", "eim2l"))
+    again = run_call(
+        softphone_lab, tmp_path / "second", ("alice", "lan1a"), ("bob", "eim2l"), duration=2
+    )
     TIMES.record("after-restart lan1a->eim2l", again)
     assert again.extra["callee_contacts"], "bob did not register with the restarted Kamailio"
     assert_call_ok(again)
