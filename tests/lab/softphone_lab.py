@@ -62,11 +62,14 @@ class SoftphoneLab:
         ]  # fmt: skip
 
 
-def start_kamailio(ice: IceLab, workdir: Path) -> Kamailio:
+def start_kamailio(ice: IceLab, workdir: Path, fr_timer_ms: int = 5000) -> Kamailio:
+    """``fr_timer_ms``: how long Kamailio waits for any reply to a request it relayed
+    (tm ``fr_timer``) before it answers 408 itself."""
     users = {u: DEFAULT_USERS[u] for u in ("alice", "bob")}
     kamailio = Kamailio(
-        workdir, host=SERVER_IP, domain=DOMAIN, users=users, tls=True, netns=ice.public.name
-    )
+        workdir, host=SERVER_IP, domain=DOMAIN, users=users, tls=True, netns=ice.public.name,
+        fr_timer_ms=fr_timer_ms,
+    )  # fmt: skip
     kamailio.start()
     return kamailio
 
