@@ -256,7 +256,7 @@ def run_call(
     caller: tuple[str, str],
     callee: tuple[str, str],
     transport: str = "udp",
-    duration: float = 3.0,
+    duration: float = 2.0,
     during: Any = None,
 ) -> CallResult:
     """``caller`` = (user, laptop name) calls ``callee`` (registered first, answering

@@ -244,7 +244,7 @@ def test_tcp_callee_re_registers_after_a_kamailio_restart(
             lab, lab.ice["lan1a"],
             [*lab.common_args("alice", "tcp"), "call", "bob",
              "--play", f"tone:{CALLER_TONE:g}", "--record", str(alice_wav),
-             "--duration", "3"],
+             "--duration", "2"],
             tmp_path / "alice.log",
         )  # fmt: skip
         status, report = alice.finish(60)
