@@ -196,7 +196,8 @@ def test_call_with_ten_percent_loss_on_both_routers(
     try:
         for name in routers:
             ice.routers[name].set_loss(0.10)  # a fresh rule: its counter starts at 0
-        r = run_call(softphone_lab, tmp_path, ("alice", caller), ("bob", callee))
+        # 3 s: lost checks may hold ICE (and so the audio) back for a second or two
+        r = run_call(softphone_lab, tmp_path, ("alice", caller), ("bob", callee), duration=3)
         dropped = {name: ice.routers[name].dropped_packets() for name in routers}
     finally:
         for name in routers:
