@@ -181,7 +181,7 @@ def test_registered_callee_renumbered_registers_again_and_is_reached(
         net = SipLan(lab, tmp_path)
         bob = Softphone(
             net.bob, net.env, *net.args("bob", transport), "--no-ice", "answer", "--auto",
-            "--count", "1", "--play", "tone:880", "--record", "none", "--duration", "2",
+            "--count", "1", "--play", "tone:880", "--record", "none", "--duration", "1",
         )  # fmt: skip
         alice: Softphone | None = None
         try:
@@ -307,7 +307,7 @@ def test_callee_moving_to_another_nat_registers_its_new_public_contact(tmp_path:
 
         bob = Softphone(
             bob_ns, env, *args("bob"), "answer", "--auto", "--count", "1",
-            "--play", "tone:880", "--record", "none", "--duration", "2",
+            "--play", "tone:880", "--record", "none", "--duration", "1",
         )  # fmt: skip
         alice: Softphone | None = None
         try:
