@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from media.analysis import dominant_frequency
 from media.sources import load_wav
 from tests.lab.conftest import SERVER_IP, TURN_USER, IceLab, Laptop
 from tests.peers.kamailio import DEFAULT_USERS, Kamailio
-from tests.peers.netns import REPO_ROOT
+from tests.peers.netns import REPO_ROOT, Namespace
 
 DOMAIN = "example.org"
 CALLER_TONE, CALLEE_TONE = 440.0, 880.0
@@ -74,24 +75,24 @@ def start_kamailio(ice: IceLab, workdir: Path, fr_timer_ms: int = 5000) -> Kamai
     return kamailio
 
 
-def softphone_argv(laptop: Laptop, *args: str) -> list[str]:
-    return laptop.ns.exec_argv([sys.executable, "-m", "softphone", *args])
+class SoftphoneProcess:
+    """One ``python -m softphone ARGS`` process in a namespace of the tests; stderr lines
+    collected by a thread (to wait for a progress line), stdout (the JSON report) read at the
+    end; with ``log``, both saved there when it ends. Ended by its PID."""
 
-
-class Softphone:
-    """One ``softphone`` process in a laptop's namespace; stderr lines collected by a
-    thread (to wait for a progress line), stdout (the JSON report) read at the end."""
-
-    def __init__(self, lab: SoftphoneLab, laptop: Laptop, args: list[str], log: Path) -> None:
-        self.laptop = laptop
+    def __init__(
+        self, ns: Namespace, env: dict[str, str], *args: str, log: Path | None = None,
+        name: str = "softphone",
+    ) -> None:  # fmt: skip
+        self.name = name
         self.log_path = log
         self.proc = subprocess.Popen(
-            softphone_argv(laptop, *args),
+            ns.exec_argv([sys.executable, "-m", "softphone", *args]),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=lab.env(),
+            env=env,
             cwd=REPO_ROOT,
             start_new_session=True,
         )
@@ -114,16 +115,26 @@ class Softphone:
     def stderr(self) -> str:
         return "".join(self.lines)
 
-    def wait_for(self, text: str, timeout: float = 30.0) -> bool:
+    text = stderr
+
+    def search(self, pattern: str, timeout: float = 30.0) -> re.Match[str] | None:
+        """The first stderr line matching the regular expression ``pattern``, waiting up to
+        ``timeout`` s for it (or until the process ends)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
-                return True
-            if self.proc.poll() is not None:
+        while True:
+            ended = self.proc.poll() is not None
+            if ended:
                 self._err.join(2)
-                return any(text in line for line in self.lines)
+            for line in list(self.lines):
+                if found := re.search(pattern, line):
+                    return found
+            if ended or time.monotonic() >= deadline:
+                return None
             time.sleep(0.05)
-        return False
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> bool:
+        """Whether a stderr line containing ``text`` came within ``timeout`` s."""
+        return self.search(re.escape(text), timeout) is not None
 
     def finish(self, timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
         """Exit status and JSON report; on timeout the process is killed (by PID)."""
@@ -132,13 +143,13 @@ class Softphone:
         except subprocess.TimeoutExpired:
             self.stop()
             raise AssertionError(
-                f"{self.laptop.name}: softphone still running after {timeout:.0f}s\n{self.stderr}"
+                f"{self.name}: softphone still running after {timeout:.0f}s\n{self.stderr}"
             ) from None
         self._out.join(5)
         self._err.join(5)
         self._save_log()
         text = self.stdout.strip()
-        assert text, f"{self.laptop.name}: no JSON report\n{self.stderr}"
+        assert text, f"{self.name}: no JSON report\n{self.stderr}"
         return self.proc.returncode, json.loads(text.splitlines()[-1])
 
     def interrupt(self) -> None:
@@ -161,9 +172,19 @@ class Softphone:
         self._save_log()
 
     def _save_log(self) -> None:
+        if self.log_path is None:
+            return
         with contextlib.suppress(OSError):
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self.log_path.write_text(self.stderr + "\n---- stdout\n" + self.stdout)
+
+
+class Softphone(SoftphoneProcess):
+    """A :class:`SoftphoneProcess` on a laptop of the softphone lab."""
+
+    def __init__(self, lab: SoftphoneLab, laptop: Laptop, args: list[str], log: Path) -> None:
+        self.laptop = laptop
+        super().__init__(laptop.ns, lab.env(), *args, log=log, name=laptop.name)
 
 
 @dataclass

@@ -14,21 +14,16 @@ namespaces.
 
 from __future__ import annotations
 
-import json
-import re
-import signal
-import subprocess
-import sys
-import threading
+import os
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from media.analysis import dominant_frequency, rms_dbfs
 from media.sources import load_wav
-from tests.peers.netns import REPO_ROOT, Lab, Namespace, netns_available
+from tests.lab.softphone_lab import SoftphoneProcess
+from tests.peers.netns import REPO_ROOT, Lab, netns_available
 
 pytestmark = [
     pytest.mark.lab,
@@ -40,67 +35,7 @@ ALICE_TONE, BOB_TONE = 440.0, 880.0
 WAIT = 30.0  # a generous bound for "it happens" (shared machine), never a pass/fail time
 # how long bob stays on the call once ICE restarted (alice's recording's last 2 s are checked)
 AFTER_RESTART = 3.0
-
-
-class Softphone:
-    """``python -m softphone ARGS`` inside a namespace; stderr lines collected by a thread."""
-
-    def __init__(self, ns: Namespace, *args: str) -> None:
-        argv = ns.exec_argv(
-            ["env", f"PYTHONPATH={REPO_ROOT}", sys.executable, "-m", "softphone", *args]
-        )
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        self.lines: list[str] = []
-        assert self.proc.stderr is not None
-        self._reader = threading.Thread(target=self._read, args=(self.proc.stderr,), daemon=True)
-        self._reader.start()
-
-    def _read(self, stream: Any) -> None:
-        for line in stream:
-            self.lines.append(line)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, pattern: str, timeout: float = WAIT) -> re.Match[str] | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                found = re.search(pattern, line)
-                if found:
-                    return found
-            if self.proc.poll() is not None:
-                self._reader.join(2)
-                return next((m for line in self.lines if (m := re.search(pattern, line))), None)
-            time.sleep(0.05)
-        return None
-
-    def finish(self, timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
-        out, _ = self.proc.communicate(timeout=timeout)
-        self._reader.join(5)
-        assert out.strip(), self.text
-        return self.proc.returncode, json.loads(out)
-
-    def interrupt(self) -> None:
-        """SIGINT, as Ctrl-C: the call hangs up (BYE), as at the end of ``--duration``."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
 
 
 @pytest.mark.parametrize("order", ["add-then-del", "del-then-add"])
@@ -118,17 +53,17 @@ def test_callee_renumbered_mid_call_restarts_ice_and_audio_comes_back(
         b.sysctl("net.ipv4.conf.eth0.promote_secondaries", "1")
         for ns in (a, b):  # a default route: the UAs' wildcard sockets find their address
             ns.add_route("default", dev="eth0")
-        bob = Softphone(
-            b, "--json", "--user", f"bob@{BOB}", "answer", "--auto", "--count", "1",
+        bob = SoftphoneProcess(
+            b, ENV, "--json", "--user", f"bob@{BOB}", "answer", "--auto", "--count", "1",
             "--play", f"tone:{BOB_TONE:g}", "--record", "none", "--duration", "9",
         )  # fmt: skip
-        alice: Softphone | None = None
+        alice: SoftphoneProcess | None = None
         try:
-            listening = bob.wait_for(r"listening on \S+:(\d+)")
+            listening = bob.search(r"listening on \S+:(\d+)")
             assert listening is not None, bob.text
             assert bob.wait_for("waiting for calls"), bob.text
-            alice = Softphone(
-                a, "--json", "--bind", f"{ALICE}:0", "--user", f"alice@{ALICE}",
+            alice = SoftphoneProcess(
+                a, ENV, "--json", "--bind", f"{ALICE}:0", "--user", f"alice@{ALICE}",
                 "call", f"sip:bob@{BOB}:{listening.group(1)}",
                 "--play", f"tone:{ALICE_TONE:g}", "--record", str(wav), "--duration", "30",
             )  # fmt: skip

@@ -17,23 +17,18 @@ the namespaces.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
+from tests.lab.softphone_lab import SoftphoneProcess
 from tests.peers.kamailio import DEFAULT_USERS, Kamailio
-from tests.peers.netns import REPO_ROOT, Lab, Namespace, netns_available
+from tests.peers.netns import REPO_ROOT, Lab, netns_available
 
 pytestmark = [
     pytest.mark.lab,
@@ -45,80 +40,6 @@ SERVER, ALICE, BOB, BOB_NEW = "198.51.100.1", "198.51.100.10", "198.51.100.20", 
 DOMAIN = "example.org"
 PASSWORD_ENV = {"alice": "ALICE_SIP_PW", "bob": "BOB_SIP_PW"}
 WAIT = 30.0  # a generous bound for "it happens" (shared machine), never a pass/fail time
-
-
-class Softphone:
-    """``python -m softphone ARGS`` in a namespace; stderr lines collected by a thread."""
-
-    def __init__(self, ns: Namespace, env: dict[str, str], *args: str) -> None:
-        self.proc = subprocess.Popen(
-            ns.exec_argv([sys.executable, "-m", "softphone", *args]),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=REPO_ROOT,
-        )
-        self.lines: list[str] = []
-        self.stdout = ""
-        assert self.proc.stderr is not None and self.proc.stdout is not None
-        self._err = threading.Thread(target=self._read, args=(self.proc.stderr,), daemon=True)
-        self._out = threading.Thread(target=self._read_out, args=(self.proc.stdout,), daemon=True)
-        self._err.start()
-        self._out.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.append(line)
-
-    def _read_out(self, stream: IO[str]) -> None:
-        self.stdout = stream.read()
-
-    @property
-    def text(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, pattern: str, timeout: float = WAIT) -> re.Match[str] | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if found := re.search(pattern, line):
-                    return found
-            if self.proc.poll() is not None:
-                self._err.join(2)
-                return next((m for line in self.lines if (m := re.search(pattern, line))), None)
-            time.sleep(0.05)
-        return None
-
-    def finish(self, timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            raise AssertionError(f"still running after {timeout:.0f} s\n{self.text}") from None
-        self._out.join(5)
-        self._err.join(5)
-        text = self.stdout.strip()
-        assert text, f"no JSON report\n{self.text}"
-        return self.proc.returncode, json.loads(text.splitlines()[-1])
-
-    def interrupt(self) -> None:
-        """SIGINT, as Ctrl-C: a call hangs up (BYE), as at the end of ``--duration``."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGINT)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, 15)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.proc.pid, 9)
-                self.proc.wait(5)
 
 
 class SipLan:
@@ -179,17 +100,17 @@ def test_registered_callee_renumbered_registers_again_and_is_reached(
     one from the new address (Kamailio then reaches him over it)."""
     with Lab(tmp_path) as lab:
         net = SipLan(lab, tmp_path)
-        bob = Softphone(
+        bob = SoftphoneProcess(
             net.bob, net.env, *net.args("bob", transport), "--no-ice", "answer", "--auto",
             "--count", "1", "--play", "tone:880", "--record", "none", "--duration", "1",
         )  # fmt: skip
-        alice: Softphone | None = None
+        alice: SoftphoneProcess | None = None
         try:
             assert bob.wait_for("waiting for calls"), bob.text
             before = net.bob_contacts()
             assert hosts_of(before) == [BOB], before
             net.renumber_bob()
-            moved = bob.wait_for(r"network changed: re-registered as (\S+)")
+            moved = bob.search(r"network changed: re-registered as (\S+)")
             assert moved is not None, bob.text
             assert f"@{BOB_NEW}:" in moved.group(1), bob.text
             # the registrar has the new binding only: the old one was removed, not left
@@ -197,7 +118,7 @@ def test_registered_callee_renumbered_registers_again_and_is_reached(
             after = net.wait_contacts(lambda c: hosts_of(c) == [BOB_NEW])
             assert hosts_of(after) == [BOB_NEW], (after, bob.text)
             # the AOR reaches bob at his new address
-            alice = Softphone(
+            alice = SoftphoneProcess(
                 net.alice, net.env, *net.args("alice"), "--no-ice", "call", "bob",
                 "--play", "tone:440", "--record", "none", "--duration", "4",
             )  # fmt: skip
@@ -218,14 +139,14 @@ def test_call_in_progress_follows_the_callee_and_the_bye_reaches_him(
 ) -> None:
     with Lab(tmp_path) as lab:
         net = SipLan(lab, tmp_path)
-        bob = Softphone(
+        bob = SoftphoneProcess(
             net.bob, net.env, *net.args("bob", transport), "answer", "--auto", "--count", "1",
             "--play", "tone:880", "--record", "none",
         )  # fmt: skip
-        alice: Softphone | None = None
+        alice: SoftphoneProcess | None = None
         try:
             assert bob.wait_for("waiting for calls"), bob.text
-            alice = Softphone(
+            alice = SoftphoneProcess(
                 net.alice, net.env, *net.args("alice", transport), "call", "bob",
                 "--play", "tone:440", "--record", "none", "--duration", "10",
             )  # fmt: skip
@@ -305,11 +226,11 @@ def test_callee_moving_to_another_nat_registers_its_new_public_contact(tmp_path:
                 found = kamailio.contacts("bob")
             return found
 
-        bob = Softphone(
+        bob = SoftphoneProcess(
             bob_ns, env, *args("bob"), "answer", "--auto", "--count", "1",
             "--play", "tone:880", "--record", "none", "--duration", "1",
         )  # fmt: skip
-        alice: Softphone | None = None
+        alice: SoftphoneProcess | None = None
         try:
             assert bob.wait_for("waiting for calls"), bob.text
             before = contacts(lambda c: hosts_of(c) == [ROUTER_WAN[0]])
@@ -317,12 +238,12 @@ def test_callee_moving_to_another_nat_registers_its_new_public_contact(tmp_path:
             bob_ns.add_address("eth1", f"{BOB_LAN[1]}/26")
             bob_ns.add_route("default", via=ROUTER_LAN[1])
             bob_ns.ip("addr", "del", f"{BOB_LAN[0]}/26", "dev", "eth0")
-            moved = bob.wait_for(r"network changed: re-registered as (\S+)")
+            moved = bob.search(r"network changed: re-registered as (\S+)")
             assert moved is not None, bob.text
             assert f"@{ROUTER_WAN[1]}:" in moved.group(1), bob.text
             after = contacts(lambda c: hosts_of(c) == [ROUTER_WAN[1]])
             assert hosts_of(after) == [ROUTER_WAN[1]], (after, bob.text)
-            alice = Softphone(
+            alice = SoftphoneProcess(
                 alice_ns, env, *args("alice"), "call", "bob",
                 "--play", "tone:440", "--record", "none", "--duration", "2",
             )  # fmt: skip
@@ -345,14 +266,14 @@ def test_caller_renumbered_mid_call_gets_the_callees_bye(tmp_path: Path) -> None
     alice_new = "198.51.100.11"
     with Lab(tmp_path) as lab:
         net = SipLan(lab, tmp_path)
-        bob = Softphone(
+        bob = SoftphoneProcess(
             net.bob, net.env, *net.args("bob"), "answer", "--auto", "--count", "1",
             "--play", "tone:880", "--record", "none", "--duration", "8",
         )  # fmt: skip
-        alice: Softphone | None = None
+        alice: SoftphoneProcess | None = None
         try:
             assert bob.wait_for("waiting for calls"), bob.text
-            alice = Softphone(
+            alice = SoftphoneProcess(
                 net.alice, net.env, *net.args("alice"), "call", "bob",
                 "--play", "tone:440", "--record", "none", "--duration", "30",
             )  # fmt: skip
@@ -360,7 +281,7 @@ def test_caller_renumbered_mid_call_gets_the_callees_bye(tmp_path: Path) -> None
             time.sleep(1.0)
             net.alice.ip("addr", "add", f"{alice_new}/24", "dev", "eth0")
             net.alice.ip("addr", "del", f"{ALICE}/24", "dev", "eth0")
-            moved = alice.wait_for(r"network changed: re-registered as (\S+)")
+            moved = alice.search(r"network changed: re-registered as (\S+)")
             assert moved is not None, alice.text
             assert f"@{alice_new}:" in moved.group(1), alice.text
             assert alice.wait_for("ICE restarted"), alice.text
@@ -384,7 +305,7 @@ def test_route_arriving_after_the_address_is_waited_for(tmp_path: Path) -> None:
     address monitor): bob, stranded, looks again until he can register from the new one."""
     with Lab(tmp_path) as lab:
         net = SipLan(lab, tmp_path)
-        bob = Softphone(
+        bob = SoftphoneProcess(
             net.bob, net.env, *net.args("bob"), "--no-ice", "answer", "--auto", "--count", "1",
         )  # fmt: skip
         try:
@@ -394,7 +315,7 @@ def test_route_arriving_after_the_address_is_waited_for(tmp_path: Path) -> None:
             time.sleep(1.5)  # the monitor reported both; nothing routes toward Kamailio yet
             assert "re-registered" not in bob.text, bob.text
             net.bob.ip("route", "add", "198.51.100.0/24", "dev", "eth0", "src", BOB_NEW)
-            moved = bob.wait_for(r"network changed: re-registered as (\S+)")
+            moved = bob.search(r"network changed: re-registered as (\S+)")
             assert moved is not None, bob.text
             assert f"@{BOB_NEW}:" in moved.group(1), bob.text
             after = net.wait_contacts(lambda c: hosts_of(c) == [BOB_NEW])
