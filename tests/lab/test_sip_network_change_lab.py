@@ -76,6 +76,19 @@ class SipLan:
         self.bob.ip("addr", "add", f"{BOB_NEW}/24", "dev", "eth0")
         self.bob.ip("addr", "del", f"{BOB}/24", "dev", "eth0")
 
+    def renumber_registered_bob(self, bob: SoftphoneProcess) -> None:
+        """bob, registered at his first address, is renumbered: he must say he registered
+        again from the new one, and the registrar must then hold the new binding only (the old
+        one removed, not left to expire)."""
+        before = self.bob_contacts()
+        assert hosts_of(before) == [BOB], before
+        self.renumber_bob()
+        moved = bob.search(r"network changed: re-registered as (\S+)")
+        assert moved is not None, bob.text
+        assert f"@{BOB_NEW}:" in moved.group(1), bob.text
+        after = self.wait_contacts(lambda c: hosts_of(c) == [BOB_NEW])
+        assert hosts_of(after) == [BOB_NEW], (after, bob.text)
+
     def bob_contacts(self) -> list[str]:
         return self.kamailio.contacts("bob")
 
@@ -107,16 +120,7 @@ def test_registered_callee_renumbered_registers_again_and_is_reached(
         alice: SoftphoneProcess | None = None
         try:
             assert bob.wait_for("waiting for calls"), bob.text
-            before = net.bob_contacts()
-            assert hosts_of(before) == [BOB], before
-            net.renumber_bob()
-            moved = bob.search(r"network changed: re-registered as (\S+)")
-            assert moved is not None, bob.text
-            assert f"@{BOB_NEW}:" in moved.group(1), bob.text
-            # the registrar has the new binding only: the old one was removed, not left
-            # to expire
-            after = net.wait_contacts(lambda c: hosts_of(c) == [BOB_NEW])
-            assert hosts_of(after) == [BOB_NEW], (after, bob.text)
+            net.renumber_registered_bob(bob)
             # the AOR reaches bob at his new address
             alice = SoftphoneProcess(
                 net.alice, net.env, *net.args("alice"), "--no-ice", "call", "bob",
