@@ -18,8 +18,10 @@ Rules implemented here:
 - UAS (§13.3): 180/183, 2xx retransmitted from T1 doubling to T2 until the ACK, giving up after
   64*T1 with a BYE (§13.3.1.4); CANCEL -> 487 for the INVITE (§9.2); reject with any 3xx-6xx.
 - In-dialog (§14, §15, RFC 3311): BYE both ways, re-INVITE and UPDATE both ways with target
-  refresh, 491 on glare and retry after a random delay (§14.1), 500 + Retry-After when an incoming
-  re-INVITE overlaps one we are answering (§14.2), INFO (RFC 6086).
+  refresh, 491 on glare (a re-INVITE, with or without an offer, while our re-INVITE or our UPDATE
+  with an offer is outstanding; an UPDATE while our re-INVITE or UPDATE is; RFC 3311 §5.2) and
+  retry after a random delay (§14.1), 500 + Retry-After when an incoming re-INVITE overlaps one
+  we are answering (§14.2), INFO (RFC 6086).
 """
 
 from __future__ import annotations
@@ -859,6 +861,15 @@ class Call:
             self._reinvite_out is not None or self._reinvite_in is not None or self._ok is not None
         )
 
+    def _our_offer_outstanding(self) -> bool:
+        """Whether a re-INVITE from the peer must get 491: our own re-INVITE is in progress
+        (RFC 3261 §14.2), or our UPDATE carrying an offer still awaits its answer (RFC 3311
+        §5.2, RFC 6337 §3.1: no new offer, nor an offer-less INVITE asking us for one, while
+        an offer is outstanding in the dialog). A body-less UPDATE (target or session refresh)
+        holds no offer."""
+        req = self._reinvite_out
+        return req is not None and (req.method == "INVITE" or bool(req.body))
+
     def _send_offer(self, method: str, sdp: bytes, now: float, content_type: str = SDP) -> None:
         early_update = method == "UPDATE" and self.state is CallState.EARLY
         if self.dialog is None or not (self.state is CallState.CONNECTED or early_update):
@@ -982,9 +993,12 @@ class Call:
                 self.hangup(now)
 
     def receive_reinvite(self, req: Request, stx: ServerTx, now: float) -> None:
-        """§14.2: a re-INVITE from the peer."""
+        """§14.2: a re-INVITE from the peer; 491 (the peer retries after a random delay,
+        §14.1) while an offer of ours is outstanding, whether the re-INVITE has an offer or
+        asks us for one (RFC 3311 §5.2)."""
         assert self.dialog is not None
-        if self._reinvite_out is not None and self._reinvite_out.method == "INVITE":
+        if self._our_offer_outstanding():
+            log.info("call %s: re-INVITE while our offer is outstanding: 491", self.call_id)
             self.host.respond(stx, make_response(req, 491), now)
             return
         if self._reinvite_in is not None or self._ok is not None:
