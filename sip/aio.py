@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -56,6 +57,7 @@ from sip.transport import KeepaliveHandle, Source, TlsConfig, TransportLayer
 from sip.ua import (
     DEFAULT_PORTS,
     ROUTE_PROBES,
+    ROUTE_PROBES_V6,
     OptionsResult,
     Outgoing,
     Peer,
@@ -329,6 +331,7 @@ class AsyncUserAgent:
         self._keepalive_starting = False
         self._closed = False
         self._wildcard = False  # listening on every address (see start / address_changed)
+        self._ipv6 = False  # listening on :: (IPv6, dual-stack)
         self.registered: Registered | None = None
 
     # ================================================================== lifecycle
@@ -372,6 +375,8 @@ class AsyncUserAgent:
         #: listening on every address: ours is the one routed toward the proxy, and follows
         #: address changes (:meth:`address_changed`); a specific bind stays as it is
         self._wildcard = local_host in ("0.0.0.0", "::")
+        #: ``::`` listens on IPv6 and (dual-stack, the Linux default) IPv4 too
+        self._ipv6 = local_host == "::"
         if self._wildcard:
             local_host = await self._local_host_toward_proxy() or await self._route_source()
         self.config.local_host = local_host
@@ -404,13 +409,15 @@ class AsyncUserAgent:
         a usable source the kernel picks toward one of :data:`sip.ua.ROUTE_PROBES` (a UDP
         connect() sends nothing), else an interface's IPv4 address
         (:func:`interface_addresses`), else an address of ours the host name resolves to,
-        else 127.0.0.1 (see :func:`sip.ua.choose_local_host`)."""
+        else 127.0.0.1 (see :func:`sip.ua.choose_local_host`). Listening on ``::``, IPv6
+        sources (:data:`sip.ua.ROUTE_PROBES_V6`, global IPv6 addresses of the interfaces)
+        follow the IPv4 ones, so an IPv6-only machine advertises its IPv6 address."""
+        ipv6 = self._ipv6
+        probes = [*ROUTE_PROBES, *(ROUTE_PROBES_V6 if ipv6 else ())]
+        interfaces = interface_addresses() + (interface_addresses(socket.AF_INET6) if ipv6 else [])
+        hosts = [h for h in await _host_addresses() if ipv6 or ":" not in h]
         return choose_local_host(
-            [
-                *(source_address_toward(ip) for ip in ROUTE_PROBES),
-                *interface_addresses(),
-                *await _host_addresses(),
-            ]
+            [*(source_address_toward(ip) for ip in probes), *interfaces, *hosts]
         )
 
     async def _current_local_host(self) -> str | None:
@@ -1003,10 +1010,20 @@ def source_address_toward(ip: str) -> str | None:
 _SIOCGIFADDR = 0x8915
 
 
-def interface_addresses() -> list[str]:
+#: /proc/net/if_inet6 flags of addresses not to advertise (if_addr.h: IFA_F_DADFAILED,
+#: IFA_F_DEPRECATED, IFA_F_TENTATIVE)
+_IPV6_UNUSABLE_FLAGS = 0x08 | 0x20 | 0x40
+_PROC_IF_INET6 = "/proc/net/if_inet6"
+
+
+def interface_addresses(family: int = socket.AF_INET) -> list[str]:
     """The primary IPv4 address of each interface, in interface order (Linux: SIOCGIFADDR;
-    elsewhere, or without any, an empty list). The ``sip`` package does not enumerate
-    addresses otherwise (rtnetlink lives in ``ice``, which ``sip`` does not import)."""
+    elsewhere, or without any, an empty list); with ``family=AF_INET6`` the global-scope
+    IPv6 addresses (Linux: /proc/net/if_inet6; not tentative, deprecated or failed DAD,
+    RFC 4862 §5.5.4). The ``sip`` package does not enumerate addresses otherwise (rtnetlink
+    lives in ``ice``, which ``sip`` does not import)."""
+    if family == socket.AF_INET6:
+        return _ipv6_interface_addresses()
     try:
         import fcntl
         import struct
@@ -1024,6 +1041,26 @@ def interface_addresses() -> list[str]:
             except OSError:  # no IPv4 address there
                 continue
             found.append(socket.inet_ntoa(packed[20:24]))
+    return found
+
+
+def _ipv6_interface_addresses(path: str = _PROC_IF_INET6) -> list[str]:
+    """Global IPv6 addresses from ``path`` (lines: address in 32 hex digits, interface index,
+    prefix length, scope, flags, name; all hex), usable ones only."""
+    try:
+        with open(path, encoding="ascii") as lines:
+            rows = [line.split() for line in lines]
+    except (OSError, UnicodeDecodeError):
+        return []
+    found = []
+    for row in rows:
+        try:
+            address = ipaddress.IPv6Address(bytes.fromhex(row[0]))
+            scope, flags = int(row[3], 16), int(row[4], 16)
+        except (IndexError, ValueError):
+            continue
+        if scope == 0 and not flags & _IPV6_UNUSABLE_FLAGS and usable_local_host(str(address)):
+            found.append(str(address))
     return found
 
 

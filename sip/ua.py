@@ -277,6 +277,9 @@ ROUTE_PROBES = (
     "192.168.255.254",
     "100.127.255.254",
 )
+#: The same for IPv6 (RFC 3849 documentation prefix, RFC 4193 unique local addresses), tried
+#: after :data:`ROUTE_PROBES` by a user agent listening on ``::``.
+ROUTE_PROBES_V6 = ("2001:db8::1", "fd00::1")
 
 
 def usable_local_host(host: str | None) -> bool:
@@ -1343,6 +1346,7 @@ __all__ = [
     "RequestRejected",
     "UAConfig",
     "ROUTE_PROBES",
+    "ROUTE_PROBES_V6",
     "UserAgent",
     "choose_local_host",
     "peer_for_uri",

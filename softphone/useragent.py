@@ -120,7 +120,8 @@ def ua_config(account: Account) -> UAConfig:
     if not domain:
         raise ConfigError("no domain: give --user USER@DOMAIN or --server HOST")
     bind = account.bind
-    host = domain if ":" not in domain else f"[{domain}]"
+    # an IPv6 reference in brackets (RFC 3261 §25.1), whether the user wrote them or not
+    host = f"[{domain}]" if ":" in domain and not domain.startswith("[") else domain
     return UAConfig(
         user=account.user,
         domain=host,

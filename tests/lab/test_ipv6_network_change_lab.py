@@ -115,17 +115,6 @@ def test_ipv6_renumbering_is_reported_and_the_pool_gathers_on_the_new_address(
             child.stop()
 
 
-# sip/aio.py AsyncUserAgent._route_source (what a UA listening on a wildcard address puts in
-# its Via/Contact) looks only at IPv4: sip.ua.ROUTE_PROBES are IPv4 addresses and
-# interface_addresses() asks SIOCGIFADDR (IPv4). On an IPv6-only host it falls back to
-# 127.0.0.1, so the peer sends its ACK (and every in-dialog request) to its own loopback.
-WILDCARD_IPV6_CONTACT_BUG = (
-    "sip/aio.py: a UA listening on [::] with IPv6 addresses only takes 127.0.0.1 as its "
-    "Via/Contact host (ROUTE_PROBES and interface_addresses() are IPv4-only)"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=WILDCARD_IPV6_CONTACT_BUG)
 def test_a_ua_listening_on_the_ipv6_wildcard_advertises_its_ipv6_address(
     tmp_path: Path,
 ) -> None:
@@ -146,13 +135,6 @@ def test_a_ua_listening_on_the_ipv6_wildcard_advertises_its_ipv6_address(
     assert listening.group(1) in (BOB, f"[{BOB}]"), bob.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=WILDCARD_IPV6_CONTACT_BUG
-    + ": alice's ACK never reaches bob, his dialog stays unconfirmed and his ICE"
-    " restart re-INVITE is refused ('cannot send INVITE in state answered')",
-)
 def test_callee_renumbered_mid_ipv6_call_restarts_ice_and_audio_comes_back(
     tmp_path: Path,
 ) -> None:
