@@ -17,14 +17,12 @@ prefix 2001:db8::/32 only, only inside the namespaces; ``nodad`` so no address i
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
 
-from media.analysis import dominant_frequency, rms_dbfs
-from media.sources import load_wav
 from tests.lab.softphone_lab import SoftphoneProcess
+from tests.lab.test_call_network_change_lab import assert_audio_came_back, renumbered_call
 from tests.lab.test_netmonitor_lab import Child
 from tests.peers.netns import REPO_ROOT, Lab, Namespace, NetnsError, netns_available
 
@@ -141,7 +139,6 @@ def test_callee_renumbered_mid_ipv6_call_restarts_ice_and_audio_comes_back(
     """alice and bob on one link, IPv6 only: bob (``answer``, wildcard ``[::]``) gets a new
     address mid-call and loses the old one; his selected pair is gone, so he restarts ICE on
     the new address (re-INVITE with new credentials) and alice hears him again."""
-    wav = tmp_path / "alice.wav"
     with Lab(tmp_path) as lab:
         a, b = ipv6_namespace(lab, "alice6"), ipv6_namespace(lab, "bob6")
         lab.link(a, b, a_if="eth0", b_if="eth0")
@@ -149,48 +146,16 @@ def test_callee_renumbered_mid_ipv6_call_restarts_ice_and_audio_comes_back(
         add6(b, "eth0", f"{BOB}/64")
         for ns in (a, b):  # a default route: the UAs' wildcard sockets find their address
             ns.ip("-6", "route", "add", "default", "dev", "eth0")
-        bob = SoftphoneProcess(
-            b, ENV, "--json", "--bind", "[::]:0", "--user", f"bob@{BOB}",
-            "answer", "--auto", "--count", "1",
-            "--play", f"tone:{BOB_TONE:g}", "--record", "none", "--duration", "9",
-        )  # fmt: skip
-        alice: SoftphoneProcess | None = None
-        try:
-            listening = bob.search(r"listening on \S+:(\d+)")
-            assert listening is not None, bob.text
-            assert bob.wait_for("waiting for calls"), bob.text
-            alice = SoftphoneProcess(
-                a, ENV, "--json", "--bind", f"[{ALICE}]:0", "--user", f"alice@{ALICE}",
-                "call", f"sip:bob@[{BOB}]:{listening.group(1)}",
-                "--play", f"tone:{ALICE_TONE:g}", "--record", str(wav), "--duration", "30",
-            )  # fmt: skip
-            assert bob.wait_for("connected via"), (bob.text, alice.text)
-            time.sleep(1.0)  # some audio on the first pair
+
+        def renumber(bob: SoftphoneProcess) -> None:
             add6(b, "eth0", f"{BOB_NEW}/64")
             b.ip("-6", "addr", "del", f"{BOB}/64", "dev", "eth0")
-            assert bob.wait_for("network changed: restarting ICE"), bob.text
-            restart = bob.search(r"ICE restart(ed| failed)")  # whichever comes first
-            assert restart is not None and restart.group(1) == "ed", bob.text
-            time.sleep(AFTER_RESTART)  # audio on the new pair, then bob hangs up
-            bob.interrupt()
-            bob_status, bob_report = bob.finish()
-            alice_status, alice_report = alice.finish()
-        finally:
-            bob.stop()
-            if alice is not None:
-                alice.stop()
-    assert "the peer restarted ICE" in alice.text
-    assert bob.text.count("network changed: restarting ICE") == 1, bob.text
-    assert bob_report["ice"]["selected"]["local"]["address"] == BOB_NEW, bob.text
-    assert alice_report["ice"]["selected"]["remote"]["address"] == BOB_NEW, alice.text
-    assert bob_report["call"]["end_reason"] == "local-bye"
-    assert alice_report["call"]["end_reason"] == "remote-bye", alice.text
-    assert bob_status == 0 and alice_status == 0, (bob.text, alice.text)
-    # bob's tone is in the last two seconds alice recorded: the audio came back
-    samples, rate = load_wav(wav)
-    tail = samples[-2 * rate : -rate // 5]
-    assert abs(dominant_frequency(tail, rate) - BOB_TONE) < 10
-    assert rms_dbfs(tail) > -30
+
+        call = renumbered_call(
+            a, b, tmp_path / "alice.wav", alice=ALICE, bob=BOB, renumber=renumber,
+            bob_bind=("--bind", "[::]:0"),
+        )  # fmt: skip
+    assert_audio_came_back(call, BOB_NEW, restarts=1)
 
 
 def test_ipv6_address_removed_before_its_successor_comes_after_dad(tmp_path: Path) -> None:
