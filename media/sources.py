@@ -483,19 +483,21 @@ def open_source(
     frame_samples: int | None = None,
     *,
     device: str | int | None = None,
+    pacer: Pacer | None = None,
 ) -> AudioSource:
     """Build the source for ``spec`` producing ``sample_rate`` frames (``device``: the input
-    device for ``mic``, by index or name substring)."""
+    device for ``mic``, by index or name substring; ``pacer``: the send clock of a tone, file
+    or silence source, e.g. the one of the source it replaces; a microphone has the card's)."""
     if isinstance(spec, str):
         spec = parse_source(spec)
     if spec.kind == "tone":
         assert spec.frequency is not None
-        return ToneSource(spec.frequency, sample_rate, frame_samples)
+        return ToneSource(spec.frequency, sample_rate, frame_samples, pacer=pacer)
     if spec.kind == "wav":
         assert spec.path is not None
-        return WavFileSource(spec.path, sample_rate, frame_samples)
+        return WavFileSource(spec.path, sample_rate, frame_samples, pacer=pacer)
     if spec.kind == "silence":
-        return SilenceSource(sample_rate, frame_samples)
+        return SilenceSource(sample_rate, frame_samples, pacer=pacer)
     from .audio import Microphone
 
     return Microphone(sample_rate, frame_samples, device=device)

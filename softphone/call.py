@@ -65,13 +65,10 @@ from media.session import CodecDescription, DtmfReceived, RtpSession, SessionEve
 from media.sources import (
     ClockedSink,
     Pacer,
-    SilenceSource,
-    ToneSource,
     WavFileSource,
     open_sink,
     open_source,
     parse_sink,
-    parse_source,
 )
 from media.stats import Stats
 from sip.aio import AsyncCall, AsyncUserAgent, CallError
@@ -1208,19 +1205,11 @@ class Call:
         the same pacer (the send clock does not jump; :func:`_catch_up` moves a file to where
         the old one was), a microphone opens a new capture stream (media.audio captures at
         the device's rate and converts to ours)."""
-        spec = parse_source(self.options.play)
         pacer = getattr(old, "pacer", None)
-        pacer = pacer if isinstance(pacer, Pacer) else None
-        if spec.kind == "tone":
-            assert spec.frequency is not None
-            return ToneSource(spec.frequency, rate, samples, pacer=pacer)
-        if spec.kind == "wav":
-            assert spec.path is not None
-            loop = bool(getattr(old, "loop", False))
-            return WavFileSource(spec.path, rate, samples, loop=loop, pacer=pacer)
-        if spec.kind == "silence":
-            return SilenceSource(rate, samples, pacer=pacer)
-        return open_source(spec, rate, samples, device=self.options.input_device)
+        return open_source(
+            self.options.play, rate, samples, device=self.options.input_device,
+            pacer=pacer if isinstance(pacer, Pacer) else None,
+        )  # fmt: skip
 
     def _reopen_sink(self, old: Any, rate: int, samples: int) -> Any:
         """The call's sink (``--record``) at another rate; None for a WAV recording (its

@@ -311,9 +311,11 @@ async def test_pcmu_to_opus_reopens_the_microphone_and_speaker_at_the_codec_rate
 
         return factory
 
-    def open_source(spec: Any, rate: int, samples: int | None = None, *, device: Any = None) -> Any:
+    def open_source(
+        spec: Any, rate: int, samples: int | None = None, *, device: Any = None, pacer: Any = None
+    ) -> Any:
         if str(spec) != "mic":
-            return real_source(spec, rate, samples, device=device)
+            return real_source(spec, rate, samples, device=device, pacer=pacer)
         return Microphone(rate, samples, device_rate=48000, stream_factory=card(6000, mics))
 
     def open_sink(spec: Any, rate: int, samples: int | None = None, *, device: Any = None) -> Any:
