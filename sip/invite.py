@@ -15,8 +15,9 @@ Rules implemented here:
   the early-media SDP if present), 2xx -> ACK with its own branch (§13.2.2.4), the ACK resent for
   each 2xx retransmission, a 2xx from a second dialog (forking) ACKed and then BYEd, CANCEL (§9.1)
   only once a provisional response arrived, 401/407 -> the host retries with credentials.
-- UAS (§13.3): 180/183, 2xx retransmitted from T1 doubling to T2 until the ACK, giving up after
-  64*T1 with a BYE (§13.3.1.4); CANCEL -> 487 for the INVITE (§9.2); reject with any 3xx-6xx.
+- UAS (§13.3): 180/183, 2xx retransmitted from T1 doubling to T2 until the ACK (over TCP/TLS
+  too), giving up after 64*T1 with a BYE (§13.3.1.4); CANCEL -> 487 for the INVITE (§9.2);
+  reject with any 3xx-6xx.
 - In-dialog (§14, §15, RFC 3311): BYE both ways, re-INVITE and UPDATE both ways with target
   refresh, 491 on glare (a re-INVITE, with or without an offer, while our re-INVITE or our UPDATE
   with an offer is outstanding; an UPDATE while our re-INVITE or UPDATE is; RFC 3311 §5.2) and
@@ -260,6 +261,7 @@ class Call:
         self._cancelled = False
         self._ack: Request | None = None  # ACK of the current 2xx (resent on retransmission)
         self._ack_hop: SipURI | None = None
+        self._ack_target = ""  # the dialog's remote target when _ack was built
         self._forks: dict[str, tuple[Request, SipURI]] = {}  # remote tag -> ACK, next hop
         # UAS
         self._stx: ServerTx | None = None
@@ -509,6 +511,24 @@ class Call:
                 self.remote_sdp, self.remote_content_type = sdp, ctype
             self.host.emit(CallRinging(self, response.status, response.reason, sdp))
 
+    def _resend_ack(self, now: float) -> None:
+        """The ACK again, for a retransmission of the 2xx it acknowledged (§13.2.2.4). When
+        the peer refreshed its target since (an UPDATE reached us while our ACK was lost on
+        the way, e.g. its proxy connection broke), the ACK is built again toward the new
+        target (§12.2.1.1): the old one may no longer reach the peer at all."""
+        ack, dialog = self._ack, self.dialog
+        if ack is None:
+            return
+        if dialog is not None and dialog.remote_target != self._ack_target:
+            ack = dialog.create_ack(ack.cseq.seq, ack.body, ack.headers.get("Content-Type"))
+            self._remember_ack(ack, dialog)
+        self.host.send_ack(ack, now, self._ack_hop)
+
+    def _remember_ack(self, ack: Request, dialog: Dialog) -> None:
+        self._ack = ack
+        self._ack_hop = dialog.next_hop()
+        self._ack_target = dialog.remote_target
+
     def _on_invite_2xx(self, response: Response, now: float) -> None:
         assert self.invite is not None
         tag = response.to_addr.tag or ""
@@ -517,8 +537,7 @@ class Call:
             confirmed = self.dialog
         if confirmed is not None and confirmed.remote_tag == tag:
             # 2xx retransmission: resend the same ACK (§13.2.2.4).
-            if self._ack is not None:
-                self.host.send_ack(self._ack, now, self._ack_hop)
+            self._resend_ack(now)
             return
         if tag in self._forks:
             fork_ack, fork_hop = self._forks[tag]
@@ -546,8 +565,7 @@ class Call:
             ack_body = self.host.answer_offer(self, sdp, ctype)
             self.local_sdp = ack_body
         ack = dialog.create_ack(self.invite.cseq.seq, ack_body, self.local_content_type)
-        self._ack = ack
-        self._ack_hop = dialog.next_hop()
+        self._remember_ack(ack, dialog)
         self.host.send_ack(ack, now, self._ack_hop)
         if sdp is not None:
             self.remote_sdp, self.remote_content_type = sdp, ctype
@@ -736,13 +754,14 @@ class Call:
         self._ok = resp
         self._ok_stx = stx
         self._ok_is_reinvite = reinvite
+        # §13.3.1.4: the TU passes the 2xx to the transport again and again until the ACK,
+        # over every transport: the ACK crosses the proxies end to end, and a hop that lost
+        # it (a UDP hop behind our TCP connection, a proxy restarting) is recovered only by
+        # the caller's ACK sent again on each retransmission (§13.2.2.4).
         t = self.host.timers
         self._ok_deadline = now + t.timeout
-        if stx.reliable:
-            self._ok_next = None
-        else:
-            self._ok_interval = t.t1
-            self._ok_next = now + t.t1
+        self._ok_interval = t.t1
+        self._ok_next = now + t.t1
 
     def receive_ack(self, ack: Request, now: float) -> None:
         """The ACK for our 2xx (§13.3.1.4); retransmitted ACKs are ignored."""
@@ -894,7 +913,7 @@ class Call:
             # Already settled; a 2xx retransmission of a re-INVITE gets its ACK again.
             if response is not None and 200 <= response.status < 300 and self._ack is not None:
                 if response.cseq.seq == self._ack.cseq.seq and response.cseq.method == "INVITE":
-                    self.host.send_ack(self._ack, now, self._ack_hop)
+                    self._resend_ack(now)
             return
         method = req.method
         if response is None:
@@ -931,8 +950,7 @@ class Call:
                 elif not req.body:
                     log.warning("call %s: no offer in the 2xx to our re-INVITE", self.call_id)
                 ack = self.dialog.create_ack(req.cseq.seq, ack_body, self.local_content_type)
-                self._ack = ack
-                self._ack_hop = self.dialog.next_hop()
+                self._remember_ack(ack, self.dialog)
                 self.host.send_ack(ack, now, self._ack_hop)
                 if bad_offer:
                     self._send_bye(now, reason="bad-offer")

@@ -1141,11 +1141,15 @@ class UserAgent:
         us over the new flow. An UPDATE that fails (the peer may be recovering its own flow
         at the same moment) is sent again up to ``TARGET_REFRESH_TRIES`` times, a little
         later each time. Calls whose peer does not allow UPDATE are left alone (a re-INVITE
-        would involve the offer/answer). Returns how many UPDATEs were sent."""
+        would involve the offer/answer). A call we answered whose ACK has not come yet is
+        refreshed too: its dialog is confirmed (RFC 3261 §12.1.1), the UPDATE carries no
+        offer (RFC 3311 §5.1), and the caller's ACK (sent again on each 2xx retransmission,
+        §13.3.1.4) needs the new target to reach us at all. Returns how many UPDATEs were
+        sent."""
         sent = 0
         for call in self.calls:
             dialog = call.dialog
-            if call.state is not CallState.CONNECTED or dialog is None:
+            if call.state not in (CallState.CONNECTED, CallState.ANSWERED) or dialog is None:
                 continue
             if only is not None and call.call_id not in only:
                 continue
