@@ -13,14 +13,18 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import pytest
 
 from media.analysis import dominant_frequency
 from media.sources import load_wav
@@ -73,6 +77,28 @@ def start_kamailio(ice: IceLab, workdir: Path, fr_timer_ms: int = 5000) -> Kamai
     )  # fmt: skip
     kamailio.start()
     return kamailio
+
+
+def softphone_lab_module(
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    name: str,
+    fr_timer_ms: int = 5000,
+) -> Iterator[SoftphoneLab]:
+    """The body of a test module's ``softphone_lab`` fixture: the ICE lab (or skip) with a
+    Kamailio of its own in the public namespace (see :func:`start_kamailio`), stopped after
+    the module; the setup/connect times table is printed at the end of the session."""
+    if shutil.which("kamailio") is None:
+        pytest.skip("kamailio not installed (Debian package kamailio)")
+    ice_lab: IceLab = request.getfixturevalue("ice_lab")  # (root, iptables, coturn: or skip)
+    if not request.config.pluginmanager.is_registered(TIMES):
+        request.config.pluginmanager.register(TIMES, "softphone-lab-times")
+    workdir = tmp_path_factory.mktemp(name) / "kamailio"
+    kamailio = start_kamailio(ice_lab, workdir, fr_timer_ms=fr_timer_ms)
+    try:
+        yield SoftphoneLab(ice_lab, kamailio)
+    finally:
+        kamailio.stop()
 
 
 class SoftphoneProcess:
@@ -177,6 +203,16 @@ class SoftphoneProcess:
         with contextlib.suppress(OSError):
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self.log_path.write_text(self.stderr + "\n---- stdout\n" + self.stdout)
+
+
+class Running(contextlib.ExitStack):
+    """Softphone processes started in a ``with`` block, all stopped (and their logs saved)
+    when it ends, however it ends."""
+
+    def start(self, ns: Namespace, env: dict[str, str], *args: str) -> SoftphoneProcess:
+        proc = SoftphoneProcess(ns, env, *args)
+        self.callback(proc.stop)
+        return proc
 
 
 class Softphone(SoftphoneProcess):

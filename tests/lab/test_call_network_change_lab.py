@@ -25,7 +25,7 @@ import pytest
 
 from media.analysis import dominant_frequency, rms_dbfs
 from media.sources import load_wav
-from tests.lab.softphone_lab import SoftphoneProcess
+from tests.lab.softphone_lab import Running, SoftphoneProcess
 from tests.peers.netns import REPO_ROOT, Lab, Namespace, netns_available
 
 pytestmark = [
@@ -63,16 +63,15 @@ def renumbered_call(
     a second of audio, ``renumber(bob)`` changes his address; once he restarted ICE he stays
     :data:`AFTER_RESTART` s and hangs up."""
     ref = (lambda host: f"[{host}]") if ":" in bob else (lambda host: host)
-    bob_p = SoftphoneProcess(
-        b, ENV, "--json", *bob_bind, "--user", f"bob@{bob}", "answer", "--auto",
-        "--count", "1", "--play", f"tone:{BOB_TONE:g}", "--record", "none", "--duration", "9",
-    )  # fmt: skip
-    alice_p: SoftphoneProcess | None = None
-    try:
+    with Running() as run:
+        bob_p = run.start(
+            b, ENV, "--json", *bob_bind, "--user", f"bob@{bob}", "answer", "--auto",
+            "--count", "1", "--play", f"tone:{BOB_TONE:g}", "--record", "none", "--duration", "9",
+        )  # fmt: skip
         listening = bob_p.search(r"listening on \S+:(\d+)")
         assert listening is not None, bob_p.text
         assert bob_p.wait_for("waiting for calls"), bob_p.text
-        alice_p = SoftphoneProcess(
+        alice_p = run.start(
             a, ENV, "--json", "--bind", f"{ref(alice)}:0", "--user", f"alice@{alice}",
             "call", f"sip:bob@{ref(bob)}:{listening.group(1)}",
             "--play", f"tone:{ALICE_TONE:g}", "--record", str(wav), "--duration", "30",
@@ -86,10 +85,6 @@ def renumbered_call(
         bob_p.interrupt()
         bob_status, bob_report = bob_p.finish()
         alice_status, alice_report = alice_p.finish()
-    finally:
-        bob_p.stop()
-        if alice_p is not None:
-            alice_p.stop()
     return RenumberedCall(alice_p, bob_p, alice_status, bob_status, alice_report, bob_report, wav)
 
 

@@ -63,14 +63,21 @@ def add6(ns: Namespace, interface: str, cidr: str) -> None:
     ns.ip("-6", "addr", "add", cidr, "dev", interface, "nodad")
 
 
+def ipv6_pair(lab: Lab, a: tuple[str, str], b: tuple[str, str]) -> tuple[Namespace, Namespace]:
+    """Two IPv6 namespaces ``(short name, address)`` linked by their eth0, each with its
+    address in a /64."""
+    ns_a, ns_b = ipv6_namespace(lab, a[0]), ipv6_namespace(lab, b[0])
+    lab.link(ns_a, ns_b, a_if="eth0", b_if="eth0")
+    add6(ns_a, "eth0", f"{a[1]}/64")
+    add6(ns_b, "eth0", f"{b[1]}/64")
+    return ns_a, ns_b
+
+
 def test_ipv6_renumbering_is_reported_and_the_pool_gathers_on_the_new_address(
     tmp_path: Path,
 ) -> None:
     with Lab(tmp_path) as lab:
-        ns, peer = ipv6_namespace(lab, "mon6"), ipv6_namespace(lab, "peer6")
-        lab.link(ns, peer, a_if="eth0", b_if="eth0")
-        add6(ns, "eth0", f"{OLD}/64")
-        add6(peer, "eth0", f"{PEER}/64")
+        ns, peer = ipv6_pair(lab, ("mon6", OLD), ("peer6", PEER))
         child = Child(ns.name)
         try:
             ready = child.expect("ready")
@@ -117,10 +124,7 @@ def test_a_ua_listening_on_the_ipv6_wildcard_advertises_its_ipv6_address(
     tmp_path: Path,
 ) -> None:
     with Lab(tmp_path) as lab:
-        a, b = ipv6_namespace(lab, "alice6"), ipv6_namespace(lab, "bob6")
-        lab.link(a, b, a_if="eth0", b_if="eth0")
-        add6(a, "eth0", f"{ALICE}/64")
-        add6(b, "eth0", f"{BOB}/64")
+        a, b = ipv6_pair(lab, ("alice6", ALICE), ("bob6", BOB))
         b.ip("-6", "route", "add", "default", "dev", "eth0")
         bob = SoftphoneProcess(
             b, ENV, "--json", "--bind", "[::]:0", "--user", f"bob@{BOB}", "answer", "--auto",
@@ -140,10 +144,7 @@ def test_callee_renumbered_mid_ipv6_call_restarts_ice_and_audio_comes_back(
     address mid-call and loses the old one; his selected pair is gone, so he restarts ICE on
     the new address (re-INVITE with new credentials) and alice hears him again."""
     with Lab(tmp_path) as lab:
-        a, b = ipv6_namespace(lab, "alice6"), ipv6_namespace(lab, "bob6")
-        lab.link(a, b, a_if="eth0", b_if="eth0")
-        add6(a, "eth0", f"{ALICE}/64")
-        add6(b, "eth0", f"{BOB}/64")
+        a, b = ipv6_pair(lab, ("alice6", ALICE), ("bob6", BOB))
         for ns in (a, b):  # a default route: the UAs' wildcard sockets find their address
             ns.ip("-6", "route", "add", "default", "dev", "eth0")
 
@@ -163,10 +164,7 @@ def test_ipv6_address_removed_before_its_successor_comes_after_dad(tmp_path: Pat
     then the new one comes with duplicate address detection (no ``nodad``): it is reported
     once, when it is no longer tentative, and the pool gathers on it."""
     with Lab(tmp_path) as lab:
-        ns, peer = ipv6_namespace(lab, "mon6"), ipv6_namespace(lab, "peer6")
-        lab.link(ns, peer, a_if="eth0", b_if="eth0")
-        add6(ns, "eth0", f"{OLD}/64")
-        add6(peer, "eth0", f"{PEER}/64")
+        ns, peer = ipv6_pair(lab, ("mon6", OLD), ("peer6", PEER))
         child = Child(ns.name)
         try:
             assert OLD in child.expect("ready")["addresses"]

@@ -15,20 +15,18 @@ Needs root, iproute2, iptables, coturn and kamailio (skips saying which is missi
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import IceLab
 from tests.lab.softphone_lab import (
     TIMES,
     SoftphoneLab,
     assert_call_ok,
     run_call,
-    start_kamailio,
+    softphone_lab_module,
 )
 from tests.peers.kamailio import Kamailio
 
@@ -43,17 +41,7 @@ FR_TIMER_MS = 2000
 def softphone_lab(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[SoftphoneLab]:
-    if shutil.which("kamailio") is None:
-        pytest.skip("kamailio not installed (Debian package kamailio)")
-    ice_lab: IceLab = request.getfixturevalue("ice_lab")  # (root, iptables, coturn: or skip)
-    if not request.config.pluginmanager.is_registered(TIMES):
-        request.config.pluginmanager.register(TIMES, "softphone-lab-times")
-    workdir = tmp_path_factory.mktemp("outbound-lab") / "kamailio"
-    kamailio = start_kamailio(ice_lab, workdir, fr_timer_ms=FR_TIMER_MS)
-    try:
-        yield SoftphoneLab(ice_lab, kamailio)
-    finally:
-        kamailio.stop()
+    yield from softphone_lab_module(tmp_path_factory, request, "outbound-lab", FR_TIMER_MS)
 
 
 def _alice_registered(kamailio: Kamailio) -> bool:

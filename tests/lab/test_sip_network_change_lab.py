@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab.softphone_lab import SoftphoneProcess
+from tests.lab.softphone_lab import Running, SoftphoneProcess
 from tests.peers.kamailio import DEFAULT_USERS, Kamailio
 from tests.peers.netns import REPO_ROOT, Lab, netns_available
 
@@ -111,27 +111,21 @@ def test_registered_callee_renumbered_registers_again_and_is_reached(
 ) -> None:
     """Over TCP the connection from the old address is closed and bob registers over a new
     one from the new address (Kamailio then reaches him over it)."""
-    with Lab(tmp_path) as lab:
+    with Lab(tmp_path) as lab, Running() as run:
         net = SipLan(lab, tmp_path)
-        bob = SoftphoneProcess(
+        bob = run.start(
             net.bob, net.env, *net.args("bob", transport), "--no-ice", "answer", "--auto",
             "--count", "1", "--play", "tone:880", "--record", "none", "--duration", "1",
         )  # fmt: skip
-        alice: SoftphoneProcess | None = None
-        try:
-            assert bob.wait_for("waiting for calls"), bob.text
-            net.renumber_registered_bob(bob)
-            # the AOR reaches bob at his new address
-            alice = SoftphoneProcess(
-                net.alice, net.env, *net.args("alice"), "--no-ice", "call", "bob",
-                "--play", "tone:440", "--record", "none", "--duration", "4",
-            )  # fmt: skip
-            bob_status, bob_report = bob.finish()
-            alice_status, alice_report = alice.finish()
-        finally:
-            bob.stop()
-            if alice is not None:
-                alice.stop()
+        assert bob.wait_for("waiting for calls"), bob.text
+        net.renumber_registered_bob(bob)
+        # the AOR reaches bob at his new address
+        alice = run.start(
+            net.alice, net.env, *net.args("alice"), "--no-ice", "call", "bob",
+            "--play", "tone:440", "--record", "none", "--duration", "4",
+        )  # fmt: skip
+        bob_status, bob_report = bob.finish()
+        alice_status, alice_report = alice.finish()
     assert alice_report["call"]["sip_status"] == 200, alice.text
     assert alice_status == 0 and bob_status == 0, (alice.text, bob.text)
     assert bob_report["answer"] == {"calls": 1, "succeeded": 1}, bob.text
@@ -141,33 +135,27 @@ def test_registered_callee_renumbered_registers_again_and_is_reached(
 def test_call_in_progress_follows_the_callee_and_the_bye_reaches_him(
     tmp_path: Path, transport: str
 ) -> None:
-    with Lab(tmp_path) as lab:
+    with Lab(tmp_path) as lab, Running() as run:
         net = SipLan(lab, tmp_path)
-        bob = SoftphoneProcess(
+        bob = run.start(
             net.bob, net.env, *net.args("bob", transport), "answer", "--auto", "--count", "1",
             "--play", "tone:880", "--record", "none",
         )  # fmt: skip
-        alice: SoftphoneProcess | None = None
-        try:
-            assert bob.wait_for("waiting for calls"), bob.text
-            alice = SoftphoneProcess(
-                net.alice, net.env, *net.args("alice", transport), "call", "bob",
-                "--play", "tone:440", "--record", "none", "--duration", "10",
-            )  # fmt: skip
-            assert bob.wait_for("connected via"), bob.text
-            time.sleep(1.0)
-            net.renumber_bob()
-            assert bob.wait_for("network changed: re-registered as"), bob.text
-            assert bob.wait_for("ICE restarted"), bob.text
-            time.sleep(1.0)  # media on the new pair; then alice hangs up (--duration: a bound)
-            alice.interrupt()
-            alice_status, alice_report = alice.finish()
-            bob_status, bob_report = bob.finish()
-            contacts = net.bob_contacts()
-        finally:
-            bob.stop()
-            if alice is not None:
-                alice.stop()
+        assert bob.wait_for("waiting for calls"), bob.text
+        alice = run.start(
+            net.alice, net.env, *net.args("alice", transport), "call", "bob",
+            "--play", "tone:440", "--record", "none", "--duration", "10",
+        )  # fmt: skip
+        assert bob.wait_for("connected via"), bob.text
+        time.sleep(1.0)
+        net.renumber_bob()
+        assert bob.wait_for("network changed: re-registered as"), bob.text
+        assert bob.wait_for("ICE restarted"), bob.text
+        time.sleep(1.0)  # media on the new pair; then alice hangs up (--duration: a bound)
+        alice.interrupt()
+        alice_status, alice_report = alice.finish()
+        bob_status, bob_report = bob.finish()
+        contacts = net.bob_contacts()
     text = bob.text
     # the re-registration came before the restart's re-INVITE
     assert text.index("network changed: re-registered as") < text.index("ICE restarted"), text
@@ -191,7 +179,7 @@ def test_callee_moving_to_another_nat_registers_its_new_public_contact(tmp_path:
     address of router 1 must be forgotten: he registers from the new network, removing the
     old public binding, learns router 2's public address and registers that; alice's call to
     the AOR then reaches him through router 2."""
-    with Lab(tmp_path) as lab:
+    with Lab(tmp_path) as lab, Running() as run:
         public, alice_ns, bob_ns = (lab.namespace(n) for n in ("public", "alice", "bob"))
         lab.bridge(public, "br0", [f"{PUBLIC_SERVER}/24"])
         link = lab.link(alice_ns, public, f"{PUBLIC_ALICE}/24", None, "eth0", "p-alice")
@@ -230,34 +218,28 @@ def test_callee_moving_to_another_nat_registers_its_new_public_contact(tmp_path:
                 found = kamailio.contacts("bob")
             return found
 
-        bob = SoftphoneProcess(
+        bob = run.start(
             bob_ns, env, *args("bob"), "answer", "--auto", "--count", "1",
             "--play", "tone:880", "--record", "none", "--duration", "1",
         )  # fmt: skip
-        alice: SoftphoneProcess | None = None
-        try:
-            assert bob.wait_for("waiting for calls"), bob.text
-            before = contacts(lambda c: hosts_of(c) == [ROUTER_WAN[0]])
-            assert hosts_of(before) == [ROUTER_WAN[0]], (before, bob.text)  # learned via NAT 1
-            bob_ns.add_address("eth1", f"{BOB_LAN[1]}/26")
-            bob_ns.add_route("default", via=ROUTER_LAN[1])
-            bob_ns.ip("addr", "del", f"{BOB_LAN[0]}/26", "dev", "eth0")
-            moved = bob.search(r"network changed: re-registered as (\S+)")
-            assert moved is not None, bob.text
-            assert f"@{ROUTER_WAN[1]}:" in moved.group(1), bob.text
-            after = contacts(lambda c: hosts_of(c) == [ROUTER_WAN[1]])
-            assert hosts_of(after) == [ROUTER_WAN[1]], (after, bob.text)
-            alice = SoftphoneProcess(
-                alice_ns, env, *args("alice"), "call", "bob",
-                "--play", "tone:440", "--record", "none", "--duration", "2",
-            )  # fmt: skip
-            assert bob.wait_for("incoming call from"), (bob.text, alice.text)
-            _alice_status, alice_report = alice.finish()
-            _bob_status, bob_report = bob.finish()
-        finally:
-            bob.stop()
-            if alice is not None:
-                alice.stop()
+        assert bob.wait_for("waiting for calls"), bob.text
+        before = contacts(lambda c: hosts_of(c) == [ROUTER_WAN[0]])
+        assert hosts_of(before) == [ROUTER_WAN[0]], (before, bob.text)  # learned via NAT 1
+        bob_ns.add_address("eth1", f"{BOB_LAN[1]}/26")
+        bob_ns.add_route("default", via=ROUTER_LAN[1])
+        bob_ns.ip("addr", "del", f"{BOB_LAN[0]}/26", "dev", "eth0")
+        moved = bob.search(r"network changed: re-registered as (\S+)")
+        assert moved is not None, bob.text
+        assert f"@{ROUTER_WAN[1]}:" in moved.group(1), bob.text
+        after = contacts(lambda c: hosts_of(c) == [ROUTER_WAN[1]])
+        assert hosts_of(after) == [ROUTER_WAN[1]], (after, bob.text)
+        alice = run.start(
+            alice_ns, env, *args("alice"), "call", "bob",
+            "--play", "tone:440", "--record", "none", "--duration", "2",
+        )  # fmt: skip
+        assert bob.wait_for("incoming call from"), (bob.text, alice.text)
+        _alice_status, alice_report = alice.finish()
+        _bob_status, bob_report = bob.finish()
     # (no ICE and no STUN here: bob's media address is private, so the audio is not the
     # point -- the INVITE to bob's AOR reached him behind router 2 and he answered it)
     assert alice_report["call"]["sip_status"] == 200, alice.text
@@ -268,35 +250,29 @@ def test_caller_renumbered_mid_call_gets_the_callees_bye(tmp_path: Path) -> None
     """The other way round: alice, the caller (``softphone call``), moves; bob hangs up and
     his BYE, routed by Kamailio to alice's remote target, reaches her new address."""
     alice_new = "198.51.100.11"
-    with Lab(tmp_path) as lab:
+    with Lab(tmp_path) as lab, Running() as run:
         net = SipLan(lab, tmp_path)
-        bob = SoftphoneProcess(
+        bob = run.start(
             net.bob, net.env, *net.args("bob"), "answer", "--auto", "--count", "1",
             "--play", "tone:880", "--record", "none", "--duration", "8",
         )  # fmt: skip
-        alice: SoftphoneProcess | None = None
-        try:
-            assert bob.wait_for("waiting for calls"), bob.text
-            alice = SoftphoneProcess(
-                net.alice, net.env, *net.args("alice"), "call", "bob",
-                "--play", "tone:440", "--record", "none", "--duration", "30",
-            )  # fmt: skip
-            assert alice.wait_for("connected via"), alice.text
-            time.sleep(1.0)
-            net.alice.ip("addr", "add", f"{alice_new}/24", "dev", "eth0")
-            net.alice.ip("addr", "del", f"{ALICE}/24", "dev", "eth0")
-            moved = alice.search(r"network changed: re-registered as (\S+)")
-            assert moved is not None, alice.text
-            assert f"@{alice_new}:" in moved.group(1), alice.text
-            assert alice.wait_for("ICE restarted"), alice.text
-            time.sleep(1.0)  # media on the new pair; then bob hangs up (--duration: a bound)
-            bob.interrupt()
-            bob_status, bob_report = bob.finish()
-            alice_status, alice_report = alice.finish()
-        finally:
-            bob.stop()
-            if alice is not None:
-                alice.stop()
+        assert bob.wait_for("waiting for calls"), bob.text
+        alice = run.start(
+            net.alice, net.env, *net.args("alice"), "call", "bob",
+            "--play", "tone:440", "--record", "none", "--duration", "30",
+        )  # fmt: skip
+        assert alice.wait_for("connected via"), alice.text
+        time.sleep(1.0)
+        net.alice.ip("addr", "add", f"{alice_new}/24", "dev", "eth0")
+        net.alice.ip("addr", "del", f"{ALICE}/24", "dev", "eth0")
+        moved = alice.search(r"network changed: re-registered as (\S+)")
+        assert moved is not None, alice.text
+        assert f"@{alice_new}:" in moved.group(1), alice.text
+        assert alice.wait_for("ICE restarted"), alice.text
+        time.sleep(1.0)  # media on the new pair; then bob hangs up (--duration: a bound)
+        bob.interrupt()
+        bob_status, bob_report = bob.finish()
+        alice_status, alice_report = alice.finish()
     assert alice_report["call"]["end_reason"] == "remote-bye", alice.text  # bob's BYE reached
     assert bob_report["call"]["end_reason"] == "local-bye", bob.text
     assert alice_report["ice"]["selected"]["local"]["address"] == alice_new, alice.text
@@ -307,22 +283,19 @@ def test_route_arriving_after_the_address_is_waited_for(tmp_path: Path) -> None:
     """As a DHCP client may do it: the old address goes, the new one comes without a route,
     and the route toward the registrar comes a moment later (routes are not reported by the
     address monitor): bob, stranded, looks again until he can register from the new one."""
-    with Lab(tmp_path) as lab:
+    with Lab(tmp_path) as lab, Running() as run:
         net = SipLan(lab, tmp_path)
-        bob = SoftphoneProcess(
+        bob = run.start(
             net.bob, net.env, *net.args("bob"), "--no-ice", "answer", "--auto", "--count", "1",
         )  # fmt: skip
-        try:
-            assert bob.wait_for("waiting for calls"), bob.text
-            net.bob.ip("addr", "del", f"{BOB}/24", "dev", "eth0")
-            net.bob.ip("addr", "add", f"{BOB_NEW}/32", "dev", "eth0")  # no subnet route
-            time.sleep(1.5)  # the monitor reported both; nothing routes toward Kamailio yet
-            assert "re-registered" not in bob.text, bob.text
-            net.bob.ip("route", "add", "198.51.100.0/24", "dev", "eth0", "src", BOB_NEW)
-            moved = bob.search(r"network changed: re-registered as (\S+)")
-            assert moved is not None, bob.text
-            assert f"@{BOB_NEW}:" in moved.group(1), bob.text
-            after = net.wait_contacts(lambda c: hosts_of(c) == [BOB_NEW])
-            assert hosts_of(after) == [BOB_NEW], (after, bob.text)
-        finally:
-            bob.stop()
+        assert bob.wait_for("waiting for calls"), bob.text
+        net.bob.ip("addr", "del", f"{BOB}/24", "dev", "eth0")
+        net.bob.ip("addr", "add", f"{BOB_NEW}/32", "dev", "eth0")  # no subnet route
+        time.sleep(1.5)  # the monitor reported both; nothing routes toward Kamailio yet
+        assert "re-registered" not in bob.text, bob.text
+        net.bob.ip("route", "add", "198.51.100.0/24", "dev", "eth0", "src", BOB_NEW)
+        moved = bob.search(r"network changed: re-registered as (\S+)")
+        assert moved is not None, bob.text
+        assert f"@{BOB_NEW}:" in moved.group(1), bob.text
+        after = net.wait_contacts(lambda c: hosts_of(c) == [BOB_NEW])
+        assert hosts_of(after) == [BOB_NEW], (after, bob.text)

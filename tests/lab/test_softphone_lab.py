@@ -15,14 +15,12 @@ Needs root, iproute2, iptables, coturn and kamailio (skips saying which is missi
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import IceLab
 from tests.lab.softphone_lab import (
     CALLEE_TONE,
     CALLER_TONE,
@@ -37,7 +35,7 @@ from tests.lab.softphone_lab import (
     heard_windows,
     relayed,
     run_call,
-    start_kamailio,
+    softphone_lab_module,
 )
 
 DIRECT = {"host", "srflx", "prflx"}
@@ -47,16 +45,7 @@ DIRECT = {"host", "srflx", "prflx"}
 def softphone_lab(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[SoftphoneLab]:
-    if shutil.which("kamailio") is None:
-        pytest.skip("kamailio not installed (Debian package kamailio)")
-    ice_lab: IceLab = request.getfixturevalue("ice_lab")  # (root, iptables, coturn: or skip)
-    if not request.config.pluginmanager.is_registered(TIMES):
-        request.config.pluginmanager.register(TIMES, "softphone-lab-times")
-    kamailio = start_kamailio(ice_lab, tmp_path_factory.mktemp("softphone-lab") / "kamailio")
-    try:
-        yield SoftphoneLab(ice_lab, kamailio)
-    finally:
-        kamailio.stop()
+    yield from softphone_lab_module(tmp_path_factory, request, "softphone-lab")
 
 
 def _direct(r: CallResult, lab: SoftphoneLab, caller: str, callee: str) -> None:

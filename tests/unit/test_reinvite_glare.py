@@ -38,9 +38,11 @@ def _glare_setup(net: Any, a: Any, b: Any) -> tuple[inv.Call, inv.Call, list[byt
     return call, bcall, taken
 
 
-def _update_pending_at_alice(net: Any, a: Any, b: Any, call: inv.Call) -> None:
-    """alice sends an UPDATE with an offer; bob's first 200 is lost, so it stays outstanding
-    until alice's retransmission (T1) gets the 200 again."""
+def _update_pending_at_alice(
+    net: Any, a: Any, b: Any, call: inv.Call, offer: bytes = NEW_A
+) -> None:
+    """alice sends an UPDATE with ``offer`` (none: a body-less UPDATE); bob's first 200 is
+    lost, so it stays outstanding until alice's retransmission (T1) gets the 200 again."""
     dropped: list[Response] = []
 
     def drop(msg: Request | Response, src: Any, dst: Any) -> bool:
@@ -51,9 +53,9 @@ def _update_pending_at_alice(net: Any, a: Any, b: Any, call: inv.Call) -> None:
         return False
 
     net.drop = drop
-    call.update(NEW_A, net.now)
+    call.update(offer, net.now)
     net.run(lambda: bool(dropped))
-    assert not net.of(a, inv.CallUpdated)  # alice's offer is still unanswered
+    assert not net.of(a, inv.CallUpdated)  # alice's UPDATE is still unanswered
 
 
 def test_offerless_reinvite_during_our_update_gets_491_then_retry_succeeds():
@@ -135,18 +137,7 @@ def test_reinvite_during_our_bodyless_update_is_answered():
     """A body-less UPDATE (a target/session refresh) carries no offer: no glare with it."""
     net, a, b = pair()
     call, bcall, taken = _glare_setup(net, a, b)
-    dropped: list[Response] = []
-
-    def drop(msg: Request | Response, src: Any, dst: Any) -> bool:
-        if _is_update_200(msg) and not dropped:
-            assert isinstance(msg, Response)
-            dropped.append(msg)
-            return True
-        return False
-
-    net.drop = drop
-    call.update(b"", net.now)
-    net.run(lambda: bool(dropped))
+    _update_pending_at_alice(net, a, b, call, offer=b"")
     bcall.reinvite(None, net.now)
     net.run(lambda: any(u.method == "ACK" for u in net.of(a, inv.CallUpdated)))
     assert not net.sent_lines("SIP/2.0 491")
